@@ -1,0 +1,102 @@
+"""Pure codecs shared by every adapter: values and keys to bytes and back, dead-letter headers.
+
+No I/O and no asyncio here; tested with bytes alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from reactive_services.errors import DecodeError
+
+from ._message import Headers, Message
+
+__all__ = [
+    "DLT_SUFFIX",
+    "dead_letter_headers",
+    "dead_letter_topic",
+    "decode_json",
+    "encode_key",
+    "encode_value",
+]
+
+#: Suffix of a dead-letter topic: records of ``orders`` that cannot be handled go to ``orders.DLT``.
+DLT_SUFFIX = ".DLT"
+
+
+def encode_value(value: Any) -> bytes | None:
+    """Serialise a value for the wire.
+
+    ``bytes`` pass through unchanged, ``None`` stays ``None`` (a tombstone), anything else
+    is encoded as JSON with orjson (dataclasses, datetimes and numpy arrays included).
+
+    Raises:
+        TypeError: the value is not JSON-serialisable.
+    """
+    if value is None or isinstance(value, bytes):
+        return value
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"value is not JSON-serialisable: {exc}") from exc
+
+
+def encode_key(key: str | bytes | None) -> bytes | None:
+    """A record key as bytes: ``str`` is UTF-8 encoded, ``bytes`` and ``None`` pass through."""
+    if key is None or isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    raise TypeError(f"key must be str, bytes or None, not {type(key).__name__}")
+
+
+def decode_json(raw: bytes | None) -> Any:
+    """Decode a record value as JSON.
+
+    Raises:
+        DecodeError: ``raw`` is ``None`` (a tombstone) or not valid UTF-8 JSON; the
+            message says why and where (orjson's position).
+    """
+    if raw is None:
+        raise DecodeError("record has no value (tombstone)")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not JSON: {exc}") from exc
+
+
+def dead_letter_topic(topic: str) -> str:
+    """The dead-letter topic of ``topic``: ``<topic>.DLT``."""
+    return topic + DLT_SUFFIX
+
+
+def dead_letter_headers(
+    message: Message, error: BaseException | str, *, attempts: int = 1
+) -> list[tuple[str, bytes]]:
+    """Headers for a record sent to a dead-letter topic.
+
+    The original headers are kept, then these are appended (all UTF-8 text):
+    ``dlt.original.topic``, ``dlt.original.partition``, ``dlt.original.offset``,
+    ``dlt.attempts``, ``dlt.exception.type`` and ``dlt.reason`` (the exception message).
+    """
+    if isinstance(error, BaseException):
+        exc_type, reason = type(error).__name__, str(error) or type(error).__name__
+    else:
+        exc_type, reason = "Error", error
+    out: list[tuple[str, bytes]] = [(k, v) for k, v in message.headers]
+    out += [
+        ("dlt.original.topic", message.topic.encode()),
+        ("dlt.original.partition", str(message.partition).encode()),
+        ("dlt.original.offset", str(message.offset).encode()),
+        ("dlt.attempts", str(attempts).encode()),
+        ("dlt.exception.type", exc_type.encode()),
+        ("dlt.reason", reason.encode("utf-8", "replace")),
+    ]
+    return out
+
+
+def headers_to_dict(headers: Headers | None) -> dict[str, str]:
+    """Headers as a ``{name: text}`` dict (later duplicates win; bytes decoded as UTF-8)."""
+    return {k: v.decode("utf-8", "replace") for k, v in headers or ()}

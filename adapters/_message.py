@@ -1,0 +1,129 @@
+"""The message type every broker source emits, and the record metadata every producer returns."""
+
+from __future__ import annotations
+
+import asyncio
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Sequence
+
+from reactivex.abc import ObserverBase
+
+__all__ = ["Headers", "Message", "RecordMetadata", "current_message", "deliver", "header", "track"]
+
+#: Record headers as Kafka carries them: an ordered sequence of (name, value) pairs.
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class Message:
+    """One record read from a topic.
+
+    Attributes:
+        topic: the topic it was read from.
+        partition: the partition number (0-based).
+        offset: its offset within the partition.
+        key: the record key as bytes, or None.
+        value: the decoded value (JSON-decoded with orjson by default; the raw bytes
+            when the source was asked for ``decode=None``).
+        headers: the record headers, ``[(name, bytes), ...]``.
+        timestamp_ms: the record timestamp, milliseconds since the Unix epoch.
+        raw: the undecoded value bytes (``None`` for a tombstone).
+
+    A consumer commits the offset of a message only after the Observer's ``on_next``
+    has returned *and* every awaitable registered with :meth:`track` has finished
+    (at-least-once delivery).
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: Any
+    headers: Headers = ()
+    timestamp_ms: int = 0
+    raw: bytes | None = None
+    _pending: list[Awaitable[Any]] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def timestamp(self) -> float:
+        """The record timestamp in seconds since the Unix epoch."""
+        return self.timestamp_ms / 1000.0
+
+    @property
+    def key_str(self) -> str | None:
+        """The key decoded as UTF-8, or None."""
+        return None if self.key is None else self.key.decode("utf-8", "replace")
+
+    def header(self, name: str) -> bytes | None:
+        """The value of the last header called ``name``, or None."""
+        return header(self.headers, name)
+
+    def track(self, work: Awaitable[Any]) -> None:
+        """Hold back this message's offset commit until ``work`` has finished.
+
+        Use it from an Observer whose ``on_next`` starts asynchronous work (a database
+        write, a publish): the source awaits ``work`` before it counts the message as
+        handled. If ``work`` raises, the source stops with that error (``on_error``) and
+        the offset is not committed, so the record is redelivered on restart.
+        """
+        self._pending.append(asyncio.ensure_future(work))
+
+
+    async def settled(self) -> None:
+        """Await every tracked awaitable (in order); re-raises the first failure."""
+        while self._pending:
+            pending, self._pending = self._pending, []
+            for work in pending:
+                await work
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetadata:
+    """Where the broker stored a produced record."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+def header(headers: Headers | None, name: str) -> bytes | None:
+    """The value of the last header called ``name`` in ``headers``, or None."""
+    found = None
+    for key, value in headers or ():
+        if key == name:
+            found = value
+    return found
+
+
+#: The message whose ``on_next`` is running right now (set by every broker source).
+current_message: ContextVar[Message | None] = ContextVar("current_message", default=None)
+
+
+def deliver(observer: ObserverBase[Message], message: Message) -> None:
+    """Call ``observer.on_next(message)`` with :data:`current_message` set to ``message``.
+
+    Every broker source delivers through this function, so that an Observer further
+    down a synchronous operator chain, which no longer sees the Message itself, can
+    still hold back its commit with :func:`track`.
+    """
+    token = current_message.set(message)
+    try:
+        observer.on_next(message)
+    finally:
+        current_message.reset(token)
+
+
+def track(work: Awaitable[Any]) -> asyncio.Future[Any]:
+    """Hold back the commit of the message being delivered until ``work`` has finished.
+
+    Called from inside an ``on_next`` that a broker source is running (directly or
+    through synchronous operators), it is ``current_message.get().track(work)``. Called
+    outside of a delivery, the work is only scheduled. Returns the scheduled future.
+    """
+    future = asyncio.ensure_future(work)
+    message = current_message.get()
+    if message is not None:
+        message._pending.append(future)
+    return future

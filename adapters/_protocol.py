@@ -1,0 +1,101 @@
+"""The surface every broker adapter implements, described once.
+
+:class:`adapters.memory.InMemoryBroker` and :class:`adapters.kafka.KafkaBroker` both
+satisfy :class:`Broker`; services and tests are written against this Protocol only, and
+one contract test-suite runs against both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+
+from reactivex import Observable
+from reactivex.abc import ObserverBase
+
+from ._message import Headers, Message, RecordMetadata
+
+__all__ = ["Broker", "Decoder"]
+
+#: How a source turns value bytes into ``Message.value``: ``"json"`` (orjson; a record that
+#: is not JSON goes to ``<topic>.DLT`` with the reason in its headers and the stream goes
+#: on), ``None`` (raw bytes), or a callable ``bytes -> Any`` that raises on bad input
+#: (treated like ``"json"``'s failures).
+Decoder = Literal["json"] | None | Callable[[bytes | None], Any]
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """A message broker: topics with partitions and offsets, consumer groups, commits."""
+
+    #: ``"memory"`` or ``"kafka"``.
+    kind: str
+
+    async def start(self) -> None:
+        """Connect (Kafka: start the producer and check the cluster answers).
+
+        Raises:
+            BrokerUnavailableError: the broker cannot be reached within the connect timeout.
+        """
+
+    async def stop(self) -> None:
+        """Flush and stop the producer; stop every source still running and await its close."""
+
+    async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:
+        """Create the topics that do not exist yet (existing ones are left as they are)."""
+
+    async def emit(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Publish one record and wait for the broker's acknowledgement (acks=all).
+
+        ``value`` is JSON-encoded with orjson unless it is ``bytes``. Records with the same
+        key go to the same partition, so their order is kept.
+
+        Raises:
+            PublishError: the broker refused the record or did not acknowledge it in time.
+            TypeError: ``value`` is not JSON-serialisable.
+        """
+
+    async def emit_batch(
+        self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]
+    ) -> list[RecordMetadata]:
+        """Publish many ``(key, value)`` records and wait until all are acknowledged."""
+
+    def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> ObserverBase[Any]:
+        """An Observer that publishes each ``on_next`` value to ``topic``.
+
+        Publishing is asynchronous; a failure is never silent: it is raised by
+        :meth:`stop` / ``sink.flush()`` and logged.
+        """
+
+    def source(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group_id: str,
+        decode: Decoder = "json",
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        stop: asyncio.Event | None = None,
+    ) -> Observable[Message]:
+        """A cold Observable of the records of ``topics`` read in consumer group ``group_id``.
+
+        Subscribing joins the group and starts fetching; disposing the subscription
+        leaves the group and closes the consumer. Setting ``stop`` ends the stream
+        cleanly: fetching stops, handled offsets are committed, ``on_completed`` is called.
+        The offset of a message is committed only after the Observer handled it
+        (``on_next`` returned and the work registered with ``Message.track`` finished).
+        A failure of the broker connection ends the stream with ``on_error``.
+        """
+
+    async def committed(self, group_id: str, topic: str, partition: int) -> int | None:
+        """The committed offset (next offset to read) of ``group_id`` on a partition, or None."""
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: next offset to be written}`` of ``topic``."""

@@ -1,0 +1,356 @@
+"""An in-memory broker with Kafka's model: topics, partitions, offsets, consumer groups, commits.
+
+It is the embedded default of the demo and a test double users can import for their own
+tests (as FastStream ships ``TestKafkaBroker``). It implements :class:`adapters.Broker`,
+the same Protocol as :class:`adapters.kafka.KafkaBroker`, and passes the same contract tests.
+
+What it models: records appended to partitions chosen from the key (same key, same
+partition, so per-key order holds); per-group committed offsets; group members sharing
+the partitions of their topics (range-style, reassigned whenever a member joins or leaves);
+commit only after the Observer handled a record; a maximum record size. What it does not
+model: replication, retention, transactions, wall-clock timeouts of members.
+Everything runs on the one asyncio event loop that called :meth:`InMemoryBroker.start`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+import reactivex
+from reactivex import Observable
+from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
+from reactivex.disposable import Disposable
+
+from reactive_services.errors import ConfigError, PublishError
+
+from .._codec import dead_letter_headers, dead_letter_topic, decode_json, encode_key, encode_value
+from .._message import Headers, Message, RecordMetadata, deliver
+from .._protocol import Decoder
+from .._sink import BrokerSink
+
+__all__ = ["InMemoryBroker"]
+
+log = logging.getLogger("reactive_services.memory")
+
+
+@dataclass(slots=True)
+class _Record:
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+
+@dataclass
+class _Member:
+    member_id: int
+    topics: tuple[str, ...]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    assignment: list[tuple[str, int]] = field(default_factory=list)
+    generation: int = 0
+
+
+@dataclass
+class _Group:
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    members: list[_Member] = field(default_factory=list)
+    generation: int = 0
+
+
+class InMemoryBroker:
+    """A broker held in this process's memory.
+
+    Args:
+        partitions: partitions of a topic created implicitly (by a publish or a subscribe).
+        max_record_bytes: the largest value accepted, in bytes (Kafka's default
+            ``message.max.bytes`` is about 1 MiB); a larger record raises :class:`PublishError`.
+        max_batch: records a source hands to its Observer between two commits.
+
+    Raises:
+        ConfigError: a setting is out of range (names the setting).
+    """
+
+    kind = "memory"
+
+    def __init__(self, *, partitions: int = 3, max_record_bytes: int = 1_048_576, max_batch: int = 500) -> None:
+        if partitions < 1:
+            raise ConfigError("partitions", f"must be >= 1, got {partitions}")
+        if max_record_bytes < 1:
+            raise ConfigError("max_record_bytes", f"must be >= 1, got {max_record_bytes}")
+        if max_batch < 1:
+            raise ConfigError("max_batch", f"must be >= 1, got {max_batch}")
+        self.default_partitions = partitions
+        self.max_record_bytes = max_record_bytes
+        self.max_batch = max_batch
+        self._topics: dict[str, list[list[_Record]]] = {}
+        self._groups: dict[str, _Group] = {}
+        self._round_robin = itertools.count()
+        self._member_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sinks: list[BrokerSink] = []
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Mark the broker as running (there is nothing to connect to)."""
+        self._started = True
+
+    async def stop(self) -> None:
+        """Stop every running source (awaiting its close) and flush the sinks.
+
+        Raises:
+            PublishError: a record published through a sink failed (the first failure).
+        """
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            for sink in self._sinks:
+                await sink.flush()
+        finally:
+            self._started = False
+
+    async def __aenter__(self) -> "InMemoryBroker":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- topics ----------------------------------------------------------------------------
+    async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:
+        """Create the topics that do not exist yet, with ``partitions`` partitions each."""
+        for topic in topics:
+            self._topic(topic, partitions)
+
+    def _topic(self, topic: str, partitions: int | None = None) -> list[list[_Record]]:
+        parts = self._topics.get(topic)
+        if parts is None:
+            if not topic:
+                raise ConfigError("topic", "must be a non-empty string")
+            parts = self._topics[topic] = [[] for _ in range(partitions or self.default_partitions)]
+        return parts
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: next offset to be written}`` of ``topic`` (empty if it does not exist)."""
+        return {p: len(records) for p, records in enumerate(self._topics.get(topic, []))}
+
+    async def committed(self, group_id: str, topic: str, partition: int) -> int | None:
+        """The committed offset of ``group_id`` on ``topic``/``partition``, or None."""
+        group = self._groups.get(group_id)
+        return None if group is None else group.committed.get((topic, partition))
+
+    def records(self, topic: str) -> list[Message]:
+        """Every record of ``topic`` as Messages (value: the raw bytes), partition by partition.
+
+        A test helper: e.g. ``[m.value for m in broker.records("orders.DLT")]``.
+        """
+        out = []
+        for p, records in enumerate(self._topics.get(topic, [])):
+            for offset, rec in enumerate(records):
+                out.append(Message(topic, p, offset, rec.key, rec.value, rec.headers, rec.timestamp_ms, rec.value))
+        return out
+
+    # -- producing -------------------------------------------------------------------------
+    async def emit(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Append one record; see :meth:`adapters.Broker.emit`.
+
+        Raises:
+            PublishError: the broker is not started, or the value is over ``max_record_bytes``.
+            TypeError: ``value`` is not JSON-serialisable.
+        """
+        return self._append(topic, encode_key(key), encode_value(value), headers, timestamp_ms)
+
+    async def emit_batch(
+        self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]
+    ) -> list[RecordMetadata]:
+        """Append many ``(key, value)`` records in order; see :meth:`adapters.Broker.emit_batch`."""
+        encoded = [(encode_key(k), encode_value(v)) for k, v in records]
+        return [self._append(topic, k, v, None, None) for k, v in encoded]
+
+    def _append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        timestamp_ms: int | None,
+    ) -> RecordMetadata:
+        if not self._started:
+            raise PublishError(f"cannot publish to {topic!r}: the in-memory broker is not started")
+        if value is not None and len(value) > self.max_record_bytes:
+            raise PublishError(
+                f"record of {len(value)} bytes to {topic!r} is over max_record_bytes={self.max_record_bytes}"
+            )
+        parts = self._topic(topic)
+        if key is None:
+            partition = next(self._round_robin) % len(parts)
+        else:
+            partition = zlib.crc32(key) % len(parts)
+        ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        records = parts[partition]
+        records.append(_Record(key, value, tuple(headers or ()), ts))
+        self._wake(topic)
+        return RecordMetadata(topic, partition, len(records) - 1, ts)
+
+    def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
+        """An Observer publishing each value to ``topic``; see :class:`adapters.BrokerSink`."""
+        sink = BrokerSink(self, topic, key=key)
+        self._sinks.append(sink)
+        return sink
+
+    # -- consumer groups -------------------------------------------------------------------
+    def _wake(self, topic: str) -> None:
+        for group in self._groups.values():
+            for member in group.members:
+                if topic in member.topics:
+                    member.wake.set()
+
+    def _rebalance(self, group: _Group) -> None:
+        group.generation += 1
+        partitions: dict[str, list[int]] = {}
+        for member in group.members:
+            member.assignment = []
+            member.generation = group.generation
+            member.wake.set()
+            for topic in member.topics:
+                partitions.setdefault(topic, list(range(len(self._topic(topic)))))
+        for topic, parts in partitions.items():
+            subscribers = [m for m in group.members if topic in m.topics]
+            for i, p in enumerate(parts):
+                subscribers[i % len(subscribers)].assignment.append((topic, p))
+
+    def assignment(self, group_id: str) -> list[list[tuple[str, int]]]:
+        """The partitions each current member of ``group_id`` owns (a test helper)."""
+        group = self._groups.get(group_id)
+        return [] if group is None else [list(m.assignment) for m in group.members]
+
+    def source(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group_id: str,
+        decode: Decoder = "json",
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        stop: asyncio.Event | None = None,
+    ) -> Observable[Message]:
+        """A cold Observable of ``topics`` read in consumer group ``group_id``.
+
+        See :meth:`adapters.Broker.source` for the contract (commit after handling,
+        dead-lettering of undecodable records, ``stop`` completes, dispose closes).
+
+        Raises:
+            ConfigError: no topic, an empty group id, or an unknown ``auto_offset_reset``.
+        """
+        names = (topics,) if isinstance(topics, str) else tuple(topics)
+        if not names:
+            raise ConfigError("topics", "at least one topic is required")
+        if not group_id:
+            raise ConfigError("group_id", "must be a non-empty string")
+        if auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigError("auto_offset_reset", f"must be 'earliest' or 'latest', got {auto_offset_reset!r}")
+
+        def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
+            task = asyncio.get_running_loop().create_task(
+                self._consume(observer, names, group_id, decode, auto_offset_reset, stop),
+                name=f"memory-source:{group_id}:{','.join(names)}",
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return Disposable(task.cancel)
+
+        return reactivex.create(subscribe)
+
+    async def _consume(
+        self,
+        observer: ObserverBase[Message],
+        topics: tuple[str, ...],
+        group_id: str,
+        decode: Decoder,
+        auto_offset_reset: str,
+        stop: asyncio.Event | None,
+    ) -> None:
+        for topic in topics:
+            self._topic(topic)
+        group = self._groups.setdefault(group_id, _Group())
+        member = _Member(next(self._member_ids), topics)
+        group.members.append(member)
+        self._rebalance(group)
+        stop = stop or asyncio.Event()
+        positions: dict[tuple[str, int], int] = {}
+        generation = -1
+        try:
+            while not stop.is_set():
+                if generation != member.generation:
+                    generation = member.generation
+                    positions = {tp: self._start_offset(group, tp, auto_offset_reset) for tp in member.assignment}
+                member.wake.clear()
+                delivered = 0
+                for tp in list(positions):
+                    records = self._topic(tp[0])[tp[1]]
+                    while positions[tp] < len(records) and delivered < self.max_batch:
+                        if stop.is_set() or generation != member.generation:
+                            break
+                        offset = positions[tp]
+                        await self._handle(observer, tp, offset, records[offset], decode)
+                        positions[tp] = offset + 1
+                        if generation == member.generation:  # still ours: commit
+                            group.committed[tp] = offset + 1
+                        delivered += 1
+                if delivered == 0 and not stop.is_set():
+                    await _wait_either(member.wake, stop)
+                else:
+                    await asyncio.sleep(0)  # let producers and other members run
+            observer.on_completed()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the Observer or its tracked work failed: not committed
+            observer.on_error(exc)
+        finally:
+            group.members.remove(member)
+            self._rebalance(group)
+
+    def _start_offset(self, group: _Group, tp: tuple[str, int], reset: str) -> int:
+        committed = group.committed.get(tp)
+        if committed is not None:
+            return committed
+        return 0 if reset == "earliest" else len(self._topic(tp[0])[tp[1]])
+
+    async def _handle(
+        self, observer: ObserverBase[Message], tp: tuple[str, int], offset: int, rec: _Record, decode: Decoder
+    ) -> None:
+        msg = Message(tp[0], tp[1], offset, rec.key, rec.value, rec.headers, rec.timestamp_ms, rec.value)
+        if decode is not None:
+            try:
+                msg.value = decode_json(rec.value) if decode == "json" else decode(rec.value)  # type: ignore[operator]
+            except Exception as exc:
+                await self.emit(
+                    dead_letter_topic(tp[0]), rec.value, key=rec.key, headers=dead_letter_headers(msg, exc)
+                )
+                return
+        deliver(observer, msg)
+        await msg.settled()
+
+
+async def _wait_either(a: asyncio.Event, b: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

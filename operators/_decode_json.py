@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import reactivex
+from reactivex import Observable
+from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
+
+from adapters._codec import dead_letter_headers, dead_letter_topic, decode_json as _decode_bytes
+from adapters._message import Message
+
+__all__ = ["DeadLetter", "decode_json"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be handled, on its way to ``<topic>.DLT``.
+
+    Attributes:
+        message: the original message (its ``raw`` bytes are what gets dead-lettered).
+        error: why it failed.
+        attempts: how many times it was tried.
+    """
+
+    message: Message
+    error: BaseException
+    attempts: int = 1
+
+    @property
+    def topic(self) -> str:
+        """The dead-letter topic: ``<original topic>.DLT``."""
+        return dead_letter_topic(self.message.topic)
+
+    @property
+    def reason(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}"
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The original headers plus ``dlt.*`` headers (see :func:`adapters.dead_letter_headers`)."""
+        return dead_letter_headers(self.message, self.error, attempts=self.attempts)
+
+
+def decode_json(
+    dead_letter: ObserverBase[DeadLetter],
+    *,
+    parse: Callable[[Any], Any] | None = None,
+) -> Callable[[Observable[Message]], Observable[Message]]:
+    """Decode each message's JSON value (and validate it); route bad records to a dead-letter Observer.
+
+    ::
+
+        source:      --a--x--b--y--|        x: not JSON, y: JSON of the wrong shape
+        decode_json(dead_letter=dlt, parse=parse_order)
+        result:      --A-----B-----|        A, B: Messages whose value is parse(json)
+        dlt:         -----X-----Y--         DeadLetter(x, DecodeError), DeadLetter(y, ValidationError)
+
+    A message whose ``value`` is ``bytes`` (a source with ``decode=None``) is decoded
+    with orjson; a value already decoded (the default source) is passed to ``parse``
+    as it is. When decoding or ``parse`` raises, a :class:`DeadLetter` carrying the
+    message and the exception goes to ``dead_letter`` (typically
+    :class:`adapters.DeadLetterSink`, which publishes it to ``<topic>.DLT`` with the
+    reason in its headers) and the stream goes on; nothing is lost or silently dropped.
+
+    Example::
+
+        messages.pipe(decode_json(DeadLetterSink(broker), parse=parse_order))
+
+    Args:
+        dead_letter: receives one DeadLetter per rejected record.
+        parse: optional ``value -> value`` check/conversion; raise (e.g.
+            :class:`reactive_services.errors.ValidationError`) to reject the record.
+
+    Returns:
+        An operator from ``Observable[Message]`` to ``Observable[Message]``; each output
+        Message is the input's with ``value`` replaced (its commit tracking is shared).
+
+    Raises:
+        Nothing on bad records. An exception raised by ``dead_letter.on_next`` itself
+        goes to ``on_error``.
+    """
+
+    def operator(source: Observable[Message]) -> Observable[Message]:
+        def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
+            def on_next(msg: Message) -> None:
+                try:
+                    value = _decode_bytes(msg.value) if isinstance(msg.value, (bytes, type(None))) else msg.value
+                    if parse is not None:
+                        value = parse(value)
+                except Exception as exc:  # a bad record: dead-letter it, keep going
+                    try:
+                        dead_letter.on_next(DeadLetter(msg, exc))
+                    except Exception as dl_exc:
+                        observer.on_error(dl_exc)
+                    return
+                observer.on_next(
+                    Message(
+                        msg.topic, msg.partition, msg.offset, msg.key, value,
+                        msg.headers, msg.timestamp_ms, msg.raw, msg._pending,
+                    )
+                )
+
+            return source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
+
+        return reactivex.create(subscribe)
+
+    return operator

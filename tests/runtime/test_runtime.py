@@ -1,0 +1,155 @@
+"""The NestJS-style runtime on the in-memory broker: event patterns, dead letters, start / stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import reactivex.operators as ops
+
+from adapters import headers_to_dict
+from adapters.memory import InMemoryBroker
+from reactive_services import ClientProxy, Controller, Microservice, event_pattern, start_all_microservices
+from reactive_services.errors import ConfigError
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+class Orders(Controller):
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+        self.topics: list[str] = []
+
+    @event_pattern("order.created")
+    async def created(self, payload: dict, message) -> None:
+        await asyncio.sleep(0)
+        if payload.get("fail"):
+            raise ValueError(f"cannot handle order {payload['id']}")
+        self.seen.append(payload)
+        self.topics.append(message.topic)
+
+    @event_pattern("order.cancelled")
+    def cancelled(self, payload: dict) -> None:
+        self.seen.append({"cancelled": payload["id"]})
+
+
+async def test_payload_handlers_receive_events_emitted_by_a_client() -> None:
+    broker = InMemoryBroker()
+    client = ClientProxy(broker, own_broker=True)
+    await client.connect()
+    orders = Orders()
+    service = Microservice(broker, [orders], name="orders-svc")
+    await start_all_microservices(service)
+    await client.emit("order.created", {"id": 1}, key="1")
+    await client.emit("order.cancelled", {"id": 1}, key="1")
+    await until(lambda: len(orders.seen) == 2)
+    await service.stop()
+    assert {"id": 1} in orders.seen and {"cancelled": 1} in orders.seen
+    assert orders.topics == ["order.created"]
+    assert service.handled == {"order.created": 1, "order.cancelled": 1}
+    assert client.emitted == 2
+    await client.close()
+
+
+async def test_a_failing_handler_dead_letters_the_record_and_the_stream_goes_on() -> None:
+    async with InMemoryBroker() as broker:
+        orders = Orders()
+        service = Microservice(broker, [orders], name="svc")
+        await service.start()
+        await broker.emit("order.created", {"id": 1, "fail": True}, key="1")
+        await broker.emit("order.created", {"id": 2}, key="1")
+        await until(lambda: len(orders.seen) == 1)
+        await service.stop()
+        assert orders.seen == [{"id": 2}]
+        assert service.dead_lettered == {"order.created": 1}
+        [dead] = broker.records("order.created.DLT")
+        assert dead.value == b'{"id":1,"fail":true}'
+        h = headers_to_dict(dead.headers)
+        assert h["dlt.exception.type"] == "ValueError"
+        assert h["dlt.reason"] == "cannot handle order 1"
+        # the failed record is committed only once its dead letter was published: nothing is redelivered
+        assert sum([await broker.committed("svc", "order.created", p) or 0 for p in range(3)]) == 2
+
+
+class Totals(Controller):
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.completed = False
+
+    @event_pattern("numbers", pipeline=True)
+    def numbers(self, messages):
+        return messages.pipe(
+            ops.map(lambda m: m.value["n"]),
+            ops.filter(lambda n: n % 2 == 0),
+            ops.buffer_with_count(2),
+            ops.do_action(self.batches.append, on_completed=self._done),
+        )
+
+    def _done(self) -> None:
+        self.completed = True
+
+
+async def test_pipeline_handler_completes_on_stop_and_flushes_partial_buffers() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["numbers"], partitions=1)
+        totals = Totals()
+        service = Microservice(broker, [totals], name="totals")
+        await service.start()
+        for n in range(9):
+            await broker.emit("numbers", {"n": n})
+        await until(lambda: len(totals.batches) == 2)
+        assert not totals.completed
+        await service.stop()
+        assert totals.batches == [[0, 2], [4, 6], [8]]
+        assert totals.completed
+
+
+async def test_stop_then_restart_resumes_from_committed_offsets() -> None:
+    async with InMemoryBroker() as broker:
+        first = Orders()
+        service = Microservice(broker, [first], name="svc")
+        await service.start()
+        await broker.emit("order.created", {"id": 1}, key="a")
+        await until(lambda: len(first.seen) == 1)
+        await service.stop()
+        await broker.emit("order.created", {"id": 2}, key="a")
+        second = Orders()
+        again = Microservice(broker, [second], name="svc")
+        await again.start()
+        await until(lambda: len(second.seen) == 1)
+        await again.stop()
+        assert second.seen == [{"id": 2}]
+
+
+def test_configuration_errors_name_the_problem() -> None:
+    with pytest.raises(ConfigError, match="pattern"):
+        event_pattern("")
+    with pytest.raises(ConfigError, match="no @event_pattern handler"):
+        Microservice(InMemoryBroker(), [object()], name="empty")
+
+    class Twice:
+        @event_pattern("x")
+        def a(self, p): ...
+
+        @event_pattern("x")
+        def b(self, p): ...
+
+    with pytest.raises(ConfigError, match="two handlers for 'x'"):
+        Microservice(InMemoryBroker(), [Twice()], name="dup")
+
+
+async def test_pipeline_handler_must_return_an_observable() -> None:
+    class Bad:
+        @event_pattern("t", pipeline=True)
+        def t(self, messages):
+            return None
+
+    async with InMemoryBroker() as broker:
+        with pytest.raises(ConfigError, match="must return an Observable"):
+            await Microservice(broker, [Bad()], name="bad").start()

@@ -59,26 +59,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 class EventPatternSpec:
     """What ``@event_pattern`` records on a handler."""
 
-    pattern: str
+    patterns: tuple[str, ...]
     pipeline: bool = False
 
 
-def event_pattern(pattern: str, *, pipeline: bool = False) -> Callable[[F], F]:
-    """Mark a method as the handler of the events published on ``pattern`` (a topic).
+def event_pattern(*patterns: str, pipeline: bool = False) -> Callable[[F], F]:
+    """Mark a method as the handler of the events published on ``patterns`` (topic names).
 
     Args:
-        pattern: the topic name, e.g. ``"order.created"``.
+        patterns: one or more topic names, e.g. ``"order.created"``. A service's
+            ``namespace`` is prepended to each when it subscribes.
         pipeline: False: the handler gets each payload; True: it gets the whole
-            ``Observable[Message]`` once and returns the Observable to run.
+            ``Observable[Message]`` of all its patterns once and returns the Observable to run.
 
     Raises:
-        ConfigError: ``pattern`` is empty.
+        ConfigError: no pattern, or an empty one.
     """
-    if not isinstance(pattern, str) or not pattern:
+    if not patterns or not all(isinstance(p, str) and p for p in patterns):
         raise ConfigError("pattern", "an event pattern must be a non-empty topic name")
 
     def decorate(fn: F) -> F:
-        fn.__event_pattern__ = EventPatternSpec(pattern, pipeline)  # type: ignore[attr-defined]
+        fn.__event_pattern__ = EventPatternSpec(tuple(patterns), pipeline)  # type: ignore[attr-defined]
         return fn
 
     return decorate
@@ -110,10 +111,12 @@ class ClientProxy:
     Args:
         broker: any :class:`adapters.Broker`.
         own_broker: start the broker on :meth:`connect` and stop it on :meth:`close`.
+        namespace: prepended to every pattern (e.g. ``"staging."``), as in :class:`Microservice`.
     """
 
-    def __init__(self, broker: Any, *, own_broker: bool = False) -> None:
+    def __init__(self, broker: Any, *, own_broker: bool = False, namespace: str = "") -> None:
         self.broker = broker
+        self.namespace = namespace
         self._own = own_broker
         self.emitted = 0
 
@@ -138,20 +141,28 @@ class ClientProxy:
         await self.close()
 
     async def emit(
-        self, pattern: str, data: Any, *, key: str | bytes | None = None, headers: Headers | None = None
+        self,
+        pattern: str,
+        data: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Publish an event and wait for the broker's acknowledgement.
 
         Raises:
             PublishError: the broker refused it or did not answer in time.
         """
-        meta: RecordMetadata = await self.broker.emit(pattern, data, key=key, headers=headers)
+        meta: RecordMetadata = await self.broker.emit(
+            self.namespace + pattern, data, key=key, headers=headers, timestamp_ms=timestamp_ms
+        )
         self.emitted += 1
         return meta
 
     async def emit_batch(self, pattern: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Publish many ``(key, value)`` events; waits until all are acknowledged."""
-        metas: list[RecordMetadata] = await self.broker.emit_batch(pattern, records)
+        metas: list[RecordMetadata] = await self.broker.emit_batch(self.namespace + pattern, records)
         self.emitted += len(metas)
         return metas
 
@@ -227,6 +238,8 @@ class Microservice:
         name: the service name (logs, metrics).
         group_id: the consumer group (default: ``name``).
         own_broker: start / stop the broker with the service.
+        namespace: prepended to every pattern to form the topic name (``"run-7."`` +
+            ``"order.created"``), so that several systems can share one broker.
 
     Attributes:
         handled: records handled without error, per topic.
@@ -245,21 +258,27 @@ class Microservice:
         name: str,
         group_id: str | None = None,
         own_broker: bool = False,
+        namespace: str = "",
     ) -> None:
         self.broker = broker
+        self.namespace = namespace
         self.name = name
         self.group_id = group_id or name
         self._own = own_broker
         self._payload: dict[str, Callable[..., Any]] = {}
-        self._pipelines: list[tuple[str, Callable[..., Any]]] = []
+        self._pipelines: list[tuple[list[str], Callable[..., Any]]] = []
+        seen: set[str] = set()
         for controller in controllers:
             for spec, fn in _handlers_of(controller):
-                if spec.pattern in self._payload or any(p == spec.pattern for p, _ in self._pipelines):
-                    raise ConfigError("pattern", f"two handlers for {spec.pattern!r} in service {name!r}")
+                topics = [namespace + p for p in spec.patterns]
+                for topic, pattern in zip(topics, spec.patterns):
+                    if topic in seen:
+                        raise ConfigError("pattern", f"two handlers for {pattern!r} in service {name!r}")
+                    seen.add(topic)
+                    if not spec.pipeline:
+                        self._payload[topic] = fn
                 if spec.pipeline:
-                    self._pipelines.append((spec.pattern, fn))
-                else:
-                    self._payload[spec.pattern] = fn
+                    self._pipelines.append((topics, fn))
         if not self._payload and not self._pipelines:
             raise ConfigError("controllers", f"service {name!r} has no @event_pattern handler")
         self.handled: dict[str, int] = {}
@@ -273,8 +292,8 @@ class Microservice:
 
     @property
     def patterns(self) -> list[str]:
-        """Every topic this service consumes."""
-        return sorted([*self._payload, *(p for p, _ in self._pipelines)])
+        """Every topic this service consumes (namespace included)."""
+        return sorted([*self._payload, *(t for topics, _ in self._pipelines for t in topics)])
 
     async def start(self) -> None:
         """Create the topics if needed and subscribe every handler.
@@ -298,12 +317,12 @@ class Microservice:
                 )
             )
             self._done.append(done)
-        for pattern, fn in self._pipelines:
+        for topics, fn in self._pipelines:
             done = asyncio.Event()
-            source = self.broker.source(pattern, group_id=self.group_id, stop=self._stop)
+            source = self.broker.source(topics, group_id=self.group_id, stop=self._stop)
             result = fn(source)
             if not isinstance(result, Observable):
-                raise ConfigError(pattern, f"pipeline handler {fn.__qualname__} must return an Observable")
+                raise ConfigError(topics[0], f"pipeline handler {fn.__qualname__} must return an Observable")
             self._subscriptions.append(result.subscribe(_Done(self, done)))
             self._done.append(done)
         self.started = True

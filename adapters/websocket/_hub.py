@@ -1,0 +1,162 @@
+"""NotificationHub: a reactivex Observer that fans notifications out to websocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from reactivex import Observer
+
+from ._codec import encode_event
+from ._server import OVERFLOW, WebSocketServer
+
+__all__ = ["Notification", "NotificationHub"]
+
+logger = logging.getLogger("adapters.websocket")
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One event for the clients subscribed to ``channel``.
+
+    Attributes:
+        channel: the channel name (e.g. ``"orders"``).
+        event: any JSON-serialisable value (orjson: dicts, lists, dataclasses, datetimes...).
+    """
+
+    channel: str
+    event: Any
+
+
+class NotificationHub(Observer[Notification | tuple[str, Any]]):
+    """An Observer that sends each notification to every client subscribed to its channel.
+
+    ``on_next(Notification(channel, event))`` (or a ``(channel, event)`` tuple) encodes the
+    frame ``{"type": "event", "channel": channel, "event": event}`` once (orjson) and queues
+    the same bytes on each subscribed client's outgoing queue. It never blocks or awaits: a
+    client whose queue (``server.queue_size`` messages) is full is closed with
+    ``server.overflow_close_code`` (1013) and reason ``"slow consumer"``.
+
+    ``on_completed()`` and ``on_error(exc)`` flush every client's queue (at most
+    ``flush_timeout`` seconds), then close every client with 1001 (going away); await
+    :meth:`wait_closed` to know when that is done. Notifications after that are ignored.
+
+    Call ``on_next`` on the event loop thread of the server; a call from another thread is
+    handed to the loop (``call_soon_threadsafe``), which keeps order per calling thread.
+
+    Args:
+        server: the server whose clients receive the notifications (the hub reads its current
+            connections at each ``on_next``, so clients that connect later are included).
+        flush_timeout: seconds ``on_completed`` / ``on_error`` wait for queues to empty.
+
+    Attributes:
+        published: ``{channel: notifications received}``, counted even with no subscriber.
+        delivered: event frames written to client sockets, over all channels and clients.
+        slow_clients_closed: clients this hub closed because their queue was full.
+    """
+
+    def __init__(self, server: WebSocketServer, *, flush_timeout: float = 10.0) -> None:
+        super().__init__()
+        self.server = server
+        self.flush_timeout = flush_timeout
+        self.published: Counter[str] = Counter()
+        self.delivered = 0
+        self.slow_clients_closed = 0
+        self._closing: asyncio.Future[None] | None = None
+
+    def _count_delivered(self) -> None:
+        self.delivered += 1
+
+    def _on_next_core(self, value: Notification | tuple[str, Any]) -> None:
+        """Fan one notification out.
+
+        Raises:
+            TypeError: ``value`` is neither a Notification nor a ``(channel, event)`` pair,
+                the channel is not a string, or the event is not JSON-serialisable.
+        """
+        if isinstance(value, Notification):
+            channel, event = value.channel, value.event
+        elif isinstance(value, tuple) and len(value) == 2:
+            channel, event = value
+        else:
+            raise TypeError(
+                f"NotificationHub.on_next expects a Notification or a (channel, event) tuple,"
+                f" not {type(value).__name__}"
+            )
+        if not isinstance(channel, str):
+            raise TypeError(f"channel must be a str, not {type(channel).__name__}")
+        frame = encode_event(channel, event)
+        loop_thread = self.server._loop_thread
+        if loop_thread is not None and threading.get_ident() != loop_thread:
+            assert self.server._loop is not None
+            self.server._loop.call_soon_threadsafe(self._publish, channel, frame)
+        else:
+            self._publish(channel, frame)
+
+    def _publish(self, channel: str, frame: bytes) -> None:
+        self.published[channel] += 1
+        subscribers = self.server._by_channel.get(channel)
+        if not subscribers:
+            return
+        on_sent = self._count_delivered
+        overflowed = 0
+        # _enqueue never changes the subscriber sets synchronously (an overflowing client is
+        # unindexed later, when its handler ends), so iterating the live set is safe.
+        for conn in subscribers:
+            if conn._enqueue(frame, on_sent) == OVERFLOW:
+                overflowed += 1
+        self.slow_clients_closed += overflowed
+
+    def _on_completed_core(self) -> None:
+        self._close_all("going away")
+
+    def _on_error_core(self, error: Exception) -> None:
+        logger.error("notification stream failed; closing websocket clients", exc_info=error)
+        self._close_all("going away: upstream error")
+
+    def _close_all(self, reason: str) -> None:
+        loop = self.server._loop
+        if loop is None:  # never started: nobody to close
+            return
+        if self.server._loop_thread != threading.get_ident():
+            loop.call_soon_threadsafe(self._close_all, reason)
+            return
+        self._closing = loop.create_future()
+        self.server._spawn(self._flush_and_close(reason, self._closing))
+
+    async def _flush_and_close(self, reason: str, done: asyncio.Future[None]) -> None:
+        try:
+            try:
+                async with asyncio.timeout(self.flush_timeout):
+                    await self.wait_idle()
+            except TimeoutError:
+                logger.warning("clients not flushed after %ss; closing them anyway", self.flush_timeout)
+            clients = self.server.clients
+            await asyncio.gather(*(conn.close(1001, reason) for conn in clients))
+        finally:
+            if not done.done():
+                done.set_result(None)
+
+    async def wait_idle(self) -> None:
+        """Wait until every open client's outgoing queue is empty and nothing is being sent.
+
+        Clients that close meanwhile count as idle. A client that stops reading without
+        filling its queue keeps this waiting: bound it with ``asyncio.timeout``.
+        """
+        while True:
+            busy = [conn._idle for conn in self.server.clients if not conn._idle.is_set()]
+            if not busy:
+                return
+            await asyncio.gather(*(idle.wait() for idle in busy))
+
+    async def wait_closed(self) -> None:
+        """After ``on_completed`` / ``on_error``: wait until every client has been closed.
+
+        Returns at once if the hub has not been completed (nothing to wait for).
+        """
+        if self._closing is not None:
+            await asyncio.shield(self._closing)

@@ -1,0 +1,139 @@
+"""The ``reactive-services`` command.
+
+``reactive-services demo [--bootstrap-servers HOST:PORT] [--clients N] [--orders CSV]
+[--products CSV] [--logs [NAME=]FILE ...] [--report PATH]`` runs the shop end to end.
+
+Exit codes: 0 done and every invariant held; 1 the run finished but an invariant failed,
+or a stage failed; 2 bad configuration or the broker cannot be reached (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reactive-services", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the shop end to end (orders, inventory, notifications, log analytics)")
+    demo.add_argument("--bootstrap-servers", metavar="HOST:PORT",
+                      help="run on this Kafka broker instead of the embedded in-memory broker")
+    demo.add_argument("--clients", type=int, default=3, help="websocket clients to connect (default 3)")
+    demo.add_argument("--orders", type=Path, help="order-items CSV (Olist format)")
+    demo.add_argument("--products", type=Path, help="products CSV (Olist format)")
+    demo.add_argument("--logs", nargs="+", metavar="[NAME=]FILE",
+                      help="log files; NAME (Apache, HDFS, Linux, OpenSSH) picks the format, "
+                           "default: the file name up to its first '_'")
+    demo.add_argument("--report", type=Path, metavar="PATH", help="write the report as JSON to PATH")
+    demo.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for each stage (default 120)")
+    demo.add_argument("--connect-timeout", type=float, default=10.0,
+                      help="seconds allowed to reach the Kafka broker (default 10)")
+    demo.add_argument("--quiet", action="store_true", help="no progress display")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        return _demo(args)
+    return 2  # pragma: no cover - argparse enforces the subcommands
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from examples.shop.demo import DemoConfig, DemoTimeout, check_report, parse_log_args, run_demo
+
+    from .errors import BrokerUnavailableError, ConfigError
+
+    err = Console(stderr=True)
+    try:
+        config = DemoConfig(clients=args.clients, bootstrap_servers=args.bootstrap_servers,
+                            timeout_s=args.timeout, connect_timeout_s=args.connect_timeout)
+        if args.orders:
+            config.orders = args.orders
+        if args.products:
+            config.products = args.products
+        if args.logs:
+            config.logs = parse_log_args(args.logs)
+        config.validate()
+    except ConfigError as exc:
+        err.print(f"error: bad configuration: {exc}", highlight=False)
+        return 2
+
+    try:
+        report = asyncio.run(_run_with_progress(config, quiet=args.quiet, console=err))
+    except BrokerUnavailableError as exc:
+        err.print(f"error: {exc}", highlight=False)
+        return 2
+    except ConfigError as exc:
+        err.print(f"error: bad configuration: {exc}", highlight=False)
+        return 2
+    except (DemoTimeout, RuntimeError, OSError) as exc:
+        err.print(f"error: {type(exc).__name__}: {exc}", highlight=False)
+        return 1
+    problems = check_report(report, orders_file=config.orders, log_files=config.logs)
+    report["invariants"] = {"ok": not problems, "violations": problems}
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    _summary(report, Console())
+    for p in problems:
+        err.print(f"invariant violated: {p}", highlight=False)
+    return 0 if not problems else 1
+
+
+async def _run_with_progress(config: Any, *, quiet: bool, console: Any) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from examples.shop.demo import run_demo
+
+    if quiet:
+        return await run_demo(config)
+    with Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return await run_demo(config, progress)
+
+
+def _summary(report: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    o, inv, n = report["orders"], report["inventory"], report["notifications"]
+    t = Table(title=f"reactive-services demo on the {report['broker']} broker ({report['elapsed_s']:.1f} s)")
+    t.add_column("what")
+    t.add_column("figures")
+    t.add_row("orders", f"{o['items_read']} item rows read, {o['invalid_rows']} invalid, {o['emitted']} orders emitted")
+    t.add_row("inventory", f"{o['applied']} applied, {o['rejected']} rejected, {o['dead_lettered']} dead-lettered, "
+                           f"{inv['stock_low_events']} stock.low events")
+    t.add_row("notifications", ", ".join(f"{ch}: {k}" for ch, k in n["published"].items()))
+    for i, c in enumerate(n["clients"]):
+        t.add_row(f"ws client {i + 1}", f"{'+'.join(c['channels'])}: received {c['received']}"
+                                         + (" (closed 1001)" if c["completed"] else f" ({c['error']})"))
+    for name, s in report["logs"].items():
+        levels = ", ".join(f"{k} {v}" for k, v in s["by_level"].items())
+        t.add_row(f"logs {name}", f"{s['lines']} lines ({levels}); {s['windows']} windows, {s['alerts']} alerts")
+    inv_ok = report.get("invariants", {}).get("ok")
+    if inv_ok is not None:
+        t.add_row("invariants", "all hold" if inv_ok else "VIOLATED")
+    console.print(t)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""examples.shop.log_analytics: the pipeline (virtual time and shipped data), the service, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import reactivex
+from reactivex import operators as ops
+from reactivex.testing import ReactiveTest, TestScheduler
+
+from adapters._message import Message
+from adapters.memory import InMemoryBroker
+from examples.shop.log_analytics import (
+    LogAnalyticsService,
+    WindowReport,
+    build_pipeline,
+    replay_logs,
+)
+from examples.shop.logs import DATA_DIR, SOURCES, default_files, read_lines
+from reactive_services.errors import ConfigError, PublishError, ValidationError
+
+on_next = ReactiveTest.on_next
+on_completed = ReactiveTest.on_completed
+
+APACHE_LEVEL = re.compile(r"^\[[^\]]*\] \[([a-z]+)\]")
+
+
+def raw_lines(name: str) -> list[str]:
+    with open(DATA_DIR / f"{name}_2k.log", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def msg(source: str, line_no: int, line: str, *, offset: int | None = None, timestamp_ms: int = 0) -> Message:
+    return Message(
+        topic="logs",
+        partition=0,
+        offset=line_no - 1 if offset is None else offset,
+        key=source.encode(),
+        value={"source": source, "line_no": line_no, "line": line},
+        timestamp_ms=timestamp_ms,
+    )
+
+
+def shipped_messages() -> list[Message]:
+    out = []
+    offset = 0
+    for name, path in default_files().items():
+        for n, line in enumerate(read_lines(path), start=1):
+            out.append(msg(name, n, line, offset=offset))
+            offset += 1
+    return out
+
+
+def collect(observable: reactivex.Observable[Any]) -> tuple[list[Any], list[Exception], list[bool]]:
+    items: list[Any] = []
+    errors: list[Exception] = []
+    done: list[bool] = []
+    observable.subscribe(items.append, errors.append, lambda: done.append(True))
+    return items, errors, done
+
+
+def apache(hh_mm_ss: str, level: str, text: str) -> str:
+    return f"[Sun Dec 04 {hh_mm_ss} 2005] [{level}] {text}"
+
+
+# -- the pipeline in virtual time ------------------------------------------------------------
+
+
+def test_pipeline_marble_windows_close_on_event_time() -> None:
+    scheduler = TestScheduler()
+    source = scheduler.create_hot_observable(
+        on_next(210, msg("Apache", 1, apache("04:10:00", "notice", "a"))),
+        on_next(220, msg("Apache", 2, apache("04:50:00", "error", "b"))),
+        on_next(230, msg("HDFS", 1, "081109 203615 148 INFO dfs.DataNode: x")),
+        on_next(240, msg("Apache", 3, apache("05:01:00", "notice", "c"))),  # closes Apache 04:00-05:00
+        on_next(250, msg("HDFS", 2, "081109 213615 149 WARN dfs.DataNode: y")),  # closes HDFS 20:00-21:00
+        on_completed(300),
+    )
+    result = scheduler.start(lambda: build_pipeline(source))
+    got = [(m.time, m.value.kind) for m in result.messages]
+    assert got == [(240, "N"), (250, "N"), (300, "N"), (300, "N"), (300, "C")]
+    reports = [m.value.value for m in result.messages if m.value.kind == "N"]
+    summary = [(r.stats["source"], r.stats["window_start"], r.stats["lines"], r.stats["by_level"]) for r in reports]
+    assert summary == [
+        ("Apache", "2005-12-04T04:00:00Z", 2, {"notice": 1, "error": 1}),
+        ("HDFS", "2008-11-09T20:00:00Z", 1, {"INFO": 1}),
+        ("Apache", "2005-12-04T05:00:00Z", 1, {"notice": 1}),
+        ("HDFS", "2008-11-09T21:00:00Z", 1, {"WARN": 1}),
+    ]
+    assert all(isinstance(r, WindowReport) and r.alert is None for r in reports)  # fewer than 10 lines
+
+
+def test_pipeline_alert_fires_in_a_window_with_many_errors() -> None:
+    lines = [apache(f"04:{i:02d}:00", "error" if i < 4 else "notice", f"line {i}") for i in range(10)]
+    reports, errors, done = collect(build_pipeline(reactivex.from_iterable(
+        [msg("Apache", n, line) for n, line in enumerate(lines, start=1)]
+    )))
+    assert errors == [] and done == [True]
+    assert len(reports) == 1
+    alert = reports[0].alert
+    assert alert is not None and alert["errors"] == 4 and alert["lines"] == 10 and alert["error_rate"] == 0.4
+    assert alert["sample"] == lines[:3]
+
+
+def test_unparseable_line_is_counted_not_dropped() -> None:
+    messages = [
+        msg("Apache", 1, apache("04:10:00", "notice", "a")),
+        msg("Apache", 2, "garbage that matches no format"),
+        msg("Apache", 3, apache("04:20:00", "error", "b")),
+    ]
+    reports, errors, _ = collect(build_pipeline(reactivex.from_iterable(messages)))
+    assert errors == []
+    assert [r.stats["lines"] for r in reports] == [3]
+    assert reports[0].stats["unparsed"] == 1
+    assert reports[0].stats["by_level"] == {"notice": 1, "unknown": 1, "error": 1}
+
+
+def test_unknown_source_lines_are_unparsed_with_the_record_time() -> None:
+    messages = [msg("Nginx", 1, "GET /", timestamp_ms=7_200_500), msg("Nginx", 2, "GET /x", timestamp_ms=7_300_000)]
+    reports, errors, _ = collect(build_pipeline(reactivex.from_iterable(messages)))
+    assert errors == []
+    assert [(r.stats["source"], r.stats["lines"], r.stats["unparsed"], r.stats["window_start_s"]) for r in reports] == [
+        ("Nginx", 2, 2, 7200.0)
+    ]
+
+
+@pytest.mark.parametrize("value", [None, "a line", {"source": "Apache"}, {"source": "Apache", "line": 3}])
+def test_malformed_record_ends_the_stream_with_validation_error(value: Any) -> None:
+    bad = Message(topic="logs", partition=0, offset=5, key=b"Apache", value=value)
+    reports, errors, done = collect(build_pipeline(reactivex.of(bad)))
+    assert reports == [] and done == []
+    assert len(errors) == 1 and isinstance(errors[0], ValidationError)
+
+
+def test_pipeline_is_cold_each_subscription_starts_fresh() -> None:
+    pipeline = build_pipeline(reactivex.from_iterable(shipped_messages()[:50]))
+    first, _, _ = collect(pipeline)
+    second, _, _ = collect(pipeline)
+    assert [r.stats for r in first] == [r.stats for r in second]
+
+
+# -- the pipeline over the shipped files -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped_reports() -> list[WindowReport]:
+    reports, errors, done = collect(build_pipeline(reactivex.from_iterable(shipped_messages())))
+    assert errors == [] and done == [True]
+    return reports
+
+
+def test_window_sums_equal_the_totals(shipped_reports: list[WindowReport]) -> None:
+    per_source: dict[str, Counter[str]] = {}
+    lines: Counter[str] = Counter()
+    for report in shipped_reports:
+        stats = report.stats
+        lines[stats["source"]] += stats["lines"] + stats["late"]
+        per_source.setdefault(stats["source"], Counter()).update(stats["by_level"])
+        assert stats["window_end_s"] - stats["window_start_s"] == 3600.0
+        assert stats["window_start_s"] % 3600 == 0
+        assert sum(stats["by_level"].values()) == stats["lines"]
+        assert stats["unparsed"] == 0
+    assert lines == {name: 2000 for name in SOURCES}
+    # independent counts, straight from the files
+    assert per_source["Apache"] == Counter(APACHE_LEVEL.match(l).group(1) for l in raw_lines("Apache"))  # type: ignore[union-attr]
+    assert per_source["HDFS"] == Counter(l.split()[3] for l in raw_lines("HDFS"))
+    assert per_source["Apache"] == {"notice": 1405, "error": 595}
+    assert per_source["HDFS"] == {"INFO": 1920, "WARN": 80}
+
+
+def test_windows_of_a_source_come_out_in_time_order(shipped_reports: list[WindowReport]) -> None:
+    starts: dict[str, list[float]] = {}
+    for report in shipped_reports:
+        starts.setdefault(report.stats["source"], []).append(report.stats["window_start_s"])
+    for name, values in starts.items():
+        assert values == sorted(values) and len(set(values)) == len(values), name
+    # Apache's 2000 lines span 2005-12-04 04:47 .. 2005-12-05 19:15, in hourly windows with lines
+    hours = {int(l[12:14]) + 24 * (int(l[9:11]) - 4) for l in raw_lines("Apache")}
+    assert len(starts["Apache"]) == len(hours)
+
+
+def test_alerts_follow_the_rule_on_the_shipped_data(shipped_reports: list[WindowReport]) -> None:
+    for report in shipped_reports:
+        source = SOURCES[report.stats["source"]]
+        fires = report.stats["lines"] >= source.alert_min_lines and report.stats["error_rate"] >= source.alert_threshold
+        assert (report.alert is not None) == fires
+    assert any(r.alert is not None for r in shipped_reports)
+    assert any(r.alert is None and r.stats["lines"] >= 10 for r in shipped_reports)
+
+
+# -- the service -----------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.records: list[tuple[str, Any, str | None]] = []
+        self.fail_on = fail_on
+
+    async def emit(self, topic: str, value: Any, *, key: str | None = None) -> None:
+        await asyncio.sleep(0)
+        if topic == self.fail_on:
+            raise PublishError(f"refused {topic}")
+        self.records.append((topic, value, key))
+
+
+async def test_service_publishes_stats_and_alerts_and_reports_totals() -> None:
+    recorder = Recorder()
+    service = LogAnalyticsService(recorder.emit)
+    reports, errors, done = collect(service.attach(reactivex.from_iterable(shipped_messages())))
+    assert errors == [] and done == [True] and service.done.is_set()
+    await service.flush()
+
+    stats = [(v, k) for t, v, k in recorder.records if t == "log.stats"]
+    alerts = [(v, k) for t, v, k in recorder.records if t == "log.alert"]
+    assert [v for v, _ in stats] == [r.stats for r in reports]  # in window order
+    assert all(k == v["source"] for v, k in stats + alerts)
+    assert len(alerts) == sum(1 for r in reports if r.alert is not None) > 0
+    assert service.published == len(recorder.records)
+
+    report = service.report()
+    assert set(report) == set(SOURCES)
+    for name, totals in report.items():
+        mine = [v for v, _ in stats if v["source"] == name]
+        assert totals["lines"] == 2000 == sum(v["lines"] + v["late"] for v in mine)
+        assert totals["windows"] == len(mine)
+        assert totals["alerts"] == sum(1 for v, _ in alerts if v["source"] == name)
+        assert totals["unparsed"] == 0
+        assert sum(totals["by_level"].values()) == 2000
+        assert 1 <= len(totals["top_templates"]) <= 5
+        counts = [c for _, c in totals["top_templates"]]
+        assert counts == sorted(counts, reverse=True)
+    assert report["Apache"]["by_level"] == {"notice": 1405, "error": 595}
+    assert report["HDFS"]["by_level"] == {"INFO": 1920, "WARN": 80}
+    assert report["HDFS"]["top_templates"][0][1] == 314  # blockMap updated lines, by grep:
+    assert sum("blockMap updated" in l for l in raw_lines("HDFS")) == 314
+
+
+async def test_service_counts_unparsed_lines() -> None:
+    service = LogAnalyticsService(Recorder().emit)
+    messages = [msg("HDFS", 1, "081109 203615 148 INFO dfs.X: a"), msg("HDFS", 2, "???"), msg("HDFS", 3, "")]
+    collect(service.attach(reactivex.from_iterable(messages)))
+    await service.flush()
+    assert service.report()["HDFS"]["unparsed"] == 2
+    assert service.report()["HDFS"]["lines"] == 3
+
+
+async def test_service_publish_failure_is_raised_by_flush(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder(fail_on="log.stats")
+    service = LogAnalyticsService(recorder.emit)
+    collect(service.attach(reactivex.from_iterable(shipped_messages()[:100])))
+    with pytest.raises(PublishError, match="refused log.stats"):
+        await service.flush()
+    assert any("publish failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_service_keeps_publish_order_when_emits_take_different_times() -> None:
+    order: list[int] = []
+
+    async def emit(topic: str, value: Any, *, key: str | None = None) -> None:
+        delay_turns = 5 if value["window_start_s"] % 7200 == 0 else 0
+        for _ in range(delay_turns):
+            await asyncio.sleep(0)
+        order.append(int(value["window_start_s"]))
+
+    service = LogAnalyticsService(emit)
+    lines = [apache(f"{h:02d}:00:00", "notice", "x") for h in range(6)]
+    collect(service.attach(reactivex.from_iterable([msg("Apache", n, l) for n, l in enumerate(lines, 1)])))
+    await service.flush()
+    assert order == sorted(order) and len(order) == 6
+
+
+async def test_service_records_a_stream_error_and_flush_raises_it() -> None:
+    service = LogAnalyticsService(Recorder().emit)
+    bad = Message(topic="logs", partition=0, offset=0, key=b"x", value=42)
+    _, errors, _ = collect(service.attach(reactivex.of(bad)))
+    assert isinstance(service.error, ValidationError) and service.done.is_set()
+    with pytest.raises(ValidationError):
+        await service.flush()
+
+
+def test_service_outside_an_event_loop_errors_the_stream_not_the_caller() -> None:
+    service = LogAnalyticsService(Recorder().emit)
+    _, errors, _ = collect(service.attach(reactivex.of(msg("Apache", 1, apache("04:10:00", "notice", "a")))))
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+
+
+# -- replay and the in-memory broker ---------------------------------------------------------
+
+
+async def test_replay_then_consume_through_the_in_memory_broker(tmp_path: Path) -> None:
+    broker = InMemoryBroker()
+    await broker.start()
+    try:
+        counts = await replay_logs(broker, default_files())
+        assert counts == {name: 2000 for name in SOURCES}
+        records = broker.records("logs")
+        assert len(records) == 8000
+        first_apache = next(r for r in records if r.key == b"Apache" and b'"line_no":1,' in r.raw)  # type: ignore[operator]
+        assert first_apache.timestamp_ms == 1133671664000  # 2005-12-04T04:47:44Z
+
+        service = LogAnalyticsService(broker.emit)
+        stop = asyncio.Event()
+        seen = 0
+
+        def count(_: Message) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == 8000:
+                stop.set()
+
+        source = broker.source("logs", group_id="log-analytics", stop=stop).pipe(ops.do_action(count))
+        service.attach(source).subscribe()
+        await asyncio.wait_for(service.done.wait(), timeout=30)
+        await service.flush()
+        report = service.report()
+        assert {name: totals["lines"] for name, totals in report.items()} == counts
+        assert report["Apache"]["by_level"] == {"notice": 1405, "error": 595}
+        assert report["HDFS"]["by_level"] == {"INFO": 1920, "WARN": 80}
+        stats_records = broker.records("log.stats")
+        assert len(stats_records) == sum(t["windows"] for t in report.values())
+        assert len(broker.records("log.alert")) == sum(t["alerts"] for t in report.values())
+    finally:
+        await broker.stop()
+
+
+async def test_replay_uses_previous_time_for_unparseable_lines(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_text(apache("04:47:44", "notice", "a") + "\nnot a log line\n" + apache("04:47:45", "error", "b") + "\n")
+    broker = InMemoryBroker()
+    await broker.start()
+    try:
+        assert await replay_logs(broker, {"Apache": path}, topic="t") == {"Apache": 3}
+        assert [r.timestamp_ms for r in broker.records("t")] == [1133671664000, 1133671664000, 1133671665000]
+    finally:
+        await broker.stop()
+
+
+async def test_replay_rejects_an_unknown_source(tmp_path: Path) -> None:
+    broker = InMemoryBroker()
+    await broker.start()
+    try:
+        with pytest.raises(ConfigError):
+            await replay_logs(broker, {"Nope": tmp_path / "x.log"})
+        assert broker.records("logs") == []
+    finally:
+        await broker.stop()

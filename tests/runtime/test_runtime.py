@@ -153,3 +153,37 @@ async def test_pipeline_handler_must_return_an_observable() -> None:
     async with InMemoryBroker() as broker:
         with pytest.raises(ConfigError, match="must return an Observable"):
             await Microservice(broker, [Bad()], name="bad").start()
+
+
+async def test_namespace_separates_two_systems_on_one_broker() -> None:
+    async with InMemoryBroker() as broker:
+        blue, green = Orders(), Orders()
+        svc_blue = Microservice(broker, [blue], name="svc", group_id="svc-blue", namespace="blue.")
+        svc_green = Microservice(broker, [green], name="svc", group_id="svc-green", namespace="green.")
+        await start_all_microservices(svc_blue, svc_green)
+        await ClientProxy(broker, namespace="blue.").emit("order.created", {"id": "b"})
+        await until(lambda: len(blue.seen) == 1)
+        await svc_blue.stop()
+        await svc_green.stop()
+        assert blue.seen == [{"id": "b"}] and green.seen == []
+        assert svc_blue.patterns == ["blue.order.cancelled", "blue.order.created"]
+
+
+async def test_one_pipeline_handler_for_several_patterns() -> None:
+    class Both:
+        def __init__(self) -> None:
+            self.topics: list[str] = []
+
+        @event_pattern("a", "b", pipeline=True)
+        def both(self, messages):
+            return messages.pipe(ops.do_action(lambda m: self.topics.append(m.topic)))
+
+    async with InMemoryBroker() as broker:
+        both = Both()
+        service = Microservice(broker, [both], name="both")
+        await service.start()
+        await broker.emit("a", 1)
+        await broker.emit("b", 2)
+        await until(lambda: len(both.topics) == 2)
+        await service.stop()
+        assert sorted(both.topics) == ["a", "b"]

@@ -68,19 +68,19 @@ def _demo(args: argparse.Namespace) -> int:
             config.logs = parse_log_args(args.logs)
         config.validate()
     except ConfigError as exc:
-        err.print(f"error: bad configuration: {exc}", highlight=False)
+        print(f"error: bad configuration: {exc}", file=sys.stderr)
         return 2
 
     try:
         report = asyncio.run(_run_with_progress(config, quiet=args.quiet, console=err))
     except BrokerUnavailableError as exc:
-        err.print(f"error: {exc}", highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except ConfigError as exc:
-        err.print(f"error: bad configuration: {exc}", highlight=False)
+        print(f"error: bad configuration: {exc}", file=sys.stderr)
         return 2
     except (DemoTimeout, RuntimeError, OSError) as exc:
-        err.print(f"error: {type(exc).__name__}: {exc}", highlight=False)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     problems = check_report(report, orders_file=config.orders, log_files=config.logs)
     report["invariants"] = {"ok": not problems, "violations": problems}
@@ -89,7 +89,7 @@ def _demo(args: argparse.Namespace) -> int:
         args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     _summary(report, Console())
     for p in problems:
-        err.print(f"invariant violated: {p}", highlight=False)
+        print(f"invariant violated: {p}", file=sys.stderr)
     return 0 if not problems else 1
 
 

@@ -1,0 +1,139 @@
+"""The demo end to end on the in-memory broker, with real websocket clients over loopback.
+
+Every expected figure is recomputed here from the input files, independently of the code
+under test (csv module and plain counting).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from examples.shop.demo import DATA_DIR, DemoConfig, run_demo
+from reactive_services.cli import main
+
+OLIST = DATA_DIR / "olist"
+LOGHUB = DATA_DIR / "loghub"
+
+
+def photos_stock(products: Path) -> dict[str, int]:
+    """The documented initial-stock rule, recomputed: product_photos_qty, 0 when photos or weight missing."""
+    out: dict[str, int] = {}
+    with open(products, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            ok = row["product_photos_qty"].isdigit() and row["product_weight_g"].isdigit()
+            out.setdefault(row["product_id"], int(row["product_photos_qty"]) if ok else 0)
+    return out
+
+
+def check_invariants(report: dict, orders_csv: Path, products_csv: Path, data_lines: int | None = None) -> None:
+    """``orders_csv`` holds the valid rows; ``data_lines`` the data lines of the file the demo read."""
+    with open(orders_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    o, inv = report["orders"], report["inventory"]
+    assert o["items_read"] == (data_lines if data_lines is not None else len(rows)) - o["invalid_rows"]
+    assert o["emitted"] == len({r["order_id"] for r in rows if r["order_id"] and r["product_id"]})
+    assert o["applied"] + o["rejected"] + o["dead_lettered"] == o["emitted"]
+    assert o["applied"] > 0 and o["rejected"] > 0
+    assert inv["initial_stock"] == photos_stock(products_csv)
+    applied = set(inv["applied_orders"])
+    assert len(applied) == o["applied"]
+    taken = Counter(r["product_id"] for r in rows if r["order_id"] in applied)
+    for pid, start in inv["initial_stock"].items():
+        assert inv["final_stock"][pid] == start - taken[pid] >= 0
+    published = report["notifications"]["published"]
+    assert published["orders"] == o["emitted"] + o["rejected"]
+    assert published["inventory"] == o["applied"]
+    assert published["stock"] == inv["stock_low_events"]
+    for c in report["notifications"]["clients"]:
+        assert c["received"] == sum(published.get(ch, 0) for ch in c["channels"])
+        assert c["completed"] and c["error"] is None
+
+
+def level_counts(path: Path, pattern: str) -> Counter:
+    rx = re.compile(pattern)
+    return Counter(m.group(1) for line in path.read_text().splitlines() if (m := rx.search(line)))
+
+
+async def test_demo_on_shipped_data_satisfies_every_invariant() -> None:
+    report = await run_demo(DemoConfig(clients=3))
+    assert report["broker"] == "memory"
+    check_invariants(report, OLIST / "order_items.csv", OLIST / "products.csv")
+    assert len(report["notifications"]["clients"]) == 3
+    logs = report["logs"]
+    assert set(logs) == {"Apache", "HDFS", "Linux", "OpenSSH"}
+    for name in logs:
+        assert logs[name]["lines"] == len((LOGHUB / f"{name}_2k.log").read_text().splitlines())
+    assert logs["Apache"]["by_level"] == dict(level_counts(LOGHUB / "Apache_2k.log", r"^\[[^]]+\] \[(\w+)\]"))
+    assert logs["HDFS"]["by_level"] == dict(level_counts(LOGHUB / "HDFS_2k.log", r"^\d+ \d+ \d+ (\w+) "))
+    assert logs["Apache"]["by_level"] == {"notice": 1405, "error": 595}
+    assert logs["HDFS"]["by_level"] == {"INFO": 1920, "WARN": 80}
+    assert report["notifications"]["published"]["logs"] == sum(s["windows"] for s in logs.values())
+    assert report["notifications"]["published"]["alerts"] == sum(s["alerts"] for s in logs.values())
+
+
+def write_other_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Other files of the same formats: every 3rd order of the shipped file, with bad rows, and generated products."""
+    with open(OLIST / "order_items.csv", newline="", encoding="utf-8") as f:
+        header, *rows = list(csv.reader(f))
+    order_ids = sorted({r[0] for r in rows})[::3]
+    keep = [r for r in rows if r[0] in set(order_ids)]
+    keep.reverse()  # not sorted by order_id any more
+    orders = tmp_path / "orders.csv"
+    with open(orders, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(keep[:40])
+        w.writerow(["", "1", "p", "s", "2018-01-01 00:00:00", "1.0", "1.0"])       # missing order id
+        w.writerow(["o-bad", "1", keep[0][2], "s", "2018-01-01 00:00:00", "cheap", "1.0"])  # non-numeric price
+        f.write('"o-broken",1,"only three fields"\n')                             # broken CSV line
+        w.writerows(keep[40:])
+    products = tmp_path / "products.csv"
+    with open(OLIST / "products.csv", newline="", encoding="utf-8") as f:
+        p_header, *p_rows = list(csv.reader(f))
+    with open(products, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(p_header)
+        for i, r in enumerate(p_rows):
+            r[4] = str(i % 4)  # photos: 0..3
+            w.writerow(r)
+    log = tmp_path / "HDFS_other.log"
+    log.write_text("\n".join((LOGHUB / "HDFS_2k.log").read_text().splitlines()[500:900]) + "\n")
+    return orders, products, log
+
+
+def test_cli_demo_with_other_input_files_writes_a_valid_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    orders, products, log = write_other_inputs(tmp_path)
+    report_path = tmp_path / "report.json"
+    code = main(["demo", "--quiet", "--clients", "4", "--orders", str(orders), "--products", str(products),
+                 "--logs", f"HDFS={log}", "--report", str(report_path)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(report_path.read_text())
+    assert report["orders"]["invalid_rows"] == 3
+    lines = {i["line"] for i in report["orders"]["invalid"]}
+    assert lines == {42, 43, 44}
+    good_rows = tmp_path / "good.csv"
+    with open(orders, newline="", encoding="utf-8") as f_in, open(good_rows, "w", newline="") as f_out:
+        w = csv.writer(f_out)
+        for r in csv.reader(f_in):
+            if len(r) == 7 and r[0] and r[0] != "o-bad":
+                w.writerow(r)
+    data_lines = len(orders.read_text().splitlines()) - 1
+    check_invariants(report, good_rows, products, data_lines)
+    assert len(report["notifications"]["clients"]) == 4
+    assert report["logs"]["HDFS"]["lines"] == 400
+    assert report["invariants"] == {"ok": True, "violations": []}
+
+
+def test_cli_bad_configuration_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "reactive_services.cli", "demo", "--orders", str(tmp_path / "nope.csv")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: bad configuration: orders: no such file: {tmp_path / 'nope.csv'}"]

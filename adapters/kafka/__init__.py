@@ -1,0 +1,14 @@
+"""Apache Kafka adapter: :class:`KafkaBroker` implements :class:`adapters.Broker` on aiokafka.
+
+Example::
+
+    from adapters.kafka import KafkaBroker
+
+    async with KafkaBroker("127.0.0.1:9092") as broker:
+        await broker.emit("orders", {"id": 1}, key="customer-7")
+        broker.source("orders", group_id="inventory").subscribe(print)
+"""
+
+from ._broker import KafkaBroker
+
+__all__ = ["KafkaBroker"]

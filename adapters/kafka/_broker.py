@@ -1,0 +1,703 @@
+"""The Kafka I/O driver: :class:`KafkaBroker`, the :class:`adapters.Broker` Protocol on aiokafka.
+
+Pure mapping (records to messages, settings) lives in :mod:`adapters.kafka._codec`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+import reactivex
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+)
+from aiokafka.structs import TopicPartition
+from reactivex import Observable
+from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
+from reactivex.disposable import Disposable
+
+from reactive_services.errors import (
+    BrokerError,
+    BrokerUnavailableError,
+    ConfigError,
+    PublishError,
+)
+
+from .._codec import dead_letter_headers, dead_letter_topic, encode_key, encode_value
+from .._message import Headers, Message, RecordMetadata, current_message
+from .._protocol import Decoder
+from .._sink import BrokerSink
+from ._codec import (
+    commit_offsets,
+    headers_to_kafka,
+    message_from_record,
+    parse_bootstrap,
+    record_metadata,
+    resolve_decoder,
+    topic_list,
+)
+
+__all__ = ["KafkaBroker"]
+
+log = logging.getLogger("adapters.kafka")
+
+_UNAVAILABLE = (KafkaConnectionError, NodeNotReadyError, KafkaTimeoutError, RequestTimedOutError, OSError, TimeoutError)
+
+
+def _reason(exc: BaseException, timeout_s: float) -> str:
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, KafkaTimeoutError, RequestTimedOutError)):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, KafkaConnectionError):
+        return "no broker answered (connection refused or closed)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(eq=False)
+class _SourceRun:
+    """The state of one subscription to a Kafka source."""
+
+    topics: list[str]
+    group_id: str
+    observer: ObserverBase[Message]
+    stop: asyncio.Event | None
+    task: asyncio.Task[None] | None = None
+    halt: bool = False  # broker.stop(): end like the stop event (commit, complete)
+    detached: bool = False  # disposed while on_next was running: end without a terminal call
+    in_on_next: bool = False
+    terminating: bool = False  # the task is closing itself: dispose must not cancel it
+    consumer: AIOKafkaConsumer | None = None
+    handled: dict[TopicPartition, int] = field(default_factory=dict)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def stopping(self) -> bool:
+        return self.halt or self.detached or (self.stop is not None and self.stop.is_set())
+
+    def dispose(self) -> None:
+        if self.terminating or self.task is None or self.task.done():
+            return
+        if self.in_on_next:
+            # Called from inside on_next (e.g. take(n) or an operator's on_error upstream of
+            # us): finish this call, do not count the message as handled, then close.
+            self.detached = True
+        else:
+            self.task.cancel()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits the handled offsets of partitions taken away by a rebalance."""
+
+    def __init__(self, broker: KafkaBroker, run: _SourceRun) -> None:
+        self._broker = broker
+        self._run = run
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        run = self._run
+        if run.consumer is not None and revoked:
+            await self._broker._commit(run, only=set(revoked))
+        for tp in revoked:
+            run.handled.pop(tp, None)
+            run.committed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.debug("group %s: assigned %s", self._run.group_id, sorted(assigned))
+
+
+class KafkaBroker:
+    """The :class:`adapters.Broker` Protocol on Apache Kafka, through aiokafka.
+
+    One idempotent producer (``acks="all"``) is shared by ``emit``, ``emit_batch``,
+    sinks and dead-lettering; each subscription to :meth:`source` runs its own consumer
+    in the consumer group it names.
+
+    Args:
+        bootstrap_servers: ``"host:port[,host:port]"``.
+        client_id: the Kafka client id of the producer and consumers.
+        connect_timeout_s: seconds to wait for the cluster when connecting (``start``,
+            a source's first connection).
+        request_timeout_s: seconds to wait for an acknowledgement or a metadata answer.
+        max_batch: at most this many records per ``getmany()`` fetch of a source.
+        commit_interval_s: a source commits handled offsets after a fetched batch once
+            this many seconds have passed since its last commit (0 = after every batch),
+            and always when it stops, is disposed or fails.
+        poll_timeout_s: how long one fetch waits for records; bounds how fast a source
+            notices its ``stop`` event, in seconds.
+
+    Raises:
+        ConfigError: a malformed ``bootstrap_servers`` or a non-positive timeout/size.
+    """
+
+    kind: str = "kafka"
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str = "reactive-services",
+        connect_timeout_s: float = 10.0,
+        request_timeout_s: float = 10.0,
+        max_batch: int = 500,
+        commit_interval_s: float = 1.0,
+        poll_timeout_s: float = 0.2,
+    ) -> None:
+        parse_bootstrap(bootstrap_servers)
+        for name, val in (
+            ("connect_timeout_s", connect_timeout_s),
+            ("request_timeout_s", request_timeout_s),
+            ("poll_timeout_s", poll_timeout_s),
+        ):
+            if not val > 0:
+                raise ConfigError(name, f"must be > 0 seconds, got {val!r}")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError("max_batch", f"must be a positive int, got {max_batch!r}")
+        if not commit_interval_s >= 0:
+            raise ConfigError("commit_interval_s", f"must be >= 0 seconds, got {commit_interval_s!r}")
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.request_timeout_s = float(request_timeout_s)
+        self.max_batch = max_batch
+        self.commit_interval_s = float(commit_interval_s)
+        self.poll_timeout_s = float(poll_timeout_s)
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._offsets_consumer: AIOKafkaConsumer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._runs: set[_SourceRun] = set()
+        self._sinks: list[BrokerSink] = []
+
+    def __repr__(self) -> str:
+        state = "started" if self._producer is not None else "stopped"
+        return f"<KafkaBroker {self.bootstrap_servers} {state}, {len(self._runs)} source(s)>"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def started(self) -> bool:
+        """True between a successful :meth:`start` and :meth:`stop`."""
+        return self._producer is not None
+
+    @property
+    def running_sources(self) -> int:
+        """How many source subscriptions still have a consumer task."""
+        return len(self._runs)
+
+    def _unavailable(self, exc: BaseException, timeout_s: float) -> BrokerUnavailableError:
+        return BrokerUnavailableError(f"cannot reach Kafka at {self.bootstrap_servers}: {_reason(exc, timeout_s)}")
+
+    async def start(self) -> None:
+        """Start the producer and check that the cluster answers (idempotent).
+
+        Raises:
+            BrokerUnavailableError: no answer within ``connect_timeout_s`` seconds; nothing
+                is left running.
+        """
+        if self._producer is not None:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._producer is not None:
+                return
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=self.client_id,
+                acks="all",
+                enable_idempotence=True,
+                request_timeout_ms=int(self.request_timeout_s * 1000),
+                linger_ms=0,
+            )
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await producer.start()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                await _close_quietly(producer.stop())
+                raise self._unavailable(exc, self.connect_timeout_s) from exc
+            except BaseException:
+                await _close_quietly(producer.stop())
+                raise
+            self._loop = asyncio.get_running_loop()
+            self._producer = producer
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            await self.start()
+        assert self._producer is not None
+        return self._producer
+
+    async def stop(self) -> None:
+        """Stop every running source (commit, close, ``on_completed``), flush the sinks,
+        then stop the producer and the admin client.
+
+        A source still busy after ``request_timeout_s`` seconds is cancelled (its handled
+        offsets are committed, its consumer closed).
+
+        Raises:
+            PublishError: a sink's publish failed (after everything was closed).
+        """
+        runs = list(self._runs)
+        for run in runs:
+            run.halt = True
+        tasks = [r.task for r in runs if r.task is not None and not r.task.done()]
+        if tasks:
+            _done, late = await asyncio.wait(tasks, timeout=self.request_timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=self.request_timeout_s)
+        sink_error: BaseException | None = None
+        for sink in self._sinks:
+            try:
+                await sink.flush()
+            except Exception as exc:  # noqa: BLE001 - re-raised below once all is closed
+                sink_error = sink_error or exc
+        self._sinks.clear()
+        producer, self._producer = self._producer, None
+        admin, self._admin = self._admin, None
+        offsets, self._offsets_consumer = self._offsets_consumer, None
+        if producer is not None:
+            await _close_quietly(producer.stop())
+        if admin is not None:
+            await _close_quietly(admin.close())
+        if offsets is not None:
+            await _close_quietly(offsets.stop())
+        if sink_error is not None:
+            raise sink_error
+
+    async def __aenter__(self) -> KafkaBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ admin
+
+    async def _ensure_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=self.client_id + "-admin",
+                request_timeout_ms=int(self.request_timeout_s * 1000),
+            )
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await admin.start()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                await _close_quietly(admin.close())
+                raise self._unavailable(exc, self.connect_timeout_s) from exc
+            self._admin = admin
+        return self._admin
+
+    async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:
+        """Create the topics that do not exist yet, with ``partitions`` partitions and
+        replication factor 1 (existing topics are left as they are).
+
+        Raises:
+            BrokerUnavailableError: the cluster did not answer in time.
+            BrokerError: the cluster refused to create a topic (the reason is in the message).
+        """
+        names = topic_list(topics) if not isinstance(topics, str) else [topics]
+        admin = await self._ensure_admin()
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                resp = await admin.create_topics(
+                    [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names],
+                    timeout_ms=int(self.request_timeout_s * 1000),
+                )
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc, self.request_timeout_s) from exc
+        except KafkaError as exc:
+            raise BrokerError(f"creating topics {names} failed: {exc}") from exc
+        for entry in resp.topic_errors:
+            name, code = entry[0], entry[1]
+            if code in (0, TopicAlreadyExistsError.errno):
+                continue
+            message = entry[2] if len(entry) > 2 else ""
+            raise BrokerError(f"creating topic {name!r} failed: error {code} {message or ''}".rstrip())
+
+    async def committed(self, group_id: str, topic: str, partition: int) -> int | None:
+        """The committed offset (the next offset the group will read) of ``group_id`` on
+        ``topic``/``partition``, or None when the group has committed nothing there.
+
+        Raises:
+            BrokerUnavailableError: the cluster did not answer in time.
+        """
+        admin = await self._ensure_admin()
+        tp = TopicPartition(topic, partition)
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                offsets = await admin.list_consumer_group_offsets(group_id, partitions=[tp])
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc, self.request_timeout_s) from exc
+        except KafkaError as exc:
+            raise BrokerError(f"reading committed offsets of {group_id!r} failed: {exc}") from exc
+        meta = offsets.get(tp)
+        if meta is None or meta.offset < 0:
+            return None
+        return int(meta.offset)
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: next offset to be written}`` of ``topic`` (``{}`` for an unknown topic).
+
+        Raises:
+            BrokerUnavailableError: the cluster did not answer in time.
+        """
+        admin = await self._ensure_admin()
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                described = await admin.describe_topics([topic])
+                parts = [
+                    p["partition"]
+                    for t in described
+                    if t["topic"] == topic and t["error_code"] == 0
+                    for p in t["partitions"]
+                ]
+                if not parts:
+                    return {}
+                if self._offsets_consumer is None:
+                    consumer = AIOKafkaConsumer(
+                        bootstrap_servers=self.bootstrap_servers,
+                        client_id=self.client_id + "-offsets",
+                        enable_auto_commit=False,
+                        request_timeout_ms=int(self.request_timeout_s * 1000),
+                    )
+                    try:
+                        await consumer.start()
+                    except BaseException:
+                        await _close_quietly(consumer.stop())
+                        raise
+                    self._offsets_consumer = consumer
+                ends = await self._offsets_consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc, self.request_timeout_s) from exc
+        except KafkaError as exc:
+            raise BrokerError(f"reading end offsets of {topic!r} failed: {exc}") from exc
+        return {tp.partition: int(off) for tp, off in sorted(ends.items())}
+
+    # ------------------------------------------------------------------ producing
+
+    async def emit(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Publish one record and wait for its acknowledgement (acks=all).
+
+        ``value`` is JSON-encoded with orjson unless it is ``bytes`` (``None`` is a
+        tombstone). The broker is started first if it was not.
+
+        Raises:
+            PublishError: refused, or not acknowledged within ``request_timeout_s`` seconds.
+            BrokerUnavailableError: the broker was not started and cannot be reached.
+            TypeError: ``value`` is not JSON-serialisable, or a bad key/header type.
+        """
+        data = encode_value(value)
+        kbytes = encode_key(key)
+        kheaders = headers_to_kafka(headers)
+        producer = await self._ensure_producer()
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                md = await producer.send_and_wait(
+                    topic, data, key=kbytes, headers=kheaders, timestamp_ms=timestamp_ms
+                )
+        except TimeoutError as exc:
+            raise PublishError(
+                f"no acknowledgement for a record to {topic!r} within {self.request_timeout_s:g} s"
+            ) from exc
+        except KafkaError as exc:
+            raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
+        return record_metadata(md)
+
+    async def emit_batch(
+        self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]
+    ) -> list[RecordMetadata]:
+        """Publish many ``(key, value)`` records, in order, and wait until all are acknowledged.
+
+        Raises:
+            PublishError: any record was refused or not acknowledged within
+                ``request_timeout_s`` seconds after the last one was handed to the producer.
+            TypeError: a value is not JSON-serialisable (nothing of the batch is sent).
+        """
+        encoded = [(encode_key(k), encode_value(v)) for k, v in records]
+        producer = await self._ensure_producer()
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for kbytes, data in encoded:
+                futures.append(await producer.send(topic, data, key=kbytes))
+            async with asyncio.timeout(self.request_timeout_s):
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except TimeoutError as exc:
+            for fut in futures:
+                fut.add_done_callback(_consume_exception)
+            raise PublishError(
+                f"no acknowledgement for {len(encoded)} record(s) to {topic!r} within {self.request_timeout_s:g} s"
+            ) from exc
+        except KafkaError as exc:
+            for fut in futures:
+                fut.add_done_callback(_consume_exception)
+            raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
+        for res in results:
+            if isinstance(res, BaseException):
+                raise PublishError(f"publishing to {topic!r} failed: {type(res).__name__}: {res}") from res
+        return [record_metadata(md) for md in results]
+
+    def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
+        """An Observer that publishes each ``on_next`` value to ``topic`` (see :class:`adapters.BrokerSink`).
+
+        Each publish is tracked on the source message being delivered, if any, so that
+        message is committed only after the publish was acknowledged; failures are
+        logged and raised by ``sink.flush()`` and :meth:`stop`.
+
+        Args:
+            topic: the topic to publish to.
+            key: computes the record key from a value (None: no key).
+        """
+        sink = BrokerSink(self, topic, key=key)
+        self._sinks.append(sink)
+        return sink
+
+    async def _dead_letter(self, msg: Message, error: BaseException) -> None:
+        producer = await self._ensure_producer()
+        target = dead_letter_topic(msg.topic)
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                await producer.send_and_wait(
+                    target, msg.raw, key=msg.key, headers=dead_letter_headers(msg, error)
+                )
+        except TimeoutError as exc:
+            raise PublishError(f"no acknowledgement for a dead letter to {target!r}") from exc
+        except KafkaError as exc:
+            raise PublishError(f"dead-lettering to {target!r} failed: {exc}") from exc
+        log.warning(
+            "%s[%d]@%d could not be decoded (%s); sent to %s", msg.topic, msg.partition, msg.offset, error, target
+        )
+
+    # ------------------------------------------------------------------ consuming
+
+    def source(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group_id: str,
+        decode: Decoder = "json",
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        stop: asyncio.Event | None = None,
+    ) -> Observable[Message]:
+        """A cold Observable of the records of ``topics``, read in consumer group ``group_id``.
+
+        Each subscription (made on a running event loop) starts an asyncio task with its
+        own ``AIOKafkaConsumer`` (``enable_auto_commit=False``) that fetches up to
+        ``max_batch`` records at a time and, for each record in order:
+
+        1. decodes the value (``decode``: ``"json"``, ``None`` for raw bytes, or a callable);
+           a record that does not decode is published raw to ``<topic>.DLT`` with
+           :func:`dead_letter_headers`, counts as handled, and the stream goes on;
+        2. calls ``on_next(message)`` and awaits the work the observer registered with
+           ``message.track``;
+        3. counts the message as handled; handled offsets (last handled + 1 per
+           partition) are committed after fetched batches (see ``commit_interval_s``) and
+           when the stream ends.
+
+        Endings: ``stop`` set (or ``broker.stop()``) -> finish the current message,
+        commit, close the consumer, ``on_completed``. ``on_next`` raising or tracked work
+        failing -> that message is not committed, the consumer is closed, ``on_error(exc)``.
+        Disposing -> the fetch or pending work is cancelled, handled offsets committed,
+        the consumer closed, no terminal call (a message whose ``on_next`` disposed the
+        subscription is not counted as handled). Failing to connect within
+        ``connect_timeout_s`` -> ``on_error(BrokerUnavailableError)``.
+
+        Raises:
+            ConfigError: no topics, an empty ``group_id``, a bad ``decode`` or
+                ``auto_offset_reset`` (raised here, not at subscription).
+        """
+        names = topic_list(topics)
+        if not isinstance(group_id, str) or not group_id:
+            raise ConfigError("group_id", "must be a non-empty string")
+        if auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigError("auto_offset_reset", f'must be "earliest" or "latest", not {auto_offset_reset!r}')
+        decoder = resolve_decoder(decode)
+
+        def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                observer.on_error(RuntimeError("subscribe to a Kafka source from a running asyncio event loop"))
+                return Disposable()
+            run = _SourceRun(topics=names, group_id=group_id, observer=observer, stop=stop)
+            run.task = loop.create_task(self._consume(run, decoder, auto_offset_reset))
+            self._runs.add(run)
+            run.task.add_done_callback(lambda t: self._source_done(run, t))
+            return Disposable(run.dispose)
+
+        return reactivex.create(subscribe)
+
+    def _source_done(self, run: _SourceRun, task: asyncio.Task[None]) -> None:
+        self._runs.discard(run)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Kafka source %s crashed", run.topics, exc_info=task.exception())
+
+    async def _commit(self, run: _SourceRun, only: set[TopicPartition] | None = None) -> None:
+        """Commit the handled offsets of ``run`` not committed yet; failures are logged."""
+        consumer = run.consumer
+        if consumer is None:
+            return
+        todo = commit_offsets(run.handled, run.committed)
+        if only is not None:
+            todo = {tp: off for tp, off in todo.items() if tp in only}
+        if not todo:
+            return
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                await consumer.commit(todo)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning(
+                "group %s: commit of %s failed after a rebalance (%s); those records will be redelivered",
+                run.group_id, _fmt_offsets(todo), exc,
+            )
+            assigned = consumer.assignment()
+            for tp in list(run.handled):
+                if tp not in assigned:
+                    run.handled.pop(tp, None)
+                    run.committed.pop(tp, None)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("group %s: commit of %s failed: %s", run.group_id, _fmt_offsets(todo), exc)
+        else:
+            run.committed.update(todo)
+
+    async def _consume(self, run: _SourceRun, decoder: Callable[[bytes | None], Any], reset: str) -> None:
+        observer = run.observer
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            group_id=run.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=reset,
+            request_timeout_ms=int(self.request_timeout_s * 1000),
+        )
+        error: BaseException | None = None
+        try:
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await consumer.start()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                await _close_quietly(consumer.stop())
+                unavailable = self._unavailable(exc, self.connect_timeout_s)
+                unavailable.__cause__ = exc
+                run.terminating = True
+                _signal(observer.on_error, unavailable)
+                return
+            run.consumer = consumer
+            consumer.subscribe(topics=run.topics, listener=_Listener(self, run))
+            error = await self._fetch_loop(run, consumer, decoder)
+        except asyncio.CancelledError:
+            # Disposed (or broker.stop() gave up waiting): commit what was handled, close.
+            run.terminating = True
+            await _close_quietly(self._commit(run))
+            await _close_quietly(consumer.stop())
+            raise
+        run.terminating = True
+        await self._commit(run)
+        await _close_quietly(consumer.stop())
+        if run.detached:
+            return
+        if error is not None:
+            _signal(observer.on_error, error)
+        else:
+            _signal(observer.on_completed)
+
+    async def _fetch_loop(
+        self, run: _SourceRun, consumer: AIOKafkaConsumer, decoder: Callable[[bytes | None], Any]
+    ) -> Exception | None:
+        """Fetch and deliver until stopped; returns the error that ended it, if any."""
+        observer = run.observer
+        poll_ms = max(1, int(self.poll_timeout_s * 1000))
+        max_batch = self.max_batch
+        interval = self.commit_interval_s
+        last_commit = time.monotonic()
+        current = current_message
+        stop = run.stop
+        while not run.stopping():
+            batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_batch)
+            if batches:
+                assigned = consumer.assignment()
+                for tp, records in batches.items():
+                    if tp not in assigned:  # revoked by a rebalance while we fetched
+                        continue
+                    for record in records:
+                        if run.halt or run.detached or (stop is not None and stop.is_set()):
+                            break
+                        try:
+                            value = decoder(record.value)
+                        except Exception as exc:  # noqa: BLE001 - any decoder failure dead-letters
+                            try:
+                                await self._dead_letter(message_from_record(record, None), exc)
+                            except Exception as dlt_exc:  # noqa: BLE001 - ends the stream
+                                return dlt_exc
+                            run.handled[tp] = record.offset + 1
+                            continue
+                        msg = message_from_record(record, value)
+                        token = current.set(msg)
+                        run.in_on_next = True
+                        try:
+                            observer.on_next(msg)
+                        except Exception as exc:  # noqa: BLE001 - the observer's failure ends the stream
+                            return exc
+                        finally:
+                            run.in_on_next = False
+                            current.reset(token)
+                        if msg._pending:
+                            try:
+                                await msg.settled()
+                            except Exception as exc:  # noqa: BLE001 - tracked work failed
+                                return exc
+                        if run.detached:
+                            return None
+                        run.handled[tp] = record.offset + 1
+            if run.handled and time.monotonic() - last_commit >= interval:
+                await self._commit(run)
+                last_commit = time.monotonic()
+        return None
+
+
+def _signal(fn: Callable[..., None], *args: Any) -> None:
+    """Call an observer's terminal method; an exception from it is logged, not raised."""
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - e.g. reactivex's default on_error re-raises
+        log.exception("observer of a Kafka source raised from %s", getattr(fn, "__name__", fn))
+
+
+async def _close_quietly(aw: Any) -> None:
+    try:
+        await aw
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - closing must not mask the original error
+        log.debug("ignored while closing: %r", exc)
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _fmt_offsets(offsets: dict[TopicPartition, int]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]={off}" for tp, off in sorted(offsets.items()))

@@ -1,0 +1,67 @@
+"""Fixtures shared by the whole suite.
+
+``kafka_bootstrap`` is a real Apache Kafka broker: ``$KAFKA_BOOTSTRAP_SERVERS`` when set,
+otherwise a single-node KRaft broker started once per session by scripts/local_kafka.py
+(jars fetched with ``mvn`` on first use and cached) and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _local_kafka():
+    spec = importlib.util.spec_from_file_location("local_kafka", ROOT / "scripts" / "local_kafka.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("local_kafka", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a running Kafka broker for this test session."""
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        yield env
+        return
+    local_kafka = _local_kafka()
+    state_dir = tmp_path_factory.mktemp("local-kafka")
+    bootstrap = local_kafka.start(state_dir)
+    try:
+        yield bootstrap
+    finally:
+        local_kafka.stop(state_dir)
+
+
+@pytest.fixture
+def unique_topic() -> Callable[..., str]:
+    """``unique_topic(prefix="t") -> "t-<10 hex>"``: a name no other test uses."""
+
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+    return make
+
+
+@pytest.fixture
+async def kafka_broker(kafka_bootstrap: str) -> AsyncIterator["KafkaBroker"]:  # noqa: F821
+    """A started :class:`adapters.kafka.KafkaBroker` with short timeouts; stopped afterwards."""
+    from adapters.kafka import KafkaBroker
+
+    broker = KafkaBroker(kafka_bootstrap, connect_timeout_s=10.0, request_timeout_s=10.0, commit_interval_s=0.0)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()

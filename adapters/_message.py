@@ -97,6 +97,11 @@ def header(headers: Headers | None, name: str) -> bytes | None:
     return found
 
 
+#: Messages a source delivers before it yields to the event loop once (``await asyncio.sleep(0)``),
+#: so that other tasks on the loop (websocket senders, producers) run while a large fetched
+#: batch is handled synchronously.
+YIELD_EVERY = 32
+
 #: The message whose ``on_next`` is running right now (set by every broker source).
 current_message: ContextVar[Message | None] = ContextVar("current_message", default=None)
 

@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    # aiokafka logs every failed connection attempt and group-coordinator retry at ERROR;
+    # the CLI reports the outcome itself (one line), so only its CRITICAL lines are shown.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     if args.command == "demo":
         return _demo(args)
     return 2  # pragma: no cover - argparse enforces the subcommands

@@ -37,7 +37,7 @@ from reactive_services.errors import (
 )
 
 from .._codec import dead_letter_headers, dead_letter_topic, encode_key, encode_value
-from .._message import Headers, Message, RecordMetadata, current_message
+from .._message import YIELD_EVERY, Headers, Message, RecordMetadata, current_message
 from .._protocol import Decoder
 from .._sink import BrokerSink
 from ._codec import (
@@ -634,6 +634,7 @@ class KafkaBroker:
         last_commit = time.monotonic()
         current = current_message
         stop = run.stop
+        delivered = 0
         while not run.stopping():
             batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_batch)
             if batches:
@@ -671,6 +672,9 @@ class KafkaBroker:
                         if run.detached:
                             return None
                         run.handled[tp] = record.offset + 1
+                        delivered += 1
+                        if delivered % YIELD_EVERY == 0:
+                            await asyncio.sleep(0)  # let the loop's other tasks run
             if run.handled and time.monotonic() - last_commit >= interval:
                 await self._commit(run)
                 last_commit = time.monotonic()

@@ -30,7 +30,7 @@ from reactivex.disposable import Disposable
 from reactive_services.errors import ConfigError, PublishError
 
 from .._codec import dead_letter_headers, dead_letter_topic, decode_json, encode_key, encode_value
-from .._message import Headers, Message, RecordMetadata, deliver
+from .._message import YIELD_EVERY, Headers, Message, RecordMetadata, deliver
 from .._protocol import Decoder
 from .._sink import BrokerSink
 
@@ -93,6 +93,7 @@ class InMemoryBroker:
         self._round_robin = itertools.count()
         self._member_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
         self._sinks: list[BrokerSink] = []
         self._started = False
 
@@ -100,17 +101,24 @@ class InMemoryBroker:
     async def start(self) -> None:
         """Mark the broker as running (there is nothing to connect to)."""
         self._started = True
+        self._closing = asyncio.Event()
 
-    async def stop(self) -> None:
-        """Stop every running source (awaiting its close) and flush the sinks.
+    async def stop(self, timeout: float = 10.0) -> None:
+        """End every running source gracefully, then flush the sinks.
+
+        As with Kafka, each source finishes the message in hand, commits and calls
+        ``on_completed``; one still busy after ``timeout`` seconds is cancelled.
 
         Raises:
             PublishError: a record published through a sink failed (the first failure).
         """
+        self._closing.set()
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         try:
             for sink in self._sinks:
                 await sink.flush()
@@ -291,7 +299,7 @@ class InMemoryBroker:
         member = _Member(next(self._member_ids), topics)
         group.members.append(member)
         self._rebalance(group)
-        stop = stop or asyncio.Event()
+        stop = _AnyEvent(stop or asyncio.Event(), self._closing)
         positions: dict[tuple[str, int], int] = {}
         generation = -1
         try:
@@ -312,6 +320,8 @@ class InMemoryBroker:
                         if generation == member.generation:  # still ours: commit
                             group.committed[tp] = offset + 1
                         delivered += 1
+                        if delivered % YIELD_EVERY == 0:
+                            await asyncio.sleep(0)  # let the loop's other tasks run
                 if delivered == 0 and not stop.is_set():
                     await _wait_either(member.wake, stop)
                 else:
@@ -347,8 +357,18 @@ class InMemoryBroker:
         await msg.settled()
 
 
-async def _wait_either(a: asyncio.Event, b: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+class _AnyEvent:
+    """Set when any of its events is set."""
+
+    def __init__(self, *events: asyncio.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+async def _wait_either(a: asyncio.Event, b: _AnyEvent) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in (a, *b.events)]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:

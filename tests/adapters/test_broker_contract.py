@@ -168,3 +168,21 @@ async def test_subscribing_twice_consumes_twice_cold(broker: Broker) -> None:
 async def test_emit_of_unserialisable_value_raises_type_error(broker: Broker) -> None:
     with pytest.raises(TypeError):
         await broker.emit(topic_name(), {"x": object()})
+
+
+async def test_stopping_the_broker_completes_running_sources_after_commit(broker: Broker) -> None:
+    topic, group = topic_name(), topic_name("g")
+    await broker.create_topics([topic], partitions=1)
+    await broker.emit(topic, {"i": 0})
+    got: list[Message] = []
+    done = asyncio.Event()
+    broker.source(topic, group_id=group).subscribe(got.append, lambda e: done.set(), done.set)
+    for _ in range(600):
+        if got:
+            break
+        await asyncio.sleep(0.05)
+    await broker.stop()
+    await asyncio.wait_for(done.wait(), 10)
+    assert [m.value for m in got] == [{"i": 0}]
+    await broker.start()
+    assert await broker.committed(group, topic, 0) == 1

@@ -8,58 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from examples.shop.demo import DATA_DIR, DemoConfig, run_demo
+from examples.shop.demo import DemoConfig, run_demo
 from reactive_services.cli import main
-
-OLIST = DATA_DIR / "olist"
-LOGHUB = DATA_DIR / "loghub"
-
-
-def photos_stock(products: Path) -> dict[str, int]:
-    """The documented initial-stock rule, recomputed: product_photos_qty, 0 when photos or weight missing."""
-    out: dict[str, int] = {}
-    with open(products, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            ok = row["product_photos_qty"].isdigit() and row["product_weight_g"].isdigit()
-            out.setdefault(row["product_id"], int(row["product_photos_qty"]) if ok else 0)
-    return out
-
-
-def check_invariants(report: dict, orders_csv: Path, products_csv: Path, data_lines: int | None = None) -> None:
-    """``orders_csv`` holds the valid rows; ``data_lines`` the data lines of the file the demo read."""
-    with open(orders_csv, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    o, inv = report["orders"], report["inventory"]
-    assert o["items_read"] == (data_lines if data_lines is not None else len(rows)) - o["invalid_rows"]
-    assert o["emitted"] == len({r["order_id"] for r in rows if r["order_id"] and r["product_id"]})
-    assert o["applied"] + o["rejected"] + o["dead_lettered"] == o["emitted"]
-    assert o["applied"] > 0 and o["rejected"] > 0
-    assert inv["initial_stock"] == photos_stock(products_csv)
-    applied = set(inv["applied_orders"])
-    assert len(applied) == o["applied"]
-    taken = Counter(r["product_id"] for r in rows if r["order_id"] in applied)
-    for pid, start in inv["initial_stock"].items():
-        assert inv["final_stock"][pid] == start - taken[pid] >= 0
-    published = report["notifications"]["published"]
-    assert published["orders"] == o["emitted"] + o["rejected"]
-    assert published["inventory"] == o["applied"]
-    assert published["stock"] == inv["stock_low_events"]
-    for c in report["notifications"]["clients"]:
-        assert c["received"] == sum(published.get(ch, 0) for ch in c["channels"])
-        assert c["completed"] and c["error"] is None
-
-
-def level_counts(path: Path, pattern: str) -> Counter:
-    rx = re.compile(pattern)
-    return Counter(m.group(1) for line in path.read_text().splitlines() if (m := rx.search(line)))
+from shopcheck import LOGHUB, OLIST, check_invariants, check_shipped_logs
 
 
 async def test_demo_on_shipped_data_satisfies_every_invariant() -> None:
@@ -67,16 +24,7 @@ async def test_demo_on_shipped_data_satisfies_every_invariant() -> None:
     assert report["broker"] == "memory"
     check_invariants(report, OLIST / "order_items.csv", OLIST / "products.csv")
     assert len(report["notifications"]["clients"]) == 3
-    logs = report["logs"]
-    assert set(logs) == {"Apache", "HDFS", "Linux", "OpenSSH"}
-    for name in logs:
-        assert logs[name]["lines"] == len((LOGHUB / f"{name}_2k.log").read_text().splitlines())
-    assert logs["Apache"]["by_level"] == dict(level_counts(LOGHUB / "Apache_2k.log", r"^\[[^]]+\] \[(\w+)\]"))
-    assert logs["HDFS"]["by_level"] == dict(level_counts(LOGHUB / "HDFS_2k.log", r"^\d+ \d+ \d+ (\w+) "))
-    assert logs["Apache"]["by_level"] == {"notice": 1405, "error": 595}
-    assert logs["HDFS"]["by_level"] == {"INFO": 1920, "WARN": 80}
-    assert report["notifications"]["published"]["logs"] == sum(s["windows"] for s in logs.values())
-    assert report["notifications"]["published"]["alerts"] == sum(s["alerts"] for s in logs.values())
+    check_shipped_logs(report)
 
 
 def write_other_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -137,3 +85,28 @@ def test_cli_bad_configuration_is_one_line_and_exit_2(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: bad configuration: orders: no such file: {tmp_path / 'nope.csv'}"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_broker_gives_one_error_line_and_exit_2_within_30_s() -> None:
+    import time
+
+    port = free_port()  # nothing listens there
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactive_services.cli", "demo", "--bootstrap-servers", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: cannot reach Kafka at 127.0.0.1:{port}: no broker answered (connection refused or closed)"
+    ]
+    assert proc.stdout == ""

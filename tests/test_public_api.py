@@ -1,0 +1,114 @@
+"""The exported names of every public package, written out literally.
+
+Adding, removing or renaming a public name must be a deliberate change to this file too.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPECTED_ALL: dict[str, list[str]] = {
+    "reactive_services": [
+        "ClientProxy",
+        "Controller",
+        "EventPatternSpec",
+        "Microservice",
+        "errors",
+        "event_pattern",
+        "start_all_microservices",
+    ],
+    "reactive_services.errors": [
+        "BrokerError",
+        "BrokerUnavailableError",
+        "CommitError",
+        "ConfigError",
+        "ConnectionClosedError",
+        "DecodeError",
+        "PublishError",
+        "ReactiveServicesError",
+        "ValidationError",
+        "WebSocketError",
+    ],
+    "operators": [
+        "DeadLetter",
+        "Window",
+        "decode_json",
+        "tumbling_event_time_window",
+    ],
+    "adapters": [
+        "DLT_SUFFIX",
+        "Broker",
+        "BrokerSink",
+        "DeadLetterSink",
+        "Decoder",
+        "Headers",
+        "Message",
+        "RecordMetadata",
+        "current_message",
+        "dead_letter_headers",
+        "dead_letter_topic",
+        "decode_json",
+        "deliver",
+        "encode_key",
+        "encode_value",
+        "header",
+        "headers_to_dict",
+        "track",
+    ],
+    "adapters.memory": ["InMemoryBroker"],
+    "adapters.kafka": ["KafkaBroker"],
+    "adapters.websocket": [
+        "MAX_CHANNELS",
+        "MAX_CHANNEL_LENGTH",
+        "ClientFrame",
+        "Connection",
+        "Notification",
+        "NotificationHub",
+        "WebSocketServer",
+        "connect",
+        "decode_server_frame",
+        "encode_error",
+        "encode_event",
+        "encode_pong",
+        "encode_subscribe",
+        "encode_subscribed",
+        "encode_unsubscribe",
+        "parse_client_frame",
+        "validate_channels",
+    ],
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(EXPECTED_ALL))
+def test_all_is_exactly_the_expected_names(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    exported = list(module.__all__)
+    assert len(exported) == len(set(exported)), f"{module_name}.__all__ repeats a name"
+    # order inside __all__ is not part of the API; the set of names is
+    assert sorted(exported) == sorted(EXPECTED_ALL[module_name])
+
+
+@pytest.mark.parametrize("module_name", sorted(EXPECTED_ALL))
+def test_every_exported_name_is_importable(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    for name in module.__all__:
+        namespace: dict[str, object] = {}
+        exec(f"from {module_name} import {name}", namespace)  # the form users write
+        assert namespace[name] is getattr(module, name)
+        assert not name.startswith("_")
+
+
+def test_brokers_satisfy_the_broker_protocol() -> None:
+    from adapters import Broker
+    from adapters.kafka import KafkaBroker
+    from adapters.memory import InMemoryBroker
+
+    memory = InMemoryBroker()
+    kafka = KafkaBroker("127.0.0.1:1")  # constructing does not connect
+    assert isinstance(memory, Broker)
+    assert isinstance(kafka, Broker)
+    assert memory.kind == "memory"
+    assert kafka.kind == "kafka"
+    assert not isinstance(object(), Broker)

@@ -38,7 +38,7 @@ from reactive_services.errors import ConfigError
 from .inventory import InventoryService, InventoryStore, initial_stock
 from .log_analytics import LogAnalyticsService, replay_logs
 from .notifications import CHANNELS, NotificationController
-from .orders import OrderService
+from .orders import OrderService, read_order_rows
 from .services import InventoryController, LogAnalyticsController
 
 __all__ = ["DATA_DIR", "DemoConfig", "DemoTimeout", "default_log_files", "run_demo"]
@@ -94,6 +94,7 @@ class DemoConfig:
             path = Path(getattr(self, key))
             if not path.is_file():
                 raise ConfigError(key, f"no such file: {path}")
+        read_order_rows(self.orders)  # checks the header now: ConfigError names a missing column
         for name, path in self.logs.items():
             if not Path(path).is_file():
                 raise ConfigError("logs", f"no such file for source {name!r}: {path}")
@@ -158,6 +159,7 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
     client = ClientProxy(broker, namespace=namespace)
     tmp = tempfile.TemporaryDirectory(prefix="reactive-services-demo-")
     services: list[Microservice] = []
+    store: InventoryStore | None = None
     server = WebSocketServer("127.0.0.1", 0)
     subscriptions = []
     try:
@@ -253,7 +255,6 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
         await notify_svc.stop()
         await asyncio.wait_for(asyncio.gather(*(c["closed"].wait() for c in clients)), config.timeout_s)
         final = await store.stock()
-        await store.close()
         errors = [repr(e) for s in services for e in s.errors] + [repr(e) for e in inventory.errors]
         if errors:
             raise RuntimeError(f"a service failed: {errors[0]}")
@@ -304,6 +305,8 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
                     log.warning("stopping %s: %s", service.name, exc)
         await server.stop()
         await broker.stop()
+        if store is not None:
+            await store.close()  # its worker thread would keep the process alive
         tmp.cleanup()
 
 

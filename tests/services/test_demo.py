@@ -110,3 +110,13 @@ def test_unreachable_broker_gives_one_error_line_and_exit_2_within_30_s() -> Non
         f"error: cannot reach Kafka at 127.0.0.1:{port}: no broker answered (connection refused or closed)"
     ]
     assert proc.stdout == ""
+
+
+def test_orders_file_without_a_required_column_names_it_and_exits_2_promptly(tmp_path: Path) -> None:
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,product_id,price\no1,p1,1.0\n")
+    proc = subprocess.run([sys.executable, "-m", "reactive_services.cli", "demo", "--quiet", "--orders", str(orders)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: bad configuration: order_item_id:")

@@ -1,4 +1,4 @@
-"""The ``reactive-services`` command.
+"""reactive-services: run the reference shop system.
 
 ``reactive-services demo [--bootstrap-servers HOST:PORT] [--clients N] [--orders CSV]
 [--products CSV] [--logs [NAME=]FILE ...] [--report PATH]`` runs the shop end to end.
@@ -22,7 +22,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reactive-services", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="reactive-services", description="Reactive, event-driven microservices.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the shop end to end (orders, inventory, notifications, log analytics)")
     demo.add_argument("--bootstrap-servers", metavar="HOST:PORT",
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from examples.shop.demo import DemoConfig, DemoTimeout, check_report, parse_log_args, run_demo
+    from examples.shop.demo import DemoConfig, check_report, parse_log_args
 
     from .errors import BrokerUnavailableError, ConfigError
 
@@ -70,6 +70,8 @@ def _demo(args: argparse.Namespace) -> int:
         if args.logs:
             config.logs = parse_log_args(args.logs)
         config.validate()
+        if args.report:
+            _check_writable(args.report)
     except ConfigError as exc:
         print(f"error: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -82,7 +84,12 @@ def _demo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: bad configuration: {exc}", file=sys.stderr)
         return 2
-    except (DemoTimeout, RuntimeError, OSError) as exc:
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, not a traceback
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]  # type: ignore[assignment]
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     problems = check_report(report, orders_file=config.orders, log_files=config.logs)
@@ -96,6 +103,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+def _check_writable(path: Path) -> None:
+    """Fail at start, not after the run, when the report cannot be written (parents are created)."""
+    from .errors import ConfigError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError("report", f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 async def _run_with_progress(config: Any, *, quiet: bool, console: Any) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -104,7 +123,7 @@ async def _run_with_progress(config: Any, *, quiet: bool, console: Any) -> dict[
     if quiet:
         return await run_demo(config)
     with Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
+                  console=console, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int | None) -> None:
@@ -131,7 +150,9 @@ def _summary(report: dict[str, Any], console: Any) -> None:
                                          + (" (closed 1001)" if c["completed"] else f" ({c['error']})"))
     for name, s in report["logs"].items():
         levels = ", ".join(f"{k} {v}" for k, v in s["by_level"].items())
-        t.add_row(f"logs {name}", f"{s['lines']} lines ({levels}); {s['windows']} windows, {s['alerts']} alerts")
+        unparsed = f", {s['unparsed']} unparsed (level 'unknown')" if s["unparsed"] else ""
+        t.add_row(f"logs {name}", f"{s['lines']} lines ({levels}{unparsed}); {s['windows']} windows, "
+                                  f"{s['alerts']} alerts")
     inv_ok = report.get("invariants", {}).get("ok")
     if inv_ok is not None:
         t.add_row("invariants", "all hold" if inv_ok else "VIOLATED")

@@ -304,9 +304,12 @@ class InMemoryBroker:
         generation = -1
         try:
             while not stop.is_set():
-                if generation != member.generation:
+                if generation != member.generation:  # a rebalance: keep our place in partitions we kept
                     generation = member.generation
-                    positions = {tp: self._start_offset(group, tp, auto_offset_reset) for tp in member.assignment}
+                    positions = {
+                        tp: positions[tp] if tp in positions else self._start_offset(group, tp, auto_offset_reset)
+                        for tp in member.assignment
+                    }
                 member.wake.clear()
                 delivered = 0
                 for tp in list(positions):
@@ -317,7 +320,7 @@ class InMemoryBroker:
                         offset = positions[tp]
                         await self._handle(observer, tp, offset, records[offset], decode)
                         positions[tp] = offset + 1
-                        if generation == member.generation:  # still ours: commit
+                        if tp in member.assignment:  # still ours after any rebalance meanwhile: commit
                             group.committed[tp] = offset + 1
                         delivered += 1
                         if delivered % YIELD_EVERY == 0:

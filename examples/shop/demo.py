@@ -37,6 +37,7 @@ from reactive_services.errors import ConfigError
 
 from .inventory import InventoryService, InventoryStore, initial_stock
 from .log_analytics import LogAnalyticsService, replay_logs
+from .logs import SOURCES
 from .notifications import CHANNELS, NotificationController
 from .orders import OrderService, read_order_rows
 from .services import InventoryController, LogAnalyticsController
@@ -92,10 +93,14 @@ class DemoConfig:
         """Raises ConfigError naming the first bad setting."""
         for key in ("orders", "products"):
             path = Path(getattr(self, key))
-            if not path.is_file():
+            if not path.exists():
                 raise ConfigError(key, f"no such file: {path}")
+            if not path.is_file():
+                raise ConfigError(key, f"not a file: {path}")
         read_order_rows(self.orders)  # checks the header now: ConfigError names a missing column
         for name, path in self.logs.items():
+            if name not in SOURCES:
+                raise ConfigError("logs", f"no log format for source {name!r} (known: {', '.join(SOURCES)})")
             if not Path(path).is_file():
                 raise ConfigError("logs", f"no such file for source {name!r}: {path}")
         if self.clients < 0:
@@ -281,7 +286,7 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
                 "low_stock_threshold": config.low_stock_threshold,
             },
             "notifications": {
-                "published": dict(sorted(server.hub.published.items())),
+                "published": {ch: server.hub.published.get(ch, 0) for ch in sorted(set(CHANNELS.values()))},
                 "delivered": server.hub.delivered,
                 "slow_clients_closed": server.hub.slow_clients_closed,
                 "clients": [
@@ -290,7 +295,7 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
                     for c in clients
                 ],
             },
-            "logs": analytics.report(),
+            "logs": _logs_report(analytics.report(), config.logs),
             "elapsed_s": round(time.monotonic() - started, 3),
         }
         return report
@@ -308,6 +313,12 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
         if store is not None:
             await store.close()  # its worker thread would keep the process alive
         tmp.cleanup()
+
+
+def _logs_report(report: Mapping[str, Any], sources: Mapping[str, Path]) -> dict[str, Any]:
+    """Every configured source, in the order given; one with no line at all gets zeros."""
+    empty = {"lines": 0, "by_level": {}, "unparsed": 0, "late": 0, "windows": 0, "alerts": 0, "top_templates": []}
+    return {name: report.get(name, empty) for name in sources}
 
 
 def check_report(report: Mapping[str, Any], *, orders_file: Path | None = None,
@@ -355,20 +366,25 @@ def check_report(report: Mapping[str, Any], *, orders_file: Path | None = None,
 def parse_log_args(values: Sequence[str]) -> dict[str, Path]:
     """``["Apache=/x/a.log", "/y/HDFS_2k.log"]`` -> ``{"Apache": Path, "HDFS": Path}``.
 
-    The source name (which picks the log format) is given before ``=``, or is the file
-    name up to its first ``_`` or ``.``.
+    The source name (which picks the log format, case-insensitively: ``hdfs`` is ``HDFS``)
+    is given before ``=``, or is the file name up to its first ``_`` or ``.``.
 
     Raises:
-        ConfigError("logs", ...): an empty name.
+        ConfigError("logs", ...): an unknown source name, or the same source twice.
     """
+    known = {name.lower(): name for name in SOURCES}
     out: dict[str, Path] = {}
     for value in values:
         if "=" in value:
-            name, path = value.split("=", 1)
+            given, path = value.split("=", 1)
         else:
             path = value
-            name = Path(value).name.split("_")[0].split(".")[0]
-        if not name:
-            raise ConfigError("logs", f"cannot tell the log source of {value!r}; write NAME=PATH")
+            given = Path(value).name.split("_")[0].split(".")[0]
+        name = known.get(given.lower())
+        if name is None:
+            raise ConfigError("logs", f"cannot tell the log format of {value!r}: source {given!r} is not one of "
+                                      f"{', '.join(SOURCES)}; write NAME=PATH")
+        if name in out:
+            raise ConfigError("logs", f"source {name!r} given twice ({out[name]} and {path})")
         out[name] = Path(path)
     return out

@@ -187,3 +187,30 @@ async def test_one_pipeline_handler_for_several_patterns() -> None:
         await until(lambda: len(both.topics) == 2)
         await service.stop()
         assert sorted(both.topics) == ["a", "b"]
+
+
+async def test_a_failing_record_is_dead_lettered_once_when_a_service_has_payload_and_pipeline_handlers() -> None:
+    class Mixed:
+        def __init__(self) -> None:
+            self.piped: list[int] = []
+
+        @event_pattern("order.created")
+        async def created(self, payload):
+            await asyncio.sleep(0.01)  # the pipeline source joins the group meanwhile: a rebalance
+            raise ValueError("bad order")
+
+        @event_pattern("order.other", pipeline=True)
+        def other(self, messages):
+            return messages.pipe(ops.do_action(lambda m: self.piped.append(m.value)))
+
+    async with InMemoryBroker() as broker:
+        await broker.emit("order.created", {"id": 1}, key="1")
+        mixed = Mixed()
+        service = Microservice(broker, [mixed], name="mixed")
+        await service.start()
+        await broker.emit("order.other", 5)
+        await until(lambda: mixed.piped == [5] and service.dead_lettered.get("order.created") == 1)
+        await asyncio.sleep(0.05)
+        await service.stop()
+        assert service.dead_lettered == {"order.created": 1}
+        assert len(broker.records("order.created.DLT")) == 1

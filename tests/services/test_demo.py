@@ -120,3 +120,34 @@ def test_orders_file_without_a_required_column_names_it_and_exits_2_promptly(tmp
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("error: bad configuration: order_item_id:")
+
+
+@pytest.mark.parametrize(
+    ("args", "first_words"),
+    [
+        (["--logs", "Foo=x.log"], "error: bad configuration: logs: cannot tell the log format of 'Foo=x.log'"),
+        (["--logs", "HDFS=a.log", "hdfs=b.log"], "error: bad configuration: logs: source 'HDFS' given twice"),
+        (["--report", "{file}/r.json"], "error: bad configuration: report: cannot write"),
+        (["--orders", "{dir}"], "error: bad configuration: orders: not a file"),
+    ],
+)
+def test_bad_arguments_are_refused_at_start_with_one_line(tmp_path: Path, args: list[str], first_words: str) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    args = [a.format(file=a_file, dir=tmp_path) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "reactive_services.cli", "demo", "--quiet", *args],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(first_words), line
+
+
+def test_an_empty_log_file_is_reported_with_zero_lines(tmp_path: Path) -> None:
+    empty = tmp_path / "hdfs_empty.log"
+    empty.write_text("")
+    report_path = tmp_path / "r.json"
+    assert main(["demo", "--quiet", "--clients", "1", "--logs", str(empty), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["logs"] == {"HDFS": {"lines": 0, "by_level": {}, "unparsed": 0, "late": 0, "windows": 0,
+                                       "alerts": 0, "top_templates": []}}
+    assert report["notifications"]["published"]["logs"] == 0

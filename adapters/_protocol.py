@@ -83,6 +83,8 @@ class Broker(Protocol):
         decode: Decoder = "json",
         auto_offset_reset: Literal["earliest", "latest"] = "earliest",
         stop: asyncio.Event | None = None,
+        on_assigned: Callable[[], None] | None = None,
+        concurrency: int = 1,
     ) -> Observable[Message]:
         """A cold Observable of the records of ``topics`` read in consumer group ``group_id``.
 
@@ -92,6 +94,29 @@ class Broker(Protocol):
         The offset of a message is committed only after the Observer handled it
         (``on_next`` returned and the work registered with ``Message.track`` finished).
         A failure of the broker connection ends the stream with ``on_error``.
+
+        ``on_assigned`` (optional) is called once per subscription, the first time the
+        source has partitions assigned *and* its position in each of them resolved (for
+        ``auto_offset_reset="latest"`` in a new group: the end of each partition). Every
+        record published to those partitions after it was called will be delivered; the
+        request-reply client waits for it before publishing its first request. If it
+        raises, the stream ends with ``on_error``.
+
+        ``concurrency`` (messages, >= 1): how many messages may be in flight at once (a
+        message is in flight from its ``on_next`` until its tracked work settled). With 1
+        the source awaits each message before delivering the next. With K > 1 ``on_next``
+        is still called one at a time on the event loop thread, in offset order per
+        partition, but the next message is delivered while earlier ones' work runs; a
+        keyed message waits until the previous in-flight message with the same key (and
+        partition) settled, so per-key order holds. The committed offset of a partition
+        is the lowest offset still in flight (see :class:`adapters._offsets.OffsetTracker`),
+        so it never passes an unfinished message. At most K messages are in flight: when
+        K are, the source stops fetching (Kafka: pauses its partitions) until one settles.
+        A failed message ends the stream with ``on_error``; neither it nor anything after
+        it in its partition is committed.
+
+        Raises:
+            ConfigError: ``concurrency`` is not an int >= 1.
         """
 
     async def committed(self, group_id: str, topic: str, partition: int) -> int | None:

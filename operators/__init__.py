@@ -10,3 +10,11 @@ __all__ = ["DeadLetter", "decode_json"]
 from ._tumbling_window import Window, tumbling_event_time_window
 
 __all__ += ["Window", "tumbling_event_time_window"]
+
+from ._batch import batch
+from ._dead_letter import dead_letter
+from ._map_async import map_async
+from ._retry_with_backoff import backoff_delay, retry_with_backoff
+from ._to_loop import to_loop
+
+__all__ += ["backoff_delay", "batch", "dead_letter", "map_async", "retry_with_backoff", "to_loop"]

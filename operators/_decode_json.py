@@ -9,6 +9,7 @@ from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 
 from adapters._codec import dead_letter_headers, dead_letter_topic, decode_json as _decode_bytes
 from adapters._message import Message
+from reactive_services.errors import ValidationError
 
 __all__ = ["DeadLetter", "decode_json"]
 
@@ -46,6 +47,7 @@ def decode_json(
     dead_letter: ObserverBase[DeadLetter],
     *,
     parse: Callable[[Any], Any] | None = None,
+    max_bytes: int | None = None,
 ) -> Callable[[Observable[Message]], Observable[Message]]:
     """Decode each message's JSON value (and validate it); route bad records to a dead-letter Observer.
 
@@ -71,6 +73,8 @@ def decode_json(
         dead_letter: receives one DeadLetter per rejected record.
         parse: optional ``value -> value`` check/conversion; raise (e.g.
             :class:`reactive_services.errors.ValidationError`) to reject the record.
+        max_bytes: records whose raw value is longer than this (bytes) are rejected with a
+            ValidationError before decoding (None: no limit).
 
     Returns:
         An operator from ``Observable[Message]`` to ``Observable[Message]``; each output
@@ -85,6 +89,8 @@ def decode_json(
         def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
             def on_next(msg: Message) -> None:
                 try:
+                    if max_bytes is not None and msg.raw is not None and len(msg.raw) > max_bytes:
+                        raise ValidationError(f"record of {len(msg.raw)} bytes is over the limit of {max_bytes} bytes")
                     value = _decode_bytes(msg.value) if isinstance(msg.value, (bytes, type(None))) else msg.value
                     if parse is not None:
                         value = parse(value)

@@ -2,7 +2,8 @@
 
 Kafka topics and websocket connections are ReactiveX Observables (``adapters``); services
 are operator pipelines (``operators`` plus reactivex's own) declared NestJS-style with
-``@event_pattern`` and run by :class:`Microservice`; :class:`ClientProxy` only produces.
+``@event_pattern`` / ``@message_pattern`` and run by :class:`Microservice`; :class:`ClientProxy`
+emits events and sends requests (``send``: request-reply over the broker).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -14,8 +15,11 @@ if TYPE_CHECKING:
         ClientProxy,
         Controller,
         EventPatternSpec,
+        MessagePatternSpec,
         Microservice,
+        ReplyObservable,
         event_pattern,
+        message_pattern,
         start_all_microservices,
     )
 
@@ -25,9 +29,12 @@ __all__ = [
     "ClientProxy",
     "Controller",
     "EventPatternSpec",
+    "MessagePatternSpec",
     "Microservice",
+    "ReplyObservable",
     "errors",
     "event_pattern",
+    "message_pattern",
     "start_all_microservices",
 ]
 

@@ -1,11 +1,14 @@
-"""Services in the NestJS manner: ``@event_pattern`` handlers, a consuming Microservice, a producer-only client.
+"""Services in the NestJS manner: ``@event_pattern`` / ``@message_pattern`` handlers, a Microservice, a client.
 
-NestJS                                    reactive-services
-----------------------------------------  ------------------------------------------------
-``@EventPattern('order.created')``        ``@event_pattern("order.created")``
-``ClientsModule.register`` + ``emit``     ``ClientProxy(broker)`` + ``await client.emit(...)``
-``app.connectMicroservice(...)``          ``Microservice(broker, [controller], name=...)``
-``app.startAllMicroservices()``           ``await start_all_microservices(a, b, ...)``
+NestJS                                        reactive-services
+--------------------------------------------  ------------------------------------------------
+``@EventPattern('order.created')``            ``@event_pattern("order.created")``
+``@MessagePattern('inventory.get_stock')``    ``@message_pattern("inventory.get_stock")``
+``ClientsModule.register`` + ``emit``         ``ClientProxy(broker)`` + ``await client.emit(...)``
+``client.subscribeToResponseOf(p)``           ``client.subscribe_to_response_of(p)`` (optional)
+``client.send(p, data)``                      ``client.send(p, data)`` (an Observable; or ``await`` it)
+``app.connectMicroservice(...)``              ``Microservice(broker, [controller], name=...)``
+``app.startAllMicroservices()``               ``await start_all_microservices(a, b, ...)``
 
 An event pattern is a topic name. A handler is either
 
@@ -22,6 +25,44 @@ An event pattern is a topic name. A handler is either
 Delivery is at-least-once: offsets are committed after the handler (and the work it
 ``track``-ed) finished, so after a crash a record may be handled again; handlers must be
 idempotent (the shop's inventory keys its work by order id).
+
+Request-reply (``@message_pattern`` + ``ClientProxy.send``)
+-----------------------------------------------------------
+A message pattern is a request topic. A service with ``@message_pattern`` handlers consumes
+its request topics (one source, group ``<group_id>.requests``); for each request it runs the handler
+(``(self, payload)`` or ``(self, payload, message)``, plain or ``async def``; a returned
+Observable counts by its **last** value) and publishes the reply to the topic named in the
+request's ``reply-topic`` header (``<request topic>.reply`` if absent) with the headers
+``correlation-id`` (copied) and ``reply-status: ok|error``. A handler that raises gives an
+error reply ``{"error": {"type": <class name>, "message": <str(exc)>}}``, which the client
+raises as :class:`~reactive_services.errors.RemoteError`. The request's offset is committed
+after its reply was acknowledged. Wire format: :mod:`reactive_services._request_reply`.
+
+``client.send(pattern, payload, timeout=10.0)`` returns a cold Observable: each subscription
+publishes one request with a fresh correlation id (uuid4 hex) and emits the reply once, then
+completes; ``await client.send(...)`` does the same and returns the reply value. No reply
+within ``timeout`` seconds (publishing included): :class:`RequestTimeoutError`.
+
+How each client instance gets only its own replies, also across rebalances: every
+``ClientProxy`` instance reads each reply topic in a **consumer group of its own**,
+``<client_id>-replies-<uuid4 hex>``, with ``auto_offset_reset="latest"``. Being the only
+member of its group, it is assigned every partition of the reply topic, and no rebalance of
+any other group (services scaling, other clients joining or leaving) can move those
+partitions to another instance; it starts at the end of the topic, so it never reads older
+replies. Every instance therefore sees every reply on the topic and keeps only those whose
+correlation id it sent and still waits for; the others are dropped and counted in
+:attr:`ClientProxy.unexpected_replies`. (The alternative, one shared group with replies
+routed to a partition per instance as NestJS does, breaks when a rebalance moves that
+partition; reading every reply costs each client the whole reply topic's traffic instead,
+which is right for the modest request rates of request-reply.)
+
+Readiness: a request is published only after the client's reply consumer for its reply
+topic is *ready*, i.e. the broker's source called ``on_assigned`` (partitions assigned and
+positions resolved to the end), so a reply can never be published before the position the
+consumer will read from. ``await client.connect()`` starts and waits for the reply consumers
+of the patterns named with :meth:`ClientProxy.subscribe_to_response_of`; ``send`` for any
+other pattern (or before ``connect``) connects lazily: it starts that reply consumer and
+waits for it (at most ``ready_timeout`` seconds) before publishing.
 """
 
 from __future__ import annotations
@@ -30,7 +71,7 @@ import asyncio
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
@@ -38,15 +79,28 @@ from reactivex.abc import DisposableBase, ObserverBase
 from adapters._message import Headers, Message, RecordMetadata, track
 from adapters._sink import DeadLetterSink
 from operators._decode_json import DeadLetter
+from operators._retry_with_backoff import retry_with_backoff
 
+from ._request_reply import (
+    MessagePatternSpec,
+    ReplyObservable,
+    Requester,
+    Responder,
+    message_handlers_of,
+    message_pattern,
+    wait_visible,
+)
 from .errors import ConfigError
 
 __all__ = [
     "ClientProxy",
     "Controller",
     "EventPatternSpec",
+    "MessagePatternSpec",
     "Microservice",
+    "ReplyObservable",
     "event_pattern",
+    "message_pattern",
     "start_all_microservices",
 ]
 
@@ -106,32 +160,96 @@ def _handlers_of(obj: Any) -> list[tuple[EventPatternSpec, Callable[..., Any]]]:
 
 
 class ClientProxy:
-    """A producer-only client (NestJS ``ClientsModule.register`` + ``ClientKafka.emit``).
+    """A client (NestJS ``ClientsModule.register`` + ``ClientKafka.emit`` / ``ClientKafka.send``).
 
     Args:
         broker: any :class:`adapters.Broker`.
         own_broker: start the broker on :meth:`connect` and stop it on :meth:`close`.
-        namespace: prepended to every pattern (e.g. ``"staging."``), as in :class:`Microservice`.
+        namespace: prepended to every pattern and reply topic (e.g. ``"staging."``), as in
+            :class:`Microservice`.
+        client_id: prefix of this client's reply consumer groups
+            (``<client_id>-replies-<uuid4 hex>``, one per reply topic and instance).
+        reply_topics: ``{pattern: reply topic}`` (without namespace) for :meth:`send`;
+            a pattern not listed is answered on ``<pattern>.reply``.
+        ready_timeout: seconds to wait for a reply consumer to be assigned and positioned.
+
+    Attributes:
+        emitted: events published by :meth:`emit` / :meth:`emit_batch`.
+
+    Raises:
+        ConfigError: ``ready_timeout`` is not > 0, or ``client_id`` is empty.
     """
 
-    def __init__(self, broker: Any, *, own_broker: bool = False, namespace: str = "") -> None:
+    def __init__(
+        self,
+        broker: Any,
+        *,
+        own_broker: bool = False,
+        namespace: str = "",
+        client_id: str = "client",
+        reply_topics: Mapping[str, str] | None = None,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        if not ready_timeout > 0:
+            raise ConfigError("ready_timeout", f"must be > 0 seconds, got {ready_timeout!r}")
+        if not client_id:
+            raise ConfigError("client_id", "must be a non-empty string")
         self.broker = broker
         self.namespace = namespace
         self._own = own_broker
         self.emitted = 0
+        self._connected = False
+        self._response_of: list[str] = []
+        self._requester = Requester(
+            broker, client_id=client_id, namespace=namespace, reply_topics=reply_topics, ready_timeout=ready_timeout
+        )
+
+    def subscribe_to_response_of(self, pattern: str) -> None:
+        """Have :meth:`connect` start (and wait for) the reply consumer of ``pattern``
+        (NestJS ``subscribeToResponseOf``). Optional: :meth:`send` starts it lazily otherwise.
+        """
+        if pattern not in self._response_of:
+            self._response_of.append(pattern)
+
+    @property
+    def reply_group_ids(self) -> dict[str, str]:
+        """``{reply topic: consumer group}`` of this client's running reply consumers."""
+        return self._requester.group_ids
+
+    @property
+    def unexpected_replies(self) -> int:
+        """Replies read and dropped: their correlation id is not one this client waits for
+        (another instance's request, or one of ours that timed out or was disposed)."""
+        return self._requester.unexpected_replies
+
+    @property
+    def replies_received(self) -> int:
+        """Replies matched to a request of this client."""
+        return self._requester.received
 
     async def connect(self) -> None:
-        """Start the broker if this client owns it.
+        """Start the broker if this client owns it, then the reply consumers of the patterns
+        given to :meth:`subscribe_to_response_of`, and wait until they are ready.
 
         Raises:
-            BrokerUnavailableError: the broker cannot be reached.
+            BrokerUnavailableError: the broker cannot be reached, or a reply consumer was not
+                ready within ``ready_timeout`` seconds.
         """
-        if self._own:
+        if self._own and not self._connected:
             await self.broker.start()
+        self._connected = True
+        for pattern in self._response_of:
+            await self._requester.ready(pattern)
 
     async def close(self) -> None:
-        if self._own:
-            await self.broker.stop()
+        """Stop the reply consumers (requests still waiting fail with ``BrokerError``), then
+        the broker if this client owns it."""
+        try:
+            await self._requester.close()
+        finally:
+            self._connected = False
+            if self._own:
+                await self.broker.stop()
 
     async def __aenter__(self) -> "ClientProxy":
         await self.connect()
@@ -165,6 +283,40 @@ class ClientProxy:
         metas: list[RecordMetadata] = await self.broker.emit_batch(self.namespace + pattern, records)
         self.emitted += len(metas)
         return metas
+
+    def send(
+        self, pattern: str, payload: Any, *, timeout: float = 10.0, key: str | bytes | None = None
+    ) -> ReplyObservable[Any]:
+        """Send a request to the ``@message_pattern(pattern)`` handler and get its reply.
+
+        Returns a cold Observable: each subscription publishes one request to
+        ``<namespace><pattern>`` (headers ``correlation-id``: a fresh uuid4 hex,
+        ``reply-topic``) and emits the reply value once, then completes. It can be awaited:
+        ``stock = await client.send("inventory.get_stock", {...})``. Before publishing it
+        waits until this client's reply consumer for the pattern is ready (connecting
+        lazily if :meth:`connect` was not called or did not name the pattern).
+
+        Args:
+            pattern: the request pattern (topic without namespace).
+            payload: the request value (JSON-serialisable, or bytes sent as they are).
+            timeout: seconds from the start of publishing until the reply must have arrived.
+            key: the request's record key (None: no key).
+
+        Errors (``on_error``, or raised by ``await``):
+            RequestTimeoutError: no reply within ``timeout`` seconds.
+            RemoteError: the handler raised; ``remote_type`` / ``remote_message`` say what.
+            PublishError: the request was not acknowledged by the broker.
+            BrokerUnavailableError: the reply consumer was not ready within ``ready_timeout``.
+            BrokerError: the reply consumer ended (broker stopped, client closed) meanwhile.
+            ConfigError: ``timeout`` is not > 0.
+        """
+
+        async def run() -> Any:
+            if not self._connected:
+                await self.connect()
+            return await self._requester.request(pattern, payload, timeout=timeout, key=key)
+
+        return ReplyObservable(run)
 
 
 class _Dispatch(ObserverBase[Message]):
@@ -229,14 +381,19 @@ class Microservice:
 
     All payload handlers of a service share one source (one consumer of group
     ``group_id`` over all their topics, records handled one at a time); each pipeline
-    handler gets a source of its own in the same group.
+    handler gets a source of its own in the same group. All ``@message_pattern`` handlers
+    share one source in group ``<group_id>.requests`` (:attr:`request_group_id`), a group
+    apart so that it never rebalances the event consumers; requests are answered one at a
+    time (see the module docstring).
 
     Args:
         broker: any :class:`adapters.Broker` (started by the caller, or by :meth:`start`
             when ``own_broker`` is true).
-        controllers: objects with ``@event_pattern`` methods.
+        controllers: objects with ``@event_pattern`` and/or ``@message_pattern`` methods.
         name: the service name (logs, metrics).
-        group_id: the consumer group (default: ``name``).
+        group_id: the consumer group (default: ``namespace + name``).
+        source_retries: how many times in a row a source that failed with a retriable
+            error (``exc.retriable``) is resubscribed, with backoff (0: never).
         own_broker: start / stop the broker with the service.
         namespace: prepended to every pattern to form the topic name (``"run-7."`` +
             ``"order.created"``), so that several systems can share one broker.
@@ -244,6 +401,9 @@ class Microservice:
     Attributes:
         handled: records handled without error, per topic.
         dead_lettered: records sent to a dead-letter topic, per original topic.
+        request_group_id: the consumer group of the request source (``<group_id>.requests``).
+        replied: ok replies sent, per request topic.
+        error_replies: error replies sent (the handler raised), per request topic.
         errors: errors that ended a source or pipeline.
 
     Raises:
@@ -259,15 +419,34 @@ class Microservice:
         group_id: str | None = None,
         own_broker: bool = False,
         namespace: str = "",
+        source_retries: int = 5,
     ) -> None:
+        if source_retries < 0:
+            raise ConfigError("source_retries", f"must be >= 0, got {source_retries}")
         self.broker = broker
         self.namespace = namespace
         self.name = name
-        self.group_id = group_id or name
+        self.group_id = group_id or namespace + name
+        self.source_retries = source_retries
+        #: times a source was resubscribed after a retriable error
+        self.restarts = 0
+        #: The group requests are read in: a group apart, so that the request consumer joining
+        #: or leaving never rebalances (and redelivers to) the event consumers of ``group_id``.
+        self.request_group_id = self.group_id + ".requests"
         self._own = own_broker
         self._payload: dict[str, Callable[..., Any]] = {}
         self._pipelines: list[tuple[list[str], Callable[..., Any]]] = []
+        self._requests: dict[str, Callable[..., Any]] = {}
         seen: set[str] = set()
+        controllers = list(controllers)
+        for controller in controllers:
+            for mspec, fn in message_handlers_of(controller):
+                for pattern in mspec.patterns:
+                    topic = namespace + pattern
+                    if topic in seen:
+                        raise ConfigError("pattern", f"two handlers for {pattern!r} in service {name!r}")
+                    seen.add(topic)
+                    self._requests[topic] = fn
         for controller in controllers:
             for spec, fn in _handlers_of(controller):
                 topics = [namespace + p for p in spec.patterns]
@@ -279,8 +458,8 @@ class Microservice:
                         self._payload[topic] = fn
                 if spec.pipeline:
                     self._pipelines.append((topics, fn))
-        if not self._payload and not self._pipelines:
-            raise ConfigError("controllers", f"service {name!r} has no @event_pattern handler")
+        if not self._payload and not self._pipelines and not self._requests:
+            raise ConfigError("controllers", f"service {name!r} has no @event_pattern handler and no @message_pattern handler")
         self.handled: dict[str, int] = {}
         self.dead_lettered: dict[str, int] = {}
         self.errors: list[BaseException] = []
@@ -288,12 +467,15 @@ class Microservice:
         self._done: list[asyncio.Event] = []
         self._subscriptions: list[DisposableBase] = []
         self._dlt = DeadLetterSink(broker)
+        self._responder = Responder(broker, self._requests, self._failed, name=name)
+        self.replied = self._responder.replied
+        self.error_replies = self._responder.error_replies
         self.started = False
 
     @property
     def patterns(self) -> list[str]:
         """Every topic this service consumes (namespace included)."""
-        return sorted([*self._payload, *(t for topics, _ in self._pipelines for t in topics)])
+        return sorted([*self._payload, *self._requests, *(t for topics, _ in self._pipelines for t in topics)])
 
     async def start(self) -> None:
         """Create the topics if needed and subscribe every handler.
@@ -307,7 +489,7 @@ class Microservice:
         self._stop = asyncio.Event()
         if self._payload:
             done = asyncio.Event()
-            source = self.broker.source(list(self._payload), group_id=self.group_id, stop=self._stop)
+            source = self._source(list(self._payload), self.group_id)
             dispatch = _Dispatch(self, self._payload)
             self._subscriptions.append(
                 source.subscribe(
@@ -317,15 +499,45 @@ class Microservice:
                 )
             )
             self._done.append(done)
+        if self._requests:
+            await wait_visible(self.broker, list(self._requests), timeout=30.0)
+            done = asyncio.Event()
+            source = self._source(list(self._requests), self.request_group_id)
+            responder = self._responder
+            self._subscriptions.append(
+                source.subscribe(
+                    responder.on_next,
+                    lambda e: (responder.on_error(e), done.set()),  # type: ignore[func-returns-value]
+                    done.set,
+                )
+            )
+            self._done.append(done)
         for topics, fn in self._pipelines:
             done = asyncio.Event()
-            source = self.broker.source(topics, group_id=self.group_id, stop=self._stop)
-            result = fn(source)
+            result = fn(self._source(topics, self.group_id))
             if not isinstance(result, Observable):
                 raise ConfigError(topics[0], f"pipeline handler {fn.__qualname__} must return an Observable")
             self._subscriptions.append(result.subscribe(_Done(self, done)))
             self._done.append(done)
         self.started = True
+
+    def _source(self, topics: list[str], group_id: str) -> Observable[Message]:
+        """The broker source, resubscribed after a retriable error (a lost connection, an
+        unacknowledged publish of tracked work): up to ``source_retries`` times in a row, with
+        exponential backoff from 0.5 s to 10 s. Resubscribing resumes from the committed
+        offsets, so the record that failed is delivered again (at-least-once)."""
+        source = self.broker.source(topics, group_id=group_id, stop=self._stop)
+        if not self.source_retries:
+            return source
+
+        def restarted(attempt: int, exc: BaseException, delay_s: float) -> None:
+            self.restarts += 1
+            log.warning("%s: source %s failed (%s); resubscribing in %.1f s", self.name, ",".join(topics), exc, delay_s)
+
+        return source.pipe(
+            retry_with_backoff(max_attempts=self.source_retries + 1, initial_delay_s=0.5, max_delay_s=10.0,
+                               on_retry=restarted)
+        )
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop fetching, let every pipeline finish and complete, then flush dead letters.

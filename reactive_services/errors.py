@@ -7,9 +7,11 @@ One hierarchy, rooted at :class:`ReactiveServicesError`::
     ├── BrokerError                 anything the message broker reported
     │   ├── BrokerUnavailableError  cannot reach the broker / no answer in time   (retriable)
     │   ├── PublishError            the broker refused or did not ack a record    (retriable)
-    │   └── CommitError             an offset commit failed                       (retriable)
+    │   ├── CommitError             an offset commit failed                       (retriable)
+    │   └── RequestTimeoutError     no reply to a request within its timeout      (retriable)
     ├── DecodeError                 a record's bytes are not a valid value        (not retriable)
     ├── ValidationError             a decoded value has the wrong shape or types  (not retriable)
+    ├── RemoteError                 a request's handler failed; the error reply   (not retriable)
     └── WebSocketError              a websocket connection failed
         └── ConnectionClosedError   closed with a code other than 1000 / 1001     (retriable)
 
@@ -29,6 +31,8 @@ __all__ = [
     "DecodeError",
     "PublishError",
     "ReactiveServicesError",
+    "RemoteError",
+    "RequestTimeoutError",
     "ValidationError",
     "WebSocketError",
 ]
@@ -72,6 +76,37 @@ class CommitError(BrokerError):
     """Committing consumer offsets failed."""
 
     retriable = True
+
+
+class RequestTimeoutError(BrokerError):
+    """No reply to a request (``ClientProxy.send``) arrived within its timeout.
+
+    Attributes:
+        pattern: the request pattern (without namespace).
+        timeout: the timeout that ran out, in seconds.
+    """
+
+    retriable = True
+
+    def __init__(self, pattern: str, timeout: float) -> None:
+        super().__init__(f"no reply to {pattern!r} within {timeout:g} s")
+        self.pattern = pattern
+        self.timeout = timeout
+
+
+class RemoteError(ReactiveServicesError):
+    """The handler of a request raised; this is its error reply, raised on the client.
+
+    Attributes:
+        remote_type: the class name of the exception raised by the remote handler
+            (e.g. ``"ValidationError"``).
+        remote_message: ``str()`` of that exception.
+    """
+
+    def __init__(self, remote_type: str, remote_message: str) -> None:
+        super().__init__(f"{remote_type}: {remote_message}")
+        self.remote_type = remote_type
+        self.remote_message = remote_message
 
 
 class DecodeError(ReactiveServicesError, ValueError):

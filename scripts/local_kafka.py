@@ -125,7 +125,10 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """True when nothing listens on ``port`` (connections of a stopped broker in TIME_WAIT
+    do not count: the JVM binds with SO_REUSEADDR too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

@@ -65,3 +65,22 @@ async def kafka_broker(kafka_bootstrap: str) -> AsyncIterator["KafkaBroker"]:  #
         yield broker
     finally:
         await broker.stop()
+
+
+@pytest.fixture(params=["memory", "kafka"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    """A started broker: the in-memory one, then a real Kafka broker (``kafka_bootstrap``).
+
+    Used by the contract tests (tests/adapters) and the request-reply tests (tests/runtime).
+    """
+    from adapters.memory import InMemoryBroker
+
+    if request.param == "memory":
+        b: object = InMemoryBroker()
+    else:
+        from adapters.kafka import KafkaBroker
+
+        b = KafkaBroker(request.getfixturevalue("kafka_bootstrap"))
+    await b.start()  # type: ignore[attr-defined]
+    yield b
+    await b.stop()  # type: ignore[attr-defined]

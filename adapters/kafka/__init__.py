@@ -9,6 +9,6 @@ Example::
         broker.source("orders", group_id="inventory").subscribe(print)
 """
 
-from ._broker import KafkaBroker
+from ._broker import KafkaBroker, SourceStats
 
-__all__ = ["KafkaBroker"]
+__all__ = ["KafkaBroker", "SourceStats"]

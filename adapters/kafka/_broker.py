@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import reactivex
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -37,6 +38,7 @@ from reactive_services.errors import (
 )
 
 from .._codec import dead_letter_headers, dead_letter_topic, encode_key, encode_value
+from .._inflight import InFlight
 from .._message import YIELD_EVERY, Headers, Message, RecordMetadata, current_message
 from .._protocol import Decoder
 from .._sink import BrokerSink
@@ -50,7 +52,7 @@ from ._codec import (
     topic_list,
 )
 
-__all__ = ["KafkaBroker"]
+__all__ = ["KafkaBroker", "SourceStats"]
 
 log = logging.getLogger("adapters.kafka")
 
@@ -65,6 +67,46 @@ def _reason(exc: BaseException, timeout_s: float) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: AIOKafkaConsumer arguments a source sets itself; ``consumer_options`` may not override them.
+_RESERVED_CONSUMER_OPTIONS = frozenset(
+    {"bootstrap_servers", "group_id", "enable_auto_commit", "auto_offset_reset", "loop", "key_deserializer",
+     "value_deserializer"}
+)
+
+
+@dataclass(eq=False)
+class SourceStats:
+    """Live counters of one subscription to a Kafka source (see :meth:`KafkaBroker.source_stats`).
+
+    The source updates them as it runs; they are meant for tests, metrics and debugging.
+
+    Attributes:
+        group_id: the consumer group of the source.
+        concurrency: the ``concurrency`` it was subscribed with.
+        in_flight: messages in flight now (``concurrency > 1`` only).
+        max_in_flight: the most messages in flight at once so far (never above ``concurrency``).
+        buffered: fetched records waiting for room in the window (``concurrency > 1`` only).
+        max_buffered: the most records buffered at once (bounded by ``max_batch`` per fetch).
+        pauses: times the source paused its partitions because its window was full.
+        resumes: times it resumed them.
+        paused: the partitions paused now, as ``consumer.paused()`` reports them.
+        assignments: partition assignments received from the group coordinator.
+        revocations: non-empty revocations received (a rebalance took partitions away).
+    """
+
+    group_id: str
+    concurrency: int = 1
+    in_flight: int = 0
+    max_in_flight: int = 0
+    buffered: int = 0
+    max_buffered: int = 0
+    pauses: int = 0
+    resumes: int = 0
+    paused: frozenset[TopicPartition] = frozenset()
+    assignments: int = 0
+    revocations: int = 0
+
+
 @dataclass(eq=False)
 class _SourceRun:
     """The state of one subscription to a Kafka source."""
@@ -73,6 +115,7 @@ class _SourceRun:
     group_id: str
     observer: ObserverBase[Message]
     stop: asyncio.Event | None
+    on_assigned: Callable[[], None] | None = None
     task: asyncio.Task[None] | None = None
     halt: bool = False  # broker.stop(): end like the stop event (commit, complete)
     detached: bool = False  # disposed while on_next was running: end without a terminal call
@@ -81,6 +124,11 @@ class _SourceRun:
     consumer: AIOKafkaConsumer | None = None
     handled: dict[TopicPartition, int] = field(default_factory=dict)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
+    window: InFlight | None = None  # concurrency > 1: the messages in flight and their offsets
+    backlog: deque[Any] = field(default_factory=deque)  # concurrency > 1: fetched, not yet delivered
+    revoking: set[TopicPartition] = field(default_factory=set)  # being revoked: deliver no more of them
+    rebalances: int = 0  # revocations seen: a fetched batch older than the last one is stale
+    stats: SourceStats | None = None
 
     def stopping(self) -> bool:
         return self.halt or self.detached or (self.stop is not None and self.stop.is_set())
@@ -105,13 +153,47 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         run = self._run
+        if revoked and run.stats is not None:
+            run.stats.revocations += 1
+        if run.window is not None:
+            await self._revoke_window(set(revoked))
+            return
+        if revoked:
+            run.rebalances += 1  # the fetch loop drops the rest of its batch: positions are reset
         if run.consumer is not None and revoked:
             await self._broker._commit(run, only=set(revoked))
         for tp in revoked:
             run.handled.pop(tp, None)
             run.committed.pop(tp, None)
 
+    async def _revoke_window(self, revoked: set[TopicPartition]) -> None:
+        """``concurrency > 1``: wait (at most ``revoke_timeout_s``) for the messages in
+        flight of ``revoked``, commit what is contiguous-complete, abandon the rest."""
+        run, window = self._run, self._run.window
+        assert window is not None
+        if not revoked:
+            return
+        run.revoking |= revoked
+        try:
+            run.backlog = deque(r for r in run.backlog if TopicPartition(r.topic, r.partition) not in revoked)
+            if not await window.drain(revoked, timeout=self._broker.revoke_timeout_s):
+                log.warning(
+                    "group %s: messages of %s still in flight after %g s at revocation; "
+                    "they are not committed and will be redelivered to the new owner",
+                    run.group_id, sorted(revoked), self._broker.revoke_timeout_s,
+                )
+            if run.consumer is not None:
+                await self._broker._commit(run, only=revoked)
+        finally:
+            for tp in revoked:
+                window.forget(tp)
+                run.handled.pop(tp, None)
+                run.committed.pop(tp, None)
+            run.revoking -= revoked
+
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        if self._run.stats is not None:
+            self._run.stats.assignments += 1
         log.debug("group %s: assigned %s", self._run.group_id, sorted(assigned))
 
 
@@ -134,9 +216,18 @@ class KafkaBroker:
             and always when it stops, is disposed or fails.
         poll_timeout_s: how long one fetch waits for records; bounds how fast a source
             notices its ``stop`` event, in seconds.
+        revoke_timeout_s: with ``concurrency > 1``, how long a source whose partitions a
+            rebalance takes away waits for their messages in flight before it commits what
+            is contiguous-complete and abandons the rest, in seconds. Keep it well below
+            ``max_poll_interval_ms`` (the rebalance timeout).
+        consumer_options: extra keyword arguments for each source's ``AIOKafkaConsumer``
+            (e.g. ``{"max_poll_interval_ms": 60_000, "session_timeout_ms": 10_000}``); they
+            override ``client_id`` and ``request_timeout_ms``.
 
     Raises:
-        ConfigError: a malformed ``bootstrap_servers`` or a non-positive timeout/size.
+        ConfigError: a malformed ``bootstrap_servers``, a non-positive timeout/size, or a
+            ``consumer_options`` key the source sets itself (``group_id``,
+            ``enable_auto_commit``, ``auto_offset_reset``, ``bootstrap_servers``, ...).
     """
 
     kind: str = "kafka"
@@ -151,12 +242,15 @@ class KafkaBroker:
         max_batch: int = 500,
         commit_interval_s: float = 1.0,
         poll_timeout_s: float = 0.2,
+        revoke_timeout_s: float = 5.0,
+        consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
         parse_bootstrap(bootstrap_servers)
         for name, val in (
             ("connect_timeout_s", connect_timeout_s),
             ("request_timeout_s", request_timeout_s),
             ("poll_timeout_s", poll_timeout_s),
+            ("revoke_timeout_s", revoke_timeout_s),
         ):
             if not val > 0:
                 raise ConfigError(name, f"must be > 0 seconds, got {val!r}")
@@ -171,6 +265,11 @@ class KafkaBroker:
         self.max_batch = max_batch
         self.commit_interval_s = float(commit_interval_s)
         self.poll_timeout_s = float(poll_timeout_s)
+        self.revoke_timeout_s = float(revoke_timeout_s)
+        reserved = sorted(_RESERVED_CONSUMER_OPTIONS.intersection(consumer_options or {}))
+        if reserved:
+            raise ConfigError("consumer_options", f"{', '.join(reserved)} cannot be overridden")
+        self.consumer_options: dict[str, Any] = dict(consumer_options or {})
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets_consumer: AIOKafkaConsumer | None = None
@@ -500,6 +599,8 @@ class KafkaBroker:
         decode: Decoder = "json",
         auto_offset_reset: Literal["earliest", "latest"] = "earliest",
         stop: asyncio.Event | None = None,
+        on_assigned: Callable[[], None] | None = None,
+        concurrency: int = 1,
     ) -> Observable[Message]:
         """A cold Observable of the records of ``topics``, read in consumer group ``group_id``.
 
@@ -524,9 +625,31 @@ class KafkaBroker:
         subscription is not counted as handled). Failing to connect within
         ``connect_timeout_s`` -> ``on_error(BrokerUnavailableError)``.
 
+        ``on_assigned``: called once, from the fetch loop, after the first fetch that
+        finds partitions assigned, once ``consumer.position(tp)`` has resolved the
+        position of every assigned partition (so with ``auto_offset_reset="latest"`` a
+        record published after the call is never skipped).
+
+        ``concurrency`` K > 1 (see :meth:`adapters.Broker.source`): up to K messages in
+        flight; ``on_next`` is called one at a time, in fetched order, without awaiting the
+        previous message's tracked work, except that a keyed message waits for the
+        previous in-flight message of the same key and partition (the whole delivery waits
+        meanwhile: head-of-line). Commits (every ``commit_interval_s`` and at the end) are
+        each partition's lowest offset still in flight. While the window is full the
+        source pauses its assigned partitions (``consumer.pause``) and keeps calling
+        ``getmany(timeout_ms=0)`` at least every ``poll_timeout_s``, so fetching stops, the
+        buffer stays at most one fetch (``max_batch`` records) and ``max_poll_interval_ms``
+        is not exceeded however long a message is held; it resumes them when the buffer is
+        empty. On revocation it waits up to ``revoke_timeout_s`` for the revoked
+        partitions' messages in flight, commits what is contiguous-complete, and abandons
+        the rest (redelivered to the new owner). ``stop`` waits for the messages in flight;
+        after a failure the others get ``revoke_timeout_s`` seconds. With K = 1 the
+        behaviour is the one described above (each message awaited before the next).
+        Counters: :meth:`source_stats`.
+
         Raises:
-            ConfigError: no topics, an empty ``group_id``, a bad ``decode`` or
-                ``auto_offset_reset`` (raised here, not at subscription).
+            ConfigError: no topics, an empty ``group_id``, a bad ``decode``,
+                ``auto_offset_reset`` or ``concurrency`` (raised here, not at subscription).
         """
         names = topic_list(topics)
         if not isinstance(group_id, str) or not group_id:
@@ -534,6 +657,8 @@ class KafkaBroker:
         if auto_offset_reset not in ("earliest", "latest"):
             raise ConfigError("auto_offset_reset", f'must be "earliest" or "latest", not {auto_offset_reset!r}')
         decoder = resolve_decoder(decode)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError("concurrency", f"must be an int >= 1, got {concurrency!r}")
 
         def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
             try:
@@ -541,13 +666,20 @@ class KafkaBroker:
             except RuntimeError:
                 observer.on_error(RuntimeError("subscribe to a Kafka source from a running asyncio event loop"))
                 return Disposable()
-            run = _SourceRun(topics=names, group_id=group_id, observer=observer, stop=stop)
+            run = _SourceRun(topics=names, group_id=group_id, observer=observer, stop=stop, on_assigned=on_assigned)
+            run.stats = SourceStats(group_id, concurrency)
+            if concurrency > 1:
+                run.window = InFlight(concurrency)
             run.task = loop.create_task(self._consume(run, decoder, auto_offset_reset))
             self._runs.add(run)
             run.task.add_done_callback(lambda t: self._source_done(run, t))
             return Disposable(run.dispose)
 
         return reactivex.create(subscribe)
+
+    def source_stats(self, group_id: str | None = None) -> list[SourceStats]:
+        """The live counters of the running source subscriptions (of ``group_id``, if given)."""
+        return [r.stats for r in self._runs if r.stats is not None and group_id in (None, r.group_id)]
 
     def _source_done(self, run: _SourceRun, task: asyncio.Task[None]) -> None:
         self._runs.discard(run)
@@ -559,7 +691,10 @@ class KafkaBroker:
         consumer = run.consumer
         if consumer is None:
             return
-        todo = commit_offsets(run.handled, run.committed)
+        if run.window is not None:
+            todo = run.window.tracker.to_commit()
+        else:
+            todo = commit_offsets(run.handled, run.committed)
         if only is not None:
             todo = {tp: off for tp, off in todo.items() if tp in only}
         if not todo:
@@ -577,10 +712,16 @@ class KafkaBroker:
                 if tp not in assigned:
                     run.handled.pop(tp, None)
                     run.committed.pop(tp, None)
+            if run.window is not None:
+                for tp in run.window.tracker.partitions():
+                    if tp not in assigned:
+                        run.window.forget(tp)
         except (KafkaError, TimeoutError) as exc:
             log.warning("group %s: commit of %s failed: %s", run.group_id, _fmt_offsets(todo), exc)
         else:
             run.committed.update(todo)
+            if run.window is not None:
+                run.window.tracker.mark_committed(todo)
 
     async def _consume(self, run: _SourceRun, decoder: Callable[[bytes | None], Any], reset: str) -> None:
         observer = run.observer
@@ -590,7 +731,7 @@ class KafkaBroker:
             group_id=run.group_id,
             enable_auto_commit=False,
             auto_offset_reset=reset,
-            request_timeout_ms=int(self.request_timeout_s * 1000),
+            **{"request_timeout_ms": int(self.request_timeout_s * 1000), **self.consumer_options},
         )
         error: BaseException | None = None
         try:
@@ -606,10 +747,15 @@ class KafkaBroker:
                 return
             run.consumer = consumer
             consumer.subscribe(topics=run.topics, listener=_Listener(self, run))
-            error = await self._fetch_loop(run, consumer, decoder)
+            if run.window is None:
+                error = await self._fetch_loop(run, consumer, decoder)
+            else:
+                error = await self._fetch_loop_concurrent(run, consumer, decoder)
         except asyncio.CancelledError:
             # Disposed (or broker.stop() gave up waiting): commit what was handled, close.
             run.terminating = True
+            if run.window is not None:
+                await _close_quietly(run.window.cancel())
             await _close_quietly(self._commit(run))
             await _close_quietly(consumer.stop())
             raise
@@ -637,14 +783,31 @@ class KafkaBroker:
         delivered = 0
         while not run.stopping():
             batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_batch)
+            if run.on_assigned is not None and consumer.assignment():
+                try:
+                    for tp in consumer.assignment():  # resolve "latest"/committed positions first
+                        await consumer.position(tp)
+                except IllegalStateError:
+                    pass  # revoked meanwhile: try again after the next fetch
+                else:
+                    signal, run.on_assigned = run.on_assigned, None
+                    try:
+                        signal()
+                    except Exception as exc:  # noqa: BLE001 - the callback's failure ends the stream
+                        return exc
             if batches:
                 assigned = consumer.assignment()
+                generation = run.rebalances
                 for tp, records in batches.items():
+                    if run.rebalances != generation:
+                        break
                     if tp not in assigned:  # revoked by a rebalance while we fetched
                         continue
                     for record in records:
                         if run.halt or run.detached or (stop is not None and stop.is_set()):
                             break
+                        if run.rebalances != generation:  # a rebalance during this batch: the rest is
+                            break  # fetched again from the committed offsets, by us or the new owner
                         try:
                             value = decoder(record.value)
                         except Exception as exc:  # noqa: BLE001 - any decoder failure dead-letters
@@ -671,6 +834,8 @@ class KafkaBroker:
                                 return exc
                         if run.detached:
                             return None
+                        if run.rebalances != generation and tp not in consumer.assignment():
+                            continue  # handled, but no longer ours: the new owner commits it
                         run.handled[tp] = record.offset + 1
                         delivered += 1
                         if delivered % YIELD_EVERY == 0:
@@ -678,6 +843,135 @@ class KafkaBroker:
             if run.handled and time.monotonic() - last_commit >= interval:
                 await self._commit(run)
                 last_commit = time.monotonic()
+        return None
+
+
+    async def _fetch_loop_concurrent(
+        self, run: _SourceRun, consumer: AIOKafkaConsumer, decoder: Callable[[bytes | None], Any]
+    ) -> Exception | None:
+        """``concurrency > 1``: fetch and deliver through the window until stopped, then
+        settle what is in flight; returns the error that ended it, if any."""
+        window, stats = run.window, run.stats
+        assert window is not None and stats is not None
+        error = await self._deliver_concurrently(run, consumer, decoder, window, stats)
+        if run.detached:
+            await window.cancel()
+        elif error is None:
+            await window.drain()  # stop: finish what is in flight (broker.stop() bounds it)
+            error = window.error
+        elif not await window.drain(timeout=self.revoke_timeout_s):
+            await window.cancel()
+        stats.in_flight = len(window)
+        return error
+
+    async def _deliver_concurrently(
+        self,
+        run: _SourceRun,
+        consumer: AIOKafkaConsumer,
+        decoder: Callable[[bytes | None], Any],
+        window: InFlight,
+        stats: SourceStats,
+    ) -> Exception | None:
+        observer = run.observer
+        poll_ms = max(1, int(self.poll_timeout_s * 1000))
+        max_batch = self.max_batch
+        interval = self.commit_interval_s
+        last_commit = time.monotonic()
+        current = current_message
+        delivered = 0
+        paused = False
+        while not run.stopping():
+            if window.error is not None:
+                return window.error
+            assigned = consumer.assignment()
+            backlog = run.backlog
+            while backlog and not run.stopping():
+                record = backlog[0]
+                tp = TopicPartition(record.topic, record.partition)
+                if tp not in assigned or tp in run.revoking:  # revoked meanwhile
+                    backlog.popleft()
+                    continue
+                if window.full() or window.key_busy(tp, record.key):
+                    break  # blocked: wait for a message to settle (below)
+                backlog.popleft()
+                try:
+                    value = decoder(record.value)
+                except Exception as exc:  # noqa: BLE001 - any decoder failure dead-letters
+                    try:
+                        await self._dead_letter(message_from_record(record, None), exc)
+                    except Exception as dlt_exc:  # noqa: BLE001 - ends the stream
+                        return dlt_exc
+                    window.skip(tp, record.offset)
+                    continue
+                msg = message_from_record(record, value)
+                epoch = window.begin(tp, record.offset)
+                token = current.set(msg)
+                run.in_on_next = True
+                try:
+                    observer.on_next(msg)
+                except Exception as exc:  # noqa: BLE001 - the observer's failure ends the stream
+                    return exc
+                finally:
+                    run.in_on_next = False
+                    current.reset(token)
+                if run.detached:
+                    window.abandon(tp, record.offset)
+                    return None
+                window.settle(msg, tp, epoch)
+                stats.max_in_flight = max(stats.max_in_flight, len(window))
+                delivered += 1
+                if delivered % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let the loop's other tasks run
+                    assigned = consumer.assignment()
+            if run.stopping():
+                break
+            if window.error is not None:
+                return window.error
+            stats.in_flight = len(window)
+            stats.buffered = len(backlog)
+            if backlog:
+                # Blocked on a full window (or a busy key): stop fetching, but keep calling
+                # getmany so that aiokafka does not count us idle (max_poll_interval_ms).
+                consumer.pause(*consumer.assignment())
+                if not paused:
+                    paused = True
+                    stats.pauses += 1
+                stats.paused = frozenset(consumer.paused())
+                await window.wait_changed(timeout=self.poll_timeout_s)
+                batches = await consumer.getmany(timeout_ms=0, max_records=max_batch)
+            else:
+                if paused:
+                    consumer.resume(*consumer.paused())
+                    paused = False
+                    stats.resumes += 1
+                    stats.paused = frozenset(consumer.paused())
+                batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_batch)
+                failure = await self._signal_assigned(run, consumer)
+                if failure is not None:
+                    return failure
+            for records in batches.values():
+                backlog.extend(records)
+            stats.buffered = len(backlog)
+            stats.max_buffered = max(stats.max_buffered, stats.buffered)
+            if time.monotonic() - last_commit >= interval:
+                await self._commit(run)
+                last_commit = time.monotonic()
+        return None
+
+    async def _signal_assigned(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> Exception | None:
+        """Call ``run.on_assigned`` once partitions are assigned and positioned."""
+        if run.on_assigned is None or not consumer.assignment():
+            return None
+        try:
+            for tp in consumer.assignment():  # resolve "latest"/committed positions first
+                await consumer.position(tp)
+        except IllegalStateError:
+            return None  # revoked meanwhile: try again after the next fetch
+        signal, run.on_assigned = run.on_assigned, None
+        try:
+            signal()
+        except Exception as exc:  # noqa: BLE001 - the callback's failure ends the stream
+            return exc
         return None
 
 

@@ -31,6 +31,7 @@ from reactive_services.errors import ConfigError, PublishError
 
 from .._codec import dead_letter_headers, dead_letter_topic, decode_json, encode_key, encode_value
 from .._message import YIELD_EVERY, Headers, Message, RecordMetadata, deliver
+from .._inflight import InFlight
 from .._protocol import Decoder
 from .._sink import BrokerSink
 
@@ -256,14 +257,25 @@ class InMemoryBroker:
         decode: Decoder = "json",
         auto_offset_reset: Literal["earliest", "latest"] = "earliest",
         stop: asyncio.Event | None = None,
+        on_assigned: Callable[[], None] | None = None,
+        concurrency: int = 1,
     ) -> Observable[Message]:
         """A cold Observable of ``topics`` read in consumer group ``group_id``.
 
         See :meth:`adapters.Broker.source` for the contract (commit after handling,
-        dead-lettering of undecodable records, ``stop`` completes, dispose closes).
+        dead-lettering of undecodable records, ``stop`` completes, dispose closes,
+        ``on_assigned`` once the first assignment is positioned, ``concurrency``).
+
+        With ``concurrency`` K > 1 the source stops delivering while K messages are in
+        flight, a keyed message waits for the previous in-flight one of its key and
+        partition, and each partition's committed offset is its lowest offset still in
+        flight (updated whenever a message settles). When ``stop`` is set it waits for the
+        messages in flight before committing and completing; after a failure it waits for
+        the others at most ``drain_timeout_s`` (5) seconds.
 
         Raises:
-            ConfigError: no topic, an empty group id, or an unknown ``auto_offset_reset``.
+            ConfigError: no topic, an empty group id, an unknown ``auto_offset_reset``, or
+                ``concurrency`` not an int >= 1.
         """
         names = (topics,) if isinstance(topics, str) else tuple(topics)
         if not names:
@@ -272,10 +284,12 @@ class InMemoryBroker:
             raise ConfigError("group_id", "must be a non-empty string")
         if auto_offset_reset not in ("earliest", "latest"):
             raise ConfigError("auto_offset_reset", f"must be 'earliest' or 'latest', got {auto_offset_reset!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError("concurrency", f"must be an int >= 1, got {concurrency!r}")
 
         def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
             task = asyncio.get_running_loop().create_task(
-                self._consume(observer, names, group_id, decode, auto_offset_reset, stop),
+                self._consume(observer, names, group_id, decode, auto_offset_reset, stop, on_assigned, concurrency),
                 name=f"memory-source:{group_id}:{','.join(names)}",
             )
             self._tasks.add(task)
@@ -292,6 +306,8 @@ class InMemoryBroker:
         decode: Decoder,
         auto_offset_reset: str,
         stop: asyncio.Event | None,
+        on_assigned: Callable[[], None] | None = None,
+        concurrency: int = 1,
     ) -> None:
         for topic in topics:
             self._topic(topic)
@@ -302,14 +318,35 @@ class InMemoryBroker:
         stop = _AnyEvent(stop or asyncio.Event(), self._closing)
         positions: dict[tuple[str, int], int] = {}
         generation = -1
+        window: InFlight | None = None
+        if concurrency > 1:
+
+            def commit_window() -> None:
+                assert window is not None
+                for tp in member.assignment:
+                    offset = window.tracker.committable(tp)
+                    if offset is not None:
+                        group.committed[tp] = offset
+
+            window = InFlight(concurrency, on_settled=commit_window)
+            idle_stop = _AnyEvent(*stop.events, window.failed)
         try:
             while not stop.is_set():
+                if window is not None and window.error is not None:
+                    raise window.error
                 if generation != member.generation:  # a rebalance: keep our place in partitions we kept
                     generation = member.generation
+                    if window is not None:
+                        for tp in positions:
+                            if tp not in member.assignment:
+                                window.forget(tp)  # its unfinished messages go to the new owner
                     positions = {
                         tp: positions[tp] if tp in positions else self._start_offset(group, tp, auto_offset_reset)
                         for tp in member.assignment
                     }
+                    if on_assigned is not None and positions:  # assigned and positioned
+                        signal, on_assigned = on_assigned, None
+                        signal()
                 member.wake.clear()
                 delivered = 0
                 for tp in list(positions):
@@ -318,6 +355,16 @@ class InMemoryBroker:
                         if stop.is_set() or generation != member.generation:
                             break
                         offset = positions[tp]
+                        if window is not None:
+                            if not await _admit(window, tp, records[offset].key, stop, member, generation):
+                                break
+                            await self._handle_concurrent(observer, window, tp, offset, records[offset], decode)
+                            positions[tp] = offset + 1
+                            commit_window()
+                            delivered += 1
+                            if delivered % YIELD_EVERY == 0:
+                                await asyncio.sleep(0)
+                            continue
                         await self._handle(observer, tp, offset, records[offset], decode)
                         positions[tp] = offset + 1
                         if tp in member.assignment:  # still ours after any rebalance meanwhile: commit
@@ -326,17 +373,51 @@ class InMemoryBroker:
                         if delivered % YIELD_EVERY == 0:
                             await asyncio.sleep(0)  # let the loop's other tasks run
                 if delivered == 0 and not stop.is_set():
-                    await _wait_either(member.wake, stop)
+                    await _wait_either(member.wake, stop if window is None else idle_stop)
                 else:
                     await asyncio.sleep(0)  # let producers and other members run
+            if window is not None:  # finish what is in flight, then commit
+                await window.drain()
+                if window.error is not None:
+                    raise window.error
+                commit_window()
             observer.on_completed()
         except asyncio.CancelledError:
+            if window is not None:
+                await window.cancel()
             raise
         except Exception as exc:  # the Observer or its tracked work failed: not committed
+            if window is not None:  # let the other messages in flight finish (bounded)
+                if not await window.drain(timeout=_DRAIN_TIMEOUT_S):
+                    await window.cancel()
+                commit_window()
             observer.on_error(exc)
         finally:
             group.members.remove(member)
             self._rebalance(group)
+
+    async def _handle_concurrent(
+        self,
+        observer: ObserverBase[Message],
+        window: InFlight,
+        tp: tuple[str, int],
+        offset: int,
+        rec: _Record,
+        decode: Decoder,
+    ) -> None:
+        msg = Message(tp[0], tp[1], offset, rec.key, rec.value, rec.headers, rec.timestamp_ms, rec.value)
+        if decode is not None:
+            try:
+                msg.value = decode_json(rec.value) if decode == "json" else decode(rec.value)  # type: ignore[operator]
+            except Exception as exc:
+                await self.emit(
+                    dead_letter_topic(tp[0]), rec.value, key=rec.key, headers=dead_letter_headers(msg, exc)
+                )
+                window.skip(tp, offset)
+                return
+        epoch = window.begin(tp, offset)
+        deliver(observer, msg)  # raising ends the stream: the offset stays uncommitted
+        window.settle(msg, tp, epoch)
 
     def _start_offset(self, group: _Group, tp: tuple[str, int], reset: str) -> int:
         committed = group.committed.get(tp)
@@ -358,6 +439,29 @@ class InMemoryBroker:
                 return
         deliver(observer, msg)
         await msg.settled()
+
+
+#: Seconds a source with ``concurrency > 1`` waits, after a failure, for its other messages in flight.
+_DRAIN_TIMEOUT_S = 5.0
+
+
+async def _admit(
+    window: InFlight, tp: tuple[str, int], key: bytes | None, stop: "_AnyEvent", member: _Member, generation: int
+) -> bool:
+    """Wait until ``window`` has room and no earlier message of ``key`` is in flight.
+
+    Returns False if the source must stop delivering first (stop, rebalance). Raises the
+    window's failure.
+    """
+    while window.full() or window.key_busy(tp, key):
+        if window.error is not None:
+            raise window.error
+        if stop.is_set() or generation != member.generation:
+            return False
+        await window.wait_changed(timeout=0.05)
+    if window.error is not None:
+        raise window.error
+    return True
 
 
 class _AnyEvent:

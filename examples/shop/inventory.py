@@ -372,6 +372,22 @@ class InventoryStore:
             async with db.execute("SELECT product_id, quantity FROM stock ORDER BY product_id") as cur:
                 return {product_id: quantity for product_id, quantity in await cur.fetchall()}
 
+    async def stock_of(self, product_ids: list[str]) -> dict[str, int | None]:
+        """``{product_id: units}`` for each of ``product_ids``, in the order given; None for an
+        id not in the stock table. (The ``inventory.get_stock`` request's answer.)"""
+        db = self._conn()
+        wanted = list(dict.fromkeys(product_ids))
+        found: dict[str, int] = {}
+        async with self._lock:
+            for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+                chunk = wanted[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                async with db.execute(
+                    f"SELECT product_id, quantity FROM stock WHERE product_id IN ({marks})", chunk
+                ) as cur:
+                    found.update({product_id: quantity for product_id, quantity in await cur.fetchall()})
+        return {product_id: found.get(product_id) for product_id in wanted}
+
     async def outcome(self, order_id: str) -> Outcome | None:
         """The stored outcome of ``order_id`` (``duplicate=False``), or None if never processed."""
         db = self._conn()

@@ -1,7 +1,9 @@
 """The shop's consuming services as controllers for :class:`reactive_services.Microservice`.
 
 ``InventoryController``: ``order.created`` -> decode and validate (bad records to
-``order.created.DLT``) -> the :class:`~examples.shop.inventory.InventoryService` Observer.
+``order.created.DLT``) -> the :class:`~examples.shop.inventory.InventoryService` Observer;
+and the request ``inventory.get_stock`` ``{"product_ids": [str, ...]}`` answered with
+``{product_id: units or null}``.
 ``LogAnalyticsController``: ``logs`` -> parse, windows, templates -> the
 :class:`~examples.shop.log_analytics.LogAnalyticsService` Observer.
 ``NotificationController`` lives in :mod:`examples.shop.notifications`.
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import reactivex.operators as ops
@@ -16,12 +19,17 @@ from reactivex import Observable
 
 from adapters import DeadLetterSink, Message
 from operators import decode_json
-from reactive_services import Controller, event_pattern
+from reactive_services import Controller, event_pattern, message_pattern
+from reactive_services.errors import ValidationError
 
 from .inventory import InventoryService, parse_order
 from .log_analytics import LogAnalyticsService
 
 __all__ = ["InventoryController", "LogAnalyticsController"]
+
+
+#: The largest order.created record the inventory accepts (bytes); a larger one is dead-lettered.
+MAX_ORDER_BYTES = 64 * 1024
 
 
 class InventoryController(Controller):
@@ -44,13 +52,36 @@ class InventoryController(Controller):
     def orders(self, messages: Observable[Message]) -> Observable[Any]:
         return messages.pipe(
             ops.do_action(self._count),
-            decode_json(self.dead_letter, parse=parse_order),
+            decode_json(self.dead_letter, parse=parse_order, max_bytes=MAX_ORDER_BYTES),
             ops.map(lambda m: m.value),
             ops.do(self.inventory),
         )
 
     def _count(self, _: Message) -> None:
         self.received += 1
+
+    @message_pattern("inventory.get_stock")
+    async def get_stock(self, payload: Any) -> dict[str, int | None]:
+        """The request ``inventory.get_stock``: the stock of some products.
+
+        Args:
+            payload: ``{"product_ids": [str, ...]}`` (non-empty strings; may be empty list).
+
+        Returns:
+            ``{product_id: units}`` for each id asked, ``None`` for an unknown product.
+
+        Raises:
+            ValidationError: the payload has another shape (the client gets an error reply).
+        """
+        if not isinstance(payload, Mapping):
+            raise ValidationError(f"payload: must be a JSON object, got {type(payload).__name__}")
+        ids = payload.get("product_ids")
+        if not isinstance(ids, list):
+            raise ValidationError(f"product_ids: must be a list of strings, got {ids!r}")
+        for i, product_id in enumerate(ids):
+            if not isinstance(product_id, str) or not product_id:
+                raise ValidationError(f"product_ids[{i}]: must be a non-empty string, got {product_id!r}")
+        return await self.inventory.store.stock_of(ids)
 
 
 class LogAnalyticsController(Controller):

@@ -87,3 +87,15 @@ def test_parse_callback_that_raises_is_a_dead_letter_not_an_error():
     out, dead = run([on_next(210, msg(0, b"{}")), on_completed(220)], parse_fn=boom)
     assert out == [on_completed(220)]
     assert isinstance(dead[0].value.value.error, KeyError)
+
+
+def test_a_record_over_max_bytes_is_dead_lettered_before_decoding():
+    scheduler = TestScheduler()
+    big = msg(1, b'{"id": "' + b"x" * 100 + b'"}')
+    xs = scheduler.create_hot_observable(on_next(210, msg(0, b'{"id": 1}')), on_next(220, big), on_completed(230))
+    dead = scheduler.create_observer()
+    results = scheduler.start(lambda: xs.pipe(decode_json(dead, parse=parse, max_bytes=50)))
+    assert [t.value.value.value for t in results.messages[:-1]] == [{"id": 1}]
+    [letter] = [t.value.value for t in dead.messages]
+    assert isinstance(letter.error, ValidationError)
+    assert str(letter.error) == "record of 110 bytes is over the limit of 50 bytes"

@@ -214,3 +214,61 @@ async def test_a_failing_record_is_dead_lettered_once_when_a_service_has_payload
         await service.stop()
         assert service.dead_lettered == {"order.created": 1}
         assert len(broker.records("order.created.DLT")) == 1
+
+
+async def test_a_source_that_fails_with_a_retriable_error_is_resubscribed_and_the_record_redelivered() -> None:
+    from reactive_services.errors import PublishError
+
+    class FlakyPipeline:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+            self.failed_once = False
+
+        @event_pattern("work", pipeline=True)
+        def work(self, messages):
+            def handle(m):
+                self.seen.append(m.value["n"])
+                if not self.failed_once:
+                    self.failed_once = True
+
+                    async def publish_fails():
+                        raise PublishError("broker did not answer")
+
+                    m.track(publish_fails())
+
+            return messages.pipe(ops.do_action(handle))
+
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["work"], partitions=1)
+        flaky = FlakyPipeline()
+        service = Microservice(broker, [flaky], name="w")
+        await service.start()
+        await broker.emit("work", {"n": 1})
+        await broker.emit("work", {"n": 2})
+        await until(lambda: flaky.seen[-1:] == [2], timeout=10)
+        await service.stop()
+        assert flaky.seen == [1, 1, 2]  # the failed record was delivered again after the resubscription
+        assert service.restarts == 1 and service.errors == []
+        assert await broker.committed("w", "work", 0) == 2
+
+
+async def test_a_non_retriable_source_error_is_not_retried() -> None:
+    class Broken:
+        @event_pattern("x", pipeline=True)
+        def x(self, messages):
+            def fail(m):
+                async def boom():
+                    raise ValueError("bug")
+
+                m.track(boom())
+
+            return messages.pipe(ops.do_action(fail))
+
+    async with InMemoryBroker() as broker:
+        service = Microservice(broker, [Broken()], name="b", namespace="ns.")
+        assert service.group_id == "ns.b"
+        await service.start()
+        await broker.emit("ns.x", 1)
+        await until(lambda: len(service.errors) == 1)
+        await service.stop()
+        assert service.restarts == 0 and isinstance(service.errors[0], ValueError)

@@ -35,7 +35,7 @@ def record(
 
 
 def test_exported_names() -> None:
-    assert adapters.kafka.__all__ == ["KafkaBroker"]
+    assert adapters.kafka.__all__ == ["KafkaBroker", "SourceStats"]
 
 
 def test_message_from_record_maps_every_field() -> None:

@@ -1,0 +1,37 @@
+"""Run the shop's fault scenarios on a real Kafka broker and print a table.
+
+    python bench/faults.py [R1 R2 R3 R7]
+
+Uses ``$KAFKA_BOOTSTRAP_SERVERS`` when set (R3 always starts a broker of its own, since it
+stops and restarts it); otherwise each scenario starts a local broker with
+scripts/local_kafka.py. See :mod:`examples.shop.faults` for what each scenario does and checks.
+Exit code 1 when any scenario lost an order or ended with an inexact stock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from examples.shop.faults import SCENARIOS, ScenarioResult, run_all
+
+
+def main() -> int:
+    names = sys.argv[1:] or list(SCENARIOS)
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    header = f"{'scenario':<9}{'records sent':>13}{'processed':>11}{'duplicates absorbed':>21}{'lost':>6}{'dead-lettered':>15}  stock exact  notes"
+    print(header)
+
+    def row(r: ScenarioResult) -> None:
+        print(f"{r.scenario:<9}{r.sent:>13}{r.processed:>11}{r.duplicates:>21}{r.lost:>6}{r.dead_lettered:>15}  "
+              f"{'yes' if r.stock_exact else 'NO':<11}  {'; '.join(r.notes)}", flush=True)
+
+    results = asyncio.run(run_all(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), names, row))
+    return 0 if all(r.lost == 0 and r.stock_exact for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

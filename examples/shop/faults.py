@@ -1,0 +1,315 @@
+"""Fault scenarios of the shop on a real Kafka broker, each inventory instance a process of its own.
+
+Every scenario publishes the shipped orders (``order.created``, keyed by order id) into a
+fresh topic namespace, runs :mod:`examples.shop.inventory_process` instances on one shared
+SQLite file, injects its fault, waits until every order has an outcome, stops the instances
+with SIGTERM and then checks, from the database and the topics:
+
+- ``processed``: distinct orders with a stored outcome; ``lost`` = sent - processed (must be 0);
+- the stock is exact: initial stock minus the quantities of the applied orders, never negative;
+- ``duplicates``: redeliveries absorbed by idempotency = outcome events published
+  (``inventory.updated`` + ``order.rejected``) minus distinct orders among them;
+- ``dead_lettered``: records in ``order.created.DLT``.
+
+Scenarios: R1 the instance is SIGKILLed mid-stream and restarted; R2 a second instance joins
+mid-stream (both must get partitions); R3 the broker is stopped for 5 s and restarted on the
+same data directory; R4 bad records of four kinds interleaved with the good ones (each must be
+in the DLT with its reason, every good order processed); R7 SIGTERM under load, then a restart (nothing processed twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+from adapters import Message, headers_to_dict
+from reactive_services import ClientProxy
+
+from .demo import DATA_DIR
+from .inventory import initial_stock
+from .orders import OrderItemRow, OrderService, read_order_rows
+
+__all__ = ["SCENARIOS", "ScenarioResult", "run_scenario"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: R4's bad records: kind -> value (bytes are sent as they are)
+BAD_RECORDS: dict[str, Any] = {
+    "not-json": b"{order_id: oops",
+    "wrong-shape": [1, 2, 3],
+    "wrong-types": {"order_id": 42, "items": "many"},
+    "too-large": {"order_id": "big", "items": [{"product_id": "p", "quantity": 1}], "pad": "x" * 100_000},
+}
+ORDERS = DATA_DIR / "olist" / "order_items.csv"
+PRODUCTS = DATA_DIR / "olist" / "products.csv"
+
+
+@dataclass
+class ScenarioResult:
+    """One row of the fault table."""
+
+    scenario: str
+    sent: int
+    processed: int
+    duplicates: int
+    lost: int
+    dead_lettered: int
+    stock_exact: bool
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _local_kafka() -> Any:
+    spec = importlib.util.spec_from_file_location("local_kafka", ROOT / "scripts" / "local_kafka.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("local_kafka", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Instance:
+    """An inventory_process child process."""
+
+    def __init__(self, bootstrap: str, db: Path, namespace: str, workdir: Path, n: int, delay_s: float) -> None:
+        self.stats_path = workdir / f"stats-{n}.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "examples.shop.inventory_process", "--bootstrap-servers", bootstrap,
+             "--db", str(db), "--products", str(PRODUCTS), "--namespace", namespace,
+             "--stats", str(self.stats_path), "--handle-delay-s", str(delay_s),
+             "--shutdown-timeout-s", "20"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    async def ready(self, timeout: float = 60.0) -> None:
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)  # type: ignore[union-attr]
+        if line.strip() != "ready":
+            raise RuntimeError(f"inventory process did not start: {line!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    async def terminate(self, timeout: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return orjson.loads(self.stats_path.read_bytes()) if self.stats_path.exists() else {}
+
+
+def _processed(db: Path) -> dict[str, str]:
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            rows = conn.execute("SELECT order_id, outcome FROM processed_orders").fetchall()
+        except sqlite3.OperationalError:  # tables not created yet
+            return {}
+    return {order_id: outcome for order_id, outcome in rows}
+
+
+def _stock(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return dict(conn.execute("SELECT product_id, quantity FROM stock").fetchall())
+
+
+def _stock_exact(db: Path) -> bool:
+    processed = _processed(db)
+    applied = {oid for oid, outcome in processed.items() if orjson.loads(outcome).get("status") == "applied"}
+    taken = Counter(r.product_id for r in read_order_rows(ORDERS) if isinstance(r, OrderItemRow) and r.order_id in applied)
+    start, final = initial_stock(PRODUCTS), _stock(db)
+    return all(final.get(pid) == qty - taken[pid] >= 0 for pid, qty in start.items())
+
+
+async def _read_topic(broker: Any, topic: str) -> list[Message]:
+    ends = await broker.end_offsets(topic)
+    total = sum(ends.values())
+    got: list[Message] = []
+    if total == 0:
+        return got
+    stop, done = asyncio.Event(), asyncio.Event()
+
+    def on_next(m: Message) -> None:
+        got.append(m)
+        if len(got) >= total:
+            stop.set()
+
+    sub = broker.source(topic, group_id=f"fault-check-{uuid.uuid4().hex[:8]}", decode=None, stop=stop).subscribe(
+        on_next, lambda e: done.set(), done.set)
+    try:
+        await asyncio.wait_for(done.wait(), 60)
+    finally:
+        sub.dispose()
+    return got
+
+
+async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: float = 180.0) -> ScenarioResult:
+    """Run one scenario (``"R1"``, ``"R2"``, ``"R3"``, ``"R7"``) and return its row.
+
+    ``bootstrap`` names a running broker; None (and always for R3, which restarts the
+    broker) starts a local one with scripts/local_kafka.py for the scenario.
+
+    Raises:
+        TimeoutError: the orders were not all processed within ``timeout`` seconds.
+    """
+    from adapters.kafka import KafkaBroker
+
+    local = None
+    with tempfile.TemporaryDirectory(prefix=f"fault-{name}-") as tmp:
+        workdir = Path(tmp)
+        if bootstrap is None or name == "R3":
+            local = _local_kafka()
+            bootstrap = local.start(workdir / "kafka")
+        namespace = f"fault-{name.lower()}-{uuid.uuid4().hex[:6]}."
+        db = workdir / "inventory.db"
+        broker = KafkaBroker(bootstrap, request_timeout_s=30.0)
+        await broker.start()
+        instances: list[_Instance] = []
+        notes: list[str] = []
+        try:
+            await broker.create_topics([namespace + t for t in ("order.created", "inventory.updated",
+                                                                "order.rejected", "stock.low")])
+            delay = {"R1": 0.004, "R2": 0.006, "R3": 0.004, "R4": 0.0, "R7": 0.006}[name]
+            first = _Instance(bootstrap, db, namespace, workdir, 1, delay)
+            instances.append(first)
+            await first.ready()
+            client = ClientProxy(broker, namespace=namespace)
+            sender = OrderService(client.emit_batch, ORDERS, batch_size=50, retries=20, max_retry_delay=2.0)
+            send_task = asyncio.ensure_future(sender.run())
+            bad_sent: dict[str, str] = {}
+            if name == "R4":  # bad records of several kinds, interleaved with the good ones
+                for i in range(5):
+                    await asyncio.sleep(0.05)
+                    for kind, value in BAD_RECORDS.items():
+                        meta = await broker.emit(namespace + "order.created", value, key=f"bad-{kind}-{i}")
+                        bad_sent[f"{meta.partition}:{meta.offset}"] = kind
+            await _until(lambda: len(_processed(db)) >= 100, timeout, "the first 100 orders")
+            sent_total = len({r.order_id for r in read_order_rows(ORDERS) if isinstance(r, OrderItemRow)})
+
+            if name == "R1":
+                first.kill()
+                notes.append(f"SIGKILL after {len(_processed(db))} orders")
+                instances.append(_Instance(bootstrap, db, namespace, workdir, 2, delay))
+                await instances[-1].ready()
+            elif name == "R2":
+                instances.append(_Instance(bootstrap, db, namespace, workdir, 2, delay))
+                await instances[-1].ready()
+                notes.append(f"second instance joined after {len(_processed(db))} orders")
+            elif name == "R3":
+                assert local is not None
+                local.stop(workdir / "kafka")
+                notes.append(f"broker stopped after {len(_processed(db))} orders")
+                await asyncio.sleep(5)
+                local.start(workdir / "kafka", port=int(bootstrap.rsplit(":", 1)[1]))
+                notes.append("broker restarted on the same data directory after 5 s")
+            elif name == "R7":
+                code = await first.terminate()
+                notes.append(f"SIGTERM after {len(_processed(db))} orders: exit {code}")
+                if code != 0:
+                    raise RuntimeError(f"graceful shutdown exited {code}: {first.proc.stderr.read()}")  # type: ignore[union-attr]
+                instances.append(_Instance(bootstrap, db, namespace, workdir, 2, delay))
+                await instances[-1].ready()
+
+            report = await asyncio.wait_for(send_task, timeout)
+            sent = report["emitted"]
+            await _until(lambda: len(_processed(db)) >= sent_total, timeout, "every order to be processed")
+            topic, group = namespace + "order.created", namespace + "inventory"
+            deadline = time.monotonic() + timeout
+            while True:  # every record handled and committed (bad ones included)
+                ends = await broker.end_offsets(topic)
+                done = [((await broker.committed(group, topic, p)) or 0) >= end for p, end in ends.items()]
+                if all(done):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"timed out waiting for group {group} to commit the end of {topic}")
+                await asyncio.sleep(0.5)
+            for inst in instances:
+                if inst.proc.poll() is None:
+                    code = await inst.terminate()
+                    if code != 0:
+                        notes.append(f"instance exit code {code}")
+            stats = [inst.stats() for inst in instances]
+            dead = await _read_topic(broker, namespace + "order.created.DLT")
+            if name == "R4":
+                by_offset = {f"{h['dlt.original.partition']}:{h['dlt.original.offset']}": h
+                             for h in (headers_to_dict(m.headers) for m in dead)}
+                missing = set(bad_sent) - set(by_offset)
+                if missing or len(dead) != len(bad_sent):
+                    raise AssertionError(f"R4: bad records not dead-lettered exactly once: missing {missing}, "
+                                         f"{len(dead)} dead letters for {len(bad_sent)} bad records")
+                reasons = Counter(by_offset[k]["dlt.exception.type"] for k in bad_sent)
+                notes.append("dead-letter reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+            if name == "R2":
+                parts = [len(s.get("partitions", [])) for s in stats]
+                notes.append(f"partitions per instance: {parts}")
+                if not all(parts):
+                    raise AssertionError(f"R2: an instance got no partition: {parts}")
+            if name == "R7" and stats[1].get("duplicates", 0):
+                notes.append(f"restart redelivered {stats[1]['duplicates']} orders")
+            outcomes = [m for t in ("inventory.updated", "order.rejected")
+                        for m in await _read_topic(broker, namespace + t)]
+            keys = Counter(m.key for m in outcomes)
+            processed = len(_processed(db))
+            return ScenarioResult(
+                scenario=name, sent=sent, processed=processed,
+                duplicates=sum(keys.values()) - len(keys), lost=sent - processed,
+                dead_lettered=len(dead),
+                stock_exact=_stock_exact(db), notes=notes,
+            )
+        except BaseException as exc:
+            for inst in instances:
+                if inst.proc.poll() is None:
+                    inst.kill()
+            tails = [inst.proc.stderr.read()[-1500:] for inst in instances]  # type: ignore[union-attr]
+            raise RuntimeError(f"{name} failed: {exc}; instance stderr: {tails}") from exc
+        finally:
+            for inst in instances:
+                if inst.proc.poll() is None:
+                    inst.kill()
+            await broker.stop()
+            if local is not None:
+                local.stop(workdir / "kafka")
+
+
+SCENARIOS: dict[str, str] = {
+    "R1": "inventory process SIGKILLed mid-stream, restarted",
+    "R2": "second inventory instance joins mid-stream",
+    "R3": "broker stopped 5 s, restarted on the same data directory",
+    "R4": "bad records (not JSON, wrong shape, wrong types, over the size limit) among good ones",
+    "R7": "SIGTERM under load, then restart",
+}
+
+
+async def run_all(bootstrap: str | None, names: list[str], report: Callable[[ScenarioResult], Awaitable[None] | None]) -> list[ScenarioResult]:
+    results = []
+    for name in names:
+        result = await run_scenario(name, bootstrap)
+        results.append(result)
+        report(result)
+    return results

@@ -1,0 +1,117 @@
+"""The inventory service as a process of its own (one instance of a scalable service).
+
+    python -m examples.shop.inventory_process --bootstrap-servers HOST:PORT --db inventory.db \
+        [--products products.csv] [--namespace NS] [--stats stats.json] [--handle-delay-s S]
+
+It consumes ``<namespace>order.created`` in consumer group ``inventory`` and keeps stock in
+the SQLite file ``--db`` (instances of the service share it; each reservation is one
+``BEGIN IMMEDIATE`` transaction, so instances never apply an order twice). It prints
+``ready`` on stdout once subscribed, runs until SIGTERM / SIGINT, then shuts down gracefully
+(see :mod:`reactive_services._lifecycle`) and writes its counters to ``--stats`` as JSON:
+``{"applied", "rejected", "duplicates", "stock_low_events", "republished", "handled",
+"partitions": [[topic, partition], ...]}`` (partitions it was assigned at any time).
+
+``--handle-delay-s`` adds a pause before each reservation, to stand for a slower database in
+fault tests (seconds, default 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from adapters import DeadLetterSink, Message
+from reactive_services import ClientProxy, Microservice
+from reactive_services._lifecycle import run_until_signal
+
+from .demo import DATA_DIR
+from .inventory import InventoryService, InventoryStore, Order, initial_stock
+from .services import InventoryController
+
+__all__ = ["main", "run"]
+
+
+class _SlowInventory(InventoryService):
+    """An InventoryService that waits ``delay_s`` before each reservation (fault tests)."""
+
+    def __init__(self, *args: Any, delay_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.delay_s = delay_s
+
+    async def _handle(self, order: Order) -> Any:
+        await asyncio.sleep(self.delay_s)
+        return await super()._handle(order)
+
+
+class _Partitions(InventoryController):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.partitions: set[tuple[str, int]] = set()
+
+    def _count(self, message: Message) -> None:
+        super()._count(message)
+        self.partitions.add((message.topic, message.partition))
+
+
+async def run(args: argparse.Namespace) -> int:
+    from adapters.kafka import KafkaBroker
+
+    broker = KafkaBroker(args.bootstrap_servers, connect_timeout_s=args.connect_timeout_s,
+                         request_timeout_s=args.request_timeout_s)
+    await broker.start()
+    client = ClientProxy(broker, namespace=args.namespace)
+    store = InventoryStore(args.db, seed=initial_stock(args.products))
+    await store.open()
+    inventory = (_SlowInventory(store, client.emit, delay_s=args.handle_delay_s) if args.handle_delay_s
+                 else InventoryService(store, client.emit))
+    controller = _Partitions(inventory, DeadLetterSink(broker))
+    service = Microservice(broker, [controller], name="inventory", namespace=args.namespace)
+    await service.start()
+    print("ready", flush=True)
+
+    async def write_stats() -> None:
+        await inventory.wait_idle()
+        stats = {**inventory.counters(), "handled": controller.received,
+                 "partitions": sorted(controller.partitions)}
+        stats.pop("applied_orders", None)
+        if args.stats:
+            Path(args.stats).write_bytes(orjson.dumps(stats))
+
+    async def close() -> None:
+        await broker.stop()
+        await store.close()
+
+    return await run_until_signal([service], on_stopped=[write_stats, close],
+                                  shutdown_timeout_s=args.shutdown_timeout_s)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m examples.shop.inventory_process", description=__doc__)
+    parser.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT")
+    parser.add_argument("--db", required=True, type=Path, help="the inventory's SQLite file")
+    parser.add_argument("--products", type=Path, default=DATA_DIR / "olist" / "products.csv")
+    parser.add_argument("--namespace", default="", help="topic prefix, e.g. 'run-1.'")
+    parser.add_argument("--stats", type=Path, help="write the counters here as JSON at shutdown")
+    parser.add_argument("--handle-delay-s", type=float, default=0.0)
+    parser.add_argument("--connect-timeout-s", type=float, default=10.0)
+    parser.add_argument("--shutdown-timeout-s", type=float, default=30.0)
+    parser.add_argument("--request-timeout-s", type=float, default=30.0,
+                        help="seconds a publish may wait for the broker's acknowledgement")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(run(args))
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

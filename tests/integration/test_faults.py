@@ -1,0 +1,29 @@
+"""Fault tests on a real Kafka broker; every inventory instance is a process of its own.
+
+See examples/shop/faults.py for the scenarios; `python bench/faults.py` prints the same as a table.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from examples.shop.faults import run_scenario
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["R1", "R2", "R3", "R4", "R7"])
+async def test_no_order_is_lost_and_the_stock_is_exact(name: str, kafka_bootstrap: str) -> None:
+    result = await run_scenario(name, kafka_bootstrap)
+    assert result.sent == 1024
+    assert result.processed == result.sent and result.lost == 0
+    assert result.stock_exact
+    if name == "R2":  # none applied twice (the stock is exact) and both instances got partitions
+        assert "partitions per instance" in result.notes[-1]
+    if name == "R4":
+        assert result.dead_lettered == 20
+        assert result.notes[-1] == "dead-letter reasons: DecodeError 5, ValidationError 15"
+    else:
+        assert result.dead_lettered == 0
+    if name == "R7":  # graceful shutdown committed everything it handled: nothing processed twice
+        assert result.duplicates == 0
+        assert result.notes[0].endswith("exit 0")

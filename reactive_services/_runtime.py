@@ -394,6 +394,9 @@ class Microservice:
         group_id: the consumer group (default: ``namespace + name``).
         source_retries: how many times in a row a source that failed with a retriable
             error (``exc.retriable``) is resubscribed, with backoff (0: never).
+        concurrency: records of one source handled at once (K >= 1): a handler's async work
+            for up to K records runs concurrently, records with the same key one after
+            another; each partition commits its lowest offset still in flight.
         own_broker: start / stop the broker with the service.
         namespace: prepended to every pattern to form the topic name (``"run-7."`` +
             ``"order.created"``), so that several systems can share one broker.
@@ -420,6 +423,7 @@ class Microservice:
         own_broker: bool = False,
         namespace: str = "",
         source_retries: int = 5,
+        concurrency: int = 1,
     ) -> None:
         if source_retries < 0:
             raise ConfigError("source_retries", f"must be >= 0, got {source_retries}")
@@ -428,6 +432,7 @@ class Microservice:
         self.name = name
         self.group_id = group_id or namespace + name
         self.source_retries = source_retries
+        self.concurrency = concurrency
         #: times a source was resubscribed after a retriable error
         self.restarts = 0
         #: The group requests are read in: a group apart, so that the request consumer joining
@@ -526,7 +531,7 @@ class Microservice:
         unacknowledged publish of tracked work): up to ``source_retries`` times in a row, with
         exponential backoff from 0.5 s to 10 s. Resubscribing resumes from the committed
         offsets, so the record that failed is delivered again (at-least-once)."""
-        source = self.broker.source(topics, group_id=group_id, stop=self._stop)
+        source = self.broker.source(topics, group_id=group_id, stop=self._stop, concurrency=self.concurrency)
         if not self.source_retries:
             return source
 

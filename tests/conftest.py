@@ -84,3 +84,10 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
     await b.start()  # type: ignore[attr-defined]
     yield b
     await b.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def local_kafka():
+    """scripts/local_kafka.py as a module (``start(state_dir)``, ``stop(state_dir)``), for tests
+    that stop and restart a broker of their own."""
+    return _local_kafka()

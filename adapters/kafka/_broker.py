@@ -83,9 +83,9 @@ class SourceStats:
     Attributes:
         group_id: the consumer group of the source.
         concurrency: the ``concurrency`` it was subscribed with.
-        in_flight: messages in flight now (``concurrency > 1`` only).
+        in_flight: messages in flight now.
         max_in_flight: the most messages in flight at once so far (never above ``concurrency``).
-        buffered: fetched records waiting for room in the window (``concurrency > 1`` only).
+        buffered: fetched records waiting for room in the window.
         max_buffered: the most records buffered at once (bounded by ``max_batch`` per fetch).
         pauses: times the source paused its partitions because its window was full.
         resumes: times it resumed them.
@@ -124,10 +124,9 @@ class _SourceRun:
     consumer: AIOKafkaConsumer | None = None
     handled: dict[TopicPartition, int] = field(default_factory=dict)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
-    window: InFlight | None = None  # concurrency > 1: the messages in flight and their offsets
-    backlog: deque[Any] = field(default_factory=deque)  # concurrency > 1: fetched, not yet delivered
+    window: InFlight | None = None  # the messages in flight and their offsets
+    backlog: deque[Any] = field(default_factory=deque)  # fetched, not yet delivered
     revoking: set[TopicPartition] = field(default_factory=set)  # being revoked: deliver no more of them
-    rebalances: int = 0  # revocations seen: a fetched batch older than the last one is stale
     stats: SourceStats | None = None
 
     def stopping(self) -> bool:
@@ -155,19 +154,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         run = self._run
         if revoked and run.stats is not None:
             run.stats.revocations += 1
-        if run.window is not None:
-            await self._revoke_window(set(revoked))
-            return
-        if revoked:
-            run.rebalances += 1  # the fetch loop drops the rest of its batch: positions are reset
-        if run.consumer is not None and revoked:
-            await self._broker._commit(run, only=set(revoked))
-        for tp in revoked:
-            run.handled.pop(tp, None)
-            run.committed.pop(tp, None)
+        await self._revoke_window(set(revoked))
 
     async def _revoke_window(self, revoked: set[TopicPartition]) -> None:
-        """``concurrency > 1``: wait (at most ``revoke_timeout_s``) for the messages in
+        """Wait (at most ``revoke_timeout_s``) for the messages in
         flight of ``revoked``, commit what is contiguous-complete, abandon the rest."""
         run, window = self._run, self._run.window
         assert window is not None
@@ -216,7 +206,7 @@ class KafkaBroker:
             and always when it stops, is disposed or fails.
         poll_timeout_s: how long one fetch waits for records; bounds how fast a source
             notices its ``stop`` event, in seconds.
-        revoke_timeout_s: with ``concurrency > 1``, how long a source whose partitions a
+        revoke_timeout_s: how long a source whose partitions a
             rebalance takes away waits for their messages in flight before it commits what
             is contiguous-complete and abandons the rest, in seconds. Keep it well below
             ``max_poll_interval_ms`` (the rebalance timeout).
@@ -368,7 +358,14 @@ class KafkaBroker:
         admin, self._admin = self._admin, None
         offsets, self._offsets_consumer = self._offsets_consumer, None
         if producer is not None:
-            await _close_quietly(producer.stop())
+            # flushing waits for the broker; a record it can no longer take (broker down) has
+            # already failed its emit, so give up after request_timeout_s instead of hanging
+            try:
+                async with asyncio.timeout(self.request_timeout_s):
+                    await _close_quietly(producer.stop())
+            except TimeoutError:
+                log.warning("producer did not flush within %g s (broker unreachable); closed without it",
+                            self.request_timeout_s)
         if admin is not None:
             await _close_quietly(admin.close())
         if offsets is not None:
@@ -668,8 +665,9 @@ class KafkaBroker:
                 return Disposable()
             run = _SourceRun(topics=names, group_id=group_id, observer=observer, stop=stop, on_assigned=on_assigned)
             run.stats = SourceStats(group_id, concurrency)
-            if concurrency > 1:
-                run.window = InFlight(concurrency)
+            # every source, K = 1 included, delivers through the in-flight window: the fetch
+            # loop keeps polling (and so stays in the group) while a message is being handled
+            run.window = InFlight(concurrency)
             run.task = loop.create_task(self._consume(run, decoder, auto_offset_reset))
             self._runs.add(run)
             run.task.add_done_callback(lambda t: self._source_done(run, t))
@@ -747,10 +745,7 @@ class KafkaBroker:
                 return
             run.consumer = consumer
             consumer.subscribe(topics=run.topics, listener=_Listener(self, run))
-            if run.window is None:
-                error = await self._fetch_loop(run, consumer, decoder)
-            else:
-                error = await self._fetch_loop_concurrent(run, consumer, decoder)
+            error = await self._fetch_loop_concurrent(run, consumer, decoder)
         except asyncio.CancelledError:
             # Disposed (or broker.stop() gave up waiting): commit what was handled, close.
             run.terminating = True
@@ -769,87 +764,10 @@ class KafkaBroker:
         else:
             _signal(observer.on_completed)
 
-    async def _fetch_loop(
-        self, run: _SourceRun, consumer: AIOKafkaConsumer, decoder: Callable[[bytes | None], Any]
-    ) -> Exception | None:
-        """Fetch and deliver until stopped; returns the error that ended it, if any."""
-        observer = run.observer
-        poll_ms = max(1, int(self.poll_timeout_s * 1000))
-        max_batch = self.max_batch
-        interval = self.commit_interval_s
-        last_commit = time.monotonic()
-        current = current_message
-        stop = run.stop
-        delivered = 0
-        while not run.stopping():
-            batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_batch)
-            if run.on_assigned is not None and consumer.assignment():
-                try:
-                    for tp in consumer.assignment():  # resolve "latest"/committed positions first
-                        await consumer.position(tp)
-                except IllegalStateError:
-                    pass  # revoked meanwhile: try again after the next fetch
-                else:
-                    signal, run.on_assigned = run.on_assigned, None
-                    try:
-                        signal()
-                    except Exception as exc:  # noqa: BLE001 - the callback's failure ends the stream
-                        return exc
-            if batches:
-                assigned = consumer.assignment()
-                generation = run.rebalances
-                for tp, records in batches.items():
-                    if run.rebalances != generation:
-                        break
-                    if tp not in assigned:  # revoked by a rebalance while we fetched
-                        continue
-                    for record in records:
-                        if run.halt or run.detached or (stop is not None and stop.is_set()):
-                            break
-                        if run.rebalances != generation:  # a rebalance during this batch: the rest is
-                            break  # fetched again from the committed offsets, by us or the new owner
-                        try:
-                            value = decoder(record.value)
-                        except Exception as exc:  # noqa: BLE001 - any decoder failure dead-letters
-                            try:
-                                await self._dead_letter(message_from_record(record, None), exc)
-                            except Exception as dlt_exc:  # noqa: BLE001 - ends the stream
-                                return dlt_exc
-                            run.handled[tp] = record.offset + 1
-                            continue
-                        msg = message_from_record(record, value)
-                        token = current.set(msg)
-                        run.in_on_next = True
-                        try:
-                            observer.on_next(msg)
-                        except Exception as exc:  # noqa: BLE001 - the observer's failure ends the stream
-                            return exc
-                        finally:
-                            run.in_on_next = False
-                            current.reset(token)
-                        if msg._pending:
-                            try:
-                                await msg.settled()
-                            except Exception as exc:  # noqa: BLE001 - tracked work failed
-                                return exc
-                        if run.detached:
-                            return None
-                        if run.rebalances != generation and tp not in consumer.assignment():
-                            continue  # handled, but no longer ours: the new owner commits it
-                        run.handled[tp] = record.offset + 1
-                        delivered += 1
-                        if delivered % YIELD_EVERY == 0:
-                            await asyncio.sleep(0)  # let the loop's other tasks run
-            if run.handled and time.monotonic() - last_commit >= interval:
-                await self._commit(run)
-                last_commit = time.monotonic()
-        return None
-
-
     async def _fetch_loop_concurrent(
         self, run: _SourceRun, consumer: AIOKafkaConsumer, decoder: Callable[[bytes | None], Any]
     ) -> Exception | None:
-        """``concurrency > 1``: fetch and deliver through the window until stopped, then
+        """Fetch and deliver through the in-flight window until stopped, then
         settle what is in flight; returns the error that ended it, if any."""
         window, stats = run.window, run.stats
         assert window is not None and stats is not None

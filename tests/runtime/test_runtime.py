@@ -272,3 +272,33 @@ async def test_a_non_retriable_source_error_is_not_retried() -> None:
         await until(lambda: len(service.errors) == 1)
         await service.stop()
         assert service.restarts == 0 and isinstance(service.errors[0], ValueError)
+
+
+async def test_concurrency_runs_async_handlers_of_different_keys_at_once_and_keeps_per_key_order() -> None:
+    class Slow:
+        def __init__(self) -> None:
+            self.running = 0
+            self.most = 0
+            self.done: list[tuple[str, int]] = []
+
+        @event_pattern("jobs")
+        async def job(self, payload, message):
+            self.running += 1
+            self.most = max(self.most, self.running)
+            await asyncio.sleep(0.02)
+            self.running -= 1
+            self.done.append((message.key_str, payload["n"]))
+
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["jobs"], partitions=1)
+        slow = Slow()
+        service = Microservice(broker, [slow], name="jobs", concurrency=4)
+        await service.start()
+        for n in range(12):
+            await broker.emit("jobs", {"n": n}, key=f"k{n % 4}")
+        await until(lambda: len(slow.done) == 12)
+        await service.stop()
+        assert slow.most == 4
+        for k in range(4):
+            assert [n for key, n in slow.done if key == f"k{k}"] == [k, k + 4, k + 8]
+        assert await broker.committed("jobs", "jobs", 0) == 12

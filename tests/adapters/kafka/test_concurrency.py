@@ -98,7 +98,8 @@ async def test_full_window_pauses_fetching_and_memory_stays_bounded(make_broker:
     assert {p: await broker.committed(group, topic, p) for p in ends} == ends
 
 
-async def test_holding_a_message_past_max_poll_interval_does_not_rebalance(make_broker: Callable[..., Any]) -> None:
+@pytest.mark.parametrize("k", [1, 2])
+async def test_holding_a_message_past_max_poll_interval_does_not_rebalance(make_broker: Callable[..., Any], k: int) -> None:
     broker = await make_broker(
         consumer_options={"max_poll_interval_ms": 1500, "session_timeout_ms": 6000, "heartbeat_interval_ms": 300}
     )
@@ -113,7 +114,7 @@ async def test_holding_a_message_past_max_poll_interval_does_not_rebalance(make_
         held.append(fut)
         m.track(fut)
 
-    sub = broker.source(topic, group_id=group, stop=stop, concurrency=2).subscribe(
+    sub = broker.source(topic, group_id=group, stop=stop, concurrency=k).subscribe(
         on_next, lambda e: done.set(), done.set
     )
     try:

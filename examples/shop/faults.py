@@ -207,7 +207,7 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                 for i in range(5):
                     await asyncio.sleep(0.05)
                     for kind, value in BAD_RECORDS.items():
-                        meta = await broker.emit(namespace + "order.created", value, key=f"bad-{kind}-{i}")
+                        meta = await broker.emit(namespace + "order.created", value, key=f"bad-{i}")
                         bad_sent[f"{meta.partition}:{meta.offset}"] = kind
             await _until(lambda: len(_processed(db)) >= 100, timeout, "the first 100 orders")
             sent_total = len({r.order_id for r in read_order_rows(ORDERS) if isinstance(r, OrderItemRow)})
@@ -263,6 +263,12 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                 if missing or len(dead) != len(bad_sent):
                     raise AssertionError(f"R4: bad records not dead-lettered exactly once: missing {missing}, "
                                          f"{len(dead)} dead letters for {len(bad_sent)} bad records")
+                per_key: dict[bytes | None, list[int]] = {}
+                for m in dead:  # one key's bad records share a partition: their dead letters keep its order
+                    per_key.setdefault(m.key, []).append(int(headers_to_dict(m.headers)["dlt.original.offset"]))
+                if any(offsets != sorted(offsets) or len(offsets) != len(BAD_RECORDS) for offsets in per_key.values()):
+                    raise AssertionError(f"R4: per-key order of the dead letters not kept: {per_key}")
+                notes.append(f"per-key order kept for {len(per_key)} keys")
                 reasons = Counter(by_offset[k]["dlt.exception.type"] for k in bad_sent)
                 notes.append("dead-letter reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
             if name == "R2":

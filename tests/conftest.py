@@ -7,9 +7,7 @@ otherwise a single-node KRaft broker started once per session by scripts/local_k
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import uuid
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator
@@ -20,12 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _local_kafka():
-    spec = importlib.util.spec_from_file_location("local_kafka", ROOT / "scripts" / "local_kafka.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("local_kafka", module)
-    spec.loader.exec_module(module)
-    return module
+    from examples.shop.faults import load_local_kafka
+
+    return load_local_kafka()
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,8 @@ class ScenarioResult:
         return asdict(self)
 
 
-def _local_kafka() -> Any:
+def load_local_kafka() -> Any:
+    """scripts/local_kafka.py as a module (it is a script, not part of a package)."""
     spec = importlib.util.spec_from_file_location("local_kafka", ROOT / "scripts" / "local_kafka.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -184,7 +185,7 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
     with tempfile.TemporaryDirectory(prefix=f"fault-{name}-") as tmp:
         workdir = Path(tmp)
         if bootstrap is None or name == "R3":
-            local = _local_kafka()
+            local = load_local_kafka()
             bootstrap = local.start(workdir / "kafka")
         namespace = f"fault-{name.lower()}-{uuid.uuid4().hex[:6]}."
         db = workdir / "inventory.db"

@@ -43,7 +43,6 @@ from .._message import YIELD_EVERY, Headers, Message, RecordMetadata, current_me
 from .._protocol import Decoder
 from .._sink import BrokerSink
 from ._codec import (
-    commit_offsets,
     headers_to_kafka,
     message_from_record,
     parse_bootstrap,
@@ -122,8 +121,6 @@ class _SourceRun:
     in_on_next: bool = False
     terminating: bool = False  # the task is closing itself: dispose must not cancel it
     consumer: AIOKafkaConsumer | None = None
-    handled: dict[TopicPartition, int] = field(default_factory=dict)
-    committed: dict[TopicPartition, int] = field(default_factory=dict)
     window: InFlight | None = None  # the messages in flight and their offsets
     backlog: deque[Any] = field(default_factory=deque)  # fetched, not yet delivered
     revoking: set[TopicPartition] = field(default_factory=set)  # being revoked: deliver no more of them
@@ -177,8 +174,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             for tp in revoked:
                 window.forget(tp)
-                run.handled.pop(tp, None)
-                run.committed.pop(tp, None)
             run.revoking -= revoked
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -689,10 +684,9 @@ class KafkaBroker:
         consumer = run.consumer
         if consumer is None:
             return
-        if run.window is not None:
-            todo = run.window.tracker.to_commit()
-        else:
-            todo = commit_offsets(run.handled, run.committed)
+        window = run.window
+        assert window is not None  # every source has one (set at subscribe)
+        todo = window.tracker.to_commit()
         if only is not None:
             todo = {tp: off for tp, off in todo.items() if tp in only}
         if not todo:
@@ -706,20 +700,13 @@ class KafkaBroker:
                 run.group_id, _fmt_offsets(todo), exc,
             )
             assigned = consumer.assignment()
-            for tp in list(run.handled):
+            for tp in window.tracker.partitions():
                 if tp not in assigned:
-                    run.handled.pop(tp, None)
-                    run.committed.pop(tp, None)
-            if run.window is not None:
-                for tp in run.window.tracker.partitions():
-                    if tp not in assigned:
-                        run.window.forget(tp)
+                    window.forget(tp)
         except (KafkaError, TimeoutError) as exc:
             log.warning("group %s: commit of %s failed: %s", run.group_id, _fmt_offsets(todo), exc)
         else:
-            run.committed.update(todo)
-            if run.window is not None:
-                run.window.tracker.mark_committed(todo)
+            window.tracker.mark_committed(todo)
 
     async def _consume(self, run: _SourceRun, decoder: Callable[[bytes | None], Any], reset: str) -> None:
         observer = run.observer

@@ -6,7 +6,7 @@ No asyncio and no network here; everything is tested with plain values
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from reactive_services.errors import ConfigError
 
@@ -15,7 +15,6 @@ from .._message import Headers, Message, RecordMetadata
 
 __all__ = [
     "ConsumerRecordLike",
-    "commit_offsets",
     "headers_from_kafka",
     "headers_to_kafka",
     "message_from_record",
@@ -106,16 +105,6 @@ def message_from_record(record: ConsumerRecordLike, value: Any) -> Message:
 def record_metadata(md: Any) -> RecordMetadata:
     """A :class:`RecordMetadata` from aiokafka's producer ``RecordMetadata``."""
     return RecordMetadata(topic=md.topic, partition=md.partition, offset=md.offset, timestamp_ms=md.timestamp)
-
-
-def commit_offsets(handled: Mapping[Any, int], committed: Mapping[Any, int]) -> dict[Any, int]:
-    """The offsets still to commit: ``{partition: next offset}`` of ``handled`` that are
-    ahead of what ``committed`` already holds.
-
-    ``handled`` maps a partition (any hashable, aiokafka uses ``TopicPartition``) to the
-    offset of the last handled record **plus one**, the Kafka commit convention.
-    """
-    return {tp: off for tp, off in handled.items() if committed.get(tp, -1) < off}
 
 
 def parse_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:

@@ -9,7 +9,6 @@ from aiokafka.structs import RecordMetadata as AioRecordMetadata
 import adapters.kafka
 from adapters import Message, RecordMetadata, decode_json
 from adapters.kafka._codec import (
-    commit_offsets,
     headers_from_kafka,
     headers_to_kafka,
     message_from_record,
@@ -80,14 +79,6 @@ def test_json_decoder_raises_decode_error_on_bad_bytes() -> None:
         resolve_decoder("json")(b"{oops")
     with pytest.raises(DecodeError, match="tombstone"):
         resolve_decoder("json")(None)
-
-
-def test_commit_offsets_only_what_moved_forward() -> None:
-    a, b, c = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2)
-    handled = {a: 5, b: 3, c: 1}
-    assert commit_offsets(handled, {a: 5, b: 2}) == {b: 3, c: 1}
-    assert commit_offsets(handled, handled) == {}
-    assert commit_offsets({}, {a: 1}) == {}
 
 
 def test_record_metadata_from_aiokafka() -> None:

@@ -493,30 +493,10 @@ class Microservice:
         await self.broker.create_topics(self.patterns)
         self._stop = asyncio.Event()
         if self._payload:
-            done = asyncio.Event()
-            source = self._source(list(self._payload), self.group_id)
-            dispatch = _Dispatch(self, self._payload)
-            self._subscriptions.append(
-                source.subscribe(
-                    dispatch.on_next,
-                    lambda e: (dispatch.on_error(e), done.set()),  # type: ignore[func-returns-value]
-                    done.set,
-                )
-            )
-            self._done.append(done)
+            self._run(self._source(list(self._payload), self.group_id), _Dispatch(self, self._payload))
         if self._requests:
             await wait_visible(self.broker, list(self._requests), timeout=30.0)
-            done = asyncio.Event()
-            source = self._source(list(self._requests), self.request_group_id)
-            responder = self._responder
-            self._subscriptions.append(
-                source.subscribe(
-                    responder.on_next,
-                    lambda e: (responder.on_error(e), done.set()),  # type: ignore[func-returns-value]
-                    done.set,
-                )
-            )
-            self._done.append(done)
+            self._run(self._source(list(self._requests), self.request_group_id), self._responder)
         for topics, fn in self._pipelines:
             done = asyncio.Event()
             result = fn(self._source(topics, self.group_id))
@@ -525,6 +505,17 @@ class Microservice:
             self._subscriptions.append(result.subscribe(_Done(self, done)))
             self._done.append(done)
         self.started = True
+
+    def _run(self, source: Observable[Message], observer: ObserverBase[Message]) -> None:
+        """Subscribe ``observer`` to ``source``; :meth:`stop` waits for the stream to end."""
+        done = asyncio.Event()
+
+        def on_error(error: Exception) -> None:
+            observer.on_error(error)
+            done.set()
+
+        self._subscriptions.append(source.subscribe(observer.on_next, on_error, done.set))
+        self._done.append(done)
 
     def _source(self, topics: list[str], group_id: str) -> Observable[Message]:
         """The broker source, resubscribed after a retriable error (a lost connection, an

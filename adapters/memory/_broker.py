@@ -405,19 +405,25 @@ class InMemoryBroker:
         rec: _Record,
         decode: Decoder,
     ) -> None:
-        msg = Message(tp[0], tp[1], offset, rec.key, rec.value, rec.headers, rec.timestamp_ms, rec.value)
-        if decode is not None:
-            try:
-                msg.value = decode_json(rec.value) if decode == "json" else decode(rec.value)  # type: ignore[operator]
-            except Exception as exc:
-                await self.emit(
-                    dead_letter_topic(tp[0]), rec.value, key=rec.key, headers=dead_letter_headers(msg, exc)
-                )
-                window.skip(tp, offset)
-                return
+        msg = await self._decode(tp, offset, rec, decode)
+        if msg is None:
+            window.skip(tp, offset)
+            return
         epoch = window.begin(tp, offset)
         deliver(observer, msg)  # raising ends the stream: the offset stays uncommitted
         window.settle(msg, tp, epoch)
+
+    async def _decode(self, tp: tuple[str, int], offset: int, rec: _Record, decode: Decoder) -> Message | None:
+        """The record as a Message, or None after sending it to ``<topic>.DLT`` when it does not decode."""
+        msg = Message(tp[0], tp[1], offset, rec.key, rec.value, rec.headers, rec.timestamp_ms, rec.value)
+        if decode is None:
+            return msg
+        try:
+            msg.value = decode_json(rec.value) if decode == "json" else decode(rec.value)  # type: ignore[operator]
+        except Exception as exc:
+            await self.emit(dead_letter_topic(tp[0]), rec.value, key=rec.key, headers=dead_letter_headers(msg, exc))
+            return None
+        return msg
 
     def _start_offset(self, group: _Group, tp: tuple[str, int], reset: str) -> int:
         committed = group.committed.get(tp)
@@ -428,15 +434,9 @@ class InMemoryBroker:
     async def _handle(
         self, observer: ObserverBase[Message], tp: tuple[str, int], offset: int, rec: _Record, decode: Decoder
     ) -> None:
-        msg = Message(tp[0], tp[1], offset, rec.key, rec.value, rec.headers, rec.timestamp_ms, rec.value)
-        if decode is not None:
-            try:
-                msg.value = decode_json(rec.value) if decode == "json" else decode(rec.value)  # type: ignore[operator]
-            except Exception as exc:
-                await self.emit(
-                    dead_letter_topic(tp[0]), rec.value, key=rec.key, headers=dead_letter_headers(msg, exc)
-                )
-                return
+        msg = await self._decode(tp, offset, rec, decode)
+        if msg is None:
+            return
         deliver(observer, msg)
         await msg.settled()
 

@@ -7,9 +7,9 @@ from ._decode_json import DeadLetter, decode_json
 
 __all__ = ["DeadLetter", "decode_json"]
 
-from ._tumbling_window import Window, tumbling_event_time_window
+from ._event_time_window import Window, sliding_event_time_window, tumbling_event_time_window
 
-__all__ += ["Window", "tumbling_event_time_window"]
+__all__ += ["Window", "sliding_event_time_window", "tumbling_event_time_window"]
 
 from ._batch import batch
 from ._dead_letter import dead_letter

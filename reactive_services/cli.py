@@ -3,6 +3,9 @@
 ``reactive-services demo [--bootstrap-servers HOST:PORT] [--clients N] [--orders CSV]
 [--products CSV] [--logs [NAME=]FILE ...] [--report PATH]`` runs the shop end to end.
 
+``reactive-services logs analyze FILE --format FMT [--mask REGEX ...] [--assignments OUT.csv]
+[--report OUT.json]`` runs the log-analytics service over one file on the embedded broker.
+
 Exit codes: 0 done and every invariant held; 1 the run finished but an invariant failed,
 or a stage failed; 2 bad configuration or the broker cannot be reached (one line on stderr).
 """
@@ -38,6 +41,42 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--connect-timeout", type=float, default=10.0,
                       help="seconds allowed to reach the Kafka broker (default 10)")
     demo.add_argument("--quiet", action="store_true", help="no progress display")
+
+    logs = sub.add_parser("logs", help="log analytics")
+    logs_sub = logs.add_subparsers(dest="logs_command", required=True)
+    an = logs_sub.add_parser(
+        "analyze", help="template mining, event-time windows and alerts over one log file",
+        description="Replay FILE to the 'logs' topic of the embedded broker and run the log-analytics "
+                    "service over it: drain3 templates, event-time windows with a watermark, alerts.")
+    an.add_argument("file", type=Path, metavar="FILE", help="the log file")
+    an.add_argument("--format", required=True, metavar="FMT",
+                    help="a loghub format string, e.g. '<Date> <Time> <Pid> <Level> <Component>: <Content>', "
+                         "or a shipped source: Apache, HDFS, Linux, OpenSSH")
+    an.add_argument("--mask", action="append", default=[], metavar="REGEX",
+                    help="mask matches before template mining: REGEX (masked as <*>) or <NAME>=REGEX "
+                         "(masked as <NAME>); repeatable, applied in order before the default masks")
+    an.add_argument("--no-default-masks", action="store_true",
+                    help="drop the default masks (block ids, IPs, hex ids, numbers)")
+    an.add_argument("--name", help="source name (default: the shipped name, else 'log')")
+    an.add_argument("--depth", type=int, help="drain3 parse-tree depth (>= 3)")
+    an.add_argument("--sim-th", type=float, help="drain3 similarity threshold in [0, 1]")
+    an.add_argument("--max-children", type=int, help="drain3 maximum children per tree node")
+    an.add_argument("--level-field", metavar="FIELD",
+                    help="field holding the level ('none': infer it from the content; default: Level if present)")
+    an.add_argument("--time-format", metavar="STRPTIME",
+                    help="strptime pattern of the time fields joined by spaces (default: detected)")
+    an.add_argument("--year", type=int, help="year for times that have none (default 2000)")
+    an.add_argument("--window", type=float, metavar="SECONDS", help="window length (default 3600)")
+    an.add_argument("--slide", type=float, metavar="SECONDS",
+                    help="step between window starts; less than --window for sliding windows (default: tumbling)")
+    an.add_argument("--lateness", type=float, metavar="SECONDS",
+                    help="allowed lateness of the watermark (default 0)")
+    an.add_argument("--error-rate", type=float, metavar="FRACTION", help="error-rate alert threshold (default 0.3)")
+    an.add_argument("--assignments", type=Path, metavar="OUT.csv",
+                    help="write line_no,template_id,template for every line")
+    an.add_argument("--report", type=Path, metavar="OUT.json", help="write the report as JSON")
+    an.add_argument("--top", type=int, default=10, help="templates listed on the terminal (default 10)")
+    an.add_argument("--quiet", action="store_true", help="no progress display")
     return parser
 
 
@@ -49,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "logs":
+        return _logs_analyze(args)
     return 2  # pragma: no cover - argparse enforces the subcommands
 
 
@@ -103,7 +144,90 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
-def _check_writable(path: Path) -> None:
+def _logs_analyze(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from examples.shop.log_analyze import analyze_file, make_source
+
+    from .errors import ConfigError
+
+    err = Console(stderr=True)
+    try:
+        if not args.file.is_file():
+            raise ConfigError("FILE", f"no such file: {args.file}")
+        level_field = "" if args.level_field is None else (None if args.level_field.lower() == "none" else args.level_field)
+        source = make_source(
+            args.format, name=args.name, masks=args.mask, default_masks=not args.no_default_masks,
+            depth=args.depth, sim_th=args.sim_th, max_children=args.max_children, level_field=level_field,
+            time_format=args.time_format, year=args.year, window_s=args.window, slide_s=args.slide,
+            allowed_lateness_s=args.lateness,
+            alerts=None if args.error_rate is None else {"error_rate": args.error_rate},
+        )
+        for key, path in (("report", args.report), ("assignments", args.assignments)):
+            if path is not None:
+                _check_writable(path, key)
+    except ConfigError as exc:
+        print(f"error: bad configuration: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> dict[str, Any]:
+        if args.quiet:
+            return await analyze_file(args.file, source, assignments=args.assignments)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("lines analysed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as bar:
+            task = bar.add_task("lines", total=None)
+            return await analyze_file(args.file, source, assignments=args.assignments,
+                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+    try:
+        report = asyncio.run(run())
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, not a traceback
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]  # type: ignore[assignment]
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.report:
+        args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    _logs_summary(report, Console(), top=args.top)
+    if report["time"] is None:
+        print(f"warning: no time could be read from the format's time fields; every line counted as unparsed "
+              f"(give --time-format)", file=sys.stderr)
+    return 0
+
+
+def _logs_summary(report: dict[str, Any], console: Any, *, top: int) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{report['file']}: {report['source']} ({report['elapsed_s']:.1f} s)")
+    t.add_column("what")
+    t.add_column("figures")
+    levels = ", ".join(f"{k} {v}" for k, v in report["by_level"].items())
+    t.add_row("lines", f"{report['lines']} ({report['parsed']} parsed, {report['unparsed']} unparsed, "
+                       f"{report['late']} late, {report['dead_lettered']} dead-lettered)")
+    t.add_row("levels", levels or "-")
+    t.add_row("time", str(report["time"]))
+    t.add_row("templates", str(len(report["templates"])))
+    settings = report["settings"]
+    t.add_row("windows", f"{len(report['windows'])} (length {settings['window_s']:g} s, slide {settings['slide_s']:g} s, "
+                         f"lateness {settings['allowed_lateness_s']:g} s)")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(report["alerts_by_kind"].items()))
+    t.add_row("alerts", f"{len(report['alerts'])}" + (f" ({kinds})" if kinds else ""))
+    console.print(t)
+    tt = Table(title=f"top {min(top, len(report['templates']))} templates")
+    tt.add_column("id", justify="right")
+    tt.add_column("lines", justify="right")
+    tt.add_column("template", overflow="fold")
+    for row in report["templates"][:top]:
+        tt.add_row(str(row["template_id"]), str(row["lines"]), row["template"])
+    console.print(tt)
+
+
+def _check_writable(path: Path, key: str = "report") -> None:
     """Fail at start, not after the run, when the report cannot be written (parents are created)."""
     from .errors import ConfigError
 
@@ -112,7 +236,7 @@ def _check_writable(path: Path) -> None:
         with open(path, "ab"):
             pass
     except OSError as exc:
-        raise ConfigError("report", f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise ConfigError(key, f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 async def _run_with_progress(config: Any, *, quiet: bool, console: Any) -> dict[str, Any]:

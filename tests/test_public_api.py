@@ -45,6 +45,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "decode_json",
         "map_async",
         "retry_with_backoff",
+        "sliding_event_time_window",
         "to_loop",
         "tumbling_event_time_window",
     ],

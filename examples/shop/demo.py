@@ -209,7 +209,7 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
         inventory = InventoryService(store, client.emit, low_stock_threshold=config.low_stock_threshold)
         inventory_ctl = InventoryController(inventory, DeadLetterSink(broker))
         analytics = LogAnalyticsService(client.emit)
-        logs_ctl = LogAnalyticsController(analytics)
+        logs_ctl = LogAnalyticsController(analytics, DeadLetterSink(broker))
         notifications = NotificationController(server.hub, namespace=namespace)
         inventory_svc = Microservice(broker, [inventory_ctl], name="inventory", namespace=namespace)
         logs_svc = Microservice(broker, [logs_ctl], name="log-analytics", namespace=namespace)
@@ -317,7 +317,8 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
 
 def _logs_report(report: Mapping[str, Any], sources: Mapping[str, Path]) -> dict[str, Any]:
     """Every configured source, in the order given; one with no line at all gets zeros."""
-    empty = {"lines": 0, "by_level": {}, "unparsed": 0, "late": 0, "windows": 0, "alerts": 0, "top_templates": []}
+    empty = {"lines": 0, "by_level": {}, "unparsed": 0, "late": 0, "windows": 0, "alerts": 0, "alerts_by_kind": {},
+             "templates": 0, "top_templates": []}
     return {name: report.get(name, empty) for name in sources}
 
 

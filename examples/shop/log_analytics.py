@@ -5,9 +5,10 @@ Flow::
     replay_logs(broker, files)          logs  (key = source, value = {"source", "line_no", "line"},
                                                timestamp = the line's own time)
     build_pipeline(messages)            parse (LogParser per source, drain3 templates)
-                                        -> group by source -> tumbling_event_time_window(window_s)
-                                        -> WindowReport(window, stats, alert)
-    LogAnalyticsService (an Observer)   totals per source; publishes log.stats and log.alert
+                                        -> group by source -> sliding_event_time_window(window_s, slide_s)
+                                        -> WindowReport(window, stats, alerts)
+    LogAnalyticsService (an Observer)   totals per source; publishes log.stats, log.alert and
+                                        logs.late (the lines that came too late for their windows)
 
 Wiring into the runtime is one line in a controller::
 
@@ -34,7 +35,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 import reactivex
 from reactivex import Observable
@@ -42,22 +43,24 @@ from reactivex import operators as ops
 from reactivex.abc import ObserverBase, SchedulerBase
 
 from adapters._message import Message
-from operators._tumbling_window import Window, tumbling_event_time_window
+from operators import Window, sliding_event_time_window
 from reactive_services.errors import ConfigError, ValidationError
 
 from .logs import (
     ERROR_LEVELS,
     SOURCES,
+    AlertDetector,
     LogEvent,
     LogParser,
     LogSource,
-    alert_for,
+    iso_utc,
     read_lines,
     window_stats,
 )
 
 __all__ = [
     "ALERT_TOPIC",
+    "LATE_TOPIC",
     "LOGS_TOPIC",
     "STATS_TOPIC",
     "Emit",
@@ -65,6 +68,7 @@ __all__ = [
     "LogParsers",
     "WindowReport",
     "build_pipeline",
+    "check_log_record",
     "replay_logs",
 ]
 
@@ -74,8 +78,10 @@ log = logging.getLogger(__name__)
 LOGS_TOPIC = "logs"
 #: Topic of one stats record per (source, window).
 STATS_TOPIC = "log.stats"
-#: Topic of one alert record per window whose error rate crossed its source's threshold.
+#: Topic of the alerts: at most one per kind (error_rate, new_template, template_rate) and window.
 ALERT_TOPIC = "log.alert"
+#: Topic of the log lines that arrived after every window containing them had closed.
+LATE_TOPIC = "logs.late"
 
 
 # -- replay ----------------------------------------------------------------------------------
@@ -119,10 +125,11 @@ async def replay_logs(
 
     async def replay_one(name: str, path: Path) -> None:
         source = formats[name]
+        reader = source.time_reader()
         lines = read_lines(Path(path))
         previous_ms: int | None = None
         for line_no, line in enumerate(lines, start=1):
-            at = source.timestamp_of(line)
+            at = source.timestamp_of(line, reader)
             timestamp_ms = previous_ms if at is None else round(at * 1000)
             await broker.emit(
                 topic,
@@ -147,14 +154,16 @@ class WindowReport:
     """What the pipeline emits for each closed window of a source.
 
     Attributes:
-        window: the window of :class:`~examples.shop.logs.LogEvent` (key = source name).
+        window: the window of :class:`~examples.shop.logs.LogEvent` (key = source name); its
+            ``late`` holds the source's lines that arrived too late for their own windows.
         stats: its ``log.stats`` value (:func:`examples.shop.logs.window_stats`).
-        alert: its ``log.alert`` value, or None when the rule did not fire.
+        alerts: its ``log.alert`` values (0-3, at most one per kind; see
+            :class:`examples.shop.logs.AlertRules`).
     """
 
     window: Window[LogEvent]
     stats: dict[str, Any]
-    alert: dict[str, Any] | None
+    alerts: tuple[dict[str, Any], ...] = ()
 
 
 class LogParsers:
@@ -176,7 +185,7 @@ class LogParsers:
         parser = self.parsers.get(name)
         if parser is None:
             source = self.sources.get(name) or LogSource(
-                name=name, format="<Content>", level_field=None, component_field=None
+                name=name, format="<Content>", level_field=None, component_field=None, timestamp=_no_format
             )
             parser = self.parsers[name] = LogParser(source)
         return parser
@@ -190,78 +199,107 @@ class LogParsers:
         Raises:
             ValidationError: the value is not such a dict (no ``line`` string, no source).
         """
-        value = message.value
-        if not isinstance(value, Mapping) or not isinstance(value.get("line"), str):
-            raise ValidationError(
-                f"logs record {message.topic}[{message.partition}]@{message.offset}: "
-                f"value must be a dict with a 'line' string, got {type(value).__name__}"
-            )
+        value = check_log_record(message.value)
         name = value.get("source", message.key_str)
         if not isinstance(name, str) or not name:
             raise ValidationError(f"logs record @{message.offset}: no source name in the value or the key")
         line_no = value.get("line_no", message.offset + 1)
-        if not isinstance(line_no, int):
-            raise ValidationError(f"logs record @{message.offset}: line_no must be an int, got {line_no!r}")
         fallback = message.timestamp if message.timestamp_ms else None
         return self.parser(name).parse(value["line"], line_no, fallback_timestamp=fallback)
+
+
+def _no_format(fields: Mapping[str, str | None]) -> float:
+    raise ValueError("no log format is known for this source")
+
+
+def check_log_record(value: Any) -> Mapping[str, Any]:
+    """Check the shape of a ``logs`` record value; returns it unchanged.
+
+    Shape: ``{"line": str, "source": str (optional: the key), "line_no": int >= 1 (optional)}``.
+    Usable as ``decode_json(dead_letter, parse=check_log_record)``.
+
+    Raises:
+        ValidationError: not a dict, ``line`` missing or not a string, ``source`` not a
+            non-empty string, ``line_no`` not a positive int.
+    """
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"logs record: value must be a JSON object, got {type(value).__name__}")
+    if not isinstance(value.get("line"), str):
+        raise ValidationError(f"logs record: 'line' must be a string, got {value.get('line')!r:.80}")
+    if "source" in value and (not isinstance(value["source"], str) or not value["source"]):
+        raise ValidationError(f"logs record: 'source' must be a non-empty string, got {value['source']!r:.80}")
+    line_no = value.get("line_no", 1)
+    if not isinstance(line_no, int) or isinstance(line_no, bool) or line_no < 1:
+        raise ValidationError(f"logs record: 'line_no' must be an int >= 1, got {line_no!r:.80}")
+    return value
 
 
 def build_pipeline(
     messages: Observable[Message],
     *,
     sources: Mapping[str, LogSource] = SOURCES,
-    allowed_lateness_s: float = 0.0,
     top_n: int = 5,
+    on_event: Callable[[LogEvent], None] | None = None,
 ) -> Observable[WindowReport]:
     """The log-analytics pipeline: ``logs`` records in, one :class:`WindowReport` per closed window out.
 
-    ``messages`` -> parse (one :class:`LogParser` per source) -> group by source ->
-    :func:`operators.tumbling_event_time_window` of the source's ``window_s`` keyed by source,
-    on the events' own timestamps -> ``WindowReport(window, window_stats, alert_for)`` with the
-    source's alert threshold and minimum lines.
+    ``messages`` -> parse (one :class:`LogParser` per source: format, time, level, drain3
+    template) -> group by source -> :func:`operators.sliding_event_time_window` with the
+    source's ``window_s``, ``slide_s`` (tumbling when None) and ``allowed_lateness_s``, on the
+    events' own timestamps -> ``WindowReport(window, window_stats, alerts)``, the alerts from an
+    :class:`~examples.shop.logs.AlertDetector` per source with the source's ``alerts`` rules.
 
-    Windows are emitted when a later line of the same source passes their end, and every open
-    window when ``messages`` completes. The result is cold: each subscription gets fresh parsers
-    (template trees) and windows.
+    Each source has its own watermark (its largest event time minus ``allowed_lateness_s``); a
+    window is emitted when that passes its end, and every open window when ``messages``
+    completes (so the last windows of a finite input are not lost). A line that arrives after
+    all its windows have closed is put in ``late`` of the next window of its source. The result
+    is cold: each subscription gets fresh parsers (template trees), windows and alert state.
 
     Args:
         messages: the records of the ``logs`` topic (``Message.value`` the decoded JSON dict).
         sources: how to read each source (default: the four shipped loghub sources).
-        allowed_lateness_s: event-time lateness allowed before a line counts as late, seconds.
         top_n: how many templates each stats record lists.
+        on_event: called with every parsed :class:`LogEvent`, once per record, in arrival order
+            (before windowing; e.g. to count lines or record template assignments).
 
     Returns:
         ``Observable[WindowReport]``.
 
     Errors: a record whose value is not a ``{"line": str, ...}`` dict ends the stream with
-    :class:`ValidationError` (``on_error``); lines that do not parse do not (they are counted as
-    ``unparsed``).
+    :class:`ValidationError` (``on_error``) — put ``decode_json(dead_letter,
+    parse=check_log_record)`` in front to dead-letter such records instead; lines that do not
+    parse do not (they are counted as ``unparsed``).
     """
 
     def create(scheduler: SchedulerBase | None) -> Observable[WindowReport]:
         parsers = LogParsers(sources)
+        detectors: dict[str, AlertDetector] = {}
 
         def windows_of(group: Any) -> Observable[Window[LogEvent]]:
-            size = parsers.source(group.key).window_s
+            source = parsers.source(group.key)
             return group.pipe(  # type: ignore[no-any-return]
-                tumbling_event_time_window(
-                    size,
+                sliding_event_time_window(
+                    source.window_s,
+                    source.slide_s or source.window_s,
                     timestamp=lambda event: event.timestamp,
                     key=lambda event: event.source,
-                    allowed_lateness_s=allowed_lateness_s,
+                    allowed_lateness_s=source.allowed_lateness_s,
                 )
             )
 
         def report(window: Window[LogEvent]) -> WindowReport:
-            source = parsers.source(str(window.key))
+            name = str(window.key)
+            detector = detectors.get(name)
+            if detector is None:
+                detector = detectors[name] = AlertDetector(parsers.source(name).alerts, error_levels=ERROR_LEVELS)
             stats = window_stats(window, top_n=top_n, error_levels=ERROR_LEVELS)
-            alert = alert_for(
-                stats, window.items, threshold=source.alert_threshold, min_lines=source.alert_min_lines
-            )
-            return WindowReport(window=window, stats=stats, alert=alert)
+            return WindowReport(window=window, stats=stats, alerts=tuple(detector.check(window, stats)))
 
+        steps: list[Any] = [ops.map(parsers.parse_message)]
+        if on_event is not None:
+            steps.append(ops.do_action(on_event))
         return messages.pipe(
-            ops.map(parsers.parse_message),
+            *steps,
             ops.group_by(lambda event: event.source),
             ops.flat_map(windows_of),
             ops.map(report),
@@ -280,7 +318,8 @@ class Emit(Protocol):
 
 
 class _Totals:
-    __slots__ = ("lines", "by_level", "unparsed", "windows", "alerts", "late", "templates", "template_text")
+    __slots__ = ("lines", "by_level", "unparsed", "windows", "alerts", "alert_kinds", "late", "templates",
+                 "template_text")
 
     def __init__(self) -> None:
         self.lines = 0
@@ -288,25 +327,50 @@ class _Totals:
         self.unparsed = 0
         self.windows = 0
         self.alerts = 0
+        self.alert_kinds: Counter[str] = Counter()
         self.late = 0
         self.templates: Counter[int] = Counter()
-        self.template_text: dict[int, str] = {}
+        self.template_text: dict[int, tuple[int, str]] = {}  # id -> (line_no, template at that line)
+
+
+def late_record(event: LogEvent, window: Window[LogEvent]) -> dict[str, Any]:
+    """The ``logs.late`` value of a line that came too late: ``{"source", "line_no", "line",
+    "event_time" (ISO-8601 UTC), "event_time_s" (epoch seconds), "reported_with_window_start_s"
+    (the window whose emission carried it), "reason"}``."""
+    return {
+        "source": event.source,
+        "line_no": event.line_no,
+        "line": event.line,
+        "event_time": iso_utc(event.timestamp),
+        "event_time_s": event.timestamp,
+        "reported_with_window_start_s": window.start,
+        "reason": "every window containing its event time had closed (watermark = latest event time "
+                  "of the source - allowed lateness) when it arrived",
+    }
 
 
 class LogAnalyticsService(ObserverBase[WindowReport]):
-    """An Observer of :class:`WindowReport`: keeps per-source totals and publishes stats and alerts.
+    """An Observer of :class:`WindowReport`: keeps per-source totals and publishes stats, alerts, late lines.
 
-    For each report it publishes ``report.stats`` to ``stats_topic`` and, when present,
-    ``report.alert`` to ``alert_topic``, both with key = the source name. Publishes run as
-    asyncio tasks chained one after another (so records leave in window order), on the running
-    event loop; a failed publish is logged at once and raised by :meth:`flush`.
+    For each report it publishes ``report.stats`` to ``stats_topic``, each of ``report.alerts``
+    to ``alert_topic`` and each line of ``report.window.late`` to ``late_topic``
+    (:func:`late_record`), all with key = the source name. Publishes run as asyncio tasks
+    chained one after another (so records leave in window order), on the running event loop;
+    a failed publish is logged at once and raised by :meth:`flush`.
+
+    Line totals (lines, levels, unparsed, templates) are counted once per record as it is
+    parsed (see :meth:`attach`), so they hold with sliding windows too, where a line is in
+    several windows.
 
     Args:
         emit: the publish coroutine function, called ``emit(topic, value, key=source)``
             (``broker.emit`` or ``ClientProxy.emit``).
         stats_topic: topic of the per-window stats.
         alert_topic: topic of the alerts.
+        late_topic: topic of the late lines.
         top_n: how many templates :meth:`report` lists per source.
+        on_event: also called with every parsed :class:`LogEvent` (e.g. to write template
+            assignments).
 
     Attributes:
         error: the error that ended the stream, or None.
@@ -319,12 +383,16 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         *,
         stats_topic: str = STATS_TOPIC,
         alert_topic: str = ALERT_TOPIC,
+        late_topic: str = LATE_TOPIC,
         top_n: int = 5,
+        on_event: Callable[[LogEvent], None] | None = None,
     ) -> None:
         self._emit = emit
         self.stats_topic = stats_topic
         self.alert_topic = alert_topic
+        self.late_topic = late_topic
         self.top_n = top_n
+        self._on_event = on_event
         self._totals: dict[str, _Totals] = {}
         self._last: asyncio.Future[None] | None = None
         self._failures: list[BaseException] = []
@@ -334,9 +402,29 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
 
     # -- wiring --------------------------------------------------------------------------
     def attach(self, messages: Observable[Message], **pipeline_options: Any) -> Observable[WindowReport]:
-        """``build_pipeline(messages, **pipeline_options)`` with this service observing it
-        (``ops.do(self)``): the body of the ``@event_pattern("logs", pipeline=True)`` handler."""
-        return build_pipeline(messages, **pipeline_options).pipe(ops.do(self))
+        """``build_pipeline(messages, on_event=<count>, **pipeline_options)`` with this service
+        observing it (``ops.do(self)``): the body of the ``@event_pattern("logs", pipeline=True)``
+        handler."""
+        return build_pipeline(messages, on_event=self._count_event, **pipeline_options).pipe(ops.do(self))
+
+    def _totals_of(self, name: str) -> _Totals:
+        totals = self._totals.get(name)
+        if totals is None:
+            totals = self._totals[name] = _Totals()
+        return totals
+
+    def _count_event(self, event: LogEvent) -> None:
+        totals = self._totals_of(event.source)
+        totals.lines += 1
+        totals.by_level[event.level] += 1
+        totals.templates[event.template_id] += 1
+        seen = totals.template_text.get(event.template_id)
+        if seen is None or seen[0] <= event.line_no:  # the latest line carries the most general template
+            totals.template_text[event.template_id] = (event.line_no, event.template)
+        if not event.parsed:
+            totals.unparsed += 1
+        if self._on_event is not None:
+            self._on_event(event)
 
     # -- Observer ------------------------------------------------------------------------
     def on_next(self, value: WindowReport) -> None:
@@ -348,23 +436,16 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         loop = asyncio.get_running_loop()
         window, stats = value.window, value.stats
         name = str(window.key)
-        totals = self._totals.get(name)
-        if totals is None:
-            totals = self._totals[name] = _Totals()
-        events = (*window.items, *window.late)
-        totals.lines += len(events)
+        totals = self._totals_of(name)
         totals.late += len(window.late)
         totals.windows += 1
-        for event in events:
-            totals.by_level[event.level] += 1
-            totals.templates[event.template_id] += 1
-            totals.template_text[event.template_id] = event.template
-            if not event.parsed:
-                totals.unparsed += 1
         self._publish(loop, self.stats_topic, stats, name)
-        if value.alert is not None:
+        for alert in value.alerts:
             totals.alerts += 1
-            self._publish(loop, self.alert_topic, value.alert, name)
+            totals.alert_kinds[alert["kind"]] += 1
+            self._publish(loop, self.alert_topic, alert, name)
+        for event in window.late:
+            self._publish(loop, self.late_topic, late_record(event, window), name)
 
     def on_error(self, error: Exception) -> None:
         log.error("log analytics stream failed: %r", error)
@@ -415,12 +496,24 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
             raise self.error
 
     # -- totals --------------------------------------------------------------------------
+    def templates(self, name: str) -> list[tuple[int, str, int]]:
+        """Every template of source ``name``: ``[(template_id, template, lines), ...]``, most
+        lines first (ties: lower id first); the template text is the one carried by the
+        latest line of the cluster (drain3 only generalises a template, so that is its final
+        form)."""
+        totals = self._totals.get(name)
+        if totals is None:
+            return []
+        rows = [(tid, totals.template_text[tid][1], n) for tid, n in totals.templates.items()]
+        return sorted(rows, key=lambda row: (-row[2], row[0]))
+
     def report(self) -> dict[str, dict[str, Any]]:
-        """Totals per source over every window seen so far.
+        """Totals per source over every line and window seen so far.
 
         Returns:
-            ``{source: {"lines": int (on-time + late), "by_level": {level: int}, "unparsed": int,
-            "late": int, "windows": int, "alerts": int, "top_templates": [[template, count], ...]
+            ``{source: {"lines": int (every record parsed, on time or late), "by_level": {level:
+            int}, "unparsed": int, "late": int, "windows": int, "alerts": int, "alerts_by_kind":
+            {kind: int}, "templates": int (distinct), "top_templates": [[template, count], ...]
             (at most ``top_n``, most frequent first)}}``.
         """
         out: dict[str, dict[str, Any]] = {}
@@ -432,9 +525,8 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
                 "late": totals.late,
                 "windows": totals.windows,
                 "alerts": totals.alerts,
-                "top_templates": [
-                    [totals.template_text[template_id], count]
-                    for template_id, count in totals.templates.most_common(self.top_n)
-                ],
+                "alerts_by_kind": dict(totals.alert_kinds),
+                "templates": len(totals.templates),
+                "top_templates": [[text, count] for _tid, text, count in self.templates(name)[: self.top_n]],
             }
         return out

@@ -23,7 +23,7 @@ from reactive_services import Controller, event_pattern, message_pattern
 from reactive_services.errors import ValidationError
 
 from .inventory import InventoryService, parse_order
-from .log_analytics import LogAnalyticsService
+from .log_analytics import LogAnalyticsService, check_log_record
 
 __all__ = ["InventoryController", "LogAnalyticsController"]
 
@@ -88,19 +88,30 @@ class LogAnalyticsController(Controller):
     """``logs`` records into the log analytics pipeline.
 
     Args:
-        analytics: the Observer that publishes window stats and alerts.
+        analytics: the Observer that publishes window stats, alerts and late lines.
+        dead_letter: where records that are not ``{"line": str, ...}`` objects go (e.g. a
+            :class:`DeadLetterSink`: to ``logs.DLT`` with the reason in its headers). None: such
+            a record ends the stream with :class:`ValidationError`.
+        **pipeline_options: passed to :func:`examples.shop.log_analytics.build_pipeline`
+            (``sources``, ``top_n``).
 
     Attributes:
         received: log records read from the topic.
     """
 
-    def __init__(self, analytics: LogAnalyticsService) -> None:
+    def __init__(self, analytics: LogAnalyticsService, dead_letter: DeadLetterSink | None = None,
+                 **pipeline_options: Any) -> None:
         self.analytics = analytics
+        self.dead_letter = dead_letter
+        self.pipeline_options = pipeline_options
         self.received = 0
 
     @event_pattern("logs", pipeline=True)
     def logs(self, messages: Observable[Message]) -> Observable[Any]:
-        return self.analytics.attach(messages.pipe(ops.do_action(self._count)))
+        counted = messages.pipe(ops.do_action(self._count))
+        if self.dead_letter is not None:
+            counted = counted.pipe(decode_json(self.dead_letter, parse=check_log_record))
+        return self.analytics.attach(counted, **self.pipeline_options)
 
     def _count(self, _: Message) -> None:
         self.received += 1

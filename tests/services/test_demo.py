@@ -149,5 +149,5 @@ def test_an_empty_log_file_is_reported_with_zero_lines(tmp_path: Path) -> None:
     assert main(["demo", "--quiet", "--clients", "1", "--logs", str(empty), "--report", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["logs"] == {"HDFS": {"lines": 0, "by_level": {}, "unparsed": 0, "late": 0, "windows": 0,
-                                       "alerts": 0, "top_templates": []}}
+                                       "alerts": 0, "alerts_by_kind": {}, "templates": 0, "top_templates": []}}
     assert report["notifications"]["published"]["logs"] == 0

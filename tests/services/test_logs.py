@@ -29,7 +29,7 @@ from examples.shop.logs import (
     read_lines,
     window_stats,
 )
-from operators._tumbling_window import Window
+from operators import Window
 
 
 def raw_lines(name: str) -> list[str]:
@@ -337,15 +337,15 @@ def test_alert_fires_at_threshold_with_enough_lines() -> None:
     stats = window_stats(window)
     alert = alert_for(stats, window.items, threshold=0.3, min_lines=10)
     assert alert == {
+        "kind": "error_rate",
         "source": "S",
         "window_start": "1970-01-01T00:00:00Z",
         "window_end": "1970-01-01T01:00:00Z",
         "window_start_s": 0.0,
         "window_end_s": 3600.0,
-        "error_rate": 0.3,
-        "threshold": 0.3,
-        "lines": 10,
-        "errors": 3,
+        "message": "S: error rate 0.30 >= 0.3 (3 of 10 lines, 1970-01-01T00:00:00Z..1970-01-01T01:00:00Z)",
+        "evidence": {"lines": 10, "errors": 3, "error_rate": 0.3, "threshold": 0.3, "min_lines": 10,
+                     "by_level": {"error": 3, "notice": 7}},
         "sample": ["err 0", "err 1", "err 2"],
     }
 

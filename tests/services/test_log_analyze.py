@@ -1,0 +1,202 @@
+"""``reactive-services logs analyze``: the shipped datasets, other loghub-style files, masks, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples.shop.log_eval import DRAIN_PUBLISHED, grouping_accuracy
+from reactive_services.cli import main
+
+SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "shop" / "data" / "loghub"
+OTHER = Path(__file__).resolve().parents[1] / "data" / "loghub"
+
+
+def run(tmp_path: Path, file: Path, *args: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    report_path, assignments_path = tmp_path / "report.json", tmp_path / "assignments.csv"
+    code = main(["logs", "analyze", str(file), *args, "--quiet",
+                 "--report", str(report_path), "--assignments", str(assignments_path)])
+    assert code == 0
+    with open(assignments_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return json.loads(report_path.read_text()), rows
+
+
+def ground_truth(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def line_count(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+@pytest.mark.parametrize("name", sorted(DRAIN_PUBLISHED))
+def test_each_shipped_dataset(tmp_path: Path, name: str) -> None:
+    file = SHIPPED / f"{name}_2k.log"
+    report, rows = run(tmp_path, file, "--format", name)
+    n = line_count(file)
+    assert report["lines"] == n == len(rows) and report["unparsed"] == 0
+    assert [int(r["line_no"]) for r in rows] == list(range(1, n + 1))
+    # every line is in exactly one tumbling window, or late
+    assert sum(w["lines"] for w in report["windows"]) + report["late"] == n
+    assert sum(t["lines"] for t in report["templates"]) == n
+    # the assignments group the lines at least as well as Drain does (loghub ground truth)
+    truth = [row["EventId"] for row in ground_truth(SHIPPED / f"{name}_2k.log_structured.csv")]
+    assert grouping_accuracy([r["template_id"] for r in rows], truth) >= DRAIN_PUBLISHED[name]
+    # one template text per id, equal to the report's
+    texts = {t["template_id"]: t["template"] for t in report["templates"]}
+    assert all(texts[int(r["template_id"])] == r["template"] for r in rows)
+    assert set(report) >= {"lines", "unparsed", "by_level", "templates", "windows", "alerts"}
+
+
+def test_shipped_format_given_as_a_format_string(tmp_path: Path) -> None:
+    report, rows = run(tmp_path, SHIPPED / "Apache_2k.log", "--format", r"\[<Time>\] \[<Level>\] <Content>")
+    assert report["unparsed"] == 0 and report["time"] == "%a %b %d %H:%M:%S %Y"
+    levels: dict[str, int] = {}
+    for row in ground_truth(SHIPPED / "Apache_2k.log_structured.csv"):
+        levels[row["Level"]] = levels.get(row["Level"], 0) + 1
+    assert report["by_level"] == levels
+    # hourly windows: as many as distinct hours in the ground truth's Time column
+    hours = {datetime.strptime(r["Time"], "%a %b %d %H:%M:%S %Y").strftime("%Y%m%d%H")
+             for r in ground_truth(SHIPPED / "Apache_2k.log_structured.csv")}
+    assert len(report["windows"]) == len(hours)
+
+
+# loghub datasets the shop does not ship, with the logparser benchmark's format strings, and how
+# to read the time of a ground-truth row (written here, independently of the code under test)
+OTHER_FORMATS = {
+    "Zookeeper": (r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
+                  lambda r: datetime.strptime(f"{r['Date']} {r['Time']}", "%Y-%m-%d %H:%M:%S,%f")),
+    "Spark": ("<Date> <Time> <Level> <Component>: <Content>",
+              lambda r: datetime.strptime(f"{r['Date']} {r['Time']}", "%y/%m/%d %H:%M:%S")),
+    "BGL": ("<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
+            lambda r: datetime.fromtimestamp(int(r["Timestamp"]), tz=timezone.utc).replace(tzinfo=None)),
+    "Proxifier": (r"\[<Time>\] <Program> - <Content>",
+                  lambda r: datetime.strptime(f"2000.{r['Time']}", "%Y.%m.%d %H:%M:%S")),
+    "HealthApp": (r"<Time>\|<Component>\|<Pid>\|<Content>",
+                  lambda r: datetime.strptime(r["Time"][:17], "%Y%m%d-%H:%M:%S")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_FORMATS))
+def test_other_loghub_files_given_their_format(tmp_path: Path, name: str) -> None:
+    fmt, time_of = OTHER_FORMATS[name]
+    file = OTHER / f"{name}_300.log"
+    report, rows = run(tmp_path, file, "--format", fmt, "--window", "600", "--lateness", "86400")
+    truth = ground_truth(OTHER / f"{name}_300.log_structured.csv")
+    assert report["lines"] == len(truth) == len(rows) == 300
+    assert report["unparsed"] == 0 and report["late"] == 0  # a day of allowed lateness: nothing is too late
+    # the windows are the 10-minute slots of the ground truth's times, with their line counts
+    slots: dict[float, int] = {}
+    for row in truth:
+        at = time_of(row).replace(tzinfo=timezone.utc).timestamp()
+        slot = at - at % 600
+        slots[slot] = slots.get(slot, 0) + 1
+    assert {w["window_start_s"]: w["lines"] for w in report["windows"]} == slots
+    if "Level" in truth[0]:
+        levels: dict[str, int] = {}
+        for row in truth:
+            levels[row["Level"]] = levels.get(row["Level"], 0) + 1
+        assert report["by_level"] == levels
+    # templates: a sane grouping (not one cluster, not one per line)
+    accuracy = grouping_accuracy([r["template_id"] for r in rows], [r["EventId"] for r in truth])
+    assert accuracy >= 0.5, accuracy
+
+
+def test_without_lateness_out_of_order_lines_are_late_and_listed(tmp_path: Path) -> None:
+    # Zookeeper's lines, shuffled: with 0 s of lateness some are too late for their 60 s window
+    import random
+
+    fmt, time_of = OTHER_FORMATS["Zookeeper"]
+    lines = (OTHER / "Zookeeper_300.log").read_text(encoding="utf-8").splitlines()
+    truth = ground_truth(OTHER / "Zookeeper_300.log_structured.csv")
+    order = list(range(300))
+    random.Random(7).shuffle(order)
+    shuffled = tmp_path / "shuffled.log"
+    shuffled.write_text("".join(lines[i] + "\n" for i in order), encoding="utf-8")
+    report, _ = run(tmp_path, shuffled, "--format", fmt, "--window", "60")
+    # independent count: a line is too late when its 60 s window ended at or before the latest
+    # time seen before it (the watermark, with no lateness)
+    latest = float("-inf")
+    expected_late = []
+    for n, i in enumerate(order, start=1):
+        at = time_of(truth[i]).replace(tzinfo=timezone.utc).timestamp()
+        if at - at % 60 + 60 <= latest:
+            expected_late.append(n)
+        latest = max(latest, at)
+    assert expected_late, "the shuffled sample should have out-of-order lines"
+    assert report["late"] == len(expected_late)
+    assert sorted(r["line_no"] for r in report["late_lines"]) == expected_late
+    assert sum(w["lines"] for w in report["windows"]) + report["late"] == 300
+
+
+def test_masks_and_sliding_windows(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    users = ["alice", "bob", "carol", "dave"]
+    log.write_text("".join(
+        f"2024-01-01 00:{m:02d}:00 INFO session {m} opened for user {users[m % 4]} on tty{m % 3}\n" for m in range(20)))
+    report, rows = run(tmp_path, log, "--format", "<Date> <Time> <Level> <Content>", "--no-default-masks",
+                       "--mask", r"<USER>=(?<=user )\w+", "--mask", r"tty\d+", "--mask", r"(?<=session )\d+",
+                       "--window", "600", "--slide", "300")
+    assert [t["template"] for t in report["templates"]] == ["session <*> opened for user <USER> on <*>"]
+    assert report["settings"]["drain"]["masks"] == [[r"(?<=user )\w+", "USER"], [r"tty\d+", "*"],
+                                                    [r"(?<=session )\d+", "*"]]
+    # 10-minute windows every 5 minutes over minutes 0..19: starts -5, 0, 5, 10, 15 (minutes)
+    assert [(w["window_start_s"] - 1704067200) / 60 for w in report["windows"]] == [-5, 0, 5, 10, 15]
+    assert [w["lines"] for w in report["windows"]] == [5, 10, 10, 10, 5]
+    assert report["lines"] == 20 and len(rows) == 20
+
+
+def test_unparsed_lines_are_counted_and_assigned(tmp_path: Path) -> None:
+    log = tmp_path / "mixed.log"
+    log.write_text("2024-01-01 00:00:01 INFO a\nnot a log line\n2024-01-01 00:00:02 ERROR b\n\n")
+    report, rows = run(tmp_path, log, "--format", "<Date> <Time> <Level> <Content>")
+    assert (report["lines"], report["unparsed"], report["parsed"]) == (4, 2, 2)
+    assert report["by_level"] == {"INFO": 1, "unknown": 2, "ERROR": 1}
+    assert [r["line_no"] for r in rows] == ["1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("args,key", [
+    (["--format", "<Date> <Message>"], "format"),
+    (["--format", "Nginx"], "format"),
+    (["--format", "HDFS", "--mask", "(unclosed"], "mask"),
+    (["--format", "HDFS", "--mask", "x*"], "mask"),
+    (["--format", "HDFS", "--window", "60", "--slide", "120"], "slide"),
+    (["--format", "HDFS", "--window", "0"], "window"),
+    (["--format", "HDFS", "--lateness", "-1"], "lateness"),
+    (["--format", "HDFS", "--depth", "2"], "depth"),
+    (["--format", "HDFS", "--sim-th", "1.5"], "sim_th"),
+    (["--format", "HDFS", "--level-field", "Nope"], "level_field"),
+    (["--format", "HDFS", "--error-rate", "2"], "alerts"),
+])
+def test_bad_configuration_fails_at_start_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], key: str
+) -> None:
+    report = tmp_path / "r.json"
+    assert main(["logs", "analyze", str(SHIPPED / "HDFS_2k.log"), *args, "--quiet", "--report", str(report)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: bad configuration:") and key in line, line
+    assert not report.exists() or report.stat().st_size == 0
+
+
+def test_missing_file_fails_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["logs", "analyze", str(tmp_path / "nope.log"), "--format", "HDFS", "--quiet"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_the_console_script(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "reactive_services.cli", "logs", "analyze",
+                           str(SHIPPED / "OpenSSH_2k.log"), "--format", "openssh", "--report", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "2000" in proc.stdout and json.loads(out.read_text())["lines"] == 2000

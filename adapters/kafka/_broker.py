@@ -260,6 +260,7 @@ class KafkaBroker:
         self._offsets_consumer: AIOKafkaConsumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
+        self._helpers_lock: asyncio.Lock | None = None  # creates the admin client and the offsets consumer once
         self._runs: set[_SourceRun] = set()
         self._sinks: list[BrokerSink] = []
 
@@ -377,7 +378,18 @@ class KafkaBroker:
 
     # ------------------------------------------------------------------ admin
 
+    def _helpers(self) -> asyncio.Lock:
+        if self._helpers_lock is None:
+            self._helpers_lock = asyncio.Lock()
+        return self._helpers_lock
+
     async def _ensure_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is not None:
+            return self._admin
+        async with self._helpers():
+            return await self._create_admin()
+
+    async def _create_admin(self) -> AIOKafkaAdminClient:
         if self._admin is None:
             admin = AIOKafkaAdminClient(
                 bootstrap_servers=self.bootstrap_servers,
@@ -419,6 +431,31 @@ class KafkaBroker:
                 continue
             message = entry[2] if len(entry) > 2 else ""
             raise BrokerError(f"creating topic {name!r} failed: error {code} {message or ''}".rstrip())
+        await self._wait_visible(admin, names)
+
+    async def _wait_visible(self, admin: AIOKafkaAdminClient, names: list[str]) -> None:
+        """Wait (up to request_timeout_s) until every topic's partitions all have a leader in
+        the metadata: the controller answers CreateTopics before every broker's metadata cache
+        knows the topic, and a describe or produce right after would see it missing."""
+        deadline = asyncio.get_running_loop().time() + self.request_timeout_s
+        pending = set(names)
+        while pending:
+            try:
+                described = await admin.describe_topics(sorted(pending))
+            except KafkaError:
+                described = []
+            for t in described:
+                if t["error_code"] == 0 and t["partitions"] and all(
+                    p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"]
+                ):
+                    pending.discard(t["topic"])
+            if not pending:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise BrokerUnavailableError(
+                    f"topics {sorted(pending)} were created but had no leader after {self.request_timeout_s:g} s"
+                )
+            await asyncio.sleep(0.05)
 
     async def committed(self, group_id: str, topic: str, partition: int) -> int | None:
         """The committed offset (the next offset the group will read) of ``group_id`` on
@@ -459,19 +496,20 @@ class KafkaBroker:
                 ]
                 if not parts:
                     return {}
-                if self._offsets_consumer is None:
-                    consumer = AIOKafkaConsumer(
-                        bootstrap_servers=self.bootstrap_servers,
-                        client_id=self.client_id + "-offsets",
-                        enable_auto_commit=False,
-                        request_timeout_ms=int(self.request_timeout_s * 1000),
-                    )
-                    try:
-                        await consumer.start()
-                    except BaseException:
-                        await _close_quietly(consumer.stop())
-                        raise
-                    self._offsets_consumer = consumer
+                async with self._helpers():  # two first calls at once must not both create one
+                    if self._offsets_consumer is None:
+                        consumer = AIOKafkaConsumer(
+                            bootstrap_servers=self.bootstrap_servers,
+                            client_id=self.client_id + "-offsets",
+                            enable_auto_commit=False,
+                            request_timeout_ms=int(self.request_timeout_s * 1000),
+                        )
+                        try:
+                            await consumer.start()
+                        except BaseException:
+                            await _close_quietly(consumer.stop())
+                            raise
+                        self._offsets_consumer = consumer
                 ends = await self._offsets_consumer.end_offsets([TopicPartition(topic, p) for p in parts])
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc, self.request_timeout_s) from exc

@@ -314,7 +314,7 @@ def build_pipeline(
 class Emit(Protocol):
     """How the service publishes: called as ``emit(topic, value, key=source)``; ``Broker.emit`` fits."""
 
-    def __call__(self, topic: str, value: Any, *, key: str | None = None) -> Awaitable[Any]: ...
+    def __call__(self, topic: str, value: Any, /, *, key: str | None = None) -> Awaitable[Any]: ...
 
 
 class _Totals:
@@ -342,8 +342,8 @@ def late_record(event: LogEvent, window: Window[LogEvent]) -> dict[str, Any]:
         "line_no": event.line_no,
         "line": event.line,
         "event_time": iso_utc(event.timestamp),
-        "event_time_s": event.timestamp,
-        "reported_with_window_start_s": window.start,
+        "event_time_s": float(event.timestamp),
+        "reported_with_window_start_s": float(window.start),
         "reason": "every window containing its event time had closed (watermark = latest event time "
                   "of the source - allowed lateness) when it arrived",
     }

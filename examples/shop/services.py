@@ -96,7 +96,8 @@ class LogAnalyticsController(Controller):
             (``sources``, ``top_n``).
 
     Attributes:
-        received: log records read from the topic.
+        received: log records that reached the pipeline (a record that is not JSON at all is
+            dead-lettered by the broker's source before it and is not counted here).
     """
 
     def __init__(self, analytics: LogAnalyticsService, dead_letter: DeadLetterSink | None = None,

@@ -142,6 +142,35 @@ async def test_create_topics_is_idempotent_and_end_offsets_cover_partitions(
     assert await kafka_broker.committed(unique_topic("g"), topic, 0) is None
 
 
+async def test_concurrent_first_calls_share_one_admin_client_and_one_offsets_consumer(
+    kafka_bootstrap: str, unique_topic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import adapters.kafka._broker as kafka_module
+
+    created: list[str] = []
+    for name in ("AIOKafkaAdminClient", "AIOKafkaConsumer"):
+        original = getattr(kafka_module, name)
+        counting = type(name, (original,), {"__init__": lambda self, *a, _o=original, _n=name, **k: (
+            created.append(_n), _o.__init__(self, *a, **k))[1]})
+        monkeypatch.setattr(kafka_module, name, counting)
+    topic = unique_topic()
+    broker = KafkaBroker(kafka_bootstrap)
+    await broker.start()
+    try:
+        await broker.create_topics([topic], partitions=2)
+        created.clear()
+        fresh = KafkaBroker(kafka_bootstrap)
+        await fresh.start()
+        try:
+            results = await asyncio.gather(*(fresh.end_offsets(topic) for _ in range(5)))
+        finally:
+            await fresh.stop()
+        assert results == [{0: 0, 1: 0}] * 5
+        assert sorted(created) == ["AIOKafkaAdminClient", "AIOKafkaConsumer"]
+    finally:
+        await broker.stop()
+
+
 async def test_create_topics_reports_a_refusal(kafka_broker: KafkaBroker) -> None:
     with pytest.raises(BrokerError, match="creating topic"):
         await kafka_broker.create_topics(["bad/name"], partitions=1)

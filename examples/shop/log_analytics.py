@@ -200,7 +200,7 @@ class LogParsers:
             ValidationError: the value is not such a dict (no ``line`` string, no source).
         """
         value = check_log_record(message.value)
-        name = value.get("source", message.key_str)
+        name = value.get("source") or message.key_str
         if not isinstance(name, str) or not name:
             raise ValidationError(f"logs record @{message.offset}: no source name in the value or the key")
         line_no = value.get("line_no", message.offset + 1)
@@ -222,7 +222,7 @@ def check_log_record(value: Any) -> Mapping[str, Any]:
         ValidationError: not a dict, ``line`` missing or not a string, ``source`` not a
             non-empty string, ``line_no`` not a positive int.
     """
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise ValidationError(f"logs record: value must be a JSON object, got {type(value).__name__}")
     if not isinstance(value.get("line"), str):
         raise ValidationError(f"logs record: 'line' must be a string, got {value.get('line')!r:.80}")

@@ -244,12 +244,11 @@ def iso_utc(epoch_s: float) -> str:
 
 # -- levels ----------------------------------------------------------------------------------
 
-_ERROR_WORDS = re.compile(
-    r"error|fail|fatal|invalid|denied|refused|illegal|break-in|abnormal|unknown|"
-    r"cannot|can't|unable|timed out|timeout|reset by peer|not connected",
-    re.IGNORECASE,
+_ERROR_WORDS: tuple[str, ...] = (
+    "error", "fail", "fatal", "invalid", "denied", "refused", "illegal", "break-in", "abnormal", "unknown",
+    "cannot", "can't", "unable", "timed out", "timeout", "reset by peer", "not connected",
 )
-_WARNING_WORDS = re.compile(r"\bwarn", re.IGNORECASE)
+_WARNING_WORDS = re.compile(r"\bwarn")
 
 
 def infer_level(content: str) -> str:
@@ -268,9 +267,10 @@ def infer_level(content: str) -> str:
     Keyword rules are crude: they are the documented baseline, and the events carry
     ``level_inferred`` (via their source) so consumers can tell.
     """
-    if _ERROR_WORDS.search(content):
+    lowered = content.lower()  # substring tests: several times faster than one alternation regex
+    if any(word in lowered for word in _ERROR_WORDS):
         return "error"
-    if _WARNING_WORDS.search(content):
+    if "warn" in lowered and _WARNING_WORDS.search(lowered):
         return "warning"
     return "info"
 

@@ -6,6 +6,14 @@
 ``reactive-services logs analyze FILE --format FMT [--mask REGEX ...] [--assignments OUT.csv]
 [--report OUT.json]`` runs the log-analytics service over one file on the embedded broker.
 
+``reactive-services token --sub NAME [--scope S ...] [--ttl SECONDS] [--secret SECRET]`` prints a
+development access token signed with the ``RS_JWT_*`` configuration (:mod:`reactive_services.auth`).
+
+``reactive-services users add NAME [--scope S ...] [--db PATH] [--password-stdin]`` creates a
+user of the shop's auth service (``users list`` lists them); the database is ``--db``, else
+``$RS_AUTH_DB``, else ``data/auth.db``. The password is prompted for (twice) unless
+``--password-stdin``.
+
 Exit codes: 0 done and every invariant held; 1 the run finished but an invariant failed,
 or a stage failed; 2 bad configuration or the broker cannot be reached (one line on stderr).
 """
@@ -77,6 +85,33 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("--report", type=Path, metavar="OUT.json", help="write the report as JSON")
     an.add_argument("--top", type=int, default=10, help="templates listed on the terminal (default 10)")
     an.add_argument("--quiet", action="store_true", help="no progress display")
+
+    tok = sub.add_parser(
+        "token", help="print a development access token (JWT) signed with the RS_JWT_* configuration",
+        description="Sign an access token with the configuration of the environment (RS_JWT_ALGORITHM, "
+                    "RS_JWT_SECRET or RS_JWT_PRIVATE_KEY[_FILE], RS_JWT_ISSUER, RS_JWT_AUDIENCE, RS_JWT_TTL_S) "
+                    "and print it on one line. For development: a real login goes through the auth service.")
+    tok.add_argument("--sub", required=True, metavar="NAME", help="the subject (user) of the token")
+    tok.add_argument("--scope", action="append", default=[], metavar="SCOPE",
+                     help="a granted scope, e.g. orders:write; repeatable")
+    tok.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default RS_JWT_TTL_S, else 3600)")
+    tok.add_argument("--secret", metavar="SECRET",
+                     help="sign with HS256 and this secret (>= 32 bytes) instead of RS_JWT_SECRET / keys; "
+                          "development only: it shows in the process list")
+
+    users = sub.add_parser("users", help="users of the shop's auth service")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    for name, text in (("add", "create a user that can log in (auth.login)"), ("list", "list the users and their scopes")):
+        u = users_sub.add_parser(name, help=text, description=text.capitalize() + ".")
+        if name == "add":
+            u.add_argument("name", metavar="NAME", help="the username (1..64 characters, no spaces)")
+            u.add_argument("--scope", action="append", default=[], metavar="SCOPE",
+                           help="a granted scope (orders:write, orders:read, inventory:read, notifications:read, "
+                                "logs:read, admin); repeatable")
+            u.add_argument("--password-stdin", action="store_true",
+                           help="read the password from the first line of standard input instead of prompting")
+        u.add_argument("--db", type=Path, metavar="PATH",
+                       help="the auth service's database (default: $RS_AUTH_DB, else data/auth.db)")
     return parser
 
 
@@ -90,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "logs":
         return _logs_analyze(args)
+    if args.command == "token":
+        return _token(args)
+    if args.command == "users":
+        return _users(args)
     return 2  # pragma: no cover - argparse enforces the subcommands
 
 
@@ -197,6 +236,84 @@ def _logs_analyze(args: argparse.Namespace) -> int:
     if report["time"] is None:
         print(f"warning: no time could be read from the format's time fields; every line counted as unparsed "
               f"(give --time-format)", file=sys.stderr)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    import os
+
+    from .auth import JwtConfig, issue_token
+    from .errors import ConfigError, ValidationError
+
+    try:
+        env = dict(os.environ)
+        if args.secret is not None:
+            env.update(RS_JWT_ALGORITHM="HS256", RS_JWT_SECRET=args.secret)
+        try:
+            config = JwtConfig.from_env(env)
+        except ConfigError as exc:
+            if args.secret is not None and exc.key == "RS_JWT_SECRET":
+                raise ConfigError("--secret", str(exc).split(": ", 1)[1]) from None
+            raise
+        if args.ttl is not None and args.ttl < 1:
+            raise ConfigError("--ttl", f"must be >= 1 second, got {args.ttl}")
+        if not config.can_issue:
+            raise ConfigError("RS_JWT_PRIVATE_KEY", "not set: RS256 needs the private key (or _FILE) to sign tokens")
+        token = issue_token(config, args.sub, args.scope, ttl_s=args.ttl)
+    except (ConfigError, ValidationError) as exc:
+        print(f"error: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    import getpass
+    import sqlite3
+
+    from examples.shop.auth import SCOPES, UserStore, default_db_path
+
+    from .errors import ConfigError, ValidationError
+
+    db = args.db or default_db_path()
+    password = ""
+    try:
+        if args.users_command == "add":
+            unknown = [s for s in args.scope if s not in SCOPES]
+            if unknown:
+                raise ConfigError("scope", f"unknown scope {unknown[0]!r} (known: {', '.join(sorted(SCOPES))})")
+            if args.password_stdin:
+                password = sys.stdin.readline().rstrip("\r\n")
+            else:
+                password = getpass.getpass(f"password for {args.name}: ")
+                if getpass.getpass("repeat it: ") != password:
+                    raise ConfigError("password", "the two passwords differ")
+    except ConfigError as exc:
+        print(f"error: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except (EOFError, KeyboardInterrupt):
+        print("error: no password given", file=sys.stderr)
+        return 2
+
+    async def run() -> list[tuple[str, tuple[str, ...]]]:
+        async with UserStore(db) as store:
+            if args.users_command == "add":
+                await store.add_user(args.name, password, args.scope)
+                return []
+            return [(name, await store.scopes_of(name) or ()) for name in await store.usernames()]
+
+    try:
+        listed = asyncio.run(run())
+    except ValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:
+        print(f"error: cannot use the database {db}: {exc}", file=sys.stderr)
+        return 1
+    if args.users_command == "add":
+        print(f"user {args.name!r} added to {db} with scopes: {' '.join(sorted(set(args.scope))) or '(none)'}")
+    for name, scopes in listed:
+        print(f"{name}\t{' '.join(scopes)}")
     return 0
 
 

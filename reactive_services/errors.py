@@ -12,27 +12,47 @@ One hierarchy, rooted at :class:`ReactiveServicesError`::
     ├── DecodeError                 a record's bytes are not a valid value        (not retriable)
     ├── ValidationError             a decoded value has the wrong shape or types  (not retriable)
     ├── RemoteError                 a request's handler failed; the error reply   (not retriable)
+    ├── AuthenticationError         bad credentials, or a token that is not valid (not retriable)
+    ├── PermissionDeniedError       a valid token lacks a scope that is needed    (not retriable)
+    ├── TooManyAttemptsError        too many failed logins; wait retry_after_s    (not retriable*)
     └── WebSocketError              a websocket connection failed
         └── ConnectionClosedError   closed with a code other than 1000 / 1001     (retriable)
 
 Each class has a ``retriable`` class attribute; retry operators read it. Vendor
 exceptions (aiokafka, websockets) are translated at the adapter boundary with
 ``raise ... from exc`` so the original stays available as ``__cause__``.
+
+(*) :class:`TooManyAttemptsError` may succeed later, but only after ``retry_after_s``
+seconds; a retry operator's own backoff would only spend more attempts, so it says
+``retriable = False`` and leaves the wait to the caller (an HTTP gateway answers 429 with
+``Retry-After``).
+
+Across request-reply an error reaches the client as :class:`RemoteError` whose
+``remote_type`` is the class name (``"AuthenticationError"``, ``"TooManyAttemptsError"``, ...)
+and ``remote_message`` its ``str()``; :meth:`TooManyAttemptsError.from_remote` reads the
+retry-after back from such a message.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterable
+
 __all__ = [
+    "AuthenticationError",
     "BrokerError",
     "BrokerUnavailableError",
     "CommitError",
     "ConfigError",
     "ConnectionClosedError",
     "DecodeError",
+    "PermissionDeniedError",
     "PublishError",
     "ReactiveServicesError",
     "RemoteError",
     "RequestTimeoutError",
+    "TooManyAttemptsError",
     "ValidationError",
     "WebSocketError",
 ]
@@ -107,6 +127,68 @@ class RemoteError(ReactiveServicesError):
         super().__init__(f"{remote_type}: {remote_message}")
         self.remote_type = remote_type
         self.remote_message = remote_message
+
+
+class AuthenticationError(ReactiveServicesError):
+    """Who is calling could not be established: wrong credentials, or a token that is
+    missing, malformed, badly signed, expired, not yet valid, or for another issuer or audience.
+
+    The message is a short reason (``"token expired"``, ``"invalid username or password"``);
+    it never contains the token or the password. An HTTP gateway answers 401.
+
+    Attributes:
+        reason: the same short reason.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PermissionDeniedError(ReactiveServicesError):
+    """The caller is authenticated but its token lacks a scope the operation needs.
+
+    An HTTP gateway answers 403.
+
+    Attributes:
+        missing: the scopes that were needed and not granted, sorted.
+    """
+
+    def __init__(self, missing: Iterable[str], message: str | None = None) -> None:
+        self.missing = tuple(sorted(missing))
+        super().__init__(message or f"missing scope: {' '.join(self.missing)}")
+
+
+class TooManyAttemptsError(ReactiveServicesError):
+    """Too many failed attempts (e.g. logins for one username); refused without checking.
+
+    The message is ``"too many failed attempts; retry after <n> s"`` (``n`` an integer >= 1),
+    so that it survives request-reply, where only the class name and the message cross
+    (:class:`RemoteError`); :meth:`from_remote` reads it back. An HTTP gateway answers 429
+    with ``Retry-After: <n>``.
+
+    Attributes:
+        retry_after_s: whole seconds (>= 1) after which an attempt is admitted again.
+    """
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        super().__init__(f"too many failed attempts; retry after {self.retry_after_s} s")
+
+    @classmethod
+    def from_remote(cls, error: BaseException) -> "TooManyAttemptsError | None":
+        """The :class:`TooManyAttemptsError` carried by ``error``, or None.
+
+        ``error`` may be a :class:`TooManyAttemptsError` (returned as is) or a
+        :class:`RemoteError` whose ``remote_type`` is ``"TooManyAttemptsError"`` (its
+        ``retry_after_s`` is read from the message; 1 if the message has no number).
+        """
+        if isinstance(error, TooManyAttemptsError):
+            return error
+        if isinstance(error, RemoteError) and error.remote_type == cls.__name__:
+            found = re.search(r"retry after (\d+) s", error.remote_message)
+            return cls(int(found.group(1)) if found else 1)
+        return None
 
 
 class DecodeError(ReactiveServicesError, ValueError):

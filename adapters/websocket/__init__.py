@@ -30,24 +30,65 @@ Rules:
   rejected whole.
 - Frames to one client are sent in order: the ``subscribed`` reply comes before any event of
   the channels it lists.
-- Each client has a bounded outgoing queue (``queue_size`` messages, default 1000). A client
-  that does not read fast enough to keep it from filling is closed with code **1013** (try
-  again later) and reason ``"slow consumer"``; the other clients are not slowed down.
+- Each client has a bounded outgoing queue (``queue_size`` messages, default 1000). When a
+  client does not read fast enough to keep it from filling, the server's overflow policy
+  applies, and the other clients are not slowed down:
+
+  - ``close`` (default): the client is closed with code **1013** (try again later) and
+    reason ``"slow consumer"``;
+  - ``drop_oldest``: the oldest queued frame is discarded; the connection stays open and,
+    once the client reads again, it gets the newest ``queue_size`` frames (a gap in the
+    events, which carry no sequence number: put one in the event if the client must know);
+  - ``keep_latest``: every queued frame is discarded and only the newest kept: a client that
+    falls behind jumps to the present.
+
+  The drop policies discard replies (``subscribed``, ``pong``, ``error``) like events.
+  Memory per client is bounded: ``queue_size`` frames, plus the transport's write buffer
+  (``write_limit`` bytes, 32 KiB by default, plus one frame).
 - When the notification stream ends (``hub.on_completed()`` / ``on_error``) the queued events
   are flushed and every client is closed with **1001** (going away); ``server.stop()``
   closes with 1001 too (queued frames are dropped).
+
+Close codes
+-----------
+
+=====  =====================================================================================
+1000   normal closure (the client's choice)
+1001   going away: the notification stream ended, or the server is stopping
+1009   a client frame larger than ``max_message_size``
+1013   slow consumer: the client's queue overflowed (``overflow="close"``)
+4401   no or invalid credentials: sent by the app that owns the handshake (the API gateway),
+       right after accepting the websocket (closing before accepting is an HTTP 403 in ASGI)
+4403   channel not allowed: a subscribe named a channel the connection's credentials (token
+       scopes) do not allow; the reason is ``"channel not allowed: '<channel>'"`` and the
+       subscribe is not applied
+=====  =====================================================================================
 
 Python API
 ==========
 
 Server side::
 
-    async with WebSocketServer("127.0.0.1", 8765) as server:
+    async with WebSocketServer("127.0.0.1", 8765, queue_size=256, overflow="drop_oldest") as server:
         notifications.subscribe(server.hub)           # Observable[Notification | (channel, event)]
         server.connections.subscribe(lambda conn: print("client", conn.id, conn.remote_address))
         ...
         await server.hub.wait_idle()                  # every queue flushed
-        print(server.hub.published, server.hub.delivered, server.hub.slow_clients_closed)
+        print(server.hub.published, server.hub.delivered, server.hub.dropped, server.hub.slow_clients_closed)
+
+Another websocket server (an ASGI app on uvicorn) can accept ``/ws`` itself and attach the
+connection to the same server and hub, with the same protocol::
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        if (scopes := check_token(websocket)) is None:
+            await websocket.close(CLOSE_UNAUTHORIZED, "invalid token")      # 4401
+            return
+        await server.serve(StarletteTransport(websocket), allowed_channels=scopes.allows)
+
+Any object with the :class:`Transport` members works (``send``, ``recv``, ``close``,
+``remote_address``, ``close_code``, ``close_reason``).
 
 Client side::
 
@@ -58,6 +99,7 @@ Client side::
     )
 """
 
+from ._asgi import StarletteTransport
 from ._client import connect
 from ._codec import (
     MAX_CHANNEL_LENGTH,
@@ -74,16 +116,23 @@ from ._codec import (
     validate_channels,
 )
 from ._hub import Notification, NotificationHub
-from ._server import Connection, WebSocketServer
+from ._server import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Connection, OverflowPolicy, WebSocketServer
+from ._transport import Transport, WebSocketsTransport
 
 __all__ = [
+    "CLOSE_FORBIDDEN",
+    "CLOSE_UNAUTHORIZED",
     "MAX_CHANNELS",
     "MAX_CHANNEL_LENGTH",
     "ClientFrame",
     "Connection",
     "Notification",
     "NotificationHub",
+    "OverflowPolicy",
+    "StarletteTransport",
+    "Transport",
     "WebSocketServer",
+    "WebSocketsTransport",
     "connect",
     "decode_server_frame",
     "encode_error",

@@ -36,10 +36,13 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
     """An Observer that sends each notification to every client subscribed to its channel.
 
     ``on_next(Notification(channel, event))`` (or a ``(channel, event)`` tuple) encodes the
-    frame ``{"type": "event", "channel": channel, "event": event}`` once (orjson) and queues
-    the same bytes on each subscribed client's outgoing queue. It never blocks or awaits: a
-    client whose queue (``server.queue_size`` messages) is full is closed with
-    ``server.overflow_close_code`` (1013) and reason ``"slow consumer"``.
+    frame ``{"type": "event", "channel": channel, "event": event}`` once (orjson) and hands
+    the same bytes to each subscribed client: written at once when the client is keeping up
+    (nothing queued, write buffer below its high-water mark), else queued on its bounded
+    outgoing queue. It never blocks or awaits. A client whose queue (``server.queue_size``
+    messages) is full gets the server's ``overflow`` policy: closed with
+    ``server.overflow_close_code`` (1013) and reason ``"slow consumer"`` (``"close"``), or its
+    oldest frame / all its queued frames discarded (``"drop_oldest"`` / ``"keep_latest"``).
 
     ``on_completed()`` and ``on_error(exc)`` flush every client's queue (at most
     ``flush_timeout`` seconds), then close every client with 1001 (going away); await
@@ -55,8 +58,10 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
 
     Attributes:
         published: ``{channel: notifications received}``, counted even with no subscriber.
-        delivered: event frames written to client sockets, over all channels and clients.
-        slow_clients_closed: clients this hub closed because their queue was full.
+        delivered: event frames written to client transports, over all channels and clients.
+        dropped: event frames discarded from client queues by the ``drop_oldest`` /
+            ``keep_latest`` policies.
+        slow_clients_closed: clients this hub closed because their queue was full (``close``).
     """
 
     def __init__(self, server: WebSocketServer, *, flush_timeout: float = 10.0) -> None:
@@ -65,11 +70,9 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
         self.flush_timeout = flush_timeout
         self.published: Counter[str] = Counter()
         self.delivered = 0
+        self.dropped = 0
         self.slow_clients_closed = 0
         self._closing: asyncio.Future[None] | None = None
-
-    def _count_delivered(self) -> None:
-        self.delivered += 1
 
     def _on_next_core(self, value: Notification | tuple[str, Any]) -> None:
         """Fan one notification out.
@@ -102,12 +105,12 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
         subscribers = self.server._by_channel.get(channel)
         if not subscribers:
             return
-        on_sent = self._count_delivered
         overflowed = 0
         # _enqueue never changes the subscriber sets synchronously (an overflowing client is
-        # unindexed later, when its handler ends), so iterating the live set is safe.
+        # unindexed later, when its handler ends), so iterating the live set is safe. The hub
+        # is the tally of its frames: _enqueue / the sender add to delivered and dropped.
         for conn in subscribers:
-            if conn._enqueue(frame, on_sent) == OVERFLOW:
+            if conn._enqueue(frame, self) == OVERFLOW:
                 overflowed += 1
         self.slow_clients_closed += overflowed
 

@@ -1,7 +1,9 @@
 """The websocket server: accepts clients, answers their subscribe / unsubscribe / ping frames,
 and gives each client a bounded outgoing queue drained by its own sender task.
 
-Built on :func:`websockets.asyncio.server.serve`. Fan-out of notifications is the job of
+Built on :func:`websockets.asyncio.server.serve`; any other websocket server can hand its
+accepted connections over through the :class:`~adapters.websocket.Transport` seam
+(:meth:`WebSocketServer.serve`). Fan-out of notifications is the job of
 :class:`adapters.websocket.NotificationHub`, which enqueues pre-encoded frames on the
 :class:`Connection` objects this server keeps.
 """
@@ -13,16 +15,14 @@ import itertools
 import logging
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Literal, Protocol, get_args
 
 import orjson
 from reactivex import Observable
 from reactivex.subject import Subject
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
-from reactive_services.errors import ConfigError, ConnectionClosedError, DecodeError, ValidationError
+from reactive_services.errors import ConfigError, ConnectionClosedError, DecodeError, ValidationError, WebSocketError
 
 from ._codec import (
     MAX_CHANNELS,
@@ -32,19 +32,36 @@ from ._codec import (
     encode_subscribed,
     parse_client_frame,
 )
+from ._transport import Transport, WebSocketsTransport, fit_close_reason
 
 if TYPE_CHECKING:
     from ._hub import NotificationHub
 
-__all__ = ["Connection", "WebSocketServer"]
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNAUTHORIZED", "Connection", "OverflowPolicy", "WebSocketServer"]
 
 logger = logging.getLogger("adapters.websocket")
+
+#: What happens when a client's outgoing queue is full (see :class:`WebSocketServer`).
+OverflowPolicy = Literal["close", "drop_oldest", "keep_latest"]
+OVERFLOW_POLICIES: tuple[str, ...] = get_args(OverflowPolicy)
+
+#: Close code for a connection without valid credentials (sent by the app at the handshake).
+CLOSE_UNAUTHORIZED = 4401
+#: Close code for a subscribe to a channel the connection is not allowed to read.
+CLOSE_FORBIDDEN = 4403
 
 #: Close codes after which a connection's ``messages`` completes instead of erroring.
 NORMAL_CLOSE_CODES = frozenset({1000, 1001})
 
 # What Connection._enqueue reports.
 QUEUED, DROPPED, OVERFLOW = 0, 1, 2
+
+
+class _Tally(Protocol):
+    """Who counts a queued frame's fate (a NotificationHub)."""
+
+    delivered: int
+    dropped: int
 
 
 class Connection:
@@ -55,20 +72,34 @@ class Connection:
         remote_address: the client's ``(host, port)`` (more items for IPv6).
         channels: the channels the client is currently subscribed to (read-only for users:
             the server updates it from the client's subscribe / unsubscribe frames).
+        transport: the :class:`~adapters.websocket.Transport` the connection runs on.
+        dropped: frames discarded from this client's queue by the ``drop_oldest`` /
+            ``keep_latest`` overflow policies.
     """
 
-    def __init__(self, server: WebSocketServer, ws: ServerConnection, id: int) -> None:
+    def __init__(
+        self,
+        server: WebSocketServer,
+        transport: Transport,
+        id: int,
+        allowed_channels: Callable[[str], bool] | None = None,
+    ) -> None:
         self.id = id
-        self.remote_address: Any = ws.remote_address
+        self.transport = transport
+        self.remote_address: Any = transport.remote_address
         self.channels: set[str] = set()
+        self.dropped = 0
         self._server = server
-        self._ws = ws
+        self._allowed = allowed_channels
+        self._send_nowait: Callable[[bytes], bool] | None = getattr(transport, "send_nowait", None)
         self._messages: Subject[ClientFrame] = Subject()
-        self._outbox: deque[tuple[bytes, Callable[[], None] | None]] = deque()
+        self._outbox: deque[tuple[bytes, _Tally | None]] = deque()
         self._wake = asyncio.Event()
+        # Set while nothing is queued and nothing is being sent (the sender waits on _wake).
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        self._overflowing = False
         self._tasks: asyncio.TaskGroup | None = None
 
     def __repr__(self) -> str:
@@ -83,16 +114,16 @@ class Connection:
         channel limit), get an error frame and are not emitted. It
         completes when the connection closes with 1000 / 1001 and errors with
         :class:`~reactive_services.errors.ConnectionClosedError` on any other close code
-        (e.g. 1013 after the client was closed as a slow consumer, 1006 if the TCP
-        connection dropped). Subscribe from the ``server.connections`` callback to see
-        every frame.
+        (e.g. 1013 after the client was closed as a slow consumer, 4403 after a refused
+        subscribe, 1006 if the TCP connection dropped). Subscribe from the
+        ``server.connections`` callback to see every frame.
         """
         return self._messages
 
     @property
     def is_open(self) -> bool:
         """Whether frames can still be queued for this client."""
-        return not self._closing and self._ws.state is State.OPEN
+        return not self._closing and self.transport.close_code is None
 
     @property
     def queued(self) -> int:
@@ -102,16 +133,17 @@ class Connection:
     @property
     def close_code(self) -> int | None:
         """The close code received from the client once closed (1006 if none), else None."""
-        return self._ws.close_code
+        return self.transport.close_code
 
     def send(self, obj: Any) -> bool:
         """Queue a JSON-serialisable object to be sent to this client as a text frame.
 
-        Never blocks. A full queue closes the client as a slow consumer (see
+        Never blocks. A full queue applies the server's ``overflow`` policy (see
         :class:`WebSocketServer`).
 
         Returns:
-            True if queued; False if dropped because the connection is closing or overflowed.
+            True if queued (or written at once); False if dropped because the connection is
+            closing or was closed by the ``close`` policy.
 
         Raises:
             TypeError: ``obj`` is not JSON-serialisable.
@@ -123,19 +155,15 @@ class Connection:
         return self._enqueue(frame) == QUEUED
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Drop the frames still queued and close the connection with ``code`` / ``reason``.
+        """Drop the frames still queued and close the connection with ``code`` / ``reason``
+        (cut to 123 UTF-8 bytes).
 
-        Waits for the closing handshake at most the server's ``close_timeout`` seconds, then
-        aborts the TCP connection (a client that does not read never answers the handshake).
-        Idempotent.
+        Bounded in time: the transport waits for the closing handshake at most the server's
+        ``close_timeout`` seconds, then aborts the TCP connection (a client that does not read
+        never answers the handshake). Idempotent.
         """
         self._stop_sending()
-        try:
-            async with asyncio.timeout(self._server.close_timeout):
-                await self._ws.close(code, reason)
-        except TimeoutError:
-            logger.info("connection %s: no closing handshake after %ss, aborting", self.id, self._server.close_timeout)
-            self._ws.transport.abort()
+        await self.transport.close(code, fit_close_reason(reason))
 
     # internals
 
@@ -145,24 +173,65 @@ class Connection:
         self._idle.set()
         self._wake.set()
 
-    def _enqueue(self, frame: bytes, on_sent: Callable[[], None] | None = None) -> int:
-        """Queue a frame without blocking: QUEUED, DROPPED (closing) or OVERFLOW (closed now)."""
+    def _enqueue(self, frame: bytes, tally: _Tally | None = None) -> int:
+        """Queue a frame without blocking: QUEUED, DROPPED (closing) or OVERFLOW (closed now).
+
+        When nothing is queued or in flight and the transport can write at once
+        (``send_nowait``), the frame skips the queue. Otherwise it is queued; a full queue
+        applies the overflow policy. The queue is full only when the sender task has not
+        kept up: it is blocked in ``transport.send`` (the write buffer is above its high-water
+        mark because the client does not read), or the producer queued ``queue_size`` frames
+        without yielding to the event loop.
+        """
         if self._closing:
             return DROPPED
-        if len(self._outbox) >= self._server.queue_size:
-            logger.warning(
-                "connection %s: %d frames queued, closing it as a slow consumer (code %d)",
-                self.id,
-                len(self._outbox),
-                self._server.overflow_close_code,
-            )
-            self._stop_sending()
-            self._spawn(self.close(self._server.overflow_close_code, "slow consumer"))
-            return OVERFLOW
-        self._outbox.append((frame, on_sent))
+        outbox = self._outbox
+        if self._send_nowait is not None and self._idle.is_set() and self._send_nowait(frame):
+            if tally is not None:
+                tally.delivered += 1
+            return QUEUED
+        if len(outbox) >= self._server.queue_size:
+            return self._overflow(frame, tally)
+        outbox.append((frame, tally))
         if self._idle.is_set():
             self._idle.clear()
             self._wake.set()
+        return QUEUED
+
+    def _overflow(self, frame: bytes, tally: _Tally | None) -> int:
+        server, outbox = self._server, self._outbox
+        policy = server.overflow
+        if policy == "close":
+            logger.warning(
+                "connection %s: %d frames queued, closing it as a slow consumer (code %d)",
+                self.id,
+                len(outbox),
+                server.overflow_close_code,
+            )
+            server.slow_clients_closed += 1
+            self._stop_sending()
+            self._spawn(self.close(server.overflow_close_code, "slow consumer"))
+            return OVERFLOW
+        if not self._overflowing:
+            self._overflowing = True  # log once per episode: until the queue drains again
+            logger.warning(
+                "connection %s: %d frames queued, the client does not keep up; %s",
+                self.id,
+                len(outbox),
+                "dropping the oldest frames" if policy == "drop_oldest" else "keeping only the latest frame",
+            )
+        if policy == "drop_oldest":
+            _, old = outbox.popleft()
+            discarded = [old]
+        else:  # keep_latest
+            discarded = [old for _, old in outbox]
+            outbox.clear()
+        for old in discarded:
+            if old is not None:
+                old.dropped += 1
+        self.dropped += len(discarded)
+        server.dropped += len(discarded)
+        outbox.append((frame, tally))
         return QUEUED
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -175,22 +244,45 @@ class Connection:
         self._server._spawn(coro)
 
     async def _send_loop(self) -> None:
-        """Drain the outgoing queue, one frame at a time, until the connection closes."""
-        ws, outbox = self._ws, self._outbox
+        """Drain the outgoing queue, one frame at a time, until the connection closes.
+
+        ``transport.send`` returns at once while the transport's write buffer is below its
+        high-water mark, so a burst is written without yielding; it waits while the client
+        does not read, and the queue fills meanwhile.
+        """
+        transport, outbox = self.transport, self._outbox
         while not self._closing:
             if not outbox:
                 self._idle.set()
+                self._overflowing = False
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            frame, on_sent = outbox.popleft()
+            frame, tally = outbox.popleft()
             try:
-                await ws.send(frame, text=True)
-            except ConnectionClosed:
+                await transport.send(frame)
+            except WebSocketError:
                 self._stop_sending()
                 return
-            if on_sent is not None:
-                on_sent()
+            if tally is not None:
+                tally.delivered += 1
+
+    def _refused_channel(self, channels: tuple[str, ...]) -> str | None:
+        """The first channel of a subscribe that ``allowed_channels`` refuses, else None."""
+        allowed = self._allowed
+        if allowed is None:
+            return None
+        for channel in channels:
+            if channel in self.channels:
+                continue
+            try:
+                ok = allowed(channel)
+            except Exception:
+                logger.exception("connection %s: allowed_channels(%r) raised; refusing", self.id, channel)
+                ok = False
+            if not ok:
+                return channel
+        return None
 
     def _emit(self, frame: ClientFrame) -> None:
         try:
@@ -199,12 +291,13 @@ class Connection:
             logger.exception("connection %s: a messages observer raised", self.id)
 
     def _finish(self) -> None:
-        code = self._ws.close_code
+        code = self.transport.close_code
         try:
             if code in NORMAL_CLOSE_CODES:
                 self._messages.on_completed()
             else:
-                self._messages.on_error(ConnectionClosedError(code, self._ws.close_reason or ""))
+                code = 1006 if code is None else code
+                self._messages.on_error(ConnectionClosedError(code, self.transport.close_reason or ""))
         except Exception:
             logger.exception("connection %s: a messages observer raised", self.id)
 
@@ -213,27 +306,57 @@ class WebSocketServer:
     """A websocket server for the notification protocol (see :mod:`adapters.websocket`).
 
     Each client gets an outgoing queue of at most ``queue_size`` frames, drained by its own
-    sender task. Queuing never blocks: when a client's queue is full the client is closed
-    with ``overflow_close_code`` (1013, "try again later") and reason ``"slow consumer"``,
-    and its queued frames are dropped, so one slow client never slows the others.
+    sender task. Queuing never blocks and one slow client never slows the others: when a
+    client's queue is full (its sender is blocked because the client does not read), the
+    ``overflow`` policy decides:
+
+    - ``"close"``: close the client with ``overflow_close_code`` (1013, "try again later") and
+      reason ``"slow consumer"``; its queued frames are dropped (counted in
+      :attr:`slow_clients_closed`, not in :attr:`dropped`).
+    - ``"drop_oldest"``: discard the oldest queued frame to make room; the client stays
+      connected and, once it reads again, gets the newest ``queue_size`` frames.
+    - ``"keep_latest"``: discard everything queued and keep only the new frame: a client that
+      falls behind jumps to the present.
+
+    The drop policies discard whatever frame is oldest, replies (``subscribed``, ``pong``,
+    ``error``) included; each discarded frame is counted in :attr:`dropped`,
+    ``Connection.dropped`` and (for events) the hub's ``dropped``.
+
+    Memory per client is bounded: at most ``queue_size`` queued frames, one frame being
+    sent, and the transport's write buffer, which holds at most ``write_limit`` bytes plus
+    one frame (and control frames). Beyond that only the kernel's socket buffers hold data.
 
     Per-message compression is off: frames are encoded once per notification and the same
     bytes are written to every subscriber.
+
+    Connections come from this server's own listener (:meth:`start`), or from any other
+    websocket server through :meth:`serve` (e.g. an ASGI app's ``/ws`` route with
+    :class:`~adapters.websocket.StarletteTransport`); both kinds share the hub.
 
     Args:
         host: the interface to listen on.
         port: the TCP port; 0 picks a free one (read :attr:`port` after :meth:`start`).
         queue_size: the outgoing queue bound per client, in messages (>= 1).
-        overflow_close_code: the close code sent to a slow consumer.
-        close_timeout: seconds to wait for a client's closing handshake before aborting.
+        overflow: ``"close"``, ``"drop_oldest"`` or ``"keep_latest"`` (see above).
+        overflow_close_code: the close code sent to a slow consumer (``"close"`` policy).
+        close_timeout: seconds to wait for a client's closing handshake before aborting (> 0).
         max_message_size: the largest client frame accepted, in bytes (larger: close 1009).
         ping_interval: seconds between keepalive pings (None: no keepalive).
+        write_limit: the high-water mark of each listener connection's write buffer, in bytes
+            (websockets' ``write_limit``; the low-water mark is a quarter of it).
 
     Raises:
-        ConfigError: ``queue_size`` < 1.
+        ConfigError: (a ``ValueError``, naming the parameter) ``queue_size`` < 1, an unknown
+            ``overflow``, ``close_timeout`` <= 0, ``write_limit`` < 0 or an
+            ``overflow_close_code`` outside 1000-4999.
+
+    Attributes:
+        slow_clients_closed: clients closed by the ``close`` policy (all hubs, and replies).
+        dropped: frames discarded by the ``drop_oldest`` / ``keep_latest`` policies.
 
     Use it as ``async with WebSocketServer() as server:`` or call :meth:`start` /
-    :meth:`stop`. Everything runs on the event loop that called :meth:`start`.
+    :meth:`stop`. Everything runs on the event loop that called :meth:`start` (or, without a
+    listener, the first :meth:`serve`).
     """
 
     def __init__(
@@ -242,25 +365,44 @@ class WebSocketServer:
         port: int = 0,
         *,
         queue_size: int = 1000,
+        overflow: OverflowPolicy = "close",
         overflow_close_code: int = 1013,
         close_timeout: float = 5.0,
         max_message_size: int = 64 * 1024,
         ping_interval: float | None = 20.0,
+        write_limit: int = 32 * 1024,
     ) -> None:
         if queue_size < 1:
             raise ConfigError("queue_size", f"must be >= 1, not {queue_size}")
+        if overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                "overflow", f"must be one of {', '.join(map(repr, OVERFLOW_POLICIES))}, not {overflow!r}"
+            )
+        if not 1000 <= overflow_close_code <= 4999:
+            raise ConfigError("overflow_close_code", f"must be a close code in 1000-4999, not {overflow_close_code}")
+        if not close_timeout > 0:
+            raise ConfigError("close_timeout", f"must be > 0 seconds, not {close_timeout}")
+        if write_limit < 0:
+            raise ConfigError("write_limit", f"must be >= 0 bytes, not {write_limit}")
         self.host = host
         self.queue_size = queue_size
+        self.overflow: OverflowPolicy = overflow
         self.overflow_close_code = overflow_close_code
         self.close_timeout = close_timeout
+        self.write_limit = write_limit
+        self.slow_clients_closed = 0
+        self.dropped = 0
         self._port = port
         self._max_message_size = max_message_size
         self._ping_interval = ping_interval
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self._stopping = False
         self._ids = itertools.count(1)
         self._clients: dict[int, Connection] = {}
+        self._no_clients = asyncio.Event()
+        self._no_clients.set()
         self._by_channel: dict[str, set[Connection]] = {}
         self._connections: Subject[Connection] = Subject()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -313,12 +455,11 @@ class WebSocketServer:
 
         Raises:
             OSError: the address cannot be bound (e.g. the port is in use).
-            RuntimeError: already started.
+            RuntimeError: already started, or stopped.
         """
-        if self._server is not None:
-            raise RuntimeError("the server is already started")
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        if self._server is not None or self._stopping:
+            raise RuntimeError("the server is already started" if self._server else "the server is stopped")
+        self._bind_loop()
         self._server = await serve(
             self._handle,
             self.host,
@@ -327,24 +468,82 @@ class WebSocketServer:
             max_size=self._max_message_size,
             ping_interval=self._ping_interval,
             close_timeout=self.close_timeout,
+            write_limit=self.write_limit,
         )
         logger.info("websocket server listening on %s", self.url)
 
-    async def stop(self, code: int = 1001, reason: str = "server stopping") -> None:
-        """Stop accepting clients, close every open connection with ``code`` / ``reason``
-        (frames still queued are dropped; call ``hub.wait_idle()`` first to flush them), wait
-        until every connection handler has returned, then complete :attr:`connections`.
-        Idempotent.
+    async def serve(self, transport: Transport, *, allowed_channels: Callable[[str], bool] | None = None) -> None:
+        """Run the notification protocol on a connection accepted elsewhere, until it closes.
+
+        The connection joins :attr:`clients` and :attr:`connections` and gets this server's
+        queue and overflow policy and the hub's notifications, exactly like a client of the
+        listener; :meth:`start` is not needed. Returns once the connection is closed (by the
+        client, the hub, :meth:`stop` or a refused subscribe); never raises for a closed
+        connection.
+
+        Args:
+            transport: the accepted connection, e.g. ``StarletteTransport(websocket)`` after
+                ``await websocket.accept()``.
+            allowed_channels: ``allowed_channels(channel) -> bool``, asked for each channel a
+                subscribe adds. A refused channel closes the connection with 4403
+                (:data:`CLOSE_FORBIDDEN`) and reason ``"channel not allowed: '<name>'"``; the
+                subscribe is not applied. A callback that raises refuses. None: all allowed.
+
+        Raises:
+            RuntimeError: called on another event loop than the server's.
         """
-        server = self._server
-        if server is None or self._loop is None:
+        self._bind_loop()
+        if self._stopping:
+            await transport.close(1001, "server stopping")
+            return
+        conn = Connection(self, transport, next(self._ids), allowed_channels)
+        self._clients[conn.id] = conn
+        self._no_clients.clear()
+        try:
+            try:
+                self._connections.on_next(conn)
+            except Exception:
+                logger.exception("a connections observer raised")
+            async with asyncio.TaskGroup() as tasks:
+                conn._tasks = tasks
+                sender = tasks.create_task(conn._send_loop())
+                try:
+                    await self._read_loop(conn)
+                finally:
+                    conn._stop_sending()
+                    sender.cancel()
+        finally:
+            del self._clients[conn.id]
+            if not self._clients:
+                self._no_clients.set()
+            for channel in conn.channels:
+                self._unindex(conn, channel)
+            conn._finish()
+
+    async def stop(self, code: int = 1001, reason: str = "server stopping") -> None:
+        """Stop accepting clients, close every open connection (the listener's and those
+        handed to :meth:`serve`) with ``code`` / ``reason`` (frames still queued are dropped;
+        call ``hub.wait_idle()`` first to flush them), wait until every connection handler
+        has returned, then complete :attr:`connections`. Idempotent.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._loop is None:  # never started nor served
+            self._connections.on_completed()
             return
         # Close open connections ourselves first: Connection.close is bounded by close_timeout
         # even for a client that stopped reading (websockets' own close would wait for it).
         # Then websockets stops listening, rejects handshakes in progress and closes the rest.
         await asyncio.gather(*(conn.close(code, reason) for conn in self.clients))
-        server.close(close_connections=True, code=code, reason=reason)
-        await server.wait_closed()
+        if self._server is not None:
+            self._server.close(close_connections=True, code=code, reason=reason)
+            await self._server.wait_closed()
+        try:  # connections handed to serve(): their handlers return once the transport closed
+            async with asyncio.timeout(self.close_timeout):
+                await self._no_clients.wait()
+        except TimeoutError:
+            logger.warning("%d connection handlers still running after stop()", len(self._clients))
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.close_timeout)
             for task in self._tasks:
@@ -361,6 +560,14 @@ class WebSocketServer:
 
     # internals
 
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._loop_thread = threading.get_ident()
+        elif self._loop is not loop:
+            raise RuntimeError("the websocket server runs on another event loop")
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a background coroutine owned by the server; its failure is logged, not lost."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -373,39 +580,24 @@ class WebSocketServer:
             logger.error("websocket server task failed", exc_info=task.exception())
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = Connection(self, ws, next(self._ids))
-        self._clients[conn.id] = conn
-        try:
-            try:
-                self._connections.on_next(conn)
-            except Exception:
-                logger.exception("a connections observer raised")
-            async with asyncio.TaskGroup() as tasks:
-                conn._tasks = tasks
-                sender = tasks.create_task(conn._send_loop())
-                try:
-                    await self._read_loop(conn)
-                finally:
-                    conn._stop_sending()
-                    sender.cancel()
-        finally:
-            del self._clients[conn.id]
-            for channel in conn.channels:
-                self._unindex(conn, channel)
-            conn._finish()
+        await self.serve(WebSocketsTransport(ws, close_timeout=self.close_timeout))
 
     async def _read_loop(self, conn: Connection) -> None:
-        try:
-            async for data in conn._ws:
-                try:
-                    frame = parse_client_frame(data)
-                except (DecodeError, ValidationError) as exc:
-                    conn._enqueue(encode_error(str(exc)))
-                    continue
-                if self._apply(conn, frame):
-                    conn._emit(frame)
-        except ConnectionClosed:
-            pass
+        transport = conn.transport
+        while (data := await transport.recv()) is not None:
+            try:
+                frame = parse_client_frame(data)
+            except (DecodeError, ValidationError) as exc:
+                conn._enqueue(encode_error(str(exc)))
+                continue
+            if frame.op == "subscribe":
+                refused = conn._refused_channel(frame.channels)
+                if refused is not None:
+                    logger.info("connection %s: subscribe to %r refused, closing", conn.id, refused)
+                    await conn.close(CLOSE_FORBIDDEN, f"channel not allowed: {refused!r}")
+                    return
+            if self._apply(conn, frame):
+                conn._emit(frame)
 
     def _apply(self, conn: Connection, frame: ClientFrame) -> bool:
         """Handle a valid frame; False if it was rejected (an error frame was queued)."""

@@ -28,13 +28,19 @@ from reactive_services.errors import DecodeError, ValidationError
 def test_exported_names() -> None:
     assert sorted(ws.__all__) == sorted(
         [
+            "CLOSE_FORBIDDEN",
+            "CLOSE_UNAUTHORIZED",
             "MAX_CHANNELS",
             "MAX_CHANNEL_LENGTH",
             "ClientFrame",
             "Connection",
             "Notification",
             "NotificationHub",
+            "OverflowPolicy",
+            "StarletteTransport",
+            "Transport",
             "WebSocketServer",
+            "WebSocketsTransport",
             "connect",
             "decode_server_frame",
             "encode_error",

@@ -482,6 +482,19 @@ class Microservice:
         """Every topic this service consumes (namespace included)."""
         return sorted([*self._payload, *self._requests, *(t for topics, _ in self._pipelines for t in topics)])
 
+    @property
+    def sources(self) -> list[tuple[str, tuple[str, ...]]]:
+        """``[(consumer group, topics), ...]``: one entry per broker source :meth:`start`
+        subscribes (payload handlers, request handlers, each pipeline handler), namespace
+        included. Read-only; for readiness checks and consumer-lag metrics."""
+        found: list[tuple[str, tuple[str, ...]]] = []
+        if self._payload:
+            found.append((self.group_id, tuple(self._payload)))
+        if self._requests:
+            found.append((self.request_group_id, tuple(self._requests)))
+        found.extend((self.group_id, tuple(topics)) for topics, _ in self._pipelines)
+        return found
+
     async def start(self) -> None:
         """Create the topics if needed and subscribe every handler.
 

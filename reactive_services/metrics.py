@@ -1,0 +1,776 @@
+"""Prometheus metrics, readiness and a metering broker wrapper (``/metrics``, ``/readyz``).
+
+Three pieces, meant to be wired together by the process that serves HTTP (the gateway)::
+
+    metrics = ServiceMetrics()
+    broker = MeteredBroker(KafkaBroker("localhost:9092"), metrics)   # counts in / out
+    services = [Microservice(broker, [Orders()], name="orders"), ...]
+    metrics.watch_hub(ws_server)                                     # websocket gauges
+    metrics.start_lag_refresh(broker, lambda: consumer_groups(services), interval_s=5.0)
+    check = readiness(broker, services)
+
+    GET /metrics  -> metrics.render(), Content-Type: metrics.content_type
+    GET /readyz   -> status = await check(); 200 if ready(status) else 503; body: status
+    GET /healthz  -> 200 while the process runs (no check here: liveness, not readiness)
+
+Exposed metrics (names follow the Prometheus conventions: ``_total`` for counters, base
+units in the name)::
+
+    rs_messages_in_total{topic,group}            counter  messages a source delivered to its observer
+    rs_messages_out_total{topic}                 counter  records published and acknowledged
+    rs_consumer_lag{group,topic,partition}       gauge    messages: end offset - committed offset
+    rs_consumer_lag_refresh_errors_total         counter  failed lag refreshes (the gauge is then stale)
+    rs_websocket_clients                         gauge    open websocket connections
+    rs_websocket_slow_clients_closed_total       counter  clients closed because their queue overflowed
+    rs_websocket_notifications_published_total   counter  notifications received by the hub(s)
+    rs_websocket_notifications_delivered_total   counter  event frames written to clients
+    rs_websocket_notifications_dropped_total     counter  event frames discarded by a drop policy
+    rs_http_request_duration_seconds{route,method,status}  histogram  HTTP request latency
+
+The message and websocket counters are not kept twice: :class:`MeteredBroker` keeps plain
+integer tallies (a dict increment per message, no lock, no label lookup on the hot path)
+and the websocket server and hub keep their own counters; custom collectors read them when
+Prometheus scrapes (the pattern of prometheus_client's "custom collectors"). Only the lag
+gauge and the latency histogram are prometheus_client metric objects.
+
+Every :class:`ServiceMetrics` owns its own ``CollectorRegistry`` (not the process-global
+one), so several can live in one process (tests, several gateways) without clashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterator, Literal, Sequence
+
+import reactivex
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from reactivex import Observable
+from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
+from reactivex.disposable import Disposable
+
+from adapters._message import Headers, Message, RecordMetadata
+from adapters._protocol import Broker, Decoder
+
+from .errors import ConfigError
+
+__all__ = [
+    "MeteredBroker",
+    "ServiceMetrics",
+    "SourceState",
+    "consumer_groups",
+    "readiness",
+    "ready",
+]
+
+log = logging.getLogger("reactive_services.metrics")
+
+#: The content type of :meth:`ServiceMetrics.render`'s output: the classic Prometheus text
+#: format 0.0.4, which ``generate_latest`` writes and every Prometheus server reads.
+#: (prometheus_client >= 0.22 sets ``CONTENT_TYPE_LATEST`` to ``version=1.0.0``, which only
+#: its own content negotiation pairs with the same bytes; its default handler still answers
+#: an ordinary scrape with 0.0.4, as we do.)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Latency histogram buckets, in seconds (prometheus_client's defaults).
+DEFAULT_LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"),
+)
+
+
+# --------------------------------------------------------------------------- the broker wrapper
+
+
+@dataclass(eq=False)
+class SourceState:
+    """One live subscription to a :meth:`MeteredBroker.source` (see :attr:`MeteredBroker.sources`).
+
+    Attributes:
+        group_id: its consumer group.
+        topics: the topics it reads.
+        assigned: the broker called its ``on_assigned``: it has partitions assigned and
+            positioned. The Broker protocol reports that once per subscription and does not
+            say which partitions; a member that a rebalance leaves without partitions later
+            still shows True.
+    """
+
+    group_id: str
+    topics: tuple[str, ...]
+    assigned: bool = False
+
+
+class _Counting(ObserverBase[Message]):
+    """Counts each message, then hands the very same object on, synchronously.
+
+    Being a plain Observer between the broker source and the subscriber (no scheduling,
+    no copy), it leaves the delivery and commit semantics untouched: ``on_next`` runs in
+    the source's call (so ``current_message`` / ``track`` still see the message), and an
+    exception from downstream propagates back to the source as before.
+    """
+
+    __slots__ = ("_downstream", "_counts", "_group", "_ended")
+
+    def __init__(
+        self,
+        downstream: ObserverBase[Message],
+        counts: defaultdict[tuple[str, str], int],
+        group: str,
+        ended: Callable[[], None],
+    ) -> None:
+        self._downstream = downstream
+        self._counts = counts
+        self._group = group
+        self._ended = ended
+
+    def on_next(self, message: Message) -> None:
+        self._counts[(message.topic, self._group)] += 1
+        self._downstream.on_next(message)
+
+    def on_error(self, error: Exception) -> None:
+        self._ended()
+        self._downstream.on_error(error)
+
+    def on_completed(self) -> None:
+        self._ended()
+        self._downstream.on_completed()
+
+
+class MeteredBroker:
+    """A :class:`adapters.Broker` that delegates everything to ``broker`` and counts messages.
+
+    - **out**: records published through :meth:`emit` / :meth:`emit_batch` and acknowledged,
+      per topic, plus the ``sent`` count of every sink made by :meth:`sink` (the sink itself
+      is ``broker``'s, so ``broker.stop()`` still flushes it). Failed publishes are not counted.
+      Records the wrapped broker publishes on its own (dead letters of undecodable records)
+      are not counted either.
+    - **in**: messages each :meth:`source` subscription delivered to its observer, per topic
+      and consumer group (a message redelivered after a failure counts again). The Message
+      objects pass through untouched and synchronously; offsets are committed exactly when
+      they would be without the wrapper.
+    - **assignment**: which subscriptions are live and had partitions assigned
+      (``on_assigned``), for :func:`readiness`.
+
+    Any other attribute (``records``, ``assignment``, ``source_stats``...) is read from ``broker``.
+
+    Args:
+        broker: the broker to wrap (started by the caller, or by :meth:`start`).
+        metrics: the :class:`ServiceMetrics` whose ``rs_messages_in_total`` /
+            ``rs_messages_out_total`` report this wrapper's counts (None: count only).
+    """
+
+    def __init__(self, broker: Broker, metrics: "ServiceMetrics | None" = None) -> None:
+        self.broker = broker
+        self._in: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._out: defaultdict[str, int] = defaultdict(int)
+        self._sinks: list[tuple[str, ObserverBase[Any]]] = []
+        self._sources: list[SourceState] = []
+        self._started = False
+        if metrics is not None:
+            metrics.watch_broker(self)
+
+    def __repr__(self) -> str:
+        return f"<MeteredBroker {self.broker!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for names not found on the wrapper: the wrapped broker's extras
+        if name == "broker":  # not set yet (during __init__ / unpickling)
+            raise AttributeError(name)
+        return getattr(self.broker, name)
+
+    @property
+    def kind(self) -> str:
+        """The wrapped broker's kind (``"memory"`` or ``"kafka"``)."""
+        return self.broker.kind
+
+    @property
+    def started(self) -> bool:
+        """Whether the wrapped broker is started (its own flag when it has one)."""
+        flag = _started_flag(self.broker)
+        return self._started if flag is None else flag
+
+    # -- counts ----------------------------------------------------------------------------
+    @property
+    def messages_in(self) -> dict[tuple[str, str], int]:
+        """``{(topic, group): messages delivered}`` so far (a snapshot)."""
+        return dict(self._in)
+
+    @property
+    def messages_out(self) -> dict[str, int]:
+        """``{topic: records acknowledged}`` so far, sinks included (a snapshot)."""
+        out = dict(self._out)
+        for topic, sink in list(self._sinks):
+            sent = int(getattr(sink, "sent", 0))
+            if sent:
+                out[topic] = out.get(topic, 0) + sent
+        return out
+
+    @property
+    def sources(self) -> list[SourceState]:
+        """The live source subscriptions, oldest first (a new list; the states are live)."""
+        return list(self._sources)
+
+    def assigned(self, group_id: str, topics: str | Iterable[str] | None = None) -> bool:
+        """Whether a live subscription of ``group_id`` (reading exactly ``topics``, when
+        given) has had partitions assigned."""
+        want = None if topics is None else frozenset((topics,) if isinstance(topics, str) else topics)
+        return any(
+            s.assigned and s.group_id == group_id and (want is None or frozenset(s.topics) == want)
+            for s in self._sources
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the wrapped broker."""
+        await self.broker.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Stop the wrapped broker (its sources complete, its sinks flush)."""
+        try:
+            await self.broker.stop()
+        finally:
+            self._started = False
+
+    async def __aenter__(self) -> "MeteredBroker":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- delegated as they are -------------------------------------------------------------
+    async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:
+        await self.broker.create_topics(topics, partitions=partitions)
+
+    async def committed(self, group_id: str, topic: str, partition: int) -> int | None:
+        return await self.broker.committed(group_id, topic, partition)
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        return await self.broker.end_offsets(topic)
+
+    # -- producing (counted) ---------------------------------------------------------------
+    async def emit(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """``broker.emit``; counts the record once acknowledged."""
+        meta = await self.broker.emit(topic, value, key=key, headers=headers, timestamp_ms=timestamp_ms)
+        self._out[topic] += 1
+        return meta
+
+    async def emit_batch(
+        self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]
+    ) -> list[RecordMetadata]:
+        """``broker.emit_batch``; counts the records once all are acknowledged."""
+        metas = await self.broker.emit_batch(topic, records)
+        self._out[topic] += len(metas)
+        return metas
+
+    def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> ObserverBase[Any]:
+        """``broker.sink``; its acknowledged records (``sink.sent``) count as out."""
+        sink = self.broker.sink(topic, key=key)
+        self._sinks.append((topic, sink))
+        return sink
+
+    # -- consuming (counted) ---------------------------------------------------------------
+    def source(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group_id: str,
+        decode: Decoder = "json",
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        stop: asyncio.Event | None = None,
+        on_assigned: Callable[[], None] | None = None,
+        concurrency: int = 1,
+    ) -> Observable[Message]:
+        """``broker.source`` with each delivered message counted; see :meth:`adapters.Broker.source`.
+
+        Each subscription subscribes to a source of its own from ``broker`` (the wrapper
+        needs to know *which* subscription ``on_assigned`` is about), with an
+        ``on_assigned`` that records the assignment and then calls yours.
+
+        Raises:
+            ConfigError: as ``broker.source`` (raised here, at the call).
+        """
+        names = (topics,) if isinstance(topics, str) else tuple(topics)
+
+        def make(assigned: Callable[[], None] | None) -> Observable[Message]:
+            return self.broker.source(
+                topics,
+                group_id=group_id,
+                decode=decode,
+                auto_offset_reset=auto_offset_reset,
+                stop=stop,
+                on_assigned=assigned,
+                concurrency=concurrency,
+            )
+
+        make(on_assigned)  # validate now, as the wrapped broker does
+
+        def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
+            state = SourceState(group_id, names)
+
+            def assigned() -> None:
+                state.assigned = True
+                if on_assigned is not None:
+                    on_assigned()
+
+            def ended() -> None:
+                try:
+                    self._sources.remove(state)
+                except ValueError:
+                    pass
+
+            self._sources.append(state)
+            inner = make(assigned).subscribe(_Counting(observer, self._in, group_id, ended), scheduler=scheduler)
+
+            def dispose() -> None:
+                ended()
+                inner.dispose()
+
+            return Disposable(dispose)
+
+        return reactivex.create(subscribe)
+
+
+def _started_flag(broker: Any) -> bool | None:
+    """The broker's own started flag: ``started`` (KafkaBroker, MeteredBroker), else
+    ``_started`` (InMemoryBroker keeps it private), else None (unknown)."""
+    for name in ("started", "_started"):
+        flag = getattr(broker, name, None)
+        if isinstance(flag, bool):
+            return flag
+    return None
+
+
+# --------------------------------------------------------------------------- the metrics
+
+
+class _BrokerCollector(Collector):
+    """``rs_messages_in_total`` / ``rs_messages_out_total`` read from the watched brokers."""
+
+    def __init__(self, metrics: "ServiceMetrics") -> None:
+        self._metrics = metrics
+
+    def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "rs_messages_in_total",
+                "Messages a broker source delivered to its observer (redeliveries count again).",
+                labels=["topic", "group"],
+            ),
+            CounterMetricFamily(
+                "rs_messages_out_total", "Records published and acknowledged by the broker.", labels=["topic"]
+            ),
+        )
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        fam_in, fam_out = self._families()
+        ins: dict[tuple[str, str], int] = defaultdict(int)
+        outs: dict[str, int] = defaultdict(int)
+        for broker in list(self._metrics._brokers):
+            for key, n in broker.messages_in.items():
+                ins[key] += n
+            for topic, n in broker.messages_out.items():
+                outs[topic] += n
+        for (topic, group), n in sorted(ins.items()):
+            fam_in.add_metric([topic, group], n)
+        for topic, n in sorted(outs.items()):
+            fam_out.add_metric([topic], n)
+        yield fam_in
+        yield fam_out
+
+
+class _WebSocketCollector(Collector):
+    """The websocket gauges and counters, read from the watched servers and hubs at scrape time."""
+
+    _NAMES = (
+        ("rs_websocket_clients", "gauge", "Open websocket connections."),
+        ("rs_websocket_slow_clients_closed_total", "counter",
+         "Websocket clients closed because their outgoing queue overflowed."),
+        ("rs_websocket_notifications_published_total", "counter", "Notifications received by the hub(s)."),
+        ("rs_websocket_notifications_delivered_total", "counter", "Event frames written to websocket clients."),
+        ("rs_websocket_notifications_dropped_total", "counter",
+         "Event frames discarded from client queues by a drop_oldest / keep_latest policy."),
+    )
+
+    def __init__(self, metrics: "ServiceMetrics") -> None:
+        self._metrics = metrics
+
+    def _families(self, values: Sequence[float] | None) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        for i, (name, kind, doc) in enumerate(self._NAMES):
+            value = None if values is None else values[i]
+            if kind == "gauge":
+                yield GaugeMetricFamily(name, doc, value=value)
+            else:
+                yield CounterMetricFamily(name, doc, value=value)
+
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield from self._families(None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        watched = list(self._metrics._websockets)
+        if not watched:
+            return
+        servers = {id(s): s for s, _ in watched if s is not None}
+        hubs = {id(h): h for _, h in watched if h is not None}
+        clients = sum(len(s.clients) for s in servers.values())
+        if servers:  # the server's count covers all its hubs (and replies)
+            slow = sum(int(getattr(s, "slow_clients_closed", 0)) for s in servers.values())
+        else:
+            slow = sum(int(getattr(h, "slow_clients_closed", 0)) for h in hubs.values())
+        published = sum(_total(getattr(h, "published", 0)) for h in hubs.values())
+        delivered = sum(int(getattr(h, "delivered", 0)) for h in hubs.values())
+        dropped = sum(int(getattr(h, "dropped", 0)) for h in hubs.values())
+        yield from self._families((clients, slow, published, delivered, dropped))
+
+
+def _total(count: Any) -> int:
+    """An int, or the sum of a ``{key: int}`` mapping (copied first: another thread may add keys)."""
+    if isinstance(count, Mapping):
+        return sum(dict(count).values())
+    return int(count)
+
+
+class ServiceMetrics:
+    """The Prometheus metrics of one process, in a registry of their own.
+
+    See the module docstring for the metric names and labels.
+
+    Args:
+        registry: where to register (default: a new ``CollectorRegistry``, not the global one).
+        latency_buckets_s: upper bounds of the latency histogram buckets, in seconds.
+
+    Attributes:
+        registry: the ``CollectorRegistry`` holding every metric below.
+        content_type: the ``Content-Type`` to send :meth:`render`'s bytes with.
+        consumer_lag: the ``rs_consumer_lag`` Gauge (set by :meth:`refresh_lag`).
+        request_duration: the ``rs_http_request_duration_seconds`` Histogram.
+        lag_refresh_errors: the ``rs_consumer_lag_refresh_errors_total`` Counter.
+    """
+
+    content_type: str = CONTENT_TYPE
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        latency_buckets_s: Sequence[float] = DEFAULT_LATENCY_BUCKETS_S,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._brokers: list[MeteredBroker] = []
+        self._websockets: list[tuple[Any, Any]] = []  # (server or None, hub or None)
+        self._lag_task: asyncio.Task[None] | None = None
+        self._lag_series: set[tuple[str, str, str]] = set()
+        self.consumer_lag = Gauge(
+            "rs_consumer_lag",
+            "Messages not yet consumed: end offset - committed offset (no commit yet: from offset 0).",
+            ["group", "topic", "partition"],
+            registry=self.registry,
+        )
+        self.lag_refresh_errors = Counter(
+            "rs_consumer_lag_refresh_errors_total",
+            "Consumer-lag refreshes that failed (rs_consumer_lag then keeps its last values).",
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "rs_http_request_duration_seconds",
+            "HTTP request latency, from the request's arrival to its response, in seconds.",
+            ["route", "method", "status"],
+            registry=self.registry,
+            buckets=tuple(latency_buckets_s),
+        )
+        self.registry.register(_BrokerCollector(self))
+        self.registry.register(_WebSocketCollector(self))
+
+    # -- sources of counts -----------------------------------------------------------------
+    def watch_broker(self, broker: MeteredBroker) -> None:
+        """Report ``broker``'s message counts (several brokers' counts add up)."""
+        if not any(b is broker for b in self._brokers):
+            self._brokers.append(broker)
+
+    def watch_hub(self, target: Any) -> None:
+        """Report the websocket metrics of a :class:`~adapters.websocket.WebSocketServer`
+        (and its default ``hub``) or of a :class:`~adapters.websocket.NotificationHub`
+        (and its ``server``), read at each scrape.
+
+        Read duck-typed: a server has ``clients`` (a sized collection),
+        ``slow_clients_closed`` and ``hub``; a hub has ``published`` (an int or a
+        ``{channel: int}`` mapping), ``delivered``, ``dropped``, ``slow_clients_closed`` and
+        ``server``. Watching several hubs of one server counts its clients once.
+        """
+        if hasattr(target, "published") and hasattr(target, "delivered"):
+            hub, server = target, getattr(target, "server", None)
+        else:
+            server, hub = target, getattr(target, "hub", None)
+        if not any(s is server and h is hub for s, h in self._websockets):
+            self._websockets.append((server, hub))
+
+    # -- HTTP latency ----------------------------------------------------------------------
+    def observe_request(self, route: str, method: str, status: int | str, seconds: float) -> None:
+        """Record one HTTP request's latency.
+
+        Args:
+            route: the route *template* (``"/orders/{order_id}"``), not the raw path: every
+                distinct value is a time series.
+            method: the HTTP method (upper-cased here).
+            status: the response status code.
+            seconds: from the request's arrival to the end of its response.
+        """
+        self.request_duration.labels(route=route, method=method.upper(), status=str(status)).observe(seconds)
+
+    # -- consumer lag ----------------------------------------------------------------------
+    async def refresh_lag(
+        self, broker: Broker, groups_topics: Mapping[str, Iterable[str]]
+    ) -> dict[tuple[str, str, int], int]:
+        """Read end and committed offsets and set ``rs_consumer_lag`` for every partition.
+
+        Lag of a partition = ``end_offsets(topic)[p] - committed(group, topic, p)``, in
+        messages, at least 0; a group that has committed nothing there counts from offset
+        0 (what ``auto_offset_reset="earliest"`` would read). Committed offsets trail the
+        handled ones by up to the broker's commit interval (Kafka: ``commit_interval_s``).
+        Series of these groups' partitions that no longer exist are removed.
+
+        Args:
+            broker: where to read offsets (any :class:`adapters.Broker`).
+            groups_topics: ``{consumer group: topics}``, e.g. :func:`consumer_groups`.
+
+        Returns:
+            ``{(group, topic, partition): lag}``.
+
+        Raises:
+            BrokerError: the broker did not answer (the gauge keeps its previous values).
+        """
+        wanted = {group: list(dict.fromkeys(topics)) for group, topics in groups_topics.items()}
+        topics = sorted({t for ts in wanted.values() for t in ts})
+        ends = dict(zip(topics, await asyncio.gather(*(broker.end_offsets(t) for t in topics))))
+        keys = [(g, t, p, end) for g, ts in wanted.items() for t in ts for p, end in sorted(ends[t].items())]
+        limit = asyncio.Semaphore(8)  # at most 8 offset requests at once
+
+        async def committed(group: str, topic: str, partition: int) -> int | None:
+            async with limit:
+                return await broker.committed(group, topic, partition)
+
+        offsets = await asyncio.gather(*(committed(g, t, p) for g, t, p, _ in keys))
+        lag = {(g, t, p): max(0, end - (c or 0)) for (g, t, p, end), c in zip(keys, offsets)}
+        # no await from here on: a scrape never sees half an update
+        fresh = {(g, t, str(p)) for g, t, p in lag}
+        for series in [s for s in self._lag_series if s[0] in wanted and s not in fresh]:
+            self.consumer_lag.remove(*series)
+            self._lag_series.discard(series)
+        for (g, t, p), n in lag.items():
+            self.consumer_lag.labels(group=g, topic=t, partition=str(p)).set(n)
+        self._lag_series |= fresh
+        return lag
+
+    async def run_lag_refresh(
+        self,
+        broker: Broker,
+        groups_topics: Mapping[str, Iterable[str]] | Callable[[], Mapping[str, Iterable[str]]],
+        *,
+        interval_s: float = 5.0,
+    ) -> None:
+        """Call :meth:`refresh_lag` every ``interval_s`` seconds until cancelled (for a task group).
+
+        ``groups_topics`` may be a callable, called before each refresh (so services
+        started later are included). A failed refresh is logged and counted in
+        ``rs_consumer_lag_refresh_errors_total``; the loop goes on.
+
+        Raises:
+            ConfigError: ``interval_s`` is not > 0.
+        """
+        if not interval_s > 0:
+            raise ConfigError("interval_s", f"must be > 0 seconds, got {interval_s!r}")
+        while True:
+            try:
+                groups = groups_topics() if callable(groups_topics) else groups_topics
+                await self.refresh_lag(broker, groups)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged and counted; the next refresh may work
+                self.lag_refresh_errors.inc()
+                log.warning("consumer lag refresh failed: %s", exc)
+            await asyncio.sleep(interval_s)
+
+    def start_lag_refresh(
+        self,
+        broker: Broker,
+        groups_topics: Mapping[str, Iterable[str]] | Callable[[], Mapping[str, Iterable[str]]],
+        *,
+        interval_s: float = 5.0,
+    ) -> asyncio.Task[None]:
+        """Run :meth:`run_lag_refresh` in a background task until :meth:`stop`.
+
+        Returns:
+            the task (it only ends by :meth:`stop`; failures inside are logged and counted).
+
+        Raises:
+            ConfigError: ``interval_s`` is not > 0.
+            RuntimeError: a refresh task is already running, or no event loop is running.
+        """
+        if not interval_s > 0:
+            raise ConfigError("interval_s", f"must be > 0 seconds, got {interval_s!r}")
+        if self._lag_task is not None and not self._lag_task.done():
+            raise RuntimeError("a lag refresh task is already running; stop() it first")
+        task = asyncio.get_running_loop().create_task(
+            self.run_lag_refresh(broker, groups_topics, interval_s=interval_s), name="rs-consumer-lag-refresh"
+        )
+        task.add_done_callback(_log_unexpected_end)
+        self._lag_task = task
+        return task
+
+    async def stop(self) -> None:
+        """Cancel the lag refresh task, if any, and wait for it to end."""
+        task, self._lag_task = self._lag_task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():  # we were cancelled ourselves
+                raise
+
+    # -- exposition ------------------------------------------------------------------------
+    def render(self) -> bytes:
+        """Every metric in the Prometheus text format (send with :attr:`content_type`)."""
+        return generate_latest(self.registry)
+
+
+def _log_unexpected_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("consumer lag refresh task ended", exc_info=task.exception())
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+def consumer_groups(services: Iterable[Any]) -> dict[str, list[str]]:
+    """``{consumer group: topics}`` read by ``services`` (each a :class:`Microservice`), for
+    :meth:`ServiceMetrics.refresh_lag`."""
+    groups: dict[str, list[str]] = {}
+    for service in services:
+        for group, topics in service.sources:
+            known = groups.setdefault(group, [])
+            known.extend(t for t in topics if t not in known)
+    return groups
+
+
+def ready(status: Mapping[str, Any]) -> bool:
+    """Whether a :func:`readiness` answer means "ready": every top-level bool is True
+    (and every bool of a nested mapping such as ``"services"``)."""
+    for value in status.values():
+        if isinstance(value, bool) and not value:
+            return False
+        if isinstance(value, Mapping) and not all(v for v in value.values() if isinstance(v, bool)):
+            return False
+    return True
+
+
+def readiness(
+    broker: Broker, services: Iterable[Any], *, probe_timeout_s: float = 2.0, probe_topic: str | None = None
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """A check for ``/readyz``: ``status = await check()``, then :func:`ready` (status)
+    -> 200, else 503 with the status as body.
+
+    The answer::
+
+        {"broker": bool, "partitions_assigned": bool, "services": {name: started}}
+
+    - ``broker``: the broker is started and, for Kafka, answers a metadata request within
+      ``probe_timeout_s`` seconds (``end_offsets`` of a topic a service reads, else of
+      ``probe_topic``; with neither, the started flag alone). A probe that outlives the
+      timeout is left to finish in the background and reused by the next check, so
+      checks never pile up. For the in-memory broker: started.
+    - ``partitions_assigned``: every service is started and each of its sources
+      (:attr:`Microservice.sources`) has a live subscription that was assigned
+      partitions. Read from the :class:`MeteredBroker` the services (or ``broker``) use;
+      without one, from the broker's own counters (Kafka ``source_stats``: an assignment
+      was received in the group; memory ``assignment``: a member owns a partition of the
+      topics). A consumer group with more members than partitions leaves some member
+      without any: that process then reports not ready, by design of this rule.
+    - ``services``: ``{service name: Microservice.started}``.
+
+    "Ready" iff every top-level bool is True (a stopped service makes
+    ``partitions_assigned`` False too, so the top-level bools suffice).
+
+    Args:
+        broker: the broker the services use (a :class:`MeteredBroker` or the raw one).
+        services: :class:`Microservice` objects (anything with ``name``, ``started``,
+            ``sources`` and ``broker``).
+        probe_timeout_s: seconds the Kafka metadata probe may take.
+        probe_topic: the topic to probe when no service reads one.
+
+    Raises:
+        ConfigError: ``probe_timeout_s`` is not > 0.
+    """
+    if not probe_timeout_s > 0:
+        raise ConfigError("probe_timeout_s", f"must be > 0 seconds, got {probe_timeout_s!r}")
+    services = list(services)
+    probe: asyncio.Task[dict[int, int]] | None = None
+
+    async def broker_ok() -> bool:
+        nonlocal probe
+        inner = broker.broker if isinstance(broker, MeteredBroker) else broker
+        flag = _started_flag(inner)
+        if flag is False:
+            return False
+        if getattr(inner, "kind", None) == "memory":
+            return True
+        topic = next((t for s in services for _, ts in s.sources for t in ts), probe_topic)
+        if topic is None:
+            return bool(flag)
+        if probe is None or probe.done():
+            probe = asyncio.ensure_future(inner.end_offsets(topic))
+            probe.add_done_callback(_consume_result)
+        try:
+            await asyncio.wait_for(asyncio.shield(probe), probe_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - timeout or broker error: not ready
+            return False
+        return True
+
+    async def check() -> dict[str, Any]:
+        started: dict[str, bool] = {}
+        for s in services:
+            started[s.name] = started.get(s.name, True) and bool(s.started)
+        assigned = all(
+            s.started and all(_assigned(s.broker if isinstance(s.broker, MeteredBroker) else broker, g, ts)
+                              for g, ts in s.sources)
+            for s in services
+        )
+        return {"broker": await broker_ok(), "partitions_assigned": assigned, "services": started}
+
+    return check
+
+
+def _assigned(broker: Any, group: str, topics: Sequence[str]) -> bool:
+    if isinstance(broker, MeteredBroker):
+        return broker.assigned(group, topics)
+    stats = getattr(broker, "source_stats", None)
+    if callable(stats):  # Kafka: an assignment was received by a running source of the group
+        return any(st.assignments > 0 for st in stats(group))
+    members = getattr(broker, "assignment", None)
+    if callable(members):  # memory: a member of the group owns a partition of these topics
+        return any(tp[0] in topics for member in members(group) for tp in member)
+    return False
+
+
+def _consume_result(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: no "exception was never retrieved" warning

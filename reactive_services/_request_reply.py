@@ -220,7 +220,8 @@ class Responder(ObserverBase[Message]):
                 result = await result
             if isinstance(result, Observable):
                 result = await _last_value(result)
-            data = encode_value(result)
+            # None is JSON null on the wire, not a tombstone (which the reply consumer cannot decode)
+            data = b"null" if result is None else encode_value(result)
             status = b"ok"
         except Exception as exc:  # noqa: BLE001 - any handler failure becomes an error reply
             log.info("%s: handler of %s raised %r; replying with an error", self._name, message.topic, exc)

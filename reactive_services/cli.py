@@ -112,6 +112,28 @@ def _parser() -> argparse.ArgumentParser:
                            help="read the password from the first line of standard input instead of prompting")
         u.add_argument("--db", type=Path, metavar="PATH",
                        help="the auth service's database (default: $RS_AUTH_DB, else data/auth.db)")
+
+    sv = sub.add_parser(
+        "serve", help="run the shop's services, the notification hub and the API gateway until SIGTERM",
+        description="Run the shop as long-running services: orders, inventory, auth, logs and the gateway "
+                    "(HTTP API, /ws, dashboard). All in one process by default; --only picks some (on Kafka). "
+                    "Stops gracefully on SIGTERM / SIGINT.")
+    sv.add_argument("--only", action="append", metavar="SERVICE",
+                    help="run only these services (orders, inventory, auth, logs, gateway); repeatable or "
+                         "comma-separated; needs --bootstrap-servers")
+    sv.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka (default: the embedded broker)")
+    sv.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="gateway port (default 8000; 0: any free port)")
+    sv.add_argument("--data-dir", type=Path, default=Path("data"), help="databases folder (default ./data)")
+    sv.add_argument("--namespace", default="", help="topic prefix shared by the processes of one deployment")
+    sv.add_argument("--instance", help="instance name (the hub's consumer group is notifications.<instance>)")
+    sv.add_argument("--products", type=Path, help="products CSV seeding an empty inventory (default: the shipped one)")
+    sv.add_argument("--replay-logs", action="store_true", help="replay the shipped loghub files to 'logs' at start")
+    sv.add_argument("--overflow", choices=["close", "drop_oldest", "keep_latest"], default="close",
+                    help="what the hub does when a client's queue is full (default close, code 1013)")
+    sv.add_argument("--queue-size", type=int, default=1000, help="hub queue per client, messages (default 1000)")
+    sv.add_argument("--dev", action="store_true",
+                    help="development: a random JWT secret when RS_JWT_* is not set, and print a token with every scope")
     return parser
 
 
@@ -129,7 +151,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _token(args)
     if args.command == "users":
         return _users(args)
+    if args.command == "serve":
+        return _serve(args)
     return 2  # pragma: no cover - argparse enforces the subcommands
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from examples.shop.system import ServeConfig, ServeInfo, parse_only, serve
+
+    from .errors import BrokerUnavailableError, ConfigError
+
+    logging.getLogger("reactive_services").setLevel(logging.WARNING)
+    config = ServeConfig(only=parse_only(args.only), bootstrap_servers=args.bootstrap_servers, host=args.host,
+                         port=args.port, data_dir=args.data_dir, namespace=args.namespace, dev=args.dev,
+                         replay_logs=args.replay_logs, overflow=args.overflow, queue_size=args.queue_size)
+    if args.instance:
+        config.instance = args.instance
+    if args.products:
+        config.products = args.products
+
+    def ready(info: ServeInfo) -> None:
+        print(f"serving {', '.join(info.services)}" + (f" at {info.url}" if info.url else ""), flush=True)
+        if info.url:
+            print(f"dashboard: {info.url}   API docs: {info.url}docs", flush=True)
+        if info.dev_token:
+            print(f"dev token (every scope): {info.dev_token}", flush=True)
+        print("ready", flush=True)
+
+    try:
+        config.validate()
+        return asyncio.run(serve(config, on_ready=ready))
+    except ConfigError as exc:
+        print(f"error: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except BrokerUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line, not a traceback
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]  # type: ignore[assignment]
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -22,6 +22,14 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "message_pattern",
         "start_all_microservices",
     ],
+    "reactive_services.metrics": [
+        "MeteredBroker",
+        "ServiceMetrics",
+        "SourceState",
+        "consumer_groups",
+        "readiness",
+        "ready",
+    ],
     "reactive_services.auth": [
         "Claims",
         "JwtConfig",
@@ -90,6 +98,20 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "LoginThrottle",
         "UserStore",
         "default_db_path",
+    ],
+    "examples.shop.gateway": [
+        "PATTERNS",
+        "GatewaySettings",
+        "LoginRequest",
+        "OrderItemIn",
+        "OrderRequest",
+        "create_app",
+    ],
+    "examples.shop.order_query": [
+        "MAX_ORDER_ID_CHARS",
+        "OrderQueryController",
+        "OrderStore",
+        "order_id_of",
     ],
     "adapters.kafka": ["KafkaBroker", "SourceStats"],
     "adapters.websocket": [

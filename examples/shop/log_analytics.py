@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Protocol
@@ -371,10 +371,14 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         top_n: how many templates :meth:`report` lists per source.
         on_event: also called with every parsed :class:`LogEvent` (e.g. to write template
             assignments).
+        recent_size: how many of the latest stats (and alerts) :attr:`recent` (and
+            :attr:`recent_alerts`) keep.
 
     Attributes:
         error: the error that ended the stream, or None.
         done: set when the stream completed or failed.
+        recent: the latest ``log.stats`` values, oldest first (all sources).
+        recent_alerts: the latest ``log.alert`` values, oldest first.
     """
 
     def __init__(
@@ -386,8 +390,11 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         late_topic: str = LATE_TOPIC,
         top_n: int = 5,
         on_event: Callable[[LogEvent], None] | None = None,
+        recent_size: int = 1000,
     ) -> None:
         self._emit = emit
+        self.recent: deque[dict[str, Any]] = deque(maxlen=recent_size)
+        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=recent_size)
         self.stats_topic = stats_topic
         self.alert_topic = alert_topic
         self.late_topic = late_topic
@@ -439,10 +446,12 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         totals = self._totals_of(name)
         totals.late += len(window.late)
         totals.windows += 1
+        self.recent.append(stats)
         self._publish(loop, self.stats_topic, stats, name)
         for alert in value.alerts:
             totals.alerts += 1
             totals.alert_kinds[alert["kind"]] += 1
+            self.recent_alerts.append(alert)
             self._publish(loop, self.alert_topic, alert, name)
         for event in window.late:
             self._publish(loop, self.late_topic, late_record(event, window), name)

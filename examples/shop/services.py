@@ -2,8 +2,9 @@
 
 ``InventoryController``: ``order.created`` -> decode and validate (bad records to
 ``order.created.DLT``) -> the :class:`~examples.shop.inventory.InventoryService` Observer;
-and the request ``inventory.get_stock`` ``{"product_ids": [str, ...]}`` answered with
-``{product_id: units or null}``.
+the request ``inventory.get_stock`` ``{"product_ids": [str, ...]}`` answered with
+``{product_id: units or null}``; and the request ``inventory.get_order`` ``{"order_id": str}``
+answered with the order's outcome ``{"status", "items", "reason"}`` or null.
 ``LogAnalyticsController``: ``logs`` -> parse, windows, templates -> the
 :class:`~examples.shop.log_analytics.LogAnalyticsService` Observer.
 ``NotificationController`` lives in :mod:`examples.shop.notifications`.
@@ -11,7 +12,7 @@ and the request ``inventory.get_stock`` ``{"product_ids": [str, ...]}`` answered
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import reactivex.operators as ops
@@ -24,6 +25,7 @@ from reactive_services.errors import ValidationError
 
 from .inventory import InventoryService, parse_order
 from .log_analytics import LogAnalyticsService, check_log_record
+from .order_query import order_id_of
 
 __all__ = ["InventoryController", "LogAnalyticsController"]
 
@@ -83,6 +85,28 @@ class InventoryController(Controller):
                 raise ValidationError(f"product_ids[{i}]: must be a non-empty string, got {product_id!r}")
         return await self.inventory.store.stock_of(ids)
 
+    @message_pattern("inventory.get_order")
+    async def get_order(self, payload: Any) -> dict[str, Any] | None:
+        """The request ``inventory.get_order``: what the inventory decided for one order.
+
+        Args:
+            payload: ``{"order_id": str}`` (non-empty, at most 256 characters).
+
+        Returns:
+            ``{"status": "applied" | "rejected", "items": [...], "reason": str | None}`` (the
+            stored :class:`~examples.shop.inventory.Outcome`: applied items carry
+            ``product_id``, ``quantity``, ``remaining``; rejected ones ``product_id``,
+            ``quantity``, and ``reason`` says why), or ``null`` when the order has not been
+            processed (not received yet, or dead-lettered).
+
+        Raises:
+            ValidationError: a malformed payload (the client gets an error reply).
+        """
+        outcome = await self.inventory.store.outcome(order_id_of(payload))
+        if outcome is None:
+            return None
+        return {"status": outcome.status, "items": list(outcome.items), "reason": outcome.reason}
+
 
 class LogAnalyticsController(Controller):
     """``logs`` records into the log analytics pipeline.
@@ -116,3 +140,39 @@ class LogAnalyticsController(Controller):
 
     def _count(self, _: Message) -> None:
         self.received += 1
+
+    @message_pattern("logs.recent_stats")
+    def recent_stats(self, payload: Any) -> list[dict[str, Any]]:
+        """The request ``logs.recent_stats``: the latest window stats (``log.stats`` values).
+
+        Args:
+            payload: ``{"limit": int in 1..1000 (default 200), "source": str (optional)}``.
+
+        Returns:
+            Up to ``limit`` stats values, oldest first (of ``source`` only, when given).
+
+        Raises:
+            ValidationError: a malformed payload (the client gets an error reply).
+        """
+        return self._latest(self.analytics.recent, payload)
+
+    @message_pattern("logs.recent_alerts")
+    def recent_alerts(self, payload: Any) -> list[dict[str, Any]]:
+        """The request ``logs.recent_alerts``: the latest ``log.alert`` values; the payload and
+        errors as for ``logs.recent_stats``."""
+        return self._latest(self.analytics.recent_alerts, payload)
+
+    @staticmethod
+    def _latest(values: Iterable[dict[str, Any]], payload: Any) -> list[dict[str, Any]]:
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, Mapping):
+            raise ValidationError(f"payload: must be a JSON object, got {type(payload).__name__}")
+        limit = payload.get("limit", 200)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValidationError(f"limit: must be an integer in 1..1000, got {limit!r}")
+        source = payload.get("source")
+        if source is not None and (not isinstance(source, str) or not source):
+            raise ValidationError(f"source: must be a non-empty string, got {source!r}")
+        chosen = [v for v in values if source is None or v["source"] == source]
+        return chosen[-limit:]

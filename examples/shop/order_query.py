@@ -1,0 +1,212 @@
+"""The shop's order query service: keeps every ``order.created`` in its own SQLite database and
+answers ``orders.get``, so that the API gateway can show an order as it was created.
+
+Pipeline (wired by the runtime)::
+
+    broker.source("order.created", group_id=<the service's group>)
+      -> OrderQueryController.created (payload handler)     validate (parse_order), INSERT OR IGNORE
+                                                             (bad record -> order.created.DLT)
+
+Request ``orders.get`` (``@message_pattern``)::
+
+    request  {"order_id": str}
+    reply    the order.created value as it was received (every key kept: "order_id", "items",
+             and "customer_id", "created_at" from the gateway, or "total", "freight" from the
+             order file), or null when the order is unknown
+    errors   ValidationError  the payload is not {"order_id": non-empty string <= 256 characters}
+
+Idempotency: the order id is the table's primary key and orders are inserted with
+``INSERT OR IGNORE``, so a redelivered ``order.created`` (at-least-once delivery) changes
+nothing; the first value stored for an order id is kept.
+
+Run it in a consumer group of its own (e.g. ``Microservice(broker, [controller],
+name="order-query")``), apart from the inventory's, so that it reads every order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from adapters import Message
+from reactive_services import Controller, event_pattern, message_pattern
+from reactive_services.errors import ValidationError
+
+from .inventory import parse_order
+
+__all__ = ["MAX_ORDER_ID_CHARS", "OrderQueryController", "OrderStore", "order_id_of"]
+
+
+#: The longest order id a query accepts (characters).
+MAX_ORDER_ID_CHARS = 256
+#: The largest order.created record stored (bytes of the record's value); a larger one is
+#: dead-lettered (the inventory's limit, ``services.MAX_ORDER_BYTES``).
+MAX_ORDER_BYTES = 64 * 1024
+
+
+def order_id_of(payload: Any) -> str:
+    """The order id of a query payload ``{"order_id": str}`` (the shape of ``orders.get``,
+    ``inventory.get_order`` and ``notifications.get_order``).
+
+    Raises:
+        ValidationError: ``payload`` is not an object, or its ``order_id`` is not a non-empty
+            string of at most :data:`MAX_ORDER_ID_CHARS` characters; the message names the field.
+    """
+    if not isinstance(payload, Mapping):
+        raise ValidationError(f"payload: must be a JSON object, got {type(payload).__name__}")
+    order_id = payload.get("order_id")
+    if not isinstance(order_id, str) or not order_id:
+        raise ValidationError(f"order_id: must be a non-empty string, got {order_id!r}")
+    if len(order_id) > MAX_ORDER_ID_CHARS:
+        raise ValidationError(f"order_id: too long ({len(order_id)} characters, at most {MAX_ORDER_ID_CHARS})")
+    return order_id
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id    TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,   -- the order.created value, JSON
+    received_at REAL NOT NULL    -- when this service stored it, seconds since the epoch
+);
+"""
+
+
+class OrderStore:
+    """The order query service's own SQLite database (aiosqlite); no other service opens it.
+
+    Table ``orders(order_id PK, value JSON, received_at)``. Use as ``async with
+    OrderStore(path) as store:`` or call :meth:`open` / :meth:`close`. Calls are serialized
+    by an internal lock.
+
+    Args:
+        db_path: the database file (its folder and the file are created if missing), or
+            ``":memory:"``.
+    """
+
+    def __init__(self, db_path: str | PathLike[str]) -> None:
+        self.db_path = db_path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Open the database and create the table if needed.
+
+        Raises:
+            sqlite3.Error: the database cannot be opened or written.
+            OSError: its folder cannot be created.
+        """
+        if str(self.db_path) != ":memory:":
+            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(str(self.db_path))
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.executescript(_SCHEMA)
+            await db.commit()
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        """Close the database (idempotent)."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def __aenter__(self) -> OrderStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("OrderStore is not open")
+        return self._db
+
+    async def add(self, order: Mapping[str, Any]) -> bool:
+        """Store ``order`` (an ``order.created`` value with a string ``order_id``) unless its
+        order id is stored already.
+
+        Returns:
+            True if stored now, False if the order id was already there (nothing changed).
+
+        Raises:
+            RuntimeError: the store is not open.
+            sqlite3.Error: the insert failed (nothing changed).
+        """
+        db = self._conn()
+        value = orjson.dumps(dict(order)).decode()
+        async with self._lock:
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO orders (order_id, value, received_at) VALUES (?, ?, ?)",
+                (order["order_id"], value, time.time()),
+            )
+            await db.commit()
+            return cursor.rowcount == 1
+
+    async def get(self, order_id: str) -> dict[str, Any] | None:
+        """The stored value of ``order_id``, or None."""
+        db = self._conn()
+        async with self._lock:
+            async with db.execute("SELECT value FROM orders WHERE order_id = ?", (order_id,)) as cur:
+                row = await cur.fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    async def count(self) -> int:
+        """How many orders are stored."""
+        async with self._lock:
+            async with self._conn().execute("SELECT COUNT(*) FROM orders") as cur:
+                (n,) = await cur.fetchone() or (0,)
+        return int(n)
+
+
+class OrderQueryController(Controller):
+    """``order.created`` into the :class:`OrderStore`; the request ``orders.get``.
+
+    Args:
+        store: the open store.
+
+    Attributes:
+        stored: orders stored (first time).
+        duplicates: ``order.created`` records whose order id was stored already.
+    """
+
+    def __init__(self, store: OrderStore) -> None:
+        self.store = store
+        self.stored = 0
+        self.duplicates = 0
+
+    @event_pattern("order.created")
+    async def created(self, payload: Any, message: Message) -> None:
+        """Store one order (idempotent by order id).
+
+        Raises:
+            ValidationError: not a valid order (:func:`~examples.shop.inventory.parse_order`'s
+                rules), or a record over 64 KiB; the runtime dead-letters the record.
+        """
+        if message.raw is not None and len(message.raw) > MAX_ORDER_BYTES:
+            raise ValidationError(f"order: record of {len(message.raw)} bytes, at most {MAX_ORDER_BYTES}")
+        parse_order(payload)
+        order_id_of(payload)  # the length bound
+        if await self.store.add(payload):
+            self.stored += 1
+        else:
+            self.duplicates += 1
+
+    @message_pattern("orders.get")
+    async def get(self, payload: Any) -> dict[str, Any] | None:
+        """The request ``orders.get`` ``{"order_id"}``: the order as created, or ``null``.
+
+        Raises:
+            ValidationError: a malformed payload (the client gets an error reply).
+        """
+        return await self.store.get(order_id_of(payload))

@@ -1,0 +1,296 @@
+"""``reactive-services serve``: the shop's services, the notification hub and the gateway as long-running processes.
+
+Services (``--only`` picks some; default: all in one process):
+
+===============  =====================================================================  ==================
+service          what it runs                                                           own state
+===============  =====================================================================  ==================
+``orders``       order query service: stores ``order.created``, answers ``orders.get``  ``orders.db``
+``inventory``    reserves stock for ``order.created``, answers ``inventory.get_stock``   ``inventory.db``
+                 and ``inventory.get_order``
+``auth``         users and login, answers ``auth.login``                                 ``auth.db``
+``logs``         log analytics: ``logs`` -> ``log.stats``, ``log.alert``, ``logs.late``   (windows in memory)
+``gateway``      the HTTP API and ``/ws`` on uvicorn, the dashboard, and a notification  (hub in memory)
+                 hub fed by its own consumer group (``notifications.<instance>``), so
+                 every gateway instance's clients get every event of their channels
+===============  =====================================================================  ==================
+
+On the embedded broker everything must run in one process (the broker lives in it); on Kafka
+(``--bootstrap-servers``) each service can run in a process of its own, and several instances
+of one service share its consumer group (the gateway's hub excepted, see above).
+
+The process runs until SIGTERM / SIGINT, then stops gracefully: the HTTP server stops
+accepting, every Microservice stops fetching, finishes in-flight work and commits, the hub
+flushes and closes websocket clients with 1001, databases close, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+from adapters import DeadLetterSink
+from adapters.memory import InMemoryBroker
+from reactive_services import ClientProxy, Microservice
+from reactive_services._lifecycle import run_until_signal
+from reactive_services.auth import JwtConfig, issue_token
+from reactive_services.errors import ConfigError
+
+from .demo import DATA_DIR
+
+__all__ = ["SERVICES", "ServeConfig", "ServeInfo", "serve"]
+
+log = logging.getLogger("reactive_services.serve")
+
+#: The services ``serve --only`` accepts.
+SERVICES: tuple[str, ...] = ("orders", "inventory", "auth", "logs", "gateway")
+
+#: Topics the shop uses (created at start on Kafka, 3 partitions each).
+TOPICS: tuple[str, ...] = (
+    "order.created", "order.rejected", "inventory.updated", "stock.low",
+    "logs", "log.stats", "log.alert", "logs.late",
+)
+
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+
+
+@dataclass
+class ServeConfig:
+    """What ``serve`` runs.
+
+    Attributes:
+        only: the services to run in this process (default: all of :data:`SERVICES`).
+        bootstrap_servers: Kafka ``HOST:PORT``; None: the embedded broker (all services then).
+        host, port: where the gateway listens (port 0: any free port).
+        data_dir: folder of the services' databases (created).
+        namespace: topic prefix shared by every process of one deployment (e.g. ``"shop."``).
+        instance: this process's instance name (the hub's consumer group is
+            ``notifications.<instance>``); default: a random one.
+        products: the products CSV that seeds an empty inventory database.
+        jwt: token settings; None: read ``RS_JWT_*`` from the environment (or ``dev``).
+        dev: development mode: a random HS256 secret when none is configured, and a token with
+            every scope printed at start.
+        replay_logs: replay the shipped loghub files to ``logs`` once at start.
+        queue_size, overflow: the hub's per-client queue (messages) and overflow policy.
+        shutdown_timeout_s: seconds each service may take to finish in-flight work.
+    """
+
+    only: tuple[str, ...] = SERVICES
+    bootstrap_servers: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    namespace: str = ""
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    products: Path = DATA_DIR / "olist" / "products.csv"
+    jwt: JwtConfig | None = None
+    dev: bool = False
+    replay_logs: bool = False
+    queue_size: int = 1000
+    overflow: str = "close"
+    shutdown_timeout_s: float = 30.0
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the offending setting."""
+        unknown = [name for name in self.only if name not in SERVICES]
+        if unknown or not self.only:
+            raise ConfigError("only", f"unknown service(s) {unknown} (known: {', '.join(SERVICES)})")
+        if self.bootstrap_servers is None and set(self.only) != set(SERVICES):
+            raise ConfigError("only", "on the embedded broker every service runs in one process; "
+                                      "give --bootstrap-servers to run some of them")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("port", f"must be in 0..65535, got {self.port}")
+        if "inventory" in self.only and not self.products.is_file():
+            raise ConfigError("products", f"no such file: {self.products}")
+        if self.replay_logs and "logs" not in self.only and self.bootstrap_servers is None:
+            raise ConfigError("replay_logs", "needs the logs service")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("data_dir", f"cannot create {self.data_dir}: {exc.strerror or exc}") from exc
+        if not os.access(self.data_dir, os.W_OK):
+            raise ConfigError("data_dir", f"{self.data_dir} is not writable")
+
+    def jwt_config(self) -> JwtConfig:
+        """The JWT settings: ``jwt``, else ``RS_JWT_*``, else (dev only) a random secret.
+
+        Raises:
+            ConfigError: no token settings (naming the environment variable) outside dev mode.
+        """
+        if self.jwt is not None:
+            return self.jwt
+        try:
+            return JwtConfig.from_env()
+        except ConfigError:
+            if self.dev and not any(k.startswith("RS_JWT_") for k in os.environ):
+                return JwtConfig.development()
+            raise
+
+
+@dataclass
+class ServeInfo:
+    """What a started ``serve`` offers: ``url`` of the gateway (None without it), the
+    ``services`` running, and in dev mode a ``dev_token`` with every scope."""
+
+    url: str | None
+    services: list[str]
+    dev_token: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def serve(
+    config: ServeConfig,
+    *,
+    on_ready: Callable[[ServeInfo], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Start the configured services and run until SIGTERM / SIGINT (or ``stop``).
+
+    Returns:
+        0 after a graceful shutdown; 1 when a step of the shutdown failed (logged).
+
+    Raises:
+        ConfigError: a bad setting (before anything starts).
+        BrokerUnavailableError: Kafka cannot be reached.
+    """
+    from examples.shop.auth import AuthController, UserStore
+    from examples.shop.gateway import GatewaySettings, create_app
+    from examples.shop.inventory import InventoryService, InventoryStore, initial_stock
+    from examples.shop.log_analytics import LogAnalyticsService
+    from examples.shop.notifications import NotificationController
+    from examples.shop.order_query import OrderQueryController, OrderStore
+    from examples.shop.services import InventoryController, LogAnalyticsController
+    from reactive_services.metrics import MeteredBroker, ServiceMetrics, readiness
+
+    config.validate()
+    jwt = config.jwt_config() if "gateway" in config.only or "auth" in config.only else None
+    metrics = ServiceMetrics()
+    if config.bootstrap_servers is None:
+        raw_broker: Any = InMemoryBroker()
+    else:
+        from adapters.kafka import KafkaBroker
+
+        raw_broker = KafkaBroker(config.bootstrap_servers)
+    broker = MeteredBroker(raw_broker, metrics)
+    await broker.start()
+    ns = config.namespace
+    client = ClientProxy(broker, namespace=ns)
+    services: list[Microservice] = []
+    closers: list[Callable[[], Awaitable[Any]]] = []
+    uvicorn_server: Any = None
+    uvicorn_task: asyncio.Task[Any] | None = None
+    info = ServeInfo(url=None, services=list(config.only))
+    try:
+        if config.bootstrap_servers is not None:
+            await broker.create_topics([ns + t for t in TOPICS])
+        data = config.data_dir
+        if "orders" in config.only:
+            orders = OrderStore(data / "orders.db")
+            await orders.open()
+            closers.append(orders.close)
+            services.append(Microservice(broker, [OrderQueryController(orders)], name="orders", namespace=ns))
+        if "inventory" in config.only:
+            store = InventoryStore(data / "inventory.db", seed=initial_stock(config.products))
+            await store.open()
+            closers.append(store.close)
+            inventory = InventoryService(store, client.emit)
+            services.append(Microservice(broker, [InventoryController(inventory, DeadLetterSink(broker))],
+                                         name="inventory", namespace=ns))
+        if "auth" in config.only:
+            assert jwt is not None
+            users = UserStore(data / "auth.db")
+            await users.open()
+            closers.append(users.close)
+            services.append(Microservice(broker, [AuthController(users, jwt)], name="auth", namespace=ns))
+        if "logs" in config.only:
+            analytics = LogAnalyticsService(client.emit)
+            services.append(Microservice(broker, [LogAnalyticsController(analytics, DeadLetterSink(broker))],
+                                         name="log-analytics", namespace=ns))
+        hub_server = None
+        if "gateway" in config.only:
+            import uvicorn
+
+            from adapters.websocket import WebSocketServer
+
+            assert jwt is not None
+            hub_server = WebSocketServer(queue_size=config.queue_size, overflow=config.overflow)  # type: ignore[arg-type]
+            metrics.watch_hub(hub_server)
+            notifications = NotificationController(hub_server.hub, namespace=ns)
+            services.append(Microservice(broker, [notifications], name="notifications", namespace=ns,
+                                         group_id=f"{ns}notifications.{config.instance}"))
+            app = create_app(client=client, jwt=jwt, settings=GatewaySettings(), hub=hub_server, metrics=metrics,
+                             readiness=readiness(broker, services), static_dir=DASHBOARD_DIR)
+            uvicorn_server = uvicorn.Server(uvicorn.Config(
+                app, host=config.host, port=config.port, log_level="warning", lifespan="on",
+                ws_per_message_deflate=False, timeout_graceful_shutdown=5,
+            ))
+            uvicorn_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        for service in services:
+            await service.start()
+        if uvicorn_server is not None:
+            uvicorn_task = asyncio.create_task(uvicorn_server.serve(), name="gateway")
+            while not uvicorn_server.started:
+                if uvicorn_task.done():
+                    uvicorn_task.result()  # raises what stopped it (e.g. the port is taken)
+                    raise ConfigError("port", f"the gateway could not listen on {config.host}:{config.port}")
+                await asyncio.sleep(0.02)
+            host, port = uvicorn_server.servers[0].sockets[0].getsockname()[:2]
+            info.url = f"http://{host}:{port}/"
+        if config.dev and jwt is not None and jwt.can_issue:
+            from examples.shop.auth import SCOPES
+
+            info.dev_token = issue_token(jwt, "dev", sorted(SCOPES))
+        if config.replay_logs:
+            from examples.shop.log_analytics import replay_logs
+            from examples.shop.logs import default_files
+
+            asyncio.create_task(replay_logs(client, default_files()), name="replay-logs")
+        if on_ready is not None:
+            on_ready(info)
+
+        async def stop_gateway() -> None:
+            if uvicorn_server is not None and uvicorn_task is not None:
+                uvicorn_server.should_exit = True
+                await asyncio.wait([uvicorn_task], timeout=10)
+
+        async def stop_hub() -> None:
+            if hub_server is not None:
+                await hub_server.stop()
+
+        return await run_until_signal(
+            services,
+            on_stopped=[stop_gateway, stop_hub, broker.stop, *closers],
+            shutdown_timeout_s=config.shutdown_timeout_s,
+            stop=stop,
+        )
+    except BaseException:
+        if uvicorn_server is not None and uvicorn_task is not None:
+            uvicorn_server.should_exit = True
+            await asyncio.wait([uvicorn_task], timeout=5)
+        for service in services:
+            try:
+                await service.stop(timeout=5)
+            except Exception:
+                pass
+        await broker.stop()
+        for close in closers:
+            try:
+                await close()
+            except Exception:
+                pass
+        raise
+
+
+def parse_only(values: Sequence[str] | None) -> tuple[str, ...]:
+    """``["orders,inventory", "gateway"]`` -> ``("orders", "inventory", "gateway")``; None -> all."""
+    if not values:
+        return SERVICES
+    out: list[str] = []
+    for value in values:
+        out.extend(name.strip().lower() for name in value.split(",") if name.strip())
+    return tuple(dict.fromkeys(out))

@@ -1,0 +1,104 @@
+"""``/ws`` on the gateway: the token checked at the handshake (4401), channels allowed by the
+token's scopes (4403), and events of an order placed over HTTP reaching a real websocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from gatewayshop import STEP, Shop, until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    return orjson.loads(await asyncio.wait_for(ws.recv(), STEP))
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as info:
+        await recv(ws)
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+async def subscribe(ws: ClientConnection, channels: list[str]) -> None:
+    await ws.send(orjson.dumps({"op": "subscribe", "channels": channels}).decode())
+
+
+@pytest.mark.parametrize(
+    "how, reason",
+    [
+        ("none", "unauthorized: missing token"),
+        ("garbage", "unauthorized: malformed token"),
+        ("expired", "unauthorized: token expired"),
+    ],
+)
+async def test_no_or_a_bad_token_is_accepted_then_closed_4401(shop: Shop, how: str, reason: str) -> None:
+    url = shop.ws_url
+    if how == "garbage":
+        url += "?token=not-a-jwt"
+    elif how == "expired":
+        url += "?token=" + shop.token("carol", ttl_s=60, now=time.time() - 3600)
+    async with ws_connect(url, proxy=None) as ws:
+        assert await closed_with(ws) == (4401, reason)
+    assert shop.ws_server.clients == []
+
+
+async def test_a_channel_the_scopes_do_not_allow_is_closed_4403(shop: Shop) -> None:
+    headers = {"Authorization": f"Bearer {shop.token('alice')}"}  # notifications:read, no logs:read
+    async with ws_connect(shop.ws_url, proxy=None, additional_headers=headers) as ws:
+        await subscribe(ws, ["orders", "stock"])
+        assert await recv(ws) == {"type": "subscribed", "channels": ["orders", "stock"]}
+        await subscribe(ws, ["alerts"])
+        assert await closed_with(ws) == (4403, "channel not allowed: 'alerts'")
+    # a channel no scope opens is refused to everybody
+    token = shop.token("root", scopes=["notifications:read", "logs:read", "admin"])
+    async with ws_connect(f"{shop.ws_url}?token={token}", proxy=None) as ws:
+        await subscribe(ws, ["payments"])
+        assert await closed_with(ws) == (4403, "channel not allowed: 'payments'")
+
+
+async def test_a_good_token_receives_the_events_of_an_order_placed_over_http(shop: Shop) -> None:
+    headers = {"Authorization": f"Bearer {shop.token('alice')}"}
+    carol = shop.token("carol")  # the query-parameter form, as a browser would connect
+    async with (
+        ws_connect(shop.ws_url, proxy=None, additional_headers=headers) as by_header,
+        ws_connect(f"{shop.ws_url}?token={carol}", proxy=None) as by_query,
+    ):
+        await subscribe(by_header, ["orders", "inventory"])
+        assert (await recv(by_header))["channels"] == ["inventory", "orders"]
+        await subscribe(by_query, ["orders", "alerts"])
+        assert (await recv(by_query))["channels"] == ["alerts", "orders"]
+
+        response = await shop.http.post(
+            "/orders", json={"items": [{"product_id": "p-plenty", "quantity": 3}]}, headers=shop.headers()
+        )
+        assert response.status_code == 202
+        order_id = response.json()["order_id"]
+
+        frames = [await recv(by_header), await recv(by_header)]
+        by_topic = {f["event"]["topic"]: f for f in frames}
+        assert set(by_topic) == {"order.created", "inventory.updated"}
+        assert by_topic["order.created"]["channel"] == "orders"
+        assert by_topic["order.created"]["event"]["data"]["order_id"] == order_id
+        assert by_topic["inventory.updated"]["event"]["data"]["items"][0]["remaining"] == 7
+        only = await recv(by_query)
+        assert (only["channel"], only["event"]["topic"]) == ("orders", "order.created")
+    await until(lambda: shop.ws_server.clients == [], what="the connections to end")
+
+
+async def test_the_connection_is_closed_4401_when_the_token_expires(shop: Shop) -> None:
+    # a token valid for 1 s more (the config's 5 s leeway included)
+    token = shop.token("carol", ttl_s=60, now=time.time() - 60 - shop.jwt.leeway_s + 1.0)
+    async with ws_connect(f"{shop.ws_url}?token={token}", proxy=None) as ws:
+        await subscribe(ws, ["orders"])
+        assert (await recv(ws))["channels"] == ["orders"]
+        assert await closed_with(ws) == (4401, "unauthorized: token expired")

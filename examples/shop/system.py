@@ -165,7 +165,7 @@ async def serve(
     from examples.shop.notifications import NotificationController
     from examples.shop.order_query import OrderQueryController, OrderStore
     from examples.shop.services import InventoryController, LogAnalyticsController
-    from reactive_services.metrics import MeteredBroker, ServiceMetrics, readiness
+    from reactive_services.metrics import MeteredBroker, ServiceMetrics, consumer_groups, readiness
 
     config.validate()
     jwt = config.jwt_config() if "gateway" in config.only or "auth" in config.only else None
@@ -232,6 +232,7 @@ async def serve(
             uvicorn_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         for service in services:
             await service.start()
+        metrics.start_lag_refresh(broker, lambda: consumer_groups(services), interval_s=5.0)
         if uvicorn_server is not None:
             uvicorn_task = asyncio.create_task(uvicorn_server.serve(), name="gateway")
             while not uvicorn_server.started:
@@ -264,11 +265,12 @@ async def serve(
 
         return await run_until_signal(
             services,
-            on_stopped=[stop_gateway, stop_hub, broker.stop, *closers],
+            on_stopped=[stop_gateway, stop_hub, metrics.stop, broker.stop, *closers],
             shutdown_timeout_s=config.shutdown_timeout_s,
             stop=stop,
         )
     except BaseException:
+        await metrics.stop()
         if uvicorn_server is not None and uvicorn_task is not None:
             uvicorn_server.should_exit = True
             await asyncio.wait([uvicorn_task], timeout=5)

@@ -28,8 +28,9 @@ Decoder = Literal["json"] | None | Callable[[bytes | None], Any]
 class Broker(Protocol):
     """A message broker: topics with partitions and offsets, consumer groups, commits."""
 
-    #: ``"memory"`` or ``"kafka"``.
-    kind: str
+    @property
+    def kind(self) -> str:
+        """``"memory"`` or ``"kafka"``."""
 
     async def start(self) -> None:
         """Connect (Kafka: start the producer and check the cluster answers).

@@ -208,6 +208,14 @@ class LogParsers:
         return self.parser(name).parse(value["line"], line_no, fallback_timestamp=fallback)
 
 
+def _event_time(event: LogEvent) -> float:
+    return event.timestamp
+
+
+def _event_source(event: LogEvent) -> str:
+    return event.source
+
+
 def _no_format(fields: Mapping[str, str | None]) -> float:
     raise ValueError("no log format is known for this source")
 
@@ -277,15 +285,16 @@ def build_pipeline(
 
         def windows_of(group: Any) -> Observable[Window[LogEvent]]:
             source = parsers.source(group.key)
-            return group.pipe(  # type: ignore[no-any-return]
+            windows: Observable[Window[LogEvent]] = group.pipe(
                 sliding_event_time_window(
                     source.window_s,
                     source.slide_s or source.window_s,
-                    timestamp=lambda event: event.timestamp,
-                    key=lambda event: event.source,
+                    timestamp=_event_time,
+                    key=_event_source,
                     allowed_lateness_s=source.allowed_lateness_s,
                 )
             )
+            return windows
 
         def report(window: Window[LogEvent]) -> WindowReport:
             name = str(window.key)
@@ -295,15 +304,15 @@ def build_pipeline(
             stats = window_stats(window, top_n=top_n, error_levels=ERROR_LEVELS)
             return WindowReport(window=window, stats=stats, alerts=tuple(detector.check(window, stats)))
 
-        steps: list[Any] = [ops.map(parsers.parse_message)]
+        events: Observable[LogEvent] = messages.pipe(ops.map(parsers.parse_message))
         if on_event is not None:
-            steps.append(ops.do_action(on_event))
-        return messages.pipe(
-            *steps,
-            ops.group_by(lambda event: event.source),
+            events = events.pipe(ops.do_action(on_event))
+        reports: Observable[WindowReport] = events.pipe(
+            ops.group_by(_event_source),
             ops.flat_map(windows_of),
             ops.map(report),
         )
+        return reports
 
     return reactivex.defer(create)
 

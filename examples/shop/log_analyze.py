@@ -157,10 +157,9 @@ def make_source(
             changes["alerts"] = dataclasses.replace(base.alerts, **alerts)
         except (TypeError, ValueError) as exc:
             raise ConfigError("alerts", str(exc)) from exc
-    for key, option, value in (("window_s", "window", window_s), ("slide_s", "slide", slide_s),
-                               ("allowed_lateness_s", "lateness", allowed_lateness_s)):
-        if value is not None:
-            changes[key] = value
+    for key, seconds in (("window_s", window_s), ("slide_s", slide_s), ("allowed_lateness_s", allowed_lateness_s)):
+        if seconds is not None:
+            changes[key] = seconds
     try:
         return dataclasses.replace(base, **changes)
     except ValueError as exc:

@@ -939,7 +939,7 @@ class AlertDetector:
     def _rising_templates(self, counts: Counter[int], text: Mapping[int, str], earlier: list[Counter[int]],
                           window: Window[LogEvent], stats: Mapping[str, Any]) -> dict[str, Any] | None:
         rules = self.rules
-        rising = []
+        rising: list[dict[str, Any]] = []
         for tid, n in counts.most_common():
             if tid not in self._seen or n < rules.rise_min_count:
                 continue

@@ -36,6 +36,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from adapters import DeadLetterSink
 from adapters.memory import InMemoryBroker
+from adapters.websocket import OverflowPolicy
 from reactive_services import ClientProxy, Microservice
 from reactive_services._lifecycle import run_until_signal
 from reactive_services.auth import JwtConfig, issue_token
@@ -92,7 +93,7 @@ class ServeConfig:
     dev: bool = False
     replay_logs: bool = False
     queue_size: int = 1000
-    overflow: str = "close"
+    overflow: OverflowPolicy = "close"
     shutdown_timeout_s: float = 30.0
 
     def validate(self) -> None:
@@ -218,7 +219,7 @@ async def serve(
             from adapters.websocket import WebSocketServer
 
             assert jwt is not None
-            hub_server = WebSocketServer(queue_size=config.queue_size, overflow=config.overflow)  # type: ignore[arg-type]
+            hub_server = WebSocketServer(queue_size=config.queue_size, overflow=config.overflow)
             metrics.watch_hub(hub_server)
             notifications = NotificationController(hub_server.hub, namespace=ns)
             services.append(Microservice(broker, [notifications], name="notifications", namespace=ns,
@@ -229,7 +230,7 @@ async def serve(
                 app, host=config.host, port=config.port, log_level="warning", lifespan="on",
                 ws_per_message_deflate=False, timeout_graceful_shutdown=5,
             ))
-            uvicorn_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            uvicorn_server.install_signal_handlers = lambda: None
         for service in services:
             await service.start()
         metrics.start_lag_refresh(broker, lambda: consumer_groups(services), interval_s=5.0)

@@ -400,6 +400,10 @@ class Microservice:
         own_broker: start / stop the broker with the service.
         namespace: prepended to every pattern to form the topic name (``"run-7."`` +
             ``"order.created"``), so that several systems can share one broker.
+        auto_offset_reset: where the event sources of a group with no committed offset start:
+            ``"earliest"`` (default: every record of the topics) or ``"latest"`` (only records
+            published from now on: e.g. a notification hub whose clients want live events).
+            The request source always starts at the earliest.
 
     Attributes:
         handled: records handled without error, per topic.
@@ -424,9 +428,13 @@ class Microservice:
         namespace: str = "",
         source_retries: int = 5,
         concurrency: int = 1,
+        auto_offset_reset: str = "earliest",
     ) -> None:
         if source_retries < 0:
             raise ConfigError("source_retries", f"must be >= 0, got {source_retries}")
+        if auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigError("auto_offset_reset", f"must be 'earliest' or 'latest', got {auto_offset_reset!r}")
+        self.auto_offset_reset = auto_offset_reset
         self.broker = broker
         self.namespace = namespace
         self.name = name
@@ -506,13 +514,14 @@ class Microservice:
         await self.broker.create_topics(self.patterns)
         self._stop = asyncio.Event()
         if self._payload:
-            self._run(self._source(list(self._payload), self.group_id), _Dispatch(self, self._payload))
+            self._run(self._source(list(self._payload), self.group_id, self.auto_offset_reset),
+                      _Dispatch(self, self._payload))
         if self._requests:
             await wait_visible(self.broker, list(self._requests), timeout=30.0)
             self._run(self._source(list(self._requests), self.request_group_id), self._responder)
         for topics, fn in self._pipelines:
             done = asyncio.Event()
-            result = fn(self._source(topics, self.group_id))
+            result = fn(self._source(topics, self.group_id, self.auto_offset_reset))
             if not isinstance(result, Observable):
                 raise ConfigError(topics[0], f"pipeline handler {fn.__qualname__} must return an Observable")
             self._subscriptions.append(result.subscribe(_Done(self, done)))
@@ -530,12 +539,13 @@ class Microservice:
         self._subscriptions.append(source.subscribe(observer.on_next, on_error, done.set))
         self._done.append(done)
 
-    def _source(self, topics: list[str], group_id: str) -> Observable[Message]:
+    def _source(self, topics: list[str], group_id: str, auto_offset_reset: str = "earliest") -> Observable[Message]:
         """The broker source, resubscribed after a retriable error (a lost connection, an
         unacknowledged publish of tracked work): up to ``source_retries`` times in a row, with
         exponential backoff from 0.5 s to 10 s. Resubscribing resumes from the committed
         offsets, so the record that failed is delivered again (at-least-once)."""
-        source = self.broker.source(topics, group_id=group_id, stop=self._stop, concurrency=self.concurrency)
+        source = self.broker.source(topics, group_id=group_id, stop=self._stop, concurrency=self.concurrency,
+                                    auto_offset_reset=auto_offset_reset)
         if not self.source_retries:
             return source
 

@@ -11,8 +11,9 @@ service          what it runs                                                   
 ``auth``         users and login, answers ``auth.login``                                 ``auth.db``
 ``logs``         log analytics: ``logs`` -> ``log.stats``, ``log.alert``, ``logs.late``   (windows in memory)
 ``gateway``      the HTTP API and ``/ws`` on uvicorn, the dashboard, and a notification  (hub in memory)
-                 hub fed by its own consumer group (``notifications.<instance>``), so
-                 every gateway instance's clients get every event of their channels
+                 hub fed by its own consumer group (``notifications.<instance>``, from
+                 the end of the topics: live events), so every gateway instance's
+                 clients get every event of their channels
 ===============  =====================================================================  ==================
 
 On the embedded broker everything must run in one process (the broker lives in it); on Kafka
@@ -222,8 +223,10 @@ async def serve(
             hub_server = WebSocketServer(queue_size=config.queue_size, overflow=config.overflow)
             metrics.watch_hub(hub_server)
             notifications = NotificationController(hub_server.hub, namespace=ns)
+            # a hub serves live events: a new instance's group starts at the end of the topics
             services.append(Microservice(broker, [notifications], name="notifications", namespace=ns,
-                                         group_id=f"{ns}notifications.{config.instance}"))
+                                         group_id=f"{ns}notifications.{config.instance}",
+                                         auto_offset_reset="latest"))
             app = create_app(client=client, jwt=jwt, settings=GatewaySettings(), hub=hub_server, metrics=metrics,
                              readiness=readiness(broker, services), static_dir=DASHBOARD_DIR)
             uvicorn_server = uvicorn.Server(uvicorn.Config(
@@ -256,6 +259,15 @@ async def serve(
             on_ready(info)
 
         async def stop_gateway() -> None:
+            if hub_server is not None:
+                # The notifications service has completed the hub, which flushes every client's
+                # queue and closes it with 1001; uvicorn's shutdown would close them at once with
+                # 1012, dropping what is still queued. So wait for the hub first (bounded).
+                try:
+                    async with asyncio.timeout(hub_server.hub.flush_timeout + hub_server.close_timeout):
+                        await hub_server.hub.wait_closed()
+                except TimeoutError:
+                    log.warning("websocket clients not closed by the hub in time; the gateway closes them")
             if uvicorn_server is not None and uvicorn_task is not None:
                 uvicorn_server.should_exit = True
                 await asyncio.wait([uvicorn_task], timeout=10)

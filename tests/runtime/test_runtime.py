@@ -302,3 +302,30 @@ async def test_concurrency_runs_async_handlers_of_different_keys_at_once_and_kee
         for k in range(4):
             assert [n for key, n in slow.done if key == f"k{k}"] == [k, k + 4, k + 8]
         assert await broker.committed("jobs", "jobs", 0) == 12
+
+
+async def test_auto_offset_reset_latest_skips_what_was_published_before_the_group_existed() -> None:
+    broker = InMemoryBroker()
+    await broker.start()
+    try:
+        await broker.create_topics(["order.created", "order.cancelled"], partitions=1)
+        await broker.emit("order.created", {"id": "before"}, key="k")
+        live, full = Orders(), Orders()
+        live_svc = Microservice(broker, [live], name="live", auto_offset_reset="latest")
+        full_svc = Microservice(broker, [full], name="full")
+        await start_all_microservices(live_svc, full_svc)
+        await asyncio.sleep(0.05)  # both sources positioned
+        await broker.emit("order.created", {"id": "after"}, key="k")
+        await until(lambda: len(live.seen) == 1 and len(full.seen) == 2)
+        await live_svc.stop()
+        await full_svc.stop()
+        assert live.seen == [{"id": "after"}]
+        assert full.seen == [{"id": "before"}, {"id": "after"}]
+    finally:
+        await broker.stop()
+
+
+def test_a_bad_auto_offset_reset_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        Microservice(InMemoryBroker(), [Orders()], name="x", auto_offset_reset="newest")
+    assert info.value.key == "auto_offset_reset"

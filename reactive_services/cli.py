@@ -256,8 +256,17 @@ def _logs_analyze(args: argparse.Namespace) -> int:
 
     err = Console(stderr=True)
     try:
-        if not args.file.is_file():
+        if not args.file.exists():
             raise ConfigError("FILE", f"no such file: {args.file}")
+        if not args.file.is_file():
+            raise ConfigError("FILE", f"not a file: {args.file}")
+        for key, path in (("report", args.report), ("assignments", args.assignments)):
+            if path is not None and path.exists() and path.resolve() == args.file.resolve():
+                raise ConfigError(key, f"{path} is the input file")
+        if args.name is not None and not args.name.strip():
+            raise ConfigError("name", "must not be empty")
+        if args.top < 0:
+            raise ConfigError("top", f"must be >= 0, got {args.top}")
         level_field = "" if args.level_field is None else (None if args.level_field.lower() == "none" else args.level_field)
         source = make_source(
             args.format, name=args.name, masks=args.mask, default_masks=not args.no_default_masks,
@@ -297,9 +306,11 @@ def _logs_analyze(args: argparse.Namespace) -> int:
     if args.report:
         args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     _logs_summary(report, Console(), top=args.top)
-    if report["time"] is None:
-        print(f"warning: no time could be read from the format's time fields; every line counted as unparsed "
-              f"(give --time-format)", file=sys.stderr)
+    if report["time"] is None and report["lines"]:
+        hint = (f"with --time-format {args.time_format!r}" if args.time_format
+                else "(give --time-format)")
+        print(f"warning: no time could be read from the format's time fields {hint}; those lines are unparsed",
+              file=sys.stderr)
     return 0
 
 

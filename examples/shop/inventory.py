@@ -10,7 +10,7 @@ Topics published (JSON values; keys in brackets)::
 
     inventory.updated [order_id]   {"order_id", "items": [{"product_id", "quantity", "remaining"}]}
     order.rejected    [order_id]   {"order_id", "reason", "items": [{"product_id", "quantity"}]}
-    stock.low         [product_id] {"product_id", "remaining", "threshold"}
+    stock.low         [product_id] {"product_id", "remaining", "threshold", "order_id" (the order that took it low)}
 
 Initial stock rule (:func:`initial_stock`)
 -------------------------------------------
@@ -553,7 +553,7 @@ class InventoryService(ObserverBase[Order]):
                     events.append((
                         self.low_stock_topic,
                         {"product_id": item["product_id"], "remaining": item["remaining"],
-                         "threshold": self.low_stock_threshold},
+                         "threshold": self.low_stock_threshold, "order_id": outcome.order_id},
                         item["product_id"],
                     ))
         return events

@@ -62,6 +62,7 @@ __all__ = [
     "ALERT_TOPIC",
     "LATE_TOPIC",
     "LOGS_TOPIC",
+    "MAX_LINE_CHARS",
     "STATS_TOPIC",
     "Emit",
     "LogAnalyticsService",
@@ -76,6 +77,8 @@ log = logging.getLogger(__name__)
 
 #: Topic of the raw log lines.
 LOGS_TOPIC = "logs"
+#: Longest line :func:`replay_logs` publishes as is, characters (longer ones are cut).
+MAX_LINE_CHARS = 64 * 1024
 #: Topic of one stats record per (source, window).
 STATS_TOPIC = "log.stats"
 #: Topic of the alerts: at most one per kind (error_rate, new_template, template_rate) and window.
@@ -98,8 +101,10 @@ async def replay_logs(
 
     Each record has key = the source name, value ``{"source": name, "line_no": n (1-based),
     "line": text}`` and ``timestamp_ms`` = the line's own log time (read with the source's
-    format); a line whose time cannot be read gets the previous line's time (the broker's
-    clock if no earlier line of the file had one). Files are replayed concurrently (one task
+    format); a line whose time cannot be read gets the previous line's time (lines before the
+    first readable time get that one; the broker's clock when no line has one). A line longer
+    than :data:`MAX_LINE_CHARS` is cut to that length and its value gets ``"truncated_from":
+    original length`` (a record must stay under the broker's size limit). Files are replayed concurrently (one task
     each, in a task group); within a file records are sent one at a time, each acknowledged
     before the next, so their order on the key's partition is the file order. (``emit`` rather
     than ``emit_batch`` because ``emit_batch`` takes no per-record timestamp.)
@@ -127,16 +132,16 @@ async def replay_logs(
         source = formats[name]
         reader = source.time_reader()
         lines = read_lines(Path(path))
-        previous_ms: int | None = None
-        for line_no, line in enumerate(lines, start=1):
-            at = source.timestamp_of(line, reader)
+        times = [source.timestamp_of(line, reader) for line in lines]
+        # lines before the first readable time take that time: giving them the clock's time
+        # instead would move the source's watermark years ahead and make every later line late
+        previous_ms = next((round(at * 1000) for at in times if at is not None), None)
+        for line_no, (line, at) in enumerate(zip(lines, times), start=1):
             timestamp_ms = previous_ms if at is None else round(at * 1000)
-            await broker.emit(
-                topic,
-                {"source": name, "line_no": line_no, "line": line},
-                key=name,
-                timestamp_ms=timestamp_ms,
-            )
+            value: dict[str, Any] = {"source": name, "line_no": line_no, "line": line}
+            if len(line) > MAX_LINE_CHARS:
+                value["line"], value["truncated_from"] = line[:MAX_LINE_CHARS], len(line)
+            await broker.emit(topic, value, key=name, timestamp_ms=timestamp_ms)
             previous_ms = timestamp_ms
         counts[name] = len(lines)
 

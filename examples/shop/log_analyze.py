@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,7 +30,15 @@ from adapters.memory import InMemoryBroker
 from reactive_services import Microservice
 from reactive_services.errors import ConfigError
 
-from .log_analytics import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, STATS_TOPIC, LogAnalyticsService, replay_logs
+from .log_analytics import (
+    ALERT_TOPIC,
+    LATE_TOPIC,
+    LOGS_TOPIC,
+    MAX_LINE_CHARS,
+    STATS_TOPIC,
+    LogAnalyticsService,
+    replay_logs,
+)
 from .logs import (
     SOURCES,
     DrainSettings,
@@ -44,6 +53,8 @@ from .services import LogAnalyticsController
 __all__ = ["analyze_file", "detect_time", "make_source", "parse_mask", "write_assignments"]
 
 _NAMED_MASK = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)>=(.+)$", re.DOTALL)
+# texts on which a mask must not find a zero-length match (``x*``, ``\b``, ``(?=a)``, ``^``)
+_EMPTY_MATCH_SAMPLES = ("", "a", "ab 12 x-y", "tickTime=2000 user root", " ")
 
 
 def parse_mask(text: str) -> tuple[str, str]:
@@ -59,10 +70,11 @@ def parse_mask(text: str) -> tuple[str, str]:
     regex, name = (named.group(2), named.group(1)) if named else (text, "*")
     try:
         compiled = re.compile(regex)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError) as exc:
         raise ConfigError("mask", f"{text!r} is not a valid regex: {exc}") from exc
-    if compiled.fullmatch(""):
-        raise ConfigError("mask", f"{text!r} matches the empty string")
+    for sample in _EMPTY_MATCH_SAMPLES:
+        if any(m.end() == m.start() for m in compiled.finditer(sample)):
+            raise ConfigError("mask", f"{text!r} can match the empty string (e.g. in {sample!r})")
     return regex, name
 
 
@@ -110,7 +122,7 @@ def make_source(
     if shipped is None:
         try:
             fields = LogFormat.from_loghub(fmt).fields
-        except ValueError as exc:
+        except (ValueError, OverflowError, RecursionError) as exc:
             raise ConfigError("format", f"{fmt!r} is neither a shipped source ({', '.join(SOURCES)}) "
                                         f"nor a loghub format: {exc}") from exc
         if "Content" not in fields:
@@ -147,6 +159,11 @@ def make_source(
                 raise ConfigError(key, f"<{value}> is not a field of the format ({', '.join(fields)})")
             changes[key] = value
     if time_format is not None:
+        try:
+            datetime.strptime("", time_format)
+        except ValueError as exc:
+            if "directive" in str(exc) or "stray %" in str(exc):
+                raise ConfigError("time_format", f"{time_format!r}: {exc}") from exc
         changes["time_format"], changes["timestamp"] = time_format, None
     if year is not None:
         changes["year"] = year
@@ -165,7 +182,8 @@ def make_source(
     except ValueError as exc:
         message = str(exc)
         key = next((option for attr, option in (("slide_s", "slide"), ("window_s", "window"),
-                                                ("allowed_lateness_s", "lateness")) if attr in message), "format")
+                                                ("allowed_lateness_s", "lateness"), ("year", "year"))
+                    if attr in message), "format")
         raise ConfigError(key, message) from exc
 
 
@@ -223,7 +241,8 @@ async def analyze_file(
 
     Returns:
         ``{"file", "source", "format", "time": pattern | "custom" | "none" | None,
-        "settings": {...}, "lines", "parsed", "unparsed", "late", "dead_lettered",
+        "settings": {...}, "lines", "parsed", "unparsed", "late", "dead_lettered", "truncated"
+        (lines longer than MAX_LINE_CHARS, analysed cut to that length),
         "by_level": {level: n}, "templates": [{"template_id", "template", "lines"}, ...] (most
         lines first), "windows": [log.stats values in emission order], "alerts": [log.alert
         values], "alerts_by_kind": {kind: n}, "late_lines": [logs.late values], "elapsed_s"}``.
@@ -251,6 +270,9 @@ async def analyze_file(
         await replay_logs(broker, {source.name: path}, formats={source.name: source})
         deadline = time.monotonic() + timeout_s
         while controller.received < len(lines):
+            if analytics.done.is_set() or service.errors:  # the stream failed: stop waiting
+                await analytics.flush()
+                raise service.errors[0] if service.errors else RuntimeError("the log analytics stream ended early")
             if progress:
                 progress(controller.received, len(lines))
             if time.monotonic() > deadline:
@@ -297,6 +319,7 @@ async def analyze_file(
         "unparsed": totals.get("unparsed", 0),
         "late": totals.get("late", 0),
         "dead_lettered": len(dead),
+        "truncated": sum(1 for line in lines if len(line) > MAX_LINE_CHARS),
         "by_level": totals.get("by_level", {}),
         "templates": [{"template_id": tid, "template": text, "lines": n} for tid, text, n in templates],
         "windows": windows,

@@ -43,11 +43,14 @@ __all__ = [
     "DEFAULT_MASKING",
     "ERROR_LEVELS",
     "LINUX_DEFAULT_YEAR",
+    "MAX_WINDOWS_PER_LINE",
+    "MAX_WINDOW_S",
     "OPENSSH_DEFAULT_YEAR",
     "SOURCES",
     "TIME_FIELDS",
     "TIME_PATTERNS",
     "TIME_PATTERNS_NO_YEAR",
+    "YEAR_ROLLOVER_S",
     "TimestampReader",
     "AlertDetector",
     "AlertRules",
@@ -62,6 +65,7 @@ __all__ = [
     "alert_for",
     "apache_timestamp",
     "default_files",
+    "has_year",
     "hdfs_timestamp",
     "infer_level",
     "iso_utc",
@@ -398,6 +402,11 @@ class AlertRules:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
 
+#: The longest window a source may have, seconds (about 3 years).
+MAX_WINDOW_S = 1e8
+#: The most windows a line may belong to (``window_s / slide_s`` for sliding windows).
+MAX_WINDOWS_PER_LINE = 1000
+
 #: Field names (compared case-insensitively) that :class:`TimestampReader` reads a time from.
 TIME_FIELDS: frozenset[str] = frozenset({"date", "day", "month", "time", "year", "timestamp", "datetime"})
 
@@ -409,7 +418,9 @@ TIME_PATTERNS: tuple[str, ...] = (
     "%Y-%m-%d %H:%M:%S,%f",  # 2015-07-29 17:41:44,747 (Zookeeper, Hadoop)
     "%Y-%m-%d %H:%M:%S.%f",  # 2017-05-16 00:00:00.008 (OpenStack)
     "%Y-%m-%d %H:%M:%S",  # 2016-09-28 04:30:30 (Windows)
-    "%Y-%m-%dT%H:%M:%S.%f",  # ISO 8601
+    "%Y-%m-%dT%H:%M:%S.%f%z",  # ISO 8601 with a zone: 2015-07-29T18:41:45.120+02:00, ...Z
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S.%f",  # ISO 8601 without a zone (read as UTC)
     "%Y-%m-%dT%H:%M:%S",
     "%y/%m/%d %H:%M:%S",  # 17/06/09 20:10:40 (Spark)
     "%Y-%m-%d-%H.%M.%S.%f",  # 2005-06-03-15.42.50.675872 (BGL)
@@ -425,8 +436,20 @@ TIME_PATTERNS_NO_YEAR: tuple[str, ...] = (
 DEFAULT_YEAR = 2000
 
 
+#: A time more than this far (seconds) before the previous line's, in a log whose times have no
+#: year, is taken as the next year (the log crossed New Year: ``Dec 31 23:59`` then ``Jan 1``).
+YEAR_ROLLOVER_S = 183 * 86400.0
+
+
 def _to_epoch(moment: datetime) -> float:
+    if moment.tzinfo is not None:
+        return moment.timestamp()
     return calendar.timegm(moment.timetuple()) + moment.microsecond / 1e6
+
+
+def has_year(pattern: str) -> bool:
+    """True when a ``strptime`` pattern reads a year (``%Y``, ``%y``, ``%G``) or is epoch time."""
+    return pattern in ("epoch", "epoch_ms") or any(d in pattern for d in ("%Y", "%y", "%G"))
 
 
 class TimestampReader:
@@ -434,10 +457,16 @@ class TimestampReader:
 
     The candidate texts are, in order: all fields named like a time (:data:`TIME_FIELDS`, in
     format order) joined by a space, then each such field alone. With ``time_format`` given,
-    only that ``strptime`` pattern is tried; otherwise :data:`TIME_PATTERNS` and
-    :data:`TIME_PATTERNS_NO_YEAR` (with ``year`` prepended), and a 9-11 digit number as Unix
-    epoch seconds. The first (text, pattern) pair that reads a line is kept for the later lines
-    (a log has one time format). Times carry no zone: read as UTC.
+    only that ``strptime`` pattern is tried; otherwise :data:`TIME_PATTERNS`,
+    :data:`TIME_PATTERNS_NO_YEAR`, a 9-11 digit number as Unix epoch seconds and a 12-14 digit
+    one as epoch milliseconds. The first (text, pattern) pair that reads a line is kept for the
+    later lines (a log has one time format). Times without a zone are read as UTC; with one
+    (``%z``: ``Z``, ``+02:00``) they are converted.
+
+    Times without a year get ``year``; when such a time is more than :data:`YEAR_ROLLOVER_S`
+    before the previous line's, the log is taken to have crossed New Year and the year
+    advances by one from there on (and a time that much *after* the previous line's, once the
+    year has advanced, is a late line of the year before).
 
     Args:
         fields: the format's field names.
@@ -453,6 +482,8 @@ class TimestampReader:
         self.year = DEFAULT_YEAR if year is None else year
         self.time_format = time_format
         self._chosen: tuple[int, str] | None = None
+        self._years_added = 0
+        self._previous: float | None = None
 
     def _texts(self, values: Mapping[str, str | None]) -> list[str]:
         parts = [(values.get(name) or "").strip() for name in self.time_fields]
@@ -461,14 +492,29 @@ class TimestampReader:
             texts.extend(parts)
         return texts
 
-    def _read(self, text: str, pattern: str) -> float:
+    def _read(self, text: str, pattern: str, year: int) -> float:
         if pattern == "epoch":
             if not (text.isdigit() and 9 <= len(text) <= 11):
                 raise ValueError(f"not epoch seconds: {text!r}")
             return float(text)
-        if pattern in TIME_PATTERNS_NO_YEAR:
-            return _to_epoch(datetime.strptime(f"{self.year} {text}", "%Y " + pattern))
+        if pattern == "epoch_ms":
+            if not (text.isdigit() and 12 <= len(text) <= 14):
+                raise ValueError(f"not epoch milliseconds: {text!r}")
+            return int(text) / 1000.0
+        if not has_year(pattern):
+            return _to_epoch(datetime.strptime(f"{year} {text}", "%Y " + pattern))
         return _to_epoch(datetime.strptime(text, pattern))
+
+    def _timed(self, text: str, pattern: str) -> float:
+        at = self._read(text, pattern, self.year + self._years_added)
+        if not has_year(pattern) and self._previous is not None:
+            if at < self._previous - YEAR_ROLLOVER_S:  # crossed New Year
+                self._years_added += 1
+                at = self._read(text, pattern, self.year + self._years_added)
+            elif at > self._previous + YEAR_ROLLOVER_S and self._years_added:  # a late line from the year before
+                at = self._read(text, pattern, self.year + self._years_added - 1)
+        self._previous = at
+        return at
 
     def __call__(self, values: Mapping[str, str | None]) -> float | None:
         """Epoch seconds (UTC) of a line's fields; None when the format has no time field.
@@ -481,12 +527,15 @@ class TimestampReader:
         texts = self._texts(values)
         if self._chosen is not None:
             index, pattern = self._chosen
-            return self._read(texts[index] if index < len(texts) else "", pattern)
-        patterns = (self.time_format,) if self.time_format else (*TIME_PATTERNS, *TIME_PATTERNS_NO_YEAR, "epoch")
+            return self._timed(texts[index] if index < len(texts) else "", pattern)
+        patterns = (
+            (self.time_format,) if self.time_format
+            else (*TIME_PATTERNS, *TIME_PATTERNS_NO_YEAR, "epoch", "epoch_ms")
+        )
         for index, text in enumerate(texts):
             for pattern in patterns:
                 try:
-                    at = self._read(text, pattern)
+                    at = self._timed(text, pattern)
                 except ValueError:
                     continue
                 self._chosen = (index, pattern)
@@ -549,10 +598,15 @@ class LogSource:
                 raise ValueError(f"{self.name}: field <{name}> is not in format {self.format!r}")
         if "Content" not in log_format.fields:
             raise ValueError(f"{self.name}: format {self.format!r} has no <Content> field")
-        if not (math.isfinite(self.window_s) and self.window_s > 0):
-            raise ValueError(f"{self.name}: window_s must be > 0, got {self.window_s!r}")
+        if not (math.isfinite(self.window_s) and 0 < self.window_s <= MAX_WINDOW_S):
+            raise ValueError(f"{self.name}: window_s must be in (0, {MAX_WINDOW_S:g}] seconds, got {self.window_s!r}")
         if self.slide_s is not None and not (math.isfinite(self.slide_s) and 0 < self.slide_s <= self.window_s):
             raise ValueError(f"{self.name}: slide_s must be in (0, window_s], got {self.slide_s!r}")
+        if self.slide_s is not None and self.window_s / self.slide_s > MAX_WINDOWS_PER_LINE:
+            raise ValueError(f"{self.name}: slide_s {self.slide_s!r} puts each line in "
+                             f"{self.window_s / self.slide_s:.0f} windows (at most {MAX_WINDOWS_PER_LINE})")
+        if self.year is not None and not 1 <= self.year <= 9998:
+            raise ValueError(f"{self.name}: year must be in 1..9998, got {self.year!r}")
         if not (math.isfinite(self.allowed_lateness_s) and self.allowed_lateness_s >= 0):
             raise ValueError(f"{self.name}: allowed_lateness_s must be >= 0, got {self.allowed_lateness_s!r}")
         object.__setattr__(self, "log_format", log_format)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,7 @@ async def serve(
 
     config.validate()
     jwt = config.jwt_config() if "gateway" in config.only or "auth" in config.only else None
+    listener = _listen(config.host, config.port) if "gateway" in config.only else None
     metrics = ServiceMetrics()
     if config.bootstrap_servers is None:
         raw_broker: Any = InMemoryBroker()
@@ -193,12 +195,12 @@ async def serve(
         data = config.data_dir
         if "orders" in config.only:
             orders = OrderStore(data / "orders.db")
-            await orders.open()
+            await _open(orders, data / "orders.db")
             closers.append(orders.close)
             services.append(Microservice(broker, [OrderQueryController(orders)], name="orders", namespace=ns))
         if "inventory" in config.only:
             store = InventoryStore(data / "inventory.db", seed=initial_stock(config.products))
-            await store.open()
+            await _open(store, data / "inventory.db")
             closers.append(store.close)
             inventory = InventoryService(store, client.emit)
             services.append(Microservice(broker, [InventoryController(inventory, DeadLetterSink(broker))],
@@ -206,7 +208,7 @@ async def serve(
         if "auth" in config.only:
             assert jwt is not None
             users = UserStore(data / "auth.db")
-            await users.open()
+            await _open(users, data / "auth.db")
             closers.append(users.close)
             services.append(Microservice(broker, [AuthController(users, jwt)], name="auth", namespace=ns))
         if "logs" in config.only:
@@ -238,7 +240,7 @@ async def serve(
             await service.start()
         metrics.start_lag_refresh(broker, lambda: consumer_groups(services), interval_s=5.0)
         if uvicorn_server is not None:
-            uvicorn_task = asyncio.create_task(uvicorn_server.serve(), name="gateway")
+            uvicorn_task = asyncio.create_task(uvicorn_server.serve(sockets=[listener]), name="gateway")
             while not uvicorn_server.started:
                 if uvicorn_task.done():
                     uvicorn_task.result()  # raises what stopped it (e.g. the port is taken)
@@ -283,6 +285,8 @@ async def serve(
             stop=stop,
         )
     except BaseException:
+        if listener is not None and uvicorn_task is None:
+            listener.close()
         await metrics.stop()
         if uvicorn_server is not None and uvicorn_task is not None:
             uvicorn_server.should_exit = True
@@ -299,6 +303,40 @@ async def serve(
             except Exception:
                 pass
         raise
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The gateway's listening socket, bound before anything starts, so that a taken port or a
+    bad host is a configuration error (exit 2) rather than a failure after the services started.
+
+    Raises:
+        ConfigError("host" / "port", ...).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, OverflowError) as exc:
+        raise ConfigError("host", f"cannot resolve {host!r}: {exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError("port", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+async def _open(store: Any, path: Path) -> None:
+    """Open a service's database; a file that is not a usable SQLite database is a ConfigError naming it."""
+    import sqlite3
+
+    try:
+        await store.open()
+    except sqlite3.Error as exc:
+        raise ConfigError("data_dir", f"{path}: {exc}") from exc
 
 
 def parse_only(values: Sequence[str] | None) -> tuple[str, ...]:

@@ -272,8 +272,8 @@ async def test_stock_low_when_remaining_goes_below_threshold(store: InventorySto
     service.on_next(order("o2", ("p1", 1), ("p2", 1)))  # p1 2 -> 1, p2 1 -> 0: both below
     await service.wait_idle()
     assert emitted.topic("stock.low") == [
-        {"product_id": "p1", "remaining": 1, "threshold": 2},
-        {"product_id": "p2", "remaining": 0, "threshold": 2},
+        {"product_id": "p1", "remaining": 1, "threshold": 2, "order_id": "o2"},
+        {"product_id": "p2", "remaining": 0, "threshold": 2, "order_id": "o2"},
     ]
     assert [key for topic, _, key in emitted.calls if topic == "stock.low"] == ["p1", "p2"]
     assert service.stock_low_events == 2

@@ -180,6 +180,26 @@ def test_year_and_explicit_time_format() -> None:
     assert LogParser(day_first).parse("[30.10 16:49:06] chrome.exe - open", 1).parsed
 
 
+def test_iso_times_with_a_zone_are_converted_and_epoch_milliseconds_read() -> None:
+    source = LogSource(name="I", format="<Datetime> <Content>", level_field=None, component_field=None)
+    parser = LogParser(source)
+    assert parser.parse("2015-07-29T18:41:45+02:00 a", 1).timestamp == utc(2015, 7, 29, 16, 41, 45)
+    assert parser.parse("2015-07-29T16:41:46Z b", 2).timestamp == utc(2015, 7, 29, 16, 41, 46)
+    epoch = LogParser(LogSource(name="E", format="<Timestamp> <Content>", level_field=None, component_field=None))
+    assert epoch.parse("1117838570123 c", 1).timestamp == pytest.approx(1117838570.123)
+
+
+def test_a_log_without_years_crossing_new_year_moves_to_the_next_year() -> None:
+    source = LogSource(name="S", format="<Month> <Day> <Time> <Content>", level_field=None, component_field=None,
+                       year=2015)
+    parser = LogParser(source)
+    times = [parser.parse(line, n).timestamp for n, line in enumerate(
+        ["Dec 31 23:59:59 a", "Jan  1 00:00:01 b", "Dec 31 23:59:58 c", "Jan  2 00:00:00 d"], start=1)]
+    # the third line is a late line of 2015, not Dec 31 2016
+    assert times == [utc(2015, 12, 31, 23, 59, 59), utc(2016, 1, 1, 0, 0, 1), utc(2015, 12, 31, 23, 59, 58),
+                     utc(2016, 1, 2)]
+
+
 def test_the_first_reading_pattern_is_kept() -> None:
     reader = TimestampReader(["Date", "Time", "Content"])
     assert reader({"Date": "2015-07-29", "Time": "17:41:44,747"}) == pytest.approx(utc(2015, 7, 29, 17, 41, 44, 747000))

@@ -177,6 +177,14 @@ def test_unparsed_lines_are_counted_and_assigned(tmp_path: Path) -> None:
     (["--format", "HDFS", "--sim-th", "1.5"], "sim_th"),
     (["--format", "HDFS", "--level-field", "Nope"], "level_field"),
     (["--format", "HDFS", "--error-rate", "2"], "alerts"),
+    (["--format", "HDFS", "--mask", r"\b"], "mask"),            # matches only zero-width
+    (["--format", "HDFS", "--mask", "(?=a)"], "mask"),
+    (["--format", "HDFS", "--mask", "a{99999999999}"], "mask"),  # too large a repeat
+    (["--format", r"<Date>\d{99999999999} <Content>"], "format"),
+    (["--format", "HDFS", "--time-format", "%Q"], "time_format"),
+    (["--format", "HDFS", "--year", "0"], "year"),
+    (["--format", "HDFS", "--window", "3600", "--slide", "1"], "slide"),  # 3600 windows per line
+    (["--format", "HDFS", "--window", "1e12"], "window"),
 ])
 def test_bad_configuration_fails_at_start_naming_the_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], key: str
@@ -186,6 +194,34 @@ def test_bad_configuration_fails_at_start_naming_the_option(
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: bad configuration:") and key in line, line
     assert not report.exists() or report.stat().st_size == 0
+
+
+def test_the_report_may_not_overwrite_the_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("2024-01-01 00:00:01 INFO a\n")
+    assert main(["logs", "analyze", str(log), "--format", "<Date> <Time> <Level> <Content>", "--quiet",
+                 "--report", str(log)]) == 2
+    assert "report" in capsys.readouterr().err and log.read_text() == "2024-01-01 00:00:01 INFO a\n"
+
+
+def test_a_garbage_first_line_does_not_make_the_file_late(tmp_path: Path) -> None:
+    log = tmp_path / "banner.log"
+    log.write_text("=== banner ===\n" + (SHIPPED / "HDFS_2k.log").read_text(encoding="utf-8"))
+    with_banner, _ = run(tmp_path, log, "--format", "HDFS")
+    (tmp_path / "plain").mkdir()
+    plain, _ = run(tmp_path / "plain", SHIPPED / "HDFS_2k.log", "--format", "HDFS")
+    assert (with_banner["lines"], with_banner["unparsed"], with_banner["late"]) == (2001, 1, 0)
+    assert len(with_banner["windows"]) == len(plain["windows"])
+    assert sum(w["lines"] for w in with_banner["windows"]) == 2001
+
+
+def test_a_very_long_line_is_cut_and_counted(tmp_path: Path) -> None:
+    from examples.shop.log_analytics import MAX_LINE_CHARS
+
+    log = tmp_path / "long.log"
+    log.write_text(f"2024-01-01 00:00:01 INFO {'x' * (MAX_LINE_CHARS + 10)}\n2024-01-01 00:00:02 INFO ok\n")
+    report, rows = run(tmp_path, log, "--format", "<Date> <Time> <Level> <Content>")
+    assert (report["lines"], report["truncated"], report["unparsed"], len(rows)) == (2, 1, 0, 2)
 
 
 def test_missing_file_fails_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

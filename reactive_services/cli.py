@@ -25,11 +25,13 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import orjson
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,10 +158,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse enforces the subcommands
 
 
+def _one_line(run: Callable[[], Awaitable[T]]) -> tuple[int, T | None]:
+    """``asyncio.run(run())``, with a failure reported as one line on stderr, not a traceback.
+
+    Returns:
+        ``(0, result)``; or ``(2, None)`` for a bad configuration or an unreachable broker,
+        ``(130, None)`` when interrupted, ``(1, None)`` for any other failure.
+    """
+    from .errors import BrokerUnavailableError, ConfigError
+
+    try:
+        return 0, asyncio.run(run())
+    except ConfigError as exc:
+        print(f"error: bad configuration: {exc}", file=sys.stderr)
+        return 2, None
+    except BrokerUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2, None
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130, None
+    except Exception as exc:  # one line, not a traceback
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]  # type: ignore[assignment]
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1, None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from examples.shop.system import ServeConfig, ServeInfo, parse_only, serve
 
-    from .errors import BrokerUnavailableError, ConfigError
+    from .errors import ConfigError
 
     logging.getLogger("reactive_services").setLevel(logging.WARNING)
     config = ServeConfig(only=parse_only(args.only), bootstrap_servers=args.bootstrap_servers, host=args.host,
@@ -180,20 +209,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         config.validate()
-        return asyncio.run(serve(config, on_ready=ready))
     except ConfigError as exc:
         print(f"error: bad configuration: {exc}", file=sys.stderr)
         return 2
-    except BrokerUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # one line, not a traceback
-        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-            exc = exc.exceptions[0]  # type: ignore[assignment]
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    code, exit_code = _one_line(lambda: serve(config, on_ready=ready))
+    return code or (exit_code or 0)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -201,7 +221,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from examples.shop.demo import DemoConfig, check_report, parse_log_args
 
-    from .errors import BrokerUnavailableError, ConfigError
+    from .errors import ConfigError
 
     err = Console(stderr=True)
     try:
@@ -220,22 +240,9 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"error: bad configuration: {exc}", file=sys.stderr)
         return 2
 
-    try:
-        report = asyncio.run(_run_with_progress(config, quiet=args.quiet, console=err))
-    except BrokerUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(f"error: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one line, not a traceback
-        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-            exc = exc.exceptions[0]  # type: ignore[assignment]
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    code, report = _one_line(lambda: _run_with_progress(config, quiet=args.quiet, console=err))
+    if report is None:
+        return code
     problems = check_report(report, orders_file=config.orders, log_files=config.logs)
     report["invariants"] = {"ok": not problems, "violations": problems}
     if args.report:
@@ -293,16 +300,9 @@ def _logs_analyze(args: argparse.Namespace) -> int:
             return await analyze_file(args.file, source, assignments=args.assignments,
                                       progress=lambda done, total: bar.update(task, completed=done, total=total))
 
-    try:
-        report = asyncio.run(run())
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one line, not a traceback
-        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-            exc = exc.exceptions[0]  # type: ignore[assignment]
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    code, report = _one_line(run)
+    if report is None:
+        return code
     if args.report:
         args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     _logs_summary(report, Console(), top=args.top)

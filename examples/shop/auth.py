@@ -78,6 +78,8 @@ from reactive_services.errors import (
     ValidationError,
 )
 
+from ._sqlite import SqliteStore
+
 __all__ = [
     "CHANNEL_SCOPES",
     "DEFAULT_DB_PATH",
@@ -151,7 +153,7 @@ CREATE TABLE IF NOT EXISTS users (
 """
 
 
-class UserStore:
+class UserStore(SqliteStore):
     """The auth service's own SQLite database (aiosqlite); no other service opens it.
 
     Use as ``async with UserStore(path) as store:`` or call :meth:`open` / :meth:`close`.
@@ -163,51 +165,16 @@ class UserStore:
             with RFC 9106's low-memory profile: t=3, m=64 MiB, p=4). Tests pass cheaper ones.
     """
 
+    schema = _SCHEMA
+
     def __init__(self, db_path: str | PathLike[str], *, hasher: PasswordHasher | None = None) -> None:
-        self.db_path = db_path
+        super().__init__(db_path)
         self.hasher = hasher or PasswordHasher()
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
         self._dummy_hash: str | None = None
 
-    async def open(self) -> None:
-        """Open the database and create the table if needed.
-
-        Raises:
-            sqlite3.Error: the database cannot be opened or written.
-            OSError: its folder cannot be created.
-        """
-        if str(self.db_path) != ":memory:":
-            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(self.db_path))
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.executescript(_SCHEMA)
-            await db.commit()
-        except BaseException:
-            await db.close()
-            raise
-        self._db = db
+    async def _prepare(self, db: aiosqlite.Connection) -> None:
         # the hash an unknown username is checked against: same parameters, so same cost
         self._dummy_hash = await asyncio.to_thread(self.hasher.hash, os.urandom(16).hex())
-
-    async def close(self) -> None:
-        """Close the database (idempotent)."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
-
-    async def __aenter__(self) -> UserStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("UserStore is not open")
-        return self._db
 
     async def add_user(self, username: str, password: str, scopes: Iterable[str]) -> None:
         """Create a user.

@@ -58,6 +58,8 @@ from reactivex.abc import ObserverBase
 from adapters._message import track
 from reactive_services.errors import ConfigError, ValidationError
 
+from ._sqlite import SqliteStore
+
 __all__ = [
     "Emit",
     "InventoryService",
@@ -230,7 +232,7 @@ CREATE TABLE IF NOT EXISTS processed_orders (
 """
 
 
-class InventoryStore:
+class InventoryStore(SqliteStore):
     """The inventory's own SQLite database (aiosqlite); no other service opens it.
 
     Tables: ``stock(product_id PK, quantity >= 0)`` and ``processed_orders(order_id PK,
@@ -243,53 +245,24 @@ class InventoryStore:
             (a restarted service keeps its stock), e.g. ``initial_stock(products_csv)``.
     """
 
+    schema = _SCHEMA
+    isolation_level = None  # explicit BEGIN IMMEDIATE / COMMIT
+
     def __init__(self, db_path: str | PathLike[str], *, seed: Mapping[str, int] | None = None) -> None:
-        self.db_path = db_path
+        super().__init__(db_path)
         self._seed = dict(seed or {})
         bad = {p: q for p, q in self._seed.items() if isinstance(q, bool) or not isinstance(q, int) or q < 0}
         if bad:
             raise ConfigError("seed", f"quantities must be integers >= 0: {bad}")
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
 
-    async def open(self) -> None:
-        """Open the database, create the tables if needed, seed the stock if the table is empty.
-
-        Raises:
-            sqlite3.Error: the database cannot be opened or written.
-        """
-        db = await aiosqlite.connect(self.db_path, isolation_level=None)  # explicit BEGIN/COMMIT
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.executescript(_SCHEMA)
-            await db.execute("BEGIN IMMEDIATE")
-            async with db.execute("SELECT COUNT(*) FROM stock") as cursor:
-                (count,) = await cursor.fetchone() or (0,)
-            if count == 0 and self._seed:
-                await db.executemany("INSERT INTO stock (product_id, quantity) VALUES (?, ?)", self._seed.items())
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.close()
-            raise
-        self._db = db
-
-    async def close(self) -> None:
-        """Close the database (idempotent)."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
-
-    async def __aenter__(self) -> InventoryStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("InventoryStore is not open")
-        return self._db
+    async def _prepare(self, db: aiosqlite.Connection) -> None:
+        """Seed the stock when its table is empty (a restarted service keeps its stock)."""
+        await db.execute("BEGIN IMMEDIATE")
+        async with db.execute("SELECT COUNT(*) FROM stock") as cursor:
+            (count,) = await cursor.fetchone() or (0,)
+        if count == 0 and self._seed:
+            await db.executemany("INSERT INTO stock (product_id, quantity) VALUES (?, ?)", self._seed.items())
+        await db.execute("COMMIT")
 
     async def reserve(self, order: Order) -> Outcome:
         """Reserve every item of ``order`` in one transaction, all or none, at most once per order id.

@@ -25,20 +25,17 @@ name="order-query")``), apart from the inventory's, so that it reads every order
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
-from os import PathLike
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import orjson
 
 from adapters import Message
 from reactive_services import Controller, event_pattern, message_pattern
 from reactive_services.errors import ValidationError
 
+from ._sqlite import SqliteStore
 from .inventory import parse_order
 
 __all__ = ["MAX_ORDER_ID_CHARS", "OrderQueryController", "OrderStore", "order_id_of"]
@@ -78,7 +75,7 @@ CREATE TABLE IF NOT EXISTS orders (
 """
 
 
-class OrderStore:
+class OrderStore(SqliteStore):
     """The order query service's own SQLite database (aiosqlite); no other service opens it.
 
     Table ``orders(order_id PK, value JSON, received_at)``. Use as ``async with
@@ -90,47 +87,7 @@ class OrderStore:
             ``":memory:"``.
     """
 
-    def __init__(self, db_path: str | PathLike[str]) -> None:
-        self.db_path = db_path
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        """Open the database and create the table if needed.
-
-        Raises:
-            sqlite3.Error: the database cannot be opened or written.
-            OSError: its folder cannot be created.
-        """
-        if str(self.db_path) != ":memory:":
-            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(self.db_path))
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.executescript(_SCHEMA)
-            await db.commit()
-        except BaseException:
-            await db.close()
-            raise
-        self._db = db
-
-    async def close(self) -> None:
-        """Close the database (idempotent)."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
-
-    async def __aenter__(self) -> OrderStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("OrderStore is not open")
-        return self._db
+    schema = _SCHEMA
 
     async def add(self, order: Mapping[str, Any]) -> bool:
         """Store ``order`` (an ``order.created`` value with a string ``order_id``) unless its

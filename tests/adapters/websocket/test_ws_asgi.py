@@ -13,7 +13,6 @@ from typing import Any, AsyncIterator
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as raw_connect
 from websockets.exceptions import ConnectionClosed
 
@@ -25,12 +24,12 @@ from adapters.websocket import (
     connect,
 )
 
-import starlette  # noqa: F401  (a dependency: the gateway serves /ws with it)
 import uvicorn
 
 from starlette.applications import Starlette  # noqa: E402
 from starlette.routing import WebSocketRoute  # noqa: E402
 from starlette.websockets import WebSocket  # noqa: E402
+from wsframes import read_until_pong, recv, subscribe
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,23 +100,6 @@ async def gateway() -> AsyncIterator[Gateway]:
         await asyncio.wait_for(hub_server.stop(), STEP)
         server.should_exit = True
         await asyncio.wait_for(task, STEP)
-
-
-async def recv(ws: ClientConnection) -> dict[str, Any]:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), STEP))
-
-
-async def subscribe(ws: ClientConnection, channels: list[str]) -> dict[str, Any]:
-    await ws.send(orjson.dumps({"op": "subscribe", "channels": channels}).decode())
-    return await recv(ws)
-
-
-async def read_until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
-    await ws.send('{"op": "ping"}')
-    frames = []
-    while (frame := await recv(ws))["type"] != "pong":
-        frames.append(frame)
-    return frames
 
 
 async def test_uvicorn_clients_and_listener_clients_share_the_hub(gateway: Gateway) -> None:

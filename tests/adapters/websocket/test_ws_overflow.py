@@ -28,28 +28,12 @@ from adapters.websocket import (
     WebSocketsTransport,
 )
 from reactive_services.errors import ConfigError, ConnectionClosedError
+from wsframes import read_until_pong, recv, subscribe
 
 pytestmark = pytest.mark.timeout(60)
 
 STEP = 5.0
 PAD = "x" * 64 * 1024  # 64 KiB per event: a stalled client fills the pipes after a few MB
-
-
-async def recv(ws: ClientConnection) -> dict[str, Any]:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), STEP))
-
-
-async def subscribe(ws: ClientConnection, channels: list[str]) -> dict[str, Any]:
-    await ws.send(orjson.dumps({"op": "subscribe", "channels": channels}).decode())
-    return await recv(ws)
-
-
-async def read_until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
-    await ws.send('{"op": "ping"}')
-    frames = []
-    while (frame := await recv(ws))["type"] != "pong":
-        frames.append(frame)
-    return frames
 
 
 class Scenario:

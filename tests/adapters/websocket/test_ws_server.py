@@ -6,9 +6,7 @@ import asyncio
 import threading
 from typing import Any, AsyncIterator
 
-import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as raw_connect
 from websockets.exceptions import ConnectionClosed
 
@@ -21,6 +19,7 @@ from adapters.websocket import (
     connect,
 )
 from reactive_services.errors import ConfigError, ConnectionClosedError
+from wsframes import read_until_pong, recv, subscribe
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,25 +30,6 @@ STEP = 5.0  # seconds allowed for any single network step
 async def server() -> AsyncIterator[WebSocketServer]:
     async with WebSocketServer() as srv:
         yield srv
-
-
-async def recv(ws: ClientConnection) -> dict[str, Any]:
-    data = await asyncio.wait_for(ws.recv(), STEP)
-    return orjson.loads(data)
-
-
-async def subscribe(ws: ClientConnection, channels: list[str]) -> dict[str, Any]:
-    await ws.send(orjson.dumps({"op": "subscribe", "channels": channels}).decode())
-    return await recv(ws)
-
-
-async def read_until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
-    """Send a ping and return every frame received before its pong (frames are ordered)."""
-    await ws.send('{"op": "ping"}')
-    frames = []
-    while (frame := await recv(ws))["type"] != "pong":
-        frames.append(frame)
-    return frames
 
 
 async def collect(observable: Any, timeout: float = STEP) -> tuple[list[Any], BaseException | None]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -171,6 +172,14 @@ async def serve(
     from reactive_services.metrics import MeteredBroker, ServiceMetrics, consumer_groups, readiness
 
     config.validate()
+    # a SIGTERM while starting asks for the same graceful stop, once started (not a kill)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
     jwt = config.jwt_config() if "gateway" in config.only or "auth" in config.only else None
     listener = _listen(config.host, config.port) if "gateway" in config.only else None
     metrics = ServiceMetrics()

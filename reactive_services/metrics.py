@@ -345,13 +345,10 @@ class MeteredBroker:
 
 
 def _started_flag(broker: Any) -> bool | None:
-    """The broker's own started flag: ``started`` (KafkaBroker, MeteredBroker), else
-    ``_started`` (InMemoryBroker keeps it private), else None (unknown)."""
-    for name in ("started", "_started"):
-        flag = getattr(broker, name, None)
-        if isinstance(flag, bool):
-            return flag
-    return None
+    """The broker's own ``started`` flag (both brokers and MeteredBroker have one), or None
+    for a broker without one."""
+    flag = getattr(broker, "started", None)
+    return flag if isinstance(flag, bool) else None
 
 
 # --------------------------------------------------------------------------- the metrics

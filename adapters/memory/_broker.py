@@ -99,6 +99,11 @@ class InMemoryBroker:
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._started
+
     async def start(self) -> None:
         """Mark the broker as running (there is nothing to connect to)."""
         self._started = True

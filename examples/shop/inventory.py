@@ -61,6 +61,7 @@ from reactive_services.errors import ConfigError, ValidationError
 from ._sqlite import SqliteStore
 
 __all__ = [
+    "MAX_ORDER_BYTES",
     "Emit",
     "InventoryService",
     "InventoryStore",
@@ -140,6 +141,11 @@ class Order:
 
     order_id: str
     items: tuple[OrderItem, ...]
+
+
+#: The largest order.created record (bytes of its value) the shop's consumers accept; a larger
+#: one is dead-lettered (the inventory and the order query service).
+MAX_ORDER_BYTES = 64 * 1024
 
 
 def parse_order(value: Any) -> Order:

@@ -143,14 +143,8 @@ def make_source(
             max_children=drain.max_children if max_children is None else max_children,
             masking=parsed_masks + (drain.masking if default_masks else ()),
         )
-    except ValueError as exc:  # pragma: no cover - DrainSettings does not validate today
-        raise ConfigError("drain", str(exc)) from exc
-    if drain.depth < 3:
-        raise ConfigError("depth", f"must be >= 3 (drain3 uses depth - 2 prefix tokens), got {drain.depth}")
-    if not 0.0 <= drain.sim_th <= 1.0:
-        raise ConfigError("sim_th", f"must be in [0, 1], got {drain.sim_th}")
-    if drain.max_children < 1:
-        raise ConfigError("max_children", f"must be >= 1, got {drain.max_children}")
+    except ValueError as exc:  # the message starts with the field: depth, sim_th or max_children
+        raise ConfigError(str(exc).split(" ", 1)[0], str(exc)) from exc
 
     changes: dict[str, Any] = {"drain": drain}
     for key, value in (("level_field", level_field), ("component_field", component_field)):

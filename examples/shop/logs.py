@@ -304,6 +304,8 @@ DEFAULT_MASKING: tuple[tuple[str, str], ...] = (
 class DrainSettings:
     """drain3 settings of one source.
 
+    Raises ValueError at construction for a value out of range (the message starts with the field).
+
     Attributes:
         depth: depth of the Drain parse tree (>= 3; drain3 uses ``depth - 2`` prefix tokens).
         sim_th: similarity threshold in [0, 1] above which a line joins an existing cluster.
@@ -315,6 +317,15 @@ class DrainSettings:
     sim_th: float = 0.4
     max_children: int = 100
     masking: tuple[tuple[str, str], ...] = DEFAULT_MASKING
+
+    def __post_init__(self) -> None:
+        """Raises ValueError naming the field: depth < 3, sim_th outside [0, 1], max_children < 1."""
+        if self.depth < 3:
+            raise ValueError(f"depth must be >= 3 (drain3 uses depth - 2 prefix tokens), got {self.depth}")
+        if not 0.0 <= self.sim_th <= 1.0:
+            raise ValueError(f"sim_th must be in [0, 1], got {self.sim_th}")
+        if self.max_children < 1:
+            raise ValueError(f"max_children must be >= 1, got {self.max_children}")
 
 
 class TemplateMiner:

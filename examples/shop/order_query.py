@@ -36,16 +36,13 @@ from reactive_services import Controller, event_pattern, message_pattern
 from reactive_services.errors import ValidationError
 
 from ._sqlite import SqliteStore
-from .inventory import parse_order
+from .inventory import MAX_ORDER_BYTES, parse_order
 
 __all__ = ["MAX_ORDER_ID_CHARS", "OrderQueryController", "OrderStore", "order_id_of"]
 
 
 #: The longest order id a query accepts (characters).
 MAX_ORDER_ID_CHARS = 256
-#: The largest order.created record stored (bytes of the record's value); a larger one is
-#: dead-lettered (the inventory's limit, ``services.MAX_ORDER_BYTES``).
-MAX_ORDER_BYTES = 64 * 1024
 
 
 def order_id_of(payload: Any) -> str:

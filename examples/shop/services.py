@@ -23,15 +23,13 @@ from operators import decode_json
 from reactive_services import Controller, event_pattern, message_pattern
 from reactive_services.errors import ValidationError
 
-from .inventory import InventoryService, parse_order
+from .inventory import MAX_ORDER_BYTES, InventoryService, parse_order
 from .log_analytics import LogAnalyticsService, check_log_record
 from .order_query import order_id_of
 
 __all__ = ["InventoryController", "LogAnalyticsController"]
 
 
-#: The largest order.created record the inventory accepts (bytes); a larger one is dead-lettered.
-MAX_ORDER_BYTES = 64 * 1024
 
 
 class InventoryController(Controller):

@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from adapters import Broker, Message
 from reactive_services.errors import ConfigError
-
-
-def name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+from waiting import name, until
 
 
 async def committed(broker: Broker, group: str, topic: str) -> int | None:

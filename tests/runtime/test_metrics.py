@@ -10,11 +10,10 @@ import asyncio
 import importlib.util
 import inspect
 import math
-import uuid
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -34,22 +33,11 @@ from reactive_services.metrics import (
     readiness,
     ready,
 )
+from waiting import name, until
 
 pytestmark = pytest.mark.timeout(120)
 
 TESTS = Path(__file__).resolve().parent.parent
-
-
-def name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def scrape(metrics: ServiceMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

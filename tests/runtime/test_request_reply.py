@@ -25,14 +25,7 @@ from reactive_services.errors import (
     RemoteError,
     RequestTimeoutError,
 )
-
-
-async def until(predicate, timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
+from waiting import until
 
 
 class Calculator(Controller):

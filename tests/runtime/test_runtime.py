@@ -11,14 +11,7 @@ from adapters import headers_to_dict
 from adapters.memory import InMemoryBroker
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, start_all_microservices
 from reactive_services.errors import ConfigError
-
-
-async def until(predicate, timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), timeout)
+from waiting import until
 
 
 class Orders(Controller):

@@ -7,7 +7,6 @@ Runs against the real broker of ``kafka_bootstrap`` (tests/conftest.py).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any, AsyncIterator, Callable
 
 import pytest
@@ -15,18 +14,7 @@ import pytest
 from adapters import Message
 from adapters.kafka import KafkaBroker, SourceStats
 from reactive_services.errors import ConfigError
-
-
-def name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+from waiting import name, until
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import dataclasses
 import orjson
 import pytest
 
-import adapters.websocket as ws
 from adapters.websocket import (
     MAX_CHANNEL_LENGTH,
     MAX_CHANNELS,
@@ -25,36 +24,6 @@ from adapters.websocket import (
 from reactive_services.errors import DecodeError, ValidationError
 
 
-def test_exported_names() -> None:
-    assert sorted(ws.__all__) == sorted(
-        [
-            "CLOSE_FORBIDDEN",
-            "CLOSE_UNAUTHORIZED",
-            "MAX_CHANNELS",
-            "MAX_CHANNEL_LENGTH",
-            "ClientFrame",
-            "Connection",
-            "Notification",
-            "NotificationHub",
-            "OverflowPolicy",
-            "StarletteTransport",
-            "Transport",
-            "WebSocketServer",
-            "WebSocketsTransport",
-            "connect",
-            "decode_server_frame",
-            "encode_error",
-            "encode_event",
-            "encode_pong",
-            "encode_subscribe",
-            "encode_subscribed",
-            "encode_unsubscribe",
-            "parse_client_frame",
-            "validate_channels",
-        ]
-    )
-    for name in ws.__all__:
-        assert hasattr(ws, name), name
 
 
 def test_parse_subscribe_text_and_bytes() -> None:

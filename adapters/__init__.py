@@ -1,4 +1,4 @@
-"""I/O boundaries: brokers (``adapters.memory``, ``adapters.kafka``) and websockets (``adapters.websocket``).
+"""I/O boundaries: brokers (``reactive_services.adapters.memory``, ``reactive_services.adapters.kafka``) and websockets (``reactive_services.adapters.websocket``).
 
 Every broker implements :class:`Broker`; every source emits :class:`Message`.
 """

@@ -72,9 +72,7 @@ def dead_letter_topic(topic: str) -> str:
     return topic + DLT_SUFFIX
 
 
-def dead_letter_headers(
-    message: Message, error: BaseException | str, *, attempts: int = 1
-) -> list[tuple[str, bytes]]:
+def dead_letter_headers(message: Message, error: BaseException | str, *, attempts: int = 1) -> list[tuple[str, bytes]]:
     """Headers for a record sent to a dead-letter topic.
 
     The original headers are kept, then these are appended (all UTF-8 text):

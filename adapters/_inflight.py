@@ -1,7 +1,7 @@
 """The bounded window of messages in flight of a source running with ``concurrency > 1``.
 
 Shared by the in-memory and Kafka sources. The pure offset bookkeeping is
-:class:`adapters._offsets.OffsetTracker`; this module adds the asyncio part: one task per
+:class:`reactive_services.adapters._offsets.OffsetTracker`; this module adds the asyncio part: one task per
 message with tracked work that awaits :meth:`Message.settled`, the per-key ordering, and a
 wake-up event the source waits on when the window is full.
 """
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 from ._message import Message
 from ._offsets import OffsetTracker
 
 __all__ = ["InFlight"]
 
-log = logging.getLogger("adapters.inflight")
+log = logging.getLogger("reactive_services.adapters.inflight")
 
 
 class InFlight:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Sequence
+from typing import Any
 
 from reactivex.abc import ObserverBase
 
@@ -68,7 +69,6 @@ class Message:
         the offset is not committed, so the record is redelivered on restart.
         """
         self._pending.append(asyncio.ensure_future(work))
-
 
     async def settled(self) -> None:
         """Await every tracked awaitable (in order); re-raises the first failure."""

@@ -26,8 +26,9 @@ offset loses 32 and 33 on a crash)::
 from __future__ import annotations
 
 import heapq
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, Hashable, Iterable, TypeVar
+from typing import Generic, TypeVar
 
 __all__ = ["OffsetTracker"]
 
@@ -86,7 +87,9 @@ class OffsetTracker(Generic[TP]):
         if part.position is None:
             part.position = offset
         if offset < part.position or (part.high is not None and offset < part.high):
-            raise ValueError(f"offset {offset} of {tp!r} started out of order (next expected >= {part.high or part.position})")
+            raise ValueError(
+                f"offset {offset} of {tp!r} started out of order (next expected >= {part.high or part.position})"
+            )
         part.in_flight.add(offset)
         heapq.heappush(part.heap, offset)
         part.high = offset + 1

@@ -1,6 +1,6 @@
 """The surface every broker adapter implements, described once.
 
-:class:`adapters.memory.InMemoryBroker` and :class:`adapters.kafka.KafkaBroker` both
+:class:`reactive_services.adapters.memory.InMemoryBroker` and :class:`reactive_services.adapters.kafka.KafkaBroker` both
 satisfy :class:`Broker`; services and tests are written against this Protocol only, and
 one contract test-suite runs against both.
 """
@@ -8,7 +8,8 @@ one contract test-suite runs against both.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from reactivex import Observable
 from reactivex.abc import ObserverBase
@@ -64,9 +65,7 @@ class Broker(Protocol):
             TypeError: ``value`` is not JSON-serialisable.
         """
 
-    async def emit_batch(
-        self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]
-    ) -> list[RecordMetadata]:
+    async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Publish many ``(key, value)`` records and wait until all are acknowledged."""
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> ObserverBase[Any]:
@@ -110,7 +109,7 @@ class Broker(Protocol):
         partition, but the next message is delivered while earlier ones' work runs; a
         keyed message waits until the previous in-flight message with the same key (and
         partition) settled, so per-key order holds. The committed offset of a partition
-        is the lowest offset still in flight (see :class:`adapters._offsets.OffsetTracker`),
+        is the lowest offset still in flight (see :class:`reactive_services.adapters._offsets.OffsetTracker`),
         so it never passes an unfinished message. At most K messages are in flight: when
         K are, the source stops fetching (Kafka: pauses its partitions) until one settles.
         A failed message ends the stream with ``on_error``; neither it nor anything after

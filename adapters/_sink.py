@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from reactivex.abc import ObserverBase
 
@@ -20,7 +21,7 @@ class BrokerSink(ObserverBase[Any]):
 
     Publishing is asynchronous: ``on_next`` schedules the publish on the running event
     loop and returns. When called while a broker source is delivering a message, the
-    publish is :func:`~adapters.track`-ed, so that message's offset is committed only after
+    publish is :func:`~reactive_services.adapters.track`-ed, so that message's offset is committed only after
     the broker acknowledged the publish. A failed publish is logged at once and raised by
     :meth:`flush` (and by the broker's ``stop``), so producer errors are never silent.
 
@@ -80,10 +81,10 @@ class BrokerSink(ObserverBase[Any]):
 
 
 class DeadLetterSink(ObserverBase[Any]):
-    """An Observer that publishes each :class:`~operators.DeadLetter` to its dead-letter topic.
+    """An Observer that publishes each :class:`~reactive_services.operators.DeadLetter` to its dead-letter topic.
 
     The record keeps the original key and raw value bytes; its headers carry the reason
-    (see :func:`adapters.dead_letter_headers`). Each publish is :func:`~adapters.track`-ed,
+    (see :func:`reactive_services.adapters.dead_letter_headers`). Each publish is :func:`~reactive_services.adapters.track`-ed,
     so the failed record's offset is committed only once its dead letter is acknowledged.
 
     Attributes:
@@ -98,9 +99,7 @@ class DeadLetterSink(ObserverBase[Any]):
         self.errors: list[BaseException] = []
 
     def on_next(self, value: Any) -> None:
-        future = track(
-            self._broker.emit(value.topic, value.message.raw, key=value.message.key, headers=value.headers)
-        )
+        future = track(self._broker.emit(value.topic, value.message.raw, key=value.message.key, headers=value.headers))
         self._pending.add(future)
         future.add_done_callback(self._done)
 

@@ -4,7 +4,7 @@
 
 Uses ``$KAFKA_BOOTSTRAP_SERVERS`` when set (R3 always starts a broker of its own, since it
 stops and restarts it); otherwise each scenario starts a local broker with
-scripts/local_kafka.py. See :mod:`examples.shop.faults` for what each scenario does and checks.
+scripts/local_kafka.py. See :mod:`reactive_services.examples.shop.faults` for what each scenario does and checks.
 Exit code 1 when any scenario lost an order or ended with an inexact stock.
 """
 
@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from examples.shop.faults import SCENARIOS, ScenarioResult, run_all
+from reactive_services.examples.shop.faults import SCENARIOS, ScenarioResult, run_all
 
 
 def main() -> int:
@@ -26,8 +26,11 @@ def main() -> int:
     print(header)
 
     def row(r: ScenarioResult) -> None:
-        print(f"{r.scenario:<9}{r.sent:>13}{r.processed:>11}{r.duplicates:>21}{r.lost:>6}{r.dead_lettered:>15}  "
-              f"{'yes' if r.stock_exact else 'NO':<11}  {'; '.join(r.notes)}", flush=True)
+        print(
+            f"{r.scenario:<9}{r.sent:>13}{r.processed:>11}{r.duplicates:>21}{r.lost:>6}{r.dead_lettered:>15}  "
+            f"{'yes' if r.stock_exact else 'NO':<11}  {'; '.join(r.notes)}",
+            flush=True,
+        )
 
     results = asyncio.run(run_all(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), names, row))
     return 0 if all(r.lost == 0 and r.stock_exact for r in results) else 1

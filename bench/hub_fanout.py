@@ -56,7 +56,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.websocket import Connection, WebSocketServer, WebSocketsTransport, encode_event  # noqa: E402
+from reactive_services.adapters.websocket import Connection, WebSocketServer, WebSocketsTransport, encode_event  # noqa: E402
 
 CHANNEL = "fanout"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -200,9 +200,7 @@ async def child_main(url: str, clients: int, stall_every: int) -> None:
             sock.setblocking(False)
             await loop.sock_connect(sock, (host, int(port)))
             subscribed = loop.create_future()
-            _, client = await loop.create_connection(
-                lambda: BenchClient(host, int(port), stats, subscribed), sock=sock
-            )
+            _, client = await loop.create_connection(lambda: BenchClient(host, int(port), stats, subscribed), sock=sock)
             await asyncio.wait_for(subscribed, 30)
             conns.append(client)
 
@@ -381,7 +379,7 @@ async def run_phase(
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit(args.clients + 256)
-    logging.getLogger("adapters.websocket").setLevel(logging.ERROR)  # one warning per closed client
+    logging.getLogger("reactive_services.adapters.websocket").setLevel(logging.ERROR)  # one warning per closed client
     stall_every = round(1 / args.stalled_fraction) if args.stalled_fraction > 0 else 0
     server = WebSocketServer(
         queue_size=args.queue_size, overflow="close", close_timeout=1.0, ping_interval=None, max_message_size=4096
@@ -511,7 +509,8 @@ def print_tables(result: dict[str, Any]) -> None:
             f"{r['deliveries_per_s']:,.0f}",
             f"{r['cpu_us_per_delivery']:.2f}",
             f"{r['capacity_per_s']:,.0f}",
-            f"{r['rss_delta_mib']:.1f}" + (f" (tm {r['tracemalloc_peak_mib']:.1f})" if r["tracemalloc_peak_mib"] else ""),
+            f"{r['rss_delta_mib']:.1f}"
+            + (f" (tm {r['tracemalloc_peak_mib']:.1f})" if r["tracemalloc_peak_mib"] else ""),
             f"{r['peak_buffered_mib']:.2f}",
             str(r["slow_clients_closed"]),
             f"{r['missing']} / {r['out_of_order']}",

@@ -36,8 +36,8 @@ from reactivex import operators as ops
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters import Message  # noqa: E402
-from adapters.kafka import KafkaBroker  # noqa: E402
+from reactive_services.adapters import Message  # noqa: E402
+from reactive_services.adapters.kafka import KafkaBroker  # noqa: E402
 
 
 def _local_kafka():
@@ -84,8 +84,11 @@ def keep(amount: float) -> bool:
 
 async def read_raw(bootstrap: str, topic: str, n: int, max_batch: int) -> float:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False, auto_offset_reset="earliest",
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     count = 0
@@ -153,8 +156,10 @@ async def main_async(args: argparse.Namespace) -> None:
             await admin.create_topics([topic], partitions=1)
         size = len(make_record(args.records // 2))
         produced_s = await produce(bootstrap, topic, args.records)
-        print(f"produced {args.records} records of ~{size} B to {topic} in {produced_s:.2f} s "
-              f"({args.records / produced_s:,.0f} records/s)")
+        print(
+            f"produced {args.records} records of ~{size} B to {topic} in {produced_s:.2f} s "
+            f"({args.records / produced_s:,.0f} records/s)"
+        )
         rows = []
         for round_ in range(args.rounds):
             raw_s = await read_raw(bootstrap, topic, args.records, args.max_batch)
@@ -175,7 +180,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000, help="records to produce and read (default 100000)")
     parser.add_argument("--max-batch", type=int, default=500, help="records per getmany() (default 500)")
-    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds; the best of each is compared too (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="measurement rounds; the best of each is compared too (default 3)"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -3,8 +3,8 @@
     python bench/log_accuracy.py [--data-dir DIR] [--json OUT]
 
 For each shipped source (Apache, HDFS, Linux, OpenSSH) parses ``DIR/<Name>_2k.log`` with a
-fresh :class:`examples.shop.logs.LogParser` and scores its template groups against
-``DIR/<Name>_2k.log_structured.csv`` (see :mod:`examples.shop.log_eval` for the measure). Prints
+fresh :class:`reactive_services.examples.shop.logs.LogParser` and scores its template groups against
+``DIR/<Name>_2k.log_structured.csv`` (see :mod:`reactive_services.examples.shop.log_eval` for the measure). Prints
 one row per dataset: lines, ground-truth events, templates found, our grouping accuracy, Drain's
 published figure (logpai/logparser, ``logparser/Drain/README.md``), the difference, and the
 settings used (depth, sim_th, number of masks). With ``--json OUT`` the same figures are also
@@ -26,19 +26,26 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from examples.shop.log_eval import DRAIN_PUBLISHED, evaluate_source  # noqa: E402
-from examples.shop.logs import DATA_DIR, SOURCES  # noqa: E402
+from reactive_services.examples.shop.log_eval import DRAIN_PUBLISHED, evaluate_source  # noqa: E402
+from reactive_services.examples.shop.logs import DATA_DIR, SOURCES  # noqa: E402
 
-COLUMNS = ("dataset", "lines", "GT events", "templates", "accuracy", "mis-grouped", "Drain (published)",
-           "difference", "settings")
+COLUMNS = (
+    "dataset",
+    "lines",
+    "GT events",
+    "templates",
+    "accuracy",
+    "mis-grouped",
+    "Drain (published)",
+    "difference",
+    "settings",
+)
 _LEFT = (0, len(COLUMNS) - 1)  # left-aligned columns: dataset and settings
 
 
 def files(data_dir: Path) -> dict[str, tuple[Path, Path]]:
     """``{source name: (log path, ground-truth path)}`` under ``data_dir``."""
-    return {
-        name: (data_dir / f"{name}_2k.log", data_dir / f"{name}_2k.log_structured.csv") for name in SOURCES
-    }
+    return {name: (data_dir / f"{name}_2k.log", data_dir / f"{name}_2k.log_structured.csv") for name in SOURCES}
 
 
 def measure(data_dir: Path) -> list[dict[str, Any]]:
@@ -81,8 +88,12 @@ def print_table(results: list[dict[str, Any]]) -> None:
         widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(COLUMNS)]
         print(title)
         for line in (list(COLUMNS), *rows):
-            print("  ".join(cell.ljust(width) if i in _LEFT else cell.rjust(width)
-                            for i, (cell, width) in enumerate(zip(line, widths))).rstrip())
+            print(
+                "  ".join(
+                    cell.ljust(width) if i in _LEFT else cell.rjust(width)
+                    for i, (cell, width) in enumerate(zip(line, widths))
+                ).rstrip()
+            )
         return
     table = Table(title=title)
     for i, column in enumerate(COLUMNS):
@@ -97,8 +108,12 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR,
-                        help="folder with <Name>_2k.log and <Name>_2k.log_structured.csv (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA_DIR,
+        help="folder with <Name>_2k.log and <Name>_2k.log_structured.csv (default: %(default)s)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures to OUT as JSON")
     args = parser.parse_args(argv)
 

@@ -9,15 +9,15 @@ For each dataset (default: the four shipped loghub samples ``DIR/<Name>_2k.log``
 rounds (round 1: a, b, c of every dataset; round 2: ...), and the best round of each is kept:
 
   (a) drain3 alone: a fresh ``drain3.TemplateMiner`` configured as the source's (built by
-      :class:`examples.shop.logs.TemplateMiner`: same masks, depth, sim_th, max_children) fed
+      :class:`reactive_services.examples.shop.logs.TemplateMiner`: same masks, depth, sim_th, max_children) fed
       the ``Content`` of every line with ``add_log_message``. The contents are extracted
       before the clock starts, so this is template mining and nothing else;
-  (b) pipeline: :func:`examples.shop.log_analytics.build_pipeline` over
+  (b) pipeline: :func:`reactive_services.examples.shop.log_analytics.build_pipeline` over
       ``reactivex.from_iterable(messages)``, subscribed to completion: format parsing, time
       reading, levels, drain3, event-time windows, window stats and alerts. The ``Message``
       objects (value ``{"source", "line_no", "line"}``, timestamp = the line's time, as
       ``replay_logs`` publishes them) are built before the clock starts;
-  (c) with ``--service``: :func:`examples.shop.log_analyze.analyze_file`, the whole service
+  (c) with ``--service``: :func:`reactive_services.examples.shop.log_analyze.analyze_file`, the whole service
       (replay to an embedded in-memory broker, Microservice, publishing of stats/alerts, the
       report read back; it polls for progress every 20 ms), reported separately.
 
@@ -55,10 +55,11 @@ import pstats
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import drain3
 import reactivex
@@ -66,10 +67,10 @@ import reactivex
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters._message import Message  # noqa: E402
-from examples.shop.log_analytics import LOGS_TOPIC, LogParsers, build_pipeline  # noqa: E402
-from examples.shop.log_analyze import analyze_file, make_source  # noqa: E402
-from examples.shop.logs import (  # noqa: E402
+from reactive_services.adapters._message import Message  # noqa: E402
+from reactive_services.examples.shop.log_analytics import LOGS_TOPIC, LogParsers, build_pipeline  # noqa: E402
+from reactive_services.examples.shop.log_analyze import analyze_file, make_source  # noqa: E402
+from reactive_services.examples.shop.logs import (  # noqa: E402
     DATA_DIR,
     SOURCES,
     DrainSettings,
@@ -78,6 +79,7 @@ from examples.shop.logs import (  # noqa: E402
     TemplateMiner,
     read_lines,
 )
+
 from reactive_services.errors import ConfigError  # noqa: E402
 
 #: Most passes one measurement may run when calibrating (a tiny file would otherwise ask for many).
@@ -115,9 +117,16 @@ def build_messages(source: LogSource, lines: Sequence[str]) -> list[Message]:
     for offset, line in enumerate(lines):
         at = source.timestamp_of(line, reader)
         timestamp_ms = previous_ms if at is None else round(at * 1000)
-        messages.append(Message(topic=LOGS_TOPIC, partition=0, offset=offset, key=key,
-                                value={"source": source.name, "line_no": offset + 1, "line": line},
-                                timestamp_ms=timestamp_ms))
+        messages.append(
+            Message(
+                topic=LOGS_TOPIC,
+                partition=0,
+                offset=offset,
+                key=key,
+                value={"source": source.name, "line_no": offset + 1, "line": line},
+                timestamp_ms=timestamp_ms,
+            )
+        )
         previous_ms = timestamp_ms
     return messages
 
@@ -139,8 +148,16 @@ def prepare(name: str, path: Path, source: LogSource, max_lines: int | None, scr
     if max_lines is not None:
         service_path = scratch / path.name
         service_path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return Dataset(name=name, path=path, source=source, lines=lines, messages=build_messages(source, lines),
-                   contents=contents, templates=templates, service_path=service_path)
+    return Dataset(
+        name=name,
+        path=path,
+        source=source,
+        lines=lines,
+        messages=build_messages(source, lines),
+        contents=contents,
+        templates=templates,
+        service_path=service_path,
+    )
 
 
 # -- the three measurements (one pass each) --------------------------------------------------
@@ -150,8 +167,10 @@ def drain3_miner(settings: DrainSettings) -> drain3.TemplateMiner:
     """A fresh ``drain3.TemplateMiner`` configured exactly as the shop configures the source's."""
     miner = getattr(TemplateMiner(settings), "_miner", None)
     if not isinstance(miner, drain3.TemplateMiner):
-        raise CheckError("examples.shop.logs.TemplateMiner no longer keeps its drain3.TemplateMiner in "
-                         "._miner: update drain3_miner() in bench/log_throughput.py")
+        raise CheckError(
+            "reactive_services.examples.shop.logs.TemplateMiner no longer keeps its drain3.TemplateMiner in "
+            "._miner: update drain3_miner() in bench/log_throughput.py"
+        )
     return miner
 
 
@@ -169,10 +188,14 @@ def pipeline_pass(dataset: Dataset) -> list[Any]:
     reports: list[Any] = []
     outcome: list[BaseException | None] = []
     build_pipeline(reactivex.from_iterable(dataset.messages), sources={dataset.source.name: dataset.source}).subscribe(
-        reports.append, outcome.append, lambda: outcome.append(None))
+        reports.append, outcome.append, lambda: outcome.append(None)
+    )
     if outcome != [None]:
-        raise CheckError(f"{dataset.name}: the pipeline ended with {outcome[0]!r}" if outcome
-                         else f"{dataset.name}: the pipeline did not complete synchronously")
+        raise CheckError(
+            f"{dataset.name}: the pipeline ended with {outcome[0]!r}"
+            if outcome
+            else f"{dataset.name}: the pipeline did not complete synchronously"
+        )
     return reports
 
 
@@ -189,8 +212,10 @@ def check(dataset: Dataset, service: bool) -> None:
     clusters = sorted(drain3_pass(dataset).drain.clusters, key=lambda cluster: cluster.cluster_id)
     mined = [str(cluster.get_template()) for cluster in clusters]
     if mined != dataset.templates:
-        raise CheckError(f"{dataset.name}: drain3 alone mined {len(mined)} templates, the pipeline's parser "
-                         f"{len(dataset.templates)} (or other ones): the configurations differ")
+        raise CheckError(
+            f"{dataset.name}: drain3 alone mined {len(mined)} templates, the pipeline's parser "
+            f"{len(dataset.templates)} (or other ones): the configurations differ"
+        )
     reports = pipeline_pass(dataset)
     source = dataset.source
     if not reports:
@@ -235,8 +260,15 @@ def calibrate(seconds: float, target_s: float) -> int:
 KINDS = ("drain3", "pipeline", "service")
 
 
-def measure(datasets: list[Dataset], *, rounds: int, repeat: int | None, target_s: float, service: bool,
-            progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def measure(
+    datasets: list[Dataset],
+    *,
+    rounds: int,
+    repeat: int | None,
+    target_s: float,
+    service: bool,
+    progress: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Interleaved rounds over every dataset; one result dict per dataset (see :func:`main`)."""
     kinds = KINDS if service else KINDS[:2]
     runners: dict[str, Callable[[Dataset, int], float]] = {
@@ -296,8 +328,10 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "datasets": len(results),
         "ratio_geomean": geomean(ratios),
-        "ratio_min": low["ratio"], "ratio_min_dataset": low["dataset"],
-        "ratio_max": high["ratio"], "ratio_max_dataset": high["dataset"],
+        "ratio_min": low["ratio"],
+        "ratio_min_dataset": low["dataset"],
+        "ratio_max": high["ratio"],
+        "ratio_max_dataset": high["dataset"],
     }
     if all("service_ratio" in r for r in results):
         out["service_ratio_geomean"] = geomean([r["service_ratio"] for r in results])
@@ -305,9 +339,11 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary_line(s: dict[str, Any]) -> str:
-    text = (f"summary: the pipeline runs at {s['ratio_geomean']:.2f}x the speed of drain3 alone "
-            f"(geometric mean over {s['datasets']} dataset(s); {s['ratio_min']:.2f} {s['ratio_min_dataset']} .. "
-            f"{s['ratio_max']:.2f} {s['ratio_max_dataset']}), best of rounds")
+    text = (
+        f"summary: the pipeline runs at {s['ratio_geomean']:.2f}x the speed of drain3 alone "
+        f"(geometric mean over {s['datasets']} dataset(s); {s['ratio_min']:.2f} {s['ratio_min_dataset']} .. "
+        f"{s['ratio_max']:.2f} {s['ratio_max_dataset']}), best of rounds"
+    )
     if "service_ratio_geomean" in s:
         text += f"; the whole service at {s['service_ratio_geomean']:.2f}x"
     return text
@@ -317,8 +353,15 @@ def summary_line(s: dict[str, Any]) -> str:
 
 
 def columns(service: bool) -> list[str]:
-    cols = ["dataset", "lines", "passes", "drain3 alone lines/s", "pipeline lines/s", "pipeline/drain3",
-            "rounds (pipeline/drain3)"]
+    cols = [
+        "dataset",
+        "lines",
+        "passes",
+        "drain3 alone lines/s",
+        "pipeline lines/s",
+        "pipeline/drain3",
+        "rounds (pipeline/drain3)",
+    ]
     if service:
         cols += ["service lines/s", "service/drain3"]
     return cols
@@ -350,8 +393,12 @@ def print_table(results: list[dict[str, Any]], service: bool, title: str) -> Non
         widths = [max(len(col), *(len(row[i]) for row in rows)) for i, col in enumerate(cols)]
         print(title)
         for line in (cols, *rows):
-            print("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                            for i, (cell, width) in enumerate(zip(line, widths))).rstrip())
+            print(
+                "  ".join(
+                    cell.ljust(width) if i == 0 else cell.rjust(width)
+                    for i, (cell, width) in enumerate(zip(line, widths))
+                ).rstrip()
+            )
         return
     table = Table(title=title)
     for i, col in enumerate(cols):
@@ -372,10 +419,12 @@ _DRAIN3_DIR = os.sep + "drain3" + os.sep
 def _area(filename: str) -> str:
     """A coarse owner of a profiled function, from its file."""
     path = filename.replace(os.sep, "/")
-    for marker, name in (("/reactivex/", "reactivex (operators, subjects, observers)"),
-                         ("/operators/_event_time_window.py", "operators/_event_time_window.py"),
-                         ("/examples/shop/", "examples/shop/" + path.rsplit("/", 1)[-1]),
-                         ("/adapters/", "adapters/" + path.rsplit("/", 1)[-1])):
+    for marker, name in (
+        ("/reactivex/", "reactivex (operators, subjects, observers)"),
+        ("/operators/_event_time_window.py", "operators/_event_time_window.py"),
+        ("/examples/shop/", "examples/shop/" + path.rsplit("/", 1)[-1]),
+        ("/adapters/", "adapters/" + path.rsplit("/", 1)[-1]),
+    ):
         if marker in path:
             return name
     if filename == "~":
@@ -441,8 +490,9 @@ def profile_pipeline(datasets: list[Dataset], top: int) -> dict[str, Any]:
         "drain3_s": total - outside_total,
         "outside_s": outside_total,
         "by_area": sorted(by_area.items(), key=lambda item: -item[1]),
-        "top": [(label(func), nc, tt)
-                for func, (nc, tt) in sorted(outside.items(), key=lambda item: -item[1][1])[:top]],
+        "top": [
+            (label(func), nc, tt) for func, (nc, tt) in sorted(outside.items(), key=lambda item: -item[1][1])[:top]
+        ],
     }
 
 
@@ -451,6 +501,7 @@ def stage_breakdown(datasets: list[Dataset], rounds: int) -> list[tuple[str, flo
     (best of ``rounds`` interleaved rounds, one pass per dataset each): drain3 alone; + LogParser.parse (format,
     time, level, LogEvent); + the record check of LogParsers.parse_message; the full pipeline
     (+ rx plumbing, group_by, windows, stats, alerts)."""
+
     def parse_only() -> None:
         for dataset in datasets:
             parser = LogParser(dataset.source)
@@ -468,8 +519,10 @@ def stage_breakdown(datasets: list[Dataset], rounds: int) -> list[tuple[str, flo
         ("drain3 alone (masking + tree)", lambda: [drain3_pass(d) for d in datasets]),
         ("LogParser.parse loop (+ format regex, time, level, LogEvent, wrapper)", parse_only),
         ("LogParsers.parse_message loop (+ record check, source lookup)", parse_messages),
-        ("build_pipeline (+ rx map/group_by/flat_map, windows, stats, alerts)",
-         lambda: [pipeline_pass(d) for d in datasets]),
+        (
+            "build_pipeline (+ rx map/group_by/flat_map, windows, stats, alerts)",
+            lambda: [pipeline_pass(d) for d in datasets],
+        ),
     )
     lines = sum(len(dataset.lines) for dataset in datasets)
     best = [math.inf] * len(stages)
@@ -489,9 +542,11 @@ def print_profile(prof: dict[str, Any], stages: list[tuple[str, float]]) -> None
         previous = us
     total = prof["total_s"]
     print()
-    print(f"cProfile of one pipeline pass per dataset ({prof['lines']:,} lines, {total:.3f} s self time under the "
-          f"profiler, which inflates Python calls): drain3 {prof['drain3_s'] / total:.0%}, "
-          f"outside drain3 {prof['outside_s'] / total:.0%}")
+    print(
+        f"cProfile of one pipeline pass per dataset ({prof['lines']:,} lines, {total:.3f} s self time under the "
+        f"profiler, which inflates Python calls): drain3 {prof['drain3_s'] / total:.0%}, "
+        f"outside drain3 {prof['outside_s'] / total:.0%}"
+    )
     print("  outside drain3, by area (share of all self time):")
     rest = 0.0
     for area, tt in prof["by_area"]:
@@ -524,22 +579,44 @@ def load(args: argparse.Namespace, scratch: Path) -> list[Dataset]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR,
-                        help="folder with the shipped <Name>_2k.log samples (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA_DIR,
+        help="folder with the shipped <Name>_2k.log samples (default: %(default)s)",
+    )
     parser.add_argument("--file", type=Path, metavar="PATH", help="measure this file instead (needs --format)")
-    parser.add_argument("--format", metavar="FMT",
-                        help="with --file: a shipped source name (Apache, HDFS, Linux, OpenSSH) or a loghub "
-                             "format string with a <Content> field")
-    parser.add_argument("--repeat", type=int, metavar="N",
-                        help="passes over the file per measurement (default: enough for about --target-s)")
-    parser.add_argument("--target-s", type=float, default=1.0,
-                        help="seconds one measurement should take when --repeat is not given (default 1.0)")
+    parser.add_argument(
+        "--format",
+        metavar="FMT",
+        help="with --file: a shipped source name (Apache, HDFS, Linux, OpenSSH) or a loghub "
+        "format string with a <Content> field",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="passes over the file per measurement (default: enough for about --target-s)",
+    )
+    parser.add_argument(
+        "--target-s",
+        type=float,
+        default=1.0,
+        help="seconds one measurement should take when --repeat is not given (default 1.0)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept (default 3)")
     parser.add_argument("--lines", type=int, metavar="N", help="use only the first N lines of each file")
-    parser.add_argument("--service", action="store_true",
-                        help="also time the whole service on the embedded broker (analyze_file)")
-    parser.add_argument("--profile", type=int, nargs="?", const=25, metavar="TOP",
-                        help="also profile the pipeline and print the TOP functions outside drain3 (default 25)")
+    parser.add_argument(
+        "--service", action="store_true", help="also time the whole service on the embedded broker (analyze_file)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=25,
+        metavar="TOP",
+        help="also profile the pipeline and print the TOP functions outside drain3 (default 25)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures to OUT as JSON")
     args = parser.parse_args(argv)
     if (args.file is None) != (args.format is None):
@@ -556,8 +633,9 @@ def main(argv: list[str] | None = None) -> int:
             datasets = load(args, Path(scratch))
             for dataset in datasets:
                 check(dataset, args.service)
-            results = measure(datasets, rounds=args.rounds, repeat=args.repeat, target_s=args.target_s,
-                              service=args.service)
+            results = measure(
+                datasets, rounds=args.rounds, repeat=args.repeat, target_s=args.target_s, service=args.service
+            )
             prof = stages = None
             if args.profile is not None:
                 prof = profile_pipeline(datasets, args.profile)
@@ -567,8 +645,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     versions = {name: metadata.version(name) for name in ("drain3", "reactivex")}
-    title = (f"Log analytics throughput, best of {args.rounds} round(s) (Python {platform.python_version()}, "
-             f"drain3 {versions['drain3']}, reactivex {versions['reactivex']}, {os.cpu_count()} CPUs)")
+    title = (
+        f"Log analytics throughput, best of {args.rounds} round(s) (Python {platform.python_version()}, "
+        f"drain3 {versions['drain3']}, reactivex {versions['reactivex']}, {os.cpu_count()} CPUs)"
+    )
     print()
     print_table(results, args.service, title)
     overall = summary(results)
@@ -577,14 +657,22 @@ def main(argv: list[str] | None = None) -> int:
         print_profile(prof, stages)
     if args.json is not None:
         payload: dict[str, Any] = {
-            "python": platform.python_version(), **versions, "cpus": os.cpu_count(),
-            "rounds": args.rounds, "target_s": args.target_s, "repeat": args.repeat,
-            "datasets": results, "summary": overall,
+            "python": platform.python_version(),
+            **versions,
+            "cpus": os.cpu_count(),
+            "rounds": args.rounds,
+            "target_s": args.target_s,
+            "repeat": args.repeat,
+            "datasets": results,
+            "summary": overall,
         }
         if prof is not None and stages is not None:
-            payload["profile"] = {**prof, "by_area": [list(item) for item in prof["by_area"]],
-                                  "top": [list(item) for item in prof["top"]],
-                                  "stages_us_per_line": [list(item) for item in stages]}
+            payload["profile"] = {
+                **prof,
+                "by_area": [list(item) for item in prof["by_area"]],
+                "top": [list(item) for item in prof["top"]],
+                "stages_us_per_line": [list(item) for item in stages],
+            }
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return 0
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
@@ -70,7 +71,7 @@ def batch(
 
     def operator(source: Observable[T]) -> Observable[list[T]]:
         def subscribe(
-            observer: abc.ObserverBase[list[T]], scheduler_: Optional[abc.SchedulerBase] = None
+            observer: abc.ObserverBase[list[T]], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             timer_scheduler = pick_scheduler(scheduler, scheduler_)
             lock = threading.RLock()
@@ -99,9 +100,7 @@ def batch(
                     if len(buffer) >= count:
                         flush()
                     elif len(buffer) == 1:
-                        timer.disposable = timer_scheduler.schedule_relative(
-                            timespan_s, on_timer, generation
-                        )
+                        timer.disposable = timer_scheduler.schedule_relative(timespan_s, on_timer, generation)
 
             def on_error(error: Exception) -> None:
                 nonlocal stopped

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from reactive_services.adapters._message import Message, current_message
 from reactivex.abc import ObserverBase
-
-from adapters._message import Message, current_message
 
 __all__ = ["CommitHold"]
 
@@ -16,8 +15,8 @@ class CommitHold:
     """Ties asynchronous work on one item to the broker message being delivered, if any.
 
     Created inside ``on_next``: when a broker source is delivering a message
-    (:data:`adapters.current_message` is set) and an asyncio loop runs in this thread, a
-    future is :meth:`~adapters.Message.track`-ed on that message, so its offset is not
+    (:data:`reactive_services.adapters.current_message` is set) and an asyncio loop runs in this thread, a
+    future is :meth:`~reactive_services.adapters.Message.track`-ed on that message, so its offset is not
     committed until :meth:`release` is called (at-least-once). :meth:`emit` sends a value
     downstream with ``current_message`` set again, so a sink further down (``BrokerSink``,
     ``DeadLetterSink``) tracks its publish on the same message even though the value comes

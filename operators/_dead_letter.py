@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random as _random
-from typing import Any, Awaitable, Callable, TypeVar, Union
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import reactivex
+from reactive_services.adapters._message import Message
 from reactivex import Observable, abc
 from reactivex import operators as ops
-
-from adapters._message import Message
 
 from ._commit_hold import CommitHold
 from ._decode_json import DeadLetter
@@ -32,7 +32,7 @@ class _CallbackFailed(Exception):
 
 def dead_letter(
     sink: abc.ObserverBase[DeadLetter],
-    process: Callable[[Message], Union[Observable[R], Awaitable[R], R]],
+    process: Callable[[Message], Observable[R] | Awaitable[R] | R],
     *,
     max_attempts: int = 3,
     initial_delay_s: float = 0.1,
@@ -65,17 +65,17 @@ def dead_letter(
     it is retried as :func:`retry_with_backoff` does (``process`` is called again each
     time), while the error is retriable and fewer than ``max_attempts`` attempts were made.
     Then ``DeadLetter(message, error, attempts=n)`` goes to ``sink`` and the stream goes on
-    with the next message. With :class:`adapters.DeadLetterSink` the record is published to
+    with the next message. With :class:`reactive_services.adapters.DeadLetterSink` the record is published to
     ``<topic>.DLT`` with its original key and bytes, and headers naming the original topic,
     partition, offset, the attempts, the exception type and message
-    (:func:`adapters.dead_letter_headers`).
+    (:func:`reactive_services.adapters.dead_letter_headers`).
 
     With a broker source, the message's offset is committed only after its last output
-    was emitted, or its dead letter published (see :func:`adapters.track`).
+    was emitted, or its dead letter published (see :func:`reactive_services.adapters.track`).
 
     Example::
 
-        from adapters import DeadLetterSink
+        from reactive_services.adapters import DeadLetterSink
         dlt = DeadLetterSink(broker)
         broker.source("orders").pipe(
             dead_letter(dlt, lambda m: save_order(m.value), max_attempts=5),  # save_order: async

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import reactivex
+from reactive_services.adapters._codec import dead_letter_headers, dead_letter_topic
+from reactive_services.adapters._codec import decode_json as _decode_bytes
+from reactive_services.adapters._message import Message
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 
-from adapters._codec import dead_letter_headers, dead_letter_topic, decode_json as _decode_bytes
-from adapters._message import Message
 from reactive_services.errors import ValidationError
 
 __all__ = ["DeadLetter", "decode_json"]
@@ -39,7 +41,7 @@ class DeadLetter:
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
-        """The original headers plus ``dlt.*`` headers (see :func:`adapters.dead_letter_headers`)."""
+        """The original headers plus ``dlt.*`` headers (see :func:`reactive_services.adapters.dead_letter_headers`)."""
         return dead_letter_headers(self.message, self.error, attempts=self.attempts)
 
 
@@ -62,7 +64,7 @@ def decode_json(
     with orjson; a value already decoded (the default source) is passed to ``parse``
     as it is. When decoding or ``parse`` raises, a :class:`DeadLetter` carrying the
     message and the exception goes to ``dead_letter`` (typically
-    :class:`adapters.DeadLetterSink`, which publishes it to ``<topic>.DLT`` with the
+    :class:`reactive_services.adapters.DeadLetterSink`, which publishes it to ``<topic>.DLT`` with the
     reason in its headers) and the stream goes on; nothing is lost or silently dropped.
 
     Example::
@@ -102,8 +104,15 @@ def decode_json(
                     return
                 observer.on_next(
                     Message(
-                        msg.topic, msg.partition, msg.offset, msg.key, value,
-                        msg.headers, msg.timestamp_ms, msg.raw, msg._pending,
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                        msg.key,
+                        value,
+                        msg.headers,
+                        msg.timestamp_ms,
+                        msg.raw,
+                        msg._pending,
                     )
                 )
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Hashable, Optional, TypeVar
+from typing import Generic, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import SingleAssignmentDisposable
@@ -198,7 +199,7 @@ def sliding_event_time_window(
     def operator(source: Observable[T]) -> Observable[Window[T]]:
         def subscribe(
             observer: abc.ObserverBase[Window[T]],
-            scheduler: Optional[abc.SchedulerBase] = None,
+            scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
             states: dict[Hashable, _KeyState[T]] = {}
             stopped = False

@@ -6,7 +6,8 @@ import asyncio
 import inspect
 import threading
 from collections import deque
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
@@ -27,9 +28,7 @@ class _Running:
         self.hold = hold
 
 
-def map_async(
-    fn: Callable[[T], Awaitable[R]], *, concurrency: int = 1
-) -> Callable[[Observable[T]], Observable[R]]:
+def map_async(fn: Callable[[T], Awaitable[R]], *, concurrency: int = 1) -> Callable[[Observable[T]], Observable[R]]:
     """Await ``fn(item)`` for each item on the running asyncio loop and emit the results in input order.
 
     Marble diagram (``concurrency=2``; one character = 1 s; ``fn(a)`` takes 4 s, the others 1 s)::
@@ -45,7 +44,7 @@ def map_async(
     items wait, in order, in an in-memory FIFO.
     That FIFO is not bounded, because an Observable cannot be slowed down; bound the input
     instead. The broker sources do: with a broker source, each message's offset commit is
-    held back (:func:`adapters.track`) until its result has been emitted downstream, and a
+    held back (:func:`reactive_services.adapters.track`) until its result has been emitted downstream, and a
     source delivers at most its own ``concurrency`` messages before those settle (one by
     default). So ``concurrency`` here helps only as far as the source lets messages overlap
     (or with sources that do not wait, such as plain observables or a ``batch`` per item).
@@ -83,7 +82,7 @@ def map_async(
 
     def operator(source: Observable[T]) -> Observable[R]:
         def subscribe(
-            observer: abc.ObserverBase[R], scheduler: Optional[abc.SchedulerBase] = None
+            observer: abc.ObserverBase[R], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             loop = asyncio.get_running_loop()  # RuntimeError -> on_error (reactivex catches it)
             loop_thread = threading.get_ident()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import random as _random
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import SerialDisposable, SingleAssignmentDisposable
@@ -168,7 +169,7 @@ def retry_with_backoff(
 
     def operator(source: Observable[T]) -> Observable[T]:
         def subscribe(
-            observer: abc.ObserverBase[T], scheduler_: Optional[abc.SchedulerBase] = None
+            observer: abc.ObserverBase[T], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             timer_scheduler = pick_scheduler(scheduler, scheduler_)
             serial = SerialDisposable()
@@ -207,9 +208,7 @@ def retry_with_backoff(
                 # SingleAssignmentDisposable assigned after being disposed disposes at once.
                 holder = SingleAssignmentDisposable()
                 serial.disposable = holder
-                holder.disposable = source.subscribe(
-                    on_next, on_error, observer.on_completed, scheduler=scheduler_
-                )
+                holder.disposable = source.subscribe(on_next, on_error, observer.on_completed, scheduler=scheduler_)
 
             attempt()
             return serial

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from reactivex import Observable, abc
 from reactivex import operators as ops
@@ -51,7 +52,7 @@ def to_loop(loop: asyncio.AbstractEventLoop | None = None) -> Callable[[Observab
 
     def operator(source: Observable[T]) -> Observable[T]:
         def subscribe(
-            observer: abc.ObserverBase[T], scheduler: Optional[abc.SchedulerBase] = None
+            observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             target = loop if loop is not None else asyncio.get_running_loop()
             return source.pipe(ops.observe_on(AsyncIOThreadSafeScheduler(target))).subscribe(

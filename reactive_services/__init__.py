@@ -1,49 +1,60 @@
 """reactive-services: reactive, event-driven microservices on Kafka and websockets.
 
-Kafka topics and websocket connections are ReactiveX Observables (``adapters``); services
-are operator pipelines (``operators`` plus reactivex's own) declared NestJS-style with
+Kafka topics and websocket connections are ReactiveX Observables
+(:mod:`reactive_services.adapters`); services are operator pipelines
+(:mod:`reactive_services.operators` plus reactivex's own) declared NestJS-style with
 ``@event_pattern`` / ``@message_pattern`` and run by :class:`Microservice`; :class:`ClientProxy`
 emits events and sends requests (``send``: request-reply over the broker).
+
+This module is the facade (as httpx's ``__init__`` is): the names a user needs, re-exported
+from the layers below it. The layers, lowest first, each importing only those below it:
+
+    reactive_services.errors      the exception hierarchy
+    reactive_services.adapters    brokers (memory, kafka), websockets, Message, codecs
+    reactive_services.operators   operators for service pipelines
+    runtime                       Microservice, ClientProxy, run, the CLI core, metrics, auth
+    reactive_services.testing     helpers for users' tests (message factory, marbles, contracts)
+
+Modules inside the package import from the module that defines a name, never from this facade,
+so importing any of them never imports a higher layer.
 """
 
-from typing import TYPE_CHECKING, Any
-
 from . import errors
-
-if TYPE_CHECKING:
-    from ._runtime import (
-        ClientProxy,
-        Controller,
-        EventPatternSpec,
-        MessagePatternSpec,
-        Microservice,
-        ReplyObservable,
-        event_pattern,
-        message_pattern,
-        start_all_microservices,
-    )
+from ._runtime import (
+    ClientProxy,
+    Controller,
+    EventPatternSpec,
+    MessagePatternSpec,
+    Microservice,
+    ReplyObservable,
+    event_pattern,
+    message_pattern,
+    start_all_microservices,
+)
+from .adapters import Broker, Headers, Message, RecordMetadata, current_message, header, track
+from .adapters.kafka import KafkaBroker
+from .adapters.memory import InMemoryBroker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Broker",
     "ClientProxy",
     "Controller",
     "EventPatternSpec",
+    "Headers",
+    "InMemoryBroker",
+    "KafkaBroker",
+    "Message",
     "MessagePatternSpec",
     "Microservice",
+    "RecordMetadata",
     "ReplyObservable",
+    "current_message",
     "errors",
     "event_pattern",
+    "header",
     "message_pattern",
     "start_all_microservices",
+    "track",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The runtime is imported on first use, so that ``reactive_services.errors`` can be
-    # imported by the adapters without importing the runtime (which imports the adapters).
-    if name in __all__ and name != "errors":
-        from . import _runtime
-
-        return getattr(_runtime, name)
-    raise AttributeError(f"module 'reactive_services' has no attribute {name!r}")

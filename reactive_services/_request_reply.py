@@ -1,6 +1,6 @@
 """Request-reply over the broker: ``@message_pattern`` handlers and the client side of ``send``.
 
-The wire format (NestJS ``@MessagePattern`` + ``ClientKafka.send``, over any :class:`adapters.Broker`)::
+The wire format (NestJS ``@MessagePattern`` + ``ClientKafka.send``, over any :class:`reactive_services.adapters.Broker`)::
 
     request   topic  <namespace><pattern>
               value  the payload (JSON)
@@ -21,15 +21,16 @@ import asyncio
 import inspect
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generator, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from adapters._codec import encode_value
-from adapters._message import Message, track
+from reactive_services.adapters._codec import encode_value
+from reactive_services.adapters._message import Message, track
 
 from .errors import BrokerError, BrokerUnavailableError, ConfigError, RemoteError, RequestTimeoutError
 
@@ -167,7 +168,7 @@ async def wait_visible(broker: Any, topics: list[str], timeout: float) -> None:
 class Responder(ObserverBase[Message]):
     """Observer of a service's request source: runs the handler, publishes the reply.
 
-    For each request it tracks (:func:`adapters.track`) the work "run the handler, publish
+    For each request it tracks (:func:`reactive_services.adapters.track`) the work "run the handler, publish
     the reply", so the request's offset is committed only once the reply was acknowledged.
     A request without a ``correlation-id`` header cannot be answered: it is logged and
     counted in ``stats["unanswerable"]``. A reply that cannot be published ends the source
@@ -207,8 +208,14 @@ class Responder(ObserverBase[Message]):
     async def _answer(self, message: Message) -> None:
         correlation = message.header(CORRELATION_ID)
         if not correlation:
-            log.warning("%s: request %s[%d]@%d has no %s header; not answered", self._name,
-                        message.topic, message.partition, message.offset, CORRELATION_ID)
+            log.warning(
+                "%s: request %s[%d]@%d has no %s header; not answered",
+                self._name,
+                message.topic,
+                message.partition,
+                message.offset,
+                CORRELATION_ID,
+            )
             self.stats["unanswerable"] += 1
             return
         reply_topic = (message.header(REPLY_TOPIC) or b"").decode("utf-8", "replace") or message.topic + ".reply"
@@ -259,9 +266,7 @@ class ReplyObservable(Observable[T]):
         super().__init__()
         self._run = run
 
-    def _subscribe_core(
-        self, observer: ObserverBase[T], scheduler: SchedulerBase | None = None
-    ) -> DisposableBase:
+    def _subscribe_core(self, observer: ObserverBase[T], scheduler: SchedulerBase | None = None) -> DisposableBase:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -314,7 +319,7 @@ class Requester:
     """The client side of request-reply (held by :class:`ClientProxy`).
 
     Args:
-        broker: any :class:`adapters.Broker`.
+        broker: any :class:`reactive_services.adapters.Broker`.
         client_id: prefix of the reply consumer groups ``<client_id>-replies-<32 hex>``.
         namespace: prepended to request and reply topics.
         reply_topics: ``{pattern: reply topic}`` (without namespace) overriding the default
@@ -432,8 +437,9 @@ class Requester:
         if self._closing:
             failure = BrokerError("the client was closed before the reply arrived")
         else:
-            failure = BrokerError(f"the reply consumer of {channel.topic!r} ended"
-                                  + (f": {error}" if error is not None else ""))
+            failure = BrokerError(
+                f"the reply consumer of {channel.topic!r} ended" + (f": {error}" if error is not None else "")
+            )
         if error is not None:
             failure.__cause__ = error
         if not channel.ready.done():

@@ -70,16 +70,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
 
-from adapters._message import Headers, Message, RecordMetadata, track
-from adapters._sink import DeadLetterSink
-from operators._decode_json import DeadLetter
-from operators._retry_with_backoff import retry_with_backoff
+from reactive_services.adapters._message import Headers, Message, RecordMetadata, track
+from reactive_services.adapters._sink import DeadLetterSink
+from reactive_services.operators._decode_json import DeadLetter
+from reactive_services.operators._retry_with_backoff import retry_with_backoff
 
 from ._request_reply import (
     MessagePatternSpec,
@@ -163,7 +164,7 @@ class ClientProxy:
     """A client (NestJS ``ClientsModule.register`` + ``ClientKafka.emit`` / ``ClientKafka.send``).
 
     Args:
-        broker: any :class:`adapters.Broker`.
+        broker: any :class:`reactive_services.adapters.Broker`.
         own_broker: start the broker on :meth:`connect` and stop it on :meth:`close`.
         namespace: prepended to every pattern and reply topic (e.g. ``"staging."``), as in
             :class:`Microservice`.
@@ -251,7 +252,7 @@ class ClientProxy:
             if self._own:
                 await self.broker.stop()
 
-    async def __aenter__(self) -> "ClientProxy":
+    async def __aenter__(self) -> ClientProxy:
         await self.connect()
         return self
 
@@ -322,7 +323,7 @@ class ClientProxy:
 class _Dispatch(ObserverBase[Message]):
     """Runs payload handlers for each message; failures are dead-lettered."""
 
-    def __init__(self, service: "Microservice", handlers: dict[str, Callable[..., Any]]) -> None:
+    def __init__(self, service: Microservice, handlers: dict[str, Callable[..., Any]]) -> None:
         self._service = service
         self._handlers = handlers
         self._wants_message = {t: _arity(h) >= 2 for t, h in handlers.items()}
@@ -354,7 +355,7 @@ class _Dispatch(ObserverBase[Message]):
 
 
 class _Done(ObserverBase[Any]):
-    def __init__(self, service: "Microservice", done: asyncio.Event) -> None:
+    def __init__(self, service: Microservice, done: asyncio.Event) -> None:
         self._service = service
         self._done = done
 
@@ -387,7 +388,7 @@ class Microservice:
     time (see the module docstring).
 
     Args:
-        broker: any :class:`adapters.Broker` (started by the caller, or by :meth:`start`
+        broker: any :class:`reactive_services.adapters.Broker` (started by the caller, or by :meth:`start`
             when ``own_broker`` is true).
         controllers: objects with ``@event_pattern`` and/or ``@message_pattern`` methods.
         name: the service name (logs, metrics).
@@ -472,7 +473,9 @@ class Microservice:
                 if spec.pipeline:
                     self._pipelines.append((topics, fn))
         if not self._payload and not self._pipelines and not self._requests:
-            raise ConfigError("controllers", f"service {name!r} has no @event_pattern handler and no @message_pattern handler")
+            raise ConfigError(
+                "controllers", f"service {name!r} has no @event_pattern handler and no @message_pattern handler"
+            )
         self.handled: dict[str, int] = {}
         self.dead_lettered: dict[str, int] = {}
         self.errors: list[BaseException] = []
@@ -514,8 +517,9 @@ class Microservice:
         await self.broker.create_topics(self.patterns)
         self._stop = asyncio.Event()
         if self._payload:
-            self._run(self._source(list(self._payload), self.group_id, self.auto_offset_reset),
-                      _Dispatch(self, self._payload))
+            self._run(
+                self._source(list(self._payload), self.group_id, self.auto_offset_reset), _Dispatch(self, self._payload)
+            )
         if self._requests:
             await wait_visible(self.broker, list(self._requests), timeout=30.0)
             self._run(self._source(list(self._requests), self.request_group_id), self._responder)
@@ -544,8 +548,13 @@ class Microservice:
         unacknowledged publish of tracked work): up to ``source_retries`` times in a row, with
         exponential backoff from 0.5 s to 10 s. Resubscribing resumes from the committed
         offsets, so the record that failed is delivered again (at-least-once)."""
-        source = self.broker.source(topics, group_id=group_id, stop=self._stop, concurrency=self.concurrency,
-                                    auto_offset_reset=auto_offset_reset)
+        source = self.broker.source(
+            topics,
+            group_id=group_id,
+            stop=self._stop,
+            concurrency=self.concurrency,
+            auto_offset_reset=auto_offset_reset,
+        )
         if not self.source_retries:
             return source
 
@@ -554,8 +563,9 @@ class Microservice:
             log.warning("%s: source %s failed (%s); resubscribing in %.1f s", self.name, ",".join(topics), exc, delay_s)
 
         return source.pipe(
-            retry_with_backoff(max_attempts=self.source_retries + 1, initial_delay_s=0.5, max_delay_s=10.0,
-                               on_retry=restarted)
+            retry_with_backoff(
+                max_attempts=self.source_retries + 1, initial_delay_s=0.5, max_delay_s=10.0, on_retry=restarted
+            )
         )
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -587,8 +597,9 @@ class Microservice:
                 await self.broker.stop()
 
     def _dead_letter(self, message: Message, error: BaseException) -> None:
-        log.warning("%s: record %s[%d]@%d dead-lettered: %s", self.name, message.topic,
-                    message.partition, message.offset, error)
+        log.warning(
+            "%s: record %s[%d]@%d dead-lettered: %s", self.name, message.topic, message.partition, message.offset, error
+        )
         self.dead_lettered[message.topic] = self.dead_lettered.get(message.topic, 0) + 1
         self._dlt.on_next(DeadLetter(message, error))
 

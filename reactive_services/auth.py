@@ -29,7 +29,7 @@ the time checks are done here against ``now`` so that callers and tests can pass
 Scopes are names such as ``orders:write``; :func:`require_scopes` raises
 :class:`~reactive_services.errors.PermissionDeniedError` naming the missing ones. No scope
 implies another (``admin`` is not a wildcard). The shop's scopes and which websocket channel
-needs which are in ``examples.shop.auth`` (``SCOPES``, ``CHANNEL_SCOPES``).
+needs which are in ``reactive_services.examples.shop.auth`` (``SCOPES``, ``CHANNEL_SCOPES``).
 
 Configuration from the environment (:meth:`JwtConfig.from_env`)::
 
@@ -142,8 +142,11 @@ class JwtConfig:
             raise ConfigError("audience", "must be a non-empty string")
         if isinstance(self.ttl_s, bool) or not isinstance(self.ttl_s, int) or self.ttl_s < 1:
             raise ConfigError("ttl_s", f"must be an integer >= 1 (seconds), got {self.ttl_s!r}")
-        if (isinstance(self.leeway_s, bool) or not isinstance(self.leeway_s, (int, float))
-                or not 0 <= self.leeway_s <= MAX_LEEWAY_S):
+        if (
+            isinstance(self.leeway_s, bool)
+            or not isinstance(self.leeway_s, (int, float))
+            or not 0 <= self.leeway_s <= MAX_LEEWAY_S
+        ):
             raise ConfigError("leeway_s", f"must be a number of seconds in 0..{MAX_LEEWAY_S:g}, got {self.leeway_s!r}")
         if self.algorithm == "HS256":
             self._check_hs256()
@@ -329,7 +332,9 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     checked = set()
     for scope in scopes:
         if not isinstance(scope, str) or not _SCOPE_TOKEN.fullmatch(scope):
-            raise ValidationError(f"scope: {scope!r} is not a valid scope name (printable ASCII, no space, '\"' or '\\')")
+            raise ValidationError(
+                f"scope: {scope!r} is not a valid scope name (printable ASCII, no space, '\"' or '\\')"
+            )
         checked.add(scope)
     return tuple(sorted(checked))
 

@@ -24,8 +24,9 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -38,91 +39,148 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reactive-services", description="Reactive, event-driven microservices.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the shop end to end (orders, inventory, notifications, log analytics)")
-    demo.add_argument("--bootstrap-servers", metavar="HOST:PORT",
-                      help="run on this Kafka broker instead of the embedded in-memory broker")
+    demo.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="run on this Kafka broker instead of the embedded in-memory broker",
+    )
     demo.add_argument("--clients", type=int, default=3, help="websocket clients to connect (default 3)")
     demo.add_argument("--orders", type=Path, help="order-items CSV (Olist format)")
     demo.add_argument("--products", type=Path, help="products CSV (Olist format)")
-    demo.add_argument("--logs", nargs="+", metavar="[NAME=]FILE",
-                      help="log files; NAME (Apache, HDFS, Linux, OpenSSH) picks the format, "
-                           "default: the file name up to its first '_'")
+    demo.add_argument(
+        "--logs",
+        nargs="+",
+        metavar="[NAME=]FILE",
+        help="log files; NAME (Apache, HDFS, Linux, OpenSSH) picks the format, "
+        "default: the file name up to its first '_'",
+    )
     demo.add_argument("--report", type=Path, metavar="PATH", help="write the report as JSON to PATH")
     demo.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for each stage (default 120)")
-    demo.add_argument("--connect-timeout", type=float, default=10.0,
-                      help="seconds allowed to reach the Kafka broker (default 10)")
+    demo.add_argument(
+        "--connect-timeout", type=float, default=10.0, help="seconds allowed to reach the Kafka broker (default 10)"
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress display")
 
     logs = sub.add_parser("logs", help="log analytics")
     logs_sub = logs.add_subparsers(dest="logs_command", required=True)
     an = logs_sub.add_parser(
-        "analyze", help="template mining, event-time windows and alerts over one log file",
+        "analyze",
+        help="template mining, event-time windows and alerts over one log file",
         description="Replay FILE to the 'logs' topic of the embedded broker and run the log-analytics "
-                    "service over it: drain3 templates, event-time windows with a watermark, alerts.")
+        "service over it: drain3 templates, event-time windows with a watermark, alerts.",
+    )
     an.add_argument("file", type=Path, metavar="FILE", help="the log file")
-    an.add_argument("--format", required=True, metavar="FMT",
-                    help="a loghub format string, e.g. '<Date> <Time> <Pid> <Level> <Component>: <Content>', "
-                         "or a shipped source: Apache, HDFS, Linux, OpenSSH")
-    an.add_argument("--mask", action="append", default=[], metavar="REGEX",
-                    help="mask matches before template mining: REGEX (masked as <*>) or <NAME>=REGEX "
-                         "(masked as <NAME>); repeatable, applied in order before the default masks")
-    an.add_argument("--no-default-masks", action="store_true",
-                    help="drop the default masks (block ids, IPs, hex ids, numbers)")
+    an.add_argument(
+        "--format",
+        required=True,
+        metavar="FMT",
+        help="a loghub format string, e.g. '<Date> <Time> <Pid> <Level> <Component>: <Content>', "
+        "or a shipped source: Apache, HDFS, Linux, OpenSSH",
+    )
+    an.add_argument(
+        "--mask",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="mask matches before template mining: REGEX (masked as <*>) or <NAME>=REGEX "
+        "(masked as <NAME>); repeatable, applied in order before the default masks",
+    )
+    an.add_argument(
+        "--no-default-masks", action="store_true", help="drop the default masks (block ids, IPs, hex ids, numbers)"
+    )
     an.add_argument("--name", help="source name (default: the shipped name, else 'log')")
     an.add_argument("--depth", type=int, help="drain3 parse-tree depth (>= 3)")
     an.add_argument("--sim-th", type=float, help="drain3 similarity threshold in [0, 1]")
     an.add_argument("--max-children", type=int, help="drain3 maximum children per tree node")
-    an.add_argument("--level-field", metavar="FIELD",
-                    help="field holding the level ('none': infer it from the content; default: Level if present)")
-    an.add_argument("--time-format", metavar="STRPTIME",
-                    help="strptime pattern of the time fields joined by spaces (default: detected)")
+    an.add_argument(
+        "--level-field",
+        metavar="FIELD",
+        help="field holding the level ('none': infer it from the content; default: Level if present)",
+    )
+    an.add_argument(
+        "--time-format",
+        metavar="STRPTIME",
+        help="strptime pattern of the time fields joined by spaces (default: detected)",
+    )
     an.add_argument("--year", type=int, help="year for times that have none (default 2000)")
     an.add_argument("--window", type=float, metavar="SECONDS", help="window length (default 3600)")
-    an.add_argument("--slide", type=float, metavar="SECONDS",
-                    help="step between window starts; less than --window for sliding windows (default: tumbling)")
-    an.add_argument("--lateness", type=float, metavar="SECONDS",
-                    help="allowed lateness of the watermark (default 0)")
+    an.add_argument(
+        "--slide",
+        type=float,
+        metavar="SECONDS",
+        help="step between window starts; less than --window for sliding windows (default: tumbling)",
+    )
+    an.add_argument("--lateness", type=float, metavar="SECONDS", help="allowed lateness of the watermark (default 0)")
     an.add_argument("--error-rate", type=float, metavar="FRACTION", help="error-rate alert threshold (default 0.3)")
-    an.add_argument("--assignments", type=Path, metavar="OUT.csv",
-                    help="write line_no,template_id,template for every line")
+    an.add_argument(
+        "--assignments", type=Path, metavar="OUT.csv", help="write line_no,template_id,template for every line"
+    )
     an.add_argument("--report", type=Path, metavar="OUT.json", help="write the report as JSON")
     an.add_argument("--top", type=int, default=10, help="templates listed on the terminal (default 10)")
     an.add_argument("--quiet", action="store_true", help="no progress display")
 
     tok = sub.add_parser(
-        "token", help="print a development access token (JWT) signed with the RS_JWT_* configuration",
+        "token",
+        help="print a development access token (JWT) signed with the RS_JWT_* configuration",
         description="Sign an access token with the configuration of the environment (RS_JWT_ALGORITHM, "
-                    "RS_JWT_SECRET or RS_JWT_PRIVATE_KEY[_FILE], RS_JWT_ISSUER, RS_JWT_AUDIENCE, RS_JWT_TTL_S) "
-                    "and print it on one line. For development: a real login goes through the auth service.")
+        "RS_JWT_SECRET or RS_JWT_PRIVATE_KEY[_FILE], RS_JWT_ISSUER, RS_JWT_AUDIENCE, RS_JWT_TTL_S) "
+        "and print it on one line. For development: a real login goes through the auth service.",
+    )
     tok.add_argument("--sub", required=True, metavar="NAME", help="the subject (user) of the token")
-    tok.add_argument("--scope", action="append", default=[], metavar="SCOPE",
-                     help="a granted scope, e.g. orders:write; repeatable")
+    tok.add_argument(
+        "--scope", action="append", default=[], metavar="SCOPE", help="a granted scope, e.g. orders:write; repeatable"
+    )
     tok.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default RS_JWT_TTL_S, else 3600)")
-    tok.add_argument("--secret", metavar="SECRET",
-                     help="sign with HS256 and this secret (>= 32 bytes) instead of RS_JWT_SECRET / keys; "
-                          "development only: it shows in the process list")
+    tok.add_argument(
+        "--secret",
+        metavar="SECRET",
+        help="sign with HS256 and this secret (>= 32 bytes) instead of RS_JWT_SECRET / keys; "
+        "development only: it shows in the process list",
+    )
 
     users = sub.add_parser("users", help="users of the shop's auth service")
     users_sub = users.add_subparsers(dest="users_command", required=True)
-    for name, text in (("add", "create a user that can log in (auth.login)"), ("list", "list the users and their scopes")):
+    for name, text in (
+        ("add", "create a user that can log in (auth.login)"),
+        ("list", "list the users and their scopes"),
+    ):
         u = users_sub.add_parser(name, help=text, description=text.capitalize() + ".")
         if name == "add":
             u.add_argument("name", metavar="NAME", help="the username (1..64 characters, no spaces)")
-            u.add_argument("--scope", action="append", default=[], metavar="SCOPE",
-                           help="a granted scope (orders:write, orders:read, inventory:read, notifications:read, "
-                                "logs:read, admin); repeatable")
-            u.add_argument("--password-stdin", action="store_true",
-                           help="read the password from the first line of standard input instead of prompting")
-        u.add_argument("--db", type=Path, metavar="PATH",
-                       help="the auth service's database (default: $RS_AUTH_DB, else data/auth.db)")
+            u.add_argument(
+                "--scope",
+                action="append",
+                default=[],
+                metavar="SCOPE",
+                help="a granted scope (orders:write, orders:read, inventory:read, notifications:read, "
+                "logs:read, admin); repeatable",
+            )
+            u.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the password from the first line of standard input instead of prompting",
+            )
+        u.add_argument(
+            "--db",
+            type=Path,
+            metavar="PATH",
+            help="the auth service's database (default: $RS_AUTH_DB, else data/auth.db)",
+        )
 
     sv = sub.add_parser(
-        "serve", help="run the shop's services, the notification hub and the API gateway until SIGTERM",
+        "serve",
+        help="run the shop's services, the notification hub and the API gateway until SIGTERM",
         description="Run the shop as long-running services: orders, inventory, auth, logs and the gateway "
-                    "(HTTP API, /ws, dashboard). All in one process by default; --only picks some (on Kafka). "
-                    "Stops gracefully on SIGTERM / SIGINT.")
-    sv.add_argument("--only", action="append", metavar="SERVICE",
-                    help="run only these services (orders, inventory, auth, logs, gateway); repeatable or "
-                         "comma-separated; needs --bootstrap-servers")
+        "(HTTP API, /ws, dashboard). All in one process by default; --only picks some (on Kafka). "
+        "Stops gracefully on SIGTERM / SIGINT.",
+    )
+    sv.add_argument(
+        "--only",
+        action="append",
+        metavar="SERVICE",
+        help="run only these services (orders, inventory, auth, logs, gateway); repeatable or "
+        "comma-separated; needs --bootstrap-servers",
+    )
     sv.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka (default: the embedded broker)")
     sv.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="gateway port (default 8000; 0: any free port)")
@@ -131,11 +189,18 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--instance", help="instance name (the hub's consumer group is notifications.<instance>)")
     sv.add_argument("--products", type=Path, help="products CSV seeding an empty inventory (default: the shipped one)")
     sv.add_argument("--replay-logs", action="store_true", help="replay the shipped loghub files to 'logs' at start")
-    sv.add_argument("--overflow", choices=["close", "drop_oldest", "keep_latest"], default="close",
-                    help="what the hub does when a client's queue is full (default close, code 1013)")
+    sv.add_argument(
+        "--overflow",
+        choices=["close", "drop_oldest", "keep_latest"],
+        default="close",
+        help="what the hub does when a client's queue is full (default close, code 1013)",
+    )
     sv.add_argument("--queue-size", type=int, default=1000, help="hub queue per client, messages (default 1000)")
-    sv.add_argument("--dev", action="store_true",
-                    help="development: a random JWT secret when RS_JWT_* is not set, and print a token with every scope")
+    sv.add_argument(
+        "--dev",
+        action="store_true",
+        help="development: a random JWT secret when RS_JWT_* is not set, and print a token with every scope",
+    )
     return parser
 
 
@@ -186,14 +251,23 @@ def _one_line(run: Callable[[], Awaitable[T]]) -> tuple[int, T | None]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from examples.shop.system import ServeConfig, ServeInfo, parse_only, serve
+    from reactive_services.examples.shop.system import ServeConfig, ServeInfo, parse_only, serve
 
     from .errors import ConfigError
 
     logging.getLogger("reactive_services").setLevel(logging.WARNING)
-    config = ServeConfig(only=parse_only(args.only), bootstrap_servers=args.bootstrap_servers, host=args.host,
-                         port=args.port, data_dir=args.data_dir, namespace=args.namespace, dev=args.dev,
-                         replay_logs=args.replay_logs, overflow=args.overflow, queue_size=args.queue_size)
+    config = ServeConfig(
+        only=parse_only(args.only),
+        bootstrap_servers=args.bootstrap_servers,
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        namespace=args.namespace,
+        dev=args.dev,
+        replay_logs=args.replay_logs,
+        overflow=args.overflow,
+        queue_size=args.queue_size,
+    )
     if args.instance:
         config.instance = args.instance
     if args.products:
@@ -219,14 +293,18 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from examples.shop.demo import DemoConfig, check_report, parse_log_args
+    from reactive_services.examples.shop.demo import DemoConfig, check_report, parse_log_args
 
     from .errors import ConfigError
 
     err = Console(stderr=True)
     try:
-        config = DemoConfig(clients=args.clients, bootstrap_servers=args.bootstrap_servers,
-                            timeout_s=args.timeout, connect_timeout_s=args.connect_timeout)
+        config = DemoConfig(
+            clients=args.clients,
+            bootstrap_servers=args.bootstrap_servers,
+            timeout_s=args.timeout,
+            connect_timeout_s=args.connect_timeout,
+        )
         if args.orders:
             config.orders = args.orders
         if args.products:
@@ -257,7 +335,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _logs_analyze(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from examples.shop.log_analyze import analyze_file, make_source
+    from reactive_services.examples.shop.log_analyze import analyze_file, make_source
 
     from .errors import ConfigError
 
@@ -274,11 +352,22 @@ def _logs_analyze(args: argparse.Namespace) -> int:
             raise ConfigError("name", "must not be empty")
         if args.top < 0:
             raise ConfigError("top", f"must be >= 0, got {args.top}")
-        level_field = "" if args.level_field is None else (None if args.level_field.lower() == "none" else args.level_field)
+        level_field = (
+            "" if args.level_field is None else (None if args.level_field.lower() == "none" else args.level_field)
+        )
         source = make_source(
-            args.format, name=args.name, masks=args.mask, default_masks=not args.no_default_masks,
-            depth=args.depth, sim_th=args.sim_th, max_children=args.max_children, level_field=level_field,
-            time_format=args.time_format, year=args.year, window_s=args.window, slide_s=args.slide,
+            args.format,
+            name=args.name,
+            masks=args.mask,
+            default_masks=not args.no_default_masks,
+            depth=args.depth,
+            sim_th=args.sim_th,
+            max_children=args.max_children,
+            level_field=level_field,
+            time_format=args.time_format,
+            year=args.year,
+            window_s=args.window,
+            slide_s=args.slide,
             allowed_lateness_s=args.lateness,
             alerts=None if args.error_rate is None else {"error_rate": args.error_rate},
         )
@@ -294,11 +383,21 @@ def _logs_analyze(args: argparse.Namespace) -> int:
             return await analyze_file(args.file, source, assignments=args.assignments)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(TextColumn("lines analysed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True) as bar:
+        with Progress(
+            TextColumn("lines analysed"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
             task = bar.add_task("lines", total=None)
-            return await analyze_file(args.file, source, assignments=args.assignments,
-                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
+            return await analyze_file(
+                args.file,
+                source,
+                assignments=args.assignments,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
 
     code, report = _one_line(run)
     if report is None:
@@ -307,10 +406,11 @@ def _logs_analyze(args: argparse.Namespace) -> int:
         args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     _logs_summary(report, Console(), top=args.top)
     if report["time"] is None and report["lines"]:
-        hint = (f"with --time-format {args.time_format!r}" if args.time_format
-                else "(give --time-format)")
-        print(f"warning: no time could be read from the format's time fields {hint}; those lines are unparsed",
-              file=sys.stderr)
+        hint = f"with --time-format {args.time_format!r}" if args.time_format else "(give --time-format)"
+        print(
+            f"warning: no time could be read from the format's time fields {hint}; those lines are unparsed",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -346,7 +446,7 @@ def _users(args: argparse.Namespace) -> int:
     import getpass
     import sqlite3
 
-    from examples.shop.auth import SCOPES, UserStore, default_db_path
+    from reactive_services.examples.shop.auth import SCOPES, UserStore, default_db_path
 
     from .errors import ConfigError, ValidationError
 
@@ -399,14 +499,20 @@ def _logs_summary(report: dict[str, Any], console: Any, *, top: int) -> None:
     t.add_column("what")
     t.add_column("figures")
     levels = ", ".join(f"{k} {v}" for k, v in report["by_level"].items())
-    t.add_row("lines", f"{report['lines']} ({report['parsed']} parsed, {report['unparsed']} unparsed, "
-                       f"{report['late']} late, {report['dead_lettered']} dead-lettered)")
+    t.add_row(
+        "lines",
+        f"{report['lines']} ({report['parsed']} parsed, {report['unparsed']} unparsed, "
+        f"{report['late']} late, {report['dead_lettered']} dead-lettered)",
+    )
     t.add_row("levels", levels or "-")
     t.add_row("time", str(report["time"]))
     t.add_row("templates", str(len(report["templates"])))
     settings = report["settings"]
-    t.add_row("windows", f"{len(report['windows'])} (length {settings['window_s']:g} s, slide {settings['slide_s']:g} s, "
-                         f"lateness {settings['allowed_lateness_s']:g} s)")
+    t.add_row(
+        "windows",
+        f"{len(report['windows'])} (length {settings['window_s']:g} s, slide {settings['slide_s']:g} s, "
+        f"lateness {settings['allowed_lateness_s']:g} s)",
+    )
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(report["alerts_by_kind"].items()))
     t.add_row("alerts", f"{len(report['alerts'])}" + (f" ({kinds})" if kinds else ""))
     console.print(t)
@@ -434,12 +540,18 @@ def _check_writable(path: Path, key: str = "report") -> None:
 async def _run_with_progress(config: Any, *, quiet: bool, console: Any) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from examples.shop.demo import run_demo
+    from reactive_services.examples.shop.demo import run_demo
 
     if quiet:
         return await run_demo(config)
-    with Progress(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description:<26}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int | None) -> None:
@@ -458,17 +570,24 @@ def _summary(report: dict[str, Any], console: Any) -> None:
     t.add_column("what")
     t.add_column("figures")
     t.add_row("orders", f"{o['items_read']} item rows read, {o['invalid_rows']} invalid, {o['emitted']} orders emitted")
-    t.add_row("inventory", f"{o['applied']} applied, {o['rejected']} rejected, {o['dead_lettered']} dead-lettered, "
-                           f"{inv['stock_low_events']} stock.low events")
+    t.add_row(
+        "inventory",
+        f"{o['applied']} applied, {o['rejected']} rejected, {o['dead_lettered']} dead-lettered, "
+        f"{inv['stock_low_events']} stock.low events",
+    )
     t.add_row("notifications", ", ".join(f"{ch}: {k}" for ch, k in n["published"].items()))
     for i, c in enumerate(n["clients"]):
-        t.add_row(f"ws client {i + 1}", f"{'+'.join(c['channels'])}: received {c['received']}"
-                                         + (" (closed 1001)" if c["completed"] else f" ({c['error']})"))
+        t.add_row(
+            f"ws client {i + 1}",
+            f"{'+'.join(c['channels'])}: received {c['received']}"
+            + (" (closed 1001)" if c["completed"] else f" ({c['error']})"),
+        )
     for name, s in report["logs"].items():
         levels = ", ".join(f"{k} {v}" for k, v in s["by_level"].items())
         unparsed = f", {s['unparsed']} unparsed (level 'unknown')" if s["unparsed"] else ""
-        t.add_row(f"logs {name}", f"{s['lines']} lines ({levels}{unparsed}); {s['windows']} windows, "
-                                  f"{s['alerts']} alerts")
+        t.add_row(
+            f"logs {name}", f"{s['lines']} lines ({levels}{unparsed}); {s['windows']} windows, {s['alerts']} alerts"
+        )
     inv_ok = report.get("invariants", {}).get("ok")
     if inv_ok is not None:
         t.add_row("invariants", "all hold" if inv_ok else "VIOLATED")

@@ -176,7 +176,7 @@ class TooManyAttemptsError(ReactiveServicesError):
         super().__init__(f"too many failed attempts; retry after {self.retry_after_s} s")
 
     @classmethod
-    def from_remote(cls, error: BaseException) -> "TooManyAttemptsError | None":
+    def from_remote(cls, error: BaseException) -> TooManyAttemptsError | None:
         """The :class:`TooManyAttemptsError` carried by ``error``, or None.
 
         ``error`` may be a :class:`TooManyAttemptsError` (returned as is) or a

@@ -42,9 +42,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import reactivex
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -54,8 +54,8 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from adapters._message import Headers, Message, RecordMetadata
-from adapters._protocol import Broker, Decoder
+from reactive_services.adapters._message import Headers, Message, RecordMetadata
+from reactive_services.adapters._protocol import Broker, Decoder
 
 from .errors import ConfigError
 
@@ -79,7 +79,21 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Latency histogram buckets, in seconds (prometheus_client's defaults).
 DEFAULT_LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"),
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    float("inf"),
 )
 
 
@@ -141,7 +155,7 @@ class _Counting(ObserverBase[Message]):
 
 
 class MeteredBroker:
-    """A :class:`adapters.Broker` that delegates everything to ``broker`` and counts messages.
+    """A :class:`reactive_services.adapters.Broker` that delegates everything to ``broker`` and counts messages.
 
     - **out**: records published through :meth:`emit` / :meth:`emit_batch` and acknowledged,
       per topic, plus the ``sent`` count of every sink made by :meth:`sink` (the sink itself
@@ -163,7 +177,7 @@ class MeteredBroker:
             ``rs_messages_out_total`` report this wrapper's counts (None: count only).
     """
 
-    def __init__(self, broker: Broker, metrics: "ServiceMetrics | None" = None) -> None:
+    def __init__(self, broker: Broker, metrics: ServiceMetrics | None = None) -> None:
         self.broker = broker
         self._in: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._out: defaultdict[str, int] = defaultdict(int)
@@ -236,7 +250,7 @@ class MeteredBroker:
         finally:
             self._started = False
 
-    async def __aenter__(self) -> "MeteredBroker":
+    async def __aenter__(self) -> MeteredBroker:
         await self.start()
         return self
 
@@ -268,9 +282,7 @@ class MeteredBroker:
         self._out[topic] += 1
         return meta
 
-    async def emit_batch(
-        self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]
-    ) -> list[RecordMetadata]:
+    async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """``broker.emit_batch``; counts the records once all are acknowledged."""
         metas = await self.broker.emit_batch(topic, records)
         self._out[topic] += len(metas)
@@ -294,7 +306,7 @@ class MeteredBroker:
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
     ) -> Observable[Message]:
-        """``broker.source`` with each delivered message counted; see :meth:`adapters.Broker.source`.
+        """``broker.source`` with each delivered message counted; see :meth:`reactive_services.adapters.Broker.source`.
 
         Each subscription subscribes to a source of its own from ``broker`` (the wrapper
         needs to know *which* subscription ``on_assigned`` is about), with an
@@ -357,7 +369,7 @@ def _started_flag(broker: Any) -> bool | None:
 class _BrokerCollector(Collector):
     """``rs_messages_in_total`` / ``rs_messages_out_total`` read from the watched brokers."""
 
-    def __init__(self, metrics: "ServiceMetrics") -> None:
+    def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
 
     def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily]:
@@ -397,15 +409,21 @@ class _WebSocketCollector(Collector):
 
     _NAMES = (
         ("rs_websocket_clients", "gauge", "Open websocket connections."),
-        ("rs_websocket_slow_clients_closed_total", "counter",
-         "Websocket clients closed because their outgoing queue overflowed."),
+        (
+            "rs_websocket_slow_clients_closed_total",
+            "counter",
+            "Websocket clients closed because their outgoing queue overflowed.",
+        ),
         ("rs_websocket_notifications_published_total", "counter", "Notifications received by the hub(s)."),
         ("rs_websocket_notifications_delivered_total", "counter", "Event frames written to websocket clients."),
-        ("rs_websocket_notifications_dropped_total", "counter",
-         "Event frames discarded from client queues by a drop_oldest / keep_latest policy."),
+        (
+            "rs_websocket_notifications_dropped_total",
+            "counter",
+            "Event frames discarded from client queues by a drop_oldest / keep_latest policy.",
+        ),
     )
 
-    def __init__(self, metrics: "ServiceMetrics") -> None:
+    def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
 
     def _families(self, values: Sequence[float] | None) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -501,8 +519,8 @@ class ServiceMetrics:
             self._brokers.append(broker)
 
     def watch_hub(self, target: Any) -> None:
-        """Report the websocket metrics of a :class:`~adapters.websocket.WebSocketServer`
-        (and its default ``hub``) or of a :class:`~adapters.websocket.NotificationHub`
+        """Report the websocket metrics of a :class:`~reactive_services.adapters.websocket.WebSocketServer`
+        (and its default ``hub``) or of a :class:`~reactive_services.adapters.websocket.NotificationHub`
         (and its ``server``), read at each scrape.
 
         Read duck-typed: a server has ``clients`` (a sized collection),
@@ -543,7 +561,7 @@ class ServiceMetrics:
         Series of these groups' partitions that no longer exist are removed.
 
         Args:
-            broker: where to read offsets (any :class:`adapters.Broker`).
+            broker: where to read offsets (any :class:`reactive_services.adapters.Broker`).
             groups_topics: ``{consumer group: topics}``, e.g. :func:`consumer_groups`.
 
         Returns:
@@ -747,8 +765,10 @@ def readiness(
         for s in services:
             started[s.name] = started.get(s.name, True) and bool(s.started)
         assigned = all(
-            s.started and all(_assigned(s.broker if isinstance(s.broker, MeteredBroker) else broker, g, ts)
-                              for g, ts in s.sources)
+            s.started
+            and all(
+                _assigned(s.broker if isinstance(s.broker, MeteredBroker) else broker, g, ts) for g, ts in s.sources
+            )
             for s in services
         )
         return {"broker": await broker_ok(), "partitions_assigned": assigned, "services": started}

@@ -99,8 +99,14 @@ def ensure_libs(version: str = KAFKA_VERSION) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="libs-", dir=home))
     cmd = [
-        mvn, "-q", "-B", "-f", str(POM), f"-Dkafka.version={version}",
-        "dependency:copy-dependencies", f"-DoutputDirectory={tmp}",
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        f"-Dkafka.version={version}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
     ]
     print(f"local_kafka: fetching Apache Kafka {version} jars with mvn (first run only)...", file=sys.stderr)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -293,7 +299,9 @@ def _log4j2_properties(state_dir: Path) -> str:
 def _java() -> str:
     java = shutil.which("java")
     if java is None:
-        raise LocalKafkaError("`java` (17 or later) is not on PATH; install a JDK (apt-get install openjdk-17-jre-headless)")
+        raise LocalKafkaError(
+            "`java` (17 or later) is not on PATH; install a JDK (apt-get install openjdk-17-jre-headless)"
+        )
     return java
 
 
@@ -373,9 +381,22 @@ def _launch(sd: Path, java: str, libs: Path, port: int | None, previous: dict[st
     if not (sd / "data" / "meta.properties").exists():
         cluster_id = previous.get("cluster_id") or _cluster_id()
         fmt = subprocess.run(
-            [java, "-Xmx256m", *jvm_common, "-cp", classpath, "kafka.tools.StorageTool",
-             "format", "-t", cluster_id, "-c", str(props)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                java,
+                "-Xmx256m",
+                *jvm_common,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         if fmt.returncode != 0:
             raise LocalKafkaError(f"kafka-storage format failed ({fmt.returncode}):\n{fmt.stdout[-4000:]}")
@@ -385,10 +406,13 @@ def _launch(sd: Path, java: str, libs: Path, port: int | None, previous: dict[st
     out = open(sd / "broker.out", "ab")  # JVM stdout/stderr (crashes before log4j starts)
     try:
         proc = subprocess.Popen(
-            [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", *jvm_common,
-             "-cp", classpath, "kafka.Kafka", str(props)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=sd, start_new_session=True, close_fds=True,
+            [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", *jvm_common, "-cp", classpath, "kafka.Kafka", str(props)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=sd,
+            start_new_session=True,
+            close_fds=True,
         )
     finally:
         out.close()
@@ -396,8 +420,15 @@ def _launch(sd: Path, java: str, libs: Path, port: int | None, previous: dict[st
     bootstrap = f"{HOST}:{port}"
     _write_state(
         sd,
-        {"pid": proc.pid, "bootstrap": bootstrap, "port": port, "controller_port": cport,
-         "cluster_id": cluster_id, "version": KAFKA_VERSION, "started_at": time.time()},
+        {
+            "pid": proc.pid,
+            "bootstrap": bootstrap,
+            "port": port,
+            "controller_port": cport,
+            "cluster_id": cluster_id,
+            "version": KAFKA_VERSION,
+            "started_at": time.time(),
+        },
     )
     if not _wait_ready(port, proc.pid, timeout_s, proc):
         alive = proc.poll() is None
@@ -413,10 +444,17 @@ def _launch(sd: Path, java: str, libs: Path, port: int | None, previous: dict[st
 
 
 def _cluster_id() -> str:
-    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding (22 chars)."""
+    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding (22 chars).
+
+    Never one that starts with ``-``: ``kafka-storage format -t <id>`` would read it as an option
+    (about one id in 64 did; Kafka's own ``Uuid.randomUuid`` skips those ids too).
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _wait_ready(port: int, pid: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> bool:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _local_kafka():
-    from examples.shop.faults import load_local_kafka
+    from reactive_services.examples.shop.faults import load_local_kafka
 
     return load_local_kafka()
 
@@ -50,9 +50,9 @@ def unique_topic() -> Callable[..., str]:
 
 
 @pytest.fixture
-async def kafka_broker(kafka_bootstrap: str) -> AsyncIterator["KafkaBroker"]:  # noqa: F821
-    """A started :class:`adapters.kafka.KafkaBroker` with short timeouts; stopped afterwards."""
-    from adapters.kafka import KafkaBroker
+async def kafka_broker(kafka_bootstrap: str) -> AsyncIterator[KafkaBroker]:  # noqa: F821
+    """A started :class:`reactive_services.adapters.kafka.KafkaBroker` with short timeouts; stopped afterwards."""
+    from reactive_services.adapters.kafka import KafkaBroker
 
     broker = KafkaBroker(kafka_bootstrap, connect_timeout_s=10.0, request_timeout_s=10.0, commit_interval_s=0.0)
     await broker.start()
@@ -68,12 +68,12 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
 
     Used by the contract tests (tests/adapters) and the request-reply tests (tests/runtime).
     """
-    from adapters.memory import InMemoryBroker
+    from reactive_services.adapters.memory import InMemoryBroker
 
     if request.param == "memory":
         b: object = InMemoryBroker()
     else:
-        from adapters.kafka import KafkaBroker
+        from reactive_services.adapters.kafka import KafkaBroker
 
         b = KafkaBroker(request.getfixturevalue("kafka_bootstrap"))
     await b.start()  # type: ignore[attr-defined]

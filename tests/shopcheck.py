@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from examples.shop.demo import DATA_DIR
+from reactive_services.examples.shop.demo import DATA_DIR
 
 OLIST = DATA_DIR / "olist"
 LOGHUB = DATA_DIR / "loghub"

@@ -1,8 +1,8 @@
-"""Apache Kafka adapter: :class:`KafkaBroker` implements :class:`adapters.Broker` on aiokafka.
+"""Apache Kafka adapter: :class:`KafkaBroker` implements :class:`reactive_services.adapters.Broker` on aiokafka.
 
 Example::
 
-    from adapters.kafka import KafkaBroker
+    from reactive_services.adapters.kafka import KafkaBroker
 
     async with KafkaBroker("127.0.0.1:9092") as broker:
         await broker.emit("orders", {"id": 1}, key="customer-7")

@@ -1,6 +1,6 @@
-"""The Kafka I/O driver: :class:`KafkaBroker`, the :class:`adapters.Broker` Protocol on aiokafka.
+"""The Kafka I/O driver: :class:`KafkaBroker`, the :class:`reactive_services.adapters.Broker` Protocol on aiokafka.
 
-Pure mapping (records to messages, settings) lives in :mod:`adapters.kafka._codec`.
+Pure mapping (records to messages, settings) lives in :mod:`reactive_services.adapters.kafka._codec`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import reactivex
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -53,7 +54,7 @@ from ._codec import (
 
 __all__ = ["KafkaBroker", "SourceStats"]
 
-log = logging.getLogger("adapters.kafka")
+log = logging.getLogger("reactive_services.adapters.kafka")
 
 _UNAVAILABLE = (KafkaConnectionError, NodeNotReadyError, KafkaTimeoutError, RequestTimedOutError, OSError, TimeoutError)
 
@@ -68,8 +69,15 @@ def _reason(exc: BaseException, timeout_s: float) -> str:
 
 #: AIOKafkaConsumer arguments a source sets itself; ``consumer_options`` may not override them.
 _RESERVED_CONSUMER_OPTIONS = frozenset(
-    {"bootstrap_servers", "group_id", "enable_auto_commit", "auto_offset_reset", "loop", "key_deserializer",
-     "value_deserializer"}
+    {
+        "bootstrap_servers",
+        "group_id",
+        "enable_auto_commit",
+        "auto_offset_reset",
+        "loop",
+        "key_deserializer",
+        "value_deserializer",
+    }
 )
 
 
@@ -167,7 +175,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.warning(
                     "group %s: messages of %s still in flight after %g s at revocation; "
                     "they are not committed and will be redelivered to the new owner",
-                    run.group_id, sorted(revoked), self._broker.revoke_timeout_s,
+                    run.group_id,
+                    sorted(revoked),
+                    self._broker.revoke_timeout_s,
                 )
             if run.consumer is not None:
                 await self._broker._commit(run, only=revoked)
@@ -183,7 +193,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaBroker:
-    """The :class:`adapters.Broker` Protocol on Apache Kafka, through aiokafka.
+    """The :class:`reactive_services.adapters.Broker` Protocol on Apache Kafka, through aiokafka.
 
     One idempotent producer (``acks="all"``) is shared by ``emit``, ``emit_batch``,
     sinks and dead-lettering; each subscription to :meth:`source` runs its own consumer
@@ -360,8 +370,9 @@ class KafkaBroker:
                 async with asyncio.timeout(self.request_timeout_s):
                     await _close_quietly(producer.stop())
             except TimeoutError:
-                log.warning("producer did not flush within %g s (broker unreachable); closed without it",
-                            self.request_timeout_s)
+                log.warning(
+                    "producer did not flush within %g s (broker unreachable); closed without it", self.request_timeout_s
+                )
         if admin is not None:
             await _close_quietly(admin.close())
         if offsets is not None:
@@ -445,8 +456,10 @@ class KafkaBroker:
             except KafkaError:
                 described = []
             for t in described:
-                if t["error_code"] == 0 and t["partitions"] and all(
-                    p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"]
+                if (
+                    t["error_code"] == 0
+                    and t["partitions"]
+                    and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])
                 ):
                     pending.discard(t["topic"])
             if not pending:
@@ -544,9 +557,7 @@ class KafkaBroker:
         producer = await self._ensure_producer()
         try:
             async with asyncio.timeout(self.request_timeout_s):
-                md = await producer.send_and_wait(
-                    topic, data, key=kbytes, headers=kheaders, timestamp_ms=timestamp_ms
-                )
+                md = await producer.send_and_wait(topic, data, key=kbytes, headers=kheaders, timestamp_ms=timestamp_ms)
         except TimeoutError as exc:
             raise PublishError(
                 f"no acknowledgement for a record to {topic!r} within {self.request_timeout_s:g} s"
@@ -555,9 +566,7 @@ class KafkaBroker:
             raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
         return record_metadata(md)
 
-    async def emit_batch(
-        self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]
-    ) -> list[RecordMetadata]:
+    async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Publish many ``(key, value)`` records, in order, and wait until all are acknowledged.
 
         Raises:
@@ -589,7 +598,7 @@ class KafkaBroker:
         return [record_metadata(md) for md in results]
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
-        """An Observer that publishes each ``on_next`` value to ``topic`` (see :class:`adapters.BrokerSink`).
+        """An Observer that publishes each ``on_next`` value to ``topic`` (see :class:`reactive_services.adapters.BrokerSink`).
 
         Each publish is tracked on the source message being delivered, if any, so that
         message is committed only after the publish was acknowledged; failures are
@@ -608,9 +617,7 @@ class KafkaBroker:
         target = dead_letter_topic(msg.topic)
         try:
             async with asyncio.timeout(self.request_timeout_s):
-                await producer.send_and_wait(
-                    target, msg.raw, key=msg.key, headers=dead_letter_headers(msg, error)
-                )
+                await producer.send_and_wait(target, msg.raw, key=msg.key, headers=dead_letter_headers(msg, error))
         except TimeoutError as exc:
             raise PublishError(f"no acknowledgement for a dead letter to {target!r}") from exc
         except KafkaError as exc:
@@ -660,7 +667,7 @@ class KafkaBroker:
         position of every assigned partition (so with ``auto_offset_reset="latest"`` a
         record published after the call is never skipped).
 
-        ``concurrency`` K > 1 (see :meth:`adapters.Broker.source`): up to K messages in
+        ``concurrency`` K > 1 (see :meth:`reactive_services.adapters.Broker.source`): up to K messages in
         flight; ``on_next`` is called one at a time, in fetched order, without awaiting the
         previous message's tracked work, except that a keyed message waits for the
         previous in-flight message of the same key and partition (the whole delivery waits
@@ -735,7 +742,9 @@ class KafkaBroker:
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning(
                 "group %s: commit of %s failed after a rebalance (%s); those records will be redelivered",
-                run.group_id, _fmt_offsets(todo), exc,
+                run.group_id,
+                _fmt_offsets(todo),
+                exc,
             )
             assigned = consumer.assignment()
             for tp in window.tracker.partitions():

@@ -6,7 +6,8 @@ No asyncio and no network here; everything is tested with plain values
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from reactive_services.errors import ConfigError
 
@@ -44,7 +45,7 @@ def _raw(raw: bytes | None) -> bytes | None:
 def resolve_decoder(decode: Any) -> Callable[[bytes | None], Any]:
     """The value decoder for a source's ``decode`` argument.
 
-    ``"json"`` -> :func:`adapters._codec.decode_json`; ``None`` -> identity (raw bytes);
+    ``"json"`` -> :func:`reactive_services.adapters._codec.decode_json`; ``None`` -> identity (raw bytes);
     a callable ``bytes | None -> Any`` is returned as is.
 
     Raises:

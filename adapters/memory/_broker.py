@@ -1,8 +1,8 @@
 """An in-memory broker with Kafka's model: topics, partitions, offsets, consumer groups, commits.
 
 It is the embedded default of the demo and a test double users can import for their own
-tests (as FastStream ships ``TestKafkaBroker``). It implements :class:`adapters.Broker`,
-the same Protocol as :class:`adapters.kafka.KafkaBroker`, and passes the same contract tests.
+tests (as FastStream ships ``TestKafkaBroker``). It implements :class:`reactive_services.adapters.Broker`,
+the same Protocol as :class:`reactive_services.adapters.kafka.KafkaBroker`, and passes the same contract tests.
 
 What it models: records appended to partitions chosen from the key (same key, same
 partition, so per-key order holds); per-group committed offsets; group members sharing
@@ -19,8 +19,9 @@ import itertools
 import logging
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import reactivex
 from reactivex import Observable
@@ -30,8 +31,8 @@ from reactivex.disposable import Disposable
 from reactive_services.errors import ConfigError, PublishError
 
 from .._codec import dead_letter_headers, dead_letter_topic, decode_json, encode_key, encode_value
-from .._message import YIELD_EVERY, Headers, Message, RecordMetadata, deliver
 from .._inflight import InFlight
+from .._message import YIELD_EVERY, Headers, Message, RecordMetadata, deliver
 from .._protocol import Decoder
 from .._sink import BrokerSink
 
@@ -131,7 +132,7 @@ class InMemoryBroker:
         finally:
             self._started = False
 
-    async def __aenter__(self) -> "InMemoryBroker":
+    async def __aenter__(self) -> InMemoryBroker:
         await self.start()
         return self
 
@@ -182,7 +183,7 @@ class InMemoryBroker:
         headers: Headers | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
-        """Append one record; see :meth:`adapters.Broker.emit`.
+        """Append one record; see :meth:`reactive_services.adapters.Broker.emit`.
 
         Raises:
             PublishError: the broker is not started, or the value is over ``max_record_bytes``.
@@ -190,10 +191,8 @@ class InMemoryBroker:
         """
         return self._append(topic, encode_key(key), encode_value(value), headers, timestamp_ms)
 
-    async def emit_batch(
-        self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]
-    ) -> list[RecordMetadata]:
-        """Append many ``(key, value)`` records in order; see :meth:`adapters.Broker.emit_batch`."""
+    async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
+        """Append many ``(key, value)`` records in order; see :meth:`reactive_services.adapters.Broker.emit_batch`."""
         encoded = [(encode_key(k), encode_value(v)) for k, v in records]
         return [self._append(topic, k, v, None, None) for k, v in encoded]
 
@@ -223,7 +222,7 @@ class InMemoryBroker:
         return RecordMetadata(topic, partition, len(records) - 1, ts)
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
-        """An Observer publishing each value to ``topic``; see :class:`adapters.BrokerSink`."""
+        """An Observer publishing each value to ``topic``; see :class:`reactive_services.adapters.BrokerSink`."""
         sink = BrokerSink(self, topic, key=key)
         self._sinks.append(sink)
         return sink
@@ -267,7 +266,7 @@ class InMemoryBroker:
     ) -> Observable[Message]:
         """A cold Observable of ``topics`` read in consumer group ``group_id``.
 
-        See :meth:`adapters.Broker.source` for the contract (commit after handling,
+        See :meth:`reactive_services.adapters.Broker.source` for the contract (commit after handling,
         dead-lettering of undecodable records, ``stop`` completes, dispose closes,
         ``on_assigned`` once the first assignment is positioned, ``concurrency``).
 
@@ -451,7 +450,7 @@ _DRAIN_TIMEOUT_S = 5.0
 
 
 async def _admit(
-    window: InFlight, tp: tuple[str, int], key: bytes | None, stop: "_AnyEvent", member: _Member, generation: int
+    window: InFlight, tp: tuple[str, int], key: bytes | None, stop: _AnyEvent, member: _Member, generation: int
 ) -> bool:
     """Wait until ``window`` has room and no earlier message of ``key`` is in flight.
 

@@ -1,6 +1,6 @@
-"""A Starlette / FastAPI ``WebSocket`` as a :class:`~adapters.websocket.Transport`, so that an
+"""A Starlette / FastAPI ``WebSocket`` as a :class:`~reactive_services.adapters.websocket.Transport`, so that an
 ASGI app (the API gateway on uvicorn) can accept ``/ws`` itself and hand the connection to a
-:class:`~adapters.websocket.WebSocketServer` and its hub.
+:class:`~reactive_services.adapters.websocket.WebSocketServer` and its hub.
 
 Starlette is imported lazily (only when a :class:`StarletteTransport` is made), so this module
 imports without it.
@@ -21,11 +21,11 @@ if TYPE_CHECKING:
 
 __all__ = ["StarletteTransport"]
 
-logger = logging.getLogger("adapters.websocket")
+logger = logging.getLogger("reactive_services.adapters.websocket")
 
 
 class StarletteTransport:
-    """:class:`~adapters.websocket.Transport` over an accepted Starlette ``WebSocket``.
+    """:class:`~reactive_services.adapters.websocket.Transport` over an accepted Starlette ``WebSocket``.
 
     The handshake (authentication, ``accept()``) stays with the app; attach the websocket
     after ``accept()``::

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
@@ -23,7 +24,7 @@ from ._codec import decode_server_frame, encode_subscribe, validate_channels
 
 __all__ = ["connect"]
 
-logger = logging.getLogger("adapters.websocket")
+logger = logging.getLogger("reactive_services.adapters.websocket")
 
 #: Running client tasks, kept referenced so they are not garbage-collected mid-flight.
 _tasks: set[asyncio.Task[None]] = set()
@@ -90,16 +91,18 @@ def connect(
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            observer.on_error(RuntimeError("adapters.websocket.connect must be subscribed to on a running asyncio loop"))
+            observer.on_error(
+                RuntimeError(
+                    "reactive_services.adapters.websocket.connect must be subscribed to on a running asyncio loop"
+                )
+            )
             return Disposable()
         disposed = False
 
         def is_disposed() -> bool:
             return disposed
 
-        task = loop.create_task(
-            _run(url, channels, events_only, open_timeout, max_message_size, observer, is_disposed)
-        )
+        task = loop.create_task(_run(url, channels, events_only, open_timeout, max_message_size, observer, is_disposed))
         _tasks.add(task)
         task.add_done_callback(_task_done)
 
@@ -189,4 +192,3 @@ async def _read(
             error = ConnectionClosedError(code, reason)
             error.__cause__ = exc
             observer.on_error(error)
-

@@ -1,7 +1,7 @@
 """The notification protocol's frames: parse and validate client frames, build server frames.
 
 Pure functions: no asyncio, no sockets; tested with ``str`` / ``bytes`` alone. The protocol
-itself is described in the package docstring (:mod:`adapters.websocket`).
+itself is described in the package docstring (:mod:`reactive_services.adapters.websocket`).
 
 Server frames are built as UTF-8 JSON ``bytes`` (orjson) so that the server can send them as
 text frames without a decode / re-encode round trip (``send(data, text=True)``).
@@ -9,8 +9,9 @@ text frames without a decode / re-encode round trip (``send(data, text=True)``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, cast
+from typing import Any, Literal, cast
 
 import orjson
 
@@ -71,9 +72,7 @@ def validate_channels(value: object, *, max_channels: int = MAX_CHANNELS) -> tup
     seen: dict[str, None] = {}
     for name in value:
         if not isinstance(name, str):
-            raise ValidationError(
-                f"'channels' must be a list of strings; found {type(name).__name__} {name!r}"
-            )
+            raise ValidationError(f"'channels' must be a list of strings; found {type(name).__name__} {name!r}")
         if not name:
             raise ValidationError("channel names must be non-empty strings")
         if len(name) > MAX_CHANNEL_LENGTH:

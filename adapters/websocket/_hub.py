@@ -16,7 +16,7 @@ from ._server import OVERFLOW, WebSocketServer
 
 __all__ = ["Notification", "NotificationHub"]
 
-logger = logging.getLogger("adapters.websocket")
+logger = logging.getLogger("reactive_services.adapters.websocket")
 
 
 @dataclass(frozen=True, slots=True)

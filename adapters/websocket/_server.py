@@ -2,9 +2,9 @@
 and gives each client a bounded outgoing queue drained by its own sender task.
 
 Built on :func:`websockets.asyncio.server.serve`; any other websocket server can hand its
-accepted connections over through the :class:`~adapters.websocket.Transport` seam
+accepted connections over through the :class:`~reactive_services.adapters.websocket.Transport` seam
 (:meth:`WebSocketServer.serve`). Fan-out of notifications is the job of
-:class:`adapters.websocket.NotificationHub`, which enqueues pre-encoded frames on the
+:class:`reactive_services.adapters.websocket.NotificationHub`, which enqueues pre-encoded frames on the
 :class:`Connection` objects this server keeps.
 """
 
@@ -15,7 +15,8 @@ import itertools
 import logging
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Literal, Protocol, get_args
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import orjson
 from reactivex import Observable
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNAUTHORIZED", "Connection", "OverflowPolicy", "WebSocketServer"]
 
-logger = logging.getLogger("adapters.websocket")
+logger = logging.getLogger("reactive_services.adapters.websocket")
 
 #: What happens when a client's outgoing queue is full (see :class:`WebSocketServer`).
 OverflowPolicy = Literal["close", "drop_oldest", "keep_latest"]
@@ -72,7 +73,7 @@ class Connection:
         remote_address: the client's ``(host, port)`` (more items for IPv6).
         channels: the channels the client is currently subscribed to (read-only for users:
             the server updates it from the client's subscribe / unsubscribe frames).
-        transport: the :class:`~adapters.websocket.Transport` the connection runs on.
+        transport: the :class:`~reactive_services.adapters.websocket.Transport` the connection runs on.
         dropped: frames discarded from this client's queue by the ``drop_oldest`` /
             ``keep_latest`` overflow policies.
     """
@@ -303,7 +304,7 @@ class Connection:
 
 
 class WebSocketServer:
-    """A websocket server for the notification protocol (see :mod:`adapters.websocket`).
+    """A websocket server for the notification protocol (see :mod:`reactive_services.adapters.websocket`).
 
     Each client gets an outgoing queue of at most ``queue_size`` frames, drained by its own
     sender task. Queuing never blocks and one slow client never slows the others: when a
@@ -331,7 +332,7 @@ class WebSocketServer:
 
     Connections come from this server's own listener (:meth:`start`), or from any other
     websocket server through :meth:`serve` (e.g. an ASGI app's ``/ws`` route with
-    :class:`~adapters.websocket.StarletteTransport`); both kinds share the hub.
+    :class:`~reactive_services.adapters.websocket.StarletteTransport`); both kinds share the hub.
 
     Args:
         host: the interface to listen on.
@@ -375,9 +376,7 @@ class WebSocketServer:
         if queue_size < 1:
             raise ConfigError("queue_size", f"must be >= 1, not {queue_size}")
         if overflow not in OVERFLOW_POLICIES:
-            raise ConfigError(
-                "overflow", f"must be one of {', '.join(map(repr, OVERFLOW_POLICIES))}, not {overflow!r}"
-            )
+            raise ConfigError("overflow", f"must be one of {', '.join(map(repr, OVERFLOW_POLICIES))}, not {overflow!r}")
         if not 1000 <= overflow_close_code <= 4999:
             raise ConfigError("overflow_close_code", f"must be a close code in 1000-4999, not {overflow_close_code}")
         if not close_timeout > 0:

@@ -1,10 +1,10 @@
-"""The transport seam: what a :class:`~adapters.websocket.Connection` needs from an accepted
+"""The transport seam: what a :class:`~reactive_services.adapters.websocket.Connection` needs from an accepted
 websocket, so that any websocket server can hand its connections to the same hub.
 
 - :class:`Transport` is the ``typing.Protocol`` (five members).
 - :class:`WebSocketsTransport` adapts python-websockets' ``ServerConnection`` (used by
-  :class:`~adapters.websocket.WebSocketServer`'s own listener).
-- :class:`~adapters.websocket.StarletteTransport` (in ``_asgi.py``) adapts a Starlette /
+  :class:`~reactive_services.adapters.websocket.WebSocketServer`'s own listener).
+- :class:`~reactive_services.adapters.websocket.StarletteTransport` (in ``_asgi.py``) adapts a Starlette /
   FastAPI ``WebSocket`` accepted by an ASGI server such as uvicorn.
 """
 
@@ -22,7 +22,7 @@ from reactive_services.errors import ConnectionClosedError
 
 __all__ = ["Transport", "WebSocketsTransport"]
 
-logger = logging.getLogger("adapters.websocket")
+logger = logging.getLogger("reactive_services.adapters.websocket")
 
 #: The longest close reason a close frame carries, in UTF-8 bytes (RFC 6455, 5.5: 125 - 2).
 MAX_CLOSE_REASON_BYTES = 123
@@ -186,9 +186,7 @@ class WebSocketsTransport:
             async with asyncio.timeout(self.close_timeout):
                 await self.connection.close(code, fit_close_reason(reason))
         except TimeoutError:
-            logger.info(
-                "%s: no closing handshake after %ss, aborting", self.remote_address, self.close_timeout
-            )
+            logger.info("%s: no closing handshake after %ss, aborting", self.remote_address, self.close_timeout)
             self.connection.transport.abort()
 
 

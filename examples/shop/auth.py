@@ -102,7 +102,7 @@ SCOPES: Mapping[str, str] = {
 }
 
 #: websocket channel -> the scope a client needs to subscribe to it (channels of
-#: ``examples.shop.notifications.CHANNELS``).
+#: ``reactive_services.examples.shop.notifications.CHANNELS``).
 CHANNEL_SCOPES: Mapping[str, str] = {
     "orders": "notifications:read",
     "inventory": "notifications:read",
@@ -387,7 +387,9 @@ class AuthController(Controller):
         if not jwt_config.can_issue:
             raise ConfigError("private_key", "the auth service signs tokens: RS256 needs the private key")
         if not (base_delay_s >= 0 and max_delay_s >= 0 and math.isfinite(base_delay_s) and math.isfinite(max_delay_s)):
-            raise ConfigError("base_delay_s", f"delays must be finite seconds >= 0, got {base_delay_s!r}, {max_delay_s!r}")
+            raise ConfigError(
+                "base_delay_s", f"delays must be finite seconds >= 0, got {base_delay_s!r}, {max_delay_s!r}"
+            )
         self.store = store
         self.jwt_config = jwt_config
         self.base_delay_s = float(base_delay_s)

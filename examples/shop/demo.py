@@ -25,13 +25,15 @@ import logging
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-from adapters import DeadLetterSink
-from adapters.memory import InMemoryBroker
-from adapters.websocket import WebSocketServer, connect
+from reactive_services.adapters import DeadLetterSink
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.adapters.websocket import WebSocketServer, connect
+
 from reactive_services import ClientProxy, Microservice, start_all_microservices
 from reactive_services.errors import ConfigError
 
@@ -120,7 +122,9 @@ def _no_progress(stage: str, done: int, total: int | None) -> None:
     pass
 
 
-async def _until(what: str, predicate: Callable[[], bool], timeout: float, tick: Callable[[], None] | None = None) -> None:
+async def _until(
+    what: str, predicate: Callable[[], bool], timeout: float, tick: Callable[[], None] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if tick:
@@ -135,7 +139,7 @@ async def _until(what: str, predicate: Callable[[], bool], timeout: float, tick:
 def _make_broker(config: DemoConfig) -> Any:
     if config.bootstrap_servers is None:
         return InMemoryBroker()
-    from adapters.kafka import KafkaBroker
+    from reactive_services.adapters.kafka import KafkaBroker
 
     return KafkaBroker(config.bootstrap_servers, connect_timeout_s=config.connect_timeout_s)
 
@@ -175,8 +179,14 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
         clients: list[dict[str, Any]] = []
         for i in range(config.clients):
             channels = CLIENT_CHANNELS[i % len(CLIENT_CHANNELS)]
-            state: dict[str, Any] = {"channels": list(channels), "received": 0, "subscribed": asyncio.Event(),
-                                     "completed": False, "error": None, "closed": asyncio.Event()}
+            state: dict[str, Any] = {
+                "channels": list(channels),
+                "received": 0,
+                "subscribed": asyncio.Event(),
+                "completed": False,
+                "error": None,
+                "closed": asyncio.Event(),
+            }
 
             def on_frame(frame: dict[str, Any], state: dict[str, Any] = state) -> None:
                 if frame.get("type") == "event":
@@ -228,11 +238,19 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
         def orders_done() -> int:
             return inventory.applied + inventory.rejected + inventory_ctl.dead_letter.sent
 
-        await _until("the inventory to handle every order", lambda: orders_done() >= emitted,
-                     config.timeout_s, lambda: progress("orders handled", orders_done(), emitted))
+        await _until(
+            "the inventory to handle every order",
+            lambda: orders_done() >= emitted,
+            config.timeout_s,
+            lambda: progress("orders handled", orders_done(), emitted),
+        )
         await inventory.wait_idle()
-        await _until("the log analytics to read every line", lambda: logs_ctl.received >= total_lines,
-                     config.timeout_s, lambda: progress("log lines analysed", logs_ctl.received, total_lines))
+        await _until(
+            "the log analytics to read every line",
+            lambda: logs_ctl.received >= total_lines,
+            config.timeout_s,
+            lambda: progress("log lines analysed", logs_ctl.received, total_lines),
+        )
         await logs_svc.stop()  # completes the log stream: the last windows are emitted
         await analytics.flush()
 
@@ -252,8 +270,11 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
             await asyncio.sleep(0.05)
         await server.hub.wait_idle()
         expected = [sum(notifications.forwarded.get(ch, 0) for ch in c["channels"]) for c in clients]
-        await _until("every websocket client to receive its events",
-                     lambda: all(c["received"] >= e for c, e in zip(clients, expected)), config.timeout_s)
+        await _until(
+            "every websocket client to receive its events",
+            lambda: all(c["received"] >= e for c, e in zip(clients, expected)),
+            config.timeout_s,
+        )
 
         # graceful stop: the hub's on_completed closes the clients with 1001
         await inventory_svc.stop()
@@ -290,8 +311,12 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
                 "delivered": server.hub.delivered,
                 "slow_clients_closed": server.hub.slow_clients_closed,
                 "clients": [
-                    {"channels": c["channels"], "received": c["received"], "completed": c["completed"],
-                     "error": c["error"]}
+                    {
+                        "channels": c["channels"],
+                        "received": c["received"],
+                        "completed": c["completed"],
+                        "error": c["error"],
+                    }
                     for c in clients
                 ],
             },
@@ -317,13 +342,23 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
 
 def _logs_report(report: Mapping[str, Any], sources: Mapping[str, Path]) -> dict[str, Any]:
     """Every configured source, in the order given; one with no line at all gets zeros."""
-    empty = {"lines": 0, "by_level": {}, "unparsed": 0, "late": 0, "windows": 0, "alerts": 0, "alerts_by_kind": {},
-             "templates": 0, "top_templates": []}
+    empty = {
+        "lines": 0,
+        "by_level": {},
+        "unparsed": 0,
+        "late": 0,
+        "windows": 0,
+        "alerts": 0,
+        "alerts_by_kind": {},
+        "templates": 0,
+        "top_templates": [],
+    }
     return {name: report.get(name, empty) for name in sources}
 
 
-def check_report(report: Mapping[str, Any], *, orders_file: Path | None = None,
-                 log_files: Mapping[str, Path] | None = None) -> list[str]:
+def check_report(
+    report: Mapping[str, Any], *, orders_file: Path | None = None, log_files: Mapping[str, Path] | None = None
+) -> list[str]:
     """The invariants a demo report must satisfy; returns the violations (empty: all hold).
 
     Checked: applied + rejected + dead_lettered = emitted; for every product final stock =
@@ -334,8 +369,10 @@ def check_report(report: Mapping[str, Any], *, orders_file: Path | None = None,
     problems: list[str] = []
     o = report["orders"]
     if o["applied"] + o["rejected"] + o["dead_lettered"] != o["emitted"]:
-        problems.append(f"applied+rejected+dead_lettered = {o['applied'] + o['rejected'] + o['dead_lettered']}"
-                        f" != emitted = {o['emitted']}")
+        problems.append(
+            f"applied+rejected+dead_lettered = {o['applied'] + o['rejected'] + o['dead_lettered']}"
+            f" != emitted = {o['emitted']}"
+        )
     inv = report["inventory"]
     if orders_file is not None:
         from .orders import OrderItemRow, read_order_rows
@@ -383,8 +420,11 @@ def parse_log_args(values: Sequence[str]) -> dict[str, Path]:
             given = Path(value).name.split("_")[0].split(".")[0]
         name = known.get(given.lower())
         if name is None:
-            raise ConfigError("logs", f"cannot tell the log format of {value!r}: source {given!r} is not one of "
-                                      f"{', '.join(SOURCES)}; write NAME=PATH")
+            raise ConfigError(
+                "logs",
+                f"cannot tell the log format of {value!r}: source {given!r} is not one of "
+                f"{', '.join(SOURCES)}; write NAME=PATH",
+            )
         if name in out:
             raise ConfigError("logs", f"source {name!r} given twice ({out[name]} and {path})")
         out[name] = Path(path)

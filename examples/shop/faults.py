@@ -1,7 +1,7 @@
 """Fault scenarios of the shop on a real Kafka broker, each inventory instance a process of its own.
 
 Every scenario publishes the shipped orders (``order.created``, keyed by order id) into a
-fresh topic namespace, runs :mod:`examples.shop.inventory_process` instances on one shared
+fresh topic namespace, runs :mod:`reactive_services.examples.shop.inventory_process` instances on one shared
 SQLite file, injects its fault, waits until every order has an outcome, stops the instances
 with SIGTERM and then checks, from the database and the topics:
 
@@ -30,13 +30,14 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
+from reactive_services.adapters import Message, headers_to_dict
 
-from adapters import Message, headers_to_dict
 from reactive_services import ClientProxy
 
 from .demo import DATA_DIR
@@ -91,11 +92,29 @@ class _Instance:
     def __init__(self, bootstrap: str, db: Path, namespace: str, workdir: Path, n: int, delay_s: float) -> None:
         self.stats_path = workdir / f"stats-{n}.json"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "examples.shop.inventory_process", "--bootstrap-servers", bootstrap,
-             "--db", str(db), "--products", str(PRODUCTS), "--namespace", namespace,
-             "--stats", str(self.stats_path), "--handle-delay-s", str(delay_s),
-             "--shutdown-timeout-s", "20"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "reactive_services.examples.shop.inventory_process",
+                "--bootstrap-servers",
+                bootstrap,
+                "--db",
+                str(db),
+                "--products",
+                str(PRODUCTS),
+                "--namespace",
+                namespace,
+                "--stats",
+                str(self.stats_path),
+                "--handle-delay-s",
+                str(delay_s),
+                "--shutdown-timeout-s",
+                "20",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 
@@ -135,7 +154,9 @@ def _stock(db: Path) -> dict[str, int]:
 def _stock_exact(db: Path) -> bool:
     processed = _processed(db)
     applied = {oid for oid, outcome in processed.items() if orjson.loads(outcome).get("status") == "applied"}
-    taken = Counter(r.product_id for r in read_order_rows(ORDERS) if isinstance(r, OrderItemRow) and r.order_id in applied)
+    taken = Counter(
+        r.product_id for r in read_order_rows(ORDERS) if isinstance(r, OrderItemRow) and r.order_id in applied
+    )
     start, final = initial_stock(PRODUCTS), _stock(db)
     return all(final.get(pid) == qty - taken[pid] >= 0 for pid, qty in start.items())
 
@@ -154,7 +175,8 @@ async def _read_topic(broker: Any, topic: str) -> list[Message]:
             stop.set()
 
     sub = broker.source(topic, group_id=f"fault-check-{uuid.uuid4().hex[:8]}", decode=None, stop=stop).subscribe(
-        on_next, lambda e: done.set(), done.set)
+        on_next, lambda e: done.set(), done.set
+    )
     try:
         await asyncio.wait_for(done.wait(), 60)
     finally:
@@ -179,7 +201,7 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
     Raises:
         TimeoutError: the orders were not all processed within ``timeout`` seconds.
     """
-    from adapters.kafka import KafkaBroker
+    from reactive_services.adapters.kafka import KafkaBroker
 
     local = None
     with tempfile.TemporaryDirectory(prefix=f"fault-{name}-") as tmp:
@@ -194,8 +216,9 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
         instances: list[_Instance] = []
         notes: list[str] = []
         try:
-            await broker.create_topics([namespace + t for t in ("order.created", "inventory.updated",
-                                                                "order.rejected", "stock.low")])
+            await broker.create_topics(
+                [namespace + t for t in ("order.created", "inventory.updated", "order.rejected", "stock.low")]
+            )
             delay = {"R1": 0.004, "R2": 0.006, "R3": 0.004, "R4": 0.0, "R7": 0.006}[name]
             first = _Instance(bootstrap, db, namespace, workdir, 1, delay)
             instances.append(first)
@@ -258,12 +281,16 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
             stats = [inst.stats() for inst in instances]
             dead = await _read_topic(broker, namespace + "order.created.DLT")
             if name == "R4":
-                by_offset = {f"{h['dlt.original.partition']}:{h['dlt.original.offset']}": h
-                             for h in (headers_to_dict(m.headers) for m in dead)}
+                by_offset = {
+                    f"{h['dlt.original.partition']}:{h['dlt.original.offset']}": h
+                    for h in (headers_to_dict(m.headers) for m in dead)
+                }
                 missing = set(bad_sent) - set(by_offset)
                 if missing or len(dead) != len(bad_sent):
-                    raise AssertionError(f"R4: bad records not dead-lettered exactly once: missing {missing}, "
-                                         f"{len(dead)} dead letters for {len(bad_sent)} bad records")
+                    raise AssertionError(
+                        f"R4: bad records not dead-lettered exactly once: missing {missing}, "
+                        f"{len(dead)} dead letters for {len(bad_sent)} bad records"
+                    )
                 per_key: dict[bytes | None, list[int]] = {}
                 for m in dead:  # one key's bad records share a partition: their dead letters keep its order
                     per_key.setdefault(m.key, []).append(int(headers_to_dict(m.headers)["dlt.original.offset"]))
@@ -279,15 +306,20 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                     raise AssertionError(f"R2: an instance got no partition: {parts}")
             if name == "R7" and stats[1].get("duplicates", 0):
                 notes.append(f"restart redelivered {stats[1]['duplicates']} orders")
-            outcomes = [m for t in ("inventory.updated", "order.rejected")
-                        for m in await _read_topic(broker, namespace + t)]
+            outcomes = [
+                m for t in ("inventory.updated", "order.rejected") for m in await _read_topic(broker, namespace + t)
+            ]
             keys = Counter(m.key for m in outcomes)
             processed = len(_processed(db))
             return ScenarioResult(
-                scenario=name, sent=sent, processed=processed,
-                duplicates=sum(keys.values()) - len(keys), lost=sent - processed,
+                scenario=name,
+                sent=sent,
+                processed=processed,
+                duplicates=sum(keys.values()) - len(keys),
+                lost=sent - processed,
                 dead_lettered=len(dead),
-                stock_exact=_stock_exact(db), notes=notes,
+                stock_exact=_stock_exact(db),
+                notes=notes,
             )
         except BaseException as exc:
             for inst in instances:
@@ -313,7 +345,9 @@ SCENARIOS: dict[str, str] = {
 }
 
 
-async def run_all(bootstrap: str | None, names: list[str], report: Callable[[ScenarioResult], Awaitable[None] | None]) -> list[ScenarioResult]:
+async def run_all(
+    bootstrap: str | None, names: list[str], report: Callable[[ScenarioResult], Awaitable[None] | None]
+) -> list[ScenarioResult]:
     results = []
     for name in names:
         result = await run_scenario(name, bootstrap)

@@ -19,9 +19,9 @@ route                      scope             what
                                              ``notifications.get_order`` in parallel (see below)
 ``GET /inventory/{id}``    ``inventory:read``  ``inventory.get_stock`` -> ``{"product_id", "stock"}``
 ``POST /auth/login``       (none)            ``auth.login`` -> the token JSON
-``/ws`` (websocket)        (a valid token)   the notification protocol (``adapters.websocket``);
+``/ws`` (websocket)        (a valid token)   the notification protocol (``reactive_services.adapters.websocket``);
                                              channels allowed by the token's scopes
-                                             (``examples.shop.auth.CHANNEL_SCOPES``)
+                                             (``reactive_services.examples.shop.auth.CHANNEL_SCOPES``)
 ``GET /healthz``           (none)            200 ``{"status": "ok"}`` while the process runs
 ``GET /readyz``            (none)            200 / 503 ``{"status", "checks": {...}, "error"}``
 ``GET /metrics``           (none)            ``metrics.render()`` (only when ``metrics`` is given)
@@ -96,7 +96,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -106,8 +106,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from reactive_services.adapters.websocket import CLOSE_UNAUTHORIZED, StarletteTransport
 
-from adapters.websocket import CLOSE_UNAUTHORIZED, StarletteTransport
 from reactive_services import ClientProxy, __version__
 from reactive_services.auth import Claims, JwtConfig, verify_token
 from reactive_services.errors import (
@@ -188,7 +188,11 @@ class GatewaySettings:
     def __post_init__(self) -> None:
         for key in ("call_timeout_s", "login_timeout_s", "readiness_timeout_s"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (value > 0 and math.isfinite(value))
+            ):
                 raise ConfigError(key, f"must be a number of seconds > 0, got {value!r}")
         value = self.max_body_bytes
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -637,7 +641,7 @@ def create_app(
         value: dict[str, Any] = {
             "order_id": order_id,
             "items": [{"product_id": i.product_id, "quantity": i.quantity} for i in order.items],
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "created_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         }
         if order.customer_id is not None:
             value["customer_id"] = order.customer_id

@@ -53,9 +53,9 @@ from typing import Any, Literal
 
 import aiosqlite
 import orjson
+from reactive_services.adapters._message import track
 from reactivex.abc import ObserverBase
 
-from adapters._message import track
 from reactive_services.errors import ConfigError, ValidationError
 
 from ._sqlite import SqliteStore
@@ -303,7 +303,9 @@ class InventoryStore(SqliteStore):
             return Outcome.from_json(row[0], duplicate=True)
         product_ids = [item.product_id for item in order.items]
         marks = ",".join("?" * len(product_ids))
-        async with db.execute(f"SELECT product_id, quantity FROM stock WHERE product_id IN ({marks})", product_ids) as cur:
+        async with db.execute(
+            f"SELECT product_id, quantity FROM stock WHERE product_id IN ({marks})", product_ids
+        ) as cur:
             available = {product_id: quantity for product_id, quantity in await cur.fetchall()}
         problems = []
         for item in order.items:
@@ -312,8 +314,7 @@ class InventoryStore(SqliteStore):
                 problems.append(f"unknown product {item.product_id!r}")
             elif have < item.quantity:
                 problems.append(
-                    f"insufficient stock for product {item.product_id!r}: "
-                    f"requested {item.quantity}, available {have}"
+                    f"insufficient stock for product {item.product_id!r}: requested {item.quantity}, available {have}"
                 )
         if problems:
             outcome = Outcome(
@@ -359,7 +360,7 @@ class InventoryStore(SqliteStore):
         found: dict[str, int] = {}
         async with self._lock:
             for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
-                chunk = wanted[start:start + 500]
+                chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 async with db.execute(
                     f"SELECT product_id, quantity FROM stock WHERE product_id IN ({marks})", chunk
@@ -393,7 +394,7 @@ class InventoryService(ObserverBase[Order]):
     """Observer of validated orders: reserves stock, then publishes the outcome.
 
     ``on_next(order)`` starts the work as an asyncio task and registers it with
-    :func:`adapters._message.track`, so a broker source commits the order's offset only after
+    :func:`reactive_services.adapters._message.track`, so a broker source commits the order's offset only after
     the database transaction *and* the publishes have finished. Tasks run one at a time, in
     arrival order (a FIFO ``asyncio.Lock``). Must be called from inside a running event loop.
 
@@ -414,9 +415,16 @@ class InventoryService(ObserverBase[Order]):
         completed: ``on_completed`` was called.
     """
 
-    def __init__(self, store: InventoryStore, emit: Emit, *, low_stock_threshold: int = 2,
-                 updated_topic: str = "inventory.updated", rejected_topic: str = "order.rejected",
-                 low_stock_topic: str = "stock.low") -> None:
+    def __init__(
+        self,
+        store: InventoryStore,
+        emit: Emit,
+        *,
+        low_stock_threshold: int = 2,
+        updated_topic: str = "inventory.updated",
+        rejected_topic: str = "order.rejected",
+        low_stock_topic: str = "stock.low",
+    ) -> None:
         if isinstance(low_stock_threshold, bool) or not isinstance(low_stock_threshold, int) or low_stock_threshold < 0:
             raise ConfigError("low_stock_threshold", f"must be an integer >= 0, got {low_stock_threshold!r}")
         self.store = store
@@ -529,12 +537,18 @@ class InventoryService(ObserverBase[Order]):
         if outcome.applied:
             for item in outcome.items:
                 if item["remaining"] < self.low_stock_threshold:
-                    events.append((
-                        self.low_stock_topic,
-                        {"product_id": item["product_id"], "remaining": item["remaining"],
-                         "threshold": self.low_stock_threshold, "order_id": outcome.order_id},
-                        item["product_id"],
-                    ))
+                    events.append(
+                        (
+                            self.low_stock_topic,
+                            {
+                                "product_id": item["product_id"],
+                                "remaining": item["remaining"],
+                                "threshold": self.low_stock_threshold,
+                                "order_id": outcome.order_id,
+                            },
+                            item["product_id"],
+                        )
+                    )
         return events
 
     async def wait_idle(self) -> None:

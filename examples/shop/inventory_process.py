@@ -1,6 +1,6 @@
 """The inventory service as a process of its own (one instance of a scalable service).
 
-    python -m examples.shop.inventory_process --bootstrap-servers HOST:PORT --db inventory.db \
+    python -m reactive_services.examples.shop.inventory_process --bootstrap-servers HOST:PORT --db inventory.db \
         [--products products.csv] [--namespace NS] [--stats stats.json] [--handle-delay-s S]
 
 It consumes ``<namespace>order.created`` in consumer group ``inventory`` and keeps stock in
@@ -21,12 +21,13 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
+from reactive_services.adapters import DeadLetterSink, Message
 
-from adapters import DeadLetterSink, Message
 from reactive_services import ClientProxy, Microservice
 from reactive_services._lifecycle import run_until_signal
 
@@ -60,16 +61,20 @@ class _Partitions(InventoryController):
 
 
 async def run(args: argparse.Namespace) -> int:
-    from adapters.kafka import KafkaBroker
+    from reactive_services.adapters.kafka import KafkaBroker
 
-    broker = KafkaBroker(args.bootstrap_servers, connect_timeout_s=args.connect_timeout_s,
-                         request_timeout_s=args.request_timeout_s)
+    broker = KafkaBroker(
+        args.bootstrap_servers, connect_timeout_s=args.connect_timeout_s, request_timeout_s=args.request_timeout_s
+    )
     await broker.start()
     client = ClientProxy(broker, namespace=args.namespace)
     store = InventoryStore(args.db, seed=initial_stock(args.products))
     await store.open()
-    inventory = (_SlowInventory(store, client.emit, delay_s=args.handle_delay_s) if args.handle_delay_s
-                 else InventoryService(store, client.emit))
+    inventory = (
+        _SlowInventory(store, client.emit, delay_s=args.handle_delay_s)
+        if args.handle_delay_s
+        else InventoryService(store, client.emit)
+    )
     controller = _Partitions(inventory, DeadLetterSink(broker))
     service = Microservice(broker, [controller], name="inventory", namespace=args.namespace)
     await service.start()
@@ -77,8 +82,7 @@ async def run(args: argparse.Namespace) -> int:
 
     async def write_stats() -> None:
         await inventory.wait_idle()
-        stats = {**inventory.counters(), "handled": controller.received,
-                 "partitions": sorted(controller.partitions)}
+        stats = {**inventory.counters(), "handled": controller.received, "partitions": sorted(controller.partitions)}
         stats.pop("applied_orders", None)
         if args.stats:
             Path(args.stats).write_bytes(orjson.dumps(stats))
@@ -87,12 +91,15 @@ async def run(args: argparse.Namespace) -> int:
         await broker.stop()
         await store.close()
 
-    return await run_until_signal([service], on_stopped=[write_stats, close],
-                                  shutdown_timeout_s=args.shutdown_timeout_s)
+    return await run_until_signal(
+        [service], on_stopped=[write_stats, close], shutdown_timeout_s=args.shutdown_timeout_s
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m examples.shop.inventory_process", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m reactive_services.examples.shop.inventory_process", description=__doc__
+    )
     parser.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT")
     parser.add_argument("--db", required=True, type=Path, help="the inventory's SQLite file")
     parser.add_argument("--products", type=Path, default=DATA_DIR / "olist" / "products.csv")
@@ -101,8 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--handle-delay-s", type=float, default=0.0)
     parser.add_argument("--connect-timeout-s", type=float, default=10.0)
     parser.add_argument("--shutdown-timeout-s", type=float, default=30.0)
-    parser.add_argument("--request-timeout-s", type=float, default=30.0,
-                        help="seconds a publish may wait for the broker's acknowledgement")
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=30.0,
+        help="seconds a publish may wait for the broker's acknowledgement",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

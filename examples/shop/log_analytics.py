@@ -33,17 +33,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import reactivex
+from reactive_services.adapters._message import Message
+from reactive_services.operators import Window, sliding_event_time_window
 from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.abc import ObserverBase, SchedulerBase
 
-from adapters._message import Message
-from operators import Window, sliding_event_time_window
 from reactive_services.errors import ConfigError, ValidationError
 
 from .logs import (
@@ -110,8 +111,8 @@ async def replay_logs(
     than ``emit_batch`` because ``emit_batch`` takes no per-record timestamp.)
 
     Args:
-        broker: a started :class:`adapters.Broker`.
-        sources: ``{source name: path of its log file}``, e.g. :func:`examples.shop.logs.default_files`.
+        broker: a started :class:`reactive_services.adapters.Broker`.
+        sources: ``{source name: path of its log file}``, e.g. :func:`reactive_services.examples.shop.logs.default_files`.
         topic: the topic to publish to.
         formats: the :class:`LogSource` of each name.
 
@@ -159,11 +160,11 @@ class WindowReport:
     """What the pipeline emits for each closed window of a source.
 
     Attributes:
-        window: the window of :class:`~examples.shop.logs.LogEvent` (key = source name); its
+        window: the window of :class:`~reactive_services.examples.shop.logs.LogEvent` (key = source name); its
             ``late`` holds the source's lines that arrived too late for their own windows.
-        stats: its ``log.stats`` value (:func:`examples.shop.logs.window_stats`).
+        stats: its ``log.stats`` value (:func:`reactive_services.examples.shop.logs.window_stats`).
         alerts: its ``log.alert`` values (0-3, at most one per kind; see
-            :class:`examples.shop.logs.AlertRules`).
+            :class:`reactive_services.examples.shop.logs.AlertRules`).
     """
 
     window: Window[LogEvent]
@@ -257,10 +258,10 @@ def build_pipeline(
     """The log-analytics pipeline: ``logs`` records in, one :class:`WindowReport` per closed window out.
 
     ``messages`` -> parse (one :class:`LogParser` per source: format, time, level, drain3
-    template) -> group by source -> :func:`operators.sliding_event_time_window` with the
+    template) -> group by source -> :func:`reactive_services.operators.sliding_event_time_window` with the
     source's ``window_s``, ``slide_s`` (tumbling when None) and ``allowed_lateness_s``, on the
     events' own timestamps -> ``WindowReport(window, window_stats, alerts)``, the alerts from an
-    :class:`~examples.shop.logs.AlertDetector` per source with the source's ``alerts`` rules.
+    :class:`~reactive_services.examples.shop.logs.AlertDetector` per source with the source's ``alerts`` rules.
 
     Each source has its own watermark (its largest event time minus ``allowed_lateness_s``); a
     window is emitted when that passes its end, and every open window when ``messages``
@@ -332,8 +333,17 @@ class Emit(Protocol):
 
 
 class _Totals:
-    __slots__ = ("lines", "by_level", "unparsed", "windows", "alerts", "alert_kinds", "late", "templates",
-                 "template_text")
+    __slots__ = (
+        "lines",
+        "by_level",
+        "unparsed",
+        "windows",
+        "alerts",
+        "alert_kinds",
+        "late",
+        "templates",
+        "template_text",
+    )
 
     def __init__(self) -> None:
         self.lines = 0
@@ -359,7 +369,7 @@ def late_record(event: LogEvent, window: Window[LogEvent]) -> dict[str, Any]:
         "event_time_s": float(event.timestamp),
         "reported_with_window_start_s": float(window.start),
         "reason": "every window containing its event time had closed (watermark = latest event time "
-                  "of the source - allowed lateness) when it arrived",
+        "of the source - allowed lateness) when it arrived",
     }
 
 

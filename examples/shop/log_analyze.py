@@ -1,7 +1,7 @@
 """``reactive-services logs analyze``: the log-analytics service over one file, on the embedded broker.
 
-The file is replayed to ``logs`` on an :class:`adapters.memory.InMemoryBroker`, the same
-:class:`~examples.shop.services.LogAnalyticsController` / :class:`LogAnalyticsService` as in the
+The file is replayed to ``logs`` on an :class:`reactive_services.adapters.memory.InMemoryBroker`, the same
+:class:`~reactive_services.examples.shop.services.LogAnalyticsController` / :class:`LogAnalyticsService` as in the
 shop consumes it in a :class:`reactive_services.Microservice`, and the report is read back from
 the ``log.stats``, ``log.alert`` and ``logs.late`` topics.
 
@@ -19,14 +19,15 @@ import csv
 import dataclasses
 import re
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import orjson
+from reactive_services.adapters import DeadLetterSink
+from reactive_services.adapters.memory import InMemoryBroker
 
-from adapters import DeadLetterSink
-from adapters.memory import InMemoryBroker
 from reactive_services import Microservice
 from reactive_services.errors import ConfigError
 
@@ -123,13 +124,17 @@ def make_source(
         try:
             fields = LogFormat.from_loghub(fmt).fields
         except (ValueError, OverflowError, RecursionError) as exc:
-            raise ConfigError("format", f"{fmt!r} is neither a shipped source ({', '.join(SOURCES)}) "
-                                        f"nor a loghub format: {exc}") from exc
+            raise ConfigError(
+                "format", f"{fmt!r} is neither a shipped source ({', '.join(SOURCES)}) nor a loghub format: {exc}"
+            ) from exc
         if "Content" not in fields:
             raise ConfigError("format", f"{fmt!r} has no <Content> field (the message to mine templates from)")
-        base = LogSource(name=name or "log", format=fmt,
-                         level_field="Level" if "Level" in fields else None,
-                         component_field="Component" if "Component" in fields else None)
+        base = LogSource(
+            name=name or "log",
+            format=fmt,
+            level_field="Level" if "Level" in fields else None,
+            component_field="Component" if "Component" in fields else None,
+        )
     else:
         base = dataclasses.replace(shipped, name=name or shipped.name)
         fields = base.log_format.fields
@@ -175,9 +180,19 @@ def make_source(
         return dataclasses.replace(base, **changes)
     except ValueError as exc:
         message = str(exc)
-        key = next((option for attr, option in (("slide_s", "slide"), ("window_s", "window"),
-                                                ("allowed_lateness_s", "lateness"), ("year", "year"))
-                    if attr in message), "format")
+        key = next(
+            (
+                option
+                for attr, option in (
+                    ("slide_s", "slide"),
+                    ("window_s", "window"),
+                    ("allowed_lateness_s", "lateness"),
+                    ("year", "year"),
+                )
+                if attr in message
+            ),
+            "format",
+        )
         raise ConfigError(key, message) from exc
 
 
@@ -270,8 +285,9 @@ async def analyze_file(
             if progress:
                 progress(controller.received, len(lines))
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the log analytics read {controller.received} of {len(lines)} lines "
-                                   f"in {timeout_s:.0f} s")
+                raise TimeoutError(
+                    f"the log analytics read {controller.received} of {len(lines)} lines in {timeout_s:.0f} s"
+                )
             await asyncio.sleep(0.02)
         if progress:
             progress(controller.received, len(lines))
@@ -300,8 +316,12 @@ async def analyze_file(
         "format": source.format,
         "time": time_pattern,
         "settings": {
-            "drain": {"depth": drain.depth, "sim_th": drain.sim_th, "max_children": drain.max_children,
-                      "masks": [[regex, name] for regex, name in drain.masking]},
+            "drain": {
+                "depth": drain.depth,
+                "sim_th": drain.sim_th,
+                "max_children": drain.max_children,
+                "masks": [[regex, name] for regex, name in drain.masking],
+            },
             "window_s": source.window_s,
             "slide_s": source.slide_s or source.window_s,
             "allowed_lateness_s": source.allowed_lateness_s,
@@ -322,4 +342,3 @@ async def analyze_file(
         "late_lines": late,
         "elapsed_s": round(time.monotonic() - started, 3),
     }
-

@@ -24,10 +24,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 from collections import defaultdict
+from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any
 
-from examples.shop.logs import SOURCES, DrainSettings, LogParser, LogSource, read_lines
+from reactive_services.examples.shop.logs import SOURCES, DrainSettings, LogParser, LogSource, read_lines
 
 __all__ = [
     "DRAIN_PUBLISHED",
@@ -143,7 +144,7 @@ def evaluate_source(
     drain3 cluster id (drain3 never merges clusters, so the id given on insertion is final).
 
     Args:
-        name_or_source: a key of :data:`examples.shop.logs.SOURCES` (e.g. ``"HDFS"``) or a
+        name_or_source: a key of :data:`reactive_services.examples.shop.logs.SOURCES` (e.g. ``"HDFS"``) or a
             :class:`LogSource`.
         log_path: the raw log, e.g. ``DATA_DIR / "HDFS_2k.log"``.
         truth_path: its loghub ground truth, e.g. ``DATA_DIR / "HDFS_2k.log_structured.csv"``.

@@ -2,7 +2,7 @@
 
 No broker and no asyncio here: everything is a function of its inputs (plus the per-source state
 of a :class:`LogParser`: the drain3 template tree and the last timestamp seen), so it is tested
-with strings alone. :mod:`examples.shop.log_analytics` wires it into a reactive pipeline.
+with strings alone. :mod:`reactive_services.examples.shop.log_analytics` wires it into a reactive pipeline.
 
 Data: ``examples/shop/data/loghub/`` holds the 2k-line samples of Apache, HDFS, Linux and OpenSSH
 from loghub (https://github.com/logpai/loghub; see the LICENSE and README.md there).
@@ -25,16 +25,16 @@ import logging
 import math
 import re
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import drain3
 from drain3.masking import MaskingInstruction
 from drain3.template_miner_config import TemplateMinerConfig
-
-from operators import Window
+from reactive_services.operators import Window
 
 __all__ = [
     "DATA_DIR",
@@ -242,15 +242,30 @@ def syslog_timestamp(
 
 def iso_utc(epoch_s: float) -> str:
     """Epoch seconds -> ISO-8601 in UTC with a ``Z`` suffix, e.g. ``2005-12-04T04:00:00Z``."""
-    text = datetime.fromtimestamp(epoch_s, tz=timezone.utc).isoformat()
+    text = datetime.fromtimestamp(epoch_s, tz=UTC).isoformat()
     return text.replace("+00:00", "Z")
 
 
 # -- levels ----------------------------------------------------------------------------------
 
 _ERROR_WORDS: tuple[str, ...] = (
-    "error", "fail", "fatal", "invalid", "denied", "refused", "illegal", "break-in", "abnormal", "unknown",
-    "cannot", "can't", "unable", "timed out", "timeout", "reset by peer", "not connected",
+    "error",
+    "fail",
+    "fatal",
+    "invalid",
+    "denied",
+    "refused",
+    "illegal",
+    "break-in",
+    "abnormal",
+    "unknown",
+    "cannot",
+    "can't",
+    "unable",
+    "timed out",
+    "timeout",
+    "reset by peer",
+    "not connected",
 )
 _WARNING_WORDS = re.compile(r"\bwarn")
 
@@ -540,8 +555,7 @@ class TimestampReader:
             index, pattern = self._chosen
             return self._timed(texts[index] if index < len(texts) else "", pattern)
         patterns = (
-            (self.time_format,) if self.time_format
-            else (*TIME_PATTERNS, *TIME_PATTERNS_NO_YEAR, "epoch", "epoch_ms")
+            (self.time_format,) if self.time_format else (*TIME_PATTERNS, *TIME_PATTERNS_NO_YEAR, "epoch", "epoch_ms")
         )
         for index, text in enumerate(texts):
             for pattern in patterns:
@@ -614,8 +628,10 @@ class LogSource:
         if self.slide_s is not None and not (math.isfinite(self.slide_s) and 0 < self.slide_s <= self.window_s):
             raise ValueError(f"{self.name}: slide_s must be in (0, window_s], got {self.slide_s!r}")
         if self.slide_s is not None and self.window_s / self.slide_s > MAX_WINDOWS_PER_LINE:
-            raise ValueError(f"{self.name}: slide_s {self.slide_s!r} puts each line in "
-                             f"{self.window_s / self.slide_s:.0f} windows (at most {MAX_WINDOWS_PER_LINE})")
+            raise ValueError(
+                f"{self.name}: slide_s {self.slide_s!r} puts each line in "
+                f"{self.window_s / self.slide_s:.0f} windows (at most {MAX_WINDOWS_PER_LINE})"
+            )
         if self.year is not None and not 1 <= self.year <= 9998:
             raise ValueError(f"{self.name}: year must be in 1..9998, got {self.year!r}")
         if not (math.isfinite(self.allowed_lateness_s) and self.allowed_lateness_s >= 0):
@@ -633,7 +649,9 @@ class LogSource:
             return self.timestamp
         return TimestampReader(self.log_format.fields, year=self.year, time_format=self.time_format)
 
-    def timestamp_of(self, line: str, reader: Callable[[Mapping[str, str | None]], float | None] | None = None) -> float | None:
+    def timestamp_of(
+        self, line: str, reader: Callable[[Mapping[str, str | None]], float | None] | None = None
+    ) -> float | None:
         """The epoch-seconds time of ``line``, or None when it does not parse or has no time.
 
         ``reader``: the reader to use (from :meth:`time_reader`; a new one when None).
@@ -874,7 +892,9 @@ def window_stats(
     }
 
 
-def _alert(kind: str, stats: Mapping[str, Any], message: str, evidence: dict[str, Any], sample: list[str]) -> dict[str, Any]:
+def _alert(
+    kind: str, stats: Mapping[str, Any], message: str, evidence: dict[str, Any], sample: list[str]
+) -> dict[str, Any]:
     return {
         "kind": kind,
         "source": stats["source"],
@@ -961,8 +981,14 @@ class AlertDetector:
         """
         rules = self.rules
         alerts: list[dict[str, Any]] = []
-        error = alert_for(stats, window.items, threshold=rules.error_rate, min_lines=rules.min_lines,
-                          error_levels=self.error_levels, sample_size=rules.sample_size)
+        error = alert_for(
+            stats,
+            window.items,
+            threshold=rules.error_rate,
+            min_lines=rules.min_lines,
+            error_levels=self.error_levels,
+            sample_size=rules.sample_size,
+        )
         if error is not None:
             alerts.append(error)
         counts: Counter[int] = Counter(event.template_id for event in window.items)
@@ -971,7 +997,7 @@ class AlertDetector:
             new = self._new_templates(counts, text, window, stats)
             if new is not None:
                 alerts.append(new)
-        earlier = [c for end, c in self._history if end <= window.start][-rules.history:]
+        earlier = [c for end, c in self._history if end <= window.start][-rules.history :]
         if len(earlier) >= rules.warmup:
             rise = self._rising_templates(counts, text, earlier, window, stats)
             if rise is not None:
@@ -989,20 +1015,29 @@ class AlertDetector:
         wanted = set(template_ids)
         return [e.line or e.content for e in window.items if e.template_id in wanted][: self.rules.sample_size]
 
-    def _new_templates(self, counts: Counter[int], text: Mapping[int, str], window: Window[LogEvent],
-                       stats: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _new_templates(
+        self, counts: Counter[int], text: Mapping[int, str], window: Window[LogEvent], stats: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
         rules = self.rules
         new = [(tid, n) for tid, n in counts.most_common() if tid not in self._seen and n >= rules.new_template_min]
         if not new:
             return None
         templates = [{"template_id": tid, "template": text[tid], "count": n} for tid, n in new]
-        message = (f"{stats['source']}: {len(new)} new template(s) with >= {rules.new_template_min} lines, "
-                   f"top {templates[0]['template']!r} x{templates[0]['count']}")
+        message = (
+            f"{stats['source']}: {len(new)} new template(s) with >= {rules.new_template_min} lines, "
+            f"top {templates[0]['template']!r} x{templates[0]['count']}"
+        )
         evidence = {"templates": templates, "min_count": rules.new_template_min, "lines": stats["lines"]}
         return _alert("new_template", stats, message, evidence, self._sample(window, (tid for tid, _ in new)))
 
-    def _rising_templates(self, counts: Counter[int], text: Mapping[int, str], earlier: list[Counter[int]],
-                          window: Window[LogEvent], stats: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _rising_templates(
+        self,
+        counts: Counter[int],
+        text: Mapping[int, str],
+        earlier: list[Counter[int]],
+        window: Window[LogEvent],
+        stats: Mapping[str, Any],
+    ) -> dict[str, Any] | None:
         rules = self.rules
         rising: list[dict[str, Any]] = []
         for tid, n in counts.most_common():
@@ -1010,14 +1045,28 @@ class AlertDetector:
                 continue
             baseline = sum(c[tid] for c in earlier) / len(earlier)
             if n >= rules.rise_factor * baseline:
-                rising.append({"template_id": tid, "template": text[tid], "count": n, "baseline": baseline,
-                               "factor": None if baseline == 0 else n / baseline})
+                rising.append(
+                    {
+                        "template_id": tid,
+                        "template": text[tid],
+                        "count": n,
+                        "baseline": baseline,
+                        "factor": None if baseline == 0 else n / baseline,
+                    }
+                )
         if not rising:
             return None
         top = rising[0]
-        message = (f"{stats['source']}: template {top['template']!r} x{top['count']} in the window, "
-                   f"baseline {top['baseline']:.1f} per window")
-        evidence = {"templates": rising, "rise_factor": rules.rise_factor, "min_count": rules.rise_min_count,
-                    "history_windows": len(earlier)}
-        return _alert("template_rate", stats, message, evidence,
-                      self._sample(window, (r["template_id"] for r in rising)))
+        message = (
+            f"{stats['source']}: template {top['template']!r} x{top['count']} in the window, "
+            f"baseline {top['baseline']:.1f} per window"
+        )
+        evidence = {
+            "templates": rising,
+            "rise_factor": rules.rise_factor,
+            "min_count": rules.rise_min_count,
+            "history_windows": len(earlier),
+        }
+        return _alert(
+            "template_rate", stats, message, evidence, self._sample(window, (r["template_id"] for r in rising))
+        )

@@ -1,8 +1,8 @@
 """Notification service: shop and log events pushed to websocket clients by channel.
 
 It consumes the events of the other services and turns each into a
-:class:`~adapters.websocket.Notification` on a channel; the
-:class:`~adapters.websocket.NotificationHub` Observer at the end of the pipeline fans it out
+:class:`~reactive_services.adapters.websocket.Notification` on a channel; the
+:class:`~reactive_services.adapters.websocket.NotificationHub` Observer at the end of the pipeline fans it out
 to the websocket clients subscribed to that channel.
 
 =====================  ===========
@@ -40,15 +40,16 @@ Request ``notifications.get_order`` (``@message_pattern``)::
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import reactivex.operators as ops
+from reactive_services.adapters import Message
+from reactive_services.adapters.websocket import Notification
 from reactivex import Observable
 from reactivex.abc import ObserverBase
 
-from adapters import Message
-from adapters.websocket import Notification
 from reactive_services import Controller, event_pattern, message_pattern
 from reactive_services.errors import ConfigError
 
@@ -73,12 +74,12 @@ def to_notification(message: Message, namespace: str = "") -> Notification:
     Raises:
         KeyError: the topic has no channel in :data:`CHANNELS`.
     """
-    pattern = message.topic[len(namespace):] if namespace and message.topic.startswith(namespace) else message.topic
+    pattern = message.topic[len(namespace) :] if namespace and message.topic.startswith(namespace) else message.topic
     return Notification(CHANNELS[pattern], {"topic": pattern, "data": message.value})
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class NotificationController(Controller):

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from reactive_services.adapters import Message
 
-from adapters import Message
 from reactive_services import Controller, event_pattern, message_pattern
 from reactive_services.errors import ValidationError
 
@@ -144,7 +144,7 @@ class OrderQueryController(Controller):
         """Store one order (idempotent by order id).
 
         Raises:
-            ValidationError: not a valid order (:func:`~examples.shop.inventory.parse_order`'s
+            ValidationError: not a valid order (:func:`~reactive_services.examples.shop.inventory.parse_order`'s
                 rules), or a record over 64 KiB; the runtime dead-letters the record.
         """
         if message.raw is not None and len(message.raw) > MAX_ORDER_BYTES:

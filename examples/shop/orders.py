@@ -380,8 +380,9 @@ class OrderService:
                 if not getattr(exc, "retriable", False) or attempt == self.retries:
                     raise
                 self.retried += 1
-                log.warning("publish to %s failed (%r), retry %d/%d in %.2fs",
-                            self.topic, exc, attempt + 1, self.retries, delay)
+                log.warning(
+                    "publish to %s failed (%r), retry %d/%d in %.2fs", self.topic, exc, attempt + 1, self.retries, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_retry_delay)
 

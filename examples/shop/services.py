@@ -1,13 +1,13 @@
 """The shop's consuming services as controllers for :class:`reactive_services.Microservice`.
 
 ``InventoryController``: ``order.created`` -> decode and validate (bad records to
-``order.created.DLT``) -> the :class:`~examples.shop.inventory.InventoryService` Observer;
+``order.created.DLT``) -> the :class:`~reactive_services.examples.shop.inventory.InventoryService` Observer;
 the request ``inventory.get_stock`` ``{"product_ids": [str, ...]}`` answered with
 ``{product_id: units or null}``; and the request ``inventory.get_order`` ``{"order_id": str}``
 answered with the order's outcome ``{"status", "items", "reason"}`` or null.
 ``LogAnalyticsController``: ``logs`` -> parse, windows, templates -> the
-:class:`~examples.shop.log_analytics.LogAnalyticsService` Observer.
-``NotificationController`` lives in :mod:`examples.shop.notifications`.
+:class:`~reactive_services.examples.shop.log_analytics.LogAnalyticsService` Observer.
+``NotificationController`` lives in :mod:`reactive_services.examples.shop.notifications`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import reactivex.operators as ops
+from reactive_services.adapters import DeadLetterSink, Message
+from reactive_services.operators import decode_json
 from reactivex import Observable
 
-from adapters import DeadLetterSink, Message
-from operators import decode_json
 from reactive_services import Controller, event_pattern, message_pattern
 from reactive_services.errors import ValidationError
 
@@ -28,8 +28,6 @@ from .log_analytics import LogAnalyticsService, check_log_record
 from .order_query import order_id_of
 
 __all__ = ["InventoryController", "LogAnalyticsController"]
-
-
 
 
 class InventoryController(Controller):
@@ -92,7 +90,7 @@ class InventoryController(Controller):
 
         Returns:
             ``{"status": "applied" | "rejected", "items": [...], "reason": str | None}`` (the
-            stored :class:`~examples.shop.inventory.Outcome`: applied items carry
+            stored :class:`~reactive_services.examples.shop.inventory.Outcome`: applied items carry
             ``product_id``, ``quantity``, ``remaining``; rejected ones ``product_id``,
             ``quantity``, and ``reason`` says why), or ``null`` when the order has not been
             processed (not received yet, or dead-lettered).
@@ -114,7 +112,7 @@ class LogAnalyticsController(Controller):
         dead_letter: where records that are not ``{"line": str, ...}`` objects go (e.g. a
             :class:`DeadLetterSink`: to ``logs.DLT`` with the reason in its headers). None: such
             a record ends the stream with :class:`ValidationError`.
-        **pipeline_options: passed to :func:`examples.shop.log_analytics.build_pipeline`
+        **pipeline_options: passed to :func:`reactive_services.examples.shop.log_analytics.build_pipeline`
             (``sources``, ``top_n``).
 
     Attributes:
@@ -122,8 +120,9 @@ class LogAnalyticsController(Controller):
             dead-lettered by the broker's source before it and is not counted here).
     """
 
-    def __init__(self, analytics: LogAnalyticsService, dead_letter: DeadLetterSink | None = None,
-                 **pipeline_options: Any) -> None:
+    def __init__(
+        self, analytics: LogAnalyticsService, dead_letter: DeadLetterSink | None = None, **pipeline_options: Any
+    ) -> None:
         self.analytics = analytics
         self.dead_letter = dead_letter
         self.pipeline_options = pipeline_options

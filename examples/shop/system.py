@@ -33,13 +33,15 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
-from adapters import DeadLetterSink
-from adapters.memory import InMemoryBroker
-from adapters.websocket import OverflowPolicy
+from reactive_services.adapters import DeadLetterSink
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.adapters.websocket import OverflowPolicy
+
 from reactive_services import ClientProxy, Microservice
 from reactive_services._lifecycle import run_until_signal
 from reactive_services.auth import JwtConfig, issue_token
@@ -56,8 +58,14 @@ SERVICES: tuple[str, ...] = ("orders", "inventory", "auth", "logs", "gateway")
 
 #: Topics the shop uses (created at start on Kafka, 3 partitions each).
 TOPICS: tuple[str, ...] = (
-    "order.created", "order.rejected", "inventory.updated", "stock.low",
-    "logs", "log.stats", "log.alert", "logs.late",
+    "order.created",
+    "order.rejected",
+    "inventory.updated",
+    "stock.low",
+    "logs",
+    "log.stats",
+    "log.alert",
+    "logs.late",
 )
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
@@ -105,8 +113,11 @@ class ServeConfig:
         if unknown or not self.only:
             raise ConfigError("only", f"unknown service(s) {unknown} (known: {', '.join(SERVICES)})")
         if self.bootstrap_servers is None and set(self.only) != set(SERVICES):
-            raise ConfigError("only", "on the embedded broker every service runs in one process; "
-                                      "give --bootstrap-servers to run some of them")
+            raise ConfigError(
+                "only",
+                "on the embedded broker every service runs in one process; "
+                "give --bootstrap-servers to run some of them",
+            )
         if not 0 <= self.port <= 65535:
             raise ConfigError("port", f"must be in 0..65535, got {self.port}")
         if "inventory" in self.only and not self.products.is_file():
@@ -162,13 +173,14 @@ async def serve(
         ConfigError: a bad setting (before anything starts).
         BrokerUnavailableError: Kafka cannot be reached.
     """
-    from examples.shop.auth import AuthController, UserStore
-    from examples.shop.gateway import GatewaySettings, create_app
-    from examples.shop.inventory import InventoryService, InventoryStore, initial_stock
-    from examples.shop.log_analytics import LogAnalyticsService
-    from examples.shop.notifications import NotificationController
-    from examples.shop.order_query import OrderQueryController, OrderStore
-    from examples.shop.services import InventoryController, LogAnalyticsController
+    from reactive_services.examples.shop.auth import AuthController, UserStore
+    from reactive_services.examples.shop.gateway import GatewaySettings, create_app
+    from reactive_services.examples.shop.inventory import InventoryService, InventoryStore, initial_stock
+    from reactive_services.examples.shop.log_analytics import LogAnalyticsService
+    from reactive_services.examples.shop.notifications import NotificationController
+    from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore
+    from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
+
     from reactive_services.metrics import MeteredBroker, ServiceMetrics, consumer_groups, readiness
 
     config.validate()
@@ -186,7 +198,7 @@ async def serve(
     if config.bootstrap_servers is None:
         raw_broker: Any = InMemoryBroker()
     else:
-        from adapters.kafka import KafkaBroker
+        from reactive_services.adapters.kafka import KafkaBroker
 
         raw_broker = KafkaBroker(config.bootstrap_servers)
     broker = MeteredBroker(raw_broker, metrics)
@@ -212,8 +224,11 @@ async def serve(
             await _open(store, data / "inventory.db")
             closers.append(store.close)
             inventory = InventoryService(store, client.emit)
-            services.append(Microservice(broker, [InventoryController(inventory, DeadLetterSink(broker))],
-                                         name="inventory", namespace=ns))
+            services.append(
+                Microservice(
+                    broker, [InventoryController(inventory, DeadLetterSink(broker))], name="inventory", namespace=ns
+                )
+            )
         if "auth" in config.only:
             assert jwt is not None
             users = UserStore(data / "auth.db")
@@ -222,28 +237,54 @@ async def serve(
             services.append(Microservice(broker, [AuthController(users, jwt)], name="auth", namespace=ns))
         if "logs" in config.only:
             analytics = LogAnalyticsService(client.emit)
-            services.append(Microservice(broker, [LogAnalyticsController(analytics, DeadLetterSink(broker))],
-                                         name="log-analytics", namespace=ns))
+            services.append(
+                Microservice(
+                    broker,
+                    [LogAnalyticsController(analytics, DeadLetterSink(broker))],
+                    name="log-analytics",
+                    namespace=ns,
+                )
+            )
         hub_server = None
         if "gateway" in config.only:
             import uvicorn
-
-            from adapters.websocket import WebSocketServer
+            from reactive_services.adapters.websocket import WebSocketServer
 
             assert jwt is not None
             hub_server = WebSocketServer(queue_size=config.queue_size, overflow=config.overflow)
             metrics.watch_hub(hub_server)
             notifications = NotificationController(hub_server.hub, namespace=ns)
             # a hub serves live events: a new instance's group starts at the end of the topics
-            services.append(Microservice(broker, [notifications], name="notifications", namespace=ns,
-                                         group_id=f"{ns}notifications.{config.instance}",
-                                         auto_offset_reset="latest"))
-            app = create_app(client=client, jwt=jwt, settings=GatewaySettings(), hub=hub_server, metrics=metrics,
-                             readiness=readiness(broker, services), static_dir=DASHBOARD_DIR)
-            uvicorn_server = uvicorn.Server(uvicorn.Config(
-                app, host=config.host, port=config.port, log_level="warning", lifespan="on",
-                ws_per_message_deflate=False, timeout_graceful_shutdown=5,
-            ))
+            services.append(
+                Microservice(
+                    broker,
+                    [notifications],
+                    name="notifications",
+                    namespace=ns,
+                    group_id=f"{ns}notifications.{config.instance}",
+                    auto_offset_reset="latest",
+                )
+            )
+            app = create_app(
+                client=client,
+                jwt=jwt,
+                settings=GatewaySettings(),
+                hub=hub_server,
+                metrics=metrics,
+                readiness=readiness(broker, services),
+                static_dir=DASHBOARD_DIR,
+            )
+            uvicorn_server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=config.host,
+                    port=config.port,
+                    log_level="warning",
+                    lifespan="on",
+                    ws_per_message_deflate=False,
+                    timeout_graceful_shutdown=5,
+                )
+            )
             uvicorn_server.install_signal_handlers = lambda: None
         for service in services:
             await service.start()
@@ -258,12 +299,12 @@ async def serve(
             host, port = uvicorn_server.servers[0].sockets[0].getsockname()[:2]
             info.url = f"http://{host}:{port}/"
         if config.dev and jwt is not None and jwt.can_issue:
-            from examples.shop.auth import SCOPES
+            from reactive_services.examples.shop.auth import SCOPES
 
             info.dev_token = issue_token(jwt, "dev", sorted(SCOPES))
         if config.replay_logs:
-            from examples.shop.log_analytics import replay_logs
-            from examples.shop.logs import default_files
+            from reactive_services.examples.shop.log_analytics import replay_logs
+            from reactive_services.examples.shop.logs import default_files
 
             asyncio.create_task(replay_logs(client, default_files()), name="replay-logs")
         if on_ready is not None:

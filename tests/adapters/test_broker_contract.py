@@ -9,8 +9,7 @@ import asyncio
 import uuid
 
 import pytest
-
-from adapters import Broker, Message, headers_to_dict
+from reactive_services.adapters import Broker, Message, headers_to_dict
 
 
 def topic_name(prefix: str = "contract") -> str:
@@ -55,8 +54,9 @@ async def total_committed(broker: Broker, group: str, topic: str) -> int:
 async def test_round_trip_carries_every_field(broker: Broker) -> None:
     topic = topic_name()
     await broker.create_topics([topic], partitions=3)
-    meta = await broker.emit(topic, {"n": 1, "s": "é"}, key="order-1", headers=[("trace", b"abc")],
-                             timestamp_ms=1_600_000_000_123)
+    meta = await broker.emit(
+        topic, {"n": 1, "s": "é"}, key="order-1", headers=[("trace", b"abc")], timestamp_ms=1_600_000_000_123
+    )
     got, completed, error = await consume(broker, topic, topic_name("g"), 1)
     assert error is None and completed
     m = got[0]

@@ -11,10 +11,10 @@ import random
 from typing import Any
 
 import pytest
-
-from adapters import Broker, Message
-from reactive_services.errors import ConfigError
+from reactive_services.adapters import Broker, Message
 from waiting import name, until
+
+from reactive_services.errors import ConfigError
 
 
 async def committed(broker: Broker, group: str, topic: str) -> int | None:

@@ -56,8 +56,14 @@ def test_shipped_samples_with_service_and_profile(tmp_path: Path, capsys: pytest
     assert 1 <= len(profile["top"]) <= 5 and len(profile["stages_us_per_line"]) == 4
 
     printed = capsys.readouterr().out
-    for text in ("drain3 alone lines/s", "pipeline/drain3", "service/drain3", "summary: the pipeline runs at",
-                 "stage breakdown", "outside drain3, top functions"):
+    for text in (
+        "drain3 alone lines/s",
+        "pipeline/drain3",
+        "service/drain3",
+        "summary: the pipeline runs at",
+        "stage breakdown",
+        "outside drain3, top functions",
+    ):
         assert text in printed
 
 
@@ -66,8 +72,17 @@ def test_own_file_and_format(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     log = tmp_path / "dfs.log"
     log.write_bytes(sample.read_bytes())
     out = tmp_path / "figures.json"
-    code = _bench().main([*TINY, "--file", str(log), "--format", "<Date> <Time> <Pid> <Level> <Component>: <Content>",
-                          "--json", str(out)])
+    code = _bench().main(
+        [
+            *TINY,
+            "--file",
+            str(log),
+            "--format",
+            "<Date> <Time> <Pid> <Level> <Component>: <Content>",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     (d,) = json.loads(out.read_text(encoding="utf-8"))["datasets"]
     assert (d["dataset"], d["source"], d["lines"]) == ("dfs.log", "log", 60)

@@ -16,8 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -45,9 +46,22 @@ def until(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any
 def shop(tmp_path: Path) -> Iterator[dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RS_JWT_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reactive_services.cli", "serve", "--dev", "--port", "0", "--replay-logs",
-         "--data-dir", str(tmp_path / "data")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "reactive_services.cli",
+            "serve",
+            "--dev",
+            "--port",
+            "0",
+            "--replay-logs",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     lines: list[str] = []
     assert proc.stdout is not None
@@ -78,11 +92,15 @@ def shop(tmp_path: Path) -> Iterator[dict[str, Any]]:
 def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                              options=options)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
     try:
         yield driver
     finally:
@@ -98,8 +116,10 @@ def low_stock_products(n: int) -> list[str]:
 
 def test_dashboard_shows_orders_stock_and_error_rate_live(shop: dict[str, Any], browser: webdriver.Chrome) -> None:
     browser.get(shop["url"] + "#token=" + shop["token"])
-    until("the websocket to connect", lambda: browser.find_element(By.ID, "status").get_attribute("data-state")
-          == "connected")
+    until(
+        "the websocket to connect",
+        lambda: browser.find_element(By.ID, "status").get_attribute("data-state") == "connected",
+    )
 
     products = low_stock_products(3)
     headers = {"Authorization": f"Bearer {shop['token']}"}
@@ -124,18 +144,28 @@ def test_dashboard_shows_orders_stock_and_error_rate_live(shop: dict[str, Any], 
         rows = browser.find_elements(By.CSS_SELECTOR, f'#stock tr[data-product-id="{product_id}"]')
         return rows[0] if rows else None
 
-    until("low stock highlighted", lambda: all(stock_row(p) is not None and stock_row(p).get_attribute("data-low")
-                                               == "true" for p in products))
+    until(
+        "low stock highlighted",
+        lambda: all(stock_row(p) is not None and stock_row(p).get_attribute("data-low") == "true" for p in products),
+    )
     for product_id in products:
         row = stock_row(product_id)
         assert row.find_elements(By.TAG_NAME, "td")[1].text == "1"
         assert "low" in (row.get_attribute("class") or "")
 
     # the replayed loghub files feed log.stats: the chart has points for the four sources
-    until("the error-rate chart", lambda: int(browser.find_element(By.ID, "error-chart").get_attribute("data-points")
-                                               or 0) > 0, timeout=60)
-    until("every source in the chart", lambda: all(s in browser.find_element(By.ID, "chart-legend").text
-                                                   for s in ("Apache", "HDFS", "Linux", "OpenSSH")), timeout=60)
+    until(
+        "the error-rate chart",
+        lambda: int(browser.find_element(By.ID, "error-chart").get_attribute("data-points") or 0) > 0,
+        timeout=60,
+    )
+    until(
+        "every source in the chart",
+        lambda: all(
+            s in browser.find_element(By.ID, "chart-legend").text for s in ("Apache", "HDFS", "Linux", "OpenSSH")
+        ),
+        timeout=60,
+    )
 
     # alerts raised while the files were replayed (before the page connected) come from /logs/alerts
     until("the alerts list", lambda: int(browser.find_element(By.ID, "alerts-count").text or 0) > 0, timeout=30)

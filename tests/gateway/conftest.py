@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
-
-from adapters.memory import InMemoryBroker
 from gatewayshop import Shop, start_shop
+from reactive_services.adapters.memory import InMemoryBroker
 
 
 @pytest.fixture

@@ -14,23 +14,24 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import uvicorn
 from argon2 import PasswordHasher
+from reactive_services.adapters import DeadLetterSink
+from reactive_services.adapters.websocket import WebSocketServer
+from reactive_services.examples.shop.auth import AuthController, UserStore
+from reactive_services.examples.shop.gateway import GatewaySettings, create_app
+from reactive_services.examples.shop.inventory import InventoryService, InventoryStore
+from reactive_services.examples.shop.log_analytics import LogAnalyticsService
+from reactive_services.examples.shop.notifications import NotificationController
+from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore
+from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
 
-from adapters import DeadLetterSink
-from adapters.websocket import WebSocketServer
-from examples.shop.auth import AuthController, UserStore
-from examples.shop.gateway import GatewaySettings, create_app
-from examples.shop.inventory import InventoryService, InventoryStore
-from examples.shop.notifications import NotificationController
-from examples.shop.order_query import OrderQueryController, OrderStore
-from examples.shop.log_analytics import LogAnalyticsService
-from examples.shop.services import InventoryController, LogAnalyticsController
 from reactive_services import ClientProxy, Microservice
 from reactive_services.auth import JwtConfig, issue_token
 
@@ -147,13 +148,15 @@ async def start_shop(
         order_query = OrderQueryController(order_store)
         analytics = LogAnalyticsService(client.emit)
         services = {
-            "inventory": Microservice(broker, [InventoryController(inventory, DeadLetterSink(broker))],
-                                      name="inventory", namespace=ns),
+            "inventory": Microservice(
+                broker, [InventoryController(inventory, DeadLetterSink(broker))], name="inventory", namespace=ns
+            ),
             "orders": Microservice(broker, [order_query], name="order-query", namespace=ns),
             "notify": Microservice(broker, [notifications], name="notifications", namespace=ns),
             "auth": Microservice(broker, [auth], name="auth", namespace=ns),
-            "logs": Microservice(broker, [LogAnalyticsController(analytics, DeadLetterSink(broker))],
-                                 name="log-analytics", namespace=ns),
+            "logs": Microservice(
+                broker, [LogAnalyticsController(analytics, DeadLetterSink(broker))], name="log-analytics", namespace=ns
+            ),
         }
         for service in services.values():
             await service.start()
@@ -164,17 +167,39 @@ async def start_shop(
         async def readiness() -> dict[str, Any]:
             return dict(ready)
 
-        app = create_app(client=client, jwt=jwt, settings=settings, hub=ws_server, metrics=metrics,
-                         readiness=readiness, static_dir=static_dir)
+        app = create_app(
+            client=client,
+            jwt=jwt,
+            settings=settings,
+            hub=ws_server,
+            metrics=metrics,
+            readiness=readiness,
+            static_dir=static_dir,
+        )
         server, task, base_url = await serve_app(app)
         stack.push_async_callback(stop_app, server, task)
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=STEP))
         shop = Shop(
-            broker=broker, namespace=ns, jwt=jwt, client=client, app=app, server=server, base_url=base_url,
-            http=http, ws_server=ws_server, inventory=inventory, inventory_svc=services["inventory"],
-            orders_svc=services["orders"], notify_svc=services["notify"], auth_svc=services["auth"], auth=auth,
-            notifications=notifications, order_query=order_query, analytics=analytics,
-            logs_svc=services["logs"], ready=ready,
+            broker=broker,
+            namespace=ns,
+            jwt=jwt,
+            client=client,
+            app=app,
+            server=server,
+            base_url=base_url,
+            http=http,
+            ws_server=ws_server,
+            inventory=inventory,
+            inventory_svc=services["inventory"],
+            orders_svc=services["orders"],
+            notify_svc=services["notify"],
+            auth_svc=services["auth"],
+            auth=auth,
+            notifications=notifications,
+            order_query=order_query,
+            analytics=analytics,
+            logs_svc=services["logs"],
+            ready=ready,
         )
         await until(lambda: app.state.warmup.ready, what="the gateway's reply consumers")
         yield shop

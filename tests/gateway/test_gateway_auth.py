@@ -11,9 +11,9 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
-
-from examples.shop.gateway import GatewaySettings
 from gatewayshop import PASSWORD, USERS, Shop, start_shop
+from reactive_services.examples.shop.gateway import GatewaySettings
+
 from reactive_services.auth import JwtConfig, issue_token, verify_token
 
 pytestmark = pytest.mark.timeout(60)
@@ -107,8 +107,15 @@ def tampered(token: str) -> str:
 
 def unsigned(shop: Shop) -> str:
     now = int(time.time())
-    claims = {"sub": "alice", "scope": "inventory:read", "iat": now, "nbf": now, "exp": now + 600,
-              "iss": shop.jwt.issuer, "aud": shop.jwt.audience}
+    claims = {
+        "sub": "alice",
+        "scope": "inventory:read",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "iss": shop.jwt.issuer,
+        "aud": shop.jwt.audience,
+    }
     return pyjwt.encode(claims, None, algorithm="none")
 
 
@@ -172,7 +179,9 @@ async def test_the_jwt_matrix_over_http(shop: Shop, case: str, status: int, reas
 async def test_no_bearer_token_is_401_with_a_challenge(shop: Shop, authorization: str | None) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     for method, path in (("GET", "/inventory/p-plenty"), ("GET", "/orders/o-1"), ("POST", "/orders")):
-        response = await shop.http.request(method, path, headers=headers, json={"items": [{"product_id": "p", "quantity": 1}]})
+        response = await shop.http.request(
+            method, path, headers=headers, json={"items": [{"product_id": "p", "quantity": 1}]}
+        )
         assert response.status_code == 401, (method, path)
         assert response.json() == {"detail": "missing bearer token"}
         assert response.headers["www-authenticate"] == "Bearer"
@@ -180,11 +189,18 @@ async def test_no_bearer_token_is_401_with_a_challenge(shop: Shop, authorization
 
 @pytest.mark.parametrize(
     "method, path, needed",
-    [("POST", "/orders", "orders:write"), ("GET", "/orders/o-1", "orders:read"), ("GET", "/inventory/p", "inventory:read")],
+    [
+        ("POST", "/orders", "orders:write"),
+        ("GET", "/orders/o-1", "orders:read"),
+        ("GET", "/inventory/p", "inventory:read"),
+    ],
 )
 async def test_each_route_names_its_missing_scope(shop: Shop, method: str, path: str, needed: str) -> None:
-    others = [s for s in ("orders:write", "orders:read", "inventory:read", "notifications:read", "logs:read", "admin")
-              if s != needed]
+    others = [
+        s
+        for s in ("orders:write", "orders:read", "inventory:read", "notifications:read", "logs:read", "admin")
+        if s != needed
+    ]
     response = await shop.http.request(
         method, path, headers=shop.headers(scopes=others), json={"items": [{"product_id": "p", "quantity": 1}]}
     )

@@ -4,15 +4,16 @@ metrics and the static dashboard, over real HTTP to uvicorn."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-
-from adapters.memory import InMemoryBroker
-from examples.shop.gateway import GatewaySettings, create_app
 from gatewayshop import Shop, serve_app, start_shop, stop_app
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.examples.shop.gateway import GatewaySettings, create_app
+
 from reactive_services import ClientProxy
 from reactive_services.auth import JwtConfig
 from reactive_services.errors import ConfigError
@@ -27,8 +28,11 @@ pytestmark = pytest.mark.timeout(60)
     "body, path, loc",
     [
         ({"items": [{"product_id": "p", "quantity": 0}]}, "items[0].quantity", ["body", "items", 0, "quantity"]),
-        ({"items": [{"product_id": "p", "quantity": 1}, {"product_id": "", "quantity": 1}]},
-         "items[1].product_id", ["body", "items", 1, "product_id"]),
+        (
+            {"items": [{"product_id": "p", "quantity": 1}, {"product_id": "", "quantity": 1}]},
+            "items[1].product_id",
+            ["body", "items", 1, "product_id"],
+        ),
         ({"items": [{"product_id": "   ", "quantity": 1}]}, "items[0].product_id", ["body", "items", 0, "product_id"]),
         ({"items": [{"product_id": "p", "quantity": "2"}]}, "items[0].quantity", ["body", "items", 0, "quantity"]),
         ({"items": [{"product_id": "p", "quantity": True}]}, "items[0].quantity", ["body", "items", 0, "quantity"]),
@@ -166,8 +170,14 @@ async def test_a_failing_or_slow_readiness_check_is_503(memory_broker: InMemoryB
 
 async def test_openapi_lists_the_routes_and_the_bearer_scheme(shop: Shop) -> None:
     spec = (await shop.http.get("/openapi.json")).json()
-    assert set(spec["paths"]) >= {"/orders", "/orders/{order_id}", "/inventory/{product_id}", "/auth/login",
-                                  "/healthz", "/readyz"}
+    assert set(spec["paths"]) >= {
+        "/orders",
+        "/orders/{order_id}",
+        "/inventory/{product_id}",
+        "/auth/login",
+        "/healthz",
+        "/readyz",
+    }
     assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
         "type": "http",
         "scheme": "bearer",

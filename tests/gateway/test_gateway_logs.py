@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from examples.shop.log_analytics import replay_logs
 from gatewayshop import Shop, until
+from reactive_services.examples.shop.log_analytics import replay_logs
 
 
 def apache(hour: int, minute: int, level: str, text: str) -> str:
@@ -28,7 +28,9 @@ async def test_recent_stats_and_alerts(shop: Shop, tmp_path: Path) -> None:
     headers = shop.headers("carol")  # logs:read
     stats = (await shop.http.get("/logs/stats", headers=headers)).json()
     assert [(s["source"], s["window_start"], s["lines"], s["errors"]) for s in stats] == [
-        ("Apache", "2005-12-04T04:00:00Z", 12, 6), ("Apache", "2005-12-04T05:00:00Z", 1, 0)]
+        ("Apache", "2005-12-04T04:00:00Z", 12, 6),
+        ("Apache", "2005-12-04T05:00:00Z", 1, 0),
+    ]
     alerts = (await shop.http.get("/logs/alerts", headers=headers)).json()
     assert [(a["kind"], a["window_start"]) for a in alerts] == [("error_rate", "2005-12-04T04:00:00Z")]
     last = (await shop.http.get("/logs/stats", params={"limit": 1, "source": "Apache"}, headers=headers)).json()

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from examples.shop.gateway import GatewaySettings
 from gatewayshop import PASSWORD, Shop, start_shop, until
+from reactive_services.examples.shop.gateway import GatewaySettings
+
 from reactive_services import Controller, Microservice, message_pattern
 
 pytestmark = pytest.mark.timeout(120)
@@ -25,8 +25,9 @@ async def place(shop: Shop, items: list[dict[str, Any]], **extra: Any) -> str:
     return str(body["order_id"])
 
 
-async def settled(shop: Shop, order_id: str, topics: set[str], *, headers: dict[str, str] | None = None,
-                  timeout: float = 10.0) -> dict[str, Any]:
+async def settled(
+    shop: Shop, order_id: str, topics: set[str], *, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> dict[str, Any]:
     """GET /orders/{id} until the inventory outcome and notifications of ``topics`` are there."""
     seen: list[dict[str, Any]] = []
 
@@ -53,7 +54,9 @@ async def test_an_order_placed_over_http_is_aggregated_from_three_services(broke
         headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
 
         response = await shop.http.post(
-            "/orders", json={"items": [{"product_id": "p-plenty", "quantity": 2}], "customer_id": "c-1"}, headers=headers
+            "/orders",
+            json={"items": [{"product_id": "p-plenty", "quantity": 2}], "customer_id": "c-1"},
+            headers=headers,
         )
         assert response.status_code == 202, response.text
         order_id = response.json()["order_id"]

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gatewayshop import until
+from reactive_services.adapters import DeadLetterSink, Message
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.examples.shop.inventory import InventoryService, InventoryStore, parse_order
+from reactive_services.examples.shop.notifications import NotificationController
+from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore, order_id_of
+from reactive_services.examples.shop.services import InventoryController
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from adapters import DeadLetterSink, Message
-from adapters.memory import InMemoryBroker
-from examples.shop.inventory import InventoryService, InventoryStore, parse_order
-from examples.shop.notifications import NotificationController
-from examples.shop.order_query import OrderQueryController, OrderStore, order_id_of
-from examples.shop.services import InventoryController
-from gatewayshop import until
 from reactive_services import ClientProxy, Microservice
 from reactive_services.errors import ConfigError, RemoteError, ValidationError
 
@@ -65,9 +65,12 @@ async def test_the_order_query_service_over_the_broker(tmp_path: Path) -> None:
                 await client.emit("order.created", ORDER, key="o-1")
                 await client.emit("order.created", ORDER, key="o-1")  # redelivered: absorbed
                 await client.emit("order.created", {"order_id": "o-bad", "items": []}, key="o-bad")
-                await client.emit("order.created", {"order_id": "o-big", "items": [{"product_id": "p" * 70_000,
-                                                                                     "quantity": 1}]})
-                await until(lambda: controller.stored + controller.duplicates + sum(service.dead_lettered.values()) == 4)
+                await client.emit(
+                    "order.created", {"order_id": "o-big", "items": [{"product_id": "p" * 70_000, "quantity": 1}]}
+                )
+                await until(
+                    lambda: controller.stored + controller.duplicates + sum(service.dead_lettered.values()) == 4
+                )
                 assert (controller.stored, controller.duplicates) == (1, 1)
                 assert service.dead_lettered == {"order.created": 2}
                 assert await client.send("orders.get", {"order_id": "o-1"}, timeout=5) == ORDER
@@ -90,10 +93,14 @@ async def test_inventory_get_order_answers_the_stored_outcome(tmp_path: Path) ->
         await inventory._handle(parse_order({"order_id": "ok", "items": [{"product_id": "p1", "quantity": 1}]}))
         await inventory._handle(parse_order({"order_id": "no", "items": [{"product_id": "p9", "quantity": 1}]}))
         assert await controller.get_order({"order_id": "ok"}) == {
-            "status": "applied", "items": [{"product_id": "p1", "quantity": 1, "remaining": 0}], "reason": None,
+            "status": "applied",
+            "items": [{"product_id": "p1", "quantity": 1, "remaining": 0}],
+            "reason": None,
         }
         assert await controller.get_order({"order_id": "no"}) == {
-            "status": "rejected", "items": [{"product_id": "p9", "quantity": 1}], "reason": "unknown product 'p9'",
+            "status": "rejected",
+            "items": [{"product_id": "p9", "quantity": 1}],
+            "reason": "unknown product 'p9'",
         }
         assert await controller.get_order({"order_id": "later"}) is None
         with pytest.raises(ValidationError):

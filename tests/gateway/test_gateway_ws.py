@@ -9,11 +9,10 @@ from typing import Any
 
 import orjson
 import pytest
+from gatewayshop import STEP, Shop, until
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
-
-from gatewayshop import STEP, Shop, until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,8 +6,7 @@ See examples/shop/faults.py for the scenarios; `python bench/faults.py` prints t
 from __future__ import annotations
 
 import pytest
-
-from examples.shop.faults import run_scenario
+from reactive_services.examples.shop.faults import run_scenario
 
 
 @pytest.mark.timeout(300)
@@ -21,7 +20,10 @@ async def test_no_order_is_lost_and_the_stock_is_exact(name: str, kafka_bootstra
         assert "partitions per instance" in result.notes[-1]
     if name == "R4":
         assert result.dead_lettered == 20
-        assert result.notes[-2:] == ["per-key order kept for 5 keys", "dead-letter reasons: DecodeError 5, ValidationError 15"]
+        assert result.notes[-2:] == [
+            "per-key order kept for 5 keys",
+            "dead-letter reasons: DecodeError 5, ValidationError 15",
+        ]
     else:
         assert result.dead_lettered == 0
     if name == "R7":  # graceful shutdown committed everything it handled: nothing processed twice

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import reactivex
 from aiokafka.admin import AIOKafkaAdminClient
+from reactive_services.adapters import Message, headers_to_dict
+from reactive_services.adapters.kafka import KafkaBroker
 from reactivex import operators as ops
 
-from adapters import Message, headers_to_dict
-from adapters.kafka import KafkaBroker
 from reactive_services.errors import BrokerError, BrokerUnavailableError, ConfigError, PublishError
 
 
@@ -145,13 +146,21 @@ async def test_create_topics_is_idempotent_and_end_offsets_cover_partitions(
 async def test_concurrent_first_calls_share_one_admin_client_and_one_offsets_consumer(
     kafka_bootstrap: str, unique_topic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import adapters.kafka._broker as kafka_module
+    import reactive_services.adapters.kafka._broker as kafka_module
 
     created: list[str] = []
     for name in ("AIOKafkaAdminClient", "AIOKafkaConsumer"):
         original = getattr(kafka_module, name)
-        counting = type(name, (original,), {"__init__": lambda self, *a, _o=original, _n=name, **k: (
-            created.append(_n), _o.__init__(self, *a, **k))[1]})
+        counting = type(
+            name,
+            (original,),
+            {
+                "__init__": lambda self, *a, _o=original, _n=name, **k: (
+                    created.append(_n),
+                    _o.__init__(self, *a, **k),
+                )[1]
+            },
+        )
         monkeypatch.setattr(kafka_module, name, counting)
     topic = unique_topic()
     broker = KafkaBroker(kafka_bootstrap)

@@ -17,16 +17,16 @@ import calendar
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
-from adapters import DeadLetterSink, Message, headers_to_dict
-from adapters.kafka import KafkaBroker
-from adapters.websocket import WebSocketServer, connect
-from examples.shop.log_analytics import (
+from reactive_services.adapters import DeadLetterSink, Message, headers_to_dict
+from reactive_services.adapters.kafka import KafkaBroker
+from reactive_services.adapters.websocket import WebSocketServer, connect
+from reactive_services.examples.shop.log_analytics import (
     ALERT_TOPIC,
     LATE_TOPIC,
     LOGS_TOPIC,
@@ -34,9 +34,10 @@ from examples.shop.log_analytics import (
     LogAnalyticsService,
     replay_logs,
 )
-from examples.shop.logs import AlertRules, LogSource
-from examples.shop.notifications import CHANNELS, NotificationController
-from examples.shop.services import LogAnalyticsController
+from reactive_services.examples.shop.logs import AlertRules, LogSource
+from reactive_services.examples.shop.notifications import CHANNELS, NotificationController
+from reactive_services.examples.shop.services import LogAnalyticsController
+
 from reactive_services import ClientProxy, Microservice, start_all_microservices
 
 pytestmark = pytest.mark.timeout(90)
@@ -115,28 +116,43 @@ def N(t: int, volume: int, blocks: int) -> Line:
 # the watermark reaches s + 60.
 LINES: list[Line] = [
     # W0 [0, 60): warm-up, every template but N once or twice
-    A(5, 12), B(12, 1), C(20, 42), E(31, 3), A(45, 15),
+    A(5, 12),
+    B(12, 1),
+    C(20, 42),
+    E(31, 3),
+    A(45, 15),
     # W1 [60, 120): warm-up
     A(62, 9),
     B(57, 2, fate="allowed"),  # 5 s behind 62: watermark 52 < 60, W0 still open -> counted in W0
     C(70, 7),  # watermark 60: W0 closes
-    E(88, 1), A(101, 950, level="WARN"), B(115, 1),
+    E(88, 1),
+    A(101, 950, level="WARN"),
+    B(115, 1),
     # W2 [120, 180): error window, 4 ERROR of 7 lines
-    E(121, 2), A(126, 11),
+    E(121, 2),
+    A(126, 11),
     E(133, 5),  # watermark 123: W1 closes
-    E(140, 4), B(152, 3), E(166, 6),
+    E(140, 4),
+    B(152, 3),
+    E(166, 6),
     # W3 [180, 240): a never-seen template x3
     N(183, 7, 12),
     A(175, 14, fate="allowed"),  # 8 s behind 183: watermark 173 < 180 -> counted in W2
     N(190, 3, 40),  # watermark 180: W2 closes
-    B(205, 2), N(222, 7, 5), A(230, 10),
+    B(205, 2),
+    N(222, 7, 5),
+    A(230, 10),
     # W4 [240, 300): C x6 against a baseline of (1 + 1 + 0 + 0) / 4 = 0.5 per window
-    C(242, 11), C(248, 12),
+    C(242, 11),
+    C(248, 12),
     C(251, 13),  # watermark 241: W3 closes
     A(100, 13, fate="late"),  # W1 closed long ago -> logs.late, reported with the next window (W4)
     B(255, 1),
     E(130, 9, fate="late"),  # W2 closed -> logs.late with W4 (an error that must not count anywhere)
-    C(262, 14), C(270, 15), A(281, 12), C(293, 16),
+    C(262, 14),
+    C(270, 15),
+    A(281, 12),
+    C(293, 16),
     # W5 [300, 360): flushed when the stream completes
     A(305, 8),
     B(312, 3),  # watermark 302: W4 closes (carrying the two late lines above)
@@ -171,7 +187,7 @@ def _check_crafted_file() -> None:
     assert sum(EXPECTED_LINES.values()) + sum(EXPECTED_LATE.values()) == len(LINES)
     # the out-of-order lines are what their fate says: allowed ones by < 10 s, late ones by far more
     for i, line in enumerate(LINES):
-        behind = max(x.t for x in LINES[:i + 1]) - line.t
+        behind = max(x.t for x in LINES[: i + 1]) - line.t
         if line.fate == "allowed":
             assert 0 < behind < LATENESS_S, line
         elif line.fate == "late":
@@ -394,9 +410,13 @@ async def test_log_analytics_through_kafka_windows_alerts_late_lines_and_dead_le
         assert (report["lines"], report["late"], report["windows"], report["alerts"]) == (len(LINES), 3, 6, 3)
 
         # -- the websocket client got every alert on channel "alerts", and nothing else ---------
-        await wait_until("the notification service to forward every alert and stats record",
-                         lambda: notifications.forwarded.get("alerts", 0) >= len(alerts)
-                         and notifications.forwarded.get("logs", 0) >= len(stats))
+        await wait_until(
+            "the notification service to forward every alert and stats record",
+            lambda: (
+                notifications.forwarded.get("alerts", 0) >= len(alerts)
+                and notifications.forwarded.get("logs", 0) >= len(stats)
+            ),
+        )
         await asyncio.wait_for(server.hub.wait_idle(), 10)
         await wait_until("the websocket client to receive every alert", lambda: len(frames) >= len(alerts))
         await notify_svc.stop()  # completes the hub: the client is closed with 1001
@@ -407,8 +427,9 @@ async def test_log_analytics_through_kafka_windows_alerts_late_lines_and_dead_le
         assert {f["channel"] for f in frames} == {"alerts"}
         assert [f["event"]["topic"] for f in frames] == ["log.alert"] * len(alerts)
         assert [f["event"]["data"] for f in frames] == [m.value for m in alerts]
-        assert [(f["event"]["data"]["kind"], f["event"]["data"]["window_start_s"] - BASE_S) for f in frames] \
-            == EXPECTED_ALERTS
+        assert [
+            (f["event"]["data"]["kind"], f["event"]["data"]["window_start_s"] - BASE_S) for f in frames
+        ] == EXPECTED_ALERTS
     finally:
         if ws_subscription is not None:
             ws_subscription.dispose()

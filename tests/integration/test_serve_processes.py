@@ -60,7 +60,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _products(n: int) -> list[tuple[str, int]]:
     """``n`` products the inventory seeds with stock >= 1 (stock = product_photos_qty when
-    product_weight_g is set: examples.shop.inventory.initial_stock)."""
+    product_weight_g is set: reactive_services.examples.shop.inventory.initial_stock)."""
     out: list[tuple[str, int]] = []
     with open(PRODUCTS, newline="", encoding="utf-8-sig") as f:
         for row in csv.DictReader(f):
@@ -80,8 +80,14 @@ class Serve:
         self.out_path = workdir / f"{name}.out"
         self.err_path = workdir / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "reactive_services.cli", "serve", *args],
-                                         cwd=ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "reactive_services.cli", "serve", *args],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+            )
 
     @property
     def lines(self) -> list[str]:
@@ -158,8 +164,11 @@ class WsClient:
 
     def events_of(self, order_id: str) -> list[tuple[str, str]]:
         """(channel, topic) of every event naming ``order_id``, in arrival order."""
-        return [(e["channel"], e["event"]["topic"]) for e in self.events
-                if isinstance(e["event"].get("data"), dict) and e["event"]["data"].get("order_id") == order_id]
+        return [
+            (e["channel"], e["event"]["topic"])
+            for e in self.events
+            if isinstance(e["event"].get("data"), dict) and e["event"]["data"].get("order_id") == order_id
+        ]
 
     async def closed(self, timeout: float) -> None:
         assert self._task is not None
@@ -197,17 +206,27 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
     def left(cap: float) -> float:
         """At most ``cap`` seconds, and not past the run budget."""
         return max(0.5, min(cap, budget_end - time.monotonic()))
+
     common = ["--bootstrap-servers", kafka_bootstrap, "--namespace", ns]
 
     procs: list[Serve] = []
     clients: list[WsClient] = []
     try:
-        p1 = Serve("p1", ["--only", "orders,inventory,auth,logs", *common, "--data-dir", str(tmp_path / "p1")],
-                   tmp_path, env)
-        g1 = Serve("g1", ["--only", "gateway", "--instance", "g1", "--port", "0", *common,
-                          "--data-dir", str(tmp_path / "g1")], tmp_path, env)
-        g2 = Serve("g2", ["--only", "gateway", "--instance", "g2", "--port", "0", *common,
-                          "--data-dir", str(tmp_path / "g2")], tmp_path, env)
+        p1 = Serve(
+            "p1", ["--only", "orders,inventory,auth,logs", *common, "--data-dir", str(tmp_path / "p1")], tmp_path, env
+        )
+        g1 = Serve(
+            "g1",
+            ["--only", "gateway", "--instance", "g1", "--port", "0", *common, "--data-dir", str(tmp_path / "g1")],
+            tmp_path,
+            env,
+        )
+        g2 = Serve(
+            "g2",
+            ["--only", "gateway", "--instance", "g2", "--port", "0", *common, "--data-dir", str(tmp_path / "g2")],
+            tmp_path,
+            env,
+        )
         procs += [p1, g1, g2]
         deadline = time.monotonic() + START_TIMEOUT_S
         p1_lines, g1_lines, g2_lines = [await p.ready(deadline) for p in procs]
@@ -247,11 +266,9 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
         writer = issue_token(jwt, "buyer", ["orders:write"])
         reader = issue_token(jwt, "reader", ["orders:read"])
         order_ids: list[str] = []
-        async with httpx.AsyncClient(base_url=url1, timeout=10,
-                                     headers={"Authorization": f"Bearer {writer}"}) as http:
+        async with httpx.AsyncClient(base_url=url1, timeout=10, headers={"Authorization": f"Bearer {writer}"}) as http:
             for product_id, quantity in orders:
-                response = await http.post("orders", json={"items": [{"product_id": product_id,
-                                                                      "quantity": quantity}]})
+                response = await http.post("orders", json={"items": [{"product_id": product_id, "quantity": quantity}]})
                 assert response.status_code == 202, response.text
                 body = response.json()
                 assert body["status"] == "accepted" and response.headers["location"] == f"/orders/{body['order_id']}"
@@ -262,12 +279,14 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
         outcome_event = {"applied": ("inventory", "inventory.updated"), "rejected": ("orders", "order.rejected")}
 
         async def all_events_arrived() -> bool:
-            return all(("orders", "order.created") in c.events_of(o) and outcome_event[s] in c.events_of(o)
-                       for c in clients for o, s in zip(order_ids, expected_outcome))
+            return all(
+                ("orders", "order.created") in c.events_of(o) and outcome_event[s] in c.events_of(o)
+                for c in clients
+                for o, s in zip(order_ids, expected_outcome)
+            )
 
         try:
-            await _until("every order's events on both websocket clients", all_events_arrived,
-                         left(EVENTS_TIMEOUT_S))
+            await _until("every order's events on both websocket clients", all_events_arrived, left(EVENTS_TIMEOUT_S))
         except AssertionError:
             seen = {c.name: {o[:8]: c.events_of(o) for o in order_ids} for c in clients}
             raise AssertionError(f"events missing: {seen}; stderr: {[p.stderr for p in procs]}") from None
@@ -280,17 +299,23 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
                 got = client.events_of(order_id)
                 # exactly one order.created and one outcome. In either order: the hub consumes
                 # several topics, and Kafka orders records within a partition only.
-                assert sorted(got) == sorted([("orders", "order.created"), outcome_event[status]]), \
-                    (client.name, order_id, got)
-                created = next(e["event"]["data"] for e in client.events
-                               if e["event"]["topic"] == "order.created" and e["event"]["data"]["order_id"] == order_id)
+                assert sorted(got) == sorted([("orders", "order.created"), outcome_event[status]]), (
+                    client.name,
+                    order_id,
+                    got,
+                )
+                created = next(
+                    e["event"]["data"]
+                    for e in client.events
+                    if e["event"]["topic"] == "order.created" and e["event"]["data"]["order_id"] == order_id
+                )
                 product_id, quantity = orders[order_ids.index(order_id)]
                 assert created["items"] == [{"product_id": product_id, "quantity": quantity}]
 
         # GET /orders/{id} through G2: the order and its inventory outcome, from the services in P1
-        async with httpx.AsyncClient(base_url=url2, timeout=15,
-                                     headers={"Authorization": f"Bearer {reader}"}) as http:
+        async with httpx.AsyncClient(base_url=url2, timeout=15, headers={"Authorization": f"Bearer {reader}"}) as http:
             for order_id, status, (product_id, quantity) in zip(order_ids, expected_outcome, orders):
+
                 async def aggregated() -> dict[str, Any] | None:
                     response = await http.get(f"orders/{order_id}")
                     if response.status_code != 200:
@@ -313,7 +338,9 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
                 notes = view["notifications"]
                 if notes is not None:  # a hub's index (G1's or G2's, whichever answered first)
                     # stock.low carries the order that took the product low
-                    assert {n["topic"] for n in notes} <= {"order.created", outcome_event[status][1], "stock.low"}, notes
+                    assert {n["topic"] for n in notes} <= {"order.created", outcome_event[status][1], "stock.low"}, (
+                        notes
+                    )
         timings["aggregated"] = time.monotonic() - t0
 
         # 5. SIGTERM all three at once: exit 0 each, websocket clients closed with 1001
@@ -326,8 +353,9 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
             try:
                 code = await asyncio.to_thread(proc.proc.wait, remaining)
             except subprocess.TimeoutExpired:
-                raise AssertionError(f"{proc.name} still running {STOP_TIMEOUT_S:.0f} s after SIGTERM: "
-                                     f"{proc.stderr}") from None
+                raise AssertionError(
+                    f"{proc.name} still running {STOP_TIMEOUT_S:.0f} s after SIGTERM: {proc.stderr}"
+                ) from None
             exits[proc.name] = (code, time.monotonic() - stop_started)
         timings["stopped"] = time.monotonic() - t0
         for client in clients:
@@ -338,9 +366,11 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
         for client in clients:
             assert client.error is None, (client.name, client.error)
             assert client.close_code == 1001, (client.name, client.close_code, client.close_reason)
-        print(f"\ntimings (s since start): {', '.join(f'{k} {v:.1f}' for k, v in timings.items())}; "
-              f"exits after SIGTERM: {', '.join(f'{k} {c} in {s:.1f} s' for k, (c, s) in exits.items())}; "
-              f"close: {[(c.name, c.close_code, c.close_reason) for c in clients]}")
+        print(
+            f"\ntimings (s since start): {', '.join(f'{k} {v:.1f}' for k, v in timings.items())}; "
+            f"exits after SIGTERM: {', '.join(f'{k} {c} in {s:.1f} s' for k, (c, s) in exits.items())}; "
+            f"close: {[(c.name, c.close_code, c.close_reason) for c in clients]}"
+        )
         assert time.monotonic() - t0 < 90, timings
     finally:
         for client in clients:
@@ -356,8 +386,14 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
 
 
 def _run_serve(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reactive_services.cli", "serve", *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "reactive_services.cli", "serve", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_some_services_without_kafka_is_a_configuration_error(tmp_path: Path) -> None:

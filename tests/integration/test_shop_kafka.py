@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from examples.shop.demo import DemoConfig, run_demo
+from reactive_services.examples.shop.demo import DemoConfig, run_demo
 from shopcheck import OLIST, check_invariants, check_shipped_logs
 
 

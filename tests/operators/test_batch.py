@@ -6,10 +6,9 @@ from typing import Any
 
 import pytest
 import reactivex
+from reactive_services.operators import batch
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
-
-from operators import batch
 
 on_next, on_completed, on_error, subscribe = (
     ReactiveTest.on_next,

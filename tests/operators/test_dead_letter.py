@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import reactivex
+from reactive_services.adapters import DeadLetterSink, Message, headers_to_dict
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.operators import DeadLetter, dead_letter
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from adapters import DeadLetterSink, Message, headers_to_dict
-from adapters.memory import InMemoryBroker
-from operators import DeadLetter, dead_letter
 from reactive_services.errors import BrokerUnavailableError, ValidationError
 
 on_next, on_completed, on_error = ReactiveTest.on_next, ReactiveTest.on_completed, ReactiveTest.on_error
@@ -89,7 +89,10 @@ def test_non_retriable_goes_to_the_sink_after_one_attempt() -> None:
         process,
         max_attempts=5,
     )
-    assert [(r.time, r.value.value.message.value, r.value.value.attempts) for r in dead] == [(210, "a", 1), (220, "b", 1)]
+    assert [(r.time, r.value.value.message.value, r.value.value.attempts) for r in dead] == [
+        (210, "a", 1),
+        (220, "b", 1),
+    ]
     assert out == [on_next(230, "C"), on_completed(300)]
     assert process.calls == ["a", "b", "c"]
 
@@ -188,9 +191,11 @@ async def test_on_the_memory_broker_dead_letters_are_published_and_offsets_commi
             if value == "LAST":
                 done.set()
 
-        subscription = broker.source("orders", group_id="dl-test").pipe(
-            dead_letter(dlt, process, max_attempts=2, initial_delay_s=0.01, jitter=0.0)
-        ).subscribe(on_result)
+        subscription = (
+            broker.source("orders", group_id="dl-test")
+            .pipe(dead_letter(dlt, process, max_attempts=2, initial_delay_s=0.01, jitter=0.0))
+            .subscribe(on_result)
+        )
         await asyncio.wait_for(done.wait(), 5)
         for _ in range(20):  # the commit of "last" follows its emission by a loop turn or two
             if await broker.committed("dl-test", "orders", 0) == 4:

@@ -1,9 +1,9 @@
-"""Marble tests of operators.decode_json in virtual time."""
+"""Marble tests of reactive_services.operators.decode_json in virtual time."""
 
+from reactive_services.adapters import Message
+from reactive_services.operators import DeadLetter, decode_json
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from adapters import Message
-from operators import DeadLetter, decode_json
 from reactive_services.errors import DecodeError, ValidationError
 
 on_next, on_completed, on_error = ReactiveTest.on_next, ReactiveTest.on_completed, ReactiveTest.on_error
@@ -28,13 +28,15 @@ def run(source_msgs, parse_fn=parse):
 
 
 def test_good_records_pass_bad_ones_go_to_dead_letter_and_stream_goes_on():
-    out, dead = run([
-        on_next(210, msg(0, b'{"id": 1}')),
-        on_next(220, msg(1, b"not json")),
-        on_next(230, msg(2, b'{"nope": 2}')),
-        on_next(240, msg(3, b'{"id": 3}')),
-        on_completed(250),
-    ])
+    out, dead = run(
+        [
+            on_next(210, msg(0, b'{"id": 1}')),
+            on_next(220, msg(1, b"not json")),
+            on_next(230, msg(2, b'{"nope": 2}')),
+            on_next(240, msg(3, b'{"id": 3}')),
+            on_completed(250),
+        ]
+    )
     assert [(t.time, t.value.value.value) for t in out[:-1]] == [(210, {"id": 1}), (240, {"id": 3})]
     assert out[-1] == on_completed(250)
     assert [t.time for t in dead] == [220, 230]

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import reactivex
+from reactive_services.operators import Window, sliding_event_time_window, tumbling_event_time_window
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
-
-from operators import Window, sliding_event_time_window, tumbling_event_time_window
 
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
@@ -275,9 +275,7 @@ def test_source_error_is_passed_on_without_flushing() -> None:
     assert messages == [on_error(220, boom)]
 
 
-@pytest.mark.parametrize(
-    "size, lateness", [(0.0, 0.0), (-1.0, 0.0), (math.inf, 0.0), (10.0, -1.0), (10.0, math.nan)]
-)
+@pytest.mark.parametrize("size, lateness", [(0.0, 0.0), (-1.0, 0.0), (math.inf, 0.0), (10.0, -1.0), (10.0, math.nan)])
 def test_invalid_arguments_raise_value_error(size: float, lateness: float) -> None:
     with pytest.raises(ValueError):
         tumbling_event_time_window(size, timestamp=by_time, allowed_lateness_s=lateness)
@@ -320,9 +318,7 @@ def test_sliding_item_is_in_every_window_containing_it_cold_source() -> None:
     # size 30, slide 10: 25 is in [0, 30), [10, 40), [20, 50) (size / slide = 3 windows);
     # 41 moves the watermark to 41: [0, 30) and [10, 40) close together, emitted in start order
     scheduler = TestScheduler()
-    source = scheduler.create_cold_observable(
-        on_next(10, ev("k", 25.0)), on_next(20, ev("k", 41.0)), on_completed(100)
-    )
+    source = scheduler.create_cold_observable(on_next(10, ev("k", 25.0)), on_next(20, ev("k", 41.0)), on_completed(100))
     result = scheduler.start(lambda: source.pipe(sliding_event_time_window(30.0, 10.0, timestamp=by_time)))
     assert result.messages == [
         on_next(220, Window(key=None, start=0.0, end=30.0, items=(ev("k", 25.0),))),
@@ -680,7 +676,7 @@ def test_property_each_item_in_exactly_its_open_windows_or_late_once(
         )
         messages = scheduler.start(lambda: source.pipe(operator)).messages
         assert messages[-1] == on_completed(completion)
-        emitted: list[tuple[int, Window[Item]]] = [(int(m.time), getattr(m.value, "value")) for m in messages[:-1]]
+        emitted: list[tuple[int, Window[Item]]] = [(int(m.time), m.value.value) for m in messages[:-1]]
 
         seen_in: dict[Item, set[Fraction]] = {}
         late_count: dict[Item, int] = {}

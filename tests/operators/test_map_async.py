@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 import reactivex
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.operators import map_async, to_loop
 from reactivex.subject import Subject
-
-from adapters.memory import InMemoryBroker
-from operators import map_async, to_loop
 
 
 class Recorder:

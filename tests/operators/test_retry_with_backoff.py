@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import reactivex
+from reactive_services.operators import backoff_delay, retry_with_backoff
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from operators import backoff_delay, retry_with_backoff
 from reactive_services.errors import BrokerUnavailableError, ValidationError
 
 on_next, on_completed, on_error, subscribe = (
@@ -145,7 +145,9 @@ def test_plain_exceptions_are_not_retriable_by_default_but_a_predicate_can_say_s
     xs = scheduler.create_cold_observable(on_error(1, boom))
     custom = scheduler.start(
         lambda: xs.pipe(
-            no_jitter(max_attempts=2, initial_delay_s=3.0, retriable=lambda e: isinstance(e, OSError), scheduler=scheduler)
+            no_jitter(
+                max_attempts=2, initial_delay_s=3.0, retriable=lambda e: isinstance(e, OSError), scheduler=scheduler
+            )
         )
     )
     assert custom.messages == [on_error(205, boom)]
@@ -175,7 +177,9 @@ def test_seeded_random_gives_reproducible_jittered_delays() -> None:
     assert first == delays(7)
     assert first != delays(8)
     rng = random.Random(7)
-    assert first == pytest.approx([cap - cap * rng.random() for cap in (10.0, 20.0, 30.0)])  # 40 capped at max_delay_s=30
+    assert first == pytest.approx(
+        [cap - cap * rng.random() for cap in (10.0, 20.0, 30.0)]
+    )  # 40 capped at max_delay_s=30
 
 
 def test_per_item_reprocessing_with_flat_map() -> None:
@@ -245,7 +249,7 @@ def test_bad_arguments_raise_value_error(kwargs: dict[str, Any]) -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    import operators._retry_with_backoff as module
+    import reactive_services.operators._retry_with_backoff as module
 
     result = doctest.testmod(module)
     assert result.attempted >= 2 and result.failed == 0

@@ -26,10 +26,14 @@ SECRET = "s" * 20 + "-0123456789abcdef-test"  # 42 bytes
 
 def rsa_pems(bits: int = 2048) -> tuple[str, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, public
 
 
@@ -57,8 +61,16 @@ def unb64(text: str) -> bytes:
 
 
 def claims_of(config: JwtConfig, **changes: Any) -> dict[str, Any]:
-    claims = {"sub": "alice", "scope": "orders:read", "iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + 60,
-              "iss": config.issuer, "aud": config.audience, "jti": "j1"}
+    claims = {
+        "sub": "alice",
+        "scope": "orders:read",
+        "iat": int(NOW),
+        "nbf": int(NOW),
+        "exp": int(NOW) + 60,
+        "iss": config.issuer,
+        "aud": config.audience,
+        "jti": "j1",
+    }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -86,8 +98,10 @@ def test_a_valid_token_is_accepted_with_its_claims(configs: tuple[JwtConfig, Jwt
     assert c["scope"] == "orders:read orders:write"  # sorted, space-separated, no duplicates
     assert (c["iat"], c["nbf"], c["exp"]) == (int(NOW), int(NOW), int(NOW) + 3600)
     assert (c["iss"], c["aud"]) == ("reactive-services", "reactive-services")
-    assert len(c["jti"]) == 32 and c["jti"] != verify_token(config, issue_token(config, "alice", [], now=NOW),
-                                                              now=NOW).claims["jti"]
+    assert (
+        len(c["jti"]) == 32
+        and c["jti"] != verify_token(config, issue_token(config, "alice", [], now=NOW), now=NOW).claims["jti"]
+    )
     assert jwt.get_unverified_header(token)["alg"] == config.algorithm
 
 
@@ -130,8 +144,9 @@ def test_a_token_signed_with_another_key_is_refused(configs: tuple[JwtConfig, Jw
 def test_an_unsigned_alg_none_token_is_refused(configs: tuple[JwtConfig, JwtConfig]) -> None:
     config, _ = configs
     for alg in ("none", "None", "NONE"):
-        token = ".".join([b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()),
-                          b64(json.dumps(claims_of(config)).encode()), ""])
+        token = ".".join(
+            [b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()), b64(json.dumps(claims_of(config)).encode()), ""]
+        )
         assert reason(config, token) == "algorithm not allowed"
     # and as PyJWT itself would write it
     assert reason(config, jwt.encode(claims_of(config), None, algorithm="none")) == "algorithm not allowed"
@@ -200,8 +215,12 @@ def test_algorithm_confusion_an_hs256_token_keyed_with_the_rsa_public_key_is_ref
     assert verifier.public_key == public
     # The classic attack: the attacker knows the public PEM and uses it as an HMAC secret,
     # hoping the verifier feeds "its key" to whatever algorithm the header names.
-    signing_input = ".".join([b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()),
-                              b64(json.dumps(claims_of(verifier, scope="admin")).encode())])
+    signing_input = ".".join(
+        [
+            b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()),
+            b64(json.dumps(claims_of(verifier, scope="admin")).encode()),
+        ]
+    )
     for key in (public, public.strip(), public.encode()):
         raw = key if isinstance(key, bytes) else key.encode()
         signature = hmac.new(raw, signing_input.encode(), hashlib.sha256).digest()
@@ -249,8 +268,10 @@ def test_development_configs_have_random_secrets_of_their_own() -> None:
         ({"algorithm": "ES256", "secret": SECRET}, "algorithm"),
         ({"algorithm": "none", "secret": SECRET}, "algorithm"),
         ({"algorithm": "RS256"}, "public_key"),
-        ({"algorithm": "RS256", "private_key": "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n"},
-         "private_key"),
+        (
+            {"algorithm": "RS256", "private_key": "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n"},
+            "private_key",
+        ),
         ({"algorithm": "RS256", "public_key": "nope"}, "public_key"),
         ({"secret": SECRET, "ttl_s": 0}, "ttl_s"),
         ({"secret": SECRET, "ttl_s": 1.5}, "ttl_s"),
@@ -277,8 +298,16 @@ def test_rs256_keys_must_match_and_be_long_enough(rsa_keys: dict[str, tuple[str,
 
 
 def test_from_env_reads_every_setting(tmp_path: Path, rsa_keys: dict[str, tuple[str, str]]) -> None:
-    hs = JwtConfig.from_env({"RS_JWT_SECRET": SECRET, "RS_JWT_ISSUER": "shop-auth", "RS_JWT_AUDIENCE": "shop",
-                             "RS_JWT_TTL_S": "900", "RS_JWT_LEEWAY_S": "2.5", "RS_JWT_PRIVATE_KEY": ""})
+    hs = JwtConfig.from_env(
+        {
+            "RS_JWT_SECRET": SECRET,
+            "RS_JWT_ISSUER": "shop-auth",
+            "RS_JWT_AUDIENCE": "shop",
+            "RS_JWT_TTL_S": "900",
+            "RS_JWT_LEEWAY_S": "2.5",
+            "RS_JWT_PRIVATE_KEY": "",
+        }
+    )
     assert (hs.algorithm, hs.issuer, hs.audience, hs.ttl_s, hs.leeway_s) == ("HS256", "shop-auth", "shop", 900, 2.5)
     private, public = rsa_keys["a"]
     (tmp_path / "private.pem").write_text(private)
@@ -303,8 +332,10 @@ def test_from_env_reads_every_setting(tmp_path: Path, rsa_keys: dict[str, tuple[
         ({"RS_JWT_ALGORITHM": "RS256", "RS_JWT_PUBLIC_KEY": "garbage"}, "RS_JWT_PUBLIC_KEY"),
         ({"RS_JWT_ALGORITHM": "RS256", "RS_JWT_PRIVATE_KEY_FILE": "/nonexistent/key.pem"}, "RS_JWT_PRIVATE_KEY_FILE"),
         ({"RS_JWT_ALGORITHM": "RS256", "RS_JWT_PUBLIC_KEY_FILE": "/nonexistent/key.pem"}, "RS_JWT_PUBLIC_KEY_FILE"),
-        ({"RS_JWT_ALGORITHM": "RS256", "RS_JWT_PRIVATE_KEY": "x", "RS_JWT_PRIVATE_KEY_FILE": "y"},
-         "RS_JWT_PRIVATE_KEY_FILE"),
+        (
+            {"RS_JWT_ALGORITHM": "RS256", "RS_JWT_PRIVATE_KEY": "x", "RS_JWT_PRIVATE_KEY_FILE": "y"},
+            "RS_JWT_PRIVATE_KEY_FILE",
+        ),
         ({"RS_JWT_SECRET": SECRET, "RS_JWT_TTL_S": "1h"}, "RS_JWT_TTL_S"),
         ({"RS_JWT_SECRET": SECRET, "RS_JWT_TTL_S": "0"}, "RS_JWT_TTL_S"),
         ({"RS_JWT_SECRET": SECRET, "RS_JWT_LEEWAY_S": "soon"}, "RS_JWT_LEEWAY_S"),
@@ -324,8 +355,13 @@ def test_from_env_errors_name_the_variable(env: dict[str, str], key: str) -> Non
 def test_from_env_names_the_mismatching_key_file(tmp_path: Path, rsa_keys: dict[str, tuple[str, str]]) -> None:
     (tmp_path / "public.pem").write_text(rsa_keys["b"][1])
     with pytest.raises(ConfigError) as caught:
-        JwtConfig.from_env({"RS_JWT_ALGORITHM": "RS256", "RS_JWT_PRIVATE_KEY": rsa_keys["a"][0],
-                            "RS_JWT_PUBLIC_KEY_FILE": str(tmp_path / "public.pem")})
+        JwtConfig.from_env(
+            {
+                "RS_JWT_ALGORITHM": "RS256",
+                "RS_JWT_PRIVATE_KEY": rsa_keys["a"][0],
+                "RS_JWT_PUBLIC_KEY_FILE": str(tmp_path / "public.pem"),
+            }
+        )
     assert caught.value.key == "RS_JWT_PUBLIC_KEY_FILE"
 
 

@@ -6,9 +6,10 @@ import asyncio
 import os
 import signal
 
-from adapters.memory import InMemoryBroker
-from adapters.websocket import WebSocketServer, connect
-from examples.shop.notifications import NotificationController
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.adapters.websocket import WebSocketServer, connect
+from reactive_services.examples.shop.notifications import NotificationController
+
 from reactive_services import Microservice
 from reactive_services._lifecycle import run_until_signal
 
@@ -49,6 +50,7 @@ async def test_sigterm_stops_the_services_and_closes_websocket_clients_with_1001
         await asyncio.wait_for(closed.wait(), 10)
         assert outcome == {"completed": True}  # a 1001 close completes the client Observable
         events = [f for f in frames if f["type"] == "event"]
-        assert events == [{"type": "event", "channel": "orders",
-                           "event": {"topic": "order.created", "data": {"order_id": "o1"}}}]
+        assert events == [
+            {"type": "event", "channel": "orders", "event": {"topic": "order.created", "data": {"order_id": "o1"}}}
+        ]
         assert stopped_after and not service.started

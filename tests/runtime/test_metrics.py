@@ -18,12 +18,13 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from reactive_services.adapters import Broker, Message
+from reactive_services.adapters.kafka import KafkaBroker
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.adapters.websocket import WebSocketServer
+from waiting import name, until
 from websockets.asyncio.client import connect as ws_connect
 
-from adapters import Broker, Message
-from adapters.kafka import KafkaBroker
-from adapters.memory import InMemoryBroker
-from adapters.websocket import WebSocketServer
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
 from reactive_services.errors import ConfigError
 from reactive_services.metrics import (
@@ -33,7 +34,6 @@ from reactive_services.metrics import (
     readiness,
     ready,
 )
-from waiting import name, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -74,7 +74,9 @@ def _contract_cases() -> list[Any]:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        cases += [fn for n, fn in sorted(vars(module).items()) if n.startswith("test_") and inspect.iscoroutinefunction(fn)]
+        cases += [
+            fn for n, fn in sorted(vars(module).items()) if n.startswith("test_") and inspect.iscoroutinefunction(fn)
+        ]
     return cases
 
 
@@ -265,11 +267,17 @@ async def test_background_lag_refresh_updates_the_gauge_until_stopped() -> None:
             metrics.start_lag_refresh(metered, groups, interval_s=0.02)
         await metered.emit(topic, 1)
         await metered.emit(topic, 2)
-        await until(lambda: sample(metrics, "rs_consumer_lag", group=group, topic=topic, partition="0") == 2,
-                    timeout=10, what="lag 2")
+        await until(
+            lambda: sample(metrics, "rs_consumer_lag", group=group, topic=topic, partition="0") == 2,
+            timeout=10,
+            what="lag 2",
+        )
         await consume(metered, topic, group, 2)
-        await until(lambda: sample(metrics, "rs_consumer_lag", group=group, topic=topic, partition="0") == 0,
-                    timeout=10, what="lag 0")
+        await until(
+            lambda: sample(metrics, "rs_consumer_lag", group=group, topic=topic, partition="0") == 0,
+            timeout=10,
+            what="lag 0",
+        )
         await metrics.stop()
         assert task.done()
         await metrics.stop()  # idempotent
@@ -292,8 +300,20 @@ async def test_a_failing_lag_refresh_is_counted_and_the_loop_goes_on() -> None:
     await broker.start()
     await broker.emit("t", 1)
     metrics.start_lag_refresh(broker, {"g": ["t"]}, interval_s=0.01)
-    await until(lambda: sample(metrics, "rs_consumer_lag", group="g", topic="t", partition=str(
-        next(m.partition for m in broker.records("t")))) == 1, timeout=10, what="lag after a failure")
+    await until(
+        lambda: (
+            sample(
+                metrics,
+                "rs_consumer_lag",
+                group="g",
+                topic="t",
+                partition=str(next(m.partition for m in broker.records("t"))),
+            )
+            == 1
+        ),
+        timeout=10,
+        what="lag after a failure",
+    )
     await metrics.stop()
     await broker.stop()
     assert sample(metrics, "rs_consumer_lag_refresh_errors_total") == 1
@@ -331,8 +351,9 @@ async def test_websocket_metrics_read_a_real_server_and_hub_at_scrape_time() -> 
 async def test_websocket_metrics_read_any_object_with_the_same_counters() -> None:
     metrics = ServiceMetrics()
     server = SimpleNamespace(clients=[object(), object()], slow_clients_closed=1)
-    hub = SimpleNamespace(server=server, published=Counter({"a": 2, "b": 3}), delivered=7, dropped=0,
-                          slow_clients_closed=1)
+    hub = SimpleNamespace(
+        server=server, published=Counter({"a": 2, "b": 3}), delivered=7, dropped=0, slow_clients_closed=1
+    )
     metrics.watch_hub(hub)
     s = scrape(metrics)
     assert s[("rs_websocket_clients", ())] == 2
@@ -366,14 +387,14 @@ def test_request_latency_histogram_observes() -> None:
     assert sample(metrics, "rs_http_request_duration_seconds_bucket", le="0.005", **labels) == 1
     assert sample(metrics, "rs_http_request_duration_seconds_bucket", le="0.25", **labels) == 2
     assert sample(metrics, "rs_http_request_duration_seconds_bucket", le="+Inf", **labels) == 2
-    assert sample(metrics, "rs_http_request_duration_seconds_count", route="/orders", method="POST",
-                  status="503") == 1
+    assert sample(metrics, "rs_http_request_duration_seconds_count", route="/orders", method="POST", status="503") == 1
 
 
 async def test_render_parses_with_the_prometheus_parser_and_has_every_family() -> None:
     metrics = ServiceMetrics()
-    metrics.watch_hub(SimpleNamespace(clients=[], slow_clients_closed=0,
-                                      hub=SimpleNamespace(published=0, delivered=0, dropped=0)))
+    metrics.watch_hub(
+        SimpleNamespace(clients=[], slow_clients_closed=0, hub=SimpleNamespace(published=0, delivered=0, dropped=0))
+    )
     async with MeteredBroker(InMemoryBroker(), metrics) as metered:
         await metered.emit("t", 1)
     metrics.observe_request("/", "GET", 200, 0.01)
@@ -398,8 +419,9 @@ async def test_render_parses_with_the_prometheus_parser_and_has_every_family() -
     # two instances in one process: separate registries, no clash, separate counts
     other = ServiceMetrics()
     assert sample(other, "rs_http_request_duration_seconds_count", route="/", method="GET", status="200") is None
-    assert not math.isnan(sample(metrics, "rs_http_request_duration_seconds_count", route="/", method="GET",
-                                 status="200") or math.nan)
+    assert not math.isnan(
+        sample(metrics, "rs_http_request_duration_seconds_count", route="/", method="GET", status="200") or math.nan
+    )
 
 
 # --------------------------------------------------------------------------- readiness

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import reactivex
+from reactive_services.adapters import DeadLetterSink
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.examples.shop.inventory import InventoryService, InventoryStore
+from reactive_services.examples.shop.services import InventoryController
+from waiting import until
 
-from adapters import DeadLetterSink
-from adapters.memory import InMemoryBroker
-from examples.shop.inventory import InventoryService, InventoryStore
-from examples.shop.services import InventoryController
 from reactive_services import ClientProxy, Controller, Microservice, message_pattern
 from reactive_services.errors import (
     BrokerError,
@@ -25,7 +26,6 @@ from reactive_services.errors import (
     RemoteError,
     RequestTimeoutError,
 )
-from waiting import until
 
 
 class Calculator(Controller):
@@ -230,7 +230,9 @@ async def test_a_request_without_correlation_id_is_counted_not_answered() -> Non
         await until(lambda: service._responder.stats["unanswerable"] == 1)
         await service.stop()
         assert broker.records("math.add.reply") == []
-        assert sum([await broker.committed("calc.requests", "math.add", p) or 0 for p in range(3)]) == 1  # not redelivered
+        assert (
+            sum([await broker.committed("calc.requests", "math.add", p) or 0 for p in range(3)]) == 1
+        )  # not redelivered
 
 
 async def test_a_reply_for_a_request_nobody_waits_for_is_dropped_and_counted() -> None:

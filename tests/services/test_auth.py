@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-
-from examples.shop.auth import (
+from reactive_services.examples.shop.auth import (
     CHANNEL_SCOPES,
     INVALID_CREDENTIALS,
     SCOPES,
@@ -20,7 +19,8 @@ from examples.shop.auth import (
     UserStore,
     default_db_path,
 )
-from examples.shop.notifications import CHANNELS
+from reactive_services.examples.shop.notifications import CHANNELS
+
 from reactive_services import ClientProxy, Microservice
 from reactive_services.auth import JwtConfig, verify_token
 from reactive_services.errors import (
@@ -97,8 +97,9 @@ async def test_a_user_is_stored_with_an_argon2id_hash_and_verifies(store: UserSt
         ("alice", PASSWORD, [], "username"),  # exists already
     ],
 )
-async def test_add_user_refuses_bad_input(store: UserStore, username: Any, password: str, scopes: list[str],
-                                          field: str) -> None:
+async def test_add_user_refuses_bad_input(
+    store: UserStore, username: Any, password: str, scopes: list[str], field: str
+) -> None:
     with pytest.raises(ValidationError) as caught:
         await store.add_user(username, password, scopes)
     assert str(caught.value).startswith(field)
@@ -195,7 +196,9 @@ def test_bad_throttle_settings_are_config_errors(kwargs: dict[str, Any], key: st
     assert caught.value.key == key
 
 
-def controller(store: UserStore, config: JwtConfig, clock: FakeClock, **kwargs: Any) -> tuple[AuthController, list[float]]:
+def controller(
+    store: UserStore, config: JwtConfig, clock: FakeClock, **kwargs: Any
+) -> tuple[AuthController, list[float]]:
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -238,8 +241,9 @@ async def test_failures_are_slowed_then_refused_and_a_success_resets_the_count(s
 
 
 async def test_the_delay_is_capped(store: UserStore) -> None:
-    auth, slept = controller(store, JwtConfig.development(), FakeClock(), max_failures=10, base_delay_s=0.5,
-                             max_delay_s=3.0)
+    auth, slept = controller(
+        store, JwtConfig.development(), FakeClock(), max_failures=10, base_delay_s=0.5, max_delay_s=3.0
+    )
     for _ in range(6):
         with pytest.raises(AuthenticationError):
             await auth.login({"username": "nobody", "password": "guess"})
@@ -268,10 +272,20 @@ async def test_a_client_is_limited_across_usernames(store: UserStore) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [None, [], "alice", {}, {"username": "alice"}, {"password": PASSWORD}, {"username": 1, "password": PASSWORD},
-     {"username": "", "password": PASSWORD}, {"username": "alice", "password": ""},
-     {"username": "x" * 65, "password": PASSWORD}, {"username": "alice", "password": "p" * 1025},
-     {"username": "alice", "password": PASSWORD, "client": 7}],
+    [
+        None,
+        [],
+        "alice",
+        {},
+        {"username": "alice"},
+        {"password": PASSWORD},
+        {"username": 1, "password": PASSWORD},
+        {"username": "", "password": PASSWORD},
+        {"username": "alice", "password": ""},
+        {"username": "x" * 65, "password": PASSWORD},
+        {"username": "alice", "password": "p" * 1025},
+        {"username": "alice", "password": PASSWORD, "client": 7},
+    ],
 )
 async def test_a_malformed_payload_is_a_validation_error_and_not_counted(store: UserStore, payload: Any) -> None:
     auth, _ = controller(store, JwtConfig.development(), FakeClock())
@@ -284,8 +298,12 @@ async def test_the_controller_needs_a_config_that_can_issue(store: UserStore) ->
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    public = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     with pytest.raises(ConfigError) as caught:
         AuthController(store, JwtConfig(algorithm="RS256", public_key=public))
     assert caught.value.key == "private_key"
@@ -309,14 +327,17 @@ async def test_login_over_request_reply(broker: Any, store: UserStore) -> None:
         async with ClientProxy(broker, namespace=ns, client_id="gateway") as client:
             client.subscribe_to_response_of("auth.login")
             await client.connect()
-            reply = await client.send("auth.login", {"username": "alice", "password": PASSWORD},
-                                      key="alice", timeout=20.0)
+            reply = await client.send(
+                "auth.login", {"username": "alice", "password": PASSWORD}, key="alice", timeout=20.0
+            )
             assert verify_token(config, reply["access_token"]).scopes == {"orders:read", "orders:write"}
             assert reply["token_type"] == "bearer" and reply["expires_in"] == 3600
 
             errors = []
-            for payload in ({"username": "alice", "password": "wrong password"},
-                            {"username": "mallory", "password": PASSWORD}):
+            for payload in (
+                {"username": "alice", "password": "wrong password"},
+                {"username": "mallory", "password": PASSWORD},
+            ):
                 with pytest.raises(RemoteError) as caught:
                     await client.send("auth.login", payload, key=payload["username"], timeout=20.0)
                 errors.append((caught.value.remote_type, caught.value.remote_message))

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from examples.shop.demo import DemoConfig, run_demo
-from reactive_services.cli import main
+from reactive_services.examples.shop.demo import DemoConfig, run_demo
 from shopcheck import LOGHUB, OLIST, check_invariants, check_shipped_logs
+
+from reactive_services.cli import main
 
 
 async def test_demo_on_shipped_data_satisfies_every_invariant() -> None:
@@ -39,9 +39,9 @@ def write_other_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(keep[:40])
-        w.writerow(["", "1", "p", "s", "2018-01-01 00:00:00", "1.0", "1.0"])       # missing order id
+        w.writerow(["", "1", "p", "s", "2018-01-01 00:00:00", "1.0", "1.0"])  # missing order id
         w.writerow(["o-bad", "1", keep[0][2], "s", "2018-01-01 00:00:00", "cheap", "1.0"])  # non-numeric price
-        f.write('"o-broken",1,"only three fields"\n')                             # broken CSV line
+        f.write('"o-broken",1,"only three fields"\n')  # broken CSV line
         w.writerows(keep[40:])
     products = tmp_path / "products.csv"
     with open(OLIST / "products.csv", newline="", encoding="utf-8") as f:
@@ -60,8 +60,22 @@ def write_other_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_cli_demo_with_other_input_files_writes_a_valid_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     orders, products, log = write_other_inputs(tmp_path)
     report_path = tmp_path / "report.json"
-    code = main(["demo", "--quiet", "--clients", "4", "--orders", str(orders), "--products", str(products),
-                 "--logs", f"HDFS={log}", "--report", str(report_path)])
+    code = main(
+        [
+            "demo",
+            "--quiet",
+            "--clients",
+            "4",
+            "--orders",
+            str(orders),
+            "--products",
+            str(products),
+            "--logs",
+            f"HDFS={log}",
+            "--report",
+            str(report_path),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads(report_path.read_text())
     assert report["orders"]["invalid_rows"] == 3
@@ -81,10 +95,16 @@ def test_cli_demo_with_other_input_files_writes_a_valid_report(tmp_path: Path, c
 
 
 def test_cli_bad_configuration_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "reactive_services.cli", "demo", "--orders", str(tmp_path / "nope.csv")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactive_services.cli", "demo", "--orders", str(tmp_path / "nope.csv")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: bad configuration: orders: no such file: {tmp_path / 'nope.csv'}"]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: bad configuration: orders: no such file: {tmp_path / 'nope.csv'}"
+    ]
 
 
 def free_port() -> int:
@@ -102,7 +122,9 @@ def test_unreachable_broker_gives_one_error_line_and_exit_2_within_30_s() -> Non
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "reactive_services.cli", "demo", "--bootstrap-servers", f"127.0.0.1:{port}"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert time.monotonic() - t0 < 30
     assert proc.returncode == 2
@@ -115,8 +137,12 @@ def test_unreachable_broker_gives_one_error_line_and_exit_2_within_30_s() -> Non
 def test_orders_file_without_a_required_column_names_it_and_exits_2_promptly(tmp_path: Path) -> None:
     orders = tmp_path / "orders.csv"
     orders.write_text("order_id,product_id,price\no1,p1,1.0\n")
-    proc = subprocess.run([sys.executable, "-m", "reactive_services.cli", "demo", "--quiet", "--orders", str(orders)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactive_services.cli", "demo", "--quiet", "--orders", str(orders)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("error: bad configuration: order_item_id:")
@@ -135,8 +161,13 @@ def test_bad_arguments_are_refused_at_start_with_one_line(tmp_path: Path, args: 
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     args = [a.format(file=a_file, dir=tmp_path) for a in args]
-    proc = subprocess.run([sys.executable, "-m", "reactive_services.cli", "demo", "--quiet", *args],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactive_services.cli", "demo", "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(first_words), line
@@ -148,6 +179,17 @@ def test_an_empty_log_file_is_reported_with_zero_lines(tmp_path: Path) -> None:
     report_path = tmp_path / "r.json"
     assert main(["demo", "--quiet", "--clients", "1", "--logs", str(empty), "--report", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
-    assert report["logs"] == {"HDFS": {"lines": 0, "by_level": {}, "unparsed": 0, "late": 0, "windows": 0,
-                                       "alerts": 0, "alerts_by_kind": {}, "templates": 0, "top_templates": []}}
+    assert report["logs"] == {
+        "HDFS": {
+            "lines": 0,
+            "by_level": {},
+            "unparsed": 0,
+            "late": 0,
+            "windows": 0,
+            "alerts": 0,
+            "alerts_by_kind": {},
+            "templates": 0,
+            "top_templates": [],
+        }
+    }
     assert report["notifications"]["published"]["logs"] == 0

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
-from reactivex import operators as ops
-
-from adapters.memory import InMemoryBroker
-from examples.shop.inventory import (
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.examples.shop.inventory import (
     InventoryService,
     InventoryStore,
     Order,
@@ -20,7 +19,9 @@ from examples.shop.inventory import (
     initial_stock,
     parse_order,
 )
-from examples.shop.orders import OrderService
+from reactive_services.examples.shop.orders import OrderService
+from reactivex import operators as ops
+
 from reactive_services.errors import ConfigError, PublishError, ValidationError
 
 DATA = Path(__file__).parents[2] / "examples" / "shop" / "data" / "olist"
@@ -157,7 +158,10 @@ def test_parse_order_accepts_an_order_created_value_and_merges_products() -> Non
         ({"order_id": "o1", "items": ["a"]}, r"items\[0\]"),
         ({"order_id": "o1", "items": [{"quantity": 1}]}, r"items\[0\]\.product_id"),
         ({"order_id": "o1", "items": [{"product_id": 3, "quantity": 1}]}, r"items\[0\]\.product_id"),
-        ({"order_id": "o1", "items": [{"product_id": "a", "quantity": 1}, {"product_id": "b"}]}, r"items\[1\]\.quantity"),
+        (
+            {"order_id": "o1", "items": [{"product_id": "a", "quantity": 1}, {"product_id": "b"}]},
+            r"items\[1\]\.quantity",
+        ),
         ({"order_id": "o1", "items": [{"product_id": "a", "quantity": 0}]}, r"items\[0\]\.quantity"),
         ({"order_id": "o1", "items": [{"product_id": "a", "quantity": 1.5}]}, r"items\[0\]\.quantity"),
         ({"order_id": "o1", "items": [{"product_id": "a", "quantity": "2"}]}, r"items\[0\]\.quantity"),
@@ -189,11 +193,11 @@ def test_initial_stock_gives_zero_to_products_with_missing_fields(tmp_path: Path
     path.write_text(
         "product_id,product_category_name,product_photos_qty,product_weight_g\n"
         "a,x,4,100\n"
-        "b,x,,100\n"       # no photos count
-        "c,x,2,\n"         # no weight
-        "d,x,abc,100\n"    # not a number
-        "e,x,-2,100\n"     # negative
-        "a,x,9,100\n"      # repeated id: the first row counts
+        "b,x,,100\n"  # no photos count
+        "c,x,2,\n"  # no weight
+        "d,x,abc,100\n"  # not a number
+        "e,x,-2,100\n"  # negative
+        "a,x,9,100\n"  # repeated id: the first row counts
     )
     assert initial_stock(path) == {"a": 4, "b": 0, "c": 0, "d": 0, "e": 0}
 
@@ -245,7 +249,11 @@ async def test_service_publishes_applied_and_rejected_outcomes(store: InventoryS
         ),
     ]
     assert service.counters() == {
-        "applied": 1, "rejected": 1, "duplicates": 0, "stock_low_events": 0, "republished": 0,
+        "applied": 1,
+        "rejected": 1,
+        "duplicates": 0,
+        "stock_low_events": 0,
+        "republished": 0,
         "applied_orders": ["o1"],
     }
 

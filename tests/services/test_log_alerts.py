@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
-from examples.shop.logs import (
+from reactive_services.examples.shop.logs import (
     AlertDetector,
     AlertRules,
     LogEvent,
@@ -15,12 +14,22 @@ from examples.shop.logs import (
     TimestampReader,
     window_stats,
 )
-from operators import Window
+from reactive_services.operators import Window
 
 
 def ev(template_id: int, level: str = "info", *, n: int = 0, t: float = 0.0) -> LogEvent:
-    return LogEvent(source="S", line_no=n, timestamp=t, level=level, component=None, content=f"c{template_id}",
-                    template_id=template_id, template=f"T{template_id} <*>", parsed=True, line=f"line {n} T{template_id}")
+    return LogEvent(
+        source="S",
+        line_no=n,
+        timestamp=t,
+        level=level,
+        component=None,
+        content=f"c{template_id}",
+        template_id=template_id,
+        template=f"T{template_id} <*>",
+        parsed=True,
+        line=f"line {n} T{template_id}",
+    )
 
 
 def window(index: int, counts: dict[int, int], *, size: float = 60.0, errors: int = 0) -> Window[LogEvent]:
@@ -108,8 +117,10 @@ def test_rate_rise_counts_missing_templates_as_zero_and_waits_for_warmup() -> No
 def test_rate_baseline_skips_overlapping_sliding_windows() -> None:
     detector = AlertDetector(AlertRules(rise_factor=2.0, rise_min_count=5, history=4, warmup=1, new_template_min=1000))
     size = 60.0
+
     def sliding(start: float, count: int) -> Window[LogEvent]:
         return Window(key="S", start=start, end=start + size, items=tuple(ev(1, n=i) for i in range(count)))
+
     check(detector, sliding(0.0, 4))
     # [30, 90) overlaps [0, 60): no earlier non-overlapping window -> warm-up, no alert even for 10 lines
     assert check(detector, sliding(30.0, 10)) == {}
@@ -129,36 +140,60 @@ def test_bad_rules_fail_at_construction(field: str, value: float) -> None:
 
 
 def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=timezone.utc).timestamp()
+    return datetime(*args, tzinfo=UTC).timestamp()
 
 
 # one real line of each loghub dataset (https://github.com/logpai/loghub), with the format of the
 # logparser benchmark and the time read by hand
 LOGHUB = [
-    ("Zookeeper", r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
-     "2015-07-29 17:41:44,747 - INFO  [QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181:FastLeaderElection@774] - Notification time out: 3200",
-     utc(2015, 7, 29, 17, 41, 44, 747000)),
-    ("Spark", "<Date> <Time> <Level> <Component>: <Content>",
-     "17/06/09 20:10:40 INFO executor.CoarseGrainedExecutorBackend: Registered signal handlers for [TERM, HUP, INT]",
-     utc(2017, 6, 9, 20, 10, 40)),
-    ("BGL", "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
-     "- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL INFO instruction cache parity error corrected",
-     1117838570.0),
-    ("HealthApp", r"<Time>\|<Component>\|<Pid>\|<Content>",
-     "20171223-22:15:29:606|Step_LSC|30002312|onStandStepChanged 3579",
-     utc(2017, 12, 23, 22, 15, 29, 606000)),
-    ("Windows", "<Date> <Time>, <Level>                  <Component>    <Content>",
-     "2016-09-28 04:30:30, Info                  CBS    Loaded Servicing Stack v6.1.7601.23505",
-     utc(2016, 9, 28, 4, 30, 30)),
-    ("Android", "<Date> <Time>  <Pid>  <Tid> <Level> <Component>: <Content>",
-     "03-17 16:13:38.811  1702  2395 D WindowManager: printFreezingDisplayLogsopening app wtoken = null",
-     utc(2000, 3, 17, 16, 13, 38, 811000)),
-    ("Proxifier", r"\[<Time>\] <Program> - <Content>",
-     "[10.30 16:49:06] chrome.exe - proxy.cse.cuhk.edu.hk:5070 open through proxy proxy.cse.cuhk.edu.hk:5070 HTTPS",
-     utc(2000, 10, 30, 16, 49, 6)),
-    ("Mac", r"<Month>  <Date> <Time> <User> <Component>\[<PID>\]( \(<Address>\))?: <Content>",
-     "Jul  1 09:00:55 calvisitor-10-105-160-95 kernel[0]: IOThunderboltSwitch<0>(0x0)::listenerCallback - Thunderbolt HPD packet for route = 0x0 port = 11 unplug = 0",
-     utc(2000, 7, 1, 9, 0, 55)),
+    (
+        "Zookeeper",
+        r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
+        "2015-07-29 17:41:44,747 - INFO  [QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181:FastLeaderElection@774] - Notification time out: 3200",
+        utc(2015, 7, 29, 17, 41, 44, 747000),
+    ),
+    (
+        "Spark",
+        "<Date> <Time> <Level> <Component>: <Content>",
+        "17/06/09 20:10:40 INFO executor.CoarseGrainedExecutorBackend: Registered signal handlers for [TERM, HUP, INT]",
+        utc(2017, 6, 9, 20, 10, 40),
+    ),
+    (
+        "BGL",
+        "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
+        "- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL INFO instruction cache parity error corrected",
+        1117838570.0,
+    ),
+    (
+        "HealthApp",
+        r"<Time>\|<Component>\|<Pid>\|<Content>",
+        "20171223-22:15:29:606|Step_LSC|30002312|onStandStepChanged 3579",
+        utc(2017, 12, 23, 22, 15, 29, 606000),
+    ),
+    (
+        "Windows",
+        "<Date> <Time>, <Level>                  <Component>    <Content>",
+        "2016-09-28 04:30:30, Info                  CBS    Loaded Servicing Stack v6.1.7601.23505",
+        utc(2016, 9, 28, 4, 30, 30),
+    ),
+    (
+        "Android",
+        "<Date> <Time>  <Pid>  <Tid> <Level> <Component>: <Content>",
+        "03-17 16:13:38.811  1702  2395 D WindowManager: printFreezingDisplayLogsopening app wtoken = null",
+        utc(2000, 3, 17, 16, 13, 38, 811000),
+    ),
+    (
+        "Proxifier",
+        r"\[<Time>\] <Program> - <Content>",
+        "[10.30 16:49:06] chrome.exe - proxy.cse.cuhk.edu.hk:5070 open through proxy proxy.cse.cuhk.edu.hk:5070 HTTPS",
+        utc(2000, 10, 30, 16, 49, 6),
+    ),
+    (
+        "Mac",
+        r"<Month>  <Date> <Time> <User> <Component>\[<PID>\]( \(<Address>\))?: <Content>",
+        "Jul  1 09:00:55 calvisitor-10-105-160-95 kernel[0]: IOThunderboltSwitch<0>(0x0)::listenerCallback - Thunderbolt HPD packet for route = 0x0 port = 11 unplug = 0",
+        utc(2000, 7, 1, 9, 0, 55),
+    ),
 ]
 
 
@@ -190,14 +225,23 @@ def test_iso_times_with_a_zone_are_converted_and_epoch_milliseconds_read() -> No
 
 
 def test_a_log_without_years_crossing_new_year_moves_to_the_next_year() -> None:
-    source = LogSource(name="S", format="<Month> <Day> <Time> <Content>", level_field=None, component_field=None,
-                       year=2015)
+    source = LogSource(
+        name="S", format="<Month> <Day> <Time> <Content>", level_field=None, component_field=None, year=2015
+    )
     parser = LogParser(source)
-    times = [parser.parse(line, n).timestamp for n, line in enumerate(
-        ["Dec 31 23:59:59 a", "Jan  1 00:00:01 b", "Dec 31 23:59:58 c", "Jan  2 00:00:00 d"], start=1)]
+    times = [
+        parser.parse(line, n).timestamp
+        for n, line in enumerate(
+            ["Dec 31 23:59:59 a", "Jan  1 00:00:01 b", "Dec 31 23:59:58 c", "Jan  2 00:00:00 d"], start=1
+        )
+    ]
     # the third line is a late line of 2015, not Dec 31 2016
-    assert times == [utc(2015, 12, 31, 23, 59, 59), utc(2016, 1, 1, 0, 0, 1), utc(2015, 12, 31, 23, 59, 58),
-                     utc(2016, 1, 2)]
+    assert times == [
+        utc(2015, 12, 31, 23, 59, 59),
+        utc(2016, 1, 1, 0, 0, 1),
+        utc(2015, 12, 31, 23, 59, 58),
+        utc(2016, 1, 2),
+    ]
 
 
 def test_the_first_reading_pattern_is_kept() -> None:

@@ -1,4 +1,4 @@
-"""examples.shop.log_analytics: the pipeline (virtual time and shipped data), the service, replay."""
+"""reactive_services.examples.shop.log_analytics: the pipeline (virtual time and shipped data), the service, replay."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactivex import operators as ops
-from reactivex.testing import ReactiveTest, TestScheduler
-
-from adapters._message import Message
-from adapters.memory import InMemoryBroker
-from examples.shop.log_analytics import (
+from reactive_services.adapters._message import Message
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.examples.shop.log_analytics import (
     LogAnalyticsService,
     WindowReport,
     build_pipeline,
     replay_logs,
 )
-from examples.shop.logs import DATA_DIR, SOURCES, default_files, read_lines
+from reactive_services.examples.shop.logs import DATA_DIR, SOURCES, default_files, read_lines
+from reactivex import operators as ops
+from reactivex.testing import ReactiveTest, TestScheduler
+
 from reactive_services.errors import ConfigError, PublishError, ValidationError
 
 on_next = ReactiveTest.on_next
@@ -97,9 +97,9 @@ def test_pipeline_marble_windows_close_on_event_time() -> None:
 
 def test_pipeline_alert_fires_in_a_window_with_many_errors() -> None:
     lines = [apache(f"04:{i:02d}:00", "error" if i < 4 else "notice", f"line {i}") for i in range(10)]
-    reports, errors, done = collect(build_pipeline(reactivex.from_iterable(
-        [msg("Apache", n, line) for n, line in enumerate(lines, start=1)]
-    )))
+    reports, errors, done = collect(
+        build_pipeline(reactivex.from_iterable([msg("Apache", n, line) for n, line in enumerate(lines, start=1)]))
+    )
     assert errors == [] and done == [True]
     assert len(reports) == 1
     [alert] = reports[0].alerts
@@ -369,7 +369,7 @@ T0 = 1704067200.0  # 2024-01-01T00:00:00Z
 
 
 def zk_sources(**options: Any) -> dict[str, Any]:
-    from examples.shop.logs import LogSource
+    from reactive_services.examples.shop.logs import LogSource
 
     return {"Z": LogSource(name="Z", format=ZK_FORMAT, component_field=None, window_s=60.0, **options)}
 
@@ -378,13 +378,13 @@ def test_marble_on_time_late_but_allowed_and_too_late_lines() -> None:
     # window 60 s, allowed lateness 10 s: the watermark is (latest time - 10 s)
     scheduler = TestScheduler()
     xs = scheduler.create_hot_observable(
-        on_next(210, msg("Z", 1, zk(5))),     # on time, [0, 60)
-        on_next(220, msg("Z", 2, zk(65))),    # [60, 120); watermark 55: [0, 60) stays open
-        on_next(230, msg("Z", 3, zk(50))),    # 15 s out of order, but [0, 60) is open: late but allowed
-        on_next(240, msg("Z", 4, zk(71))),    # watermark 61 >= 60: [0, 60) closes here
-        on_next(250, msg("Z", 5, zk(40))),    # too late: its window has closed
-        on_next(260, msg("Z", 6, zk(119))),   # [60, 120); watermark 109
-        on_completed(300),                    # flush: [60, 120) with the too-late line 5
+        on_next(210, msg("Z", 1, zk(5))),  # on time, [0, 60)
+        on_next(220, msg("Z", 2, zk(65))),  # [60, 120); watermark 55: [0, 60) stays open
+        on_next(230, msg("Z", 3, zk(50))),  # 15 s out of order, but [0, 60) is open: late but allowed
+        on_next(240, msg("Z", 4, zk(71))),  # watermark 61 >= 60: [0, 60) closes here
+        on_next(250, msg("Z", 5, zk(40))),  # too late: its window has closed
+        on_next(260, msg("Z", 6, zk(119))),  # [60, 120); watermark 109
+        on_completed(300),  # flush: [60, 120) with the too-late line 5
     )
     results = scheduler.start(lambda: build_pipeline(xs, sources=zk_sources(allowed_lateness_s=10.0)))
     assert [(m.time, m.value.kind) for m in results.messages] == [(240, "N"), (300, "N"), (300, "C")]
@@ -397,19 +397,27 @@ def test_marble_on_time_late_but_allowed_and_too_late_lines() -> None:
 
 def test_without_lateness_the_out_of_order_line_is_too_late() -> None:
     lines = [zk(5), zk(65), zk(50), zk(71)]
-    reports, errors, _ = collect(build_pipeline(
-        reactivex.from_iterable([msg("Z", n, line) for n, line in enumerate(lines, 1)]), sources=zk_sources()))
+    reports, errors, _ = collect(
+        build_pipeline(
+            reactivex.from_iterable([msg("Z", n, line) for n, line in enumerate(lines, 1)]), sources=zk_sources()
+        )
+    )
     assert errors == []
     assert [([e.line_no for e in r.window.items], [e.line_no for e in r.window.late]) for r in reports] == [
-        ([1], []), ([2, 4], [3])]
+        ([1], []),
+        ([2, 4], [3]),
+    ]
 
 
 def test_sliding_windows_each_line_in_every_window_containing_it() -> None:
     # window 60 s sliding every 30 s: windows start at ..., -30, 0, 30, 60, ...
     lines = [zk(10), zk(40), zk(70)]
-    reports, errors, _ = collect(build_pipeline(
-        reactivex.from_iterable([msg("Z", n, line) for n, line in enumerate(lines, 1)]),
-        sources=zk_sources(slide_s=30.0)))
+    reports, errors, _ = collect(
+        build_pipeline(
+            reactivex.from_iterable([msg("Z", n, line) for n, line in enumerate(lines, 1)]),
+            sources=zk_sources(slide_s=30.0),
+        )
+    )
     assert errors == []
     got = [(r.window.start - T0, [e.line_no for e in r.window.items]) for r in reports]
     # t=10 is in [-30, 30) and [0, 60); t=40 in [0, 60) and [30, 90); t=70 in [30, 90) and [60, 120)
@@ -420,13 +428,19 @@ async def test_service_totals_count_each_line_once_with_sliding_windows() -> Non
     recorder = Recorder()
     service = LogAnalyticsService(recorder.emit)
     lines = [zk(s, level="ERROR" if s % 3 == 0 else "INFO") for s in range(0, 600, 7)]  # 86 lines
-    collect(service.attach(reactivex.from_iterable([msg("Z", n, line) for n, line in enumerate(lines, 1)]),
-                           sources=zk_sources(slide_s=20.0)))
+    collect(
+        service.attach(
+            reactivex.from_iterable([msg("Z", n, line) for n, line in enumerate(lines, 1)]),
+            sources=zk_sources(slide_s=20.0),
+        )
+    )
     await service.flush()
     totals = service.report()["Z"]
     assert totals["lines"] == 86
-    assert totals["by_level"] == {"ERROR": sum(1 for s in range(0, 600, 7) if s % 3 == 0),
-                                  "INFO": sum(1 for s in range(0, 600, 7) if s % 3 != 0)}
+    assert totals["by_level"] == {
+        "ERROR": sum(1 for s in range(0, 600, 7) if s % 3 == 0),
+        "INFO": sum(1 for s in range(0, 600, 7) if s % 3 != 0),
+    }
     stats = [v for t, v, _ in recorder.records if t == "log.stats"]
     assert sum(v["lines"] for v in stats) == 3 * 86  # every line is in 60 / 20 = 3 windows
 
@@ -435,8 +449,11 @@ async def test_service_publishes_too_late_lines_to_logs_late() -> None:
     recorder = Recorder()
     service = LogAnalyticsService(recorder.emit)
     lines = [zk(5), zk(65), zk(50, "straggler"), zk(71)]
-    collect(service.attach(reactivex.from_iterable([msg("Z", n, line) for n, line in enumerate(lines, 1)]),
-                           sources=zk_sources()))
+    collect(
+        service.attach(
+            reactivex.from_iterable([msg("Z", n, line) for n, line in enumerate(lines, 1)]), sources=zk_sources()
+        )
+    )
     await service.flush()
     late = [(v, k) for t, v, k in recorder.records if t == "logs.late"]
     assert len(late) == 1
@@ -447,8 +464,9 @@ async def test_service_publishes_too_late_lines_to_logs_late() -> None:
 
 
 async def test_controller_dead_letters_malformed_records_and_goes_on() -> None:
-    from adapters import DeadLetterSink
-    from examples.shop.services import LogAnalyticsController
+    from reactive_services.adapters import DeadLetterSink
+    from reactive_services.examples.shop.services import LogAnalyticsController
+
     from reactive_services import Microservice
 
     broker = InMemoryBroker()

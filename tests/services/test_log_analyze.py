@@ -6,13 +6,13 @@ import csv
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from reactive_services.examples.shop.log_eval import DRAIN_PUBLISHED, grouping_accuracy
 
-from examples.shop.log_eval import DRAIN_PUBLISHED, grouping_accuracy
 from reactive_services.cli import main
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "shop" / "data" / "loghub"
@@ -21,8 +21,19 @@ OTHER = Path(__file__).resolve().parents[1] / "data" / "loghub"
 
 def run(tmp_path: Path, file: Path, *args: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
     report_path, assignments_path = tmp_path / "report.json", tmp_path / "assignments.csv"
-    code = main(["logs", "analyze", str(file), *args, "--quiet",
-                 "--report", str(report_path), "--assignments", str(assignments_path)])
+    code = main(
+        [
+            "logs",
+            "analyze",
+            str(file),
+            *args,
+            "--quiet",
+            "--report",
+            str(report_path),
+            "--assignments",
+            str(assignments_path),
+        ]
+    )
     assert code == 0
     with open(assignments_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -66,24 +77,36 @@ def test_shipped_format_given_as_a_format_string(tmp_path: Path) -> None:
         levels[row["Level"]] = levels.get(row["Level"], 0) + 1
     assert report["by_level"] == levels
     # hourly windows: as many as distinct hours in the ground truth's Time column
-    hours = {datetime.strptime(r["Time"], "%a %b %d %H:%M:%S %Y").strftime("%Y%m%d%H")
-             for r in ground_truth(SHIPPED / "Apache_2k.log_structured.csv")}
+    hours = {
+        datetime.strptime(r["Time"], "%a %b %d %H:%M:%S %Y").strftime("%Y%m%d%H")
+        for r in ground_truth(SHIPPED / "Apache_2k.log_structured.csv")
+    }
     assert len(report["windows"]) == len(hours)
 
 
 # loghub datasets the shop does not ship, with the logparser benchmark's format strings, and how
 # to read the time of a ground-truth row (written here, independently of the code under test)
 OTHER_FORMATS = {
-    "Zookeeper": (r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
-                  lambda r: datetime.strptime(f"{r['Date']} {r['Time']}", "%Y-%m-%d %H:%M:%S,%f")),
-    "Spark": ("<Date> <Time> <Level> <Component>: <Content>",
-              lambda r: datetime.strptime(f"{r['Date']} {r['Time']}", "%y/%m/%d %H:%M:%S")),
-    "BGL": ("<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
-            lambda r: datetime.fromtimestamp(int(r["Timestamp"]), tz=timezone.utc).replace(tzinfo=None)),
-    "Proxifier": (r"\[<Time>\] <Program> - <Content>",
-                  lambda r: datetime.strptime(f"2000.{r['Time']}", "%Y.%m.%d %H:%M:%S")),
-    "HealthApp": (r"<Time>\|<Component>\|<Pid>\|<Content>",
-                  lambda r: datetime.strptime(r["Time"][:17], "%Y%m%d-%H:%M:%S")),
+    "Zookeeper": (
+        r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
+        lambda r: datetime.strptime(f"{r['Date']} {r['Time']}", "%Y-%m-%d %H:%M:%S,%f"),
+    ),
+    "Spark": (
+        "<Date> <Time> <Level> <Component>: <Content>",
+        lambda r: datetime.strptime(f"{r['Date']} {r['Time']}", "%y/%m/%d %H:%M:%S"),
+    ),
+    "BGL": (
+        "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
+        lambda r: datetime.fromtimestamp(int(r["Timestamp"]), tz=UTC).replace(tzinfo=None),
+    ),
+    "Proxifier": (
+        r"\[<Time>\] <Program> - <Content>",
+        lambda r: datetime.strptime(f"2000.{r['Time']}", "%Y.%m.%d %H:%M:%S"),
+    ),
+    "HealthApp": (
+        r"<Time>\|<Component>\|<Pid>\|<Content>",
+        lambda r: datetime.strptime(r["Time"][:17], "%Y%m%d-%H:%M:%S"),
+    ),
 }
 
 
@@ -98,7 +121,7 @@ def test_other_loghub_files_given_their_format(tmp_path: Path, name: str) -> Non
     # the windows are the 10-minute slots of the ground truth's times, with their line counts
     slots: dict[float, int] = {}
     for row in truth:
-        at = time_of(row).replace(tzinfo=timezone.utc).timestamp()
+        at = time_of(row).replace(tzinfo=UTC).timestamp()
         slot = at - at % 600
         slots[slot] = slots.get(slot, 0) + 1
     assert {w["window_start_s"]: w["lines"] for w in report["windows"]} == slots
@@ -129,7 +152,7 @@ def test_without_lateness_out_of_order_lines_are_late_and_listed(tmp_path: Path)
     latest = float("-inf")
     expected_late = []
     for n, i in enumerate(order, start=1):
-        at = time_of(truth[i]).replace(tzinfo=timezone.utc).timestamp()
+        at = time_of(truth[i]).replace(tzinfo=UTC).timestamp()
         if at - at % 60 + 60 <= latest:
             expected_late.append(n)
         latest = max(latest, at)
@@ -142,14 +165,35 @@ def test_without_lateness_out_of_order_lines_are_late_and_listed(tmp_path: Path)
 def test_masks_and_sliding_windows(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     users = ["alice", "bob", "carol", "dave"]
-    log.write_text("".join(
-        f"2024-01-01 00:{m:02d}:00 INFO session {m} opened for user {users[m % 4]} on tty{m % 3}\n" for m in range(20)))
-    report, rows = run(tmp_path, log, "--format", "<Date> <Time> <Level> <Content>", "--no-default-masks",
-                       "--mask", r"<USER>=(?<=user )\w+", "--mask", r"tty\d+", "--mask", r"(?<=session )\d+",
-                       "--window", "600", "--slide", "300")
+    log.write_text(
+        "".join(
+            f"2024-01-01 00:{m:02d}:00 INFO session {m} opened for user {users[m % 4]} on tty{m % 3}\n"
+            for m in range(20)
+        )
+    )
+    report, rows = run(
+        tmp_path,
+        log,
+        "--format",
+        "<Date> <Time> <Level> <Content>",
+        "--no-default-masks",
+        "--mask",
+        r"<USER>=(?<=user )\w+",
+        "--mask",
+        r"tty\d+",
+        "--mask",
+        r"(?<=session )\d+",
+        "--window",
+        "600",
+        "--slide",
+        "300",
+    )
     assert [t["template"] for t in report["templates"]] == ["session <*> opened for user <USER> on <*>"]
-    assert report["settings"]["drain"]["masks"] == [[r"(?<=user )\w+", "USER"], [r"tty\d+", "*"],
-                                                    [r"(?<=session )\d+", "*"]]
+    assert report["settings"]["drain"]["masks"] == [
+        [r"(?<=user )\w+", "USER"],
+        [r"tty\d+", "*"],
+        [r"(?<=session )\d+", "*"],
+    ]
     # 10-minute windows every 5 minutes over minutes 0..19: starts -5, 0, 5, 10, 15 (minutes)
     assert [(w["window_start_s"] - 1704067200) / 60 for w in report["windows"]] == [-5, 0, 5, 10, 15]
     assert [w["lines"] for w in report["windows"]] == [5, 10, 10, 10, 5]
@@ -165,27 +209,30 @@ def test_unparsed_lines_are_counted_and_assigned(tmp_path: Path) -> None:
     assert [r["line_no"] for r in rows] == ["1", "2", "3", "4"]
 
 
-@pytest.mark.parametrize("args,key", [
-    (["--format", "<Date> <Message>"], "format"),
-    (["--format", "Nginx"], "format"),
-    (["--format", "HDFS", "--mask", "(unclosed"], "mask"),
-    (["--format", "HDFS", "--mask", "x*"], "mask"),
-    (["--format", "HDFS", "--window", "60", "--slide", "120"], "slide"),
-    (["--format", "HDFS", "--window", "0"], "window"),
-    (["--format", "HDFS", "--lateness", "-1"], "lateness"),
-    (["--format", "HDFS", "--depth", "2"], "depth"),
-    (["--format", "HDFS", "--sim-th", "1.5"], "sim_th"),
-    (["--format", "HDFS", "--level-field", "Nope"], "level_field"),
-    (["--format", "HDFS", "--error-rate", "2"], "alerts"),
-    (["--format", "HDFS", "--mask", r"\b"], "mask"),            # matches only zero-width
-    (["--format", "HDFS", "--mask", "(?=a)"], "mask"),
-    (["--format", "HDFS", "--mask", "a{99999999999}"], "mask"),  # too large a repeat
-    (["--format", r"<Date>\d{99999999999} <Content>"], "format"),
-    (["--format", "HDFS", "--time-format", "%Q"], "time_format"),
-    (["--format", "HDFS", "--year", "0"], "year"),
-    (["--format", "HDFS", "--window", "3600", "--slide", "1"], "slide"),  # 3600 windows per line
-    (["--format", "HDFS", "--window", "1e12"], "window"),
-])
+@pytest.mark.parametrize(
+    "args,key",
+    [
+        (["--format", "<Date> <Message>"], "format"),
+        (["--format", "Nginx"], "format"),
+        (["--format", "HDFS", "--mask", "(unclosed"], "mask"),
+        (["--format", "HDFS", "--mask", "x*"], "mask"),
+        (["--format", "HDFS", "--window", "60", "--slide", "120"], "slide"),
+        (["--format", "HDFS", "--window", "0"], "window"),
+        (["--format", "HDFS", "--lateness", "-1"], "lateness"),
+        (["--format", "HDFS", "--depth", "2"], "depth"),
+        (["--format", "HDFS", "--sim-th", "1.5"], "sim_th"),
+        (["--format", "HDFS", "--level-field", "Nope"], "level_field"),
+        (["--format", "HDFS", "--error-rate", "2"], "alerts"),
+        (["--format", "HDFS", "--mask", r"\b"], "mask"),  # matches only zero-width
+        (["--format", "HDFS", "--mask", "(?=a)"], "mask"),
+        (["--format", "HDFS", "--mask", "a{99999999999}"], "mask"),  # too large a repeat
+        (["--format", r"<Date>\d{99999999999} <Content>"], "format"),
+        (["--format", "HDFS", "--time-format", "%Q"], "time_format"),
+        (["--format", "HDFS", "--year", "0"], "year"),
+        (["--format", "HDFS", "--window", "3600", "--slide", "1"], "slide"),  # 3600 windows per line
+        (["--format", "HDFS", "--window", "1e12"], "window"),
+    ],
+)
 def test_bad_configuration_fails_at_start_naming_the_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], key: str
 ) -> None:
@@ -199,8 +246,21 @@ def test_bad_configuration_fails_at_start_naming_the_option(
 def test_the_report_may_not_overwrite_the_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = tmp_path / "a.log"
     log.write_text("2024-01-01 00:00:01 INFO a\n")
-    assert main(["logs", "analyze", str(log), "--format", "<Date> <Time> <Level> <Content>", "--quiet",
-                 "--report", str(log)]) == 2
+    assert (
+        main(
+            [
+                "logs",
+                "analyze",
+                str(log),
+                "--format",
+                "<Date> <Time> <Level> <Content>",
+                "--quiet",
+                "--report",
+                str(log),
+            ]
+        )
+        == 2
+    )
     assert "report" in capsys.readouterr().err and log.read_text() == "2024-01-01 00:00:01 INFO a\n"
 
 
@@ -216,7 +276,7 @@ def test_a_garbage_first_line_does_not_make_the_file_late(tmp_path: Path) -> Non
 
 
 def test_a_very_long_line_is_cut_and_counted(tmp_path: Path) -> None:
-    from examples.shop.log_analytics import MAX_LINE_CHARS
+    from reactive_services.examples.shop.log_analytics import MAX_LINE_CHARS
 
     log = tmp_path / "long.log"
     log.write_text(f"2024-01-01 00:00:01 INFO {'x' * (MAX_LINE_CHARS + 10)}\n2024-01-01 00:00:02 INFO ok\n")
@@ -231,8 +291,22 @@ def test_missing_file_fails_at_start(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_the_console_script(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "reactive_services.cli", "logs", "analyze",
-                           str(SHIPPED / "OpenSSH_2k.log"), "--format", "openssh", "--report", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reactive_services.cli",
+            "logs",
+            "analyze",
+            str(SHIPPED / "OpenSSH_2k.log"),
+            "--format",
+            "openssh",
+            "--report",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "2000" in proc.stdout and json.loads(out.read_text())["lines"] == 2000

@@ -1,4 +1,4 @@
-"""examples.shop.log_eval: grouping accuracy, the loghub ground truth, and bench/log_accuracy.py."""
+"""reactive_services.examples.shop.log_eval: grouping accuracy, the loghub ground truth, and bench/log_accuracy.py."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from examples.shop.log_eval import DRAIN_PUBLISHED, evaluate_source, grouping_accuracy, read_ground_truth
-from examples.shop.logs import DATA_DIR, SOURCES, DrainSettings
+from reactive_services.examples.shop.log_eval import (
+    DRAIN_PUBLISHED,
+    evaluate_source,
+    grouping_accuracy,
+    read_ground_truth,
+)
+from reactive_services.examples.shop.logs import DATA_DIR, SOURCES, DrainSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,10 +120,7 @@ def test_rejects_different_lengths_and_empty_input() -> None:
 def test_read_ground_truth_orders_by_line_id(tmp_path: Path) -> None:
     path = tmp_path / "Tiny_2k.log_structured.csv"
     path.write_text(
-        "LineId,Content,EventId,EventTemplate\n"
-        '2,"b, with a comma",E2,b <*>\n'
-        "1,a 1,E1,a <*>\n"
-        "3,a 2,E1,a <*>\n",
+        'LineId,Content,EventId,EventTemplate\n2,"b, with a comma",E2,b <*>\n1,a 1,E1,a <*>\n3,a 2,E1,a <*>\n',
         encoding="utf-8",
     )
     assert read_ground_truth(path) == ["E1", "E2", "E1"]
@@ -227,9 +228,7 @@ def load_bench() -> ModuleType:
     return module
 
 
-def test_bench_prints_a_row_per_dataset_and_writes_json(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bench_prints_a_row_per_dataset_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "figures.json"
     assert load_bench().main(["--json", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -260,9 +259,7 @@ def test_bench_plain_text_without_rich(monkeypatch: pytest.MonkeyPatch, capsys: 
     assert [line.split()[0] for line in lines[2:]] == list(SOURCES)
 
 
-def test_bench_missing_files_exit_2_with_one_error_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bench_missing_files_exit_2_with_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert load_bench().main(["--data-dir", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -275,6 +272,9 @@ def test_bench_runs_as_a_script(tmp_path: Path) -> None:
 
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "log_accuracy.py"), "--data-dir", str(tmp_path / "none")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert done.returncode == 2 and done.stderr.startswith("error: missing file(s)")

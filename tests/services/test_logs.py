@@ -1,4 +1,4 @@
-"""examples.shop.logs: formats, timestamps, levels, templates, window stats and the alert rule."""
+"""reactive_services.examples.shop.logs: formats, timestamps, levels, templates, window stats and the alert rule."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import csv
 import logging
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from examples.shop.logs import (
+from reactive_services.examples.shop.logs import (
     DATA_DIR,
     ERROR_LEVELS,
     SOURCES,
@@ -29,7 +28,7 @@ from examples.shop.logs import (
     read_lines,
     window_stats,
 )
-from operators import Window
+from reactive_services.operators import Window
 
 
 def raw_lines(name: str) -> list[str]:
@@ -44,7 +43,7 @@ def parse_all(name: str) -> list[LogEvent]:
 
 
 def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=timezone.utc).timestamp()
+    return datetime(*args, tzinfo=UTC).timestamp()
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -162,7 +161,9 @@ def test_a_bad_time_makes_the_line_unparsed(name: str, line: str) -> None:
 
 
 def test_shipped_files_span_the_documented_dates() -> None:
-    spans = {name: (min(e.timestamp for e in parse_all(name)), max(e.timestamp for e in parse_all(name))) for name in SOURCES}
+    spans = {
+        name: (min(e.timestamp for e in parse_all(name)), max(e.timestamp for e in parse_all(name))) for name in SOURCES
+    }
     assert iso_utc(spans["Apache"][0]) == "2005-12-04T04:47:44Z"
     assert iso_utc(spans["HDFS"][1]) == "2008-11-11T10:20:17Z"
     assert iso_utc(spans["Linux"][0]).startswith("2005-06-14")
@@ -344,8 +345,14 @@ def test_alert_fires_at_threshold_with_enough_lines() -> None:
         "window_start_s": 0.0,
         "window_end_s": 3600.0,
         "message": "S: error rate 0.30 >= 0.3 (3 of 10 lines, 1970-01-01T00:00:00Z..1970-01-01T01:00:00Z)",
-        "evidence": {"lines": 10, "errors": 3, "error_rate": 0.3, "threshold": 0.3, "min_lines": 10,
-                     "by_level": {"error": 3, "notice": 7}},
+        "evidence": {
+            "lines": 10,
+            "errors": 3,
+            "error_rate": 0.3,
+            "threshold": 0.3,
+            "min_lines": 10,
+            "by_level": {"error": 3, "notice": 7},
+        },
         "sample": ["err 0", "err 1", "err 2"],
     }
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 import reactivex
-
-from examples.shop.orders import (
+from reactive_services.examples.shop.orders import (
     InvalidRow,
     OrderItemRow,
     OrderService,
@@ -17,6 +16,7 @@ from examples.shop.orders import (
     group_orders,
     read_order_rows,
 )
+
 from reactive_services.errors import ConfigError, PublishError
 
 SHIPPED = Path(__file__).parents[2] / "examples" / "shop" / "data" / "olist" / "order_items.csv"
@@ -24,21 +24,21 @@ SHIPPED = Path(__file__).parents[2] / "examples" / "shop" / "data" / "olist" / "
 HEADER = '"order_id","order_item_id","product_id","seller_id","shipping_limit_date","price","freight_value"\n'
 # Physical line numbers on the right; o2 comes before o1 (unsorted), o5's date spans two lines.
 SMALL = (
-    HEADER                                                    # 1
-    + '"o2",1,"pA","s1",2017-01-01 10:00:00,10.00,1.00\n'     # 2  valid
-    + "o1,1,pB,s2,2017-01-01 10:00:00,5.50,2\n"               # 3  valid
-    + 'o2,2,pA,"s1",2017-01-01 10:00:00,10.00,1.00\n'         # 4  valid, same (o2, pA)
-    + "o3,1,pC\n"                                             # 5  broken: 3 fields
-    + ",1,pD,s3,2017-01-01 10:00:00,1.00,1.00\n"              # 6  missing order_id
-    + "o1,2,pC,s3,2017-01-01 10:00:00,abc,1.00\n"             # 7  non-numeric price
-    + "o3,1,,s3,2017-01-01 10:00:00,1.00,1.00\n"              # 8  missing product_id
-    + "o1,3,pB,s2,2017-01-01 10:00:00,5.50,2\n"               # 9  valid, same (o1, pB)
-    + "o4,1,pE,s4,2017-01-01 10:00:00,-1.00,0\n"              # 10 negative price
-    + "o3,1,pF,s5,2017-01-01 10:00:00,3.00,inf\n"             # 11 non-finite freight
-    + 'o3,2,pC,s5,"2017-01-01 10:00:00",7.25,0.5\n'           # 12 valid
-    + 'o5,1,pG,s6,"2017-01-01\nlate",1.00,1.00\n'             # 13-14 valid, one row on two lines
-    + "o6\n"                                                  # 15 broken: 1 field
-    + "o1,4,pH,s2,2017-01-01 10:00:00,2.00,0.00\n"            # 16 valid
+    HEADER  # 1
+    + '"o2",1,"pA","s1",2017-01-01 10:00:00,10.00,1.00\n'  # 2  valid
+    + "o1,1,pB,s2,2017-01-01 10:00:00,5.50,2\n"  # 3  valid
+    + 'o2,2,pA,"s1",2017-01-01 10:00:00,10.00,1.00\n'  # 4  valid, same (o2, pA)
+    + "o3,1,pC\n"  # 5  broken: 3 fields
+    + ",1,pD,s3,2017-01-01 10:00:00,1.00,1.00\n"  # 6  missing order_id
+    + "o1,2,pC,s3,2017-01-01 10:00:00,abc,1.00\n"  # 7  non-numeric price
+    + "o3,1,,s3,2017-01-01 10:00:00,1.00,1.00\n"  # 8  missing product_id
+    + "o1,3,pB,s2,2017-01-01 10:00:00,5.50,2\n"  # 9  valid, same (o1, pB)
+    + "o4,1,pE,s4,2017-01-01 10:00:00,-1.00,0\n"  # 10 negative price
+    + "o3,1,pF,s5,2017-01-01 10:00:00,3.00,inf\n"  # 11 non-finite freight
+    + 'o3,2,pC,s5,"2017-01-01 10:00:00",7.25,0.5\n'  # 12 valid
+    + 'o5,1,pG,s6,"2017-01-01\nlate",1.00,1.00\n'  # 13-14 valid, one row on two lines
+    + "o6\n"  # 15 broken: 1 field
+    + "o1,4,pH,s2,2017-01-01 10:00:00,2.00,0.00\n"  # 16 valid
 )
 VALID_LINES = [2, 3, 4, 9, 12, 13, 16]
 INVALID_LINES = [5, 6, 7, 8, 10, 11, 15]

@@ -13,8 +13,13 @@ from pathlib import Path
 def serve(*args: str, timeout: float = 30.0) -> tuple[int, str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RS_JWT_")}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "reactive_services.cli", "serve", "--dev", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reactive_services.cli", "serve", "--dev", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     return proc.returncode, proc.stderr.strip(), time.monotonic() - started
 
 

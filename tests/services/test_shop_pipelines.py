@@ -11,20 +11,20 @@ import calendar
 from typing import Any
 
 import orjson
+from reactive_services.adapters import Message
+from reactive_services.adapters.websocket import Notification
+from reactive_services.examples.shop.inventory import Order, OrderItem, parse_order
+from reactive_services.examples.shop.log_analytics import WindowReport, build_pipeline
+from reactive_services.examples.shop.notifications import NotificationController
+from reactive_services.examples.shop.orders import InvalidRow, OrderItemRow, OrderService, build_order, group_orders
+from reactive_services.examples.shop.services import InventoryController
+from reactive_services.operators import DeadLetter
 from reactivex import Observable
+from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.mockobserver import MockObserver
 
-from adapters import Message
-from adapters.websocket import Notification
-from examples.shop.inventory import Order, OrderItem, parse_order
-from examples.shop.log_analytics import WindowReport, build_pipeline
-from examples.shop.notifications import NotificationController
-from examples.shop.orders import InvalidRow, OrderItemRow, OrderService, build_order, group_orders
-from examples.shop.services import InventoryController
-from operators import DeadLetter
 from reactive_services.errors import DecodeError, ValidationError
-from reactivex import operators as ops
 
 on_next = ReactiveTest.on_next
 on_error = ReactiveTest.on_error
@@ -71,7 +71,9 @@ def test_inventory_valid_orders_reach_the_inventory_at_their_times_bad_ones_are_
     not_json = record("order.created", b"{not json", offset=1)
     wrong_shape = record("order.created", ["o-2"], offset=2)
     b = record("order.created", valid_order("o-3", ("p1", 1), ("p2", 1), ("p1", 3)), offset=3)
-    wrong_types = record("order.created", {"order_id": "o-4", "items": [{"product_id": "p1", "quantity": "2"}]}, offset=4)
+    wrong_types = record(
+        "order.created", {"order_id": "o-4", "items": [{"product_id": "p1", "quantity": "2"}]}, offset=4
+    )
     missing_items = record("order.created", {"order_id": "o-5"}, offset=5)
     zero = record("order.created", valid_order("o-6", ("p1", 0)), offset=6)
     tombstone = record("order.created", None, offset=7)
@@ -228,8 +230,7 @@ def test_notifications_each_topic_goes_to_its_channel_at_its_time() -> None:
     results = scheduler.start(lambda: controller.events(xs))
 
     expected = [
-        on_next(t, Notification(EXPECTED_CHANNEL[topic], {"topic": topic, "data": value}))
-        for t, topic, value in events
+        on_next(t, Notification(EXPECTED_CHANNEL[topic], {"topic": topic, "data": value})) for t, topic, value in events
     ] + [on_completed(400)]
     assert hub.messages == expected
     assert results.messages == expected
@@ -297,7 +298,9 @@ def test_notifications_upstream_error_reaches_the_hub() -> None:
 # ----------------------------------------------------------------------------------- orders
 
 
-def row(line_no: int, order_id: str, product_id: str, price: float, freight: float = 1.0, seller: str = "s1") -> OrderItemRow:
+def row(
+    line_no: int, order_id: str, product_id: str, price: float, freight: float = 1.0, seller: str = "s1"
+) -> OrderItemRow:
     return OrderItemRow(
         line_no=line_no,
         order_id=order_id,
@@ -320,34 +323,48 @@ def test_group_orders_emits_every_order_on_completion_with_quantities() -> None:
         row(7, "B", "p2", 5.0, 0.5),
     )
     xs = scheduler.create_hot_observable(
-        on_next(210, a1), on_next(220, b1), on_next(230, a2), on_next(240, c1), on_next(250, a3),
-        on_next(260, b2), on_completed(300),
+        on_next(210, a1),
+        on_next(220, b1),
+        on_next(230, a2),
+        on_next(240, c1),
+        on_next(250, a3),
+        on_next(260, b2),
+        on_completed(300),
     )
 
     results = scheduler.start(lambda: xs.pipe(group_orders()))
 
     assert results.messages == [
-        on_next(300, {
-            "order_id": "A",
-            "items": [
-                {"product_id": "p1", "quantity": 2, "unit_price": 10.0, "seller_id": "s1"},
-                {"product_id": "p4", "quantity": 1, "unit_price": 1.1, "seller_id": "s1"},
-            ],
-            "total": 21.1,
-            "freight": 3.25,
-        }),
-        on_next(300, {
-            "order_id": "B",
-            "items": [{"product_id": "p2", "quantity": 2, "unit_price": 5.0, "seller_id": "s1"}],
-            "total": 10.0,
-            "freight": 1.0,
-        }),
-        on_next(300, {
-            "order_id": "C",
-            "items": [{"product_id": "p3", "quantity": 1, "unit_price": 7.25, "seller_id": "s1"}],
-            "total": 7.25,
-            "freight": 2.0,
-        }),
+        on_next(
+            300,
+            {
+                "order_id": "A",
+                "items": [
+                    {"product_id": "p1", "quantity": 2, "unit_price": 10.0, "seller_id": "s1"},
+                    {"product_id": "p4", "quantity": 1, "unit_price": 1.1, "seller_id": "s1"},
+                ],
+                "total": 21.1,
+                "freight": 3.25,
+            },
+        ),
+        on_next(
+            300,
+            {
+                "order_id": "B",
+                "items": [{"product_id": "p2", "quantity": 2, "unit_price": 5.0, "seller_id": "s1"}],
+                "total": 10.0,
+                "freight": 1.0,
+            },
+        ),
+        on_next(
+            300,
+            {
+                "order_id": "C",
+                "items": [{"product_id": "p3", "quantity": 1, "unit_price": 7.25, "seller_id": "s1"}],
+                "total": 7.25,
+                "freight": 2.0,
+            },
+        ),
         on_completed(300),
     ]
 
@@ -355,9 +372,7 @@ def test_group_orders_emits_every_order_on_completion_with_quantities() -> None:
 def test_order_batches_are_emitted_on_completion_last_one_partial() -> None:
     scheduler = TestScheduler()
     rows = [row(2 + i, f"O{i % 5}", f"p{i}", 1.0) for i in range(7)]  # 5 orders: O0 and O1 have 2 items
-    xs = scheduler.create_hot_observable(
-        *[on_next(210 + 10 * i, r) for i, r in enumerate(rows)], on_completed(400)
-    )
+    xs = scheduler.create_hot_observable(*[on_next(210 + 10 * i, r) for i, r in enumerate(rows)], on_completed(400))
 
     results = scheduler.start(lambda: xs.pipe(group_orders(), ops.buffer_with_count(2)))
 
@@ -437,9 +452,17 @@ def test_log_windows_close_when_the_next_hour_arrives_and_on_completion() -> Non
     assert kinds(results.messages) == [(240, "N"), (300, "N"), (300, "C")]
     first, second = (r for _, r in values_at(results.messages))
     assert isinstance(first, WindowReport) and isinstance(second, WindowReport)
-    assert (first.window.key, first.window.start, first.window.end) == ("Apache", _epoch("04:00:00"), _epoch("05:00:00"))
+    assert (first.window.key, first.window.start, first.window.end) == (
+        "Apache",
+        _epoch("04:00:00"),
+        _epoch("05:00:00"),
+    )
     assert [e.line_no for e in first.window.items] == [1, 2, 3]
-    assert first.stats["lines"] == 3 and first.stats["errors"] == 1 and first.stats["by_level"] == {"notice": 2, "error": 1}
+    assert (
+        first.stats["lines"] == 3
+        and first.stats["errors"] == 1
+        and first.stats["by_level"] == {"notice": 2, "error": 1}
+    )
     assert first.stats["window_start"].startswith("2005-12-04T04:00:00")
     assert (second.window.start, second.window.end) == (_epoch("05:00:00"), _epoch("06:00:00"))
     assert [e.line_no for e in second.window.items] == [4, 5]
@@ -449,7 +472,9 @@ def test_log_windows_close_when_the_next_hour_arrives_and_on_completion() -> Non
 
 def test_log_windows_of_two_sources_close_independently() -> None:
     scheduler = TestScheduler()
-    hdfs = "081109 {} 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating"
+    hdfs = (
+        "081109 {} 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating"
+    )
     records = [
         (210, log_record("Apache", 1, apache("04:10:00", "notice", "workerEnv.init() ok"))),
         (220, log_record("HDFS", 1, hdfs.format("203615"))),

@@ -7,14 +7,15 @@ Runs against the real broker of ``kafka_bootstrap`` (tests/conftest.py).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
-
-from adapters import Message
-from adapters.kafka import KafkaBroker, SourceStats
-from reactive_services.errors import ConfigError
+from reactive_services.adapters import Message
+from reactive_services.adapters.kafka import KafkaBroker, SourceStats
 from waiting import name, until
+
+from reactive_services.errors import ConfigError
 
 
 @pytest.fixture
@@ -87,7 +88,9 @@ async def test_full_window_pauses_fetching_and_memory_stays_bounded(make_broker:
 
 
 @pytest.mark.parametrize("k", [1, 2])
-async def test_holding_a_message_past_max_poll_interval_does_not_rebalance(make_broker: Callable[..., Any], k: int) -> None:
+async def test_holding_a_message_past_max_poll_interval_does_not_rebalance(
+    make_broker: Callable[..., Any], k: int
+) -> None:
     broker = await make_broker(
         consumer_options={"max_poll_interval_ms": 1500, "session_timeout_ms": 6000, "heartbeat_interval_ms": 300}
     )

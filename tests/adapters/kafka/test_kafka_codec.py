@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import reactive_services.adapters.kafka
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from aiokafka.structs import RecordMetadata as AioRecordMetadata
-
-import adapters.kafka
-from adapters import Message, RecordMetadata, decode_json
-from adapters.kafka._codec import (
+from reactive_services.adapters import Message, RecordMetadata, decode_json
+from reactive_services.adapters.kafka._codec import (
     headers_from_kafka,
     headers_to_kafka,
     message_from_record,
@@ -17,6 +16,7 @@ from adapters.kafka._codec import (
     resolve_decoder,
     topic_list,
 )
+
 from reactive_services.errors import ConfigError, DecodeError
 
 
@@ -27,14 +27,22 @@ def record(
     headers: tuple[tuple[str, bytes], ...] = (("h", b"v"),),
 ) -> ConsumerRecord:
     return ConsumerRecord(
-        topic="orders", partition=2, offset=41, timestamp=1_700_000_000_500, timestamp_type=0,
-        key=key, value=value, checksum=None, serialized_key_size=1,
-        serialized_value_size=len(value or b""), headers=headers,
+        topic="orders",
+        partition=2,
+        offset=41,
+        timestamp=1_700_000_000_500,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value or b""),
+        headers=headers,
     )
 
 
 def test_exported_names() -> None:
-    assert adapters.kafka.__all__ == ["KafkaBroker", "SourceStats"]
+    assert reactive_services.adapters.kafka.__all__ == ["KafkaBroker", "SourceStats"]
 
 
 def test_message_from_record_maps_every_field() -> None:
@@ -116,8 +124,8 @@ def test_topic_list() -> None:
 def test_kafka_broker_matches_the_broker_protocol_exactly() -> None:
     import inspect
 
-    from adapters import Broker
-    from adapters.kafka import KafkaBroker
+    from reactive_services.adapters import Broker
+    from reactive_services.adapters.kafka import KafkaBroker
 
     broker = KafkaBroker("127.0.0.1:9092")
     assert isinstance(broker, Broker) and broker.kind == "kafka"

@@ -8,27 +8,25 @@ accept, then ``server.serve(StarletteTransport(websocket), allowed_channels=...)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import connect as raw_connect
-from websockets.exceptions import ConnectionClosed
-
-from adapters.websocket import (
+import uvicorn
+from reactive_services.adapters.websocket import (
     CLOSE_UNAUTHORIZED,
     Connection,
     StarletteTransport,
     WebSocketServer,
     connect,
 )
-
-import uvicorn
-
 from starlette.applications import Starlette  # noqa: E402
 from starlette.routing import WebSocketRoute  # noqa: E402
 from starlette.websockets import WebSocket  # noqa: E402
+from websockets.asyncio.client import connect as raw_connect
+from websockets.exceptions import ConnectionClosed
 from wsframes import read_until_pong, recv, subscribe
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,18 +1,19 @@
-"""adapters.websocket.connect: the client Observable, against real websockets servers on loopback."""
+"""reactive_services.adapters.websocket.connect: the client Observable, against real websockets servers on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import reactivex
+from reactive_services.adapters.websocket import WebSocketServer, connect
 from reactivex import operators as ops
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from adapters.websocket import WebSocketServer, connect
 from reactive_services.errors import (
     ConnectionClosedError,
     DecodeError,

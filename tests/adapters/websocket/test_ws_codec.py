@@ -6,8 +6,7 @@ import dataclasses
 
 import orjson
 import pytest
-
-from adapters.websocket import (
+from reactive_services.adapters.websocket import (
     MAX_CHANNEL_LENGTH,
     MAX_CHANNELS,
     ClientFrame,
@@ -21,9 +20,8 @@ from adapters.websocket import (
     parse_client_frame,
     validate_channels,
 )
+
 from reactive_services.errors import DecodeError, ValidationError
-
-
 
 
 def test_parse_subscribe_text_and_bytes() -> None:

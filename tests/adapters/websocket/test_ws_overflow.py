@@ -10,25 +10,26 @@ then the server's write buffer passes its high-water mark, the server's sender b
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as raw_connect
-from websockets.asyncio.server import ServerConnection
-from websockets.asyncio.server import serve as ws_serve
-from websockets.exceptions import ConnectionClosed
-
-from adapters.websocket import (
+from reactive_services.adapters.websocket import (
     CLOSE_FORBIDDEN,
     Connection,
     Transport,
     WebSocketServer,
     WebSocketsTransport,
 )
-from reactive_services.errors import ConfigError, ConnectionClosedError
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as raw_connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed
 from wsframes import read_until_pong, recv, subscribe
+
+from reactive_services.errors import ConfigError, ConnectionClosedError
 
 pytestmark = pytest.mark.timeout(60)
 

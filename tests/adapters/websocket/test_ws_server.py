@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect as raw_connect
-from websockets.exceptions import ConnectionClosed
-
-from adapters.websocket import (
+from reactive_services.adapters.websocket import (
     ClientFrame,
     Connection,
     Notification,
@@ -18,8 +16,11 @@ from adapters.websocket import (
     WebSocketServer,
     connect,
 )
-from reactive_services.errors import ConfigError, ConnectionClosedError
+from websockets.asyncio.client import connect as raw_connect
+from websockets.exceptions import ConnectionClosed
 from wsframes import read_until_pong, recv, subscribe
+
+from reactive_services.errors import ConfigError, ConnectionClosedError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,7 +103,7 @@ async def test_each_client_receives_exactly_its_channels(server: WebSocketServer
 async def test_tuples_are_accepted_and_events_encoded_once(
     server: WebSocketServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import adapters.websocket._hub as hub_module
+    import reactive_services.adapters.websocket._hub as hub_module
 
     calls: list[str] = []
     real = hub_module.encode_event

@@ -1,0 +1,1 @@
+"""Helpers to test pipelines and brokers (filled in below)."""

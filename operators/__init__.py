@@ -3,18 +3,24 @@
 One operator per private module, re-exported here.
 """
 
-from ._decode_json import DeadLetter, decode_json
-
-__all__ = ["DeadLetter", "decode_json"]
-
-from ._event_time_window import Window, sliding_event_time_window, tumbling_event_time_window
-
-__all__ += ["Window", "sliding_event_time_window", "tumbling_event_time_window"]
-
 from ._batch import batch
 from ._dead_letter import dead_letter
+from ._decode_json import DeadLetter, decode_json
+from ._event_time_window import Window, sliding_event_time_window, tumbling_event_time_window
 from ._map_async import map_async
 from ._retry_with_backoff import backoff_delay, retry_with_backoff
 from ._to_loop import to_loop
 
-__all__ += ["backoff_delay", "batch", "dead_letter", "map_async", "retry_with_backoff", "to_loop"]
+__all__ = [
+    "DeadLetter",
+    "Window",
+    "backoff_delay",
+    "batch",
+    "dead_letter",
+    "decode_json",
+    "map_async",
+    "retry_with_backoff",
+    "sliding_event_time_window",
+    "to_loop",
+    "tumbling_event_time_window",
+]

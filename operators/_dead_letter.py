@@ -86,8 +86,13 @@ def dead_letter(
         process: ``Message -> Observable[R] | Awaitable[R] | R``; an exception it raises is a
             failed attempt (retried or dead-lettered), never a pipeline error.
         max_attempts: attempts per message, the first included; >= 1.
-        initial_delay_s, max_delay_s, multiplier, jitter, scheduler, random: the backoff, as
-            in :func:`retry_with_backoff` (seconds).
+        initial_delay_s: the wait after the first failed attempt, in seconds (the backoff, as in
+            :func:`retry_with_backoff`).
+        max_delay_s: the cap on the wait, in seconds.
+        multiplier: the growth factor of the wait per failed attempt.
+        jitter: the fraction of each wait that is randomised, in ``[0, 1]``.
+        scheduler: where the waits are measured (a ``TestScheduler`` in tests).
+        random: a ``random.Random`` for the jitter draws.
         retriable: ``error -> bool``; default: the error's ``retriable`` attribute, else
             ``False`` (so a plain ``ValueError`` is dead-lettered after one attempt).
         on_retry: ``(attempt, error, delay_s)`` before each wait, as in :func:`retry_with_backoff`.

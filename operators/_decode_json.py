@@ -82,9 +82,8 @@ def decode_json(
         An operator from ``Observable[Message]`` to ``Observable[Message]``; each output
         Message is the input's with ``value`` replaced (its commit tracking is shared).
 
-    Raises:
-        Nothing on bad records. An exception raised by ``dead_letter.on_next`` itself
-        goes to ``on_error``.
+    Errors: nothing is raised on bad records. An exception raised by ``dead_letter.on_next``
+    itself goes to ``on_error``.
     """
 
     def operator(source: Observable[Message]) -> Observable[Message]:

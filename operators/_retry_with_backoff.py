@@ -49,7 +49,10 @@ def backoff_delay(
 
     Args:
         attempt: the number of the attempt that just failed, >= 1.
-        initial_delay_s, max_delay_s, multiplier, jitter: see :func:`retry_with_backoff`.
+        initial_delay_s: the wait after the first failure, in seconds (see :func:`retry_with_backoff`).
+        max_delay_s: the cap on the (pre-jitter) wait, in seconds.
+        multiplier: the growth factor of the wait per failure.
+        jitter: the fraction of the wait that is randomised, in ``[0, 1]``.
         random: returns a float in ``[0, 1)`` (e.g. ``random.Random(42).random``).
 
     Returns:
@@ -168,9 +171,7 @@ def retry_with_backoff(
     draw = random.random if random is not None else _random.random
 
     def operator(source: Observable[T]) -> Observable[T]:
-        def subscribe(
-            observer: abc.ObserverBase[T], scheduler_: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
+        def subscribe(observer: abc.ObserverBase[T], scheduler_: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             timer_scheduler = pick_scheduler(scheduler, scheduler_)
             serial = SerialDisposable()
             failures = 0  # failed attempts in a row

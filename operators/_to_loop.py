@@ -44,16 +44,13 @@ def to_loop(loop: asyncio.AbstractEventLoop | None = None) -> Callable[[Observab
     Returns:
         An operator from ``Observable[T]`` to ``Observable[T]``.
 
-    Raises:
-        Nothing at construction. Subscribing with ``loop=None`` where no loop is running sends
-        ``RuntimeError`` to ``on_error``. Emitting after the loop has closed raises asyncio's
-        ``RuntimeError`` in the emitting thread (nothing could run the item any more).
+    Errors: nothing is raised at construction. Subscribing with ``loop=None`` where no loop is
+    running sends ``RuntimeError`` to ``on_error``. Emitting after the loop has closed raises
+    asyncio's ``RuntimeError`` in the emitting thread (nothing could run the item any more).
     """
 
     def operator(source: Observable[T]) -> Observable[T]:
-        def subscribe(
-            observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
+        def subscribe(observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             target = loop if loop is not None else asyncio.get_running_loop()
             return source.pipe(ops.observe_on(AsyncIOThreadSafeScheduler(target))).subscribe(
                 observer, scheduler=scheduler

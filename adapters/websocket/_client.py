@@ -72,12 +72,12 @@ def connect(
         errors with:
 
         - :class:`~reactive_services.errors.ConnectionClosedError` (``.code``, ``.reason``)
-          on any other close code (1006 when the connection dropped without a close frame);
+            on any other close code (1006 when the connection dropped without a close frame);
         - :class:`~reactive_services.errors.WebSocketError` when the connection cannot be
-          opened (refused, handshake rejected, timeout, bad URL);
+            opened (refused, handshake rejected, timeout, bad URL);
         - :class:`~reactive_services.errors.DecodeError` /
-          :class:`~reactive_services.errors.ValidationError` on a frame that is not a JSON
-          object with a string ``"type"`` (the connection is then closed with 1000);
+            :class:`~reactive_services.errors.ValidationError` on a frame that is not a JSON
+            object with a string ``"type"`` (the connection is then closed with 1000);
         - ``RuntimeError`` if subscribed to outside a running asyncio event loop.
 
     Raises:

@@ -7,11 +7,8 @@ tests/conftest.py); each works in topics and groups of its own.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import inspect
 import math
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,10 +31,9 @@ from reactive_services.metrics import (
     readiness,
     ready,
 )
+from reactive_services.testing.contract import BrokerContract, ConcurrencyContract
 
 pytestmark = pytest.mark.timeout(120)
-
-TESTS = Path(__file__).resolve().parent.parent
 
 
 def scrape(metrics: ServiceMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -66,31 +62,19 @@ class Tally(Controller):
 # --------------------------------------------------------------------------- the wrapper contract
 
 
-def _contract_cases() -> list[Any]:
-    """The test functions of the broker contract suites (they take a started ``broker``)."""
-    cases = []
-    for suite in ("test_broker_contract", "test_concurrency_contract"):
-        spec = importlib.util.spec_from_file_location(f"_{suite}", TESTS / "adapters" / f"{suite}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        cases += [
-            fn for n, fn in sorted(vars(module).items()) if n.startswith("test_") and inspect.iscoroutinefunction(fn)
-        ]
-    return cases
+class TestMeteredBrokerContract(BrokerContract, ConcurrencyContract):
+    """The broker contract (the kit's test classes) on a MeteredBroker around the in-memory broker."""
 
+    def make_broker(self) -> Broker:
+        self.metrics = ServiceMetrics()
+        metered = MeteredBroker(InMemoryBroker(), self.metrics)
+        assert metered.kind == "memory"
+        return metered
 
-@pytest.mark.parametrize("case", _contract_cases(), ids=lambda fn: fn.__name__)
-async def test_metered_broker_passes_the_broker_contract_on_memory(case: Any) -> None:
-    metrics = ServiceMetrics()
-    metered = MeteredBroker(InMemoryBroker(), metrics)
-    assert isinstance(metered, Broker) and metered.kind == "memory"
-    await metered.start()
-    try:
-        await case(metered)
-    finally:
-        await metered.stop()
-    scrape(metrics)  # whatever was counted renders
+    @pytest.fixture(autouse=True)
+    def _renders(self) -> Any:
+        yield
+        scrape(self.metrics)  # whatever was counted renders
 
 
 async def test_messages_pass_through_untouched_and_track_still_holds_the_commit() -> None:

@@ -1,0 +1,385 @@
+"""The broker contract as pytest test classes: subclass them to check your own broker or broker wrapper.
+
+Every :class:`~reactive_services.adapters.Broker` of the library passes these tests (the
+in-memory broker, Kafka, :class:`~reactive_services.metrics.MeteredBroker`). To run them on
+yours, subclass and say how to make one::
+
+    # tests/test_my_broker.py
+    from reactive_services.testing.contract import BrokerContract, ConcurrencyContract
+
+    class TestMyBroker(BrokerContract, ConcurrencyContract):
+        async def make_broker(self) -> Broker:
+            return MyBroker(url="memory://")       # not started: the fixture starts and stops it
+
+The ``broker`` fixture calls :meth:`BrokerFixture.make_broker` for each test, starts the
+broker, hands it to the test and stops it afterwards. A broker that needs other fixtures
+(a Kafka address) can take them in an autouse fixture of the subclass, or override
+``broker`` altogether::
+
+    class TestKafka(BrokerContract):
+        @pytest.fixture(autouse=True)
+        def _address(self, kafka_bootstrap: str) -> None:
+            self.bootstrap = kafka_bootstrap
+
+        def make_broker(self) -> Broker:
+            return KafkaBroker(self.bootstrap)
+
+:class:`BrokerContract` covers publishing and reading (every field round-trips, per-key
+order, commit only after handling, failed tracked work, dead letters, cold sources,
+stopping); :class:`ConcurrencyContract` covers ``source(..., concurrency=K)`` (the commit
+never passes an unfinished message, per-key order, at most K in flight, a failed message is
+not committed). The tests use fresh topic and group names, so they may share one broker.
+
+This module needs pytest and pytest-asyncio (the ``test`` extra); the rest of
+:mod:`reactive_services.testing` does not. The tests are ``async def`` and marked
+``pytest.mark.asyncio``, so they run in pytest-asyncio's strict and auto modes alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from reactive_services.adapters import Broker, Message, headers_to_dict
+from reactive_services.errors import ConfigError
+
+from ._waiting import collect, consume, unique_name, wait_for
+
+__all__ = ["BrokerContract", "BrokerFixture", "ConcurrencyContract"]
+
+
+class BrokerFixture:
+    """The ``broker`` fixture of the contract classes; subclasses provide :meth:`make_broker`."""
+
+    def make_broker(self) -> Broker | Awaitable[Broker]:
+        """The broker under test, not started yet (a plain or an ``async def`` method).
+
+        Raises:
+            NotImplementedError: the subclass did not provide it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define make_broker()")
+
+    @pytest_asyncio.fixture
+    async def broker(self) -> AsyncIterator[Broker]:
+        """A started broker from :meth:`make_broker`; stopped after the test."""
+        made = self.make_broker()
+        broker = await made if inspect.isawaitable(made) else made
+        await broker.start()
+        try:
+            yield broker
+        finally:
+            await broker.stop()
+
+
+@pytest.mark.asyncio
+class BrokerContract(BrokerFixture):
+    """Publishing, reading and committing: what every :class:`~reactive_services.adapters.Broker` must do."""
+
+    async def test_is_a_broker(self, broker: Broker) -> None:
+        assert isinstance(broker, Broker)
+        assert isinstance(broker.kind, str) and broker.kind
+
+    async def test_round_trip_carries_every_field(self, broker: Broker) -> None:
+        topic = unique_name("contract")
+        await broker.create_topics([topic], partitions=3)
+        meta = await broker.emit(
+            topic, {"n": 1, "s": "é"}, key="order-1", headers=[("trace", b"abc")], timestamp_ms=1_600_000_000_123
+        )
+        got = await consume(broker, topic, 1)
+        assert got.error is None and got.completed
+        m = got.items[0]
+        assert (m.topic, m.partition, m.offset) == (meta.topic, meta.partition, meta.offset)
+        assert m.key == b"order-1"
+        assert m.value == {"n": 1, "s": "é"}
+        assert headers_to_dict(m.headers) == {"trace": "abc"}
+        assert m.timestamp_ms == 1_600_000_000_123
+        assert m.raw == '{"n":1,"s":"é"}'.encode()
+
+    async def test_same_key_same_partition_in_order(self, broker: Broker) -> None:
+        topic = unique_name("contract")
+        await broker.create_topics([topic], partitions=3)
+        for i in range(30):
+            await broker.emit(topic, {"i": i}, key=f"k{i % 3}")
+        got = await consume(broker, topic, 30)
+        assert got.error is None
+        by_key: dict[bytes | None, list[int]] = {}
+        parts: dict[bytes | None, set[int]] = {}
+        for m in got.items:
+            by_key.setdefault(m.key, []).append(m.value["i"])
+            parts.setdefault(m.key, set()).add(m.partition)
+        assert all(v == sorted(v) and len(v) == 10 for v in by_key.values())
+        assert all(len(p) == 1 for p in parts.values())
+
+    async def test_offsets_are_committed_after_handling_only(self, broker: Broker) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        for i in range(5):
+            await broker.emit(topic, {"i": i})
+        got = await consume(broker, topic, 3, group_id=group)
+        assert got.completed and [m.value["i"] for m in got.items] == [0, 1, 2]
+        assert await broker.committed(group, topic, 0) == 3
+        rest = await consume(broker, topic, 2, group_id=group)
+        assert [m.value["i"] for m in rest.items] == [3, 4]
+        assert await broker.committed(group, topic, 0) == 5
+
+    async def test_failed_tracked_work_stops_the_stream_without_commit(self, broker: Broker) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        for i in range(3):
+            await broker.emit(topic, {"i": i})
+
+        async def fails() -> None:
+            await asyncio.sleep(0.01)
+            raise RuntimeError("database down")
+
+        def on_each(m: Message) -> None:
+            if m.value["i"] == 1:
+                m.track(fails())
+
+        got = await consume(broker, topic, 3, group_id=group, on_each=on_each)
+        assert isinstance(got.error, RuntimeError) and not got.completed
+        assert [m.value["i"] for m in got.items] == [0, 1]
+        assert await broker.committed(group, topic, 0) == 1  # message 1 not committed: redelivered
+        again = await consume(broker, topic, 2, group_id=group)
+        assert [m.value["i"] for m in again.items] == [1, 2]
+
+    async def test_a_record_that_is_not_json_goes_to_the_dead_letter_topic(self, broker: Broker) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic, f"{topic}.DLT"], partitions=1)
+        await broker.emit(topic, {"i": 0})
+        await broker.emit(topic, b"{not json", key="bad")
+        await broker.emit(topic, {"i": 2})
+        got = await consume(broker, topic, 2, group_id=group)
+        assert got.error is None
+        assert [m.value["i"] for m in got.items] == [0, 2]
+        assert await broker.committed(group, topic, 0) == 3
+        dead = await consume(broker, f"{topic}.DLT", 1, decode=None)
+        assert dead.items[0].raw == b"{not json" and dead.items[0].key == b"bad"
+        h = headers_to_dict(dead.items[0].headers)
+        assert h["dlt.original.topic"] == topic
+        assert h["dlt.original.offset"] == "1"
+        assert h["dlt.exception.type"] == "DecodeError"
+        assert h["dlt.reason"].startswith("not JSON")
+
+    async def test_subscribing_twice_consumes_twice_cold(self, broker: Broker) -> None:
+        topic = unique_name("contract")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit(topic, {"i": 0})
+        a = await consume(broker, topic, 1)
+        b = await consume(broker, topic, 1)
+        assert a.items[0].value == b.items[0].value == {"i": 0}
+
+    async def test_emit_of_unserialisable_value_raises_type_error(self, broker: Broker) -> None:
+        with pytest.raises(TypeError):
+            await broker.emit(unique_name("contract"), {"x": object()})
+
+    async def test_stopping_the_broker_completes_running_sources_after_commit(self, broker: Broker) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit(topic, {"i": 0})
+        got: list[Message] = []
+        done = asyncio.Event()
+        broker.source(topic, group_id=group).subscribe(got.append, lambda e: done.set(), done.set)
+        await wait_for(lambda: got, what="the first message")
+        await broker.stop()
+        await asyncio.wait_for(done.wait(), 10)
+        assert [m.value for m in got] == [{"i": 0}]
+        await broker.start()
+        assert await broker.committed(group, topic, 0) == 1
+
+
+class _Held:
+    """An Observer whose every message tracks a future the test resolves; counts in flight."""
+
+    def __init__(self) -> None:
+        self.futures: dict[int, asyncio.Future[None]] = {}
+        self.order: list[int] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.completed = False
+        self.error: BaseException | None = None
+        self.done = asyncio.Event()
+
+    def on_next(self, m: Message) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.futures[m.offset] = fut
+        self.order.append(m.offset)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        m.track(fut)
+
+    def resolve(self, offset: int, exc: BaseException | None = None) -> None:
+        self.in_flight -= 1
+        if exc is None:
+            self.futures[offset].set_result(None)
+        else:
+            self.futures[offset].set_exception(exc)
+
+    def on_error(self, e: BaseException) -> None:
+        self.error = e
+        self.done.set()
+
+    def on_completed(self) -> None:
+        self.completed = True
+        self.done.set()
+
+
+@pytest.mark.asyncio
+class ConcurrencyContract(BrokerFixture):
+    """``source(..., concurrency=K)``: several messages in flight, commits that never pass an unfinished one.
+
+    Handlers track futures the test resolves in a chosen order, so the order in which messages
+    complete is under the test's control (no timing assumptions beyond "eventually").
+    """
+
+    async def test_commit_never_passes_an_unfinished_message(self, broker: Broker) -> None:
+        topic, group = unique_name("conc"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit_batch(topic, [(None, {"i": i}) for i in range(8)])
+        held, stop = _Held(), asyncio.Event()
+        sub = broker.source(topic, group_id=group, stop=stop, concurrency=4).subscribe(
+            held.on_next, held.on_error, held.on_completed
+        )
+        try:
+            await wait_for(lambda: len(held.order) == 4, what="4 messages in flight")
+            for offset in (3, 2, 1):  # everything but the oldest
+                held.resolve(offset)
+            await wait_for(lambda: len(held.order) == 7, what="3 more delivered")
+            assert held.order == list(range(7))
+            assert held.max_in_flight == 4
+            for _ in range(15):  # spans more than one commit interval of the Kafka source
+                assert await broker.committed(group, topic, 0) in (None, 0)
+                await asyncio.sleep(0.1)
+            held.resolve(0)  # 0..3 done, 4..6 in flight -> 4
+            for offset in (6, 5):
+                held.resolve(offset)
+            await wait_for(lambda: len(held.order) == 8, what="the last message")
+
+            async def reached_4() -> bool:
+                committed = await broker.committed(group, topic, 0) or 0
+                assert committed <= 4
+                return committed == 4
+
+            await wait_for(reached_4, timeout=10, interval=0.05, what="the commit to reach 4")
+            held.resolve(4)
+            held.resolve(7)
+            stop.set()
+            await asyncio.wait_for(held.done.wait(), 30)
+        finally:
+            sub.dispose()
+        assert held.completed and held.error is None
+        assert await broker.committed(group, topic, 0) == 8
+
+    async def test_per_key_order_is_kept(self, broker: Broker) -> None:
+        topic, group = unique_name("conc-key"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        keys = [f"k{i % 3}" for i in range(15)] + [None] * 3
+        await broker.emit_batch(topic, [(k, {"i": i}) for i, k in enumerate(keys)])
+        events: list[tuple[str, Any, int]] = []
+        held, stop = _Held(), asyncio.Event()
+        on_next = held.on_next
+
+        def record(m: Message) -> None:
+            events.append(("next", m.key, m.offset))
+            on_next(m)
+
+        sub = broker.source(topic, group_id=group, stop=stop, concurrency=4).subscribe(
+            record, held.on_error, held.on_completed
+        )
+        rng = random.Random(7)
+        try:
+            finished: set[int] = set()
+            while len(finished) < len(keys):
+                await wait_for(lambda: len(held.futures) > len(finished), what="a message in flight")
+                await asyncio.sleep(0.02)  # let the source deliver whatever it may
+                pending = [o for o in held.futures if o not in finished]
+                offset = pending[-1] if rng.random() < 0.7 else rng.choice(pending)  # mostly newest first
+                held.resolve(offset)
+                finished.add(offset)
+                key = keys[offset]
+                events.append(("done", key.encode() if key else None, offset))
+            stop.set()
+            await asyncio.wait_for(held.done.wait(), 30)
+        finally:
+            sub.dispose()
+        assert held.error is None and held.completed
+        assert held.max_in_flight <= 4
+        # Per key: delivered in offset order, and never before the previous one of its key completed.
+        busy: dict[bytes, int] = {}
+        seen: dict[bytes, list[int]] = {}
+        for kind, k, offset in events:
+            if k is None:
+                continue
+            if kind == "next":
+                assert k not in busy, f"{k!r}@{offset} delivered while {busy.get(k)} was in flight"
+                busy[k] = offset
+                seen.setdefault(k, []).append(offset)
+            else:
+                assert busy.pop(k) == offset
+        for k, offsets in seen.items():
+            assert offsets == sorted(offsets) and len(offsets) == 5, k
+        assert await broker.committed(group, topic, 0) == len(keys)
+
+    async def test_at_most_k_in_flight_and_everything_committed(self, broker: Broker) -> None:
+        topic, group = unique_name("conc-many"), unique_name("g")
+        await broker.create_topics([topic], partitions=3)
+        n = 300
+        await broker.emit_batch(topic, [(None, {"i": i}) for i in range(n)])
+        state = {"in_flight": 0, "max": 0, "handled": 0}
+        stop = asyncio.Event()
+        rng = random.Random(3)
+
+        async def work() -> None:
+            await asyncio.sleep(rng.random() * 0.004)
+            state["in_flight"] -= 1
+            state["handled"] += 1
+            if state["handled"] == n:
+                stop.set()
+
+        def on_next(m: Message) -> None:
+            state["in_flight"] += 1
+            state["max"] = max(state["max"], state["in_flight"])
+            m.track(work())
+
+        got = await collect(broker.source(topic, group_id=group, stop=stop, concurrency=4), timeout=60, on_each=on_next)
+        assert got.error is None
+        assert state["handled"] == n
+        assert state["max"] == 4  # the bound is reached and never passed
+        ends = await broker.end_offsets(topic)
+        assert {p: await broker.committed(group, topic, p) for p in ends} == ends
+
+    async def test_a_failed_message_is_not_committed(self, broker: Broker) -> None:
+        topic, group = unique_name("conc-fail"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit_batch(topic, [(None, {"i": i}) for i in range(6)])
+        held = _Held()
+        sub = broker.source(topic, group_id=group, concurrency=3).subscribe(
+            held.on_next, held.on_error, held.on_completed
+        )
+        boom = RuntimeError("write failed")
+        try:
+            await wait_for(lambda: len(held.order) == 3)
+            held.resolve(0)
+            held.resolve(2)
+            await wait_for(lambda: len(held.order) == 5)
+            held.resolve(3)
+            held.resolve(4)
+            await wait_for(lambda: len(held.order) == 6)
+            held.resolve(5)
+            held.resolve(1, boom)  # everything after 1 is done, 1 fails
+            await asyncio.wait_for(held.done.wait(), 30)
+        finally:
+            sub.dispose()
+        assert held.error is boom and not held.completed
+        assert await broker.committed(group, topic, 0) == 1
+
+    async def test_concurrency_must_be_a_positive_int(self, broker: Broker) -> None:
+        for bad in (0, -1, 1.5, True):
+            with pytest.raises(ConfigError):
+                broker.source("t", group_id="g", concurrency=bad)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from ._codec import (
 )
 from ._dead_letter import DeadLetter, publish_dead_letter
 from ._message import Headers, Message, RecordMetadata, current_message, deliver, header, track
+from ._offsets import OffsetTracker
 from ._protocol import Broker, Decoder, Emitter
 from ._sink import BrokerSink, DeadLetterSink
 
@@ -32,6 +33,7 @@ __all__ = [
     "Emitter",
     "Headers",
     "Message",
+    "OffsetTracker",
     "RecordMetadata",
     "current_message",
     "dead_letter_headers",

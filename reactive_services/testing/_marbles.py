@@ -523,14 +523,18 @@ def _draw(records: list[Recorded[Any]], timespan: float, names: Mapping[Hashable
         if frame < 0 or frame != int(frame):
             return None
         frames.setdefault(int(frame), []).append(_symbol(record.value, names))
-    out, position = "", 0
+    out, position, previous = "", 0, ""
     for frame in sorted(frames):
-        if frame < position:
-            return None
         token = frames[frame][0] if len(frames[frame]) == 1 else "(" + ",".join(frames[frame]) + ")"
+        if frame < position or (frame == position and _plain(previous) and _plain(token)):
+            return None  # too close: "ab" would read as one element
         out += "-" * (frame - position) + token
-        position = frame + len(token)
+        position, previous = frame + len(token), token
     return out
+
+
+def _plain(token: str) -> bool:
+    return bool(token) and token not in ("|", "#") and not token.startswith("(")
 
 
 def _describe(label: str, records: list[Recorded[Any]], timespan: float, names: Mapping[Hashable, Name]) -> str:

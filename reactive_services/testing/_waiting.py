@@ -80,7 +80,7 @@ async def wait_for(
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate!r}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or repr(predicate)}")
         await asyncio.sleep(interval)
 
 
@@ -103,7 +103,7 @@ def wait_for_sync(predicate: Callable[[], T], timeout: float = 30.0, *, interval
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate!r}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or repr(predicate)}")
         time.sleep(interval)
 
 

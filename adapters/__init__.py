@@ -1,8 +1,13 @@
-"""I/O boundaries: brokers (``reactive_services.adapters.memory``, ``reactive_services.adapters.kafka``) and websockets (``reactive_services.adapters.websocket``).
+"""I/O boundaries: brokers and websockets.
 
-Every broker implements :class:`Broker`; every source emits :class:`Message`.
+The brokers are ``reactive_services.adapters.memory`` and ``reactive_services.adapters.kafka``
+(one folder each, with the same inner files: ``_broker``, ``_admin``, ``_producer``,
+``_source``, ``_codec``); the websockets are ``reactive_services.adapters.websocket``.
+Every broker implements :class:`Broker`; every source emits :class:`Message`; every record
+that cannot be handled goes through :func:`publish_dead_letter`.
 """
 
+from ._admin import wait_visible
 from ._codec import (
     DLT_SUFFIX,
     dead_letter_headers,
@@ -12,17 +17,20 @@ from ._codec import (
     encode_value,
     headers_to_dict,
 )
+from ._dead_letter import DeadLetter, publish_dead_letter
 from ._message import Headers, Message, RecordMetadata, current_message, deliver, header, track
 from ._offsets import OffsetTracker
-from ._protocol import Broker, Decoder
+from ._protocol import Broker, Decoder, Emitter
 from ._sink import BrokerSink, DeadLetterSink
 
 __all__ = [
     "DLT_SUFFIX",
     "Broker",
     "BrokerSink",
+    "DeadLetter",
     "DeadLetterSink",
     "Decoder",
+    "Emitter",
     "Headers",
     "Message",
     "OffsetTracker",
@@ -36,5 +44,7 @@ __all__ = [
     "encode_value",
     "header",
     "headers_to_dict",
+    "publish_dead_letter",
     "track",
+    "wait_visible",
 ]

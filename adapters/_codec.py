@@ -5,11 +5,12 @@ No I/O and no asyncio here; tested with bytes alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from reactive_services.errors import DecodeError
+from reactive_services.errors import ConfigError, DecodeError
 
 from ._message import Headers, Message
 
@@ -20,6 +21,8 @@ __all__ = [
     "decode_json",
     "encode_key",
     "encode_value",
+    "headers_to_dict",
+    "resolve_decoder",
 ]
 
 #: Suffix of a dead-letter topic: records of ``orders`` that cannot be handled go to ``orders.DLT``.
@@ -65,6 +68,29 @@ def decode_json(raw: bytes | None) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"not JSON: {exc}") from exc
+
+
+def _raw(raw: bytes | None) -> bytes | None:
+    return raw
+
+
+def resolve_decoder(decode: Any) -> Callable[[bytes | None], Any]:
+    """The value decoder for a source's ``decode`` argument (the one place every broker resolves it).
+
+    ``"json"`` -> :func:`decode_json`; ``None`` -> identity (the raw bytes); a callable
+    ``bytes | None -> Any`` is returned as is (it raises on bad input, and the record is then
+    dead-lettered like a record that is not JSON).
+
+    Raises:
+        ConfigError: ``decode`` is none of those (key ``"decode"``).
+    """
+    if decode == "json":
+        return decode_json
+    if decode is None:
+        return _raw
+    if callable(decode):
+        return decode  # type: ignore[no-any-return]
+    raise ConfigError("decode", f'must be "json", None or a callable, not {decode!r}')
 
 
 def dead_letter_topic(topic: str) -> str:

@@ -16,13 +16,28 @@ from reactivex.abc import ObserverBase
 
 from ._message import Headers, Message, RecordMetadata
 
-__all__ = ["Broker", "Decoder"]
+__all__ = ["Broker", "Decoder", "Emitter"]
 
 #: How a source turns value bytes into ``Message.value``: ``"json"`` (orjson; a record that
 #: is not JSON goes to ``<topic>.DLT`` with the reason in its headers and the stream goes
 #: on), ``None`` (raw bytes), or a callable ``bytes -> Any`` that raises on bad input
 #: (treated like ``"json"``'s failures).
 Decoder = Literal["json"] | None | Callable[[bytes | None], Any]
+
+
+class Emitter(Protocol):
+    """The part of a :class:`Broker` that sinks and dead-lettering need: ``emit``."""
+
+    async def emit(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Publish one record; see :meth:`Broker.emit`."""
 
 
 @runtime_checkable

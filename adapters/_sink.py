@@ -1,22 +1,75 @@
-"""A broker sink: an Observer that publishes each value it receives."""
+"""Broker sinks: Observers that publish what they receive, tracked on the message being delivered."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from reactivex.abc import ObserverBase
 
+from ._dead_letter import DeadLetter, publish_dead_letter
 from ._message import track
+from ._protocol import Emitter
 
-__all__ = ["BrokerSink", "DeadLetterSink"]
+__all__ = ["BrokerSink", "DeadLetterSink", "Sinks"]
 
 log = logging.getLogger("reactive_services.sink")
 
 
-class BrokerSink(ObserverBase[Any]):
+class _PublishingSink(ObserverBase[Any]):
+    """What both sinks share: the publishes in flight, their counters, ``flush``.
+
+    Attributes:
+        sent: records acknowledged so far.
+        errors: publish failures (and upstream errors) so far, oldest first.
+        completed: True once ``on_completed`` was called.
+    """
+
+    def __init__(self, broker: Emitter, what: str) -> None:
+        self._broker = broker
+        self._what = what
+        self._pending: set[asyncio.Future[Any]] = set()
+        self.sent = 0
+        self.errors: list[BaseException] = []
+        self.completed = False
+
+    def _add(self, future: asyncio.Future[Any]) -> None:
+        self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[Any]) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            self.sent += 1
+        else:
+            self.errors.append(exc)
+            log.error("%s failed: %s", self._what, exc)
+
+    def on_error(self, error: Exception) -> None:
+        log.error("stream into %s failed: %s", self._what, error)
+        self.errors.append(error)
+
+    def on_completed(self) -> None:
+        self.completed = True
+
+    async def flush(self) -> None:
+        """Wait for every publish in flight.
+
+        Raises:
+            Exception: the first publish failure (or upstream error) seen so far.
+        """
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        if self.errors:
+            raise self.errors[0]
+
+
+class BrokerSink(_PublishingSink):
     """An Observer that publishes each ``on_next`` value to one topic through ``broker.emit``.
 
     Publishing is asynchronous: ``on_next`` schedules the publish on the running event
@@ -35,94 +88,66 @@ class BrokerSink(ObserverBase[Any]):
         errors: publish failures so far, oldest first.
     """
 
-    def __init__(self, broker: Any, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> None:
-        self._broker = broker
+    def __init__(self, broker: Emitter, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> None:
+        super().__init__(broker, f"publish to {topic}")
         self.topic = topic
         self._key = key
-        self._pending: set[asyncio.Future[Any]] = set()
-        self.sent = 0
-        self.errors: list[BaseException] = []
-        self.completed = False
 
     def on_next(self, value: Any) -> None:
         key = self._key(value) if self._key else None
-        future = track(self._broker.emit(self.topic, value, key=key))
-        self._pending.add(future)
-        future.add_done_callback(self._done)
-
-    def _done(self, future: asyncio.Future[Any]) -> None:
-        self._pending.discard(future)
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is None:
-            self.sent += 1
-        else:
-            self.errors.append(exc)
-            log.error("publish to %s failed: %s", self.topic, exc)
-
-    def on_error(self, error: Exception) -> None:
-        log.error("stream into sink %s failed: %s", self.topic, error)
-        self.errors.append(error)
-
-    def on_completed(self) -> None:
-        self.completed = True
-
-    async def flush(self) -> None:
-        """Wait for every publish in flight.
-
-        Raises:
-            Exception: the first publish failure (or upstream error) seen so far.
-        """
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
-        if self.errors:
-            raise self.errors[0]
+        work: Awaitable[Any] = self._broker.emit(self.topic, value, key=key)
+        self._add(track(work))
 
 
-class DeadLetterSink(ObserverBase[Any]):
-    """An Observer that publishes each :class:`~reactive_services.operators.DeadLetter` to its dead-letter topic.
+class DeadLetterSink(_PublishingSink):
+    """An Observer that publishes each :class:`~reactive_services.adapters.DeadLetter` to its dead-letter topic.
 
-    The record keeps the original key and raw value bytes; its headers carry the reason
-    (see :func:`reactive_services.adapters.dead_letter_headers`). Each publish is :func:`~reactive_services.adapters.track`-ed,
-    so the failed record's offset is committed only once its dead letter is acknowledged.
+    Each value goes through :func:`~reactive_services.adapters.publish_dead_letter`: the record keeps the
+    original key and raw value bytes, its headers carry the reason (see
+    :func:`reactive_services.adapters.dead_letter_headers`), and the publish is tracked, so the failed
+    record's offset is committed only once its dead letter is acknowledged.
 
     Attributes:
         sent: dead letters acknowledged.
         errors: publish failures (also raised by :meth:`flush`).
     """
 
-    def __init__(self, broker: Any) -> None:
+    def __init__(self, broker: Emitter) -> None:
+        super().__init__(broker, "dead-letter publish")
+
+    def on_next(self, value: DeadLetter) -> None:
+        self._add(publish_dead_letter(self._broker, value))
+
+
+class Sinks:
+    """The sinks a broker handed out, so that its ``stop`` can flush them (both brokers use it).
+
+    Args:
+        broker: what the sinks publish through.
+    """
+
+    def __init__(self, broker: Emitter) -> None:
         self._broker = broker
-        self._pending: set[asyncio.Future[Any]] = set()
-        self.sent = 0
-        self.errors: list[BaseException] = []
+        self._sinks: list[BrokerSink] = []
 
-    def on_next(self, value: Any) -> None:
-        future = track(self._broker.emit(value.topic, value.message.raw, key=value.message.key, headers=value.headers))
-        self._pending.add(future)
-        future.add_done_callback(self._done)
-
-    def _done(self, future: asyncio.Future[Any]) -> None:
-        self._pending.discard(future)
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is None:
-            self.sent += 1
-        else:
-            self.errors.append(exc)
-            log.error("dead-letter publish failed: %s", exc)
-
-    def on_error(self, error: Exception) -> None:
-        self.errors.append(error)
-
-    def on_completed(self) -> None:
-        pass
+    def new(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
+        """A new :class:`BrokerSink` to ``topic``, remembered for :meth:`flush`."""
+        sink = BrokerSink(self._broker, topic, key=key)
+        self._sinks.append(sink)
+        return sink
 
     async def flush(self) -> None:
-        """Wait for every dead letter in flight; raises the first publish failure."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
-        if self.errors:
-            raise self.errors[0]
+        """Flush every sink, then forget them.
+
+        Raises:
+            Exception: the first sink failure (after every sink was flushed).
+        """
+        sinks, self._sinks = self._sinks, []
+        first: BaseException | None = None
+        for sink in sinks:
+            try:
+                await sink.flush()
+            except Exception as exc:  # noqa: BLE001 - re-raised once all are flushed
+                first = first or exc
+        if first is not None:
+            raise first

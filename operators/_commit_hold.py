@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from reactive_services.adapters._message import Message, current_message
+from reactive_services.adapters import Message, current_message
 from reactivex.abc import ObserverBase
 
 __all__ = ["CommitHold"]

@@ -9,12 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import reactivex
-from reactive_services.adapters._message import Message
+from reactive_services.adapters import DeadLetter, Message
 from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from ._commit_hold import CommitHold
-from ._decode_json import DeadLetter
 from ._retry_with_backoff import _default_retriable, retry_with_backoff
 
 __all__ = ["dead_letter"]

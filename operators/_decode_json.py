@@ -1,48 +1,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import reactivex
-from reactive_services.adapters._codec import dead_letter_headers, dead_letter_topic
-from reactive_services.adapters._codec import decode_json as _decode_bytes
-from reactive_services.adapters._message import Message
+from reactive_services.adapters import DeadLetter, Message
+from reactive_services.adapters import decode_json as _decode_bytes
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 
 from reactive_services.errors import ValidationError
 
 __all__ = ["DeadLetter", "decode_json"]
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record that could not be handled, on its way to ``<topic>.DLT``.
-
-    Attributes:
-        message: the original message (its ``raw`` bytes are what gets dead-lettered).
-        error: why it failed.
-        attempts: how many times it was tried.
-    """
-
-    message: Message
-    error: BaseException
-    attempts: int = 1
-
-    @property
-    def topic(self) -> str:
-        """The dead-letter topic: ``<original topic>.DLT``."""
-        return dead_letter_topic(self.message.topic)
-
-    @property
-    def reason(self) -> str:
-        return f"{type(self.error).__name__}: {self.error}"
-
-    @property
-    def headers(self) -> list[tuple[str, bytes]]:
-        """The original headers plus ``dlt.*`` headers (see :func:`reactive_services.adapters.dead_letter_headers`)."""
-        return dead_letter_headers(self.message, self.error, attempts=self.attempts)
 
 
 def decode_json(

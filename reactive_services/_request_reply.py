@@ -29,8 +29,7 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from reactive_services.adapters._codec import encode_value
-from reactive_services.adapters._message import Message, track
+from reactive_services.adapters import Message, encode_value, track, wait_visible
 
 from .errors import BrokerError, BrokerUnavailableError, ConfigError, RemoteError, RequestTimeoutError
 
@@ -140,26 +139,6 @@ async def _last_value(source: Observable[Any]) -> Any:
         return await done
     finally:
         subscription.dispose()
-
-
-async def wait_visible(broker: Any, topics: list[str], timeout: float) -> None:
-    """Wait until the broker's metadata lists the partitions of every topic in ``topics``.
-
-    A Kafka consumer that subscribes to a topic its first metadata answer does not list yet
-    (just created) gets no partitions of it until its next metadata refresh (aiokafka's
-    ``metadata_max_age_ms``, 5 minutes), so a request or reply consumer started right after
-    ``create_topics`` could sit idle that long. Polls ``broker.end_offsets`` every 50 ms.
-
-    Raises:
-        BrokerUnavailableError: a topic is still not listed after ``timeout`` seconds.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for topic in topics:
-        while not await broker.end_offsets(topic):
-            if loop.time() > deadline:
-                raise BrokerUnavailableError(f"topic {topic!r} did not appear within {timeout:g} s")
-            await asyncio.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- the service side

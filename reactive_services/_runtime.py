@@ -77,10 +77,8 @@ from typing import Any, TypeVar
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
 
-from reactive_services.adapters._message import Headers, Message, RecordMetadata, track
-from reactive_services.adapters._sink import DeadLetterSink
-from reactive_services.operators._decode_json import DeadLetter
-from reactive_services.operators._retry_with_backoff import retry_with_backoff
+from reactive_services.adapters import DeadLetter, DeadLetterSink, Headers, Message, RecordMetadata, track
+from reactive_services.operators import retry_with_backoff
 
 from ._request_reply import (
     MessagePatternSpec,

@@ -54,8 +54,7 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from reactive_services.adapters._message import Headers, Message, RecordMetadata
-from reactive_services.adapters._protocol import Broker, Decoder
+from reactive_services.adapters import Broker, Decoder, Headers, Message, RecordMetadata
 
 from .errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""The pure part of the Kafka adapter: records to messages, settings to aiokafka arguments.
+"""The pure part of the Kafka adapter: records to messages, settings, errors and metadata answers.
 
 No asyncio and no network here; everything is tested with plain values
 (``tests/adapters/test_kafka_codec.py``).
@@ -6,24 +6,47 @@ No asyncio and no network here; everything is tested with plain values
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from reactive_services.errors import ConfigError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
 
-from .._codec import decode_json
+from reactive_services.errors import BrokerUnavailableError, ConfigError
+
 from .._message import Headers, Message, RecordMetadata
 
 __all__ = [
+    "RESERVED_CONSUMER_OPTIONS",
+    "UNAVAILABLE",
     "ConsumerRecordLike",
+    "KafkaSettings",
+    "fmt_offsets",
     "headers_from_kafka",
     "headers_to_kafka",
     "message_from_record",
     "parse_bootstrap",
     "record_metadata",
-    "resolve_decoder",
-    "topic_list",
+    "topics_with_leaders",
+    "unavailable",
 ]
+
+#: aiokafka errors that mean "the cluster did not answer" (mapped to BrokerUnavailableError).
+UNAVAILABLE = (KafkaConnectionError, NodeNotReadyError, KafkaTimeoutError, RequestTimedOutError, OSError, TimeoutError)
+
+#: AIOKafkaConsumer arguments a source sets itself; ``consumer_options`` may not override them.
+RESERVED_CONSUMER_OPTIONS = frozenset(
+    {
+        "bootstrap_servers",
+        "group_id",
+        "enable_auto_commit",
+        "auto_offset_reset",
+        "loop",
+        "key_deserializer",
+        "value_deserializer",
+    }
+)
 
 
 class ConsumerRecordLike(Protocol):
@@ -36,28 +59,6 @@ class ConsumerRecordLike(Protocol):
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes | None]]
-
-
-def _raw(raw: bytes | None) -> bytes | None:
-    return raw
-
-
-def resolve_decoder(decode: Any) -> Callable[[bytes | None], Any]:
-    """The value decoder for a source's ``decode`` argument.
-
-    ``"json"`` -> :func:`reactive_services.adapters._codec.decode_json`; ``None`` -> identity (raw bytes);
-    a callable ``bytes | None -> Any`` is returned as is.
-
-    Raises:
-        ConfigError: ``decode`` is none of those (key ``"decode"``).
-    """
-    if decode == "json":
-        return decode_json
-    if decode is None:
-        return _raw
-    if callable(decode):
-        return decode  # type: ignore[no-any-return]
-    raise ConfigError("decode", f'must be "json", None or a callable, not {decode!r}')
 
 
 def headers_from_kafka(headers: Iterable[tuple[str, bytes | None]] | None) -> list[tuple[str, bytes]]:
@@ -128,13 +129,70 @@ def parse_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:
     return out
 
 
-def topic_list(topics: str | Sequence[str]) -> list[str]:
-    """``topics`` as a non-empty list of names.
+@dataclass(frozen=True)
+class KafkaSettings:
+    """The checked settings of a :class:`~reactive_services.adapters.kafka.KafkaBroker` (see its arguments).
 
     Raises:
-        ConfigError: no topic, or an empty name (key ``"topics"``).
+        ConfigError: a malformed ``bootstrap_servers``, a non-positive timeout or size, or a
+            ``consumer_options`` key the source sets itself (the key names the setting).
     """
-    names = [topics] if isinstance(topics, str) else list(topics)
-    if not names or not all(isinstance(t, str) and t for t in names):
-        raise ConfigError("topics", f"need one or more non-empty topic names, got {topics!r}")
-    return names
+
+    bootstrap_servers: str
+    client_id: str = "reactive-services"
+    connect_timeout_s: float = 10.0
+    request_timeout_s: float = 10.0
+    max_batch: int = 500
+    commit_interval_s: float = 1.0
+    poll_timeout_s: float = 0.2
+    revoke_timeout_s: float = 5.0
+    consumer_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        parse_bootstrap(self.bootstrap_servers)
+        for name in ("connect_timeout_s", "request_timeout_s", "poll_timeout_s", "revoke_timeout_s"):
+            val = getattr(self, name)
+            if not val > 0:
+                raise ConfigError(name, f"must be > 0 seconds, got {val!r}")
+            object.__setattr__(self, name, float(val))
+        if not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ConfigError("max_batch", f"must be a positive int, got {self.max_batch!r}")
+        if not self.commit_interval_s >= 0:
+            raise ConfigError("commit_interval_s", f"must be >= 0 seconds, got {self.commit_interval_s!r}")
+        object.__setattr__(self, "commit_interval_s", float(self.commit_interval_s))
+        reserved = sorted(RESERVED_CONSUMER_OPTIONS.intersection(self.consumer_options or {}))
+        if reserved:
+            raise ConfigError("consumer_options", f"{', '.join(reserved)} cannot be overridden")
+        object.__setattr__(self, "consumer_options", dict(self.consumer_options or {}))
+
+    @property
+    def request_timeout_ms(self) -> int:
+        """``request_timeout_s`` in milliseconds, as aiokafka takes it."""
+        return int(self.request_timeout_s * 1000)
+
+
+def unavailable(bootstrap_servers: str, exc: BaseException, timeout_s: float) -> BrokerUnavailableError:
+    """The :class:`BrokerUnavailableError` for a failure to reach the cluster within ``timeout_s`` seconds."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, KafkaTimeoutError, RequestTimedOutError)):
+        reason = f"no answer within {timeout_s:g} s"
+    elif isinstance(exc, KafkaConnectionError):
+        reason = "no broker answered (connection refused or closed)"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return BrokerUnavailableError(f"cannot reach Kafka at {bootstrap_servers}: {reason}")
+
+
+def topics_with_leaders(described: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The topics of a ``describe_topics`` answer that exist and whose partitions all have a leader."""
+    return [
+        t["topic"]
+        for t in described
+        if t["error_code"] == 0
+        and t["partitions"]
+        and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])
+    ]
+
+
+def fmt_offsets(offsets: Mapping[Any, int]) -> str:
+    """``{TopicPartition: offset}`` as ``"topic[partition]=offset, ..."`` for logs."""
+    return ", ".join(f"{tp.topic}[{tp.partition}]={off}" for tp, off in sorted(offsets.items()))

@@ -20,6 +20,7 @@ from reactive_services.adapters.kafka import KafkaBroker
 from reactivex import operators as ops
 
 from reactive_services.errors import BrokerError, BrokerUnavailableError, ConfigError, PublishError
+from reactive_services.testing import wait_for
 
 
 @dataclass
@@ -69,13 +70,6 @@ async def read_n(broker: KafkaBroker, topic: str, group: str, n: int, **kw: Any)
     finally:
         sub.dispose()
     return out
-
-
-async def wait_until(pred: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def group_state(bootstrap: str, group: str) -> tuple[str, int]:
@@ -146,7 +140,7 @@ async def test_create_topics_is_idempotent_and_end_offsets_cover_partitions(
 async def test_concurrent_first_calls_share_one_admin_client_and_one_offsets_consumer(
     kafka_bootstrap: str, unique_topic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import reactive_services.adapters.kafka._broker as kafka_module
+    import reactive_services.adapters.kafka._admin as kafka_module
 
     created: list[str] = []
     for name in ("AIOKafkaAdminClient", "AIOKafkaConsumer"):
@@ -219,11 +213,11 @@ async def test_a_message_with_pending_tracked_work_is_not_committed(
         m.track(done_work if m.offset == 0 else never)
 
     out, sub = collect(kafka_broker.source(topic, group_id=group), on_each=on_each)
-    await wait_until(lambda: len(out.messages) == 2)
+    await wait_for(lambda: len(out.messages) == 2)
     await asyncio.sleep(0.3)  # the source is now waiting on message 1's work
     assert len(out.messages) == 2  # message 2 is not delivered while 1 is pending
     sub.dispose()
-    await wait_until(lambda: kafka_broker.running_sources == 0)
+    await wait_for(lambda: kafka_broker.running_sources == 0)
     assert await kafka_broker.committed(group, topic, 0) == 1  # message 0 only
     assert not out.completed and out.error is None
     never.cancel()
@@ -350,7 +344,7 @@ async def test_stop_event_commits_then_completes(kafka_bootstrap: str, unique_to
         await asyncio.wait_for(out.done.wait(), 30)
         assert out.completed and out.error is None
         assert await broker.committed(group, topic, 0) == 4
-        await wait_until(lambda: broker.running_sources == 0)
+        await wait_for(lambda: broker.running_sources == 0)
         sub.dispose()
 
 
@@ -361,10 +355,10 @@ async def test_dispose_closes_the_consumer_without_a_terminal_call(
     await kafka_broker.create_topics([topic], partitions=1)
     await kafka_broker.emit(topic, {"i": 0})
     out, sub = collect(kafka_broker.source(topic, group_id=group))
-    await wait_until(lambda: len(out.messages) == 1)
+    await wait_for(lambda: len(out.messages) == 1)
     assert await group_state(kafka_bootstrap, group) == ("Stable", 1)
     sub.dispose()
-    await wait_until(lambda: kafka_broker.running_sources == 0)
+    await wait_for(lambda: kafka_broker.running_sources == 0)
     assert (await group_state(kafka_bootstrap, group))[1] == 0  # the member left the group
     assert await kafka_broker.committed(group, topic, 0) == 1  # handled before dispose
     assert not out.completed and out.error is None
@@ -382,7 +376,7 @@ async def test_take_disposes_from_on_next_and_the_last_message_is_redelivered(
         lambda m: got.append(m.offset), on_completed=done.set
     )
     await asyncio.wait_for(done.wait(), 30)
-    await wait_until(lambda: kafka_broker.running_sources == 0)
+    await wait_for(lambda: kafka_broker.running_sources == 0)
     assert got == [0, 1]
     # The subscription was disposed inside on_next of offset 1: at-least-once keeps it.
     assert await kafka_broker.committed(group, topic, 0) == 1
@@ -394,7 +388,7 @@ async def test_broker_stop_completes_running_sources(kafka_bootstrap: str, uniqu
     await broker.start()
     await broker.emit(topic, {"i": 0})
     out, _sub = collect(broker.source(topic, group_id=group))
-    await wait_until(lambda: len(out.messages) == 1)
+    await wait_for(lambda: len(out.messages) == 1)
     await asyncio.wait_for(broker.stop(), 20)
     assert out.completed and broker.running_sources == 0 and not broker.started
     async with KafkaBroker(kafka_bootstrap) as other:
@@ -420,9 +414,9 @@ async def test_sink_publishes_and_holds_back_the_input_commit(kafka_broker: Kafk
         return {"n": m.value["n"] * 10}
 
     kafka_broker.source(src, group_id=group, stop=stop).pipe(ops.map(counted)).subscribe(sink)
-    await wait_until(lambda: sink.completed, timeout=30)
+    await wait_for(lambda: sink.completed, timeout=30)
     await sink.flush()
-    await wait_until(lambda: kafka_broker.running_sources == 0)
+    await wait_for(lambda: kafka_broker.running_sources == 0)
     assert await kafka_broker.committed(group, src, 0) == 3
     out = await read_n(kafka_broker, dst, unique_topic("g"), 3)
     assert [(m.key, m.value) for m in out.messages] == [(b"0", {"n": 0}), (b"10", {"n": 10}), (b"20", {"n": 20})]
@@ -449,7 +443,7 @@ async def test_a_source_on_an_unreachable_broker_errors(unique_topic) -> None:
     out, sub = collect(broker.source(unique_topic(), group_id=unique_topic("g")))
     await asyncio.wait_for(out.done.wait(), 10)
     assert isinstance(out.error, BrokerUnavailableError) and not out.completed
-    await wait_until(lambda: broker.running_sources == 0)
+    await wait_for(lambda: broker.running_sources == 0)
     sub.dispose()
 
 
@@ -473,12 +467,12 @@ async def test_two_members_of_a_group_share_partitions_through_a_rebalance(
     await kafka_broker.emit_batch(topic, [(f"k{i}", {"i": i}) for i in range(30)])
     stop = asyncio.Event()
     first, sub1 = collect(kafka_broker.source(topic, group_id=group, stop=stop))
-    await wait_until(lambda: len(first.messages) == 30)
+    await wait_for(lambda: len(first.messages) == 30)
     # A second member joins: the group rebalances, the first member commits what it
     # handled for the partitions it gives up, and both keep running without errors.
     second, sub2 = collect(kafka_broker.source(topic, group_id=group, stop=stop))
     await kafka_broker.emit_batch(topic, [(f"k{i}", {"i": i}) for i in range(30, 60)])
-    await wait_until(lambda: len({m.value["i"] for m in first.messages + second.messages}) == 60, timeout=30)
+    await wait_for(lambda: len({m.value["i"] for m in first.messages + second.messages}) == 60, timeout=30)
     stop.set()
     await asyncio.wait_for(asyncio.gather(first.done.wait(), second.done.wait()), 30)
     assert first.error is None and second.error is None and first.completed and second.completed

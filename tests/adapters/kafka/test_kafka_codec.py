@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import pytest
 import reactive_services.adapters.kafka
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from aiokafka.structs import RecordMetadata as AioRecordMetadata
-from reactive_services.adapters import Message, RecordMetadata, decode_json
+from reactive_services.adapters import Message, RecordMetadata
 from reactive_services.adapters.kafka._codec import (
+    KafkaSettings,
+    fmt_offsets,
     headers_from_kafka,
     headers_to_kafka,
     message_from_record,
     parse_bootstrap,
     record_metadata,
-    resolve_decoder,
-    topic_list,
+    topics_with_leaders,
+    unavailable,
 )
 
-from reactive_services.errors import ConfigError, DecodeError
+from reactive_services.errors import BrokerUnavailableError, ConfigError
 
 
 def record(
@@ -74,21 +77,6 @@ def test_headers_to_kafka_validates_and_copies() -> None:
         headers_to_kafka([(1, b"x")])  # type: ignore[list-item]
 
 
-def test_resolve_decoder() -> None:
-    assert resolve_decoder("json") is decode_json
-    assert resolve_decoder(None)(b"\x00raw") == b"\x00raw"
-    assert resolve_decoder(len)(b"abc") == 3
-    with pytest.raises(ConfigError, match="decode"):
-        resolve_decoder("xml")
-
-
-def test_json_decoder_raises_decode_error_on_bad_bytes() -> None:
-    with pytest.raises(DecodeError, match="not JSON"):
-        resolve_decoder("json")(b"{oops")
-    with pytest.raises(DecodeError, match="tombstone"):
-        resolve_decoder("json")(None)
-
-
 def test_record_metadata_from_aiokafka() -> None:
     md = AioRecordMetadata("t", 1, TopicPartition("t", 1), 9, 1234, 0, 0)
     assert record_metadata(md) == RecordMetadata("t", 1, 9, 1234)
@@ -113,12 +101,56 @@ def test_parse_bootstrap_rejects(bad: str) -> None:
     assert info.value.key == "bootstrap_servers"
 
 
-def test_topic_list() -> None:
-    assert topic_list("a") == ["a"]
-    assert topic_list(("a", "b")) == ["a", "b"]
-    for bad in ([], [""], ""):
-        with pytest.raises(ConfigError):
-            topic_list(bad)
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("connect_timeout_s", 0),
+        ("request_timeout_s", -1),
+        ("poll_timeout_s", 0),
+        ("revoke_timeout_s", 0),
+        ("max_batch", 0),
+        ("commit_interval_s", -0.5),
+    ],
+)
+def test_settings_reject_out_of_range_values(setting: str, value: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        KafkaSettings("127.0.0.1:9092", **{setting: value})
+    assert info.value.key == setting
+
+
+def test_settings_refuse_consumer_options_the_source_sets_itself() -> None:
+    with pytest.raises(ConfigError, match="group_id") as info:
+        KafkaSettings("127.0.0.1:9092", consumer_options={"group_id": "x", "session_timeout_ms": 1})
+    assert info.value.key == "consumer_options"
+    settings = KafkaSettings("127.0.0.1:9092", request_timeout_s=2, consumer_options={"session_timeout_ms": 1})
+    assert settings.request_timeout_s == 2.0 and settings.request_timeout_ms == 2000
+    assert settings.consumer_options == {"session_timeout_ms": 1}
+
+
+def test_unavailable_names_the_cluster_and_the_reason() -> None:
+    err = unavailable("h:1", TimeoutError(), 2.5)
+    assert isinstance(err, BrokerUnavailableError)
+    assert str(err) == "cannot reach Kafka at h:1: no answer within 2.5 s"
+    assert "connection refused" in str(unavailable("h:1", KafkaConnectionError(), 1))
+    assert "OSError: boom" in str(unavailable("h:1", OSError("boom"), 1))
+
+
+def test_topics_with_leaders_needs_every_partition_led() -> None:
+    described = [
+        {"topic": "a", "error_code": 0, "partitions": [{"error_code": 0, "leader": 1}, {"error_code": 0, "leader": 2}]},
+        {
+            "topic": "b",
+            "error_code": 0,
+            "partitions": [{"error_code": 0, "leader": 1}, {"error_code": 5, "leader": -1}],
+        },
+        {"topic": "c", "error_code": 3, "partitions": []},
+        {"topic": "d", "error_code": 0, "partitions": []},
+    ]
+    assert topics_with_leaders(described) == ["a"]
+
+
+def test_fmt_offsets_sorts_by_partition() -> None:
+    assert fmt_offsets({TopicPartition("t", 1): 5, TopicPartition("t", 0): 3}) == "t[0]=3, t[1]=5"
 
 
 def test_kafka_broker_matches_the_broker_protocol_exactly() -> None:

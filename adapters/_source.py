@@ -1,0 +1,227 @@
+"""What every broker source shares: its argument checks and the step that hands one record over.
+
+The Kafka and in-memory sources differ in how they fetch and commit; the rest is written once
+here: :func:`source_args` validates ``source(...)``'s arguments (at call time, not at
+subscription), and :func:`hand_over` decodes one record and either dead-letters it or
+delivers it through the in-flight window (:class:`~reactive_services.adapters._inflight.InFlight`),
+which every source uses, ``concurrency=1`` included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from reactivex.abc import ObserverBase
+
+from reactive_services.errors import ConfigError
+
+from ._codec import resolve_decoder
+from ._dead_letter import DeadLetter, publish_dead_letter
+from ._inflight import InFlight
+from ._message import Message, current_message
+from ._protocol import Emitter
+
+__all__ = [
+    "SourceArgs",
+    "Subscription",
+    "check_auto_offset_reset",
+    "check_concurrency",
+    "hand_over",
+    "source_args",
+    "topic_list",
+]
+
+log = logging.getLogger("reactive_services.adapters.source")
+
+OffsetReset = Literal["earliest", "latest"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceArgs:
+    """The checked arguments of a ``source(...)`` call.
+
+    Attributes:
+        topics: one or more non-empty topic names, in the order given.
+        group_id: the consumer group (non-empty).
+        decoder: ``bytes | None -> value`` (see :func:`~reactive_services.adapters._codec.resolve_decoder`).
+        auto_offset_reset: ``"earliest"`` or ``"latest"``.
+        concurrency: messages in flight at most (>= 1).
+    """
+
+    topics: tuple[str, ...]
+    group_id: str
+    decoder: Callable[[bytes | None], Any]
+    auto_offset_reset: OffsetReset
+    concurrency: int
+
+
+def topic_list(topics: str | Sequence[str]) -> list[str]:
+    """``topics`` as a non-empty list of names.
+
+    Raises:
+        ConfigError: no topic, or an empty name (key ``"topics"``).
+    """
+    names = [topics] if isinstance(topics, str) else list(topics)
+    if not names or not all(isinstance(t, str) and t for t in names):
+        raise ConfigError("topics", f"need one or more non-empty topic names, got {topics!r}")
+    return names
+
+
+def check_auto_offset_reset(value: Any) -> OffsetReset:
+    """``value`` if it is ``"earliest"`` or ``"latest"``.
+
+    Raises:
+        ConfigError: anything else (key ``"auto_offset_reset"``).
+    """
+    if value == "earliest":
+        return "earliest"
+    if value == "latest":
+        return "latest"
+    raise ConfigError("auto_offset_reset", f"must be 'earliest' or 'latest', got {value!r}")
+
+
+def check_concurrency(value: Any) -> int:
+    """``value`` if it is an ``int >= 1`` (not a bool).
+
+    Raises:
+        ConfigError: anything else (key ``"concurrency"``).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("concurrency", f"must be an int >= 1, got {value!r}")
+    return value
+
+
+def source_args(
+    topics: str | Sequence[str],
+    group_id: Any,
+    decode: Any,
+    auto_offset_reset: Any,
+    concurrency: Any,
+) -> SourceArgs:
+    """Check the arguments of ``Broker.source`` (every broker calls this once per call).
+
+    Raises:
+        ConfigError: no topics or an empty name, an empty ``group_id``, a bad ``decode``,
+            ``auto_offset_reset`` or ``concurrency`` (the key names the argument).
+    """
+    names = tuple(topic_list(topics))
+    if not isinstance(group_id, str) or not group_id:
+        raise ConfigError("group_id", "must be a non-empty string")
+    return SourceArgs(
+        names,
+        group_id,
+        resolve_decoder(decode),
+        check_auto_offset_reset(auto_offset_reset),
+        check_concurrency(concurrency),
+    )
+
+
+@dataclass(eq=False, kw_only=True)
+class Subscription:
+    """One subscription to a broker source: its Observer, its task, and how it is being ended.
+
+    Shared by both brokers so that disposing behaves the same: disposed from inside ``on_next``
+    (``take(n)``, an operator failing upstream), the source finishes that call, does not count
+    the message as handled (it stays uncommitted: redelivered), and ends without a terminal
+    call; disposed otherwise, its task is cancelled.
+
+    Attributes:
+        observer: the subscriber.
+        task: the consume task (set right after subscribing).
+        detached: disposed while ``on_next`` was running.
+        in_on_next: ``on_next`` is running now.
+        terminating: the task is ending by itself; disposing must not cancel it any more.
+    """
+
+    observer: ObserverBase[Message]
+    task: asyncio.Task[None] | None = None
+    detached: bool = False
+    in_on_next: bool = False
+    terminating: bool = False
+
+    def dispose(self) -> None:
+        """The subscription's disposal (idempotent)."""
+        if self.terminating or self.task is None or self.task.done():
+            return
+        if self.in_on_next:
+            self.detached = True
+        else:
+            self.task.cancel()
+
+    def on_next(self, message: Message) -> None:
+        """``observer.on_next(message)``, with :attr:`in_on_next` set meanwhile."""
+        self.in_on_next = True
+        try:
+            self.observer.on_next(message)
+        finally:
+            self.in_on_next = False
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Call ``on_error(error)`` or ``on_completed()`` once, unless detached.
+
+        An exception raised by the Observer's terminal method (reactivex's default
+        ``on_error`` re-raises) is logged, not raised.
+        """
+        self.terminating = True
+        if self.detached:
+            return
+        try:
+            if error is None:
+                self.observer.on_completed()
+            else:
+                self.observer.on_error(error)  # type: ignore[arg-type]  # reactivex types it Exception
+        except Exception:  # noqa: BLE001 - the source is ending anyway
+            log.exception("the observer of a broker source raised from its terminal call")
+
+
+def hand_over(
+    broker: Emitter,
+    window: InFlight,
+    subscription: Subscription,
+    tp: Hashable,
+    message: Message,
+    decoder: Callable[[bytes | None], Any],
+) -> bool:
+    """Decode ``message.raw`` into ``message.value``, then dead-letter or deliver it, in ``window``.
+
+    The caller has checked that ``window`` has room (and that the key is not busy). Either way
+    the message is in flight from here until its work settled, so the commit of ``tp`` never
+    passes it:
+
+    - the decoder raises: a :class:`DeadLetter` is published with
+      :func:`publish_dead_letter`, tracked on the message (the record counts as handled once
+      the dead letter is acknowledged; a failed publish ends the stream like failed work);
+    - otherwise ``subscription.on_next(message)`` is called with
+      :data:`~reactive_services.adapters.current_message` set to the message, then the
+      message is settled in the window (its tracked work awaited in the background). If the
+      subscription was disposed meanwhile (:attr:`Subscription.detached`), the message leaves
+      the window uncommitted instead.
+
+    Returns:
+        True when the message was delivered to the Observer and settled in the window.
+
+    Raises:
+        Exception: whatever ``on_next`` raises (the message stays in flight, uncommitted).
+    """
+    try:
+        message.value = decoder(message.raw)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure dead-letters
+        epoch = window.begin(tp, message.offset)
+        publish_dead_letter(broker, DeadLetter(message, exc), on=message)
+        window.settle(message, tp, epoch)
+        return False
+    epoch = window.begin(tp, message.offset)
+    token = current_message.set(message)
+    try:
+        subscription.on_next(message)
+    finally:
+        current_message.reset(token)
+    if subscription.detached:
+        window.abandon(tp, message.offset)
+        return False
+    window.settle(message, tp, epoch)
+    return True

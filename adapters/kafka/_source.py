@@ -1,0 +1,370 @@
+"""The Kafka consume loop: one ``AIOKafkaConsumer`` task per subscription to a source.
+
+Every subscription delivers through the shared in-flight window
+(:class:`~reactive_services.adapters._inflight.InFlight`), ``concurrency=1`` included, so the
+fetch loop keeps polling (and stays in the group) while a message is being handled. Decoding,
+dead-lettering and delivering one record is the shared
+:func:`~reactive_services.adapters._source.hand_over`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import reactivex
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import TopicPartition
+from reactivex import Observable
+from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
+from reactivex.disposable import Disposable
+
+from .._inflight import InFlight
+from .._message import YIELD_EVERY, Message
+from .._protocol import Emitter
+from .._source import SourceArgs, Subscription, hand_over
+from ._admin import close_quietly
+from ._codec import KafkaSettings, fmt_offsets, message_from_record, unavailable
+
+__all__ = ["KafkaSources", "SourceStats"]
+
+log = logging.getLogger("reactive_services.adapters.kafka")
+
+
+@dataclass(eq=False)
+class SourceStats:
+    """Live counters of one subscription to a Kafka source (see :meth:`KafkaBroker.source_stats`).
+
+    The source updates them as it runs; they are meant for tests, metrics and debugging.
+
+    Attributes:
+        group_id: the consumer group of the source.
+        concurrency: the ``concurrency`` it was subscribed with.
+        in_flight: messages in flight now.
+        max_in_flight: the most messages in flight at once so far (never above ``concurrency``).
+        buffered: fetched records waiting for room in the window.
+        max_buffered: the most records buffered at once (bounded by ``max_batch`` per fetch).
+        pauses: times the source paused its partitions because its window was full.
+        resumes: times it resumed them.
+        paused: the partitions paused now, as ``consumer.paused()`` reports them.
+        assignments: partition assignments received from the group coordinator.
+        revocations: non-empty revocations received (a rebalance took partitions away).
+    """
+
+    group_id: str
+    concurrency: int = 1
+    in_flight: int = 0
+    max_in_flight: int = 0
+    buffered: int = 0
+    max_buffered: int = 0
+    pauses: int = 0
+    resumes: int = 0
+    paused: frozenset[TopicPartition] = frozenset()
+    assignments: int = 0
+    revocations: int = 0
+
+
+@dataclass(eq=False, kw_only=True)
+class _SourceRun(Subscription):
+    """The state of one subscription to a Kafka source."""
+
+    args: SourceArgs
+    stop: asyncio.Event | None
+    window: InFlight  # the messages in flight and their offsets
+    stats: SourceStats
+    on_assigned: Callable[[], None] | None = None
+    halt: bool = False  # broker.stop(): end like the stop event (commit, complete)
+    consumer: AIOKafkaConsumer | None = None
+    backlog: deque[Any] = field(default_factory=deque)  # fetched, not yet delivered
+    revoking: set[TopicPartition] = field(default_factory=set)  # being revoked: deliver no more of them
+
+    @property
+    def group_id(self) -> str:
+        return self.args.group_id
+
+    def stopping(self) -> bool:
+        return self.halt or self.detached or (self.stop is not None and self.stop.is_set())
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
+    """Commits the handled offsets of partitions taken away by a rebalance."""
+
+    def __init__(self, sources: KafkaSources, run: _SourceRun) -> None:
+        self._sources = sources
+        self._run = run
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        run = self._run
+        if revoked:
+            run.stats.revocations += 1
+        await self._revoke_window(set(revoked))
+
+    async def _revoke_window(self, revoked: set[TopicPartition]) -> None:
+        """Wait (at most ``revoke_timeout_s``) for the messages in
+        flight of ``revoked``, commit what is contiguous-complete, abandon the rest."""
+        run, window = self._run, self._run.window
+        if not revoked:
+            return
+        timeout_s = self._sources.settings.revoke_timeout_s
+        run.revoking |= revoked
+        try:
+            run.backlog = deque(r for r in run.backlog if TopicPartition(r.topic, r.partition) not in revoked)
+            if not await window.drain(revoked, timeout=timeout_s):
+                log.warning(
+                    "group %s: messages of %s still in flight after %g s at revocation; "
+                    "they are not committed and will be redelivered to the new owner",
+                    run.group_id,
+                    sorted(revoked),
+                    timeout_s,
+                )
+            if run.consumer is not None:
+                await self._sources.commit(run, only=revoked)
+        finally:
+            for tp in revoked:
+                window.forget(tp)
+            run.revoking -= revoked
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._run.stats.assignments += 1
+        log.debug("group %s: assigned %s", self._run.group_id, sorted(assigned))
+
+
+class KafkaSources:
+    """The running source subscriptions of one :class:`~reactive_services.adapters.kafka.KafkaBroker`.
+
+    Args:
+        settings: the broker's settings (batch size, commit interval, poll and revoke timeouts).
+        emitter: what undecodable records are dead-lettered through (the broker).
+    """
+
+    def __init__(self, settings: KafkaSettings, emitter: Emitter) -> None:
+        self.settings = settings
+        self._emitter = emitter
+        self._runs: set[_SourceRun] = set()
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def observable(
+        self, args: SourceArgs, *, stop: asyncio.Event | None, on_assigned: Callable[[], None] | None
+    ) -> Observable[Message]:
+        """The cold Observable of :meth:`KafkaBroker.source` for checked ``args``."""
+
+        def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                observer.on_error(RuntimeError("subscribe to a Kafka source from a running asyncio event loop"))
+                return Disposable()
+            run = _SourceRun(
+                observer=observer,
+                args=args,
+                stop=stop,
+                window=InFlight(args.concurrency),
+                stats=SourceStats(args.group_id, args.concurrency),
+                on_assigned=on_assigned,
+            )
+            run.task = loop.create_task(self._consume(run))
+            self._runs.add(run)
+            run.task.add_done_callback(lambda t: self._source_done(run, t))
+            return Disposable(run.dispose)
+
+        return reactivex.create(subscribe)
+
+    def stats(self, group_id: str | None = None) -> list[SourceStats]:
+        """The live counters of the running subscriptions (of ``group_id``, if given)."""
+        return [r.stats for r in self._runs if group_id in (None, r.group_id)]
+
+    async def stop(self, timeout_s: float) -> None:
+        """End every running subscription like its ``stop`` event (commit, close, ``on_completed``);
+        one still busy after ``timeout_s`` seconds is cancelled (then waited for as long again)."""
+        runs = list(self._runs)
+        for run in runs:
+            run.halt = True
+        tasks = [r.task for r in runs if r.task is not None and not r.task.done()]
+        if tasks:
+            _done, late = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=timeout_s)
+
+    def _source_done(self, run: _SourceRun, task: asyncio.Task[None]) -> None:
+        self._runs.discard(run)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Kafka source %s crashed", list(run.args.topics), exc_info=task.exception())
+
+    async def commit(self, run: _SourceRun, only: set[TopicPartition] | None = None) -> None:
+        """Commit the handled offsets of ``run`` not committed yet; failures are logged."""
+        consumer = run.consumer
+        if consumer is None:
+            return
+        window = run.window
+        todo = window.tracker.to_commit()
+        if only is not None:
+            todo = {tp: off for tp, off in todo.items() if tp in only}
+        if not todo:
+            return
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                await consumer.commit(todo)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning(
+                "group %s: commit of %s failed after a rebalance (%s); those records will be redelivered",
+                run.group_id,
+                fmt_offsets(todo),
+                exc,
+            )
+            assigned = consumer.assignment()
+            for tp in window.tracker.partitions():
+                if tp not in assigned:
+                    window.forget(tp)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("group %s: commit of %s failed: %s", run.group_id, fmt_offsets(todo), exc)
+        else:
+            window.tracker.mark_committed(todo)
+
+    async def _consume(self, run: _SourceRun) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=s.client_id,
+            group_id=run.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=run.args.auto_offset_reset,
+            **{"request_timeout_ms": s.request_timeout_ms, **s.consumer_options},
+        )
+        error: BaseException | None = None
+        try:
+            try:
+                async with asyncio.timeout(s.connect_timeout_s):
+                    await consumer.start()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                await close_quietly(consumer.stop())
+                failure = unavailable(s.bootstrap_servers, exc, s.connect_timeout_s)
+                failure.__cause__ = exc
+                run.end(failure)
+                return
+            run.consumer = consumer
+            consumer.subscribe(topics=list(run.args.topics), listener=_Listener(self, run))
+            error = await self._fetch_loop(run, consumer)
+        except asyncio.CancelledError:
+            # Disposed (or broker.stop() gave up waiting): commit what was handled, close.
+            run.terminating = True
+            await close_quietly(run.window.cancel())
+            await close_quietly(self.commit(run))
+            await close_quietly(consumer.stop())
+            raise
+        run.terminating = True
+        await self.commit(run)
+        await close_quietly(consumer.stop())
+        run.end(error)
+
+    async def _fetch_loop(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> Exception | None:
+        """Fetch and deliver through the in-flight window until stopped, then
+        settle what is in flight; returns the error that ended it, if any."""
+        window, stats = run.window, run.stats
+        error = await self._deliver(run, consumer)
+        if run.detached:
+            await window.cancel()
+        elif error is None:
+            await window.drain()  # stop: finish what is in flight (broker.stop() bounds it)
+            error = window.error
+        elif not await window.drain(timeout=self.settings.revoke_timeout_s):
+            await window.cancel()
+        stats.in_flight = len(window)
+        return error
+
+    async def _deliver(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> Exception | None:
+        s = self.settings
+        window, stats, decoder = run.window, run.stats, run.args.decoder
+        poll_ms = max(1, int(s.poll_timeout_s * 1000))
+        max_batch = s.max_batch
+        interval = s.commit_interval_s
+        last_commit = time.monotonic()
+        delivered = 0
+        paused = False
+        while not run.stopping():
+            if window.error is not None:
+                return window.error
+            assigned = consumer.assignment()
+            backlog = run.backlog
+            while backlog and not run.stopping():
+                record = backlog[0]
+                tp = TopicPartition(record.topic, record.partition)
+                if tp not in assigned or tp in run.revoking:  # revoked meanwhile
+                    backlog.popleft()
+                    continue
+                if window.full() or window.key_busy(tp, record.key):
+                    break  # blocked: wait for a message to settle (below)
+                backlog.popleft()
+                msg = message_from_record(record, None)
+                try:
+                    delivered_one = hand_over(self._emitter, window, run, tp, msg, decoder)
+                except Exception as exc:  # noqa: BLE001 - the observer's failure ends the stream
+                    return exc
+                if run.detached:
+                    return None
+                if not delivered_one:  # dead-lettered
+                    continue
+                stats.max_in_flight = max(stats.max_in_flight, len(window))
+                delivered += 1
+                if delivered % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let the loop's other tasks run
+                    assigned = consumer.assignment()
+            if run.stopping():
+                break
+            if window.error is not None:
+                return window.error
+            stats.in_flight = len(window)
+            stats.buffered = len(backlog)
+            if backlog:
+                # Blocked on a full window (or a busy key): stop fetching, but keep calling
+                # getmany so that aiokafka does not count us idle (max_poll_interval_ms).
+                consumer.pause(*consumer.assignment())
+                if not paused:
+                    paused = True
+                    stats.pauses += 1
+                stats.paused = frozenset(consumer.paused())
+                await window.wait_changed(timeout=s.poll_timeout_s)
+                batches = await consumer.getmany(timeout_ms=0, max_records=max_batch)
+            else:
+                if paused:
+                    consumer.resume(*consumer.paused())
+                    paused = False
+                    stats.resumes += 1
+                    stats.paused = frozenset(consumer.paused())
+                batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_batch)
+                failure = await self._signal_assigned(run, consumer)
+                if failure is not None:
+                    return failure
+            for records in batches.values():
+                backlog.extend(records)
+            stats.buffered = len(backlog)
+            stats.max_buffered = max(stats.max_buffered, stats.buffered)
+            if time.monotonic() - last_commit >= interval:
+                await self.commit(run)
+                last_commit = time.monotonic()
+        return None
+
+    async def _signal_assigned(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> Exception | None:
+        """Call ``run.on_assigned`` once partitions are assigned and positioned."""
+        if run.on_assigned is None or not consumer.assignment():
+            return None
+        try:
+            for tp in consumer.assignment():  # resolve "latest"/committed positions first
+                await consumer.position(tp)
+        except IllegalStateError:
+            return None  # revoked meanwhile: try again after the next fetch
+        signal, run.on_assigned = run.on_assigned, None
+        try:
+            signal()
+        except Exception as exc:  # noqa: BLE001 - the callback's failure ends the stream
+            return exc
+        return None

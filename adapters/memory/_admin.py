@@ -1,0 +1,144 @@
+"""The in-memory cluster state and its administration: topics, consumer groups, committed offsets.
+
+:class:`MemoryCluster` is what the producer appends to, what the sources read and commit in,
+and what ``create_topics`` / ``end_offsets`` / ``committed`` answer from. Everything runs on
+one asyncio event loop; nothing here awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from reactive_services.errors import ConfigError
+
+from .._message import Message
+from ._codec import StoredRecord, assign_range, message_of
+
+__all__ = ["Group", "Member", "MemoryCluster"]
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass
+class Member:
+    """One subscription in a consumer group.
+
+    Attributes:
+        member_id: unique within the cluster.
+        topics: the topics it subscribes to.
+        wake: set when a record is appended to one of its topics or the group rebalanced.
+        assignment: the partitions it owns now.
+        generation: the group generation its assignment belongs to.
+    """
+
+    member_id: int
+    topics: tuple[str, ...]
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    assignment: list[TopicPartition] = field(default_factory=list)
+    generation: int = 0
+
+
+@dataclass
+class Group:
+    """A consumer group: its committed offsets (next offset to read) and its members."""
+
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    members: list[Member] = field(default_factory=list)
+    generation: int = 0
+
+
+class MemoryCluster:
+    """Topics (partitions of stored records) and consumer groups held in memory.
+
+    Args:
+        default_partitions: partitions of a topic created implicitly (by a publish or a subscribe).
+    """
+
+    def __init__(self, default_partitions: int) -> None:
+        self.default_partitions = default_partitions
+        self.topics: dict[str, list[list[StoredRecord]]] = {}
+        self.groups: dict[str, Group] = {}
+        self._member_ids = itertools.count(1)
+
+    # -- topics ----------------------------------------------------------------------------
+    def topic(self, topic: str, partitions: int | None = None) -> list[list[StoredRecord]]:
+        """The partitions of ``topic``, created with ``partitions`` (default: the default) if new.
+
+        Raises:
+            ConfigError: ``topic`` is empty (key ``"topic"``).
+        """
+        parts = self.topics.get(topic)
+        if parts is None:
+            if not topic:
+                raise ConfigError("topic", "must be a non-empty string")
+            parts = self.topics[topic] = [[] for _ in range(partitions or self.default_partitions)]
+        return parts
+
+    def create_topics(self, topics: Sequence[str], partitions: int) -> None:
+        """Create the topics that do not exist yet, with ``partitions`` partitions each."""
+        for topic in topics:
+            self.topic(topic, partitions)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: next offset to be written}`` of ``topic`` (empty if it does not exist)."""
+        return {p: len(records) for p, records in enumerate(self.topics.get(topic, []))}
+
+    def committed(self, group_id: str, topic: str, partition: int) -> int | None:
+        """The committed offset of ``group_id`` on ``topic``/``partition``, or None."""
+        group = self.groups.get(group_id)
+        return None if group is None else group.committed.get((topic, partition))
+
+    def records(self, topic: str) -> list[Message]:
+        """Every record of ``topic`` as Messages (value: the raw bytes), partition by partition."""
+        return [
+            message_of(topic, p, offset, rec)
+            for p, records in enumerate(self.topics.get(topic, []))
+            for offset, rec in enumerate(records)
+        ]
+
+    # -- consumer groups -------------------------------------------------------------------
+    def wake(self, topic: str) -> None:
+        """Wake every member subscribed to ``topic`` (a record was appended)."""
+        for group in self.groups.values():
+            for member in group.members:
+                if topic in member.topics:
+                    member.wake.set()
+
+    def join(self, group_id: str, topics: tuple[str, ...]) -> tuple[Group, Member]:
+        """Add a member subscribing to ``topics`` to ``group_id`` (created if new) and rebalance."""
+        for topic in topics:
+            self.topic(topic)
+        group = self.groups.setdefault(group_id, Group())
+        member = Member(next(self._member_ids), topics)
+        group.members.append(member)
+        self._rebalance(group)
+        return group, member
+
+    def leave(self, group: Group, member: Member) -> None:
+        """Remove ``member`` from ``group`` and rebalance the others."""
+        group.members.remove(member)
+        self._rebalance(group)
+
+    def _rebalance(self, group: Group) -> None:
+        group.generation += 1
+        counts = {topic: len(self.topic(topic)) for m in group.members for topic in m.topics}
+        shares = assign_range([m.topics for m in group.members], counts)
+        for member, share in zip(group.members, shares, strict=True):
+            member.assignment = share
+            member.generation = group.generation
+            member.wake.set()
+
+    def start_offset(self, group: Group, tp: TopicPartition, reset: str) -> int:
+        """Where a member starts reading ``tp``: the committed offset, else the start or the end."""
+        committed = group.committed.get(tp)
+        if committed is not None:
+            return committed
+        return 0 if reset == "earliest" else len(self.topic(tp[0])[tp[1]])
+
+    def assignment(self, group_id: str) -> list[list[TopicPartition]]:
+        """The partitions each current member of ``group_id`` owns."""
+        group = self.groups.get(group_id)
+        return [] if group is None else [list(m.assignment) for m in group.members]

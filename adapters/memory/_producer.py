@@ -1,0 +1,90 @@
+"""Publishing to the in-memory broker: records appended to partitions chosen from the key."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from reactive_services.errors import PublishError
+
+from .._codec import encode_key, encode_value
+from .._message import Headers, RecordMetadata
+from .._protocol import Emitter
+from .._sink import BrokerSink, Sinks
+from ._admin import MemoryCluster
+from ._codec import StoredRecord, partition_for
+
+__all__ = ["MemoryProducer"]
+
+
+class MemoryProducer:
+    """The producer of one :class:`~reactive_services.adapters.memory.InMemoryBroker`.
+
+    Args:
+        cluster: where records are appended.
+        max_record_bytes: the largest value accepted, in bytes.
+        started: ``() -> bool``, whether the broker is started (publishing needs it).
+        emitter: what the sinks publish through (the broker).
+    """
+
+    def __init__(
+        self, cluster: MemoryCluster, max_record_bytes: int, started: Callable[[], bool], emitter: Emitter
+    ) -> None:
+        self._cluster = cluster
+        self.max_record_bytes = max_record_bytes
+        self._started = started
+        self._round_robin = itertools.count()
+        self._sinks = Sinks(emitter)
+
+    async def emit(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Append one record; see :meth:`InMemoryBroker.emit`."""
+        return self._append(topic, encode_key(key), encode_value(value), headers, timestamp_ms)
+
+    async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
+        """Append many ``(key, value)`` records in order (all encoded first)."""
+        encoded = [(encode_key(k), encode_value(v)) for k, v in records]
+        return [self._append(topic, k, v, None, None) for k, v in encoded]
+
+    def _append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        timestamp_ms: int | None,
+    ) -> RecordMetadata:
+        if not self._started():
+            raise PublishError(f"cannot publish to {topic!r}: the in-memory broker is not started")
+        if value is not None and len(value) > self.max_record_bytes:
+            raise PublishError(
+                f"record of {len(value)} bytes to {topic!r} is over max_record_bytes={self.max_record_bytes}"
+            )
+        parts = self._cluster.topic(topic)
+        partition = partition_for(key, len(parts), next(self._round_robin) if key is None else 0)
+        ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        records = parts[partition]
+        records.append(StoredRecord(key, value, tuple(headers or ()), ts))
+        self._cluster.wake(topic)
+        return RecordMetadata(topic, partition, len(records) - 1, ts)
+
+    def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
+        """A :class:`~reactive_services.adapters.BrokerSink` to ``topic``, flushed by :meth:`flush_sinks`."""
+        return self._sinks.new(topic, key=key)
+
+    async def flush_sinks(self) -> None:
+        """Flush every sink handed out (then forget them).
+
+        Raises:
+            Exception: the first sink failure.
+        """
+        await self._sinks.flush()

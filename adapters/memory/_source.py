@@ -1,0 +1,218 @@
+"""The in-memory consume loop: one asyncio task per subscription, a member of its consumer group.
+
+Every subscription delivers through the shared in-flight window
+(:class:`~reactive_services.adapters._inflight.InFlight`), ``concurrency=1`` included, exactly
+as the Kafka source does; decoding, dead-lettering and delivering one record is the shared
+:func:`~reactive_services.adapters._source.hand_over`. A partition's committed offset is its
+lowest offset still in flight, updated whenever a message settles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import reactivex
+from reactivex import Observable
+from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
+from reactivex.disposable import Disposable
+
+from .._inflight import InFlight
+from .._message import YIELD_EVERY, Message
+from .._protocol import Emitter
+from .._source import SourceArgs, Subscription, hand_over
+from ._admin import Group, Member, MemoryCluster
+from ._codec import message_of
+
+__all__ = ["MemorySources"]
+
+#: Seconds a source waits, after a failure, for its other messages in flight (Kafka: ``revoke_timeout_s``).
+DRAIN_TIMEOUT_S = 5.0
+
+#: Seconds between two looks at a full window (a settle also wakes the source at once).
+ADMIT_POLL_S = 0.05
+
+
+class _AnyEvent:
+    """Set when any of its events is set."""
+
+    def __init__(self, *events: asyncio.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+    async def wait(self, *more: asyncio.Event) -> None:
+        """Wait until one of its events, or of ``more``, is set."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (*more, *self.events)]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+
+@dataclass(eq=False, kw_only=True)
+class _Run(Subscription):
+    """One subscription: its group membership, window and positions."""
+
+    args: SourceArgs
+    stop: _AnyEvent
+    on_assigned: Callable[[], None] | None = None
+    window: InFlight = field(init=False)
+    group: Group = field(init=False)  # set when the task starts (joins the group)
+    member: Member = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.window = InFlight(self.args.concurrency, on_settled=self.commit)
+
+    def commit(self) -> None:
+        """Commit, for each partition still ours, its lowest offset still in flight (when it moved)."""
+        tracker = self.window.tracker
+        todo = tracker.to_commit(self.member.assignment)
+        if todo:
+            self.group.committed.update(todo)
+            tracker.mark_committed(todo)
+
+
+class MemorySources:
+    """The running source subscriptions of one :class:`~reactive_services.adapters.memory.InMemoryBroker`.
+
+    Args:
+        cluster: the topics and groups read and committed in.
+        max_batch: records a source hands to its Observer per partition pass before it yields.
+        emitter: what undecodable records are dead-lettered through (the broker).
+    """
+
+    def __init__(self, cluster: MemoryCluster, max_batch: int, emitter: Emitter) -> None:
+        self._cluster = cluster
+        self.max_batch = max_batch
+        self._emitter = emitter
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
+
+    def open(self) -> None:
+        """Accept sources again after :meth:`stop` (a fresh closing event)."""
+        self._closing = asyncio.Event()
+
+    async def stop(self, timeout_s: float) -> None:
+        """End every running source like its ``stop`` event; cancel one still busy after ``timeout_s`` seconds."""
+        self._closing.set()
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def observable(
+        self, args: SourceArgs, *, stop: asyncio.Event | None, on_assigned: Callable[[], None] | None
+    ) -> Observable[Message]:
+        """The cold Observable of :meth:`InMemoryBroker.source` for checked ``args``."""
+
+        def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
+            run = _Run(
+                observer=observer,
+                args=args,
+                stop=_AnyEvent(stop or asyncio.Event(), self._closing),
+                on_assigned=on_assigned,
+            )
+            task = asyncio.get_running_loop().create_task(
+                self._consume(run), name=f"memory-source:{args.group_id}:{','.join(args.topics)}"
+            )
+            run.task = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return Disposable(run.dispose)
+
+        return reactivex.create(subscribe)
+
+    async def _consume(self, run: _Run) -> None:
+        window = run.window
+        run.group, run.member = self._cluster.join(run.args.group_id, run.args.topics)
+        try:
+            try:
+                error = await self._deliver(run)
+            except Exception as exc:  # noqa: BLE001 - the Observer raised: that message stays uncommitted
+                error = exc
+            if run.detached:
+                await window.cancel()
+            elif error is None:  # stop: finish what is in flight, then commit
+                await window.drain()
+                error = window.error
+            elif not await window.drain(timeout=DRAIN_TIMEOUT_S):  # let the others finish (bounded)
+                await window.cancel()
+            run.terminating = True
+            run.commit()
+        except asyncio.CancelledError:  # disposed, or stop() gave up waiting
+            await window.cancel()
+            raise
+        finally:
+            self._cluster.leave(run.group, run.member)
+        run.end(error)
+
+    async def _deliver(self, run: _Run) -> Exception | None:
+        """Deliver records until stopped; returns the error that ended it (tracked work failed), if any."""
+        cluster, window, member, stop = self._cluster, run.window, run.member, run.stop
+        decoder = run.args.decoder
+        positions: dict[tuple[str, int], int] = {}
+        generation = -1
+        while not stop.is_set():
+            if window.error is not None:
+                return window.error
+            if generation != member.generation:  # a rebalance: keep our place in partitions we kept
+                generation = member.generation
+                for tp in positions:
+                    if tp not in member.assignment:
+                        window.forget(tp)  # its unfinished messages go to the new owner
+                kept = positions
+                positions = {}
+                for tp in member.assignment:
+                    if tp in kept:
+                        positions[tp] = kept[tp]
+                    else:  # newly ours: start at the committed offset (or the reset position)
+                        positions[tp] = cluster.start_offset(run.group, tp, run.args.auto_offset_reset)
+                        window.tracker.assign(tp, positions[tp])
+                if run.on_assigned is not None and positions:  # assigned and positioned
+                    signal, run.on_assigned = run.on_assigned, None
+                    signal()
+            member.wake.clear()
+            delivered = 0
+            for tp in list(positions):
+                records = cluster.topic(tp[0])[tp[1]]
+                while positions[tp] < len(records) and delivered < self.max_batch:
+                    if stop.is_set() or generation != member.generation:
+                        break
+                    offset = positions[tp]
+                    if not await self._admit(run, tp, records[offset].key, generation):
+                        break
+                    hand_over(
+                        self._emitter, window, run, tp, message_of(tp[0], tp[1], offset, records[offset]), decoder
+                    )
+                    if run.detached:
+                        return None
+                    positions[tp] = offset + 1
+                    run.commit()
+                    delivered += 1
+                    if delivered % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # let the loop's other tasks run
+            if window.error is not None:
+                return window.error
+            if delivered == 0 and not stop.is_set():
+                await stop.wait(member.wake, window.failed)
+            else:
+                await asyncio.sleep(0)  # let producers and other members run
+        return None
+
+    async def _admit(self, run: _Run, tp: tuple[str, int], key: bytes | None, generation: int) -> bool:
+        """Wait until the window has room and no earlier message of ``key`` is in flight.
+
+        Returns False if the source must stop delivering first (stop, rebalance, failed work).
+        """
+        window = run.window
+        while window.full() or window.key_busy(tp, key):
+            if window.error is not None or run.stop.is_set() or generation != run.member.generation:
+                return False
+            await window.wait_changed(timeout=ADMIT_POLL_S)
+        return window.error is None

@@ -1,6 +1,7 @@
-"""The bounded window of messages in flight of a source running with ``concurrency > 1``.
+"""The bounded window of messages in flight of a broker source (``concurrency`` messages at most).
 
-Shared by the in-memory and Kafka sources. The pure offset bookkeeping is
+Shared by the in-memory and Kafka sources; every subscription delivers through one,
+``concurrency=1`` included. The pure offset bookkeeping is
 :class:`reactive_services.adapters._offsets.OffsetTracker`; this module adds the asyncio part: one task per
 message with tracked work that awaits :meth:`Message.settled`, the per-key ordering, and a
 wake-up event the source waits on when the window is full.

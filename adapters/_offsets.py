@@ -1,7 +1,7 @@
 """Which offset a consumer may commit when several messages of a partition are in flight at once.
 
-Pure bookkeeping (no asyncio, no I/O), shared by the Kafka and in-memory sources when they run
-with ``concurrency > 1``.
+Pure bookkeeping (no asyncio, no I/O), shared by the Kafka and in-memory sources (through the
+in-flight window every source delivers through).
 
 The rule (the one Kafka consumers with parallel processing follow, e.g. Confluent's
 parallel-consumer and Spring Kafka's out-of-order commits): the committed offset of a

@@ -124,7 +124,7 @@ class Broker(Protocol):
         partition, but the next message is delivered while earlier ones' work runs; a
         keyed message waits until the previous in-flight message with the same key (and
         partition) settled, so per-key order holds. The committed offset of a partition
-        is the lowest offset still in flight (see :class:`reactive_services.adapters._offsets.OffsetTracker`),
+        is the lowest offset still in flight (see :class:`reactive_services.adapters.OffsetTracker`),
         so it never passes an unfinished message. At most K messages are in flight: when
         K are, the source stops fetching (Kafka: pauses its partitions) until one settles.
         A failed message ends the stream with ``on_error``; neither it nor anything after

@@ -26,20 +26,16 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from reactive_services.testing import wait_for_sync
+
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTS = ROOT / "examples" / "shop" / "data" / "olist" / "products.csv"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
 def until(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    """The kit's wait_for_sync, ``what`` first (it reads better before a long predicate)."""
+    return wait_for_sync(predicate, timeout, what=what)
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from reactive_services.examples.shop.services import InventoryController, LogAna
 
 from reactive_services import ClientProxy, Microservice
 from reactive_services.auth import JwtConfig, issue_token
+from reactive_services.testing import wait_for
 
 STEP = 10.0  # seconds any one wait may take
 PASSWORD = "correct horse battery"
@@ -205,13 +207,5 @@ async def start_shop(
         yield shop
 
 
-async def until(predicate: Callable[[], bool | Awaitable[bool]], *, timeout: float = STEP, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
-        await asyncio.sleep(0.02)
+#: The kit's wait_for, with this module's patience by default.
+until = functools.partial(wait_for, timeout=STEP)

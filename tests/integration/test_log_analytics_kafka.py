@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from reactive_services.examples.shop.notifications import CHANNELS, Notification
 from reactive_services.examples.shop.services import LogAnalyticsController
 
 from reactive_services import ClientProxy, Microservice, start_all_microservices
+from reactive_services.testing import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -196,14 +195,6 @@ def _check_crafted_file() -> None:
             assert behind == 0, line
 
 
-async def wait_until(what: str, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def record_count(broker: KafkaBroker, topics: list[str]) -> int:
     """How many records ``topics`` hold (sum of their end offsets)."""
     total = 0
@@ -301,7 +292,9 @@ async def test_log_analytics_through_kafka_windows_alerts_late_lines_and_dead_le
         assert replayed == {SOURCE: len(LINES)}
 
         # the non-JSON record is dead-lettered by the Kafka source before the pipeline: not counted
-        await wait_until("the log analytics to receive every record", lambda: logs_ctl.received >= len(LINES) + 1)
+        await wait_for(
+            lambda: logs_ctl.received >= len(LINES) + 1, 20, what="the log analytics to receive every record"
+        )
         await logs_svc.stop()  # completes the stream: the last window is emitted
         await analytics.flush()
         await dead_letter.flush()
@@ -410,15 +403,16 @@ async def test_log_analytics_through_kafka_windows_alerts_late_lines_and_dead_le
         assert (report["lines"], report["late"], report["windows"], report["alerts"]) == (len(LINES), 3, 6, 3)
 
         # -- the websocket client got every alert on channel "alerts", and nothing else ---------
-        await wait_until(
-            "the notification service to forward every alert and stats record",
+        await wait_for(
             lambda: (
                 notifications.forwarded.get("alerts", 0) >= len(alerts)
                 and notifications.forwarded.get("logs", 0) >= len(stats)
             ),
+            20,
+            what="the notification service to forward every alert and stats record",
         )
         await asyncio.wait_for(server.hub.wait_idle(), 10)
-        await wait_until("the websocket client to receive every alert", lambda: len(frames) >= len(alerts))
+        await wait_for(lambda: len(frames) >= len(alerts), 20, what="the websocket client to receive every alert")
         await notify_svc.stop()  # completes the hub: the client is closed with 1001
         await asyncio.wait_for(closed.wait(), 10)
         assert ws_state["error"] is None, ws_state["error"]

@@ -19,7 +19,6 @@ from reactive_services.adapters import Broker, Message
 from reactive_services.adapters.kafka import KafkaBroker
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.websocket import WebSocketServer
-from waiting import name, until
 from websockets.asyncio.client import connect as ws_connect
 
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
@@ -31,6 +30,7 @@ from reactive_services.metrics import (
     readiness,
     ready,
 )
+from reactive_services.testing import unique_name, wait_for
 from reactive_services.testing.contract import BrokerContract, ConcurrencyContract
 
 pytestmark = pytest.mark.timeout(120)
@@ -79,7 +79,7 @@ class TestMeteredBrokerContract(BrokerContract, ConcurrencyContract):
 
 async def test_messages_pass_through_untouched_and_track_still_holds_the_commit() -> None:
     async with MeteredBroker(InMemoryBroker()) as metered:
-        topic, group = name("t"), name("g")
+        topic, group = unique_name("t"), unique_name("g")
         await metered.create_topics([topic], partitions=1)
         await metered.emit(topic, {"i": 0})
         seen: list[Message] = []
@@ -92,7 +92,7 @@ async def test_messages_pass_through_untouched_and_track_still_holds_the_commit(
             stop.set()
 
         metered.source(topic, group_id=group, stop=stop).subscribe(on_next, lambda e: done.set(), done.set)
-        await until(lambda: bool(seen), what="delivery")
+        await wait_for(lambda: bool(seen), what="delivery")
         assert type(seen[0]) is Message and seen[0].value == {"i": 0} and seen[0].raw == b'{"i":0}'
         await asyncio.sleep(0.05)
         assert await metered.committed(group, topic, 0) is None  # tracked work still pending
@@ -117,7 +117,7 @@ async def test_source_validates_at_call_like_the_wrapped_broker() -> None:
 async def test_counts_in_and_out_per_topic_through_a_microservice(broker: Broker) -> None:
     metrics = ServiceMetrics()
     metered = MeteredBroker(broker, metrics)
-    ns = name("m") + "."
+    ns = unique_name("m") + "."
     topic = ns + "metrics.events"
     tally = Tally()
     service = Microservice(metered, [tally], name="tally", namespace=ns)
@@ -126,7 +126,7 @@ async def test_counts_in_and_out_per_topic_through_a_microservice(broker: Broker
         for i in range(5):
             await metered.emit(topic, {"i": i}, key=str(i))
         await metered.emit_batch(topic, [(str(i), {"i": i}) for i in range(5, 12)])
-        await until(lambda: len(tally.seen) == 12, timeout=60, what="12 records handled")
+        await wait_for(lambda: len(tally.seen) == 12, timeout=60, what="12 records handled")
     finally:
         await service.stop()
     assert sorted(tally.seen) == list(range(12))
@@ -139,7 +139,7 @@ async def test_counts_in_and_out_per_topic_through_a_microservice(broker: Broker
 async def test_sink_records_count_as_out_once_acknowledged() -> None:
     metrics = ServiceMetrics()
     async with MeteredBroker(InMemoryBroker(), metrics) as metered:
-        topic = name("t")
+        topic = unique_name("t")
         sink = metered.sink(topic)
         for i in range(4):
             sink.on_next({"i": i})
@@ -215,7 +215,7 @@ async def consume(broker: Broker, topic: str, group: str, n: int, timeout: float
 async def test_consumer_lag_is_produced_minus_consumed_then_zero_after_catching_up(broker: Broker) -> None:
     metrics = ServiceMetrics()
     metered = MeteredBroker(broker, metrics)
-    topic, group = name("lag"), name("g")
+    topic, group = unique_name("lag"), unique_name("g")
     await metered.create_topics([topic], partitions=2)
     await metered.emit_batch(topic, [(f"k{i}", {"i": i}) for i in range(10)])
 
@@ -243,7 +243,7 @@ async def test_consumer_lag_is_produced_minus_consumed_then_zero_after_catching_
 async def test_background_lag_refresh_updates_the_gauge_until_stopped() -> None:
     metrics = ServiceMetrics()
     async with MeteredBroker(InMemoryBroker(), metrics) as metered:
-        topic, group = name("lag"), name("g")
+        topic, group = unique_name("lag"), unique_name("g")
         await metered.create_topics([topic], partitions=1)
         groups: dict[str, list[str]] = {group: [topic]}
         task = metrics.start_lag_refresh(metered, lambda: groups, interval_s=0.02)
@@ -251,13 +251,13 @@ async def test_background_lag_refresh_updates_the_gauge_until_stopped() -> None:
             metrics.start_lag_refresh(metered, groups, interval_s=0.02)
         await metered.emit(topic, 1)
         await metered.emit(topic, 2)
-        await until(
+        await wait_for(
             lambda: sample(metrics, "rs_consumer_lag", group=group, topic=topic, partition="0") == 2,
             timeout=10,
             what="lag 2",
         )
         await consume(metered, topic, group, 2)
-        await until(
+        await wait_for(
             lambda: sample(metrics, "rs_consumer_lag", group=group, topic=topic, partition="0") == 0,
             timeout=10,
             what="lag 0",
@@ -284,7 +284,7 @@ async def test_a_failing_lag_refresh_is_counted_and_the_loop_goes_on() -> None:
     await broker.start()
     await broker.emit("t", 1)
     metrics.start_lag_refresh(broker, {"g": ["t"]}, interval_s=0.01)
-    await until(
+    await wait_for(
         lambda: (
             sample(
                 metrics,
@@ -327,7 +327,7 @@ async def test_websocket_metrics_read_a_real_server_and_hub_at_scrape_time() -> 
             assert s[("rs_websocket_notifications_delivered_total", ())] == 3
             assert s[("rs_websocket_notifications_dropped_total", ())] == 0
             assert s[("rs_websocket_slow_clients_closed_total", ())] == 0
-        await until(lambda: not server.clients, timeout=5, what="client gone")
+        await wait_for(lambda: not server.clients, timeout=5, what="client gone")
         assert sample(metrics, "rs_websocket_clients") == 0
         assert sample(metrics, "rs_websocket_notifications_delivered_total") == 3
 
@@ -433,7 +433,7 @@ async def test_readiness_before_start_before_assignment_and_after_on_memory() ->
     await service.start()
     status = await check()  # subscribed, but the source task has not joined the group yet
     assert status["services"] == {"tally": True} and not status["partitions_assigned"] and not ready(status)
-    await until(lambda: metered.assigned(service.group_id), timeout=10, what="assignment")
+    await wait_for(lambda: metered.assigned(service.group_id), timeout=10, what="assignment")
     status = await check()
     assert status == {"broker": True, "partitions_assigned": True, "services": {"tally": True}}
     assert ready(status)
@@ -453,7 +453,7 @@ async def test_readiness_on_kafka(kafka_broker: KafkaBroker, kafka_bootstrap: st
     assert (await readiness(unreachable, [])())["broker"] is False
 
     metered = MeteredBroker(broker)
-    ns = name("r") + "."
+    ns = unique_name("r") + "."
     service = Microservice(metered, [Tally()], name="tally", namespace=ns)
     check = readiness(metered, [service], probe_timeout_s=5.0)
     status = await check()
@@ -461,7 +461,7 @@ async def test_readiness_on_kafka(kafka_broker: KafkaBroker, kafka_bootstrap: st
     await service.start()
     try:
         assert not (await check())["partitions_assigned"]  # the consumer has not joined yet
-        await until(lambda: metered.assigned(service.group_id), timeout=60, what="assignment")
+        await wait_for(lambda: metered.assigned(service.group_id), timeout=60, what="assignment")
         status = await check()
         assert status == {"broker": True, "partitions_assigned": True, "services": {"tally": True}}
     finally:
@@ -475,7 +475,7 @@ async def test_readiness_without_a_metered_broker_reads_the_brokers_own_state() 
         check = readiness(raw, [service])
         assert not ready(await check())
         await service.start()
-        await until(lambda: any(raw.assignment("tally")), timeout=10, what="assignment")
+        await wait_for(lambda: any(raw.assignment("tally")), timeout=10, what="assignment")
         assert ready(await check())
         await service.stop()
         assert not ready(await check())

@@ -17,15 +17,15 @@ from reactive_services.adapters import DeadLetterSink
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.examples.shop.inventory import InventoryService, InventoryStore
 from reactive_services.examples.shop.services import InventoryController
-from waiting import until
 
-from reactive_services import ClientProxy, Controller, Microservice, message_pattern
+from reactive_services import ClientProxy, Controller, Microservice, message_pattern, testing
 from reactive_services.errors import (
     BrokerError,
     ConfigError,
     RemoteError,
     RequestTimeoutError,
 )
+from reactive_services.testing import wait_for
 
 
 class Calculator(Controller):
@@ -72,11 +72,9 @@ async def calculator(broker):
 
 
 async def collect(observable: reactivex.Observable[Any], timeout: float = 20.0) -> tuple[list[Any], Any]:
-    """Subscribe; return (values, "completed" or the error) once the subscription ended."""
-    values: list[Any] = []
-    ended: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    observable.subscribe(values.append, ended.set_result, lambda: ended.set_result("completed"))
-    return values, await asyncio.wait_for(ended, timeout)
+    """Subscribe; return (values, "completed" or the error) once the subscription ended (the kit's collect)."""
+    got = await testing.collect(observable, timeout=timeout)
+    return got.items, "completed" if got.completed else got.error
 
 
 async def test_the_reply_arrives_once_and_the_observable_completes(broker, calculator) -> None:
@@ -166,7 +164,7 @@ async def test_two_clients_sending_concurrently_each_get_only_their_own_replies(
     assert first.reply_group_ids[topic] != second.reply_group_ids[topic]
     assert first.reply_group_ids[topic].startswith("a-replies-")
     assert second.reply_group_ids[topic].startswith("b-replies-")
-    await until(lambda: first.unexpected_replies == n and second.unexpected_replies == n)
+    await wait_for(lambda: first.unexpected_replies == n and second.unexpected_replies == n)
     assert first.replies_received == n and second.replies_received == n
     await asyncio.gather(first.close(), second.close())
 
@@ -203,7 +201,7 @@ async def test_on_assigned_fires_once_positioned_at_the_end_and_nothing_after_is
     sub = source.subscribe(lambda m: got.append(m.value))
     await asyncio.wait_for(ready.wait(), 20)
     await broker.emit(topic, {"new": 1})  # immediately after the signal
-    await until(lambda: got == [{"new": 1}])
+    await wait_for(lambda: got == [{"new": 1}])
     stop.set()
     await asyncio.sleep(0.3)
     sub.dispose()
@@ -227,7 +225,7 @@ async def test_a_request_without_correlation_id_is_counted_not_answered() -> Non
         service = Microservice(broker, [Calculator()], name="calc")
         await service.start()
         await broker.emit("math.add", {"a": 1, "b": 1})
-        await until(lambda: service._responder.stats["unanswerable"] == 1)
+        await wait_for(lambda: service._responder.stats["unanswerable"] == 1)
         await service.stop()
         assert broker.records("math.add.reply") == []
         assert (
@@ -241,7 +239,7 @@ async def test_a_reply_for_a_request_nobody_waits_for_is_dropped_and_counted() -
             client.subscribe_to_response_of("math.add")
             await client.connect()
             await broker.emit("math.add.reply", 5, headers=[("correlation-id", b"f" * 32), ("reply-status", b"ok")])
-            await until(lambda: client.unexpected_replies == 1)
+            await wait_for(lambda: client.unexpected_replies == 1)
             assert client.replies_received == 0
 
 
@@ -251,7 +249,7 @@ async def test_closing_the_client_fails_a_waiting_request() -> None:
         client.subscribe_to_response_of("slow")
         await client.connect()
         waiting = asyncio.ensure_future(client.send("slow", {}, timeout=30))
-        await until(lambda: len(broker.records("slow")) == 1)
+        await wait_for(lambda: len(broker.records("slow")) == 1)
         await client.close()
         with pytest.raises(BrokerError, match="closed"):
             await waiting

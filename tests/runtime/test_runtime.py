@@ -8,10 +8,10 @@ import pytest
 import reactivex.operators as ops
 from reactive_services.adapters import headers_to_dict
 from reactive_services.adapters.memory import InMemoryBroker
-from waiting import until
 
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, start_all_microservices
 from reactive_services.errors import ConfigError
+from reactive_services.testing import wait_for
 
 
 class Orders(Controller):
@@ -41,7 +41,7 @@ async def test_payload_handlers_receive_events_emitted_by_a_client() -> None:
     await start_all_microservices(service)
     await client.emit("order.created", {"id": 1}, key="1")
     await client.emit("order.cancelled", {"id": 1}, key="1")
-    await until(lambda: len(orders.seen) == 2)
+    await wait_for(lambda: len(orders.seen) == 2)
     await service.stop()
     assert {"id": 1} in orders.seen and {"cancelled": 1} in orders.seen
     assert orders.topics == ["order.created"]
@@ -57,7 +57,7 @@ async def test_a_failing_handler_dead_letters_the_record_and_the_stream_goes_on(
         await service.start()
         await broker.emit("order.created", {"id": 1, "fail": True}, key="1")
         await broker.emit("order.created", {"id": 2}, key="1")
-        await until(lambda: len(orders.seen) == 1)
+        await wait_for(lambda: len(orders.seen) == 1)
         await service.stop()
         assert orders.seen == [{"id": 2}]
         assert service.dead_lettered == {"order.created": 1}
@@ -96,7 +96,7 @@ async def test_pipeline_handler_completes_on_stop_and_flushes_partial_buffers() 
         await service.start()
         for n in range(9):
             await broker.emit("numbers", {"n": n})
-        await until(lambda: len(totals.batches) == 2)
+        await wait_for(lambda: len(totals.batches) == 2)
         assert not totals.completed
         await service.stop()
         assert totals.batches == [[0, 2], [4, 6], [8]]
@@ -109,13 +109,13 @@ async def test_stop_then_restart_resumes_from_committed_offsets() -> None:
         service = Microservice(broker, [first], name="svc")
         await service.start()
         await broker.emit("order.created", {"id": 1}, key="a")
-        await until(lambda: len(first.seen) == 1)
+        await wait_for(lambda: len(first.seen) == 1)
         await service.stop()
         await broker.emit("order.created", {"id": 2}, key="a")
         second = Orders()
         again = Microservice(broker, [second], name="svc")
         await again.start()
-        await until(lambda: len(second.seen) == 1)
+        await wait_for(lambda: len(second.seen) == 1)
         await again.stop()
         assert second.seen == [{"id": 2}]
 
@@ -155,7 +155,7 @@ async def test_namespace_separates_two_systems_on_one_broker() -> None:
         svc_green = Microservice(broker, [green], name="svc", group_id="svc-green", namespace="green.")
         await start_all_microservices(svc_blue, svc_green)
         await ClientProxy(broker, namespace="blue.").emit("order.created", {"id": "b"})
-        await until(lambda: len(blue.seen) == 1)
+        await wait_for(lambda: len(blue.seen) == 1)
         await svc_blue.stop()
         await svc_green.stop()
         assert blue.seen == [{"id": "b"}] and green.seen == []
@@ -177,7 +177,7 @@ async def test_one_pipeline_handler_for_several_patterns() -> None:
         await service.start()
         await broker.emit("a", 1)
         await broker.emit("b", 2)
-        await until(lambda: len(both.topics) == 2)
+        await wait_for(lambda: len(both.topics) == 2)
         await service.stop()
         assert sorted(both.topics) == ["a", "b"]
 
@@ -202,7 +202,7 @@ async def test_a_failing_record_is_dead_lettered_once_when_a_service_has_payload
         service = Microservice(broker, [mixed], name="mixed")
         await service.start()
         await broker.emit("order.other", 5)
-        await until(lambda: mixed.piped == [5] and service.dead_lettered.get("order.created") == 1)
+        await wait_for(lambda: mixed.piped == [5] and service.dead_lettered.get("order.created") == 1)
         await asyncio.sleep(0.05)
         await service.stop()
         assert service.dead_lettered == {"order.created": 1}
@@ -238,7 +238,7 @@ async def test_a_source_that_fails_with_a_retriable_error_is_resubscribed_and_th
         await service.start()
         await broker.emit("work", {"n": 1})
         await broker.emit("work", {"n": 2})
-        await until(lambda: flaky.seen[-1:] == [2], timeout=10)
+        await wait_for(lambda: flaky.seen[-1:] == [2], timeout=10)
         await service.stop()
         assert flaky.seen == [1, 1, 2]  # the failed record was delivered again after the resubscription
         assert service.restarts == 1 and service.errors == []
@@ -262,7 +262,7 @@ async def test_a_non_retriable_source_error_is_not_retried() -> None:
         assert service.group_id == "ns.b"
         await service.start()
         await broker.emit("ns.x", 1)
-        await until(lambda: len(service.errors) == 1)
+        await wait_for(lambda: len(service.errors) == 1)
         await service.stop()
         assert service.restarts == 0 and isinstance(service.errors[0], ValueError)
 
@@ -289,7 +289,7 @@ async def test_concurrency_runs_async_handlers_of_different_keys_at_once_and_kee
         await service.start()
         for n in range(12):
             await broker.emit("jobs", {"n": n}, key=f"k{n % 4}")
-        await until(lambda: len(slow.done) == 12)
+        await wait_for(lambda: len(slow.done) == 12)
         await service.stop()
         assert slow.most == 4
         for k in range(4):
@@ -309,7 +309,7 @@ async def test_auto_offset_reset_latest_skips_what_was_published_before_the_grou
         await start_all_microservices(live_svc, full_svc)
         await asyncio.sleep(0.05)  # both sources positioned
         await broker.emit("order.created", {"id": "after"}, key="k")
-        await until(lambda: len(live.seen) == 1 and len(full.seen) == 2)
+        await wait_for(lambda: len(live.seen) == 1 and len(full.seen) == 2)
         await live_svc.stop()
         await full_svc.stop()
         assert live.seen == [{"id": "after"}]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import calendar
 from typing import Any
 
-import orjson
 from reactive_services.adapters import Message
 from reactive_services.adapters.websocket import Notification
 from reactive_services.examples.shop.inventory import Order, OrderItem, parse_order
@@ -25,6 +24,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.mockobserver import MockObserver
 
 from reactive_services.errors import DecodeError, ValidationError
+from reactive_services.testing import make_message
 
 on_next = ReactiveTest.on_next
 on_error = ReactiveTest.on_error
@@ -36,10 +36,10 @@ subscribe = ReactiveTest.subscribe
 
 
 def record(topic: str, value: Any, *, offset: int = 0, key: bytes | None = None, raw: bytes | None = None) -> Message:
-    """A Message as a broker source would emit it: ``value`` decoded, ``raw`` the wire bytes."""
-    if raw is None and value is not None:
-        raw = value if isinstance(value, bytes) else orjson.dumps(value)
-    return Message(topic=topic, partition=0, offset=offset, key=key, value=value, raw=raw)
+    """A Message as a broker source would emit it: ``value`` decoded, ``raw`` the wire bytes (default: encoded)."""
+    if raw is None:
+        return make_message(value, topic=topic, offset=offset, key=key)
+    return make_message(value, topic=topic, offset=offset, key=key, raw=raw)
 
 
 def kinds(messages: list[Any]) -> list[tuple[int, str]]:

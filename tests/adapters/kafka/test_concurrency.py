@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from reactive_services.adapters import Message
 from reactive_services.adapters.kafka import KafkaBroker, SourceStats
-from waiting import name, until
 
 from reactive_services.errors import ConfigError
+from reactive_services.testing import unique_name, wait_for
 
 
 @pytest.fixture
@@ -34,13 +34,13 @@ async def make_broker(kafka_bootstrap: str) -> AsyncIterator[Callable[..., Any]]
 
 
 async def stats_of(broker: KafkaBroker, group: str) -> SourceStats:
-    await until(lambda: len(broker.source_stats(group)) == 1, what="the source to run")
+    await wait_for(lambda: len(broker.source_stats(group)) == 1, what="the source to run")
     return broker.source_stats(group)[0]
 
 
 async def test_full_window_pauses_fetching_and_memory_stays_bounded(make_broker: Callable[..., Any]) -> None:
     broker = await make_broker(max_batch=100, commit_interval_s=0.2)
-    topic, group = name("bp"), name("g")
+    topic, group = unique_name("bp"), unique_name("g")
     n, k = 2000, 4
     await broker.create_topics([topic], partitions=3)
     await broker.emit_batch(topic, [(None, {"i": i}) for i in range(50)])
@@ -66,8 +66,8 @@ async def test_full_window_pauses_fetching_and_memory_stays_bounded(make_broker:
     )
     try:
         stats = await stats_of(broker, group)
-        await until(lambda: state["in_flight"] == k, what="a full window")
-        await until(lambda: len(stats.paused) == 3, what="the partitions to be paused")
+        await wait_for(lambda: state["in_flight"] == k, what="a full window")
+        await wait_for(lambda: len(stats.paused) == 3, what="the partitions to be paused")
         assert stats.pauses == 1 and stats.resumes == 0
         # Produce the rest fast while the window is held full: nothing more is fetched.
         await broker.emit_batch(topic, [(None, {"i": i}) for i in range(50, n)])
@@ -94,7 +94,7 @@ async def test_holding_a_message_past_max_poll_interval_does_not_rebalance(
     broker = await make_broker(
         consumer_options={"max_poll_interval_ms": 1500, "session_timeout_ms": 6000, "heartbeat_interval_ms": 300}
     )
-    topic, group = name("slow"), name("g")
+    topic, group = unique_name("slow"), unique_name("g")
     await broker.create_topics([topic], partitions=1)
     await broker.emit_batch(topic, [("same-key", {"i": i}) for i in range(3)])
     held: list[asyncio.Future[None]] = []
@@ -110,15 +110,15 @@ async def test_holding_a_message_past_max_poll_interval_does_not_rebalance(
     )
     try:
         stats = await stats_of(broker, group)
-        await until(lambda: len(held) == 1, what="the first message")
+        await wait_for(lambda: len(held) == 1, what="the first message")
         await asyncio.sleep(4.0)  # more than twice max_poll_interval_ms
         assert len(held) == 1  # same key: the next one waits for the first
         held[0].set_result(None)
-        await until(lambda: len(held) == 2)
+        await wait_for(lambda: len(held) == 2)
         held[1].set_result(None)
-        await until(lambda: len(held) == 3)
+        await wait_for(lambda: len(held) == 3)
         held[2].set_result(None)
-        await until(lambda: stats.in_flight == 0)
+        await wait_for(lambda: stats.in_flight == 0)
         stop.set()
         await asyncio.wait_for(done.wait(), 30)
     finally:
@@ -130,7 +130,7 @@ async def test_holding_a_message_past_max_poll_interval_does_not_rebalance(
 async def test_revocation_commits_contiguous_work_and_abandons_the_rest(make_broker: Callable[..., Any]) -> None:
     first = await make_broker(revoke_timeout_s=1.0, commit_interval_s=60.0)
     second = await make_broker(commit_interval_s=60.0)
-    topic, group = name("rev"), name("g")
+    topic, group = unique_name("rev"), unique_name("g")
     await broker_setup(first, topic)
     held: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -150,21 +150,21 @@ async def test_revocation_commits_contiguous_work_and_abandons_the_rest(make_bro
     sub2 = None
     try:
         stats = await stats_of(first, group)
-        await until(lambda: len(held) == 4, what="4 in flight")
+        await wait_for(lambda: len(held) == 4, what="4 in flight")
         for offset, fut in held:
             if offset in (0, 1, 3):  # 2 stays unfinished
                 fut.set_result(None)
-        await until(lambda: len(held) == 7, what="3 more in flight")
+        await wait_for(lambda: len(held) == 7, what="3 more in flight")
         # A second member joins: the partitions are revoked (commit interval is 60 s, so
         # only the revocation commits), then given to one of the two members.
         sub2 = second.source(topic, group_id=group).subscribe(hold_forever, errors.append)
-        await until(lambda: stats.revocations >= 1 and stats.assignments >= 2, what="a rebalance", timeout=60)
+        await wait_for(lambda: stats.revocations >= 1 and stats.assignments >= 2, what="a rebalance", timeout=60)
         assert await first.committed(group, topic, 0) == 2  # 0, 1 done; 2 was not: abandoned, and 3..6 too
         delivered_before = len(held)
         for _offset, fut in held:
             if not fut.done():
                 fut.set_result(None)  # the abandoned work ends late: it must not be committed
-        await until(lambda: len(other) > 0 or len(held) > delivered_before, what="a redelivery", timeout=60)
+        await wait_for(lambda: len(other) > 0 or len(held) > delivered_before, what="a redelivery", timeout=60)
         redelivered = other[0] if other else held[delivered_before][0]
         assert redelivered == 2  # the new owner starts again from the first unfinished message
         assert await first.committed(group, topic, 0) == 2

@@ -14,6 +14,7 @@ from reactivex import operators as ops
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from reactive_services import testing
 from reactive_services.errors import (
     ConnectionClosedError,
     DecodeError,
@@ -28,15 +29,9 @@ EVENT = '{"type": "event", "channel": "a", "event": 1}'
 
 
 async def collect(observable: Any, timeout: float = STEP) -> tuple[list[Any], BaseException | None]:
-    """Subscribe, wait for the end; return (items, error or None)."""
-    items: list[Any] = []
-    done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-    observable.subscribe(
-        on_next=items.append,
-        on_error=lambda e: done.done() or done.set_result(e),
-        on_completed=lambda: done.done() or done.set_result(None),
-    )
-    return items, await asyncio.wait_for(done, timeout)
+    """Subscribe, wait for the end; return (items, error or None) (the kit's collect, unpacked)."""
+    got = await testing.collect(observable, timeout=timeout)
+    return got.items, got.error
 
 
 class TinyServer:

@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect as raw_connect
 from websockets.exceptions import ConnectionClosed
 from wsframes import read_until_pong, recv, subscribe
 
+from reactive_services import testing
 from reactive_services.errors import ConfigError, ConnectionClosedError
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,15 +35,9 @@ async def server() -> AsyncIterator[WebSocketServer]:
 
 
 async def collect(observable: Any, timeout: float = STEP) -> tuple[list[Any], BaseException | None]:
-    """Subscribe, wait for the end; return (items, error or None)."""
-    items: list[Any] = []
-    done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-    observable.subscribe(
-        on_next=items.append,
-        on_error=lambda e: done.done() or done.set_result(e),
-        on_completed=lambda: done.done() or done.set_result(None),
-    )
-    return items, await asyncio.wait_for(done, timeout)
+    """Subscribe, wait for the end; return (items, error or None) (the kit's collect, unpacked)."""
+    got = await testing.collect(observable, timeout=timeout)
+    return got.items, got.error
 
 
 def test_queue_size_must_be_positive() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from reactive_services.adapters._offsets import OffsetTracker
+from reactive_services.adapters import OffsetTracker
 
 TP = ("orders", 0)
 TP1 = ("orders", 1)

@@ -22,6 +22,7 @@ from ._message import Headers, Message, RecordMetadata, current_message, deliver
 from ._offsets import OffsetTracker
 from ._protocol import Broker, Decoder, Emitter
 from ._sink import BrokerSink, DeadLetterSink
+from ._source import check_auto_offset_reset
 
 __all__ = [
     "DLT_SUFFIX",
@@ -35,6 +36,7 @@ __all__ = [
     "Message",
     "OffsetTracker",
     "RecordMetadata",
+    "check_auto_offset_reset",
     "current_message",
     "dead_letter_headers",
     "dead_letter_topic",

@@ -77,7 +77,15 @@ from typing import Any, TypeVar
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
 
-from reactive_services.adapters import DeadLetter, DeadLetterSink, Headers, Message, RecordMetadata, track
+from reactive_services.adapters import (
+    DeadLetter,
+    DeadLetterSink,
+    Headers,
+    Message,
+    RecordMetadata,
+    check_auto_offset_reset,
+    track,
+)
 from reactive_services.operators import retry_with_backoff
 
 from ._request_reply import (
@@ -431,9 +439,7 @@ class Microservice:
     ) -> None:
         if source_retries < 0:
             raise ConfigError("source_retries", f"must be >= 0, got {source_retries}")
-        if auto_offset_reset not in ("earliest", "latest"):
-            raise ConfigError("auto_offset_reset", f"must be 'earliest' or 'latest', got {auto_offset_reset!r}")
-        self.auto_offset_reset = auto_offset_reset
+        self.auto_offset_reset = check_auto_offset_reset(auto_offset_reset)
         self.broker = broker
         self.namespace = namespace
         self.name = name

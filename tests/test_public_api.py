@@ -89,6 +89,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "Message",
         "OffsetTracker",
         "RecordMetadata",
+        "check_auto_offset_reset",
         "current_message",
         "dead_letter_headers",
         "dead_letter_topic",

@@ -7,8 +7,11 @@ from typing import Any
 import pytest
 import reactivex
 from reactive_services.operators import batch
+from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
+
+from reactive_services.testing import expect_marbles
 
 on_next, on_completed, on_error, subscribe = (
     ReactiveTest.on_next,
@@ -30,6 +33,18 @@ def test_docstring_marbles() -> None:
         expected = exp("-----x---------y--------(z,|)", {"x": ["a", "b", "c"], "y": ["d"], "z": ["e", "f"]})
         results = start(source.pipe(batch(5.0, 3)))
     assert results == expected
+
+
+def test_on_a_broker_source_batch_holds_no_commit() -> None:
+    # batch takes no part in commit tracking: each offset is committed once its on_next returned,
+    # before the batch holding it is sent (a sink after batch cannot hold those commits back)
+    expect_marbles(
+        "-a-b-c----d---|",
+        lambda s: s.pipe(batch(5.0, 3), ops.map(lambda ms: [m.value for m in ms])),
+        output="-----x--------(y,|)",  # completion flushes d
+        output_values={"x": ["a", "b", "c"], "y": ["d"]},
+        commits="-a-b-c----d",
+    )
 
 
 def test_count_triggered() -> None:

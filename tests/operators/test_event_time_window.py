@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 import reactivex
 from reactive_services.operators import Window, sliding_event_time_window, tumbling_event_time_window
+from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
+
+from reactive_services.testing import run_marbles
 
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
@@ -56,6 +59,23 @@ def test_on_time_windows_marbles() -> None:
         expected = exp("--------x----y--(z,|)", {"x": w1, "y": w2, "z": w3})
         results = start(source.pipe(tumbling_event_time_window(10.0, timestamp=lambda t: t)))
     assert results == expected
+
+
+def test_windows_of_broker_messages_by_their_record_timestamps() -> None:
+    # the kit's marble source stamps each record with its arrival (virtual) time: event time = that
+    def windows(source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
+        return source.pipe(
+            tumbling_event_time_window(5.0, timestamp=lambda m: m.timestamp),
+            ops.map(lambda w: (w.start, [m.value for m in w.items])),
+        )
+
+    run = run_marbles("-a-b------c-|", windows)
+    assert run.output == [
+        on_next(210, (200.0, ["a", "b"])),  # c (210 s) closes [200, 205)
+        on_next(212, (210.0, ["c"])),  # the completion flushes [210, 215)
+        on_completed(212),
+    ]
+    run.assert_commits("-a-b------c")  # a window holds no commit: each is committed on arrival
 
 
 def test_window_emitted_only_when_watermark_reaches_end() -> None:
@@ -674,7 +694,7 @@ def test_property_each_item_in_exactly_its_open_windows_or_late_once(
             if slide is None
             else sliding_event_time_window(size, slide, timestamp=item_time, key=item_key, allowed_lateness_s=lateness)
         )
-        messages = scheduler.start(lambda: source.pipe(operator)).messages
+        messages = scheduler.start(lambda: source.pipe(operator)).messages  # noqa: B023  # called at once, in this iteration
         assert messages[-1] == on_completed(completion)
         emitted: list[tuple[int, Window[Item]]] = [(int(m.time), m.value.value) for m in messages[:-1]]
 

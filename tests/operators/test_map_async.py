@@ -9,9 +9,13 @@ from typing import Any
 
 import pytest
 import reactivex
+from reactive_services.adapters import Message
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.operators import map_async, to_loop
 from reactivex.subject import Subject
+from reactivex.testing import ReactiveTest
+
+from reactive_services.testing import MarbleScheduler, run_marbles
 
 
 class Recorder:
@@ -195,6 +199,37 @@ async def test_broker_offset_committed_only_after_the_result_was_emitted() -> No
         subscription.dispose()
         assert rec.items == [1]
         assert await broker.committed("map-async-test", "readings", 0) == 1
+
+
+def test_docstring_marbles_in_virtual_time_with_commits() -> None:
+    # concurrency=2; fn(a) takes 4 s, the others 1 s (the source lets 3 messages overlap)
+    scheduler = MarbleScheduler()
+    took = {"a": 4.0, "b": 1.0, "c": 1.0}
+
+    async def fn(m: Message) -> str:
+        await scheduler.wait(took[m.value])
+        return str(m.value).upper()
+
+    run = run_marbles(
+        "-a-b-c-----|", lambda s: s.pipe(map_async(fn, concurrency=2)), scheduler=scheduler, concurrency=3
+    )
+    on_next, on_completed = ReactiveTest.on_next, ReactiveTest.on_completed
+    # B was ready at 4 but waits for A (keeping its slot); c, arrived at 5, starts when they are out
+    assert run.output == [on_next(205, "A"), on_next(205, "B"), on_next(206, "C"), on_completed(211)]
+    assert run.commits == [on_next(205, "a"), on_next(205, "b"), on_next(206, "c")]  # each with its result
+
+
+def test_each_offset_is_committed_when_its_result_was_emitted_not_before() -> None:
+    # the source's default concurrency=1: b is delivered only once a's result is out
+    scheduler = MarbleScheduler()
+
+    async def slow(m: Message) -> int:
+        await scheduler.wait(3)
+        return int(m.value)
+
+    run = run_marbles("-a-b-|", lambda s: s.pipe(map_async(slow)), {"a": 1, "b": 2}, scheduler=scheduler)
+    run.assert_output("----1--(2,|)")
+    run.assert_commits("----a--b")
 
 
 async def test_to_loop_items_from_a_thread_arrive_while_the_loop_is_idle() -> None:

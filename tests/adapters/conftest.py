@@ -1,1 +1,0 @@
-"""The ``broker`` fixture (memory, then Kafka) the contract tests use lives in tests/conftest.py."""

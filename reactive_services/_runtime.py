@@ -601,9 +601,7 @@ class Microservice:
                 await self.broker.stop()
 
     def _dead_letter(self, message: Message, error: BaseException) -> None:
-        log.warning(
-            "%s: record %s[%d]@%d dead-lettered: %s", self.name, message.topic, message.partition, message.offset, error
-        )
+        # logged (with the record's place and the reason) by the one dead-letter path
         self.dead_lettered[message.topic] = self.dead_lettered.get(message.topic, 0) + 1
         self._dlt.on_next(DeadLetter(message, error))
 

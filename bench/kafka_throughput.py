@@ -12,7 +12,7 @@ received to the last, so group joins and connection set-up are not counted. Prin
 only; nothing is asserted.
 
 Uses ``$KAFKA_BOOTSTRAP_SERVERS`` when set, else starts a local broker with
-scripts/local_kafka.py (and stops it afterwards)::
+reactive_services.testing.local_kafka (and stops it afterwards)::
 
     python bench/kafka_throughput.py [--records 100000]
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import sys
 import tempfile
@@ -39,13 +38,7 @@ sys.path.insert(0, str(ROOT))
 from reactive_services.adapters import Message  # noqa: E402
 from reactive_services.adapters.kafka import KafkaBroker  # noqa: E402
 
-
-def _local_kafka():
-    spec = importlib.util.spec_from_file_location("local_kafka", ROOT / "scripts" / "local_kafka.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from reactive_services.testing import local_kafka  # noqa: E402
 
 
 def make_record(i: int) -> bytes:
@@ -146,7 +139,7 @@ async def main_async(args: argparse.Namespace) -> None:
     local = None
     state_dir = None
     if not bootstrap:
-        local = _local_kafka()
+        local = local_kafka
         state_dir = tempfile.mkdtemp(prefix="bench-kafka-")
         print(f"starting a local Kafka broker in {state_dir} ...", flush=True)
         bootstrap = local.start(state_dir)

@@ -1,26 +1,21 @@
 """Fixtures shared by the whole suite.
 
 ``kafka_bootstrap`` is a real Apache Kafka broker: ``$KAFKA_BOOTSTRAP_SERVERS`` when set,
-otherwise a single-node KRaft broker started once per session by scripts/local_kafka.py
-(jars fetched with ``mvn`` on first use and cached) and stopped at the end.
+otherwise a single-node KRaft broker started once per session by
+:mod:`reactive_services.testing.local_kafka` (jars fetched with ``mvn`` on first use and
+cached) and stopped at the end.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _local_kafka():
-    from reactive_services.examples.shop.faults import load_local_kafka
-
-    return load_local_kafka()
+from reactive_services.testing import local_kafka as _local_kafka
+from reactive_services.testing import unique_name
 
 
 @pytest.fixture(scope="session")
@@ -30,23 +25,18 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if env:
         yield env
         return
-    local_kafka = _local_kafka()
     state_dir = tmp_path_factory.mktemp("local-kafka")
-    bootstrap = local_kafka.start(state_dir)
+    bootstrap = _local_kafka.start(state_dir)
     try:
         yield bootstrap
     finally:
-        local_kafka.stop(state_dir)
+        _local_kafka.stop(state_dir)
 
 
 @pytest.fixture
 def unique_topic() -> Callable[..., str]:
-    """``unique_topic(prefix="t") -> "t-<10 hex>"``: a name no other test uses."""
-
-    def make(prefix: str = "t") -> str:
-        return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-    return make
+    """``unique_topic(prefix="t") -> "t-<10 hex>"``: a name no other test uses (the kit's ``unique_name``)."""
+    return unique_name
 
 
 @pytest.fixture
@@ -82,7 +72,7 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
 
 
 @pytest.fixture(scope="session")
-def local_kafka():
-    """scripts/local_kafka.py as a module (``start(state_dir)``, ``stop(state_dir)``), for tests
+def local_kafka() -> ModuleType:
+    """:mod:`reactive_services.testing.local_kafka` (``start(state_dir)``, ``stop(state_dir)``), for tests
     that stop and restart a broker of their own."""
-    return _local_kafka()
+    return _local_kafka

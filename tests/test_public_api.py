@@ -123,6 +123,16 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "wait_for_sync",
     ],
     "reactive_services.testing.contract": ["BrokerContract", "BrokerFixture", "ConcurrencyContract"],
+    "reactive_services.testing.local_kafka": [
+        "KAFKA_VERSION",
+        "LocalKafkaError",
+        "api_versions_ok",
+        "ensure_libs",
+        "is_running",
+        "start",
+        "status",
+        "stop",
+    ],
     "reactive_services.examples.shop.auth": [
         "CHANNEL_SCOPES",
         "DEFAULT_DB_PATH",

@@ -20,7 +20,6 @@ in the DLT with its reason, every good order processed); R7 SIGTERM under load, 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import sqlite3
@@ -39,6 +38,7 @@ import orjson
 from reactive_services.adapters import Message, headers_to_dict
 
 from reactive_services import ClientProxy
+from reactive_services.testing import local_kafka
 
 from .demo import DATA_DIR
 from .inventory import initial_stock
@@ -74,16 +74,6 @@ class ScenarioResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def load_local_kafka() -> Any:
-    """scripts/local_kafka.py as a module (it is a script, not part of a package)."""
-    spec = importlib.util.spec_from_file_location("local_kafka", ROOT / "scripts" / "local_kafka.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("local_kafka", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Instance:
@@ -196,7 +186,7 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
     """Run one scenario (``"R1"``, ``"R2"``, ``"R3"``, ``"R7"``) and return its row.
 
     ``bootstrap`` names a running broker; None (and always for R3, which restarts the
-    broker) starts a local one with scripts/local_kafka.py for the scenario.
+    broker) starts a local one with reactive_services.testing.local_kafka for the scenario.
 
     Raises:
         TimeoutError: the orders were not all processed within ``timeout`` seconds.
@@ -207,7 +197,7 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
     with tempfile.TemporaryDirectory(prefix=f"fault-{name}-") as tmp:
         workdir = Path(tmp)
         if bootstrap is None or name == "R3":
-            local = load_local_kafka()
+            local = local_kafka
             bootstrap = local.start(workdir / "kafka")
         namespace = f"fault-{name.lower()}-{uuid.uuid4().hex[:6]}."
         db = workdir / "inventory.db"

@@ -50,7 +50,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from reactivex import Observable, abc
@@ -149,7 +149,7 @@ class Commit:
 
 def marble_records(
     marbles: str,
-    values: Mapping[Name, Any] | None = None,
+    values: Mapping[Any, Any] | None = None,
     *,
     timespan: float = 1.0,
     error: Exception | None = None,
@@ -179,7 +179,7 @@ def marble_records(
 
 
 def _parse(
-    marbles: str, values: Mapping[Name, Any] | None, timespan: float, error: Exception | None
+    marbles: str, values: Mapping[Any, Any] | None, timespan: float, error: Exception | None
 ) -> list[tuple[float, Notification[Any]]]:
     return [
         (float(time), note)  # type: ignore[arg-type]  # parse gives float seconds for float arguments
@@ -236,7 +236,7 @@ class MarbleSource(Observable[Message]):
         self,
         scheduler: TestScheduler,
         marbles: str,
-        values: Mapping[Name, Any] | None = None,
+        values: Mapping[Any, Any] | None = None,
         *,
         topic: str = "t",
         partition: int = 0,
@@ -270,8 +270,16 @@ class MarbleSource(Observable[Message]):
             if isinstance(note, OnNext):
                 name: Name = note.value
                 template = (values or {}).get(name, name)
-                if isinstance(template, Message):
-                    msg = replace(template, _pending=[])
+                if isinstance(template, Message):  # a copy: tracking on it must not touch the template
+                    msg = make_message(
+                        template.value,
+                        topic=template.topic,
+                        partition=template.partition,
+                        key=template.key,
+                        headers=template.headers,
+                        timestamp_ms=template.timestamp_ms,
+                        raw=template.raw,
+                    )
                 else:
                     msg = make_message(template, topic=topic, partition=partition)
                 tp = (msg.topic, msg.partition)
@@ -442,10 +450,10 @@ class MarbleRun:
     committed: list[Commit]
     delivered: list[Message]
     timespan: float = 1.0
-    values: Mapping[Name, Any] = field(default_factory=dict)
+    values: Mapping[Any, Any] = field(default_factory=dict)
 
     def assert_output(
-        self, marbles: str, values: Mapping[Name, Any] | None = None, *, error: Exception | None = None
+        self, marbles: str, values: Mapping[Any, Any] | None = None, *, error: Exception | None = None
     ) -> None:
         """Assert that the pipeline emitted exactly what ``marbles`` shows, at those times, in that order.
 
@@ -545,7 +553,7 @@ def _describe(label: str, records: list[Recorded[Any]], timespan: float, names: 
 async def run_marbles_async(
     source: str,
     pipeline: Callable[[Observable[Message]], Observable[T]],
-    values: Mapping[Name, Any] | None = None,
+    values: Mapping[Any, Any] | None = None,
     *,
     scheduler: MarbleScheduler | None = None,
     topic: str = "t",
@@ -601,7 +609,7 @@ async def run_marbles_async(
 def run_marbles(
     source: str,
     pipeline: Callable[[Observable[Message]], Observable[T]],
-    values: Mapping[Name, Any] | None = None,
+    values: Mapping[Any, Any] | None = None,
     *,
     scheduler: MarbleScheduler | None = None,
     topic: str = "t",
@@ -679,8 +687,8 @@ def expect_marbles(
     *,
     output: str | None = None,
     commits: str | None = None,
-    values: Mapping[Name, Any] | None = None,
-    output_values: Mapping[Name, Any] | None = None,
+    values: Mapping[Any, Any] | None = None,
+    output_values: Mapping[Any, Any] | None = None,
     output_error: Exception | None = None,
     **options: Any,
 ) -> MarbleRun:
@@ -723,11 +731,12 @@ def expect_marbles(
 async def _run_loop_until_idle() -> None:
     """Let the loop's other callbacks run until none is ready (or :data:`_MAX_TURNS` turns passed)."""
     loop = asyncio.get_running_loop()
-    ready = getattr(loop, "_ready", None)  # asyncio's own loops: the callbacks ready to run
+    ready = getattr(loop, "_ready", None)  # asyncio's own loops: the callbacks ready to run...
+    timers = getattr(loop, "_scheduled", None)  # ... and the timers (a heap), some due already
     for turn in range(_MAX_TURNS):
         await asyncio.sleep(0)
-        if ready is not None:
-            if not ready:
+        if ready is not None and timers is not None:
+            if not ready and not (timers and timers[0].when() <= loop.time()):
                 return
         elif turn >= 50:  # another loop implementation: a fixed number of turns
             return

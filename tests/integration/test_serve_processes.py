@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from reactive_services.auth import JwtConfig, issue_token
+from reactive_services.testing import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTS = ROOT / "examples" / "shop" / "data" / "olist" / "products.csv"
@@ -200,7 +200,7 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
     secret = secrets.token_urlsafe(48)  # 64 characters
     jwt = JwtConfig(secret=secret)
     env = _env(RS_JWT_SECRET=secret)
-    ns = f"serve-{uuid.uuid4().hex[:10]}."
+    ns = unique_name("serve") + "."
     budget_end = t0 + RUN_BUDGET_S
 
     def left(cap: float) -> float:

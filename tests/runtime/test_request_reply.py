@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from reactive_services.errors import (
     RemoteError,
     RequestTimeoutError,
 )
-from reactive_services.testing import wait_for
+from reactive_services.testing import unique_name, wait_for
 
 
 class Calculator(Controller):
@@ -58,7 +57,7 @@ class Calculator(Controller):
 
 
 def namespace() -> str:
-    return f"rr-{uuid.uuid4().hex[:10]}."
+    return unique_name("rr") + "."
 
 
 @pytest.fixture
@@ -184,7 +183,7 @@ async def test_a_request_sent_right_after_connect_gets_its_reply(broker, calcula
 
 
 async def test_on_assigned_fires_once_positioned_at_the_end_and_nothing_after_is_missed(broker) -> None:
-    topic = f"assigned-{uuid.uuid4().hex[:10]}"
+    topic = unique_name("assigned")
     await broker.create_topics([topic])
     await broker.emit(topic, {"old": True})
     ready = asyncio.Event()
@@ -193,7 +192,7 @@ async def test_on_assigned_fires_once_positioned_at_the_end_and_nothing_after_is
     stop = asyncio.Event()
     source = broker.source(
         topic,
-        group_id=f"g-{uuid.uuid4().hex[:10]}",
+        group_id=unique_name("g"),
         auto_offset_reset="latest",
         stop=stop,
         on_assigned=lambda: (calls.append(1), ready.set()),
@@ -209,13 +208,13 @@ async def test_on_assigned_fires_once_positioned_at_the_end_and_nothing_after_is
 
 
 async def test_an_on_assigned_callback_that_raises_ends_the_source_with_on_error(broker) -> None:
-    topic = f"assigned-{uuid.uuid4().hex[:10]}"
+    topic = unique_name("assigned")
     await broker.create_topics([topic])
 
     def boom() -> None:
         raise RuntimeError("callback failed")
 
-    source = broker.source(topic, group_id=f"g-{uuid.uuid4().hex[:10]}", on_assigned=boom)
+    source = broker.source(topic, group_id=unique_name("g"), on_assigned=boom)
     values, end = await collect(source)
     assert values == [] and isinstance(end, RuntimeError) and str(end) == "callback failed"
 

@@ -4,7 +4,6 @@ rule, and ``auth.login`` through a real Microservice on the in-memory broker and
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from reactive_services.errors import (
     TooManyAttemptsError,
     ValidationError,
 )
+from reactive_services.testing import unique_name
 
 PASSWORD = "correct horse battery"
 
@@ -313,7 +313,7 @@ async def test_the_controller_needs_a_config_that_can_issue(store: UserStore) ->
 
 
 def namespace() -> str:
-    return f"auth-{uuid.uuid4().hex[:10]}."
+    return unique_name("auth") + "."
 
 
 async def test_login_over_request_reply(broker: Any, store: UserStore) -> None:

@@ -48,6 +48,10 @@ class Broker(Protocol):
     def kind(self) -> str:
         """``"memory"`` or ``"kafka"``."""
 
+    @property
+    def started(self) -> bool:
+        """True between a successful :meth:`start` and :meth:`stop`."""
+
     async def start(self) -> None:
         """Connect (Kafka: start the producer and check the cluster answers).
 

@@ -20,6 +20,7 @@ so importing any of them never imports a higher layer.
 """
 
 from . import errors
+from ._run import Running, System, run, serve
 from ._runtime import (
     ClientProxy,
     Controller,
@@ -50,11 +51,15 @@ __all__ = [
     "Microservice",
     "RecordMetadata",
     "ReplyObservable",
+    "Running",
+    "System",
     "current_message",
     "errors",
     "event_pattern",
     "header",
     "message_pattern",
+    "run",
+    "serve",
     "start_all_microservices",
     "track",
 ]

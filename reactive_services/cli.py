@@ -1,125 +1,240 @@
-"""reactive-services: run the reference shop system.
+"""reactive-services: the command line.
 
-``reactive-services demo [--bootstrap-servers HOST:PORT] [--clients N] [--orders CSV]
-[--products CSV] [--logs [NAME=]FILE ...] [--report PATH]`` runs the shop end to end.
-
-``reactive-services logs analyze FILE --format FMT [--mask REGEX ...] [--assignments OUT.csv]
-[--report OUT.json]`` runs the log-analytics service over one file on the embedded broker.
+``reactive-services run MODULE:ATTRIBUTE [--app MODULE:ATTRIBUTE] [--host HOST] [--port PORT]
+[--shutdown-timeout SECONDS] [--log-level LEVEL]`` imports ``MODULE`` (from the current folder
+first, as uvicorn does) and runs ``ATTRIBUTE`` with :func:`reactive_services.run`: a
+Microservice, a list of them, a :class:`reactive_services.System`, or a factory (a callable
+without arguments, sync or async, returning one of those). ``--app`` adds an ASGI app served on
+uvicorn at ``--host``:``--port``. It prints ``ready`` (with the app's URL) once everything runs,
+and stops gracefully on SIGTERM / SIGINT.
 
 ``reactive-services token --sub NAME [--scope S ...] [--ttl SECONDS] [--secret SECRET]`` prints a
 development access token signed with the ``RS_JWT_*`` configuration (:mod:`reactive_services.auth`).
 
-``reactive-services users add NAME [--scope S ...] [--db PATH] [--password-stdin]`` creates a
-user of the shop's auth service (``users list`` lists them); the database is ``--db``, else
-``$RS_AUTH_DB``, else ``data/auth.db``. The password is prompted for (twice) unless
-``--password-stdin``.
+Other commands come from installed packages (the shop's ``demo``, ``serve``, ``logs analyze``,
+``users``): every entry point of the group :data:`ENTRY_POINT_GROUP` names a function
+``register(commands)``, called with the ``argparse`` sub-parsers action of ``reactive-services``;
+it adds its commands, each with ``set_defaults(handler=fn)``, where ``fn(args) -> int`` returns the
+exit code. In ``pyproject.toml``::
 
-Exit codes: 0 done and every invariant held; 1 the run finished but an invariant failed,
-or a stage failed; 2 bad configuration or the broker cannot be reached (one line on stderr).
+    [project.entry-points."reactive_services.cli"]
+    shop = "reactive_services.examples.shop.cli:register"
+
+A package whose commands cannot be loaded is named in one warning line on stderr; the other
+commands still work.
+
+Exit codes: 0 done; 1 a failure while running (one line on stderr); 2 bad configuration, a bad
+``MODULE:ATTRIBUTE``, or a broker that cannot be reached (one line on stderr); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
+import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
-import orjson
+from ._run import ASGIApp, Running, RunTarget, serve
+from .auth import JwtConfig, issue_token
+from .errors import BrokerUnavailableError, ConfigError, ValidationError
 
-__all__ = ["main"]
+__all__ = ["ENTRY_POINT_GROUP", "Commands", "LoadError", "check_writable", "load", "main", "run_command"]
 
 T = TypeVar("T")
+
+#: The entry-point group of the packages that add commands (see the module docstring).
+ENTRY_POINT_GROUP = "reactive_services.cli"
+
+#: An argparse ``add_subparsers()`` action: what ``register(commands)`` receives.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    # aiokafka logs every failed connection attempt and group-coordinator retry at ERROR;
+    # the CLI reports the outcome itself (one line), so only its CRITICAL lines are shown.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reactive-services", description="Reactive, event-driven microservices.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the shop end to end (orders, inventory, notifications, log analytics)")
-    demo.add_argument(
-        "--bootstrap-servers",
-        metavar="HOST:PORT",
-        help="run on this Kafka broker instead of the embedded in-memory broker",
-    )
-    demo.add_argument("--clients", type=int, default=3, help="websocket clients to connect (default 3)")
-    demo.add_argument("--orders", type=Path, help="order-items CSV (Olist format)")
-    demo.add_argument("--products", type=Path, help="products CSV (Olist format)")
-    demo.add_argument(
-        "--logs",
-        nargs="+",
-        metavar="[NAME=]FILE",
-        help="log files; NAME (Apache, HDFS, Linux, OpenSSH) picks the format, "
-        "default: the file name up to its first '_'",
-    )
-    demo.add_argument("--report", type=Path, metavar="PATH", help="write the report as JSON to PATH")
-    demo.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for each stage (default 120)")
-    demo.add_argument(
-        "--connect-timeout", type=float, default=10.0, help="seconds allowed to reach the Kafka broker (default 10)"
-    )
-    demo.add_argument("--quiet", action="store_true", help="no progress display")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(commands)
+    _add_token(commands)
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        try:
+            register = ep.load()
+            register(commands)
+        except Exception as exc:  # one package's broken commands must not take the others down
+            print(
+                f"warning: the commands of {ep.name!r} ({ep.value}) cannot be loaded: {_one_line(exc)}", file=sys.stderr
+            )
+    return parser
 
-    logs = sub.add_parser("logs", help="log analytics")
-    logs_sub = logs.add_subparsers(dest="logs_command", required=True)
-    an = logs_sub.add_parser(
-        "analyze",
-        help="template mining, event-time windows and alerts over one log file",
-        description="Replay FILE to the 'logs' topic of the embedded broker and run the log-analytics "
-        "service over it: drain3 templates, event-time windows with a watermark, alerts.",
+
+# --------------------------------------------------------------------------- helpers for commands
+
+
+def run_command(run: Callable[[], Coroutine[Any, Any, T]]) -> tuple[int, T | None]:
+    """``asyncio.run(run())``, with a failure reported as one line on stderr, not a traceback.
+
+    Returns:
+        ``(0, result)``; or ``(2, None)`` for a bad configuration (``error: bad configuration:
+        KEY: ...``) or an unreachable broker, ``(130, None)`` when interrupted, ``(1, None)``
+        for any other failure (``error: TYPE: message``).
+    """
+    try:
+        return 0, asyncio.run(run())
+    except ConfigError as exc:
+        print(f"error: bad configuration: {exc}", file=sys.stderr)
+        return 2, None
+    except BrokerUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2, None
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130, None
+    except Exception as exc:  # one line, not a traceback
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1, None
+
+
+def _one_line(exc: BaseException) -> str:
+    """``TYPE: message`` of ``exc`` (of the first leaf of an exception group)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def check_writable(path: Path, key: str = "report") -> None:
+    """Fail at start, not after the run, when ``path`` cannot be written (its parents are created).
+
+    Raises:
+        ConfigError(key, ...): the file cannot be opened for appending.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(key, f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+class LoadError(ValueError):
+    """A ``MODULE:ATTRIBUTE`` reference that does not name an object (the message says why)."""
+
+
+def load(reference: str) -> object:
+    """The object ``MODULE:ATTRIBUTE`` names (``ATTRIBUTE`` may be dotted: ``app:system.services``).
+
+    The current folder is searched first for ``MODULE`` (as ``uvicorn module:app`` does).
+
+    Raises:
+        LoadError: not of the form ``MODULE:ATTRIBUTE``, no such module, or no such attribute.
+        Exception: whatever importing ``MODULE`` raised otherwise (an error in the module itself).
+    """
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise LoadError(f"{reference!r} is not MODULE:ATTRIBUTE (e.g. myapp.main:services)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise LoadError(f"cannot import {reference!r}: no module named {exc.name!r}") from exc
+        raise
+    found: object = module
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise LoadError(
+                f"cannot load {reference!r}: module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    return found
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _add_run(commands: Commands) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run services (and an ASGI app) from MODULE:ATTRIBUTE until SIGTERM / SIGINT",
+        description="Import MODULE and run ATTRIBUTE: a Microservice, a list of them, a reactive_services.System, "
+        "or a factory (a callable without arguments, sync or async, returning one of those). The brokers "
+        "that are not started are started (and stopped at the end). On SIGTERM / SIGINT the services stop "
+        "fetching, finish in-flight work, commit and close.",
     )
-    an.add_argument("file", type=Path, metavar="FILE", help="the log file")
-    an.add_argument(
-        "--format",
-        required=True,
-        metavar="FMT",
-        help="a loghub format string, e.g. '<Date> <Time> <Pid> <Level> <Component>: <Content>', "
-        "or a shipped source: Apache, HDFS, Linux, OpenSSH",
-    )
-    an.add_argument(
-        "--mask",
-        action="append",
-        default=[],
-        metavar="REGEX",
-        help="mask matches before template mining: REGEX (masked as <*>) or <NAME>=REGEX "
-        "(masked as <NAME>); repeatable, applied in order before the default masks",
-    )
-    an.add_argument(
-        "--no-default-masks", action="store_true", help="drop the default masks (block ids, IPs, hex ids, numbers)"
-    )
-    an.add_argument("--name", help="source name (default: the shipped name, else 'log')")
-    an.add_argument("--depth", type=int, help="drain3 parse-tree depth (>= 3)")
-    an.add_argument("--sim-th", type=float, help="drain3 similarity threshold in [0, 1]")
-    an.add_argument("--max-children", type=int, help="drain3 maximum children per tree node")
-    an.add_argument(
-        "--level-field",
-        metavar="FIELD",
-        help="field holding the level ('none': infer it from the content; default: Level if present)",
-    )
-    an.add_argument(
-        "--time-format",
-        metavar="STRPTIME",
-        help="strptime pattern of the time fields joined by spaces (default: detected)",
-    )
-    an.add_argument("--year", type=int, help="year for times that have none (default 2000)")
-    an.add_argument("--window", type=float, metavar="SECONDS", help="window length (default 3600)")
-    an.add_argument(
-        "--slide",
+    run.add_argument("target", metavar="MODULE:ATTRIBUTE", help="what to run, e.g. myapp.main:services")
+    run.add_argument("--app", metavar="MODULE:ATTRIBUTE", help="an ASGI app to serve on uvicorn while they run")
+    run.add_argument("--host", default="127.0.0.1", help="the app's address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="the app's port (default 8000; 0: any free port)")
+    run.add_argument(
+        "--shutdown-timeout",
         type=float,
+        default=30.0,
         metavar="SECONDS",
-        help="step between window starts; less than --window for sliding windows (default: tumbling)",
+        help="seconds each service may take to finish in-flight work at shutdown (default 30)",
     )
-    an.add_argument("--lateness", type=float, metavar="SECONDS", help="allowed lateness of the watermark (default 0)")
-    an.add_argument("--error-rate", type=float, metavar="FRACTION", help="error-rate alert threshold (default 0.3)")
-    an.add_argument(
-        "--assignments", type=Path, metavar="OUT.csv", help="write line_no,template_id,template for every line"
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="level of the reactive_services loggers (default warning)",
     )
-    an.add_argument("--report", type=Path, metavar="OUT.json", help="write the report as JSON")
-    an.add_argument("--top", type=int, default=10, help="templates listed on the terminal (default 10)")
-    an.add_argument("--quiet", action="store_true", help="no progress display")
+    run.set_defaults(handler=_run)
 
-    tok = sub.add_parser(
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        target = load(args.target)
+        app = load(args.app) if args.app else None
+    except LoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the user's module failed while being imported
+        print(f"error: importing failed: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    if app is not None and not callable(app):
+        print(f"error: --app {args.app!r} is not an ASGI app (not callable)", file=sys.stderr)
+        return 2
+    logging.getLogger("reactive_services").setLevel(args.log_level.upper())
+
+    def ready(running: Running) -> None:
+        names = ", ".join(s.name for s in running.services) or "no services"
+        print(f"running {names}" + (f" at {running.url}" if running.url else ""), flush=True)
+        print("ready", flush=True)
+
+    code, exit_code = run_command(
+        lambda: serve(
+            cast(RunTarget, target),  # checked by serve: a ConfigError names what it is
+            app=cast(ASGIApp | None, app),  # callable (checked above); uvicorn checks the protocol
+            host=args.host,
+            port=args.port,
+            on_ready=ready,
+            shutdown_timeout_s=args.shutdown_timeout,
+        )
+    )
+    return code or (exit_code or 0)
+
+
+# --------------------------------------------------------------------------- token
+
+
+def _add_token(commands: Commands) -> None:
+    tok = commands.add_parser(
         "token",
         help="print a development access token (JWT) signed with the RS_JWT_* configuration",
         description="Sign an access token with the configuration of the environment (RS_JWT_ALGORITHM, "
@@ -137,289 +252,10 @@ def _parser() -> argparse.ArgumentParser:
         help="sign with HS256 and this secret (>= 32 bytes) instead of RS_JWT_SECRET / keys; "
         "development only: it shows in the process list",
     )
-
-    users = sub.add_parser("users", help="users of the shop's auth service")
-    users_sub = users.add_subparsers(dest="users_command", required=True)
-    for name, text in (
-        ("add", "create a user that can log in (auth.login)"),
-        ("list", "list the users and their scopes"),
-    ):
-        u = users_sub.add_parser(name, help=text, description=text.capitalize() + ".")
-        if name == "add":
-            u.add_argument("name", metavar="NAME", help="the username (1..64 characters, no spaces)")
-            u.add_argument(
-                "--scope",
-                action="append",
-                default=[],
-                metavar="SCOPE",
-                help="a granted scope (orders:write, orders:read, inventory:read, notifications:read, "
-                "logs:read, admin); repeatable",
-            )
-            u.add_argument(
-                "--password-stdin",
-                action="store_true",
-                help="read the password from the first line of standard input instead of prompting",
-            )
-        u.add_argument(
-            "--db",
-            type=Path,
-            metavar="PATH",
-            help="the auth service's database (default: $RS_AUTH_DB, else data/auth.db)",
-        )
-
-    sv = sub.add_parser(
-        "serve",
-        help="run the shop's services, the notification hub and the API gateway until SIGTERM",
-        description="Run the shop as long-running services: orders, inventory, auth, logs and the gateway "
-        "(HTTP API, /ws, dashboard). All in one process by default; --only picks some (on Kafka). "
-        "Stops gracefully on SIGTERM / SIGINT.",
-    )
-    sv.add_argument(
-        "--only",
-        action="append",
-        metavar="SERVICE",
-        help="run only these services (orders, inventory, auth, logs, gateway); repeatable or "
-        "comma-separated; needs --bootstrap-servers",
-    )
-    sv.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka (default: the embedded broker)")
-    sv.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8000, help="gateway port (default 8000; 0: any free port)")
-    sv.add_argument("--data-dir", type=Path, default=Path("data"), help="databases folder (default ./data)")
-    sv.add_argument("--namespace", default="", help="topic prefix shared by the processes of one deployment")
-    sv.add_argument("--instance", help="instance name (the hub's consumer group is notifications.<instance>)")
-    sv.add_argument("--products", type=Path, help="products CSV seeding an empty inventory (default: the shipped one)")
-    sv.add_argument("--replay-logs", action="store_true", help="replay the shipped loghub files to 'logs' at start")
-    sv.add_argument(
-        "--overflow",
-        choices=["close", "drop_oldest", "keep_latest"],
-        default="close",
-        help="what the hub does when a client's queue is full (default close, code 1013)",
-    )
-    sv.add_argument("--queue-size", type=int, default=1000, help="hub queue per client, messages (default 1000)")
-    sv.add_argument(
-        "--dev",
-        action="store_true",
-        help="development: a random JWT secret when RS_JWT_* is not set, and print a token with every scope",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    # aiokafka logs every failed connection attempt and group-coordinator retry at ERROR;
-    # the CLI reports the outcome itself (one line), so only its CRITICAL lines are shown.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    if args.command == "demo":
-        return _demo(args)
-    if args.command == "logs":
-        return _logs_analyze(args)
-    if args.command == "token":
-        return _token(args)
-    if args.command == "users":
-        return _users(args)
-    if args.command == "serve":
-        return _serve(args)
-    return 2  # pragma: no cover - argparse enforces the subcommands
-
-
-def _one_line(run: Callable[[], Awaitable[T]]) -> tuple[int, T | None]:
-    """``asyncio.run(run())``, with a failure reported as one line on stderr, not a traceback.
-
-    Returns:
-        ``(0, result)``; or ``(2, None)`` for a bad configuration or an unreachable broker,
-        ``(130, None)`` when interrupted, ``(1, None)`` for any other failure.
-    """
-    from .errors import BrokerUnavailableError, ConfigError
-
-    try:
-        return 0, asyncio.run(run())
-    except ConfigError as exc:
-        print(f"error: bad configuration: {exc}", file=sys.stderr)
-        return 2, None
-    except BrokerUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2, None
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130, None
-    except Exception as exc:  # one line, not a traceback
-        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-            exc = exc.exceptions[0]  # type: ignore[assignment]
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1, None
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from reactive_services.examples.shop.system import ServeConfig, ServeInfo, parse_only, serve
-
-    from .errors import ConfigError
-
-    logging.getLogger("reactive_services").setLevel(logging.WARNING)
-    config = ServeConfig(
-        only=parse_only(args.only),
-        bootstrap_servers=args.bootstrap_servers,
-        host=args.host,
-        port=args.port,
-        data_dir=args.data_dir,
-        namespace=args.namespace,
-        dev=args.dev,
-        replay_logs=args.replay_logs,
-        overflow=args.overflow,
-        queue_size=args.queue_size,
-    )
-    if args.instance:
-        config.instance = args.instance
-    if args.products:
-        config.products = args.products
-
-    def ready(info: ServeInfo) -> None:
-        print(f"serving {', '.join(info.services)}" + (f" at {info.url}" if info.url else ""), flush=True)
-        if info.url:
-            print(f"dashboard: {info.url}   API docs: {info.url}docs", flush=True)
-        if info.dev_token:
-            print(f"dev token (every scope): {info.dev_token}", flush=True)
-        print("ready", flush=True)
-
-    try:
-        config.validate()
-    except ConfigError as exc:
-        print(f"error: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    code, exit_code = _one_line(lambda: serve(config, on_ready=ready))
-    return code or (exit_code or 0)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from reactive_services.examples.shop.demo import DemoConfig, check_report, parse_log_args
-
-    from .errors import ConfigError
-
-    err = Console(stderr=True)
-    try:
-        config = DemoConfig(
-            clients=args.clients,
-            bootstrap_servers=args.bootstrap_servers,
-            timeout_s=args.timeout,
-            connect_timeout_s=args.connect_timeout,
-        )
-        if args.orders:
-            config.orders = args.orders
-        if args.products:
-            config.products = args.products
-        if args.logs:
-            config.logs = parse_log_args(args.logs)
-        config.validate()
-        if args.report:
-            _check_writable(args.report)
-    except ConfigError as exc:
-        print(f"error: bad configuration: {exc}", file=sys.stderr)
-        return 2
-
-    code, report = _one_line(lambda: _run_with_progress(config, quiet=args.quiet, console=err))
-    if report is None:
-        return code
-    problems = check_report(report, orders_file=config.orders, log_files=config.logs)
-    report["invariants"] = {"ok": not problems, "violations": problems}
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    _summary(report, Console())
-    for p in problems:
-        print(f"invariant violated: {p}", file=sys.stderr)
-    return 0 if not problems else 1
-
-
-def _logs_analyze(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from reactive_services.examples.shop.log_analyze import analyze_file, make_source
-
-    from .errors import ConfigError
-
-    err = Console(stderr=True)
-    try:
-        if not args.file.exists():
-            raise ConfigError("FILE", f"no such file: {args.file}")
-        if not args.file.is_file():
-            raise ConfigError("FILE", f"not a file: {args.file}")
-        for key, path in (("report", args.report), ("assignments", args.assignments)):
-            if path is not None and path.exists() and path.resolve() == args.file.resolve():
-                raise ConfigError(key, f"{path} is the input file")
-        if args.name is not None and not args.name.strip():
-            raise ConfigError("name", "must not be empty")
-        if args.top < 0:
-            raise ConfigError("top", f"must be >= 0, got {args.top}")
-        level_field = (
-            "" if args.level_field is None else (None if args.level_field.lower() == "none" else args.level_field)
-        )
-        source = make_source(
-            args.format,
-            name=args.name,
-            masks=args.mask,
-            default_masks=not args.no_default_masks,
-            depth=args.depth,
-            sim_th=args.sim_th,
-            max_children=args.max_children,
-            level_field=level_field,
-            time_format=args.time_format,
-            year=args.year,
-            window_s=args.window,
-            slide_s=args.slide,
-            allowed_lateness_s=args.lateness,
-            alerts=None if args.error_rate is None else {"error_rate": args.error_rate},
-        )
-        for key, path in (("report", args.report), ("assignments", args.assignments)):
-            if path is not None:
-                _check_writable(path, key)
-    except ConfigError as exc:
-        print(f"error: bad configuration: {exc}", file=sys.stderr)
-        return 2
-
-    async def run() -> dict[str, Any]:
-        if args.quiet:
-            return await analyze_file(args.file, source, assignments=args.assignments)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            TextColumn("lines analysed"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("lines", total=None)
-            return await analyze_file(
-                args.file,
-                source,
-                assignments=args.assignments,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-
-    code, report = _one_line(run)
-    if report is None:
-        return code
-    if args.report:
-        args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    _logs_summary(report, Console(), top=args.top)
-    if report["time"] is None and report["lines"]:
-        hint = f"with --time-format {args.time_format!r}" if args.time_format else "(give --time-format)"
-        print(
-            f"warning: no time could be read from the format's time fields {hint}; those lines are unparsed",
-            file=sys.stderr,
-        )
-    return 0
+    tok.set_defaults(handler=_token)
 
 
 def _token(args: argparse.Namespace) -> int:
-    import os
-
-    from .auth import JwtConfig, issue_token
-    from .errors import ConfigError, ValidationError
-
     try:
         env = dict(os.environ)
         if args.secret is not None:
@@ -440,158 +276,6 @@ def _token(args: argparse.Namespace) -> int:
         return 2
     print(token)
     return 0
-
-
-def _users(args: argparse.Namespace) -> int:
-    import getpass
-    import sqlite3
-
-    from reactive_services.examples.shop.auth import SCOPES, UserStore, default_db_path
-
-    from .errors import ConfigError, ValidationError
-
-    db = args.db or default_db_path()
-    password = ""
-    try:
-        if args.users_command == "add":
-            unknown = [s for s in args.scope if s not in SCOPES]
-            if unknown:
-                raise ConfigError("scope", f"unknown scope {unknown[0]!r} (known: {', '.join(sorted(SCOPES))})")
-            if args.password_stdin:
-                password = sys.stdin.readline().rstrip("\r\n")
-            else:
-                password = getpass.getpass(f"password for {args.name}: ")
-                if getpass.getpass("repeat it: ") != password:
-                    raise ConfigError("password", "the two passwords differ")
-    except ConfigError as exc:
-        print(f"error: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    except (EOFError, KeyboardInterrupt):
-        print("error: no password given", file=sys.stderr)
-        return 2
-
-    async def run() -> list[tuple[str, tuple[str, ...]]]:
-        async with UserStore(db) as store:
-            if args.users_command == "add":
-                await store.add_user(args.name, password, args.scope)
-                return []
-            return [(name, await store.scopes_of(name) or ()) for name in await store.usernames()]
-
-    try:
-        listed = asyncio.run(run())
-    except ValidationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, sqlite3.Error) as exc:
-        print(f"error: cannot use the database {db}: {exc}", file=sys.stderr)
-        return 1
-    if args.users_command == "add":
-        print(f"user {args.name!r} added to {db} with scopes: {' '.join(sorted(set(args.scope))) or '(none)'}")
-    for name, scopes in listed:
-        print(f"{name}\t{' '.join(scopes)}")
-    return 0
-
-
-def _logs_summary(report: dict[str, Any], console: Any, *, top: int) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"{report['file']}: {report['source']} ({report['elapsed_s']:.1f} s)")
-    t.add_column("what")
-    t.add_column("figures")
-    levels = ", ".join(f"{k} {v}" for k, v in report["by_level"].items())
-    t.add_row(
-        "lines",
-        f"{report['lines']} ({report['parsed']} parsed, {report['unparsed']} unparsed, "
-        f"{report['late']} late, {report['dead_lettered']} dead-lettered)",
-    )
-    t.add_row("levels", levels or "-")
-    t.add_row("time", str(report["time"]))
-    t.add_row("templates", str(len(report["templates"])))
-    settings = report["settings"]
-    t.add_row(
-        "windows",
-        f"{len(report['windows'])} (length {settings['window_s']:g} s, slide {settings['slide_s']:g} s, "
-        f"lateness {settings['allowed_lateness_s']:g} s)",
-    )
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(report["alerts_by_kind"].items()))
-    t.add_row("alerts", f"{len(report['alerts'])}" + (f" ({kinds})" if kinds else ""))
-    console.print(t)
-    tt = Table(title=f"top {min(top, len(report['templates']))} templates")
-    tt.add_column("id", justify="right")
-    tt.add_column("lines", justify="right")
-    tt.add_column("template", overflow="fold")
-    for row in report["templates"][:top]:
-        tt.add_row(str(row["template_id"]), str(row["lines"]), row["template"])
-    console.print(tt)
-
-
-def _check_writable(path: Path, key: str = "report") -> None:
-    """Fail at start, not after the run, when the report cannot be written (parents are created)."""
-    from .errors import ConfigError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab"):
-            pass
-    except OSError as exc:
-        raise ConfigError(key, f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-async def _run_with_progress(config: Any, *, quiet: bool, console: Any) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from reactive_services.examples.shop.demo import run_demo
-
-    if quiet:
-        return await run_demo(config)
-    with Progress(
-        TextColumn("{task.description:<26}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int | None) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        return await run_demo(config, progress)
-
-
-def _summary(report: dict[str, Any], console: Any) -> None:
-    from rich.table import Table
-
-    o, inv, n = report["orders"], report["inventory"], report["notifications"]
-    t = Table(title=f"reactive-services demo on the {report['broker']} broker ({report['elapsed_s']:.1f} s)")
-    t.add_column("what")
-    t.add_column("figures")
-    t.add_row("orders", f"{o['items_read']} item rows read, {o['invalid_rows']} invalid, {o['emitted']} orders emitted")
-    t.add_row(
-        "inventory",
-        f"{o['applied']} applied, {o['rejected']} rejected, {o['dead_lettered']} dead-lettered, "
-        f"{inv['stock_low_events']} stock.low events",
-    )
-    t.add_row("notifications", ", ".join(f"{ch}: {k}" for ch, k in n["published"].items()))
-    for i, c in enumerate(n["clients"]):
-        t.add_row(
-            f"ws client {i + 1}",
-            f"{'+'.join(c['channels'])}: received {c['received']}"
-            + (" (closed 1001)" if c["completed"] else f" ({c['error']})"),
-        )
-    for name, s in report["logs"].items():
-        levels = ", ".join(f"{k} {v}" for k, v in s["by_level"].items())
-        unparsed = f", {s['unparsed']} unparsed (level 'unknown')" if s["unparsed"] else ""
-        t.add_row(
-            f"logs {name}", f"{s['lines']} lines ({levels}{unparsed}); {s['windows']} windows, {s['alerts']} alerts"
-        )
-    inv_ok = report.get("invariants", {}).get("ok")
-    if inv_ok is not None:
-        t.add_row("invariants", "all hold" if inv_ok else "VIOLATED")
-    console.print(t)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,15 @@
-"""Prometheus metrics, readiness and a metering broker wrapper (``/metrics``, ``/readyz``).
+"""Prometheus metrics (``/metrics``) and a metering broker wrapper.
 
-Three pieces, meant to be wired together by the process that serves HTTP (the gateway)::
+Two pieces, meant to be wired together by the process that serves HTTP (the gateway);
+readiness (``/readyz``) is :mod:`reactive_services.readiness`::
 
     metrics = ServiceMetrics()
     broker = MeteredBroker(KafkaBroker("localhost:9092"), metrics)   # counts in / out
     services = [Microservice(broker, [Orders()], name="orders"), ...]
     metrics.watch_hub(ws_server)                                     # websocket gauges
     metrics.start_lag_refresh(broker, lambda: consumer_groups(services), interval_s=5.0)
-    check = readiness(broker, services)
 
     GET /metrics  -> metrics.render(), Content-Type: metrics.content_type
-    GET /readyz   -> status = await check(); 200 if ready(status) else 503; body: status
-    GET /healthz  -> 200 while the process runs (no check here: liveness, not readiness)
 
 Exposed metrics (names follow the Prometheus conventions: ``_total`` for counters, base
 units in the name)::
@@ -42,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,14 +56,7 @@ from reactive_services.adapters import Broker, Decoder, Headers, Message, Record
 
 from .errors import ConfigError
 
-__all__ = [
-    "MeteredBroker",
-    "ServiceMetrics",
-    "SourceState",
-    "consumer_groups",
-    "readiness",
-    "ready",
-]
+__all__ = ["MeteredBroker", "ServiceMetrics", "SourceState"]
 
 log = logging.getLogger("reactive_services.metrics")
 
@@ -166,7 +157,7 @@ class MeteredBroker:
       objects pass through untouched and synchronously; offsets are committed exactly when
       they would be without the wrapper.
     - **assignment**: which subscriptions are live and had partitions assigned
-      (``on_assigned``), for :func:`readiness`.
+      (``on_assigned``), for :func:`reactive_services.readiness.readiness`.
 
     Any other attribute (``records``, ``assignment``, ``source_stats``...) is read from ``broker``.
 
@@ -182,7 +173,6 @@ class MeteredBroker:
         self._out: defaultdict[str, int] = defaultdict(int)
         self._sinks: list[tuple[str, ObserverBase[Any]]] = []
         self._sources: list[SourceState] = []
-        self._started = False
         if metrics is not None:
             metrics.watch_broker(self)
 
@@ -202,9 +192,8 @@ class MeteredBroker:
 
     @property
     def started(self) -> bool:
-        """Whether the wrapped broker is started (its own flag when it has one)."""
-        flag = _started_flag(self.broker)
-        return self._started if flag is None else flag
+        """Whether the wrapped broker is started (its own flag)."""
+        return self.broker.started
 
     # -- counts ----------------------------------------------------------------------------
     @property
@@ -240,14 +229,10 @@ class MeteredBroker:
     async def start(self) -> None:
         """Start the wrapped broker."""
         await self.broker.start()
-        self._started = True
 
     async def stop(self) -> None:
         """Stop the wrapped broker (its sources complete, its sinks flush)."""
-        try:
-            await self.broker.stop()
-        finally:
-            self._started = False
+        await self.broker.stop()
 
     async def __aenter__(self) -> MeteredBroker:
         await self.start()
@@ -353,13 +338,6 @@ class MeteredBroker:
             return Disposable(dispose)
 
         return reactivex.create(subscribe)
-
-
-def _started_flag(broker: Any) -> bool | None:
-    """The broker's own ``started`` flag (both brokers and MeteredBroker have one), or None
-    for a broker without one."""
-    flag = getattr(broker, "started", None)
-    return flag if isinstance(flag, bool) else None
 
 
 # --------------------------------------------------------------------------- the metrics
@@ -561,7 +539,8 @@ class ServiceMetrics:
 
         Args:
             broker: where to read offsets (any :class:`reactive_services.adapters.Broker`).
-            groups_topics: ``{consumer group: topics}``, e.g. :func:`consumer_groups`.
+            groups_topics: ``{consumer group: topics}``, e.g.
+                :func:`reactive_services.readiness.consumer_groups`.
 
         Returns:
             ``{(group, topic, partition): lag}``.
@@ -571,7 +550,7 @@ class ServiceMetrics:
         """
         wanted = {group: list(dict.fromkeys(topics)) for group, topics in groups_topics.items()}
         topics = sorted({t for ts in wanted.values() for t in ts})
-        ends = dict(zip(topics, await asyncio.gather(*(broker.end_offsets(t) for t in topics))))
+        ends = dict(zip(topics, await asyncio.gather(*(broker.end_offsets(t) for t in topics)), strict=True))
         keys = [(g, t, p, end) for g, ts in wanted.items() for t in ts for p, end in sorted(ends[t].items())]
         limit = asyncio.Semaphore(8)  # at most 8 offset requests at once
 
@@ -580,7 +559,7 @@ class ServiceMetrics:
                 return await broker.committed(group, topic, partition)
 
         offsets = await asyncio.gather(*(committed(g, t, p) for g, t, p, _ in keys))
-        lag = {(g, t, p): max(0, end - (c or 0)) for (g, t, p, end), c in zip(keys, offsets)}
+        lag = {(g, t, p): max(0, end - (c or 0)) for (g, t, p, end), c in zip(keys, offsets, strict=True)}
         # no await from here on: a scrape never sees half an update
         fresh = {(g, t, str(p)) for g, t, p in lag}
         for series in [s for s in self._lag_series if s[0] in wanted and s not in fresh]:
@@ -668,125 +647,3 @@ class ServiceMetrics:
 def _log_unexpected_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("consumer lag refresh task ended", exc_info=task.exception())
-
-
-# --------------------------------------------------------------------------- readiness
-
-
-def consumer_groups(services: Iterable[Any]) -> dict[str, list[str]]:
-    """``{consumer group: topics}`` read by ``services`` (each a :class:`Microservice`), for
-    :meth:`ServiceMetrics.refresh_lag`."""
-    groups: dict[str, list[str]] = {}
-    for service in services:
-        for group, topics in service.sources:
-            known = groups.setdefault(group, [])
-            known.extend(t for t in topics if t not in known)
-    return groups
-
-
-def ready(status: Mapping[str, Any]) -> bool:
-    """Whether a :func:`readiness` answer means "ready": every top-level bool is True
-    (and every bool of a nested mapping such as ``"services"``)."""
-    for value in status.values():
-        if isinstance(value, bool) and not value:
-            return False
-        if isinstance(value, Mapping) and not all(v for v in value.values() if isinstance(v, bool)):
-            return False
-    return True
-
-
-def readiness(
-    broker: Broker, services: Iterable[Any], *, probe_timeout_s: float = 2.0, probe_topic: str | None = None
-) -> Callable[[], Awaitable[dict[str, Any]]]:
-    """A check for ``/readyz``: ``status = await check()``, then :func:`ready` (status)
-    -> 200, else 503 with the status as body.
-
-    The answer::
-
-        {"broker": bool, "partitions_assigned": bool, "services": {name: started}}
-
-    - ``broker``: the broker is started and, for Kafka, answers a metadata request within
-      ``probe_timeout_s`` seconds (``end_offsets`` of a topic a service reads, else of
-      ``probe_topic``; with neither, the started flag alone). A probe that outlives the
-      timeout is left to finish in the background and reused by the next check, so
-      checks never pile up. For the in-memory broker: started.
-    - ``partitions_assigned``: every service is started and each of its sources
-      (:attr:`Microservice.sources`) has a live subscription that was assigned
-      partitions. Read from the :class:`MeteredBroker` the services (or ``broker``) use;
-      without one, from the broker's own counters (Kafka ``source_stats``: an assignment
-      was received in the group; memory ``assignment``: a member owns a partition of the
-      topics). A consumer group with more members than partitions leaves some member
-      without any: that process then reports not ready, by design of this rule.
-    - ``services``: ``{service name: Microservice.started}``.
-
-    "Ready" iff every top-level bool is True (a stopped service makes
-    ``partitions_assigned`` False too, so the top-level bools suffice).
-
-    Args:
-        broker: the broker the services use (a :class:`MeteredBroker` or the raw one).
-        services: :class:`Microservice` objects (anything with ``name``, ``started``,
-            ``sources`` and ``broker``).
-        probe_timeout_s: seconds the Kafka metadata probe may take.
-        probe_topic: the topic to probe when no service reads one.
-
-    Raises:
-        ConfigError: ``probe_timeout_s`` is not > 0.
-    """
-    if not probe_timeout_s > 0:
-        raise ConfigError("probe_timeout_s", f"must be > 0 seconds, got {probe_timeout_s!r}")
-    services = list(services)
-    probe: asyncio.Task[dict[int, int]] | None = None
-
-    async def broker_ok() -> bool:
-        nonlocal probe
-        inner = broker.broker if isinstance(broker, MeteredBroker) else broker
-        flag = _started_flag(inner)
-        if flag is False:
-            return False
-        if getattr(inner, "kind", None) == "memory":
-            return True
-        topic = next((t for s in services for _, ts in s.sources for t in ts), probe_topic)
-        if topic is None:
-            return bool(flag)
-        if probe is None or probe.done():
-            probe = asyncio.ensure_future(inner.end_offsets(topic))
-            probe.add_done_callback(_consume_result)
-        try:
-            await asyncio.wait_for(asyncio.shield(probe), probe_timeout_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - timeout or broker error: not ready
-            return False
-        return True
-
-    async def check() -> dict[str, Any]:
-        started: dict[str, bool] = {}
-        for s in services:
-            started[s.name] = started.get(s.name, True) and bool(s.started)
-        assigned = all(
-            s.started
-            and all(
-                _assigned(s.broker if isinstance(s.broker, MeteredBroker) else broker, g, ts) for g, ts in s.sources
-            )
-            for s in services
-        )
-        return {"broker": await broker_ok(), "partitions_assigned": assigned, "services": started}
-
-    return check
-
-
-def _assigned(broker: Any, group: str, topics: Sequence[str]) -> bool:
-    if isinstance(broker, MeteredBroker):
-        return broker.assigned(group, topics)
-    stats = getattr(broker, "source_stats", None)
-    if callable(stats):  # Kafka: an assignment was received by a running source of the group
-        return any(st.assignments > 0 for st in stats(group))
-    members = getattr(broker, "assignment", None)
-    if callable(members):  # memory: a member of the group owns a partition of these topics
-        return any(tp[0] in topics for member in members(group) for tp in member)
-    return False
-
-
-def _consume_result(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # retrieved: no "exception was never retrieved" warning

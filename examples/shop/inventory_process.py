@@ -7,7 +7,7 @@ It consumes ``<namespace>order.created`` in consumer group ``inventory`` and kee
 the SQLite file ``--db`` (instances of the service share it; each reservation is one
 ``BEGIN IMMEDIATE`` transaction, so instances never apply an order twice). It prints
 ``ready`` on stdout once subscribed, runs until SIGTERM / SIGINT, then shuts down gracefully
-(see :mod:`reactive_services._lifecycle`) and writes its counters to ``--stats`` as JSON:
+(see :func:`reactive_services.serve`) and writes its counters to ``--stats`` as JSON:
 ``{"applied", "rejected", "duplicates", "stock_low_events", "republished", "handled",
 "partitions": [[topic, partition], ...]}`` (partitions it was assigned at any time).
 
@@ -28,8 +28,7 @@ from typing import Any
 import orjson
 from reactive_services.adapters import DeadLetterSink, Message
 
-from reactive_services import ClientProxy, Microservice
-from reactive_services._lifecycle import run_until_signal
+from reactive_services import ClientProxy, Microservice, System, serve
 
 from .demo import DATA_DIR
 from .inventory import InventoryService, InventoryStore, Order, initial_stock
@@ -61,38 +60,44 @@ class _Partitions(InventoryController):
 
 
 async def run(args: argparse.Namespace) -> int:
+    """Run the service until SIGTERM / SIGINT (:func:`reactive_services.serve`); returns the exit code."""
     from reactive_services.adapters.kafka import KafkaBroker
 
-    broker = KafkaBroker(
-        args.bootstrap_servers, connect_timeout_s=args.connect_timeout_s, request_timeout_s=args.request_timeout_s
-    )
-    await broker.start()
-    client = ClientProxy(broker, namespace=args.namespace)
-    store = InventoryStore(args.db, seed=initial_stock(args.products))
-    await store.open()
-    inventory = (
-        _SlowInventory(store, client.emit, delay_s=args.handle_delay_s)
-        if args.handle_delay_s
-        else InventoryService(store, client.emit)
-    )
-    controller = _Partitions(inventory, DeadLetterSink(broker))
-    service = Microservice(broker, [controller], name="inventory", namespace=args.namespace)
-    await service.start()
-    print("ready", flush=True)
+    async def system() -> System:
+        broker = KafkaBroker(
+            args.bootstrap_servers, connect_timeout_s=args.connect_timeout_s, request_timeout_s=args.request_timeout_s
+        )
+        await broker.start()
+        store = InventoryStore(args.db, seed=initial_stock(args.products))
+        try:
+            await store.open()
+        except BaseException:
+            await broker.stop()
+            raise
+        client = ClientProxy(broker, namespace=args.namespace)
+        inventory = (
+            _SlowInventory(store, client.emit, delay_s=args.handle_delay_s)
+            if args.handle_delay_s
+            else InventoryService(store, client.emit)
+        )
+        controller = _Partitions(inventory, DeadLetterSink(broker))
+        service = Microservice(broker, [controller], name="inventory", namespace=args.namespace)
 
-    async def write_stats() -> None:
-        await inventory.wait_idle()
-        stats = {**inventory.counters(), "handled": controller.received, "partitions": sorted(controller.partitions)}
-        stats.pop("applied_orders", None)
-        if args.stats:
-            Path(args.stats).write_bytes(orjson.dumps(stats))
+        async def write_stats() -> None:
+            await inventory.wait_idle()
+            stats = {
+                **inventory.counters(),
+                "handled": controller.received,
+                "partitions": sorted(controller.partitions),
+            }
+            stats.pop("applied_orders", None)
+            if args.stats:
+                Path(args.stats).write_bytes(orjson.dumps(stats))
 
-    async def close() -> None:
-        await broker.stop()
-        await store.close()
+        return System([service], on_stopped=[write_stats, broker.stop, store.close])
 
-    return await run_until_signal(
-        [service], on_stopped=[write_stats, close], shutdown_timeout_s=args.shutdown_timeout_s
+    return await serve(
+        system, on_ready=lambda _: print("ready", flush=True), shutdown_timeout_s=args.shutdown_timeout_s
     )
 
 

@@ -20,9 +20,10 @@ On the embedded broker everything must run in one process (the broker lives in i
 (``--bootstrap-servers``) each service can run in a process of its own, and several instances
 of one service share its consumer group (the gateway's hub excepted, see above).
 
-The process runs until SIGTERM / SIGINT, then stops gracefully: the HTTP server stops
-accepting, every Microservice stops fetching, finishes in-flight work and commits, the hub
-flushes and closes websocket clients with 1001, databases close, exit 0.
+The process runs until SIGTERM / SIGINT, then stops gracefully (:func:`reactive_services.serve`'s
+sequence): every Microservice stops fetching, finishes in-flight work and commits; the hub
+flushes and closes websocket clients with 1001; the HTTP server stops; the broker and the
+databases close; exit 0.
 """
 
 from __future__ import annotations
@@ -30,20 +31,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reactive_services.adapters import DeadLetterSink
+from reactive_services.adapters import Broker, DeadLetterSink
 from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.adapters.websocket import OverflowPolicy
+from reactive_services.adapters.websocket import OverflowPolicy, WebSocketServer
 
-from reactive_services import ClientProxy, Microservice
-from reactive_services._lifecycle import run_until_signal
+from reactive_services import ClientProxy, Microservice, Running, System
+from reactive_services import serve as serve_system
 from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.errors import ConfigError
 
@@ -166,37 +165,80 @@ async def serve(
 ) -> int:
     """Start the configured services and run until SIGTERM / SIGINT (or ``stop``).
 
+    Built on :func:`reactive_services.serve`: a factory builds the :class:`~reactive_services.System`
+    (broker, databases, services, the gateway app) inside the loop, once the signal handlers
+    are installed (a SIGTERM while starting asks for the same graceful stop, once started).
+
     Returns:
         0 after a graceful shutdown; 1 when a step of the shutdown failed (logged).
 
     Raises:
-        ConfigError: a bad setting (before anything starts).
+        ConfigError: a bad setting (before anything starts), a database that is not SQLite,
+            or the gateway cannot listen on ``host``:``port``.
         BrokerUnavailableError: Kafka cannot be reached.
     """
-    from reactive_services.examples.shop.auth import AuthController, UserStore
+    config.validate()
+    info = ServeInfo(url=None, services=list(config.only))
+    background: list[asyncio.Task[Any]] = []
+    clients: list[ClientProxy] = []
+
+    async def system() -> System:
+        built, client = await _system(config, info)
+        clients.append(client)
+        return built
+
+    def ready(running: Running) -> None:
+        info.url = running.url
+        if config.replay_logs:
+            from reactive_services.examples.shop.log_sources import SOURCES, default_files
+
+            from reactive_services.logs import replay_logs
+
+            replay = replay_logs(clients[0], default_files(), formats=SOURCES)
+            background.append(asyncio.create_task(replay, name="replay-logs"))
+        if on_ready is not None:
+            on_ready(info)
+
+    async def cancel_background() -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+    return await serve_system(
+        system,
+        host=config.host,
+        port=config.port,
+        on_ready=ready,
+        on_stopped=[cancel_background],
+        shutdown_timeout_s=config.shutdown_timeout_s,
+        app_shutdown_timeout_s=5.0,
+        uvicorn_options={"lifespan": "on", "ws_per_message_deflate": False},
+        stop=stop,
+    )
+
+
+async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientProxy]:
+    """The shop's :class:`~reactive_services.System` for ``config`` (the broker started, the
+    databases open, the services and the gateway app built, not started) and its client.
+
+    On a failure, what was opened is closed again before the error is raised.
+    """
+    from reactive_services.examples.shop.auth import SCOPES, AuthController, UserStore
     from reactive_services.examples.shop.gateway import GatewaySettings, create_app
     from reactive_services.examples.shop.inventory import InventoryService, InventoryStore, initial_stock
-    from reactive_services.examples.shop.log_analytics import LogAnalyticsService
     from reactive_services.examples.shop.notifications import NotificationController
     from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore
     from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
 
-    from reactive_services.metrics import MeteredBroker, ServiceMetrics, consumer_groups, readiness
+    from reactive_services.logs import LogAnalyticsService
+    from reactive_services.metrics import MeteredBroker, ServiceMetrics
+    from reactive_services.readiness import consumer_groups, readiness
 
-    config.validate()
-    # a SIGTERM while starting asks for the same graceful stop, once started (not a kill)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
     jwt = config.jwt_config() if "gateway" in config.only or "auth" in config.only else None
-    listener = _listen(config.host, config.port) if "gateway" in config.only else None
     metrics = ServiceMetrics()
+    raw_broker: Broker
     if config.bootstrap_servers is None:
-        raw_broker: Any = InMemoryBroker()
+        raw_broker = InMemoryBroker()
     else:
         from reactive_services.adapters.kafka import KafkaBroker
 
@@ -207,9 +249,6 @@ async def serve(
     client = ClientProxy(broker, namespace=ns)
     services: list[Microservice] = []
     closers: list[Callable[[], Awaitable[Any]]] = []
-    uvicorn_server: Any = None
-    uvicorn_task: asyncio.Task[Any] | None = None
-    info = ServeInfo(url=None, services=list(config.only))
     try:
         if config.bootstrap_servers is not None:
             await broker.create_topics([ns + t for t in TOPICS])
@@ -245,11 +284,9 @@ async def serve(
                     namespace=ns,
                 )
             )
-        hub_server = None
+        app = None
+        hub_server: WebSocketServer | None = None
         if "gateway" in config.only:
-            import uvicorn
-            from reactive_services.adapters.websocket import WebSocketServer
-
             assert jwt is not None
             hub_server = WebSocketServer(queue_size=config.queue_size, overflow=config.overflow)
             metrics.watch_hub(hub_server)
@@ -274,109 +311,46 @@ async def serve(
                 readiness=readiness(broker, services),
                 static_dir=DASHBOARD_DIR,
             )
-            uvicorn_server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=config.host,
-                    port=config.port,
-                    log_level="warning",
-                    lifespan="on",
-                    ws_per_message_deflate=False,
-                    timeout_graceful_shutdown=5,
-                )
-            )
-            uvicorn_server.install_signal_handlers = lambda: None
-        for service in services:
-            await service.start()
-        metrics.start_lag_refresh(broker, lambda: consumer_groups(services), interval_s=5.0)
-        if uvicorn_server is not None:
-            uvicorn_task = asyncio.create_task(uvicorn_server.serve(sockets=[listener]), name="gateway")
-            while not uvicorn_server.started:
-                if uvicorn_task.done():
-                    uvicorn_task.result()  # raises what stopped it (e.g. the port is taken)
-                    raise ConfigError("port", f"the gateway could not listen on {config.host}:{config.port}")
-                await asyncio.sleep(0.02)
-            host, port = uvicorn_server.servers[0].sockets[0].getsockname()[:2]
-            info.url = f"http://{host}:{port}/"
         if config.dev and jwt is not None and jwt.can_issue:
-            from reactive_services.examples.shop.auth import SCOPES
-
             info.dev_token = issue_token(jwt, "dev", sorted(SCOPES))
-        if config.replay_logs:
-            from reactive_services.examples.shop.log_analytics import replay_logs
-            from reactive_services.examples.shop.logs import default_files
-
-            asyncio.create_task(replay_logs(client, default_files()), name="replay-logs")
-        if on_ready is not None:
-            on_ready(info)
-
-        async def stop_gateway() -> None:
-            if hub_server is not None:
-                # The notifications service has completed the hub, which flushes every client's
-                # queue and closes it with 1001; uvicorn's shutdown would close them at once with
-                # 1012, dropping what is still queued. So wait for the hub first (bounded).
-                try:
-                    async with asyncio.timeout(hub_server.hub.flush_timeout + hub_server.close_timeout):
-                        await hub_server.hub.wait_closed()
-                except TimeoutError:
-                    log.warning("websocket clients not closed by the hub in time; the gateway closes them")
-            if uvicorn_server is not None and uvicorn_task is not None:
-                uvicorn_server.should_exit = True
-                await asyncio.wait([uvicorn_task], timeout=10)
-
-        async def stop_hub() -> None:
-            if hub_server is not None:
-                await hub_server.stop()
-
-        return await run_until_signal(
-            services,
-            on_stopped=[stop_gateway, stop_hub, metrics.stop, broker.stop, *closers],
-            shutdown_timeout_s=config.shutdown_timeout_s,
-            stop=stop,
-        )
+        # reads the services at each refresh; the first ones may find nothing subscribed yet
+        metrics.start_lag_refresh(broker, lambda: consumer_groups(services), interval_s=5.0)
     except BaseException:
-        if listener is not None and uvicorn_task is None:
-            listener.close()
-        await metrics.stop()
-        if uvicorn_server is not None and uvicorn_task is not None:
-            uvicorn_server.should_exit = True
-            await asyncio.wait([uvicorn_task], timeout=5)
-        for service in services:
-            try:
-                await service.stop(timeout=5)
-            except Exception:
-                pass
-        await broker.stop()
-        for close in closers:
-            try:
-                await close()
-            except Exception:
-                pass
+        await _close_all([metrics.stop, broker.stop, *closers])
         raise
 
+    async def close_clients() -> None:
+        if hub_server is None:
+            return
+        # The notifications service has completed the hub, which flushes every client's
+        # queue and closes it with 1001; uvicorn's shutdown would close them at once with
+        # 1012, dropping what is still queued. So wait for the hub first (bounded).
+        try:
+            async with asyncio.timeout(hub_server.hub.flush_timeout + hub_server.close_timeout):
+                await hub_server.hub.wait_closed()
+        except TimeoutError:
+            log.warning("websocket clients not closed by the hub in time; the gateway closes them")
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The gateway's listening socket, bound before anything starts, so that a taken port or a
-    bad host is a configuration error (exit 2) rather than a failure after the services started.
+    async def stop_hub() -> None:
+        if hub_server is not None:
+            await hub_server.stop()
 
-    Raises:
-        ConfigError("host" / "port", ...).
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError, OverflowError) as exc:
-        raise ConfigError("host", f"cannot resolve {host!r}: {exc}") from exc
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError("port", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
+    system = System(
+        services,
+        app=app,
+        on_services_stopped=[close_clients],
+        on_stopped=[stop_hub, metrics.stop, broker.stop, *closers],
+    )
+    return system, client
+
+
+async def _close_all(steps: Sequence[Callable[[], Awaitable[Any]]]) -> None:
+    """Run every step, whatever the earlier ones raised (cleaning up after a failed start)."""
+    for step in steps:
+        try:
+            await step()
+        except Exception:
+            pass
 
 
 async def _open(store: Any, path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Graceful shutdown on SIGTERM: pipelines complete, the hub flushes and closes websocket clients with 1001."""
+"""Graceful shutdown on SIGTERM (``reactive_services.serve``): pipelines complete, the hub flushes and
+closes websocket clients with 1001, then the callbacks run."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.websocket import WebSocketServer, connect
 from reactive_services.examples.shop.notifications import NotificationController
 
-from reactive_services import Microservice
-from reactive_services._lifecycle import run_until_signal
+from reactive_services import Microservice, serve
+from reactive_services.testing import wait_for
 
 
 async def test_sigterm_stops_the_services_and_closes_websocket_clients_with_1001() -> None:
     async with InMemoryBroker() as broker, WebSocketServer("127.0.0.1", 0) as server:
         service = Microservice(broker, [NotificationController(server.hub)], name="notifications")
-        await service.start()
         frames: list[dict] = []
         subscribed, closed = asyncio.Event(), asyncio.Event()
         outcome: dict = {}
@@ -38,8 +38,8 @@ async def test_sigterm_stops_the_services_and_closes_websocket_clients_with_1001
         async def after() -> None:
             stopped_after.append("callbacks run after the services stopped")
 
-        running = asyncio.ensure_future(run_until_signal([service], on_stopped=[after], shutdown_timeout_s=10))
-        await asyncio.sleep(0.05)
+        running = asyncio.ensure_future(serve(service, on_stopped=[after], shutdown_timeout_s=10))
+        await wait_for(lambda: service.started, what="the service to start")
         await broker.emit("order.created", {"order_id": "o1"}, key="o1")
         for _ in range(200):
             if any(f["type"] == "event" for f in frames):

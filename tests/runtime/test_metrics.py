@@ -1,4 +1,4 @@
-"""``reactive_services.metrics``: MeteredBroker, ServiceMetrics (Prometheus) and readiness.
+"""``reactive_services.metrics`` (MeteredBroker, ServiceMetrics: Prometheus) and ``reactive_services.readiness``.
 
 Tests taking ``broker`` run on the in-memory broker, then on a real Kafka broker (see
 tests/conftest.py); each works in topics and groups of its own.
@@ -21,15 +21,10 @@ from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.websocket import WebSocketServer
 from websockets.asyncio.client import connect as ws_connect
 
-from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
+from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern, testing
 from reactive_services.errors import ConfigError
-from reactive_services.metrics import (
-    MeteredBroker,
-    ServiceMetrics,
-    consumer_groups,
-    readiness,
-    ready,
-)
+from reactive_services.metrics import MeteredBroker, ServiceMetrics
+from reactive_services.readiness import consumer_groups, readiness, ready
 from reactive_services.testing import unique_name, wait_for
 from reactive_services.testing.contract import BrokerContract, ConcurrencyContract
 
@@ -188,28 +183,10 @@ async def test_several_brokers_on_one_metrics_add_up() -> None:
 
 
 async def consume(broker: Broker, topic: str, group: str, n: int, timeout: float = 60.0) -> list[Message]:
-    """Read ``n`` messages in ``group``, then stop the source (which commits) and wait for it to end."""
-    got: list[Message] = []
-    stop, done = asyncio.Event(), asyncio.Event()
-    errors: list[BaseException] = []
-
-    def on_next(m: Message) -> None:
-        if len(got) < n:
-            got.append(m)
-        if len(got) >= n:
-            stop.set()
-
-    def on_error(e: Exception) -> None:
-        errors.append(e)
-        done.set()
-
-    sub = broker.source(topic, group_id=group, stop=stop).subscribe(on_next, on_error, done.set)
-    try:
-        await asyncio.wait_for(done.wait(), timeout)
-    finally:
-        sub.dispose()
-    assert not errors, errors
-    return got
+    """The first ``n`` messages read in ``group`` by the kit's ``consume`` (it stops the source, which commits)."""
+    got = await testing.consume(broker, topic, n, group_id=group, timeout=timeout)
+    assert got.error is None, got.error
+    return got.items[:n]
 
 
 async def test_consumer_lag_is_produced_minus_consumed_then_zero_after_catching_up(broker: Broker) -> None:

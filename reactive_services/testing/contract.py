@@ -24,8 +24,8 @@ broker, hands it to the test and stops it afterwards. A broker that needs other 
         def make_broker(self) -> Broker:
             return KafkaBroker(self.bootstrap)
 
-:class:`BrokerContract` covers publishing and reading (every field round-trips, per-key
-order, commit only after handling, failed tracked work, dead letters, cold sources,
+:class:`BrokerContract` covers the lifecycle (``started``), publishing and reading (every
+field round-trips, per-key order, commit only after handling, failed tracked work, dead letters, cold sources,
 stopping); :class:`ConcurrencyContract` covers ``source(..., concurrency=K)`` (the commit
 never passes an unfinished message, per-key order, at most K in flight, a failed message is
 not committed). The tests use fresh topic and group names, so they may share one broker.
@@ -84,6 +84,13 @@ class BrokerContract(BrokerFixture):
     async def test_is_a_broker(self, broker: Broker) -> None:
         assert isinstance(broker, Broker)
         assert isinstance(broker.kind, str) and broker.kind
+
+    async def test_started_is_true_between_start_and_stop(self, broker: Broker) -> None:
+        assert broker.started
+        await broker.stop()
+        assert not broker.started
+        await broker.start()
+        assert broker.started
 
     async def test_round_trip_carries_every_field(self, broker: Broker) -> None:
         topic = unique_name("contract")

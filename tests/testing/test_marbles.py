@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 import reactivex
 from reactive_services.adapters import Message, track
+from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.operators import batch, map_async
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
@@ -20,6 +22,7 @@ from reactive_services.testing import (
     marble_records,
     run_marbles,
     run_marbles_async,
+    wait_for,
 )
 
 
@@ -258,3 +261,36 @@ async def test_inside_a_running_loop_use_the_async_variant() -> None:
     run = await run_marbles_async("-a-|", lambda s: s.pipe(slow(scheduler, 2)), {"a": 7}, scheduler=scheduler)
     run.assert_output("---(7,|)")
     run.assert_commits("---a")
+
+
+async def test_the_model_commits_as_the_in_memory_broker_does() -> None:
+    # The same story on both: 3 messages in flight (concurrency=3), their work settles in the
+    # order b, c, a. The broker's committed offset after each step, and the marble commits.
+    async with InMemoryBroker(partitions=1) as broker:
+        await broker.emit_batch("t", [(None, v) for v in "abc"])
+        futures: dict[str, Any] = {}
+
+        def hold(m: Message) -> None:
+            futures[m.value] = asyncio.get_running_loop().create_future()
+            track(futures[m.value])
+
+        subscription = broker.source("t", group_id="g", concurrency=3).subscribe(hold)
+        await wait_for(lambda: len(futures) == 3, timeout=5)
+        seen = []
+        for name in "bca":
+            futures[name].set_result(None)
+            await asyncio.sleep(0.05)
+            seen.append(await broker.committed("g", "t", 0))
+        subscription.dispose()
+    assert seen[:2] in ([None, None], [0, 0]) and seen[2] == 3
+
+    scheduler = MarbleScheduler()
+    settle_at = {"b": 2.0, "c": 4.0, "a": 6.0}
+    run = await run_marbles_async(
+        "-(a,b,c)",
+        lambda s: s.pipe(ops.do_action(lambda m: track(scheduler.wait(settle_at[m.value])))),  # type: ignore[arg-type]
+        scheduler=scheduler,
+        concurrency=3,
+    )
+    assert run.committed == [Commit(207.0, "t", 0, 3)]  # nothing before a settled at 1 + 6; then all three
+    run.assert_commits("-------(a,b,c)")

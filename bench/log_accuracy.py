@@ -3,8 +3,8 @@
     python bench/log_accuracy.py [--data-dir DIR] [--json OUT]
 
 For each shipped source (Apache, HDFS, Linux, OpenSSH) parses ``DIR/<Name>_2k.log`` with a
-fresh :class:`reactive_services.examples.shop.logs.LogParser` and scores its template groups against
-``DIR/<Name>_2k.log_structured.csv`` (see :mod:`reactive_services.examples.shop.log_eval` for the measure). Prints
+fresh :class:`reactive_services.logs.LogParser` and scores its template groups against
+``DIR/<Name>_2k.log_structured.csv`` (see :mod:`reactive_services.logs` for the measure). Prints
 one row per dataset: lines, ground-truth events, templates found, our grouping accuracy, Drain's
 published figure (logpai/logparser, ``logparser/Drain/README.md``), the difference, and the
 settings used (depth, sim_th, number of masks). With ``--json OUT`` the same figures are also
@@ -26,8 +26,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reactive_services.examples.shop.log_eval import DRAIN_PUBLISHED, evaluate_source  # noqa: E402
-from reactive_services.examples.shop.logs import DATA_DIR, SOURCES  # noqa: E402
+from reactive_services.examples.shop.log_sources import (  # noqa: E402
+    DATA_DIR,
+    DRAIN_PUBLISHED,
+    SOURCES,
+)
+
+from reactive_services.logs import evaluate_source  # noqa: E402
 
 COLUMNS = (
     "dataset",
@@ -53,7 +58,7 @@ def measure(data_dir: Path) -> list[dict[str, Any]]:
     and ``difference`` (accuracy - drain_published, or None)."""
     results = []
     for name, (log_path, truth_path) in files(data_dir).items():
-        result = evaluate_source(name, log_path, truth_path)
+        result = evaluate_source(SOURCES[name], log_path, truth_path)
         published = DRAIN_PUBLISHED.get(name)
         result["drain_published"] = published
         result["difference"] = None if published is None else round(result["accuracy"] - published, 6)

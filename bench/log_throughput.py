@@ -9,15 +9,15 @@ For each dataset (default: the four shipped loghub samples ``DIR/<Name>_2k.log``
 rounds (round 1: a, b, c of every dataset; round 2: ...), and the best round of each is kept:
 
   (a) drain3 alone: a fresh ``drain3.TemplateMiner`` configured as the source's (built by
-      :class:`reactive_services.examples.shop.logs.TemplateMiner`: same masks, depth, sim_th, max_children) fed
+      :class:`reactive_services.logs.TemplateMiner`: same masks, depth, sim_th, max_children) fed
       the ``Content`` of every line with ``add_log_message``. The contents are extracted
       before the clock starts, so this is template mining and nothing else;
-  (b) pipeline: :func:`reactive_services.examples.shop.log_analytics.build_pipeline` over
+  (b) pipeline: :func:`reactive_services.logs.build_pipeline` over
       ``reactivex.from_iterable(messages)``, subscribed to completion: format parsing, time
       reading, levels, drain3, event-time windows, window stats and alerts. The ``Message``
       objects (value ``{"source", "line_no", "line"}``, timestamp = the line's time, as
       ``replay_logs`` publishes them) are built before the clock starts;
-  (c) with ``--service``: :func:`reactive_services.examples.shop.log_analyze.analyze_file`, the whole service
+  (c) with ``--service``: :func:`reactive_services.logs.analyze_file`, the whole service
       (replay to an embedded in-memory broker, Microservice, publishing of stats/alerts, the
       report read back; it polls for progress every 20 ms), reported separately.
 
@@ -67,20 +67,22 @@ import reactivex
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reactive_services.adapters._message import Message  # noqa: E402
-from reactive_services.examples.shop.log_analytics import LOGS_TOPIC, LogParsers, build_pipeline  # noqa: E402
-from reactive_services.examples.shop.log_analyze import analyze_file, make_source  # noqa: E402
-from reactive_services.examples.shop.logs import (  # noqa: E402
-    DATA_DIR,
-    SOURCES,
-    DrainSettings,
-    LogParser,
-    LogSource,
-    TemplateMiner,
-    read_lines,
-)
+from reactive_services.adapters import Message  # noqa: E402
+from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES  # noqa: E402
 
 from reactive_services.errors import ConfigError  # noqa: E402
+from reactive_services.logs import (  # noqa: E402
+    LOGS_TOPIC,
+    DrainSettings,
+    LogParser,
+    LogParsers,
+    LogSource,
+    TemplateMiner,
+    analyze_file,
+    build_pipeline,
+    make_source,
+    read_lines,
+)
 
 #: Most passes one measurement may run when calibrating (a tiny file would otherwise ask for many).
 MAX_PASSES = 10_000
@@ -168,7 +170,7 @@ def drain3_miner(settings: DrainSettings) -> drain3.TemplateMiner:
     miner = getattr(TemplateMiner(settings), "_miner", None)
     if not isinstance(miner, drain3.TemplateMiner):
         raise CheckError(
-            "reactive_services.examples.shop.logs.TemplateMiner no longer keeps its drain3.TemplateMiner in "
+            "reactive_services.logs.TemplateMiner no longer keeps its drain3.TemplateMiner in "
             "._miner: update drain3_miner() in bench/log_throughput.py"
         )
     return miner
@@ -568,7 +570,7 @@ def load(args: argparse.Namespace, scratch: Path) -> list[Dataset]:
     if args.file is not None:
         if not args.file.is_file():
             raise FileNotFoundError(f"missing file: {args.file}")
-        source = make_source(args.format)
+        source = make_source(args.format, known=SOURCES)
         return [prepare(args.file.name, args.file, source, args.lines, scratch)]
     paths = {name: args.data_dir / f"{name}_2k.log" for name in SOURCES}
     missing = [str(path) for path in paths.values() if not path.is_file()]

@@ -36,10 +36,10 @@ from reactive_services.adapters.websocket import WebSocketServer, connect
 
 from reactive_services import ClientProxy, Microservice, start_all_microservices
 from reactive_services.errors import ConfigError
+from reactive_services.logs import LogAnalyticsService, replay_logs
 
 from .inventory import InventoryService, InventoryStore, initial_stock
-from .log_analytics import LogAnalyticsService, replay_logs
-from .logs import SOURCES
+from .log_sources import SOURCES
 from .notifications import CHANNELS, NotificationController
 from .orders import OrderService, read_order_rows
 from .services import InventoryController, LogAnalyticsController
@@ -231,7 +231,7 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
         order_report = await OrderService(client.emit_batch, config.orders).run()
         emitted = order_report["emitted"]
         progress("orders published", emitted, emitted)
-        lines = await replay_logs(client, config.logs)
+        lines = await replay_logs(client, config.logs, formats=SOURCES)
         total_lines = sum(lines.values())
         progress("log lines replayed", total_lines, total_lines)
 

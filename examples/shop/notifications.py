@@ -127,10 +127,13 @@ class NotificationController(Controller):
     @event_pattern(*CHANNELS, pipeline=True)
     def events(self, messages: Observable[Message]) -> Observable[Any]:
         return messages.pipe(
-            ops.map(lambda m: to_notification(m, self.namespace)),
+            ops.map(self._notification),
             ops.do_action(self._count),
             ops.do(self.hub),
         )
+
+    def _notification(self, message: Message) -> Notification:
+        return to_notification(message, self.namespace)
 
     def _count(self, n: Notification) -> None:
         self.forwarded[n.channel] = self.forwarded.get(n.channel, 0) + 1

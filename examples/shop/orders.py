@@ -38,12 +38,13 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import reactivex
 from reactivex import Observable, compose
 from reactivex import operators as ops
 from reactivex.abc import DisposableBase, ObserverBase
+from reactivex.observable import GroupedObservable
 
 from reactive_services.errors import ConfigError
 
@@ -139,7 +140,10 @@ def _amount(name: str, text: str) -> float | str:
 def _parse_row(line_no: int, fields: list[str], index: dict[str, int]) -> RowResult:
     if len(fields) != len(index):
         return InvalidRow(line_no, f"expected {len(index)} fields, got {len(fields)}")
-    get = lambda name: fields[index[name]].strip()  # noqa: E731
+
+    def get(name: str) -> str:
+        return fields[index[name]].strip()
+
     for name in ("order_id", "product_id"):
         if not get(name):
             return InvalidRow(line_no, f"{name}: missing")
@@ -250,10 +254,19 @@ def group_orders() -> Callable[[Observable[OrderItemRow]], Observable[dict[str, 
     Returns:
         An operator ``Observable[OrderItemRow] -> Observable[dict]`` (see :func:`build_order`).
     """
-    return compose(
-        ops.group_by(lambda row: row.order_id),
-        ops.flat_map(lambda group: group.pipe(ops.to_list(), ops.map(build_order))),
-    )
+
+    def order_id(row: OrderItemRow) -> str:
+        return row.order_id
+
+    def order_of(group: GroupedObservable[str, OrderItemRow]) -> Observable[dict[str, Any]]:
+        rows: Observable[list[OrderItemRow]] = group.pipe(ops.to_list())
+        return rows.pipe(ops.map(build_order))
+
+    return compose(ops.group_by(order_id), ops.flat_map(order_of))
+
+
+def _is_valid_row(row: RowResult) -> bool:
+    return isinstance(row, OrderItemRow)
 
 
 class _RowCounter(ObserverBase[RowResult]):
@@ -363,12 +376,11 @@ class OrderService:
 
     def pipeline(self, rows: Iterable[RowResult], counter: ObserverBase[RowResult]) -> Observable[list[dict[str, Any]]]:
         """The batches of orders built from ``rows``; ``counter`` sees every row first."""
-        return reactivex.from_iterable(rows).pipe(
-            ops.do(counter),
-            ops.filter(lambda row: isinstance(row, OrderItemRow)),
-            group_orders(),
-            ops.buffer_with_count(self.batch_size),
-        )
+        source: Observable[RowResult] = reactivex.from_iterable(rows)
+        checked: Observable[RowResult] = source.pipe(ops.do(counter), ops.filter(_is_valid_row))
+        valid = cast(Observable[OrderItemRow], checked)  # ops.filter cannot narrow the item type
+        orders: Observable[dict[str, Any]] = valid.pipe(group_orders())
+        return orders.pipe(ops.buffer_with_count(self.batch_size))
 
     async def _emit_with_retry(self, records: list[tuple[str, dict[str, Any]]]) -> None:
         delay = self.retry_delay

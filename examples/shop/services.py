@@ -6,7 +6,7 @@ the request ``inventory.get_stock`` ``{"product_ids": [str, ...]}`` answered wit
 ``{product_id: units or null}``; and the request ``inventory.get_order`` ``{"order_id": str}``
 answered with the order's outcome ``{"status", "items", "reason"}`` or null.
 ``LogAnalyticsController``: ``logs`` -> parse, windows, templates -> the
-:class:`~reactive_services.examples.shop.log_analytics.LogAnalyticsService` Observer.
+:class:`~reactive_services.logs.LogAnalyticsService` Observer.
 ``NotificationController`` lives in :mod:`reactive_services.examples.shop.notifications`.
 """
 
@@ -22,12 +22,17 @@ from reactivex import Observable
 
 from reactive_services import Controller, event_pattern, message_pattern
 from reactive_services.errors import ValidationError
+from reactive_services.logs import LogAnalyticsService, LogsController, LogSource
 
 from .inventory import MAX_ORDER_BYTES, InventoryService, parse_order
-from .log_analytics import LogAnalyticsService, check_log_record
+from .log_sources import SOURCES
 from .order_query import order_id_of
 
 __all__ = ["InventoryController", "LogAnalyticsController"]
+
+
+def _value_of(message: Message) -> Any:
+    return message.value
 
 
 class InventoryController(Controller):
@@ -51,7 +56,7 @@ class InventoryController(Controller):
         return messages.pipe(
             ops.do_action(self._count),
             decode_json(self.dead_letter, parse=parse_order, max_bytes=MAX_ORDER_BYTES),
-            ops.map(lambda m: m.value),
+            ops.map(_value_of),
             ops.do(self.inventory),
         )
 
@@ -104,16 +109,20 @@ class InventoryController(Controller):
         return {"status": outcome.status, "items": list(outcome.items), "reason": outcome.reason}
 
 
-class LogAnalyticsController(Controller):
-    """``logs`` records into the log analytics pipeline.
+class LogAnalyticsController(LogsController):
+    """``logs`` records into the log analytics pipeline, and the shop's two queries of its results.
+
+    The ``logs`` handler is :class:`reactive_services.logs.LogsController`'s; the shop adds the
+    requests ``logs.recent_stats`` and ``logs.recent_alerts`` (the gateway's ``/logs`` routes).
 
     Args:
         analytics: the Observer that publishes window stats, alerts and late lines.
         dead_letter: where records that are not ``{"line": str, ...}`` objects go (e.g. a
             :class:`DeadLetterSink`: to ``logs.DLT`` with the reason in its headers). None: such
             a record ends the stream with :class:`ValidationError`.
-        **pipeline_options: passed to :func:`reactive_services.examples.shop.log_analytics.build_pipeline`
-            (``sources``, ``top_n``).
+        sources: how to read each source (default: the shop's four loghub sources,
+            :data:`~reactive_services.examples.shop.log_sources.SOURCES`).
+        **pipeline_options: passed to :func:`reactive_services.logs.build_pipeline` (``top_n``).
 
     Attributes:
         received: log records that reached the pipeline (a record that is not JSON at all is
@@ -121,22 +130,14 @@ class LogAnalyticsController(Controller):
     """
 
     def __init__(
-        self, analytics: LogAnalyticsService, dead_letter: DeadLetterSink | None = None, **pipeline_options: Any
+        self,
+        analytics: LogAnalyticsService,
+        dead_letter: DeadLetterSink | None = None,
+        *,
+        sources: Mapping[str, LogSource] = SOURCES,
+        **pipeline_options: Any,
     ) -> None:
-        self.analytics = analytics
-        self.dead_letter = dead_letter
-        self.pipeline_options = pipeline_options
-        self.received = 0
-
-    @event_pattern("logs", pipeline=True)
-    def logs(self, messages: Observable[Message]) -> Observable[Any]:
-        counted = messages.pipe(ops.do_action(self._count))
-        if self.dead_letter is not None:
-            counted = counted.pipe(decode_json(self.dead_letter, parse=check_log_record))
-        return self.analytics.attach(counted, **self.pipeline_options)
-
-    def _count(self, _: Message) -> None:
-        self.received += 1
+        super().__init__(analytics, dead_letter, sources=sources, **pipeline_options)
 
     @message_pattern("logs.recent_stats")
     def recent_stats(self, payload: Any) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +27,14 @@ from reactive_services.adapters.websocket import WebSocketServer
 from reactive_services.examples.shop.auth import AuthController, UserStore
 from reactive_services.examples.shop.gateway import GatewaySettings, create_app
 from reactive_services.examples.shop.inventory import InventoryService, InventoryStore
-from reactive_services.examples.shop.log_analytics import LogAnalyticsService
 from reactive_services.examples.shop.notifications import NotificationController
 from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore
 from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
 
 from reactive_services import ClientProxy, Microservice
 from reactive_services.auth import JwtConfig, issue_token
-from reactive_services.testing import wait_for
+from reactive_services.logs import LogAnalyticsService
+from reactive_services.testing import unique_name, wait_for
 
 STEP = 10.0  # seconds any one wait may take
 PASSWORD = "correct horse battery"
@@ -130,7 +129,7 @@ async def start_shop(
     namespace: str | None = None,
     max_failures: int = 5,
 ) -> AsyncIterator[Shop]:
-    ns = namespace if namespace is not None else ("" if broker.kind == "memory" else f"gw-{uuid.uuid4().hex[:10]}.")
+    ns = namespace if namespace is not None else ("" if broker.kind == "memory" else unique_name("gw") + ".")
     jwt = JwtConfig.development()
     client = ClientProxy(broker, namespace=ns, client_id="gateway")
     async with contextlib.AsyncExitStack() as stack:

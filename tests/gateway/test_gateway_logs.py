@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from gatewayshop import Shop, until
-from reactive_services.examples.shop.log_analytics import replay_logs
+from reactive_services.examples.shop.log_sources import SOURCES
+
+from reactive_services.logs import replay_logs
 
 
 def apache(hour: int, minute: int, level: str, text: str) -> str:
@@ -18,7 +20,7 @@ async def replay(shop: Shop, tmp_path: Path) -> None:
     lines += [apache(5, 1, "notice", "workerEnv.init() ok"), apache(6, 30, "notice", "workerEnv.init() ok")]
     path = tmp_path / "Apache_small.log"
     path.write_text("\n".join(lines) + "\n")
-    await replay_logs(shop.client, {"Apache": path})
+    await replay_logs(shop.client, {"Apache": path}, formats=SOURCES)
     # [06:00, 07:00) stays open: the stream of a running service does not complete
     await until(lambda: len(shop.analytics.recent) >= 2, what="two closed windows")
 

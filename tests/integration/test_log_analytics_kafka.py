@@ -24,20 +24,21 @@ import pytest
 from reactive_services.adapters import DeadLetterSink, Message, headers_to_dict
 from reactive_services.adapters.kafka import KafkaBroker
 from reactive_services.adapters.websocket import WebSocketServer, connect
-from reactive_services.examples.shop.log_analytics import (
-    ALERT_TOPIC,
-    LATE_TOPIC,
-    LOGS_TOPIC,
-    STATS_TOPIC,
-    LogAnalyticsService,
-    replay_logs,
-)
-from reactive_services.examples.shop.logs import AlertRules, LogSource
 from reactive_services.examples.shop.notifications import CHANNELS, NotificationController
 from reactive_services.examples.shop.services import LogAnalyticsController
 
 from reactive_services import ClientProxy, Microservice, start_all_microservices
-from reactive_services.testing import wait_for
+from reactive_services.logs import (
+    ALERT_TOPIC,
+    LATE_TOPIC,
+    LOGS_TOPIC,
+    STATS_TOPIC,
+    AlertRules,
+    LogAnalyticsService,
+    LogSource,
+    replay_logs,
+)
+from reactive_services.testing import unique_name, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -221,7 +222,7 @@ async def read_back(broker: KafkaBroker, topics: list[str], expected: int, *, de
         errors.append(exc)
         done.set()
 
-    source = broker.source(topics, group_id=f"readback-{uuid.uuid4().hex[:10]}", decode=decode, stop=stop)
+    source = broker.source(topics, group_id=unique_name("readback"), decode=decode, stop=stop)
     subscription = source.subscribe(on_next, on_error, done.set)
     try:
         await asyncio.wait_for(done.wait(), 20)

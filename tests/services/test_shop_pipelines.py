@@ -13,7 +13,7 @@ from typing import Any
 from reactive_services.adapters import Message
 from reactive_services.adapters.websocket import Notification
 from reactive_services.examples.shop.inventory import Order, OrderItem, parse_order
-from reactive_services.examples.shop.log_analytics import WindowReport, build_pipeline
+from reactive_services.examples.shop.log_sources import SOURCES
 from reactive_services.examples.shop.notifications import NotificationController
 from reactive_services.examples.shop.orders import InvalidRow, OrderItemRow, OrderService, build_order, group_orders
 from reactive_services.examples.shop.services import InventoryController
@@ -24,6 +24,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.mockobserver import MockObserver
 
 from reactive_services.errors import DecodeError, ValidationError
+from reactive_services.logs import WindowReport, build_pipeline
 from reactive_services.testing import make_message
 
 on_next = ReactiveTest.on_next
@@ -447,7 +448,7 @@ def test_log_windows_close_when_the_next_hour_arrives_and_on_completion() -> Non
         on_completed(300),
     )
 
-    results = scheduler.start(lambda: build_pipeline(xs))
+    results = scheduler.start(lambda: build_pipeline(xs, sources=SOURCES))
 
     assert kinds(results.messages) == [(240, "N"), (300, "N"), (300, "C")]
     first, second = (r for _, r in values_at(results.messages))
@@ -485,7 +486,7 @@ def test_log_windows_of_two_sources_close_independently() -> None:
     ]
     xs = scheduler.create_hot_observable(*[on_next(t, m) for t, m in records], on_completed(300))
 
-    results = scheduler.start(lambda: build_pipeline(xs))
+    results = scheduler.start(lambda: build_pipeline(xs, sources=SOURCES))
 
     assert kinds(results.messages) == [(230, "N"), (250, "N"), (300, "N"), (300, "N"), (300, "C")]
     reports = [r for _, r in values_at(results.messages)]
@@ -503,7 +504,7 @@ def test_log_pipeline_bad_record_errors_the_stream() -> None:
         on_completed(300),
     )
 
-    results = scheduler.start(lambda: build_pipeline(xs))
+    results = scheduler.start(lambda: build_pipeline(xs, sources=SOURCES))
 
     assert kinds(results.messages) == [(220, "E")]
     assert isinstance(results.messages[0].value.exception, ValidationError)
@@ -516,7 +517,7 @@ def test_log_pipeline_is_cold_each_subscription_gets_fresh_windows() -> None:
         on_next(10, log_record("Apache", 1, apache("04:10:00", "notice", "workerEnv.init() ok"))),
         on_completed(20),
     )
-    pipeline: Observable[WindowReport] = build_pipeline(xs)
+    pipeline: Observable[WindowReport] = build_pipeline(xs, sources=SOURCES)
     first, second = scheduler.create_observer(), scheduler.create_observer()
     scheduler.schedule_absolute(100, lambda *_: pipeline.subscribe(first))
     scheduler.schedule_absolute(200, lambda *_: pipeline.subscribe(second))

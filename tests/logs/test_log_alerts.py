@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from reactive_services.examples.shop.logs import (
+from reactive_services.operators import Window
+
+from reactive_services.logs import (
     AlertDetector,
     AlertRules,
     LogEvent,
@@ -14,7 +16,6 @@ from reactive_services.examples.shop.logs import (
     TimestampReader,
     window_stats,
 )
-from reactive_services.operators import Window
 
 
 def ev(template_id: int, level: str = "info", *, n: int = 0, t: float = 0.0) -> LogEvent:

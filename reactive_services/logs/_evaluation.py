@@ -1,4 +1,4 @@
-"""Grouping accuracy of the shop's template mining against the loghub ground truth.
+"""Grouping-accuracy evaluation: how well template mining groups log lines, against a ground truth.
 
 The measure is the *grouping accuracy* ("parsing accuracy") of Zhu et al., "Tools and
 Benchmarks for Automated Log Parsing", ICSE-SEIP 2019, as computed by ``get_accuracy`` in
@@ -28,20 +28,8 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reactive_services.examples.shop.logs import SOURCES, DrainSettings, LogParser, LogSource, read_lines
-
-__all__ = [
-    "DRAIN_PUBLISHED",
-    "evaluate_source",
-    "grouping_accuracy",
-    "read_ground_truth",
-]
-
-#: Grouping accuracy of Drain (He et al., ICWS 2017) on the loghub 2k samples, as published in
-#: the benchmark table of logpai/logparser's ``logparser/Drain/README.md`` ("Running the
-#: benchmark script on Loghub_2k datasets, you could obtain the following results"; the
-#: "Accuracy" column), i.e. the same measure as :func:`grouping_accuracy` on the same files.
-DRAIN_PUBLISHED: dict[str, float] = {"Apache": 1.0, "HDFS": 0.9975, "OpenSSH": 0.7875, "Linux": 0.69}
+from ._parsing import LogParser, LogSource, read_lines
+from ._templates import DrainSettings
 
 
 def _groups(labels: Sequence[Hashable]) -> dict[Hashable, list[int]]:
@@ -131,7 +119,7 @@ def read_ground_truth(csv_path: Path | str) -> list[str]:
 
 
 def evaluate_source(
-    name_or_source: str | LogSource,
+    source: LogSource,
     log_path: Path | str,
     truth_path: Path | str,
     *,
@@ -144,10 +132,9 @@ def evaluate_source(
     drain3 cluster id (drain3 never merges clusters, so the id given on insertion is final).
 
     Args:
-        name_or_source: a key of :data:`reactive_services.examples.shop.logs.SOURCES` (e.g. ``"HDFS"``) or a
-            :class:`LogSource`.
-        log_path: the raw log, e.g. ``DATA_DIR / "HDFS_2k.log"``.
-        truth_path: its loghub ground truth, e.g. ``DATA_DIR / "HDFS_2k.log_structured.csv"``.
+        source: how to read the log (:class:`LogSource`).
+        log_path: the raw log, e.g. ``HDFS_2k.log``.
+        truth_path: its loghub ground truth, e.g. ``HDFS_2k.log_structured.csv``.
         drain: drain3 settings to use instead of the source's own (for sensitivity checks);
             the source itself is not changed.
 
@@ -159,12 +146,10 @@ def evaluate_source(
         "max_children": int, "masks": int}}``.
 
     Raises:
-        KeyError: an unknown source name.
         ValueError: the log and the ground truth have different numbers of lines, the log is
             empty, or the ground truth is malformed (see :func:`read_ground_truth`).
         OSError: a file cannot be read.
     """
-    source = SOURCES[name_or_source] if isinstance(name_or_source, str) else name_or_source
     if drain is not None:
         source = dataclasses.replace(source, drain=drain)
     lines = read_lines(Path(log_path))

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reactive_services.examples.shop.log_eval import DRAIN_PUBLISHED, grouping_accuracy
+from reactive_services.examples.shop.log_sources import DRAIN_PUBLISHED
 
 from reactive_services.cli import main
+from reactive_services.logs import grouping_accuracy
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "shop" / "data" / "loghub"
 OTHER = Path(__file__).resolve().parents[1] / "data" / "loghub"
@@ -276,7 +277,7 @@ def test_a_garbage_first_line_does_not_make_the_file_late(tmp_path: Path) -> Non
 
 
 def test_a_very_long_line_is_cut_and_counted(tmp_path: Path) -> None:
-    from reactive_services.examples.shop.log_analytics import MAX_LINE_CHARS
+    from reactive_services.logs import MAX_LINE_CHARS
 
     log = tmp_path / "long.log"
     log.write_text(f"2024-01-01 00:00:01 INFO {'x' * (MAX_LINE_CHARS + 10)}\n2024-01-01 00:00:02 INFO ok\n")

@@ -1,4 +1,4 @@
-"""reactive_services.examples.shop.log_eval: grouping accuracy, the loghub ground truth, and bench/log_accuracy.py."""
+"""reactive_services.logs (evaluation): grouping accuracy, the loghub ground truth, and bench/log_accuracy.py."""
 
 from __future__ import annotations
 
@@ -11,13 +11,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from reactive_services.examples.shop.log_eval import (
-    DRAIN_PUBLISHED,
-    evaluate_source,
-    grouping_accuracy,
-    read_ground_truth,
-)
-from reactive_services.examples.shop.logs import DATA_DIR, SOURCES, DrainSettings
+from reactive_services.examples.shop.log_sources import DATA_DIR, DRAIN_PUBLISHED, SOURCES
+
+from reactive_services.logs import DrainSettings, evaluate_source, grouping_accuracy, read_ground_truth
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,7 +168,7 @@ def test_evaluate_source_on_a_tiny_file(tmp_path: Path) -> None:
     )
     truth = tmp_path / "Tiny_2k.log_structured.csv"
     truth.write_text("LineId,EventId\n1,E2\n2,E3\n3,E1\n4,E1\n", encoding="utf-8")
-    result = evaluate_source("Apache", log, truth)
+    result = evaluate_source(SOURCES["Apache"], log, truth)
     assert result == {
         "dataset": "Apache",
         "lines": 4,
@@ -198,9 +194,7 @@ def test_evaluate_source_rejects_mismatched_files(tmp_path: Path) -> None:
     truth = tmp_path / "a.csv"
     truth.write_text("LineId,EventId\n1,E1\n", encoding="utf-8")
     with pytest.raises(ValueError, match="2 lines but .* has 1 rows"):
-        evaluate_source("Apache", log, truth)
-    with pytest.raises(KeyError):
-        evaluate_source("NoSuchSource", log, truth)
+        evaluate_source(SOURCES["Apache"], log, truth)
 
 
 # -- the acceptance aim: at least Drain's published figure on every shipped dataset ------------
@@ -208,7 +202,7 @@ def test_evaluate_source_rejects_mismatched_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
 def test_shipped_datasets_reach_drains_published_accuracy(name: str) -> None:
-    result = evaluate_source(name, DATA_DIR / f"{name}_2k.log", DATA_DIR / f"{name}_2k.log_structured.csv")
+    result = evaluate_source(SOURCES[name], DATA_DIR / f"{name}_2k.log", DATA_DIR / f"{name}_2k.log_structured.csv")
     assert result["lines"] == 2000 and result["unparsed"] == 0
     assert result["accuracy"] >= DRAIN_PUBLISHED[name], result
 

@@ -1,4 +1,4 @@
-"""reactive_services.examples.shop.log_analytics: the pipeline (virtual time and shipped data), the service, replay."""
+"""reactive_services.logs (pipeline, service, replay): the pipeline (virtual time and shipped data), the service, replay."""
 
 from __future__ import annotations
 
@@ -10,19 +10,14 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.adapters._message import Message
+from reactive_services.adapters import Message
 from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.examples.shop.log_analytics import (
-    LogAnalyticsService,
-    WindowReport,
-    build_pipeline,
-    replay_logs,
-)
-from reactive_services.examples.shop.logs import DATA_DIR, SOURCES, default_files, read_lines
+from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES, default_files
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from reactive_services.errors import ConfigError, PublishError, ValidationError
+from reactive_services.logs import LogAnalyticsService, WindowReport, build_pipeline, read_lines, replay_logs
 
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
@@ -81,7 +76,7 @@ def test_pipeline_marble_windows_close_on_event_time() -> None:
         on_next(250, msg("HDFS", 2, "081109 213615 149 WARN dfs.DataNode: y")),  # closes HDFS 20:00-21:00
         on_completed(300),
     )
-    result = scheduler.start(lambda: build_pipeline(source))
+    result = scheduler.start(lambda: build_pipeline(source, sources=SOURCES))
     got = [(m.time, m.value.kind) for m in result.messages]
     assert got == [(240, "N"), (250, "N"), (300, "N"), (300, "N"), (300, "C")]
     reports = [m.value.value for m in result.messages if m.value.kind == "N"]
@@ -98,7 +93,9 @@ def test_pipeline_marble_windows_close_on_event_time() -> None:
 def test_pipeline_alert_fires_in_a_window_with_many_errors() -> None:
     lines = [apache(f"04:{i:02d}:00", "error" if i < 4 else "notice", f"line {i}") for i in range(10)]
     reports, errors, done = collect(
-        build_pipeline(reactivex.from_iterable([msg("Apache", n, line) for n, line in enumerate(lines, start=1)]))
+        build_pipeline(
+            reactivex.from_iterable([msg("Apache", n, line) for n, line in enumerate(lines, start=1)]), sources=SOURCES
+        )
     )
     assert errors == [] and done == [True]
     assert len(reports) == 1
@@ -115,7 +112,7 @@ def test_unparseable_line_is_counted_not_dropped() -> None:
         msg("Apache", 2, "garbage that matches no format"),
         msg("Apache", 3, apache("04:20:00", "error", "b")),
     ]
-    reports, errors, _ = collect(build_pipeline(reactivex.from_iterable(messages)))
+    reports, errors, _ = collect(build_pipeline(reactivex.from_iterable(messages), sources=SOURCES))
     assert errors == []
     assert [r.stats["lines"] for r in reports] == [3]
     assert reports[0].stats["unparsed"] == 1
@@ -124,7 +121,7 @@ def test_unparseable_line_is_counted_not_dropped() -> None:
 
 def test_unknown_source_lines_are_unparsed_with_the_record_time() -> None:
     messages = [msg("Nginx", 1, "GET /", timestamp_ms=7_200_500), msg("Nginx", 2, "GET /x", timestamp_ms=7_300_000)]
-    reports, errors, _ = collect(build_pipeline(reactivex.from_iterable(messages)))
+    reports, errors, _ = collect(build_pipeline(reactivex.from_iterable(messages), sources=SOURCES))
     assert errors == []
     assert [(r.stats["source"], r.stats["lines"], r.stats["unparsed"], r.stats["window_start_s"]) for r in reports] == [
         ("Nginx", 2, 2, 7200.0)
@@ -134,13 +131,13 @@ def test_unknown_source_lines_are_unparsed_with_the_record_time() -> None:
 @pytest.mark.parametrize("value", [None, "a line", {"source": "Apache"}, {"source": "Apache", "line": 3}])
 def test_malformed_record_ends_the_stream_with_validation_error(value: Any) -> None:
     bad = Message(topic="logs", partition=0, offset=5, key=b"Apache", value=value)
-    reports, errors, done = collect(build_pipeline(reactivex.of(bad)))
+    reports, errors, done = collect(build_pipeline(reactivex.of(bad), sources=SOURCES))
     assert reports == [] and done == []
     assert len(errors) == 1 and isinstance(errors[0], ValidationError)
 
 
 def test_pipeline_is_cold_each_subscription_starts_fresh() -> None:
-    pipeline = build_pipeline(reactivex.from_iterable(shipped_messages()[:50]))
+    pipeline = build_pipeline(reactivex.from_iterable(shipped_messages()[:50]), sources=SOURCES)
     first, _, _ = collect(pipeline)
     second, _, _ = collect(pipeline)
     assert [r.stats for r in first] == [r.stats for r in second]
@@ -151,7 +148,7 @@ def test_pipeline_is_cold_each_subscription_starts_fresh() -> None:
 
 @pytest.fixture(scope="module")
 def shipped_reports() -> list[WindowReport]:
-    reports, errors, done = collect(build_pipeline(reactivex.from_iterable(shipped_messages())))
+    reports, errors, done = collect(build_pipeline(reactivex.from_iterable(shipped_messages()), sources=SOURCES))
     assert errors == [] and done == [True]
     return reports
 
@@ -215,7 +212,7 @@ class Recorder:
 async def test_service_publishes_stats_and_alerts_and_reports_totals() -> None:
     recorder = Recorder()
     service = LogAnalyticsService(recorder.emit)
-    reports, errors, done = collect(service.attach(reactivex.from_iterable(shipped_messages())))
+    reports, errors, done = collect(service.attach(reactivex.from_iterable(shipped_messages()), sources=SOURCES))
     assert errors == [] and done == [True] and service.done.is_set()
     await service.flush()
 
@@ -247,7 +244,7 @@ async def test_service_publishes_stats_and_alerts_and_reports_totals() -> None:
 async def test_service_counts_unparsed_lines() -> None:
     service = LogAnalyticsService(Recorder().emit)
     messages = [msg("HDFS", 1, "081109 203615 148 INFO dfs.X: a"), msg("HDFS", 2, "???"), msg("HDFS", 3, "")]
-    collect(service.attach(reactivex.from_iterable(messages)))
+    collect(service.attach(reactivex.from_iterable(messages), sources=SOURCES))
     await service.flush()
     assert service.report()["HDFS"]["unparsed"] == 2
     assert service.report()["HDFS"]["lines"] == 3
@@ -256,7 +253,7 @@ async def test_service_counts_unparsed_lines() -> None:
 async def test_service_publish_failure_is_raised_by_flush(caplog: pytest.LogCaptureFixture) -> None:
     recorder = Recorder(fail_on="log.stats")
     service = LogAnalyticsService(recorder.emit)
-    collect(service.attach(reactivex.from_iterable(shipped_messages()[:100])))
+    collect(service.attach(reactivex.from_iterable(shipped_messages()[:100]), sources=SOURCES))
     with pytest.raises(PublishError, match="refused log.stats"):
         await service.flush()
     assert any("publish failed" in r.getMessage() for r in caplog.records)
@@ -273,7 +270,9 @@ async def test_service_keeps_publish_order_when_emits_take_different_times() -> 
 
     service = LogAnalyticsService(emit)
     lines = [apache(f"{h:02d}:00:00", "notice", "x") for h in range(6)]
-    collect(service.attach(reactivex.from_iterable([msg("Apache", n, l) for n, l in enumerate(lines, 1)])))
+    collect(
+        service.attach(reactivex.from_iterable([msg("Apache", n, l) for n, l in enumerate(lines, 1)]), sources=SOURCES)
+    )
     await service.flush()
     assert order == sorted(order) and len(order) == 6
 
@@ -281,7 +280,7 @@ async def test_service_keeps_publish_order_when_emits_take_different_times() -> 
 async def test_service_records_a_stream_error_and_flush_raises_it() -> None:
     service = LogAnalyticsService(Recorder().emit)
     bad = Message(topic="logs", partition=0, offset=0, key=b"x", value=42)
-    _, errors, _ = collect(service.attach(reactivex.of(bad)))
+    _, errors, _ = collect(service.attach(reactivex.of(bad), sources=SOURCES))
     assert isinstance(service.error, ValidationError) and service.done.is_set()
     with pytest.raises(ValidationError):
         await service.flush()
@@ -289,7 +288,9 @@ async def test_service_records_a_stream_error_and_flush_raises_it() -> None:
 
 def test_service_outside_an_event_loop_errors_the_stream_not_the_caller() -> None:
     service = LogAnalyticsService(Recorder().emit)
-    _, errors, _ = collect(service.attach(reactivex.of(msg("Apache", 1, apache("04:10:00", "notice", "a")))))
+    _, errors, _ = collect(
+        service.attach(reactivex.of(msg("Apache", 1, apache("04:10:00", "notice", "a"))), sources=SOURCES)
+    )
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
 
 
@@ -300,7 +301,7 @@ async def test_replay_then_consume_through_the_in_memory_broker(tmp_path: Path) 
     broker = InMemoryBroker()
     await broker.start()
     try:
-        counts = await replay_logs(broker, default_files())
+        counts = await replay_logs(broker, default_files(), formats=SOURCES)
         assert counts == {name: 2000 for name in SOURCES}
         records = broker.records("logs")
         assert len(records) == 8000
@@ -318,7 +319,7 @@ async def test_replay_then_consume_through_the_in_memory_broker(tmp_path: Path) 
                 stop.set()
 
         source = broker.source("logs", group_id="log-analytics", stop=stop).pipe(ops.do_action(count))
-        service.attach(source).subscribe()
+        service.attach(source, sources=SOURCES).subscribe()
         await asyncio.wait_for(service.done.wait(), timeout=30)
         await service.flush()
         report = service.report()
@@ -338,7 +339,7 @@ async def test_replay_uses_previous_time_for_unparseable_lines(tmp_path: Path) -
     broker = InMemoryBroker()
     await broker.start()
     try:
-        assert await replay_logs(broker, {"Apache": path}, topic="t") == {"Apache": 3}
+        assert await replay_logs(broker, {"Apache": path}, topic="t", formats=SOURCES) == {"Apache": 3}
         assert [r.timestamp_ms for r in broker.records("t")] == [1133671664000, 1133671664000, 1133671665000]
     finally:
         await broker.stop()
@@ -349,7 +350,7 @@ async def test_replay_rejects_an_unknown_source(tmp_path: Path) -> None:
     await broker.start()
     try:
         with pytest.raises(ConfigError):
-            await replay_logs(broker, {"Nope": tmp_path / "x.log"})
+            await replay_logs(broker, {"Nope": tmp_path / "x.log"}, formats=SOURCES)
         assert broker.records("logs") == []
     finally:
         await broker.stop()
@@ -369,7 +370,7 @@ T0 = 1704067200.0  # 2024-01-01T00:00:00Z
 
 
 def zk_sources(**options: Any) -> dict[str, Any]:
-    from reactive_services.examples.shop.logs import LogSource
+    from reactive_services.logs import LogSource
 
     return {"Z": LogSource(name="Z", format=ZK_FORMAT, component_field=None, window_s=60.0, **options)}
 

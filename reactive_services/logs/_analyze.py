@@ -1,9 +1,10 @@
-"""``reactive-services logs analyze``: the log-analytics service over one file, on the embedded broker.
+"""File analysis (``reactive-services logs analyze``): the log-analytics service over one file, on the embedded broker.
 
-The file is replayed to ``logs`` on an :class:`reactive_services.adapters.memory.InMemoryBroker`, the same
-:class:`~reactive_services.examples.shop.services.LogAnalyticsController` / :class:`LogAnalyticsService` as in the
-shop consumes it in a :class:`reactive_services.Microservice`, and the report is read back from
-the ``log.stats``, ``log.alert`` and ``logs.late`` topics.
+The file is replayed to ``logs`` on an :class:`reactive_services.adapters.memory.InMemoryBroker`,
+a :class:`LogsController` / :class:`LogAnalyticsService` consumes it in a
+:class:`reactive_services.Microservice`, and the report is read back from the ``log.stats``,
+``log.alert`` and ``logs.late`` topics. :func:`make_source` builds the :class:`LogSource` from
+the command's options.
 
 Example::
 
@@ -19,39 +20,24 @@ import csv
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+
 from reactive_services.adapters import DeadLetterSink
 from reactive_services.adapters.memory import InMemoryBroker
-
-from reactive_services import Microservice
 from reactive_services.errors import ConfigError
 
-from .log_analytics import (
-    ALERT_TOPIC,
-    LATE_TOPIC,
-    LOGS_TOPIC,
-    MAX_LINE_CHARS,
-    STATS_TOPIC,
-    LogAnalyticsService,
-    replay_logs,
-)
-from .logs import (
-    SOURCES,
-    DrainSettings,
-    LogEvent,
-    LogFormat,
-    LogSource,
-    TimestampReader,
-    read_lines,
-)
-from .services import LogAnalyticsController
-
-__all__ = ["analyze_file", "detect_time", "make_source", "parse_mask", "write_assignments"]
+from .._runtime import Microservice
+from ._events import LogEvent
+from ._formats import LogFormat, TimestampReader
+from ._parsing import LogSource, read_lines
+from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, MAX_LINE_CHARS, STATS_TOPIC, replay_logs
+from ._service import LogAnalyticsService, LogsController
+from ._templates import DrainSettings
 
 _NAMED_MASK = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)>=(.+)$", re.DOTALL)
 # texts on which a mask must not find a zero-length match (``x*``, ``\b``, ``(?=a)``, ``^``)
@@ -82,6 +68,7 @@ def parse_mask(text: str) -> tuple[str, str]:
 def make_source(
     fmt: str,
     *,
+    known: Mapping[str, LogSource] | None = None,
     name: str | None = None,
     masks: Sequence[str] = (),
     default_masks: bool = True,
@@ -100,32 +87,38 @@ def make_source(
     """The :class:`LogSource` for ``logs analyze`` options.
 
     Args:
-        fmt: a shipped source's name (``Apache``, ``HDFS``, ``Linux``, ``OpenSSH``; any case),
-            which brings its format, time, level rules and drain3 settings; or a format string
-            in loghub notation (it must have a ``<Content>`` field).
-        name: the source name (default: the shipped name, else ``"log"``).
+        fmt: the name of a source in ``known`` (any case), which brings its format, time,
+            level rules and drain3 settings; or a format string in loghub notation (it must
+            have a ``<Content>`` field).
+        known: named sources ``fmt`` may refer to, ``{name: LogSource}`` (None: none).
+        name: the source name (default: the known source's name, else ``"log"``).
         masks: ``--mask`` values (see :func:`parse_mask`), applied before the default masks.
         default_masks: keep the source's masks (:data:`DEFAULT_MASKING` for a format string).
-        depth, sim_th, max_children: drain3 settings (None: the source's, else the defaults).
+        depth: drain3's tree depth (None: the source's, else the default).
+        sim_th: drain3's similarity threshold (None: the source's, else the default).
+        max_children: drain3's most children per node (None: the source's, else the default).
         level_field: the field holding the level; ``""`` (default): the source's, or
             ``Level`` when the format has that field; None: infer levels from the content.
         component_field: likewise for the component (``Component``).
         time_format: ``strptime`` pattern of the time fields (None: detected).
         year: year for times without one.
-        window_s, slide_s, allowed_lateness_s: windows (seconds of event time).
+        window_s: the window length, in seconds of event time (None: the source's).
+        slide_s: the distance between window starts, in seconds (None: the source's).
+        allowed_lateness_s: the allowed lateness, in seconds of event time (None: the source's).
         alerts: :class:`AlertRules` fields to override.
 
     Raises:
         ConfigError: the offending option named (``format``, ``mask``, ``depth``, ``sim_th``,
             ``window``, ``slide``, ``lateness``, ``level_field``, ...).
     """
-    shipped = {key.lower(): source for key, source in SOURCES.items()}.get(fmt.strip().lower())
+    known = known or {}
+    shipped = {key.lower(): source for key, source in known.items()}.get(fmt.strip().lower())
     if shipped is None:
         try:
             fields = LogFormat.from_loghub(fmt).fields
         except (ValueError, OverflowError, RecursionError) as exc:
             raise ConfigError(
-                "format", f"{fmt!r} is neither a shipped source ({', '.join(SOURCES)}) nor a loghub format: {exc}"
+                "format", f"{fmt!r} is neither a known source ({', '.join(known)}) nor a loghub format: {exc}"
             ) from exc
         if "Content" not in fields:
             raise ConfigError("format", f"{fmt!r} has no <Content> field (the message to mine templates from)")
@@ -272,7 +265,7 @@ async def analyze_file(
         assigned.append((event.line_no, event.template_id))
 
     analytics = LogAnalyticsService(broker.emit, on_event=record)
-    controller = LogAnalyticsController(analytics, DeadLetterSink(broker), sources={source.name: source})
+    controller = LogsController(analytics, DeadLetterSink(broker), sources={source.name: source})
     service = Microservice(broker, [controller], name="log-analytics")
     try:
         await service.start()

@@ -1,4 +1,4 @@
-"""reactive_services.examples.shop.logs: formats, timestamps, levels, templates, window stats and the alert rule."""
+"""reactive_services.logs: formats, timestamps, levels, templates, window stats and the alert rule."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from reactive_services.examples.shop.logs import (
-    DATA_DIR,
+from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES, default_files
+from reactive_services.operators import Window
+
+from reactive_services.logs import (
     ERROR_LEVELS,
-    SOURCES,
     DrainSettings,
     LogEvent,
     LogFormat,
@@ -21,14 +22,12 @@ from reactive_services.examples.shop.logs import (
     LogSource,
     TemplateMiner,
     alert_for,
-    default_files,
     infer_level,
     is_error,
     iso_utc,
     read_lines,
     window_stats,
 )
-from reactive_services.operators import Window
 
 
 def raw_lines(name: str) -> list[str]:

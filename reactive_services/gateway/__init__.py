@@ -1,0 +1,3 @@
+"""Gateway helpers (FastAPI): being filled."""
+
+__all__: list[str] = []

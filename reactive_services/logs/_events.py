@@ -1,0 +1,36 @@
+"""The parsed form of one log line, :class:`LogEvent`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """One log line, parsed.
+
+    Attributes:
+        source: the source name.
+        line_no: 1-based line number in its file.
+        timestamp: event time, epoch seconds (UTC). For a line that did not parse: the time of
+            the previous line of the source, else the given fallback, else 0.0.
+        level: as written in the line, or inferred (see :func:`infer_level`), or ``"unknown"``
+            when the line did not parse.
+        component: the emitting component, or None.
+        content: the message part of the line (the whole stripped line if it did not parse).
+        template_id: drain3 cluster id (per source).
+        template: the template mined so far for that cluster, e.g. ``"Invalid user <*> from <IP>"``.
+        parsed: False when the line did not match its format or its time could not be read.
+        line: the raw line.
+    """
+
+    source: str
+    line_no: int
+    timestamp: float
+    level: str
+    component: str | None
+    content: str
+    template_id: int
+    template: str
+    parsed: bool
+    line: str = ""

@@ -1,0 +1,210 @@
+"""Reading log lines: :class:`LogSource` (how to read one kind of log), :class:`LogParser` (lines
+-> :class:`LogEvent` s, with templates) and :func:`read_lines`.
+
+A line that does not match its source's format, or whose time cannot be read, becomes a
+:class:`LogEvent` with ``parsed=False``: it is counted, never dropped. Levels are kept as
+written in the line; a source whose lines carry none gets them from its ``infer_level``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._alerts import AlertRules
+from ._events import LogEvent
+from ._formats import LogFormat, TimestampReader
+from ._levels import UNKNOWN_LEVEL, infer_level
+from ._templates import DrainSettings, TemplateMiner
+
+#: The longest window a source may have, seconds (about 3 years).
+MAX_WINDOW_S = 1e8
+#: The most windows a line may belong to (``window_s / slide_s`` for sliding windows).
+MAX_WINDOWS_PER_LINE = 1000
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """How to read one kind of log.
+
+    Attributes:
+        name: the source name (the Kafka key of its records), e.g. ``"Apache"``.
+        format: the line format in loghub notation (see :class:`LogFormat`).
+        timestamp: the format's fields -> epoch seconds (UTC); raises ValueError on a bad time.
+            None (the default): a :class:`TimestampReader` over the format's time fields
+            (``year`` and ``time_format`` configure it); a format without time fields gives
+            its lines the record's time.
+        level_field: the field holding the level, or None when the format has none and the
+            level is inferred from the content with ``infer_level``.
+        infer_level: content -> level, used when ``level_field`` is None.
+        component_field: the field holding the emitting component, or None.
+        window_s: window length, seconds of event time.
+        slide_s: the step between window starts, seconds; None (default) or ``window_s`` for
+            tumbling windows, less than ``window_s`` for sliding windows (each line is then in
+            ``window_s / slide_s`` windows).
+        allowed_lateness_s: how far (seconds of event time) a line may be behind the latest
+            line of its source and still be counted in its window; later lines are *late*.
+        alerts: the alert rules (:class:`AlertRules`).
+        drain: the drain3 settings (:class:`DrainSettings`).
+        year: for times without a year (used by the default timestamp reader).
+        time_format: ``strptime`` pattern for the default timestamp reader (None: detect).
+        log_format: the compiled ``format`` (derived).
+    """
+
+    name: str
+    format: str
+    timestamp: Callable[[Mapping[str, str | None]], float | None] | None = None
+    level_field: str | None = "Level"
+    infer_level: Callable[[str], str] = infer_level
+    component_field: str | None = "Component"
+    window_s: float = 3600.0
+    slide_s: float | None = None
+    allowed_lateness_s: float = 0.0
+    alerts: AlertRules = field(default_factory=AlertRules)
+    drain: DrainSettings = field(default_factory=DrainSettings)
+    year: int | None = None
+    time_format: str | None = None
+    log_format: LogFormat = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        log_format = LogFormat.from_loghub(self.format)
+        for name in (self.level_field, self.component_field):
+            if name is not None and name not in log_format.fields:
+                raise ValueError(f"{self.name}: field <{name}> is not in format {self.format!r}")
+        if "Content" not in log_format.fields:
+            raise ValueError(f"{self.name}: format {self.format!r} has no <Content> field")
+        if not (math.isfinite(self.window_s) and 0 < self.window_s <= MAX_WINDOW_S):
+            raise ValueError(f"{self.name}: window_s must be in (0, {MAX_WINDOW_S:g}] seconds, got {self.window_s!r}")
+        if self.slide_s is not None and not (math.isfinite(self.slide_s) and 0 < self.slide_s <= self.window_s):
+            raise ValueError(f"{self.name}: slide_s must be in (0, window_s], got {self.slide_s!r}")
+        if self.slide_s is not None and self.window_s / self.slide_s > MAX_WINDOWS_PER_LINE:
+            raise ValueError(
+                f"{self.name}: slide_s {self.slide_s!r} puts each line in "
+                f"{self.window_s / self.slide_s:.0f} windows (at most {MAX_WINDOWS_PER_LINE})"
+            )
+        if self.year is not None and not 1 <= self.year <= 9998:
+            raise ValueError(f"{self.name}: year must be in 1..9998, got {self.year!r}")
+        if not (math.isfinite(self.allowed_lateness_s) and self.allowed_lateness_s >= 0):
+            raise ValueError(f"{self.name}: allowed_lateness_s must be >= 0, got {self.allowed_lateness_s!r}")
+        object.__setattr__(self, "log_format", log_format)
+
+    @property
+    def level_inferred(self) -> bool:
+        """True when levels are inferred from the content (the format has no level field)."""
+        return self.level_field is None
+
+    def time_reader(self) -> Callable[[Mapping[str, str | None]], float | None]:
+        """``timestamp``, or a new :class:`TimestampReader` for this format (it keeps state)."""
+        if self.timestamp is not None:
+            return self.timestamp
+        return TimestampReader(self.log_format.fields, year=self.year, time_format=self.time_format)
+
+    def timestamp_of(
+        self, line: str, reader: Callable[[Mapping[str, str | None]], float | None] | None = None
+    ) -> float | None:
+        """The epoch-seconds time of ``line``, or None when it does not parse or has no time.
+
+        ``reader``: the reader to use (from :meth:`time_reader`; a new one when None).
+        """
+        fields = self.log_format.parse(line)
+        if fields is None:
+            return None
+        try:
+            return (reader or self.time_reader())(fields)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a log file, split on ``\\n`` only (a trailing ``\\r`` is removed); a final
+    empty line after the last newline is not a line. Bytes that are not UTF-8 are replaced."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+class LogParser:
+    """Turns the lines of one source into :class:`LogEvent` s (stateful: template miner, last time).
+
+    Example:
+        >>> parser = LogParser(LogSource("HDFS", "<Date> <Time> <Pid> <Level> <Component>: <Content>"))
+        >>> event = parser.parse("081109 203615 148 INFO dfs.DataNode: Receiving block blk_-1608 src: /10.0.0.1:5", 1)
+        >>> (event.level, event.component, event.timestamp, event.template)
+        ('INFO', 'dfs.DataNode', 1226262975.0, 'Receiving block <BLK> src: /<IP>')
+    """
+
+    def __init__(self, source: LogSource) -> None:
+        self.source = source
+        self.miner = TemplateMiner(source.drain)
+        self.last_timestamp: float | None = None
+        self._read_time = source.time_reader()
+
+    def parse(self, line: str, line_no: int, *, fallback_timestamp: float | None = None) -> LogEvent:
+        """Parse one line (never raises for any line content).
+
+        Args:
+            line: the raw line.
+            line_no: its 1-based number in the file.
+            fallback_timestamp: epoch seconds to use when the line has no readable time and no
+                earlier line of this parser had one (e.g. the Kafka record's timestamp).
+
+        A line that does not match the format, or whose time cannot be read, is an event with
+        ``parsed=False``. A line of a format without time fields is parsed and gets the previous
+        line's time, else ``fallback_timestamp``.
+        """
+        source = self.source
+        fields = source.log_format.parse(line)
+        timestamp: float | None = None
+        time_ok = False
+        if fields is not None:
+            try:
+                timestamp = self._read_time(fields)
+                time_ok = True
+            except (ValueError, TypeError, KeyError):
+                timestamp = None
+        if timestamp is None:
+            if self.last_timestamp is not None:
+                at = self.last_timestamp
+            else:
+                at = fallback_timestamp if fallback_timestamp is not None else 0.0
+        else:
+            at = timestamp
+            self.last_timestamp = timestamp
+        if fields is None or not time_ok:
+            content = line.strip()
+            template_id, template = self.miner.add(content)
+            return LogEvent(
+                source=source.name,
+                line_no=line_no,
+                timestamp=at,
+                level=UNKNOWN_LEVEL,
+                component=None,
+                content=content,
+                template_id=template_id,
+                template=template,
+                parsed=False,
+                line=line,
+            )
+        content = fields.get("Content") or ""
+        if source.level_field is None:
+            level = source.infer_level(content)
+        else:
+            level = (fields.get(source.level_field) or "").strip() or UNKNOWN_LEVEL
+        component = fields.get(source.component_field) if source.component_field else None
+        template_id, template = self.miner.add(content)
+        return LogEvent(
+            source=source.name,
+            line_no=line_no,
+            timestamp=at,
+            level=level,
+            component=component,
+            content=content,
+            template_id=template_id,
+            template=template,
+            parsed=True,
+            line=line,
+        )

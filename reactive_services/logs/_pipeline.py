@@ -1,0 +1,295 @@
+"""The log-analytics pipeline: replay log files to ``logs``, window them by event time, stats and alerts per window.
+
+Flow::
+
+    replay_logs(broker, files, formats=sources)
+                                        logs  (key = source, value = {"source", "line_no", "line"},
+                                               timestamp = the line's own time)
+    build_pipeline(messages, sources=sources)
+                                        parse (LogParser per source, drain3 templates)
+                                        -> group by source -> sliding_event_time_window(window_s, slide_s)
+                                        -> WindowReport(window, stats, alerts)
+    LogAnalyticsService (an Observer)   totals per source; publishes log.stats, log.alert and
+                                        logs.late (the lines that came too late for their windows)
+
+Wiring into the runtime: :class:`LogsController` (``@event_pattern("logs", pipeline=True)``)
+with ``service = LogAnalyticsService(broker.emit)``::
+
+    Microservice(broker, [LogsController(service, DeadLetterSink(broker), sources=sources)])
+
+After the Microservice has stopped, ``await service.flush()`` raises the first publish failure,
+if any.
+
+Delivery note: a ``logs`` record's offset is committed once it has been parsed and put in an open
+window, before its window is published. A crash loses the counts of the windows still open
+(at-least-once for records, at-most-once for the stats of open windows); a replay re-creates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import reactivex
+from reactivex import Observable
+from reactivex import operators as ops
+from reactivex.abc import SchedulerBase
+
+from reactive_services.adapters import Message
+from reactive_services.errors import ConfigError, ValidationError
+from reactive_services.operators import Window, sliding_event_time_window
+
+from ._alerts import AlertDetector
+from ._events import LogEvent
+from ._levels import ERROR_LEVELS
+from ._parsing import LogParser, LogSource, read_lines
+from ._windows import window_stats
+
+#: Topic of the raw log lines.
+LOGS_TOPIC = "logs"
+#: Longest line :func:`replay_logs` publishes as is, characters (longer ones are cut).
+MAX_LINE_CHARS = 64 * 1024
+#: Topic of one stats record per (source, window).
+STATS_TOPIC = "log.stats"
+#: Topic of the alerts: at most one per kind (error_rate, new_template, template_rate) and window.
+ALERT_TOPIC = "log.alert"
+#: Topic of the log lines that arrived after every window containing them had closed.
+LATE_TOPIC = "logs.late"
+
+
+# -- replay ----------------------------------------------------------------------------------
+
+
+async def replay_logs(
+    broker: Any,
+    sources: Mapping[str, Path],
+    *,
+    topic: str = LOGS_TOPIC,
+    formats: Mapping[str, LogSource],
+) -> dict[str, int]:
+    """Publish every line of each file to ``topic``, in file order.
+
+    Each record has key = the source name, value ``{"source": name, "line_no": n (1-based),
+    "line": text}`` and ``timestamp_ms`` = the line's own log time (read with the source's
+    format); a line whose time cannot be read gets the previous line's time (lines before the
+    first readable time get that one; the broker's clock when no line has one). A line longer
+    than :data:`MAX_LINE_CHARS` is cut to that length and its value gets ``"truncated_from":
+    original length`` (a record must stay under the broker's size limit). Files are replayed concurrently (one task
+    each, in a task group); within a file records are sent one at a time, each acknowledged
+    before the next, so their order on the key's partition is the file order. (``emit`` rather
+    than ``emit_batch`` because ``emit_batch`` takes no per-record timestamp.)
+
+    Args:
+        broker: a started :class:`reactive_services.adapters.Broker`.
+        sources: ``{source name: path of its log file}``, e.g. ``{"Apache": Path("Apache_2k.log")}``.
+        topic: the topic to publish to.
+        formats: the :class:`LogSource` of each name.
+
+    Returns:
+        ``{source name: number of lines published}``.
+
+    Raises:
+        ConfigError: a source name has no entry in ``formats``.
+        OSError: a file cannot be read.
+        PublishError: the broker did not acknowledge a record (the other replays are cancelled).
+    """
+    for name in sources:
+        if name not in formats:
+            raise ConfigError("sources", f"no log format for source {name!r} (known: {sorted(formats)})")
+    counts: dict[str, int] = {}
+
+    async def replay_one(name: str, path: Path) -> None:
+        source = formats[name]
+        reader = source.time_reader()
+        lines = read_lines(Path(path))
+        times = [source.timestamp_of(line, reader) for line in lines]
+        # lines before the first readable time take that time: giving them the clock's time
+        # instead would move the source's watermark years ahead and make every later line late
+        previous_ms = next((round(at * 1000) for at in times if at is not None), None)
+        for line_no, (line, at) in enumerate(zip(lines, times, strict=True), start=1):
+            timestamp_ms = previous_ms if at is None else round(at * 1000)
+            value: dict[str, Any] = {"source": name, "line_no": line_no, "line": line}
+            if len(line) > MAX_LINE_CHARS:
+                value["line"], value["truncated_from"] = line[:MAX_LINE_CHARS], len(line)
+            await broker.emit(topic, value, key=name, timestamp_ms=timestamp_ms)
+            previous_ms = timestamp_ms
+        counts[name] = len(lines)
+
+    async with asyncio.TaskGroup() as group:
+        for name, path in sources.items():
+            group.create_task(replay_one(name, path), name=f"replay:{name}")
+    return {name: counts[name] for name in sources}
+
+
+# -- the pipeline ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowReport:
+    """What the pipeline emits for each closed window of a source.
+
+    Attributes:
+        window: the window of :class:`LogEvent` (key = source name); its
+            ``late`` holds the source's lines that arrived too late for their own windows.
+        stats: its ``log.stats`` value (:func:`window_stats`).
+        alerts: its ``log.alert`` values (0-3, at most one per kind; see
+            :class:`AlertRules`).
+    """
+
+    window: Window[LogEvent]
+    stats: dict[str, Any]
+    alerts: tuple[dict[str, Any], ...] = ()
+
+
+class LogParsers:
+    """One :class:`LogParser` per source name, created on first use.
+
+    A name missing from ``sources`` gets a format-less source: its lines are counted as
+    unparsed (``parsed=False``, level ``"unknown"``), with the record's timestamp.
+    """
+
+    def __init__(self, sources: Mapping[str, LogSource]) -> None:
+        self.sources = sources
+        self.parsers: dict[str, LogParser] = {}
+
+    def source(self, name: str) -> LogSource:
+        """The :class:`LogSource` used for ``name``."""
+        return self.parser(name).source
+
+    def parser(self, name: str) -> LogParser:
+        parser = self.parsers.get(name)
+        if parser is None:
+            source = self.sources.get(name) or LogSource(
+                name=name, format="<Content>", level_field=None, component_field=None, timestamp=_no_format
+            )
+            parser = self.parsers[name] = LogParser(source)
+        return parser
+
+    def parse_message(self, message: Message) -> LogEvent:
+        """A ``logs`` record -> :class:`LogEvent`.
+
+        The value is ``{"source": str, "line_no": int, "line": str}``; ``source`` defaults to
+        the record key and ``line_no`` to ``offset + 1``.
+
+        Raises:
+            ValidationError: the value is not such a dict (no ``line`` string, no source).
+        """
+        value = check_log_record(message.value)
+        name = value.get("source") or message.key_str
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"logs record @{message.offset}: no source name in the value or the key")
+        line_no = value.get("line_no", message.offset + 1)
+        fallback = message.timestamp if message.timestamp_ms else None
+        return self.parser(name).parse(value["line"], line_no, fallback_timestamp=fallback)
+
+
+def _event_time(event: LogEvent) -> float:
+    return event.timestamp
+
+
+def _event_source(event: LogEvent) -> str:
+    return event.source
+
+
+def _no_format(fields: Mapping[str, str | None]) -> float:
+    raise ValueError("no log format is known for this source")
+
+
+def check_log_record(value: Any) -> Mapping[str, Any]:
+    """Check the shape of a ``logs`` record value; returns it unchanged.
+
+    Shape: ``{"line": str, "source": str (optional: the key), "line_no": int >= 1 (optional)}``.
+    Usable as ``decode_json(dead_letter, parse=check_log_record)``.
+
+    Raises:
+        ValidationError: not a dict, ``line`` missing or not a string, ``source`` not a
+            non-empty string, ``line_no`` not a positive int.
+    """
+    if type(value) is not dict and not isinstance(value, Mapping):
+        raise ValidationError(f"logs record: value must be a JSON object, got {type(value).__name__}")
+    if not isinstance(value.get("line"), str):
+        raise ValidationError(f"logs record: 'line' must be a string, got {value.get('line')!r:.80}")
+    if "source" in value and (not isinstance(value["source"], str) or not value["source"]):
+        raise ValidationError(f"logs record: 'source' must be a non-empty string, got {value['source']!r:.80}")
+    line_no = value.get("line_no", 1)
+    if not isinstance(line_no, int) or isinstance(line_no, bool) or line_no < 1:
+        raise ValidationError(f"logs record: 'line_no' must be an int >= 1, got {line_no!r:.80}")
+    return value
+
+
+def build_pipeline(
+    messages: Observable[Message],
+    *,
+    sources: Mapping[str, LogSource],
+    top_n: int = 5,
+    on_event: Callable[[LogEvent], None] | None = None,
+) -> Observable[WindowReport]:
+    """The log-analytics pipeline: ``logs`` records in, one :class:`WindowReport` per closed window out.
+
+    ``messages`` -> parse (one :class:`LogParser` per source: format, time, level, drain3
+    template) -> group by source -> :func:`reactive_services.operators.sliding_event_time_window` with the
+    source's ``window_s``, ``slide_s`` (tumbling when None) and ``allowed_lateness_s``, on the
+    events' own timestamps -> ``WindowReport(window, window_stats, alerts)``, the alerts from an
+    :class:`AlertDetector` per source with the source's ``alerts`` rules.
+
+    Each source has its own watermark (its largest event time minus ``allowed_lateness_s``); a
+    window is emitted when that passes its end, and every open window when ``messages``
+    completes (so the last windows of a finite input are not lost). A line that arrives after
+    all its windows have closed is put in ``late`` of the next window of its source. The result
+    is cold: each subscription gets fresh parsers (template trees), windows and alert state.
+
+    Args:
+        messages: the records of the ``logs`` topic (``Message.value`` the decoded JSON dict).
+        sources: how to read each source, ``{name: LogSource}`` (a name not in it: every line unparsed).
+        top_n: how many templates each stats record lists.
+        on_event: called with every parsed :class:`LogEvent`, once per record, in arrival order
+            (before windowing; e.g. to count lines or record template assignments).
+
+    Returns:
+        ``Observable[WindowReport]``.
+
+    Errors: a record whose value is not a ``{"line": str, ...}`` dict ends the stream with
+    :class:`ValidationError` (``on_error``) — put ``decode_json(dead_letter,
+    parse=check_log_record)`` in front to dead-letter such records instead; lines that do not
+    parse do not (they are counted as ``unparsed``).
+    """
+
+    def create(scheduler: SchedulerBase | None) -> Observable[WindowReport]:
+        parsers = LogParsers(sources)
+        detectors: dict[str, AlertDetector] = {}
+
+        def windows_of(group: Any) -> Observable[Window[LogEvent]]:
+            source = parsers.source(group.key)
+            windows: Observable[Window[LogEvent]] = group.pipe(
+                sliding_event_time_window(
+                    source.window_s,
+                    source.slide_s or source.window_s,
+                    timestamp=_event_time,
+                    key=_event_source,
+                    allowed_lateness_s=source.allowed_lateness_s,
+                )
+            )
+            return windows
+
+        def report(window: Window[LogEvent]) -> WindowReport:
+            name = str(window.key)
+            detector = detectors.get(name)
+            if detector is None:
+                detector = detectors[name] = AlertDetector(parsers.source(name).alerts, error_levels=ERROR_LEVELS)
+            stats = window_stats(window, top_n=top_n, error_levels=ERROR_LEVELS)
+            return WindowReport(window=window, stats=stats, alerts=tuple(detector.check(window, stats)))
+
+        events: Observable[LogEvent] = messages.pipe(ops.map(parsers.parse_message))
+        if on_event is not None:
+            events = events.pipe(ops.do_action(on_event))
+        reports: Observable[WindowReport] = events.pipe(
+            ops.group_by(_event_source),
+            ops.flat_map(windows_of),
+            ops.map(report),
+        )
+        return reports
+
+    return reactivex.defer(create)

@@ -1,0 +1,300 @@
+"""The log-analytics service: :class:`LogAnalyticsService` (the Observer of the pipeline's
+:class:`WindowReport` s, publishing ``log.stats``, ``log.alert`` and ``logs.late``) and
+:class:`LogsController` (the ``logs`` topic into it, for :class:`reactive_services.Microservice`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from reactivex import Observable
+from reactivex import operators as ops
+from reactivex.abc import ObserverBase
+
+from reactive_services.adapters import DeadLetterSink, Message
+from reactive_services.operators import Window, decode_json
+
+from .._runtime import Controller, event_pattern
+from ._events import LogEvent
+from ._formats import iso_utc
+from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, STATS_TOPIC, WindowReport, build_pipeline, check_log_record
+
+log = logging.getLogger(__name__)
+
+
+class Emit(Protocol):
+    """How the service publishes: called as ``emit(topic, value, key=source)``; ``Broker.emit`` fits."""
+
+    def __call__(self, topic: str, value: Any, /, *, key: str | None = None) -> Awaitable[Any]: ...
+
+
+class _Totals:
+    __slots__ = (
+        "lines",
+        "by_level",
+        "unparsed",
+        "windows",
+        "alerts",
+        "alert_kinds",
+        "late",
+        "templates",
+        "template_text",
+    )
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.by_level: Counter[str] = Counter()
+        self.unparsed = 0
+        self.windows = 0
+        self.alerts = 0
+        self.alert_kinds: Counter[str] = Counter()
+        self.late = 0
+        self.templates: Counter[int] = Counter()
+        self.template_text: dict[int, tuple[int, str]] = {}  # id -> (line_no, template at that line)
+
+
+def late_record(event: LogEvent, window: Window[LogEvent]) -> dict[str, Any]:
+    """The ``logs.late`` value of a line that came too late: ``{"source", "line_no", "line",
+    "event_time" (ISO-8601 UTC), "event_time_s" (epoch seconds), "reported_with_window_start_s"
+    (the window whose emission carried it), "reason"}``."""
+    return {
+        "source": event.source,
+        "line_no": event.line_no,
+        "line": event.line,
+        "event_time": iso_utc(event.timestamp),
+        "event_time_s": float(event.timestamp),
+        "reported_with_window_start_s": float(window.start),
+        "reason": "every window containing its event time had closed (watermark = latest event time "
+        "of the source - allowed lateness) when it arrived",
+    }
+
+
+class LogAnalyticsService(ObserverBase[WindowReport]):
+    """An Observer of :class:`WindowReport`: keeps per-source totals and publishes stats, alerts, late lines.
+
+    For each report it publishes ``report.stats`` to ``stats_topic``, each of ``report.alerts``
+    to ``alert_topic`` and each line of ``report.window.late`` to ``late_topic``
+    (:func:`late_record`), all with key = the source name. Publishes run as asyncio tasks
+    chained one after another (so records leave in window order), on the running event loop;
+    a failed publish is logged at once and raised by :meth:`flush`.
+
+    Line totals (lines, levels, unparsed, templates) are counted once per record as it is
+    parsed (see :meth:`attach`), so they hold with sliding windows too, where a line is in
+    several windows.
+
+    Args:
+        emit: the publish coroutine function, called ``emit(topic, value, key=source)``
+            (``broker.emit`` or ``ClientProxy.emit``).
+        stats_topic: topic of the per-window stats.
+        alert_topic: topic of the alerts.
+        late_topic: topic of the late lines.
+        top_n: how many templates :meth:`report` lists per source.
+        on_event: also called with every parsed :class:`LogEvent` (e.g. to write template
+            assignments).
+        recent_size: how many of the latest stats (and alerts) :attr:`recent` (and
+            :attr:`recent_alerts`) keep.
+
+    Attributes:
+        error: the error that ended the stream, or None.
+        done: set when the stream completed or failed.
+        recent: the latest ``log.stats`` values, oldest first (all sources).
+        recent_alerts: the latest ``log.alert`` values, oldest first.
+    """
+
+    def __init__(
+        self,
+        emit: Emit,
+        *,
+        stats_topic: str = STATS_TOPIC,
+        alert_topic: str = ALERT_TOPIC,
+        late_topic: str = LATE_TOPIC,
+        top_n: int = 5,
+        on_event: Callable[[LogEvent], None] | None = None,
+        recent_size: int = 1000,
+    ) -> None:
+        self._emit = emit
+        self.recent: deque[dict[str, Any]] = deque(maxlen=recent_size)
+        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=recent_size)
+        self.stats_topic = stats_topic
+        self.alert_topic = alert_topic
+        self.late_topic = late_topic
+        self.top_n = top_n
+        self._on_event = on_event
+        self._totals: dict[str, _Totals] = {}
+        self._last: asyncio.Future[None] | None = None
+        self._failures: list[BaseException] = []
+        self.published = 0
+        self.error: BaseException | None = None
+        self.done = asyncio.Event()
+
+    # -- wiring --------------------------------------------------------------------------
+    def attach(self, messages: Observable[Message], **pipeline_options: Any) -> Observable[WindowReport]:
+        """``build_pipeline(messages, on_event=<count>, **pipeline_options)`` with this service
+        observing it (``ops.do(self)``): the body of the ``@event_pattern("logs", pipeline=True)``
+        handler."""
+        return build_pipeline(messages, on_event=self._count_event, **pipeline_options).pipe(ops.do(self))
+
+    def _totals_of(self, name: str) -> _Totals:
+        totals = self._totals.get(name)
+        if totals is None:
+            totals = self._totals[name] = _Totals()
+        return totals
+
+    def _count_event(self, event: LogEvent) -> None:
+        totals = self._totals_of(event.source)
+        totals.lines += 1
+        totals.by_level[event.level] += 1
+        totals.templates[event.template_id] += 1
+        seen = totals.template_text.get(event.template_id)
+        if seen is None or seen[0] <= event.line_no:  # the latest line carries the most general template
+            totals.template_text[event.template_id] = (event.line_no, event.template)
+        if not event.parsed:
+            totals.unparsed += 1
+        if self._on_event is not None:
+            self._on_event(event)
+
+    # -- Observer ------------------------------------------------------------------------
+    def on_next(self, value: WindowReport) -> None:
+        """Count the window and schedule its publishes.
+
+        Raises:
+            RuntimeError: no running asyncio event loop (the publishes need one).
+        """
+        loop = asyncio.get_running_loop()
+        window, stats = value.window, value.stats
+        name = str(window.key)
+        totals = self._totals_of(name)
+        totals.late += len(window.late)
+        totals.windows += 1
+        self.recent.append(stats)
+        self._publish(loop, self.stats_topic, stats, name)
+        for alert in value.alerts:
+            totals.alerts += 1
+            totals.alert_kinds[alert["kind"]] += 1
+            self.recent_alerts.append(alert)
+            self._publish(loop, self.alert_topic, alert, name)
+        for event in window.late:
+            self._publish(loop, self.late_topic, late_record(event, window), name)
+
+    def on_error(self, error: Exception) -> None:
+        log.error("log analytics stream failed: %r", error)
+        self.error = error
+        self.done.set()
+
+    def on_completed(self) -> None:
+        self.done.set()
+
+    # -- publishing ----------------------------------------------------------------------
+    def _publish(self, loop: asyncio.AbstractEventLoop, topic: str, value: dict[str, Any], key: str) -> None:
+        previous = self._last
+
+        async def publish() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])  # keep order; its failure is recorded by its own callback
+            await self._emit(topic, value, key=key)
+
+        task = loop.create_task(publish(), name=f"publish:{topic}:{key}")
+        task.add_done_callback(self._settled)
+        self._last = task
+
+    def _settled(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled():
+            self._failures.append(asyncio.CancelledError(f"publish task {task!r} was cancelled"))
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("log analytics: publish failed: %r", exc)
+            self._failures.append(exc)
+        else:
+            self.published += 1
+
+    async def flush(self) -> None:
+        """Wait for every publish scheduled so far.
+
+        Raises:
+            Exception: the first publish failure (e.g. :class:`PublishError`); otherwise, the
+                error that ended the stream, if any.
+        """
+        while self._last is not None and not self._last.done():
+            await asyncio.wait([self._last])
+        if self._last is not None:
+            await asyncio.sleep(0)  # let the last done-callback run
+        if self._failures:
+            raise self._failures[0]
+        if self.error is not None:
+            raise self.error
+
+    # -- totals --------------------------------------------------------------------------
+    def templates(self, name: str) -> list[tuple[int, str, int]]:
+        """Every template of source ``name``: ``[(template_id, template, lines), ...]``, most
+        lines first (ties: lower id first); the template text is the one carried by the
+        latest line of the cluster (drain3 only generalises a template, so that is its final
+        form)."""
+        totals = self._totals.get(name)
+        if totals is None:
+            return []
+        rows = [(tid, totals.template_text[tid][1], n) for tid, n in totals.templates.items()]
+        return sorted(rows, key=lambda row: (-row[2], row[0]))
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Totals per source over every line and window seen so far.
+
+        Returns:
+            ``{source: {"lines": int (every record parsed, on time or late), "by_level": {level:
+            int}, "unparsed": int, "late": int, "windows": int, "alerts": int, "alerts_by_kind":
+            {kind: int}, "templates": int (distinct), "top_templates": [[template, count], ...]
+            (at most ``top_n``, most frequent first)}}``.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for name, totals in self._totals.items():
+            out[name] = {
+                "lines": totals.lines,
+                "by_level": dict(totals.by_level),
+                "unparsed": totals.unparsed,
+                "late": totals.late,
+                "windows": totals.windows,
+                "alerts": totals.alerts,
+                "alerts_by_kind": dict(totals.alert_kinds),
+                "templates": len(totals.templates),
+                "top_templates": [[text, count] for _tid, text, count in self.templates(name)[: self.top_n]],
+            }
+        return out
+
+
+class LogsController(Controller):
+    """The ``logs`` topic into a :class:`LogAnalyticsService`: a controller for :class:`reactive_services.Microservice`.
+
+    Args:
+        analytics: the Observer that publishes window stats, alerts and late lines.
+        dead_letter: where records that are not ``{"line": str, ...}`` objects go (e.g. a
+            :class:`~reactive_services.adapters.DeadLetterSink`: to ``logs.DLT`` with the reason
+            in its headers). None: such a record ends the stream with :class:`ValidationError`.
+        **pipeline_options: passed to :func:`build_pipeline` (``sources``: ``{name: LogSource}``,
+            ``top_n``).
+
+    Attributes:
+        received: log records that reached the pipeline (a record that is not JSON at all is
+            dead-lettered by the broker's source before it and is not counted here).
+    """
+
+    def __init__(
+        self, analytics: LogAnalyticsService, dead_letter: DeadLetterSink | None = None, **pipeline_options: Any
+    ) -> None:
+        self.analytics = analytics
+        self.dead_letter = dead_letter
+        self.pipeline_options = pipeline_options
+        self.received = 0
+
+    @event_pattern(LOGS_TOPIC, pipeline=True)
+    def logs(self, messages: Observable[Message]) -> Observable[WindowReport]:
+        counted = messages.pipe(ops.do_action(self._count))
+        if self.dead_letter is not None:
+            counted = counted.pipe(decode_json(self.dead_letter, parse=check_log_record))
+        return self.analytics.attach(counted, **self.pipeline_options)
+
+    def _count(self, _: Message) -> None:
+        self.received += 1

@@ -4,7 +4,8 @@
 
 Uses ``$KAFKA_BOOTSTRAP_SERVERS`` when set (R3 always starts a broker of its own, since it
 stops and restarts it); otherwise each scenario starts a local broker with
-scripts/local_kafka.py. See :mod:`reactive_services.examples.shop.faults` for what each scenario does and checks.
+reactive_services.testing.local_kafka. See :mod:`reactive_services.examples.shop.faults` for what
+each scenario does and checks.
 Exit code 1 when any scenario lost an order or ended with an inexact stock.
 """
 
@@ -22,7 +23,10 @@ def main() -> int:
     names = sys.argv[1:] or list(SCENARIOS)
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    header = f"{'scenario':<9}{'records sent':>13}{'processed':>11}{'duplicates absorbed':>21}{'lost':>6}{'dead-lettered':>15}  stock exact  notes"
+    header = (
+        f"{'scenario':<9}{'records sent':>13}{'processed':>11}{'duplicates absorbed':>21}{'lost':>6}"
+        f"{'dead-lettered':>15}  stock exact  notes"
+    )
     print(header)
 
     def row(r: ScenarioResult) -> None:

@@ -14,7 +14,8 @@ with SIGTERM and then checks, from the database and the topics:
 Scenarios: R1 the instance is SIGKILLed mid-stream and restarted; R2 a second instance joins
 mid-stream (both must get partitions); R3 the broker is stopped for 5 s and restarted on the
 same data directory; R4 bad records of four kinds interleaved with the good ones (each must be
-in the DLT with its reason, every good order processed); R7 SIGTERM under load, then a restart (nothing processed twice).
+in the DLT with its reason, every good order processed); R7 SIGTERM under load, then a restart
+(nothing processed twice).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from reactive_services.adapters import Message, headers_to_dict
+from reactive_services.adapters import Broker, Message, headers_to_dict
 
 from reactive_services import ClientProxy
-from reactive_services.testing import local_kafka
+from reactive_services.testing import consume, local_kafka, unique_name, wait_for
 
 from .demo import DATA_DIR
 from .inventory import initial_stock
@@ -151,35 +151,21 @@ def _stock_exact(db: Path) -> bool:
     return all(final.get(pid) == qty - taken[pid] >= 0 for pid, qty in start.items())
 
 
-async def _read_topic(broker: Any, topic: str) -> list[Message]:
-    ends = await broker.end_offsets(topic)
-    total = sum(ends.values())
-    got: list[Message] = []
+async def _read_topic(broker: Broker, topic: str) -> list[Message]:
+    """Every record of ``topic`` (raw values), read in a fresh consumer group."""
+    total = sum((await broker.end_offsets(topic)).values())
     if total == 0:
-        return got
-    stop, done = asyncio.Event(), asyncio.Event()
+        return []
+    got = await consume(broker, topic, total, group_id=unique_name("fault-check"), timeout=60, decode=None)
+    return got.items
 
-    def on_next(m: Message) -> None:
-        got.append(m)
-        if len(got) >= total:
-            stop.set()
 
-    sub = broker.source(topic, group_id=f"fault-check-{uuid.uuid4().hex[:8]}", decode=None, stop=stop).subscribe(
-        on_next, lambda e: done.set(), done.set
-    )
+async def _until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
+    """:func:`reactive_services.testing.wait_for` every 0.2 s, raising TimeoutError (not a test failure)."""
     try:
-        await asyncio.wait_for(done.wait(), 60)
-    finally:
-        sub.dispose()
-    return got
-
-
-async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.2)
+        await wait_for(predicate, timeout, interval=0.2, what=what)
+    except AssertionError as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: float = 180.0) -> ScenarioResult:
@@ -254,15 +240,12 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
             sent = report["emitted"]
             await _until(lambda: len(_processed(db)) >= sent_total, timeout, "every order to be processed")
             topic, group = namespace + "order.created", namespace + "inventory"
-            deadline = time.monotonic() + timeout
-            while True:  # every record handled and committed (bad ones included)
+
+            async def committed_to_the_end() -> bool:  # every record handled and committed (bad ones included)
                 ends = await broker.end_offsets(topic)
-                done = [((await broker.committed(group, topic, p)) or 0) >= end for p, end in ends.items()]
-                if all(done):
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"timed out waiting for group {group} to commit the end of {topic}")
-                await asyncio.sleep(0.5)
+                return all([((await broker.committed(group, topic, p)) or 0) >= end for p, end in ends.items()])
+
+            await _until(committed_to_the_end, timeout, f"group {group} to commit the end of {topic}")
             for inst in instances:
                 if inst.proc.poll() is None:
                     code = await inst.terminate()

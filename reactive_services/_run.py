@@ -15,9 +15,10 @@ the event loop, after the signal handlers are installed, so it may open database
 brokers; if it raises, nothing else has started.
 
 Start, in order: the brokers of the services that are not started yet (they are stopped at
-the end), the services in order, then the ASGI app on uvicorn (``host``/``port``, bound
-before any service starts, so that a taken port is a :class:`ConfigError`). Then
-``on_ready(Running(services, url))`` is called.
+the end; a service made with ``own_broker=True`` starts and stops its broker itself), the
+services in order, then the ASGI app on uvicorn (``host``/``port``, bound before any service
+starts, so that a taken port is a :class:`ConfigError`). Then ``on_ready(Running(services,
+url))`` is called.
 
 Shutdown, on the first SIGTERM or SIGINT (or when ``stop`` is set, or the app's server ends
 by itself):
@@ -225,8 +226,6 @@ async def serve(
     stop = stop or asyncio.Event()
     with _signals_set(stop):
         system = await _resolve(target)
-        if app is not None and system.app is not None:
-            raise ConfigError("app", "given twice: as an argument and in the System")
         process = _Process(
             services=list(system.services),
             app=app if app is not None else system.app,
@@ -236,6 +235,8 @@ async def serve(
             app_shutdown_timeout_s=app_shutdown_timeout_s,
         )
         try:
+            if app is not None and system.app is not None:  # after the factory: its on_stopped still run
+                raise ConfigError("app", "given twice: as an argument and in the System")
             url = await process.start(host, port, uvicorn_options or {})
         except BaseException:
             await process.abort()
@@ -403,6 +404,8 @@ class _Process:
             self.server = _Server(self.app, uvicorn_options, self.app_shutdown_timeout_s)
         for service in self.services:
             broker: Broker = service.broker
+            if service._own:  # own_broker=True: the service starts and stops it itself
+                continue
             if not broker.started and not any(b is broker for b in self.brokers):
                 await broker.start()
                 self.brokers.append(broker)

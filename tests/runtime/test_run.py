@@ -244,3 +244,13 @@ async def test_a_host_that_does_not_resolve_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError) as caught:
         await serve(service, app=hello_app, host="no-such-host.invalid", port=0)
     assert caught.value.key == "host"
+
+
+async def test_a_service_that_owns_its_broker_starts_and_stops_it_itself() -> None:
+    broker = InMemoryBroker()
+    service = Microservice(broker, [Seen()], name="own", own_broker=True)
+    task, stop, _ = await start(service)
+    assert broker.started and service.started
+    stop.set()
+    assert await asyncio.wait_for(task, 20) == 0
+    assert not broker.started

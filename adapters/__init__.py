@@ -22,7 +22,7 @@ from ._message import Headers, Message, RecordMetadata, current_message, deliver
 from ._offsets import OffsetTracker
 from ._protocol import Broker, Decoder, Emitter
 from ._sink import BrokerSink, DeadLetterSink
-from ._source import check_auto_offset_reset
+from ._source import OffsetReset, check_auto_offset_reset
 
 __all__ = [
     "DLT_SUFFIX",
@@ -34,6 +34,7 @@ __all__ = [
     "Emitter",
     "Headers",
     "Message",
+    "OffsetReset",
     "OffsetTracker",
     "RecordMetadata",
     "check_auto_offset_reset",

@@ -14,14 +14,15 @@ Each event carries its send time (``time.monotonic()``, i.e. CLOCK_MONOTONIC, sh
 two processes on Linux); the child records ``receive time - send time`` for every delivery.
 
 Printed per phase: p50 / p99 delivery latency (ms), deliveries/s (received by the reading
-clients, first send to last receive: the offered rate when the server keeps up), server CPU
-per delivery (us, ``time.process_time`` of this process over the phase, so system time of
-the socket writes included) and the capacity it implies (deliveries/s for one core), RSS growth of this process over the phase (MiB, peak sampled
-every 10 ms minus the start; optionally the ``tracemalloc`` peak), and the peak of what the
-server held for the clients (MiB: queued frames + transport write buffers, sampled); then
-hub / broadcast ratios. Nothing is asserted. Between phases 3 and 4 the stalled clients read
-their backlog and the server's buffers empty, so both start alike; the RSS of phase 4 may
-still reuse memory freed after phase 3 (the peak-buffered column does not depend on that).
+clients, first send to last receive: the offered rate when the server keeps up), server CPU per
+delivery (us, ``time.process_time`` of this process over the phase, so system time of the socket
+writes included) and the capacity it implies (deliveries/s for one core), RSS growth of this
+process over the phase (MiB, peak sampled every 10 ms minus the start; optionally the
+``tracemalloc`` peak), and the peak of what the server held for the clients (MiB: queued frames
++ transport write buffers, sampled); then hub / broadcast ratios. Nothing is asserted. Between
+phases 3 and 4 the stalled clients read their backlog and the server's buffers empty, so both
+start alike; the RSS of phase 4 may still reuse memory freed after phase 3 (the peak-buffered
+column does not depend on that).
 
 Kernel socket buffers: Linux autotunes a loopback socket's send buffer up to ~4 MB, so a
 client that stops reading would absorb ~4 MB before the server sees it; ``--sndbuf`` (default

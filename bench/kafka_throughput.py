@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT))
 
 from reactive_services.adapters import Message  # noqa: E402
 from reactive_services.adapters.kafka import KafkaBroker  # noqa: E402
-
 from reactive_services.testing import local_kafka  # noqa: E402
 
 

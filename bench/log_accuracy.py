@@ -31,7 +31,6 @@ from reactive_services.examples.shop.log_sources import (  # noqa: E402
     DRAIN_PUBLISHED,
     SOURCES,
 )
-
 from reactive_services.logs import evaluate_source  # noqa: E402
 
 COLUMNS = (
@@ -96,7 +95,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             print(
                 "  ".join(
                     cell.ljust(width) if i in _LEFT else cell.rjust(width)
-                    for i, (cell, width) in enumerate(zip(line, widths))
+                    for i, (cell, width) in enumerate(zip(line, widths, strict=True))
                 ).rstrip()
             )
         return

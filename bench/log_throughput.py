@@ -68,9 +68,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reactive_services.adapters import Message  # noqa: E402
-from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES  # noqa: E402
-
 from reactive_services.errors import ConfigError  # noqa: E402
+from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES  # noqa: E402
 from reactive_services.logs import (  # noqa: E402
     LOGS_TOPIC,
     DrainSettings,
@@ -398,7 +397,7 @@ def print_table(results: list[dict[str, Any]], service: bool, title: str) -> Non
             print(
                 "  ".join(
                     cell.ljust(width) if i == 0 else cell.rjust(width)
-                    for i, (cell, width) in enumerate(zip(line, widths))
+                    for i, (cell, width) in enumerate(zip(line, widths, strict=True))
                 ).rstrip()
             )
         return
@@ -531,7 +530,7 @@ def stage_breakdown(datasets: list[Dataset], rounds: int) -> list[tuple[str, flo
     for _ in range(rounds):  # interleaved, like the main measurement
         for i, (_name, run) in enumerate(stages):
             best[i] = min(best[i], timed(run, 1))
-    return [(name, seconds / lines * 1e6) for (name, _run), seconds in zip(stages, best)]
+    return [(name, seconds / lines * 1e6) for (name, _run), seconds in zip(stages, best, strict=True)]
 
 
 def print_profile(prof: dict[str, Any], stages: list[tuple[str, float]]) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from reactive_services.adapters import Message, current_message
 from reactivex.abc import ObserverBase
+
+from reactive_services.adapters import Message, current_message
 
 __all__ = ["CommitHold"]
 

@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import reactivex
-from reactive_services.adapters import DeadLetter, Message
 from reactivex import Observable, abc
 from reactivex import operators as ops
+
+from reactive_services.adapters import DeadLetter, Message
 
 from ._commit_hold import CommitHold
 from ._retry_with_backoff import _default_retriable, retry_with_backoff

@@ -4,11 +4,11 @@ from collections.abc import Callable
 from typing import Any
 
 import reactivex
-from reactive_services.adapters import DeadLetter, Message
-from reactive_services.adapters import decode_json as _decode_bytes
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 
+from reactive_services.adapters import DeadLetter, Message
+from reactive_services.adapters import decode_json as _decode_bytes
 from reactive_services.errors import ValidationError
 
 __all__ = ["DeadLetter", "decode_json"]

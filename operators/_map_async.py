@@ -81,9 +81,7 @@ def map_async(fn: Callable[[T], Awaitable[R]], *, concurrency: int = 1) -> Calla
         raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
 
     def operator(source: Observable[T]) -> Observable[R]:
-        def subscribe(
-            observer: abc.ObserverBase[R], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
+        def subscribe(observer: abc.ObserverBase[R], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             loop = asyncio.get_running_loop()  # RuntimeError -> on_error (reactivex catches it)
             loop_thread = threading.get_ident()
             running: deque[_Running] = deque()

@@ -1,6 +1,7 @@
 """Request-reply over the broker: ``@message_pattern`` handlers and the client side of ``send``.
 
-The wire format (NestJS ``@MessagePattern`` + ``ClientKafka.send``, over any :class:`reactive_services.adapters.Broker`)::
+The wire format (NestJS ``@MessagePattern`` + ``ClientKafka.send``, over any
+:class:`reactive_services.adapters.Broker`)::
 
     request   topic  <namespace><pattern>
               value  the payload (JSON)
@@ -29,7 +30,7 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from reactive_services.adapters import Message, encode_value, track, wait_visible
+from reactive_services.adapters import Broker, Message, encode_value, track, wait_visible
 
 from .errors import BrokerError, BrokerUnavailableError, ConfigError, RemoteError, RequestTimeoutError
 
@@ -166,7 +167,7 @@ class Responder(ObserverBase[Message]):
 
     def __init__(
         self,
-        broker: Any,
+        broker: Broker,
         handlers: Mapping[str, Callable[..., Any]],
         on_failed: Callable[[BaseException], None],
         *,
@@ -313,7 +314,7 @@ class Requester:
 
     def __init__(
         self,
-        broker: Any,
+        broker: Broker,
         *,
         client_id: str,
         namespace: str,
@@ -468,7 +469,7 @@ class Requester:
                 channel.subscription.dispose()
             if not channel.ended.is_set():
                 self._ended(channel, None)
-        for correlation, (future, _) in list(self._pending.items()):
+        for future, _ in list(self._pending.values()):
             if not future.done():
                 future.set_exception(BrokerError("the client was closed before the reply arrived"))
         self._pending.clear()

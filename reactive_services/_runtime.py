@@ -78,10 +78,12 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
 
 from reactive_services.adapters import (
+    Broker,
     DeadLetter,
     DeadLetterSink,
     Headers,
     Message,
+    OffsetReset,
     RecordMetadata,
     check_auto_offset_reset,
     track,
@@ -189,7 +191,7 @@ class ClientProxy:
 
     def __init__(
         self,
-        broker: Any,
+        broker: Broker,
         *,
         own_broker: bool = False,
         namespace: str = "",
@@ -426,7 +428,7 @@ class Microservice:
 
     def __init__(
         self,
-        broker: Any,
+        broker: Broker,
         controllers: Iterable[Any],
         *,
         name: str,
@@ -468,7 +470,7 @@ class Microservice:
         for controller in controllers:
             for spec, fn in _handlers_of(controller):
                 topics = [namespace + p for p in spec.patterns]
-                for topic, pattern in zip(topics, spec.patterns):
+                for topic, pattern in zip(topics, spec.patterns, strict=True):
                     if topic in seen:
                         raise ConfigError("pattern", f"two handlers for {pattern!r} in service {name!r}")
                     seen.add(topic)
@@ -547,7 +549,9 @@ class Microservice:
         self._subscriptions.append(source.subscribe(observer.on_next, on_error, done.set))
         self._done.append(done)
 
-    def _source(self, topics: list[str], group_id: str, auto_offset_reset: str = "earliest") -> Observable[Message]:
+    def _source(
+        self, topics: list[str], group_id: str, auto_offset_reset: OffsetReset = "earliest"
+    ) -> Observable[Message]:
         """The broker source, resubscribed after a retriable error (a lost connection, an
         unacknowledged publish of tracked work): up to ``source_retries`` times in a row, with
         exponential backoff from 0.5 s to 10 s. Resubscribing resumes from the committed

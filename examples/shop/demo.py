@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reactive_services import ClientProxy, Microservice, start_all_microservices
 from reactive_services.adapters import DeadLetterSink
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.websocket import WebSocketServer, connect
-
-from reactive_services import ClientProxy, Microservice, start_all_microservices
 from reactive_services.errors import ConfigError
 from reactive_services.logs import LogAnalyticsService, replay_logs
 
@@ -272,7 +271,7 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
         expected = [sum(notifications.forwarded.get(ch, 0) for ch in c["channels"]) for c in clients]
         await _until(
             "every websocket client to receive its events",
-            lambda: all(c["received"] >= e for c, e in zip(clients, expected)),
+            lambda: all(c["received"] >= e for c, e in zip(clients, expected, strict=True)),
             config.timeout_s,
         )
 

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from reactive_services.adapters import Broker, Message, headers_to_dict
 
 from reactive_services import ClientProxy
+from reactive_services.adapters import Broker, Message, headers_to_dict
 from reactive_services.testing import consume, local_kafka, unique_name, wait_for
 
 from .demo import DATA_DIR

@@ -53,9 +53,9 @@ from typing import Any, Literal
 
 import aiosqlite
 import orjson
-from reactive_services.adapters._message import track
 from reactivex.abc import ObserverBase
 
+from reactive_services.adapters import track
 from reactive_services.errors import ConfigError, ValidationError
 
 from ._sqlite import SqliteStore

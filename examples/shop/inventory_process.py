@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from reactive_services.adapters import DeadLetterSink, Message
 
 from reactive_services import ClientProxy, Microservice, System, serve
+from reactive_services.adapters import DeadLetterSink, Message
 
 from .demo import DATA_DIR
 from .inventory import InventoryService, InventoryStore, Order, initial_stock

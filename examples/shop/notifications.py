@@ -45,12 +45,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import reactivex.operators as ops
-from reactive_services.adapters import Message
-from reactive_services.adapters.websocket import Notification
 from reactivex import Observable
 from reactivex.abc import ObserverBase
 
 from reactive_services import Controller, event_pattern, message_pattern
+from reactive_services.adapters import Message
+from reactive_services.adapters.websocket import Notification
 from reactive_services.errors import ConfigError
 
 from .order_query import order_id_of

@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from reactive_services.adapters import Message
 
 from reactive_services import Controller, event_pattern, message_pattern
+from reactive_services.adapters import Message
 from reactive_services.errors import ValidationError
 
 from ._sqlite import SqliteStore

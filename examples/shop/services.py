@@ -16,13 +16,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import reactivex.operators as ops
-from reactive_services.adapters import DeadLetterSink, Message
-from reactive_services.operators import decode_json
 from reactivex import Observable
 
 from reactive_services import Controller, event_pattern, message_pattern
+from reactive_services.adapters import DeadLetterSink, Message
 from reactive_services.errors import ValidationError
 from reactive_services.logs import LogAnalyticsService, LogsController, LogSource
+from reactive_services.operators import decode_json
 
 from .inventory import MAX_ORDER_BYTES, InventoryService, parse_order
 from .log_sources import SOURCES

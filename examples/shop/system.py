@@ -37,12 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reactive_services import ClientProxy, Microservice, Running, System
+from reactive_services import serve as serve_system
 from reactive_services.adapters import Broker, DeadLetterSink
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.websocket import OverflowPolicy, WebSocketServer
-
-from reactive_services import ClientProxy, Microservice, Running, System
-from reactive_services import serve as serve_system
 from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.errors import ConfigError
 
@@ -191,7 +190,6 @@ async def serve(
         info.url = running.url
         if config.replay_logs:
             from reactive_services.examples.shop.log_sources import SOURCES, default_files
-
             from reactive_services.logs import replay_logs
 
             replay = replay_logs(clients[0], default_files(), formats=SOURCES)
@@ -229,7 +227,6 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
     from reactive_services.examples.shop.notifications import NotificationController
     from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore
     from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
-
     from reactive_services.logs import LogAnalyticsService
     from reactive_services.metrics import MeteredBroker, ServiceMetrics
     from reactive_services.readiness import consumer_groups, readiness

@@ -38,7 +38,7 @@ from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.abc import SchedulerBase
 
-from reactive_services.adapters import Message
+from reactive_services.adapters import Emitter, Message
 from reactive_services.errors import ConfigError, ValidationError
 from reactive_services.operators import Window, sliding_event_time_window
 
@@ -64,7 +64,7 @@ LATE_TOPIC = "logs.late"
 
 
 async def replay_logs(
-    broker: Any,
+    broker: Emitter,
     sources: Mapping[str, Path],
     *,
     topic: str = LOGS_TOPIC,

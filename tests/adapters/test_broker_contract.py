@@ -7,10 +7,10 @@ both of the library's brokers.
 from __future__ import annotations
 
 import pytest
+
 from reactive_services.adapters import Broker
 from reactive_services.adapters.kafka import KafkaBroker
 from reactive_services.adapters.memory import InMemoryBroker
-
 from reactive_services.testing.contract import BrokerContract
 
 

@@ -6,10 +6,10 @@ The test cases are the kit's (:class:`reactive_services.testing.contract.Concurr
 from __future__ import annotations
 
 import pytest
+
 from reactive_services.adapters import Broker
 from reactive_services.adapters.kafka import KafkaBroker
 from reactive_services.adapters.memory import InMemoryBroker
-
 from reactive_services.testing.contract import ConcurrencyContract
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from reactive_services.adapters import OffsetTracker
 
 TP = ("orders", 0)

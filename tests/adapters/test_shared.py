@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from reactive_services.adapters import (
     DeadLetter,
     DeadLetterSink,
@@ -21,7 +22,6 @@ from reactive_services.adapters._sink import Sinks
 from reactive_services.adapters._source import source_args, topic_list
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.memory._codec import assign_range, partition_for
-
 from reactive_services.errors import BrokerUnavailableError, ConfigError, DecodeError, PublishError
 
 

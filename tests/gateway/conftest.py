@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from gatewayshop import Shop, start_shop
+
 from reactive_services.adapters.memory import InMemoryBroker
 
 

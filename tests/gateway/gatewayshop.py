@@ -22,17 +22,17 @@ from typing import Any
 import httpx
 import uvicorn
 from argon2 import PasswordHasher
+
+from reactive_services import ClientProxy, Microservice
 from reactive_services.adapters import DeadLetterSink
 from reactive_services.adapters.websocket import WebSocketServer
+from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.examples.shop.auth import AuthController, UserStore
 from reactive_services.examples.shop.gateway import GatewaySettings, create_app
 from reactive_services.examples.shop.inventory import InventoryService, InventoryStore
 from reactive_services.examples.shop.notifications import NotificationController
 from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore
 from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
-
-from reactive_services import ClientProxy, Microservice
-from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.logs import LogAnalyticsService
 from reactive_services.testing import unique_name, wait_for
 

@@ -12,9 +12,9 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 from gatewayshop import PASSWORD, USERS, Shop, start_shop
-from reactive_services.examples.shop.gateway import GatewaySettings
 
 from reactive_services.auth import JwtConfig, issue_token, verify_token
+from reactive_services.examples.shop.gateway import GatewaySettings
 
 pytestmark = pytest.mark.timeout(60)
 

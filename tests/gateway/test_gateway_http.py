@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from gatewayshop import Shop, serve_app, start_shop, stop_app
-from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.examples.shop.gateway import GatewaySettings, create_app
 
 from reactive_services import ClientProxy
+from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.auth import JwtConfig
 from reactive_services.errors import ConfigError
+from reactive_services.examples.shop.gateway import GatewaySettings, create_app
 
 pytestmark = pytest.mark.timeout(60)
 

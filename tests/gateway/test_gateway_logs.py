@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gatewayshop import Shop, until
-from reactive_services.examples.shop.log_sources import SOURCES
 
+from reactive_services.examples.shop.log_sources import SOURCES
 from reactive_services.logs import replay_logs
 
 

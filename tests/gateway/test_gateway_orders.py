@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from gatewayshop import PASSWORD, Shop, start_shop, until
-from reactive_services.examples.shop.gateway import GatewaySettings
 
 from reactive_services import Controller, Microservice, message_pattern
+from reactive_services.examples.shop.gateway import GatewaySettings
 
 pytestmark = pytest.mark.timeout(120)
 

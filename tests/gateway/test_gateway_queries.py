@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 from gatewayshop import until
+from reactivex.testing import ReactiveTest, TestScheduler
+
+from reactive_services import ClientProxy, Microservice
 from reactive_services.adapters import DeadLetterSink, Message
 from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.errors import ConfigError, RemoteError, ValidationError
 from reactive_services.examples.shop.inventory import InventoryService, InventoryStore, parse_order
 from reactive_services.examples.shop.notifications import NotificationController
 from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore, order_id_of
 from reactive_services.examples.shop.services import InventoryController
-from reactivex.testing import ReactiveTest, TestScheduler
-
-from reactive_services import ClientProxy, Microservice
-from reactive_services.errors import ConfigError, RemoteError, ValidationError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,8 +6,8 @@ import time
 import uuid
 
 import pytest
-from reactive_services.adapters.kafka import KafkaBroker
 
+from reactive_services.adapters.kafka import KafkaBroker
 from reactive_services.errors import BrokerError
 
 

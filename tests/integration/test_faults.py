@@ -6,6 +6,7 @@ See examples/shop/faults.py for the scenarios; `python bench/faults.py` prints t
 from __future__ import annotations
 
 import pytest
+
 from reactive_services.examples.shop.faults import run_scenario
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import reactivex
 from aiokafka.admin import AIOKafkaAdminClient
-from reactive_services.adapters import Message, headers_to_dict
-from reactive_services.adapters.kafka import KafkaBroker
 from reactivex import operators as ops
 
+from reactive_services.adapters import Message, headers_to_dict
+from reactive_services.adapters.kafka import KafkaBroker
 from reactive_services.errors import BrokerError, BrokerUnavailableError, ConfigError, PublishError
 from reactive_services.testing import wait_for
 

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from reactive_services import ClientProxy, Microservice, start_all_microservices
 from reactive_services.adapters import DeadLetterSink, Message, headers_to_dict
 from reactive_services.adapters.kafka import KafkaBroker
 from reactive_services.adapters.websocket import WebSocketServer, connect
 from reactive_services.examples.shop.notifications import CHANNELS, NotificationController
 from reactive_services.examples.shop.services import LogAnalyticsController
-
-from reactive_services import ClientProxy, Microservice, start_all_microservices
 from reactive_services.logs import (
     ALERT_TOPIC,
     LATE_TOPIC,

@@ -282,7 +282,7 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
             return all(
                 ("orders", "order.created") in c.events_of(o) and outcome_event[s] in c.events_of(o)
                 for c in clients
-                for o, s in zip(order_ids, expected_outcome)
+                for o, s in zip(order_ids, expected_outcome, strict=True)
             )
 
         try:
@@ -295,7 +295,7 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
         for client in clients:
             assert client.error is None, (client.name, client.error)
             assert {e["channel"] for e in client.events} <= {"orders", "inventory"}, client.name
-            for order_id, status in zip(order_ids, expected_outcome):
+            for order_id, status in zip(order_ids, expected_outcome, strict=True):
                 got = client.events_of(order_id)
                 # exactly one order.created and one outcome. In either order: the hub consumes
                 # several topics, and Kafka orders records within a partition only.
@@ -314,9 +314,9 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
 
         # GET /orders/{id} through G2: the order and its inventory outcome, from the services in P1
         async with httpx.AsyncClient(base_url=url2, timeout=15, headers={"Authorization": f"Bearer {reader}"}) as http:
-            for order_id, status, (product_id, quantity) in zip(order_ids, expected_outcome, orders):
+            for order_id, status, (product_id, quantity) in zip(order_ids, expected_outcome, orders, strict=True):
 
-                async def aggregated() -> dict[str, Any] | None:
+                async def aggregated(order_id: str = order_id) -> dict[str, Any] | None:
                     response = await http.get(f"orders/{order_id}")
                     if response.status_code != 200:
                         return None

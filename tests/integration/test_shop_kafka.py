@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from reactive_services.examples.shop.demo import DemoConfig, run_demo
 from shopcheck import OLIST, check_invariants, check_shipped_logs
+
+from reactive_services.examples.shop.demo import DemoConfig, run_demo
 
 
 async def test_demo_on_kafka_gives_the_same_figures_as_on_the_memory_broker(kafka_bootstrap: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from reactive_services.operators import Window
 
 from reactive_services.logs import (
     AlertDetector,
@@ -16,6 +15,7 @@ from reactive_services.logs import (
     TimestampReader,
     window_stats,
 )
+from reactive_services.operators import Window
 
 
 def ev(template_id: int, level: str = "info", *, n: int = 0, t: float = 0.0) -> LogEvent:
@@ -150,7 +150,7 @@ LOGHUB = [
     (
         "Zookeeper",
         r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>",
-        "2015-07-29 17:41:44,747 - INFO  [QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181:FastLeaderElection@774] - Notification time out: 3200",
+        "2015-07-29 17:41:44,747 - INFO  [QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181:FastLeaderElection@774] - Notification time out: 3200",  # noqa: E501 - a real log line
         utc(2015, 7, 29, 17, 41, 44, 747000),
     ),
     (
@@ -162,7 +162,7 @@ LOGHUB = [
     (
         "BGL",
         "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
-        "- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL INFO instruction cache parity error corrected",
+        "- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL INFO instruction cache parity error corrected",  # noqa: E501 - a real log line
         1117838570.0,
     ),
     (
@@ -192,7 +192,7 @@ LOGHUB = [
     (
         "Mac",
         r"<Month>  <Date> <Time> <User> <Component>\[<PID>\]( \(<Address>\))?: <Content>",
-        "Jul  1 09:00:55 calvisitor-10-105-160-95 kernel[0]: IOThunderboltSwitch<0>(0x0)::listenerCallback - Thunderbolt HPD packet for route = 0x0 port = 11 unplug = 0",
+        "Jul  1 09:00:55 calvisitor-10-105-160-95 kernel[0]: IOThunderboltSwitch<0>(0x0)::listenerCallback - Thunderbolt HPD packet for route = 0x0 port = 11 unplug = 0",  # noqa: E501 - a real log line
         utc(2000, 7, 1, 9, 0, 55),
     ),
 ]

@@ -1,4 +1,4 @@
-"""reactive_services.logs (pipeline, service, replay): the pipeline (virtual time and shipped data), the service, replay."""
+"""reactive_services.logs: the pipeline (virtual time and shipped data), the service, replay."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.adapters import Message
-from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES, default_files
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
+from reactive_services.adapters import Message
+from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, PublishError, ValidationError
+from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES, default_files
 from reactive_services.logs import LogAnalyticsService, WindowReport, build_pipeline, read_lines, replay_logs
 
 on_next = ReactiveTest.on_next
@@ -166,8 +166,8 @@ def test_window_sums_equal_the_totals(shipped_reports: list[WindowReport]) -> No
         assert stats["unparsed"] == 0
     assert lines == {name: 2000 for name in SOURCES}
     # independent counts, straight from the files
-    assert per_source["Apache"] == Counter(APACHE_LEVEL.match(l).group(1) for l in raw_lines("Apache"))  # type: ignore[union-attr]
-    assert per_source["HDFS"] == Counter(l.split()[3] for l in raw_lines("HDFS"))
+    assert per_source["Apache"] == Counter(APACHE_LEVEL.match(line).group(1) for line in raw_lines("Apache"))  # type: ignore[union-attr]
+    assert per_source["HDFS"] == Counter(line.split()[3] for line in raw_lines("HDFS"))
     assert per_source["Apache"] == {"notice": 1405, "error": 595}
     assert per_source["HDFS"] == {"INFO": 1920, "WARN": 80}
 
@@ -179,7 +179,7 @@ def test_windows_of_a_source_come_out_in_time_order(shipped_reports: list[Window
     for name, values in starts.items():
         assert values == sorted(values) and len(set(values)) == len(values), name
     # Apache's 2000 lines span 2005-12-04 04:47 .. 2005-12-05 19:15, in hourly windows with lines
-    hours = {int(l[12:14]) + 24 * (int(l[9:11]) - 4) for l in raw_lines("Apache")}
+    hours = {int(line[12:14]) + 24 * (int(line[9:11]) - 4) for line in raw_lines("Apache")}
     assert len(starts["Apache"]) == len(hours)
 
 
@@ -238,7 +238,7 @@ async def test_service_publishes_stats_and_alerts_and_reports_totals() -> None:
     assert report["Apache"]["by_level"] == {"notice": 1405, "error": 595}
     assert report["HDFS"]["by_level"] == {"INFO": 1920, "WARN": 80}
     assert report["HDFS"]["top_templates"][0][1] == 314  # blockMap updated lines, by grep:
-    assert sum("blockMap updated" in l for l in raw_lines("HDFS")) == 314
+    assert sum("blockMap updated" in line for line in raw_lines("HDFS")) == 314
 
 
 async def test_service_counts_unparsed_lines() -> None:
@@ -271,7 +271,9 @@ async def test_service_keeps_publish_order_when_emits_take_different_times() -> 
     service = LogAnalyticsService(emit)
     lines = [apache(f"{h:02d}:00:00", "notice", "x") for h in range(6)]
     collect(
-        service.attach(reactivex.from_iterable([msg("Apache", n, l) for n, l in enumerate(lines, 1)]), sources=SOURCES)
+        service.attach(
+            reactivex.from_iterable([msg("Apache", n, line) for n, line in enumerate(lines, 1)]), sources=SOURCES
+        )
     )
     await service.flush()
     assert order == sorted(order) and len(order) == 6
@@ -465,10 +467,9 @@ async def test_service_publishes_too_late_lines_to_logs_late() -> None:
 
 
 async def test_controller_dead_letters_malformed_records_and_goes_on() -> None:
+    from reactive_services import Microservice
     from reactive_services.adapters import DeadLetterSink
     from reactive_services.examples.shop.services import LogAnalyticsController
-
-    from reactive_services import Microservice
 
     broker = InMemoryBroker()
     await broker.start()

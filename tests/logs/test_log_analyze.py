@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reactive_services.examples.shop.log_sources import DRAIN_PUBLISHED
 
 from reactive_services.cli import main
+from reactive_services.examples.shop.log_sources import DRAIN_PUBLISHED
 from reactive_services.logs import grouping_accuracy
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "shop" / "data" / "loghub"

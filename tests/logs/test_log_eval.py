@@ -11,8 +11,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from reactive_services.examples.shop.log_sources import DATA_DIR, DRAIN_PUBLISHED, SOURCES
 
+from reactive_services.examples.shop.log_sources import DATA_DIR, DRAIN_PUBLISHED, SOURCES
 from reactive_services.logs import DrainSettings, evaluate_source, grouping_accuracy, read_ground_truth
 
 ROOT = Path(__file__).resolve().parents[2]

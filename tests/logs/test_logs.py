@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES, default_files
-from reactive_services.operators import Window
 
+from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES, default_files
 from reactive_services.logs import (
     ERROR_LEVELS,
     DrainSettings,
@@ -28,6 +27,7 @@ from reactive_services.logs import (
     read_lines,
     window_stats,
 )
+from reactive_services.operators import Window
 
 
 def raw_lines(name: str) -> list[str]:
@@ -119,7 +119,7 @@ def test_every_shipped_line_parses_like_the_loghub_ground_truth(name: str) -> No
         rows = list(csv.DictReader(f))
     lines = raw_lines(name)
     assert len(rows) == len(lines) == 2000
-    for line, row in zip(lines, rows):
+    for line, row in zip(lines, rows, strict=True):
         fields = source.log_format.parse(line)
         assert fields is not None, line
         for column in source.log_format.fields:

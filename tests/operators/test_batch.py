@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.operators import batch
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
 
+from reactive_services.operators import batch
 from reactive_services.testing import expect_marbles
 
 on_next, on_completed, on_error, subscribe = (

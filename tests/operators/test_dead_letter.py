@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.adapters import DeadLetterSink, Message, headers_to_dict
-from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.operators import DeadLetter, dead_letter
 from reactivex.testing import ReactiveTest, TestScheduler
 
+from reactive_services.adapters import DeadLetterSink, Message, headers_to_dict
+from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import BrokerUnavailableError, ValidationError
+from reactive_services.operators import DeadLetter, dead_letter
 
 on_next, on_completed, on_error = ReactiveTest.on_next, ReactiveTest.on_completed, ReactiveTest.on_error
 

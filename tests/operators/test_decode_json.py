@@ -1,10 +1,10 @@
 """Marble tests of reactive_services.operators.decode_json in virtual time."""
 
-from reactive_services.adapters import Message
-from reactive_services.operators import DeadLetter, decode_json
 from reactivex.testing import ReactiveTest, TestScheduler
 
+from reactive_services.adapters import Message
 from reactive_services.errors import DecodeError, ValidationError
+from reactive_services.operators import DeadLetter, decode_json
 
 on_next, on_completed, on_error = ReactiveTest.on_next, ReactiveTest.on_completed, ReactiveTest.on_error
 

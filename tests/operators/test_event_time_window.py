@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.operators import Window, sliding_event_time_window, tumbling_event_time_window
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
 
+from reactive_services.operators import Window, sliding_event_time_window, tumbling_event_time_window
 from reactive_services.testing import run_marbles
 
 on_next = ReactiveTest.on_next

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.adapters import Message
-from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.operators import map_async, to_loop
 from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest
 
+from reactive_services.adapters import Message
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.operators import map_async, to_loop
 from reactive_services.testing import MarbleScheduler, run_marbles
 
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.operators import backoff_delay, retry_with_backoff
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from reactive_services.errors import BrokerUnavailableError, ValidationError
+from reactive_services.operators import backoff_delay, retry_with_backoff
 
 on_next, on_completed, on_error, subscribe = (
     ReactiveTest.on_next,

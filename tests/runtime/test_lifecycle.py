@@ -7,11 +7,10 @@ import asyncio
 import os
 import signal
 
+from reactive_services import Microservice, serve
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.websocket import WebSocketServer, connect
 from reactive_services.examples.shop.notifications import NotificationController
-
-from reactive_services import Microservice, serve
 from reactive_services.testing import wait_for
 
 

@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect as ws_connect
+
+from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern, testing
 from reactive_services.adapters import Broker, Message
 from reactive_services.adapters.kafka import KafkaBroker
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.websocket import WebSocketServer
-from websockets.asyncio.client import connect as ws_connect
-
-from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern, testing
 from reactive_services.errors import ConfigError
 from reactive_services.metrics import MeteredBroker, ServiceMetrics
 from reactive_services.readiness import consumer_groups, readiness, ready

@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.adapters import DeadLetterSink
-from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.examples.shop.inventory import InventoryService, InventoryStore
-from reactive_services.examples.shop.services import InventoryController
 
 from reactive_services import ClientProxy, Controller, Microservice, message_pattern, testing
+from reactive_services.adapters import DeadLetterSink
+from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import (
     BrokerError,
     ConfigError,
     RemoteError,
     RequestTimeoutError,
 )
+from reactive_services.examples.shop.inventory import InventoryService, InventoryStore
+from reactive_services.examples.shop.services import InventoryController
 from reactive_services.testing import unique_name, wait_for
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from reactive_services.adapters.memory import InMemoryBroker
 
 from reactive_services import Controller, Microservice, Running, System, event_pattern, serve
+from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError
 from reactive_services.testing import unique_name, wait_for
 

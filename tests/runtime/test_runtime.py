@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 import reactivex.operators as ops
-from reactive_services.adapters import headers_to_dict
-from reactive_services.adapters.memory import InMemoryBroker
 
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, start_all_microservices
+from reactive_services.adapters import headers_to_dict
+from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError
 from reactive_services.testing import wait_for
 

@@ -9,16 +9,6 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from reactive_services.examples.shop.auth import (
-    CHANNEL_SCOPES,
-    INVALID_CREDENTIALS,
-    SCOPES,
-    AuthController,
-    LoginThrottle,
-    UserStore,
-    default_db_path,
-)
-from reactive_services.examples.shop.notifications import CHANNELS
 
 from reactive_services import ClientProxy, Microservice
 from reactive_services.auth import JwtConfig, verify_token
@@ -29,6 +19,16 @@ from reactive_services.errors import (
     TooManyAttemptsError,
     ValidationError,
 )
+from reactive_services.examples.shop.auth import (
+    CHANNEL_SCOPES,
+    INVALID_CREDENTIALS,
+    SCOPES,
+    AuthController,
+    LoginThrottle,
+    UserStore,
+    default_db_path,
+)
+from reactive_services.examples.shop.notifications import CHANNELS
 from reactive_services.testing import unique_name
 
 PASSWORD = "correct horse battery"

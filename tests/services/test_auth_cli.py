@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from reactive_services.examples.shop.auth import AuthController, UserStore
 
 from reactive_services.auth import JwtConfig, verify_token
 from reactive_services.cli import main
 from reactive_services.errors import AuthenticationError
+from reactive_services.examples.shop.auth import AuthController, UserStore
 
 SECRET = "cli-test-secret-0123456789abcdef-0123456789"
 

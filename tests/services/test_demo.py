@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from reactive_services.examples.shop.demo import DemoConfig, run_demo
 from shopcheck import LOGHUB, OLIST, check_invariants, check_shipped_logs
 
 from reactive_services.cli import main
+from reactive_services.examples.shop.demo import DemoConfig, run_demo
 
 
 async def test_demo_on_shipped_data_satisfies_every_invariant() -> None:

@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reactivex import operators as ops
+
 from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.errors import ConfigError, PublishError, ValidationError
 from reactive_services.examples.shop.inventory import (
     InventoryService,
     InventoryStore,
@@ -20,9 +23,6 @@ from reactive_services.examples.shop.inventory import (
     parse_order,
 )
 from reactive_services.examples.shop.orders import OrderService
-from reactivex import operators as ops
-
-from reactive_services.errors import ConfigError, PublishError, ValidationError
 
 DATA = Path(__file__).parents[2] / "examples" / "shop" / "data" / "olist"
 SEED = {"p1": 5, "p2": 1, "p3": 0}

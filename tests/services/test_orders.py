@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import reactivex
+
+from reactive_services.errors import ConfigError, PublishError
 from reactive_services.examples.shop.orders import (
     InvalidRow,
     OrderItemRow,
@@ -16,8 +18,6 @@ from reactive_services.examples.shop.orders import (
     group_orders,
     read_order_rows,
 )
-
-from reactive_services.errors import ConfigError, PublishError
 
 SHIPPED = Path(__file__).parents[2] / "examples" / "shop" / "data" / "olist" / "order_items.csv"
 

@@ -10,21 +10,21 @@ from __future__ import annotations
 import calendar
 from typing import Any
 
-from reactive_services.adapters import Message
-from reactive_services.adapters.websocket import Notification
-from reactive_services.examples.shop.inventory import Order, OrderItem, parse_order
-from reactive_services.examples.shop.log_sources import SOURCES
-from reactive_services.examples.shop.notifications import NotificationController
-from reactive_services.examples.shop.orders import InvalidRow, OrderItemRow, OrderService, build_order, group_orders
-from reactive_services.examples.shop.services import InventoryController
-from reactive_services.operators import DeadLetter
 from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.mockobserver import MockObserver
 
+from reactive_services.adapters import Message
+from reactive_services.adapters.websocket import Notification
 from reactive_services.errors import DecodeError, ValidationError
+from reactive_services.examples.shop.inventory import Order, OrderItem, parse_order
+from reactive_services.examples.shop.log_sources import SOURCES
+from reactive_services.examples.shop.notifications import NotificationController
+from reactive_services.examples.shop.orders import InvalidRow, OrderItemRow, OrderService, build_order, group_orders
+from reactive_services.examples.shop.services import InventoryController
 from reactive_services.logs import WindowReport, build_pipeline
+from reactive_services.operators import DeadLetter
 from reactive_services.testing import make_message
 
 on_next = ReactiveTest.on_next

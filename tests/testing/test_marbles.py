@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.adapters import Message, track
-from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.operators import batch, map_async
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
+from reactive_services.adapters import Message, track
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.operators import batch, map_async
 from reactive_services.testing import (
     Commit,
     MarbleScheduler,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import doctest
 
 import pytest
-from reactive_services.adapters import Message
 
+from reactive_services.adapters import Message
 from reactive_services.testing import make_message
 
 

@@ -7,10 +7,10 @@ import re
 
 import pytest
 import reactivex
-from reactive_services.adapters import Message
-from reactive_services.adapters.memory import InMemoryBroker
 from reactivex.subject import Subject
 
+from reactive_services.adapters import Message
+from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.testing import collect, consume, unique_name, wait_for, wait_for_sync
 from reactive_services.testing.contract import BrokerContract
 

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+
 from reactive_services.adapters import Message
 from reactive_services.adapters.kafka import KafkaBroker, SourceStats
-
 from reactive_services.errors import ConfigError
 from reactive_services.testing import unique_name, wait_for
 

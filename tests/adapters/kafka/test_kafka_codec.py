@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import reactive_services.adapters.kafka
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from aiokafka.structs import RecordMetadata as AioRecordMetadata
+
+import reactive_services.adapters.kafka
 from reactive_services.adapters import Message, RecordMetadata
 from reactive_services.adapters.kafka._codec import (
     KafkaSettings,
@@ -19,7 +20,6 @@ from reactive_services.adapters.kafka._codec import (
     topics_with_leaders,
     unavailable,
 )
-
 from reactive_services.errors import BrokerUnavailableError, ConfigError
 
 

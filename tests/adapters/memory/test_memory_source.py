@@ -7,9 +7,9 @@ import asyncio
 from typing import Any
 
 import reactivex.operators as ops
+
 from reactive_services.adapters import Message
 from reactive_services.adapters.memory import InMemoryBroker
-
 from reactive_services.errors import PublishError
 from reactive_services.testing import wait_for
 

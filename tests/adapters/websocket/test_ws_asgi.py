@@ -15,6 +15,13 @@ from typing import Any
 import orjson
 import pytest
 import uvicorn
+from starlette.applications import Starlette  # noqa: E402
+from starlette.routing import WebSocketRoute  # noqa: E402
+from starlette.websockets import WebSocket  # noqa: E402
+from websockets.asyncio.client import connect as raw_connect
+from websockets.exceptions import ConnectionClosed
+from wsframes import read_until_pong, recv, subscribe
+
 from reactive_services.adapters.websocket import (
     CLOSE_UNAUTHORIZED,
     Connection,
@@ -22,12 +29,6 @@ from reactive_services.adapters.websocket import (
     WebSocketServer,
     connect,
 )
-from starlette.applications import Starlette  # noqa: E402
-from starlette.routing import WebSocketRoute  # noqa: E402
-from starlette.websockets import WebSocket  # noqa: E402
-from websockets.asyncio.client import connect as raw_connect
-from websockets.exceptions import ConnectionClosed
-from wsframes import read_until_pong, recv, subscribe
 
 pytestmark = pytest.mark.timeout(60)
 

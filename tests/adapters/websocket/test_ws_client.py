@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import reactivex
-from reactive_services.adapters.websocket import WebSocketServer, connect
 from reactivex import operators as ops
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from reactive_services import testing
+from reactive_services.adapters.websocket import WebSocketServer, connect
 from reactive_services.errors import (
     ConnectionClosedError,
     DecodeError,

@@ -6,6 +6,7 @@ import dataclasses
 
 import orjson
 import pytest
+
 from reactive_services.adapters.websocket import (
     MAX_CHANNEL_LENGTH,
     MAX_CHANNELS,
@@ -20,7 +21,6 @@ from reactive_services.adapters.websocket import (
     parse_client_frame,
     validate_channels,
 )
-
 from reactive_services.errors import DecodeError, ValidationError
 
 

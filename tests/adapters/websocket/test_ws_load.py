@@ -23,12 +23,13 @@ import time
 
 import orjson
 import pytest
-from reactive_services.adapters.websocket import Connection, WebSocketServer, WebSocketsTransport, encode_subscribe
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as raw_connect
 from websockets.client import ClientProtocol
 from websockets.protocol import State
 from websockets.uri import parse_uri
+
+from reactive_services.adapters.websocket import Connection, WebSocketServer, WebSocketsTransport, encode_subscribe
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,13 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-from reactive_services.adapters.websocket import (
-    CLOSE_FORBIDDEN,
-    Connection,
-    Transport,
-    WebSocketServer,
-    WebSocketsTransport,
-)
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as raw_connect
 from websockets.asyncio.server import ServerConnection
@@ -29,6 +22,13 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 from wsframes import read_until_pong, recv, subscribe
 
+from reactive_services.adapters.websocket import (
+    CLOSE_FORBIDDEN,
+    Connection,
+    Transport,
+    WebSocketServer,
+    WebSocketsTransport,
+)
 from reactive_services.errors import ConfigError, ConnectionClosedError
 
 pytestmark = pytest.mark.timeout(60)

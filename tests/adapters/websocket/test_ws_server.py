@@ -8,6 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect as raw_connect
+from websockets.exceptions import ConnectionClosed
+from wsframes import read_until_pong, recv, subscribe
+
+from reactive_services import testing
 from reactive_services.adapters.websocket import (
     ClientFrame,
     Connection,
@@ -16,11 +21,6 @@ from reactive_services.adapters.websocket import (
     WebSocketServer,
     connect,
 )
-from websockets.asyncio.client import connect as raw_connect
-from websockets.exceptions import ConnectionClosed
-from wsframes import read_until_pong, recv, subscribe
-
-from reactive_services import testing
 from reactive_services.errors import ConfigError, ConnectionClosedError
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,0 +1,86 @@
+"""The gateway's request and response bodies (pydantic models, in the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from ..order_query import MAX_ORDER_ID_CHARS
+
+#: Items per order, and units per item, at most.
+MAX_ITEMS = 100
+MAX_QUANTITY = 1_000_000
+
+
+class OrderItemIn(BaseModel):
+    """One line of ``POST /orders``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str = Field(min_length=1, max_length=MAX_ORDER_ID_CHARS, pattern=r"\S", description="non-blank")
+    quantity: int = Field(
+        ge=1, le=MAX_QUANTITY, strict=True, description="units, an integer >= 1 (not a string, float or boolean)"
+    )
+
+
+class OrderRequest(BaseModel):
+    """The body of ``POST /orders`` (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_ITEMS, description="1 to 100 items")
+    customer_id: str | None = Field(default=None, min_length=1, max_length=MAX_ORDER_ID_CHARS, pattern=r"\S")
+
+
+class LoginRequest(BaseModel):
+    """The body of ``POST /auth/login``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=64)
+    password: SecretStr = Field(min_length=1, max_length=1024)
+
+
+class OrderAccepted(BaseModel):
+    """The answer of ``POST /orders`` (202)."""
+
+    order_id: str
+    status: str = "accepted"
+
+
+class StockLevel(BaseModel):
+    """The answer of ``GET /inventory/{id}``."""
+
+    product_id: str
+    stock: int
+
+
+class Token(BaseModel):
+    """The answer of ``POST /auth/login`` (RFC 6749 §5.1)."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str
+
+
+class OrderView(BaseModel):
+    """The answer of ``GET /orders/{id}``: the three parts, and those that did not answer."""
+
+    order_id: str
+    order: dict[str, Any] | None = Field(description="the order as created (orders.get); null if unknown or missing")
+    inventory: dict[str, Any] | None = Field(
+        description='{"status": "applied" | "rejected", "items", "reason"}; null if not processed yet or missing'
+    )
+    notifications: list[dict[str, Any]] | None = Field(description='[{"channel", "topic", "sent_at"}]; null if missing')
+    missing: list[str] = Field(description="parts that timed out or failed")
+    errors: dict[str, str] = Field(description="part -> what went wrong")
+
+
+class Readiness(BaseModel):
+    """The answer of ``GET /readyz`` (200 or 503)."""
+
+    status: str
+    checks: dict[str, Any]
+    error: str | None = None

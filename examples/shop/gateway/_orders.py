@@ -1,0 +1,105 @@
+"""Routes ``POST /orders`` and ``GET /orders/{id}``."""
+
+# No ``from __future__ import annotations``: FastAPI reads the routes' ``Annotated[...,
+# Depends(auth.require(...))]`` parameters at definition time, and those name locals of
+# router() that string annotations could not be resolved against.
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+
+from reactive_services import ClientProxy
+from reactive_services.auth import Claims
+from reactive_services.errors import BrokerError
+from reactive_services.gateway import BearerAuth, aggregate, problems, upstream_error
+
+from ..order_query import MAX_ORDER_ID_CHARS
+from ._models import OrderAccepted, OrderRequest, OrderView
+from ._settings import GatewaySettings
+
+log = logging.getLogger("reactive_services.examples.shop.gateway")
+
+#: Parts of ``GET /orders/{id}``: part name -> the request pattern answering it.
+ORDER_PARTS: Mapping[str, str] = {
+    "order": "orders.get",
+    "inventory": "inventory.get_order",
+    "notifications": "notifications.get_order",
+}
+#: The type a non-null reply of each part must have.
+_PART_TYPES: Mapping[str, type] = {"order": dict, "inventory": dict, "notifications": list}
+
+
+def router(client: ClientProxy, settings: GatewaySettings, auth: BearerAuth) -> APIRouter:
+    """The orders routes, sending through ``client``."""
+    routes = APIRouter(tags=["orders"])
+
+    @routes.post(
+        "/orders",
+        status_code=202,
+        response_model=OrderAccepted,
+        responses=problems(401, 403, 413, 503, 504),
+        summary="Place an order (scope orders:write)",
+    )
+    async def place_order(
+        order: OrderRequest,
+        claims: Annotated[Claims, Depends(auth.require("orders:write"))],
+    ) -> JSONResponse:
+        """Publish ``order.created`` ``{"order_id", "items", "customer_id"?, "created_at"}``
+        keyed by the new order id; answered once the broker acknowledged it."""
+        order_id = uuid.uuid4().hex
+        value: dict[str, Any] = {
+            "order_id": order_id,
+            "items": [{"product_id": i.product_id, "quantity": i.quantity} for i in order.items],
+            "created_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+        if order.customer_id is not None:
+            value["customer_id"] = order.customer_id
+        try:
+            async with asyncio.timeout(settings.call_timeout_s):
+                await client.emit("order.created", value, key=order_id)
+        except TimeoutError:
+            raise HTTPException(
+                504,
+                f"the broker did not acknowledge order {order_id} within {settings.call_timeout_s} s;"
+                " it may or may not have been accepted",
+            ) from None
+        except BrokerError as exc:
+            raise upstream_error("order.created", exc, settings.call_timeout_s) from None
+        log.info("order %s placed by %s", order_id, claims.sub)
+        return JSONResponse(
+            {"order_id": order_id, "status": "accepted"}, status_code=202, headers={"Location": f"/orders/{order_id}"}
+        )
+
+    @routes.get(
+        "/orders/{order_id}",
+        response_model=OrderView,
+        responses=problems(401, 403, 404),
+        summary="An order with its inventory outcome and notifications (scope orders:read)",
+    )
+    async def get_order(
+        order_id: Annotated[str, PathParam(min_length=1, max_length=MAX_ORDER_ID_CHARS)],
+        claims: Annotated[Claims, Depends(auth.require("orders:read"))],
+    ) -> dict[str, Any]:
+        """Asks ``orders.get``, ``inventory.get_order`` and ``notifications.get_order`` at once;
+        a part that does not answer in time or fails is listed in ``missing`` (never a 5xx)."""
+        parts = await aggregate(
+            client,
+            ORDER_PARTS,
+            {"order_id": order_id},
+            timeout_s=settings.call_timeout_s,
+            key=order_id,
+            expect=_PART_TYPES,
+        )
+        values = parts.values
+        if parts.complete and values["order"] is None and values["inventory"] is None and not values["notifications"]:
+            raise HTTPException(404, f"unknown order {order_id!r}")
+        return parts.view(order_id=order_id)
+
+    return routes

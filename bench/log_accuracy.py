@@ -85,20 +85,9 @@ def cells(result: dict[str, Any]) -> list[str]:
 def print_table(results: list[dict[str, Any]]) -> None:
     rows = [cells(result) for result in results]
     title = "Grouping accuracy on loghub 2k (Zhu et al., ICSE-SEIP 2019)"
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(COLUMNS)]
-        print(title)
-        for line in (list(COLUMNS), *rows):
-            print(
-                "  ".join(
-                    cell.ljust(width) if i in _LEFT else cell.rjust(width)
-                    for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-                ).rstrip()
-            )
-        return
+    from rich.console import Console  # rich is a dependency of the package
+    from rich.table import Table
+
     table = Table(title=title)
     for i, column in enumerate(COLUMNS):
         table.add_column(column, justify="left" if i in _LEFT else "right", no_wrap=True)

@@ -387,20 +387,9 @@ def cells(result: dict[str, Any], service: bool) -> list[str]:
 def print_table(results: list[dict[str, Any]], service: bool, title: str) -> None:
     cols = columns(service)
     rows = [cells(result, service) for result in results]
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(col), *(len(row[i]) for row in rows)) for i, col in enumerate(cols)]
-        print(title)
-        for line in (cols, *rows):
-            print(
-                "  ".join(
-                    cell.ljust(width) if i == 0 else cell.rjust(width)
-                    for i, (cell, width) in enumerate(zip(line, widths, strict=True))
-                ).rstrip()
-            )
-        return
+    from rich.console import Console  # rich is a dependency of the package
+    from rich.table import Table
+
     table = Table(title=title)
     for i, col in enumerate(cols):
         table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)

@@ -647,3 +647,19 @@ class ServiceMetrics:
 def _log_unexpected_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("consumer lag refresh task ended", exc_info=task.exception())
+
+
+#: Names this module had before readiness moved to a module of its own.
+_MOVED = {name: "reactive_services.readiness" for name in ("consumer_groups", "readiness", "ready")}
+
+
+def __getattr__(name: str) -> Any:
+    """Name the new home of a moved name instead of a bare "cannot import name".
+
+    Raises:
+        ImportError: ``name`` moved (the message says where).
+        AttributeError: no such name.
+    """
+    if name in _MOVED:
+        raise ImportError(f"{name} moved: import it from {_MOVED[name]} (see docs/upgrading.md)", name=name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import pytest
 
 from reactive_services.testing import local_kafka
 
@@ -32,3 +36,16 @@ def test_the_script_is_a_shim_over_the_module(tmp_path: Path) -> None:
             [*command, "status", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60
         )
         assert (done.returncode, done.stdout.strip()) == (1, "not running"), done.stderr
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `kafka-storage format -t -xyz...` reads an id that starts with "-" as an option; 16 random
+    # bytes whose first 6 bits are 62 encode to such an id (about 1 in 64)
+    dashed = uuid.UUID(bytes=b"\xf8" + bytes(15))
+    plain = uuid.UUID(bytes=b"\x10" + bytes(15))
+    assert base64.urlsafe_b64encode(dashed.bytes).decode().startswith("-")  # the case is real
+    drawn = iter([dashed, dashed, plain])
+    monkeypatch.setattr(local_kafka.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = local_kafka._cluster_id()
+    assert cluster_id == base64.urlsafe_b64encode(plain.bytes).decode().rstrip("=")
+    assert len(cluster_id) == 22 and not cluster_id.startswith("-")

@@ -18,7 +18,7 @@ from ._codec import (
     headers_to_dict,
 )
 from ._dead_letter import DeadLetter, publish_dead_letter
-from ._message import Headers, Message, RecordMetadata, current_message, deliver, header, track
+from ._message import Headers, Hold, Message, RecordMetadata, current_message, deliver, header, hold, track
 from ._offsets import OffsetTracker
 from ._protocol import Broker, Decoder, Emitter
 from ._sink import BrokerSink, DeadLetterSink
@@ -33,6 +33,7 @@ __all__ = [
     "Decoder",
     "Emitter",
     "Headers",
+    "Hold",
     "Message",
     "OffsetReset",
     "OffsetTracker",
@@ -47,6 +48,7 @@ __all__ = [
     "encode_value",
     "header",
     "headers_to_dict",
+    "hold",
     "publish_dead_letter",
     "track",
     "wait_visible",

@@ -26,12 +26,16 @@ class InFlight:
     """At most ``limit`` messages in flight; their offsets tracked per partition.
 
     A message is in flight from :meth:`begin` (called just before its ``on_next``) until the
-    work it tracked settled. The first failure of tracked work is kept in :attr:`error`; the
-    failed offset stays in flight for ever, so nothing from it on is committable.
+    work it tracked (:meth:`Message.track`) settled: that is what ``limit`` and the per-key
+    order count. Its offset completes (may be committed) once, in addition, every
+    :meth:`Message.hold` taken on it was released: a held message no longer counts against
+    ``limit`` nor blocks its key, but the commit of its partition stays below it. The first
+    failure of tracked work or of a hold is kept in :attr:`error`; the failed offset never
+    completes, so nothing from it on is committable.
 
     Args:
         limit: the most messages in flight at once (>= 1).
-        on_settled: called (on the loop) after a message's work settled successfully.
+        on_settled: called (on the loop) after a message's offset completed.
     """
 
     def __init__(self, limit: int, on_settled: Callable[[], None] | None = None) -> None:
@@ -41,7 +45,8 @@ class InFlight:
         self.max_seen = 0
         self._on_settled = on_settled
         self._count = 0
-        self._tasks: dict[asyncio.Task[None], Any] = {}  # settle task -> its partition
+        self._tasks: dict[asyncio.Task[None], Any] = {}  # settle task (tracked work) -> its partition
+        self._held: dict[asyncio.Task[None], Any] = {}  # hold task (holds of a delivered message) -> its partition
         self._keys: dict[tuple[Any, bytes], asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         #: Set when tracked work failed (then :attr:`error` holds the first failure).
@@ -49,6 +54,11 @@ class InFlight:
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def held(self) -> int:
+        """Messages handled whose offsets still wait for holds to be released."""
+        return len(self._held)
 
     def full(self) -> bool:
         """True when ``limit`` messages are in flight."""
@@ -81,16 +91,20 @@ class InFlight:
         return self._start(tp, offset)
 
     def settle(self, msg: Message, tp: Hashable, epoch: int) -> None:
-        """After ``on_next(msg)`` returned: await its tracked work in the background (or
-        complete it at once when it tracked nothing)."""
-        if not msg._pending:
-            self._done(tp, msg.offset, epoch)
+        """After ``on_next(msg)`` returned: await its tracked work, then its holds, in the
+        background (or complete it at once when it has neither)."""
+        if msg._pending:
+            task = asyncio.get_running_loop().create_task(self._settle(msg, tp, epoch))
+            self._tasks[task] = tp
+            if msg.key is not None:
+                self._keys[(tp, msg.key)] = task
+            task.add_done_callback(lambda t: self._forget_task(t, tp, msg.key))
             return
-        task = asyncio.get_running_loop().create_task(self._settle(msg, tp, epoch))
-        self._tasks[task] = tp
-        if msg.key is not None:
-            self._keys[(tp, msg.key)] = task
-        task.add_done_callback(lambda t: self._forget_task(t, tp, msg.key))
+        self._free()
+        if msg._holds:
+            self._await_holds(msg, tp, epoch)
+        else:
+            self._complete(tp, msg.offset, epoch)
 
     async def _settle(self, msg: Message, tp: Hashable, epoch: int) -> None:
         try:
@@ -98,18 +112,44 @@ class InFlight:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - ends the stream through self.error
-            self._count -= 1
-            if self.error is None:
-                self.error = exc
-                self.failed.set()
-            else:
-                log.warning("%r@%d failed after an earlier failure: %r", tp, msg.offset, exc)
-            self._changed.set()
+            self._free()
+            self._fail(exc, tp, msg.offset)
             return
-        self._done(tp, msg.offset, epoch)
+        self._free()
+        if msg._holds:
+            self._await_holds(msg, tp, epoch)
+        else:
+            self._complete(tp, msg.offset, epoch)
 
-    def _done(self, tp: Hashable, offset: int, epoch: int) -> None:
+    def _await_holds(self, msg: Message, tp: Hashable, epoch: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._release(msg, tp, epoch))
+        self._held[task] = tp
+        task.add_done_callback(lambda t: self._held.pop(t, None))
+
+    async def _release(self, msg: Message, tp: Hashable, epoch: int) -> None:
+        try:
+            await msg.released()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ends the stream through self.error
+            self._fail(exc, tp, msg.offset)
+            return
+        self._complete(tp, msg.offset, epoch)
+
+    def _fail(self, exc: Exception, tp: Hashable, offset: int) -> None:
+        if self.error is None:
+            self.error = exc
+            self.failed.set()
+        else:
+            log.warning("%r@%d failed after an earlier failure: %r", tp, offset, exc)
+        self._changed.set()
+
+    def _free(self) -> None:
+        """The message's delivery is over: it no longer counts against ``limit``."""
         self._count -= 1
+        self._changed.set()
+
+    def _complete(self, tp: Hashable, offset: int, epoch: int) -> None:
         self.tracker.complete(tp, offset, epoch)
         self._changed.set()
         if self._on_settled is not None:
@@ -137,23 +177,37 @@ class InFlight:
         except TimeoutError:
             pass
 
-    async def drain(self, partitions: Iterable[Hashable] | None = None, timeout: float | None = None) -> bool:
+    async def drain(
+        self, partitions: Iterable[Hashable] | None = None, timeout: float | None = None, *, holds: bool = False
+    ) -> bool:
         """Wait until the tracked work of ``partitions`` (all when None) settled, at most
-        ``timeout`` seconds; returns True if it all settled."""
+        ``timeout`` seconds; returns True if it all settled.
+
+        With ``holds=True`` also wait until the holds on their handled messages were released
+        (call it after the operators holding them were told the stream ended).
+        """
         wanted = None if partitions is None else set(partitions)
-        tasks = [t for t, tp in self._tasks.items() if wanted is None or tp in wanted]
-        if not tasks:
-            return True
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        return not pending
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            groups = [self._tasks, self._held] if holds else [self._tasks]
+            tasks = [t for g in groups for t, tp in g.items() if not t.done() and (wanted is None or tp in wanted)]
+            if not tasks:
+                return True
+            left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if left is not None and left <= 0:
+                return False
+            _done, pending = await asyncio.wait(tasks, timeout=left)
+            if pending:
+                return False
+            # a settle task may have started a hold task meanwhile: look again
 
     def forget(self, tp: Hashable) -> None:
         """Stop tracking ``tp`` (revoked): its unfinished messages will not be committed."""
         self.tracker.revoke(tp)
 
     async def cancel(self) -> None:
-        """Cancel every settle task still running and wait for them to end."""
-        tasks = list(self._tasks)
+        """Cancel every settle and hold task still running and wait for them to end."""
+        tasks = [*self._tasks, *self._held]
         for task in tasks:
             task.cancel()
         if tasks:

@@ -10,7 +10,7 @@ from typing import Any
 
 from reactivex.abc import ObserverBase
 
-__all__ = ["Headers", "Message", "RecordMetadata", "current_message", "deliver", "header", "track"]
+__all__ = ["Headers", "Hold", "Message", "RecordMetadata", "current_message", "deliver", "header", "hold", "track"]
 
 #: Record headers as Kafka carries them: an ordered sequence of (name, value) pairs.
 Headers = Sequence[tuple[str, bytes]]
@@ -32,8 +32,8 @@ class Message:
         raw: the undecoded value bytes (``None`` for a tombstone).
 
     A consumer commits the offset of a message only after the Observer's ``on_next``
-    has returned *and* every awaitable registered with :meth:`track` has finished
-    (at-least-once delivery).
+    has returned, every awaitable registered with :meth:`track` has finished, and every
+    :meth:`hold` taken on it has been released (at-least-once delivery).
     """
 
     topic: str
@@ -45,6 +45,7 @@ class Message:
     timestamp_ms: int = 0
     raw: bytes | None = None
     _pending: list[Awaitable[Any]] = field(default_factory=list, repr=False, compare=False)
+    _holds: list[asyncio.Future[None]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def timestamp(self) -> float:
@@ -70,12 +71,92 @@ class Message:
         """
         self._pending.append(asyncio.ensure_future(work))
 
+    def hold(self) -> Hold:
+        """Keep this message's offset uncommitted until the returned :class:`Hold` is released.
+
+        For operators that keep a record for a later output (a batch, a window, keyed state):
+        unlike :meth:`track`, a hold does not keep the message *in flight*, so the source goes
+        on delivering (``concurrency`` and per-key order are not held up), but the committed
+        offset of the partition stays below this message until :meth:`Hold.release`. A hold
+        that is failed (:meth:`Hold.fail`) ends the stream like failed tracked work; one that is
+        never released (the operator's output was lost to an error, a dispose or a crash) leaves
+        the message uncommitted, so it is redelivered on restart.
+
+        Outside a running asyncio loop nothing can wait for it: the hold does nothing.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return Hold(None, None)
+        future: asyncio.Future[None] = loop.create_future()
+        self._holds.append(future)
+        return Hold(future, loop)
+
     async def settled(self) -> None:
         """Await every tracked awaitable (in order); re-raises the first failure."""
         while self._pending:
-            pending, self._pending = self._pending, []
+            pending, self._pending[:] = list(self._pending), []
             for work in pending:
                 await work
+
+    async def released(self) -> None:
+        """Await every :meth:`hold` (in order); re-raises the first failure."""
+        while self._holds:
+            holds, self._holds[:] = list(self._holds), []
+            for held in holds:
+                await held
+
+
+class Hold:
+    """A hold on a message's commit (see :meth:`Message.hold`).
+
+    :meth:`release` and :meth:`fail` may be called from any thread, and more than once (only
+    the first call counts).
+    """
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, future: asyncio.Future[None] | None, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._future = future
+        self._loop = loop
+
+    @property
+    def active(self) -> bool:
+        """True while the hold keeps a commit back (taken on a running loop, not settled yet)."""
+        return self._future is not None and not self._future.done()
+
+    def release(self) -> None:
+        """Let the commit go on: the record was handled."""
+        self._settle(None)
+
+    def fail(self, error: BaseException) -> None:
+        """The record's handling failed: the source ends with ``error``; the offset stays uncommitted."""
+        self._settle(error)
+
+    def _settle(self, error: BaseException | None) -> None:
+        future, loop = self._future, self._loop
+        if future is None or loop is None or future.done():
+            return
+
+        def settle() -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            settle()
+            return
+        try:
+            loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +199,17 @@ def deliver(observer: ObserverBase[Message], message: Message) -> None:
         observer.on_next(message)
     finally:
         current_message.reset(token)
+
+
+def hold() -> Hold:
+    """Hold back the commit of the message being delivered until the returned :class:`Hold` is released.
+
+    Called from inside an ``on_next`` that a broker source is running (directly or through
+    synchronous operators), it is ``current_message.get().hold()`` (see :meth:`Message.hold`).
+    Called outside of a delivery it returns a hold that does nothing.
+    """
+    message = current_message.get()
+    return message.hold() if message is not None else Hold(None, None)
 
 
 def track(work: Awaitable[Any]) -> asyncio.Future[Any]:

@@ -31,6 +31,7 @@ __all__ = [
     "check_auto_offset_reset",
     "check_concurrency",
     "hand_over",
+    "release_holds",
     "source_args",
     "topic_list",
 ]
@@ -225,3 +226,19 @@ def hand_over(
         return False
     window.settle(message, tp, epoch)
     return True
+
+
+async def release_holds(window: InFlight, timeout_s: float, group_id: str) -> None:
+    """After the source completed its Observer: wait at most ``timeout_s`` seconds for the
+    operators that held records (:meth:`Message.hold`) to release them; those still held then
+    stay uncommitted (redelivered on restart), which is logged."""
+    if not window.held:
+        return
+    if not await window.drain(timeout=timeout_s, holds=True):
+        log.warning(
+            "group %s: %d handled message(s) still held by an operator %g s after the source completed; "
+            "they are not committed and will be redelivered",
+            group_id,
+            window.held,
+            timeout_s,
+        )

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
 
+from ._commit_hold import HeldRecords
 from ._scheduling import pick_scheduler
 
 __all__ = ["batch"]
@@ -36,8 +37,20 @@ def batch(
     first item (it is not a free-running interval), so an idle source sends nothing: an
     empty list is never emitted. When the source completes, the last partial batch (if
     any) is sent, then ``on_completed``. When the source errors, the error is passed on and
-    the partial batch is dropped (its items were not handled; with a broker source they
-    are not committed either, and are redelivered on restart).
+    the partial batch is dropped.
+
+    Commits: fed by a broker source, each item's offset stays uncommitted while the item waits
+    in a batch (a :meth:`~reactive_services.adapters.Message.hold`, which does not count against
+    the source's ``concurrency``), and until the batch that contains it has been handled
+    downstream: the Observer's ``on_next`` returned and the work it
+    :func:`~reactive_services.adapters.track`-ed on the batch settled. A batch lost to an error,
+    a dispose or a crash is therefore redelivered on restart (at-least-once); a batch whose
+    tracked work fails ends the stream with that error, its items uncommitted.
+
+    Marble diagram of the commits (``timespan_s=5``, ``count=3``, records a..f at offsets 0..5)::
+
+        source:  -a-b-c----d---------e-f-|
+        commits: -----(a,b,c)----d--------(e,f)
 
     Unlike reactivex's ``buffer_with_time_or_count``, whose timer runs from subscription
     on and emits empty lists while idle, this bounds each item's wait to ``timespan_s``
@@ -76,6 +89,7 @@ def batch(
             timer_scheduler = pick_scheduler(scheduler, scheduler_)
             lock = threading.RLock()
             buffer: list[T] = []
+            held = HeldRecords()  # the commits of the records in ``buffer``
             generation = 0  # which batch a timer belongs to
             stopped = False
             timer = SerialDisposable()
@@ -85,7 +99,7 @@ def batch(
                 items, buffer = buffer, []
                 generation += 1
                 timer.disposable = None
-                observer.on_next(items)
+                held.emit(observer, items)
 
             def on_timer(_scheduler: Any, my_generation: Any) -> None:
                 with lock:
@@ -97,6 +111,7 @@ def batch(
                     if stopped:
                         return
                     buffer.append(item)
+                    held.add()
                     if len(buffer) >= count:
                         flush()
                     elif len(buffer) == 1:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from reactivex.abc import ObserverBase
 
-from reactive_services.adapters import Message, current_message
+from reactive_services.adapters import Hold, Message, current_message
 
-__all__ = ["CommitHold"]
+__all__ = ["CommitHold", "HeldRecords"]
 
 
 class CommitHold:
@@ -82,3 +83,105 @@ class CommitHold:
             loop.call_soon_threadsafe(future.cancel)
         except RuntimeError:
             pass
+
+
+class HeldRecords:
+    """The commits an operator holds back for the records it keeps for a later output.
+
+    An operator that keeps records (a batch, a window, keyed state) calls :meth:`add` in its
+    ``on_next`` for each record it keeps: when a broker source is delivering a message
+    (:data:`~reactive_services.adapters.current_message` is set), a
+    :meth:`~reactive_services.adapters.Message.hold` is taken on it, so the offset is not
+    committed while the record is only in the operator's memory. When the output that contains
+    the records is sent, :meth:`emit` delivers it downstream as a message of its own (a *carrier*,
+    a copy of the last record's message with no work of its own), so that an Observer further
+    down can :func:`~reactive_services.adapters.track` its work (an insert, a publish) and
+    :meth:`~reactive_services.adapters.Message.hold` it again (a batch of batches); once that work
+    settled and those holds were released, the records' holds are released, and their offsets
+    can be committed. If that work fails, the holds fail: the source ends with the error and the
+    records stay uncommitted. Records never emitted (the stream failed, the subscription was
+    disposed, the process crashed) are never released, hence redelivered on restart.
+
+    Outside a broker delivery, or without a running asyncio loop (a ``TestScheduler`` on its
+    own), it does nothing but call ``on_next``.
+    """
+
+    __slots__ = ("_holds", "_last")
+
+    def __init__(self) -> None:
+        self._holds: list[Hold] = []
+        self._last: Message | None = None
+
+    def __len__(self) -> int:
+        return len(self._holds)
+
+    def add(self) -> None:
+        """Hold the commit of the message being delivered now (if any)."""
+        message = current_message.get()
+        if message is None:
+            return
+        held = message.hold()
+        if held.active:
+            self._holds.append(held)
+            self._last = message
+
+    def merge(self, other: HeldRecords) -> None:
+        """Take over ``other``'s holds (e.g. late records attached to the next window)."""
+        self._holds.extend(other._holds)
+        if other._last is not None:
+            self._last = other._last
+        other._holds, other._last = [], None
+
+    def release(self) -> None:
+        """Release every hold without an output (the records were dropped on purpose)."""
+        holds, self._holds, self._last = self._holds, [], None
+        for held in holds:
+            held.release()
+
+    def emit(self, observer: ObserverBase[Any], value: Any) -> None:
+        """``observer.on_next(value)``, then release the holds once the work it started settled.
+
+        The holds move to this call: the instance is empty afterwards, ready for the next output.
+        """
+        holds, last = self._holds, self._last
+        self._holds, self._last = [], None
+        if not holds or last is None:
+            observer.on_next(value)
+            return
+        carrier = dataclasses.replace(last, _pending=[], _holds=[])
+        token = current_message.set(carrier)
+        try:
+            observer.on_next(value)
+        except BaseException as exc:
+            for held in holds:
+                held.fail(exc)
+            raise
+        finally:
+            current_message.reset(token)
+        if not carrier._pending and not carrier._holds:
+            for held in holds:
+                held.release()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # work was tracked on a loop in another thread: wait there
+            loop = None
+        if loop is None:
+            for held in holds:  # nothing here can await it; the tracked work runs on regardless
+                held.release()
+            return
+        loop.create_task(_settle_then_release(carrier, holds))
+
+
+async def _settle_then_release(carrier: Message, holds: list[Hold]) -> None:
+    try:
+        await carrier.settled()
+        await carrier.released()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the output's handling failed: fail the records too
+        for held in holds:
+            held.fail(exc)
+        return
+    for held in holds:
+        held.release()

@@ -81,6 +81,7 @@ def decode_json(
                         msg.timestamp_ms,
                         msg.raw,
                         msg._pending,
+                        msg._holds,
                     )
                 )
 

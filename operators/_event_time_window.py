@@ -11,6 +11,8 @@ from typing import Generic, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import SingleAssignmentDisposable
 
+from ._commit_hold import HeldRecords
+
 __all__ = ["Window", "sliding_event_time_window", "tumbling_event_time_window"]
 
 T = TypeVar("T")
@@ -53,14 +55,16 @@ class Window(Generic[T]):
 class _KeyState(Generic[T]):
     """Open windows and watermark of one key."""
 
-    __slots__ = ("order", "watermark", "open", "heap", "late")
+    __slots__ = ("order", "watermark", "open", "holds", "heap", "late", "late_holds")
 
     def __init__(self, order: int) -> None:
         self.order = order  # first-seen rank of the key, to order the final flush
         self.watermark = -math.inf
         self.open: dict[int, list[T]] = {}  # window index -> items, for the windows that have items
+        self.holds: dict[int, HeldRecords] = {}  # window index -> the commits its items hold back
         self.heap: list[int] = []  # the same indices, smallest first (ends grow with the index)
         self.late: list[T] = []
+        self.late_holds = HeldRecords()
 
 
 def sliding_event_time_window(
@@ -102,6 +106,14 @@ def sliding_event_time_window(
 
     Every item is thus emitted in ``items`` of each of its windows that was open on its arrival
     (at least one), or exactly once in ``late`` of a later window of its key.
+
+    Commits: fed by a broker source, an item's offset stays uncommitted until every window that
+    holds it (in ``items`` or ``late``) has been emitted and handled downstream (the Observer's
+    ``on_next`` returned and the work it :func:`~reactive_services.adapters.track`-ed settled);
+    see :meth:`~reactive_services.adapters.Message.hold`. Open windows lost to an error, a dispose
+    or a crash are therefore recomputed from the redelivered records on restart (at-least-once:
+    windows emitted *after* the committed offset may be emitted again). The holds do not count
+    against the source's ``concurrency``.
 
     Marble diagram (size 10 s, slide 5 s; each item's value is its event time in seconds; no
     lateness)::
@@ -204,10 +216,14 @@ def sliding_event_time_window(
             states: dict[Hashable, _KeyState[T]] = {}
             stopped = False
 
-            def make_window(k: Hashable, state: _KeyState[T], index: int, items: list[T]) -> Window[T]:
+            def emit_window(k: Hashable, state: _KeyState[T], index: int) -> None:
+                items = state.open.pop(index)
+                held = state.holds.pop(index)
                 late = tuple(state.late)
                 state.late.clear()
-                return Window(key=k, start=start_of(index), end=end_of(index), items=tuple(items), late=late)
+                held.merge(state.late_holds)
+                window = Window(key=k, start=start_of(index), end=end_of(index), items=tuple(items), late=late)
+                held.emit(observer, window)
 
             def on_next(item: T) -> None:
                 nonlocal stopped
@@ -231,6 +247,7 @@ def sliding_event_time_window(
                 watermark = state.watermark
                 if end_of(last) <= watermark:  # every window holding it has closed: too late
                     state.late.append(item)
+                    state.late_holds.add()
                     return
                 for index in range(first, last + 1):
                     if end_of(index) <= watermark:
@@ -238,15 +255,17 @@ def sliding_event_time_window(
                     bucket = state.open.get(index)
                     if bucket is None:
                         state.open[index] = [item]
+                        state.holds[index] = held = HeldRecords()
                         heapq.heappush(state.heap, index)
                     else:
                         bucket.append(item)
+                        held = state.holds[index]
+                    held.add()
                 # A partially late item is behind the watermark, so only an on-time one moves it.
                 state.watermark = max(watermark, event_time - allowed_lateness_s)
                 heap = state.heap
                 while heap and end_of(heap[0]) <= state.watermark:  # smallest start first
-                    index = heapq.heappop(heap)
-                    observer.on_next(make_window(k, state, index, state.open.pop(index)))
+                    emit_window(k, state, heapq.heappop(heap))
 
             def on_error(error: Exception) -> None:
                 nonlocal stopped
@@ -268,7 +287,7 @@ def sliding_event_time_window(
                     state.heap.clear()
                 pending.sort(key=lambda entry: (entry[0], entry[1]))
                 for index, _order, k, state in pending:
-                    observer.on_next(make_window(k, state, index, state.open.pop(index)))
+                    emit_window(k, state, index)
                 observer.on_completed()
 
             subscription = SingleAssignmentDisposable()

@@ -28,7 +28,7 @@ from reactivex.disposable import Disposable
 from .._inflight import InFlight
 from .._message import YIELD_EVERY, Message
 from .._protocol import Emitter
-from .._source import SourceArgs, Subscription, hand_over
+from .._source import SourceArgs, Subscription, hand_over, release_holds
 from ._admin import close_quietly
 from ._codec import KafkaSettings, fmt_offsets, message_from_record, unavailable
 
@@ -263,8 +263,17 @@ class KafkaSources:
             raise
         run.terminating = True
         await self.commit(run)
+        ended = False
+        if error is None and not run.detached:
+            # Complete first, so that operators holding records (batches, windows) emit them;
+            # then commit what their outputs' handling released, and only then leave the group.
+            run.end(None)
+            ended = True
+            await release_holds(run.window, s.revoke_timeout_s, run.group_id)
+            await self.commit(run)
         await close_quietly(consumer.stop())
-        run.end(error)
+        if not ended:
+            run.end(error)
 
     async def _fetch_loop(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> Exception | None:
         """Fetch and deliver through the in-flight window until stopped, then

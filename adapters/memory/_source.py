@@ -21,7 +21,7 @@ from reactivex.disposable import Disposable
 from .._inflight import InFlight
 from .._message import YIELD_EVERY, Message
 from .._protocol import Emitter
-from .._source import SourceArgs, Subscription, hand_over
+from .._source import SourceArgs, Subscription, hand_over, release_holds
 from ._admin import Group, Member, MemoryCluster
 from ._codec import message_of
 
@@ -130,6 +130,7 @@ class MemorySources:
 
     async def _consume(self, run: _Run) -> None:
         window = run.window
+        ended = False
         run.group, run.member = self._cluster.join(run.args.group_id, run.args.topics)
         try:
             try:
@@ -145,12 +146,20 @@ class MemorySources:
                 await window.cancel()
             run.terminating = True
             run.commit()
+            if error is None and not run.detached:
+                # Complete first, so that operators holding records (batches, windows) emit
+                # them; then commit what their outputs' handling released.
+                run.end(None)
+                ended = True
+                await release_holds(window, DRAIN_TIMEOUT_S, run.args.group_id)
+                run.commit()
         except asyncio.CancelledError:  # disposed, or stop() gave up waiting
             await window.cancel()
             raise
         finally:
             self._cluster.leave(run.group, run.member)
-        run.end(error)
+        if not ended:
+            run.end(error)
 
     async def _deliver(self, run: _Run) -> Exception | None:
         """Deliver records until stopped; returns the error that ended it (tracked work failed), if any."""

@@ -20,9 +20,10 @@ with ``service = LogAnalyticsService(broker.emit)``::
 After the Microservice has stopped, ``await service.flush()`` raises the first publish failure,
 if any.
 
-Delivery note: a ``logs`` record's offset is committed once it has been parsed and put in an open
-window, before its window is published. A crash loses the counts of the windows still open
-(at-least-once for records, at-most-once for the stats of open windows); a replay re-creates them.
+Delivery note: a ``logs`` record's offset is committed only once every window holding it has been
+published and acknowledged (the windows hold the commits, :meth:`Message.hold`). A crash loses
+nothing: the records of the windows still open are redelivered and their windows recomputed;
+windows that closed after the committed offset may be published a second time (at-least-once).
 """
 
 from __future__ import annotations

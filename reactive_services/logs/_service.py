@@ -15,7 +15,7 @@ from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.abc import ObserverBase
 
-from reactive_services.adapters import DeadLetterSink, Message
+from reactive_services.adapters import DeadLetterSink, Message, track
 from reactive_services.operators import Window, decode_json
 
 from .._runtime import Controller, event_pattern
@@ -200,6 +200,9 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         task = loop.create_task(publish(), name=f"publish:{topic}:{key}")
         task.add_done_callback(self._settled)
         self._last = task
+        # the window's records stay uncommitted until its stats are acknowledged (see
+        # Message.hold): a publish that fails ends the stream, and they come again
+        track(task)
 
     def _settled(self, task: asyncio.Future[None]) -> None:
         if task.cancelled():

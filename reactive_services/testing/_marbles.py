@@ -210,8 +210,10 @@ class MarbleSource(Observable[Message]):
     arrived and fewer than ``concurrency`` messages are in flight, in arrival order, and a keyed
     record waits while an earlier one with the same key and partition is in flight. A message
     is in flight from its ``on_next`` until the work tracked on it settled; then its offset
-    completes, and the committed offset of its partition moves up to the lowest offset still in
-    flight (committed at once: a broker with no commit interval).
+    completes (once the holds an operator took on it, :meth:`Message.hold`, were released too:
+    a held message no longer counts against ``concurrency``), and the committed offset of its
+    partition moves up to the lowest offset not completed (committed at once: a broker with no
+    commit interval).
 
     Ending: ``|`` completes the stream once every record arrived was delivered and settled
     (after the last commit); ``#`` is a broker failure: ``on_error(error)`` at once, nothing
@@ -263,6 +265,7 @@ class MarbleSource(Observable[Message]):
         self._observer: abc.ObserverBase[Message] | None = None
         self._stopped = False  # no more deliveries nor notifications
         self._frozen = False  # no more commits either
+        self._completed_sent = False
         self._in_flight = 0
         self._busy_keys: set[tuple[str, int, bytes]] = set()
         next_offset: dict[tuple[str, int], int] = {}
@@ -305,7 +308,10 @@ class MarbleSource(Observable[Message]):
         self._pump()
 
         def dispose() -> None:
-            self._stopped = self._frozen = True
+            # after a completion (reactivex disposes then) the holds released by the operators'
+            # final outputs still commit, as a broker source commits them before it stops
+            self._stopped = True
+            self._frozen = self._frozen or not self._completed_sent
             self._observer = None
 
         return Disposable(dispose)
@@ -382,7 +388,23 @@ class MarbleSource(Observable[Message]):
             self._release(record.message)
             self._fail(error)
             return
+        msg = record.message
+        if msg._holds:  # handled, but an operator keeps it: free its place, commit it later
+            self._release(msg)
+            released = asyncio.get_running_loop().create_task(msg.released())
+            released.add_done_callback(lambda t: self._on_released(record, t))
+            self._pump()
+            return
         self._settled(record)
+
+    def _on_released(self, record: _Record, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self._fail(error)
+            return
+        self._completed(record)
 
     def _release(self, msg: Message) -> None:
         self._in_flight -= 1
@@ -390,10 +412,13 @@ class MarbleSource(Observable[Message]):
             self._busy_keys.discard((msg.topic, msg.partition, msg.key))
 
     def _settled(self, record: _Record) -> None:
-        msg = record.message
-        self._release(msg)
+        self._release(record.message)
+        self._completed(record)
+
+    def _completed(self, record: _Record) -> None:
         if self._frozen:
             return
+        msg = record.message
         tp = (msg.topic, msg.partition)
         self._tracker.complete(tp, msg.offset, record.epoch)
         self._commit()
@@ -423,6 +448,7 @@ class MarbleSource(Observable[Message]):
             and self._in_flight == 0
         ):
             self._stopped = True
+            self._completed_sent = True
             self._observer.on_completed()
 
     def _fail(self, error: BaseException) -> None:

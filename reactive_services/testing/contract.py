@@ -24,11 +24,12 @@ broker, hands it to the test and stops it afterwards. A broker that needs other 
         def make_broker(self) -> Broker:
             return KafkaBroker(self.bootstrap)
 
-:class:`BrokerContract` covers the lifecycle (``started``), publishing and reading (every
-field round-trips, per-key order, commit only after handling, failed tracked work, dead letters, cold sources,
-stopping); :class:`ConcurrencyContract` covers ``source(..., concurrency=K)`` (the commit
-never passes an unfinished message, per-key order, at most K in flight, a failed message is
-not committed). The tests use fresh topic and group names, so they may share one broker.
+:class:`BrokerContract` covers the lifecycle (``started``), publishing and reading (every field
+round-trips, per-key order, commit only after handling, failed tracked work, dead letters, cold
+sources, stopping, a dispose or an exception from inside ``on_next``, records held by an
+operator); :class:`ConcurrencyContract` covers ``source(..., concurrency=K)`` (the commit never
+passes an unfinished message, per-key order, at most K in flight, a failed message is not
+committed). The tests use fresh topic and group names, so they may share one broker.
 
 This module needs pytest and pytest-asyncio (the ``test`` extra); the rest of
 :mod:`reactive_services.testing` does not. The tests are ``async def`` and marked
@@ -45,9 +46,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import reactivex.operators as ops
 
-from reactive_services.adapters import Broker, Message, headers_to_dict
+from reactive_services.adapters import Broker, Message, headers_to_dict, track
 from reactive_services.errors import ConfigError
+from reactive_services.operators import batch
 
 from ._waiting import collect, consume, unique_name, wait_for
 
@@ -199,6 +202,100 @@ class BrokerContract(BrokerFixture):
         assert [m.value for m in got] == [{"i": 0}]
         await broker.start()
         assert await broker.committed(group, topic, 0) == 1
+
+    async def test_dispose_from_on_next_leaves_that_message_uncommitted(self, broker: Broker) -> None:
+        # take(2) disposes the subscription inside on_next of offset 1: the source cannot know
+        # that message was handled, so it stays uncommitted (redelivered), and nothing after it
+        # (fetched, never delivered) is committed either
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit_batch(topic, [(None, {"i": i}) for i in range(40)])
+        got = await collect(broker.source(topic, group_id=group).pipe(ops.take(2)))
+        assert got.completed and [m.offset for m in got.items] == [0, 1]
+
+        async def committed_one() -> bool:
+            return await broker.committed(group, topic, 0) == 1
+
+        await wait_for(committed_one, what="offset 1 committed (the handled message 0)")
+        again = await consume(broker, topic, 1, group_id=group)
+        assert [m.offset for m in again.items] == [1]
+
+    async def test_an_observer_that_raises_ends_the_stream_and_its_message_stays_uncommitted(
+        self, broker: Broker
+    ) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit_batch(topic, [(None, {"i": i}) for i in range(5)])
+
+        def on_each(m: Message) -> None:
+            if m.value["i"] == 2:
+                raise ValueError("bad record")
+
+        got = await consume(broker, topic, 5, group_id=group, on_each=on_each)
+        assert isinstance(got.error, ValueError) and [m.offset for m in got.items] == [0, 1]
+        assert await broker.committed(group, topic, 0) == 2
+        again = await consume(broker, topic, 1, group_id=group)
+        assert [m.offset for m in again.items] == [2]
+
+    async def test_records_kept_in_a_batch_are_not_committed_and_come_again_after_a_crash(self, broker: Broker) -> None:
+        # the records wait in a batch that is never emitted (30 s); the subscription is disposed,
+        # as a crash would end it: nothing was committed, a restart of the group gets them all
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit_batch(topic, [(None, {"i": i}) for i in range(10)])
+        seen: list[int] = []
+        batches: list[list[Message]] = []
+
+        def see(m: Message) -> None:
+            seen.append(m.offset)
+
+        subscription = (
+            broker.source(topic, group_id=group).pipe(ops.do_action(see), batch(30.0, 100)).subscribe(batches.append)
+        )
+        await wait_for(lambda: len(seen) == 10, what="the ten records delivered")
+        await asyncio.sleep(1.5)  # longer than a commit interval: a wrong commit would be made by now
+        assert await broker.committed(group, topic, 0) in (None, 0)
+        subscription.dispose()
+        assert batches == []
+        again = await consume(broker, topic, 10, group_id=group)
+        assert [m.offset for m in again.items] == list(range(10))
+
+    async def test_a_batch_flushed_by_a_graceful_stop_is_committed_once_handled(self, broker: Broker) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit_batch(topic, [(None, {"i": i}) for i in range(10)])
+        stop = asyncio.Event()
+        seen: list[int] = []
+        inserted: list[list[int]] = []
+
+        def see(m: Message) -> None:
+            seen.append(m.offset)
+
+        async def insert(rows: list[int]) -> None:
+            await asyncio.sleep(0.05)
+            inserted.append(rows)
+
+        def insert_batch(batch_: list[Message]) -> None:
+            track(insert([m.value["i"] for m in batch_]))
+
+        got = asyncio.ensure_future(
+            collect(
+                broker.source(topic, group_id=group, stop=stop).pipe(
+                    ops.do_action(see), batch(30.0, 100), ops.do_action(insert_batch)
+                )
+            )
+        )
+        await wait_for(lambda: len(seen) == 10, what="the ten records delivered")
+        stop.set()
+        result = await got
+        assert result.completed
+
+        async def all_committed() -> bool:
+            return await broker.committed(group, topic, 0) == 10
+
+        # committed after the batch's insert finished (the source waits for it before it stops)
+        await wait_for(all_committed, what="the ten records committed")
+        assert inserted == [list(range(10))]
 
 
 class _Held:

@@ -10,8 +10,9 @@ from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
 
+from reactive_services.adapters import Message, track
 from reactive_services.operators import batch
-from reactive_services.testing import expect_marbles
+from reactive_services.testing import MarbleScheduler, expect_marbles, run_marbles
 
 on_next, on_completed, on_error, subscribe = (
     ReactiveTest.on_next,
@@ -35,16 +36,83 @@ def test_docstring_marbles() -> None:
     assert results == expected
 
 
-def test_on_a_broker_source_batch_holds_no_commit() -> None:
-    # batch takes no part in commit tracking: each offset is committed once its on_next returned,
-    # before the batch holding it is sent (a sink after batch cannot hold those commits back)
+def test_docstring_commit_marbles() -> None:
+    # each offset is committed once the batch holding it was handled, not when it arrived
+    expect_marbles(
+        "-a-b-c----d---------e-f-|",
+        lambda s: s.pipe(batch(5.0, 3), ops.map(lambda ms: [m.value for m in ms])),
+        output="-----x---------y--------(z,|)",
+        output_values={"x": ["a", "b", "c"], "y": ["d"], "z": ["e", "f"]},
+        commits="-----(a,b,c)---d--------(e,f)",
+    )
+
+
+def test_the_commits_wait_for_the_work_tracked_on_the_batch() -> None:
+    scheduler = MarbleScheduler()
+
+    def insert(rows: list[Message]) -> None:
+        track(scheduler.wait(3))  # one insert per batch, 3 s
+
     expect_marbles(
         "-a-b-c----d---|",
-        lambda s: s.pipe(batch(5.0, 3), ops.map(lambda ms: [m.value for m in ms])),
-        output="-----x--------(y,|)",  # completion flushes d
-        output_values={"x": ["a", "b", "c"], "y": ["d"]},
-        commits="-a-b-c----d",
+        lambda s: s.pipe(batch(5.0, 3), ops.do_action(insert), ops.map(len)),
+        scheduler=scheduler,
+        output="-----3--------(1,|)",
+        commits="--------(a,b,c)--d",  # inserts end at 8 and at 17 (completion at 14, + 3 s)
     )
+
+
+def test_the_source_is_not_held_up_by_the_records_a_batch_keeps() -> None:
+    # concurrency=1: a held record no longer counts as in flight, so the batch fills by count
+    run = run_marbles(
+        "-a-b-c-d-e-f-|",
+        lambda s: s.pipe(batch(30.0, 3), ops.map(lambda ms: "".join(m.value for m in ms))),
+        concurrency=1,
+    )
+    run.assert_output("-----x-----y-|", {"x": "abc", "y": "def"})
+    assert {c.time: c.offset for c in run.committed} == {205.0: 3, 211.0: 6}  # the last move at each time
+
+
+def test_a_partial_batch_lost_to_an_error_is_not_committed() -> None:
+    # records 0-1 wait in a batch; the broker fails: nothing of them is committed (redelivered)
+    run = run_marbles("-a-b-#", lambda s: s.pipe(batch(30.0, 10)), error=ValueError("broker down"))
+    run.assert_output("-----#", error=ValueError("broker down"))
+    run.assert_commits("")
+
+
+def test_a_partial_batch_lost_to_a_dispose_is_not_committed() -> None:
+    run = run_marbles("-a-b-c", lambda s: s.pipe(batch(30.0, 10)), disposed=210.0)
+    run.assert_output("")
+    run.assert_commits("")
+
+
+def test_failed_work_behind_a_batch_leaves_the_held_records_uncommitted() -> None:
+    # reproduction 2: records 0-5 wait in a batch, record 6's tracked work fails: the source ends
+    # with the error and the committed offset stays at 0 (was 6: 0-5 were never handled)
+    def work(m: Message) -> None:
+        if m.value == "g":
+            track(_fail(RuntimeError("insert failed")))
+
+    run = run_marbles(
+        "-(a,b,c,d,e,f,g)---",
+        lambda s: s.pipe(ops.do_action(work), batch(30.0, 100)),
+    )
+    run.assert_output("-#", error=RuntimeError("insert failed"))
+    run.assert_commits("")
+    assert run.committed == []
+
+
+def test_a_batch_whose_work_fails_ends_the_stream_with_its_records_uncommitted() -> None:
+    def insert(rows: list[Message]) -> None:
+        track(_fail(OSError("disk full")))
+
+    run = run_marbles("-a-b-c-d-|", lambda s: s.pipe(batch(30.0, 2), ops.do_action(insert)))
+    run.assert_commits("")
+    assert isinstance(run.output[-1].value.exception, OSError)
+
+
+async def _fail(exc: Exception) -> None:
+    raise exc
 
 
 def test_count_triggered() -> None:

@@ -19,7 +19,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
 
 from reactive_services.operators import Window, sliding_event_time_window, tumbling_event_time_window
-from reactive_services.testing import run_marbles
+from reactive_services.testing import make_message, run_marbles
 
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
@@ -75,7 +75,52 @@ def test_windows_of_broker_messages_by_their_record_timestamps() -> None:
         on_next(212, (210.0, ["c"])),  # the completion flushes [210, 215)
         on_completed(212),
     ]
-    run.assert_commits("-a-b------c")  # a window holds no commit: each is committed on arrival
+    # each record is committed once the window holding it was emitted and handled
+    assert {c.time: c.offset for c in run.committed} == {210.0: 2, 212.0: 3}
+
+
+def test_a_record_in_two_sliding_windows_is_committed_once_both_were_handled() -> None:
+    # size 10, slide 5: b (at 207 s) is in [200, 210) and [205, 215); c (at 212 s) closes only
+    # the first (c is in [205, 215) too): b stays uncommitted until the completion flushes it
+    def windows(source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
+        return source.pipe(
+            sliding_event_time_window(10.0, 5.0, timestamp=lambda m: m.timestamp),
+            ops.map(lambda w: (w.start, [m.value for m in w.items])),
+        )
+
+    run = run_marbles("-a-----b----c---|", windows)
+    assert [n.value.value for n in run.output if n.value.kind == "N"] == [
+        (195.0, ["a"]),
+        (200.0, ["a", "b"]),
+        (205.0, ["b", "c"]),
+        (210.0, ["c"]),
+    ]
+    assert {c.time: c.offset for c in run.committed} == {212.0: 1, 216.0: 3}
+
+
+def test_a_too_late_record_is_committed_with_the_window_that_carries_it() -> None:
+    values = {name: make_message(name, timestamp_ms=ms) for name, ms in [("a", 1000), ("b", 12000), ("c", 2000)]}
+
+    def windows(source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
+        return source.pipe(
+            tumbling_event_time_window(10.0, timestamp=lambda m: m.timestamp),
+            ops.map(lambda w: (w.start, [m.value for m in w.items], [m.value for m in w.late])),
+        )
+
+    run = run_marbles("-a-b-c---|", windows, values)
+    assert [n.value.value for n in run.output if n.value.kind == "N"] == [(0.0, ["a"], []), (10.0, ["b"], ["c"])]
+    # a at 203 (b closed its window); b and the too-late c with the final window at completion
+    assert {c.time: c.offset for c in run.committed} == {203.0: 1, 209.0: 3}
+
+
+def test_open_windows_lost_to_an_error_or_a_dispose_are_not_committed() -> None:
+    def windows(source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
+        return source.pipe(tumbling_event_time_window(60.0, timestamp=lambda m: m.timestamp))
+
+    failed = run_marbles("-a-b-#", windows, error=ValueError("broker down"))
+    assert failed.committed == [] and failed.output[-1].value.kind == "E"
+    disposed = run_marbles("-a-b---", windows, disposed=206.0)
+    assert disposed.committed == [] and disposed.output == []
 
 
 def test_window_emitted_only_when_watermark_reaches_end() -> None:

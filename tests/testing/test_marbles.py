@@ -232,7 +232,7 @@ def test_time_operators_run_on_the_marble_scheduler_without_being_told() -> None
         lambda s: s.pipe(ops.map(lambda m: m.value), batch(5.0, 3)),
         output="-----x---------y--------(z,|)",
         output_values={"x": ["a", "b", "c"], "y": ["d"], "z": ["e", "f"]},
-        commits="-a-b-c----d---------e-f",  # batch holds no commit: each is committed on arrival
+        commits="-----(a,b,c)---d--------(e,f)",  # each committed once the batch holding it was handled
     )
 
 

@@ -13,12 +13,13 @@ from ._codec import (
     dead_letter_headers,
     dead_letter_topic,
     decode_json,
+    encode_headers,
     encode_key,
     encode_value,
     headers_to_dict,
 )
 from ._dead_letter import DeadLetter, publish_dead_letter
-from ._message import Headers, Hold, Message, RecordMetadata, current_message, deliver, header, hold, track
+from ._message import Headers, HeadersIn, Hold, Message, RecordMetadata, current_message, deliver, header, hold, track
 from ._offsets import OffsetTracker
 from ._protocol import Broker, Decoder, Emitter
 from ._sink import BrokerSink, DeadLetterSink
@@ -33,6 +34,7 @@ __all__ = [
     "Decoder",
     "Emitter",
     "Headers",
+    "HeadersIn",
     "Hold",
     "Message",
     "OffsetReset",
@@ -44,6 +46,7 @@ __all__ = [
     "dead_letter_topic",
     "decode_json",
     "deliver",
+    "encode_headers",
     "encode_key",
     "encode_value",
     "header",

@@ -5,20 +5,21 @@ No I/O and no asyncio here; tested with bytes alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from reactive_services.errors import ConfigError, DecodeError
 
-from ._message import Headers, Message
+from ._message import Headers, HeadersIn, Message
 
 __all__ = [
     "DLT_SUFFIX",
     "dead_letter_headers",
     "dead_letter_topic",
     "decode_json",
+    "encode_headers",
     "encode_key",
     "encode_value",
     "headers_to_dict",
@@ -53,6 +54,45 @@ def encode_key(key: str | bytes | None) -> bytes | None:
     if isinstance(key, str):
         return key.encode("utf-8")
     raise TypeError(f"key must be str, bytes or None, not {type(key).__name__}")
+
+
+def encode_headers(headers: HeadersIn | None) -> tuple[tuple[str, bytes], ...]:
+    """Record headers as ``((name, bytes), ...)``, the one shape every broker stores.
+
+    Accepted: ``None``; a mapping ``{name: value}``; or a sequence of ``(name, value)`` pairs
+    (a name may repeat). A name is a ``str``; a value is ``bytes`` (kept), ``str`` (UTF-8
+    encoded) or ``None`` (an empty value, as Kafka's null header values are read back).
+
+    Raises:
+        TypeError: anything else; the message names the offending header, e.g. ``headers[0]
+            must be a (name, value) pair, got 'trace-id'`` (a dict's key iterated as a pair).
+    """
+    if headers is None:
+        return ()
+    if isinstance(headers, Mapping):
+        pairs: list[Any] = list(headers.items())
+    elif isinstance(headers, (str, bytes, bytearray)) or not hasattr(headers, "__iter__"):
+        raise TypeError(f"headers must be a mapping or a sequence of (name, value) pairs, got {type(headers).__name__}")
+    else:
+        pairs = list(headers)
+    out: list[tuple[str, bytes]] = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise TypeError(f"headers[{i}] must be a (name, value) pair, got {pair!r}")
+        name, value = pair
+        if not isinstance(name, str):
+            raise TypeError(f"header {i} name must be a str, got {name!r}")
+        if isinstance(value, bytes):
+            out.append((name, value))
+        elif isinstance(value, bytearray | memoryview):
+            out.append((name, bytes(value)))
+        elif isinstance(value, str):
+            out.append((name, value.encode("utf-8")))
+        elif value is None:
+            out.append((name, b""))
+        else:
+            raise TypeError(f"header {name!r} value must be bytes, str or None, got {type(value).__name__}")
+    return tuple(out)
 
 
 def decode_json(raw: bytes | None) -> Any:

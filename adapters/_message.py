@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from reactivex.abc import ObserverBase
 
-__all__ = ["Headers", "Hold", "Message", "RecordMetadata", "current_message", "deliver", "header", "hold", "track"]
+__all__ = [
+    "Headers",
+    "HeadersIn",
+    "Hold",
+    "Message",
+    "RecordMetadata",
+    "current_message",
+    "deliver",
+    "header",
+    "hold",
+    "track",
+]
 
 #: Record headers as Kafka carries them: an ordered sequence of (name, value) pairs.
 Headers = Sequence[tuple[str, bytes]]
+
+#: Headers as ``emit`` accepts them: a mapping ``{name: value}`` or a sequence of ``(name, value)``
+#: pairs, each value ``bytes``, ``str`` (UTF-8) or ``None`` (see ``encode_headers``).
+HeadersIn = Mapping[str, bytes | str | None] | Sequence[tuple[str, bytes | str | None]]
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from reactivex import Observable
 from reactivex.abc import ObserverBase
 
-from ._message import Headers, Message, RecordMetadata
+from ._message import HeadersIn, Message, RecordMetadata
 
 __all__ = ["Broker", "Decoder", "Emitter"]
 
@@ -34,7 +34,7 @@ class Emitter(Protocol):
         value: Any,
         *,
         key: str | bytes | None = None,
-        headers: Headers | None = None,
+        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Publish one record; see :meth:`Broker.emit`."""
@@ -71,7 +71,7 @@ class Broker(Protocol):
         value: Any,
         *,
         key: str | bytes | None = None,
-        headers: Headers | None = None,
+        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Publish one record and wait for the broker's acknowledgement (acks=all).

@@ -116,7 +116,13 @@ class DeadLetterSink(_PublishingSink):
         super().__init__(broker, "dead-letter publish")
 
     def on_next(self, value: DeadLetter) -> None:
-        self._add(publish_dead_letter(self._broker, value))
+        self.publish(value)
+
+    def publish(self, letter: DeadLetter) -> asyncio.Future[Any]:
+        """:meth:`on_next` that returns the publish (its result: the dead letter's ``RecordMetadata``)."""
+        future = publish_dead_letter(self._broker, letter)
+        self._add(future)
+        return future
 
 
 class Sinks:

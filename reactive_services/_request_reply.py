@@ -30,9 +30,18 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from reactive_services.adapters import Broker, Message, encode_value, track, wait_visible
+from reactive_services.adapters import (
+    Broker,
+    DeadLetter,
+    Message,
+    decode_json,
+    encode_value,
+    publish_dead_letter,
+    track,
+    wait_visible,
+)
 
-from .errors import BrokerError, BrokerUnavailableError, ConfigError, RemoteError, RequestTimeoutError
+from .errors import BrokerError, BrokerUnavailableError, ConfigError, DecodeError, RemoteError, RequestTimeoutError
 
 __all__ = [
     "CORRELATION_ID",
@@ -151,7 +160,9 @@ class Responder(ObserverBase[Message]):
     For each request it tracks (:func:`reactive_services.adapters.track`) the work "run the handler, publish
     the reply", so the request's offset is committed only once the reply was acknowledged.
     A request without a ``correlation-id`` header cannot be answered: it is logged and
-    counted in ``stats["unanswerable"]``. A reply that cannot be published ends the source
+    counted in ``stats["unanswerable"]``. A request whose value is not JSON goes to the
+    dead-letter topic (``<topic>.DLT``, with the reason) and is answered at once with an error
+    reply (``RemoteError`` of type ``DecodeError`` for the caller). A reply that cannot be published ends the source
     with ``on_error`` (the request is then redelivered: at-least-once).
 
     Args:
@@ -201,6 +212,12 @@ class Responder(ObserverBase[Message]):
         reply_topic = (message.header(REPLY_TOPIC) or b"").decode("utf-8", "replace") or message.topic + ".reply"
         handler = self._handlers[message.topic]
         try:
+            message.value = decode_json(message.raw)
+        except DecodeError as exc:  # dead-lettered like any undecodable record, and answered at once
+            await publish_dead_letter(self._broker, DeadLetter(message, exc), on=message)
+            await self._reply(message, reply_topic, correlation, _error_body(exc), b"error")
+            return
+        try:
             args = (message.value, message) if self._wants_message[message.topic] else (message.value,)
             result = handler(*args)
             if inspect.isawaitable(result):
@@ -212,8 +229,11 @@ class Responder(ObserverBase[Message]):
             status = b"ok"
         except Exception as exc:  # noqa: BLE001 - any handler failure becomes an error reply
             log.info("%s: handler of %s raised %r; replying with an error", self._name, message.topic, exc)
-            data = encode_value({"error": {"type": type(exc).__name__, "message": str(exc)}})
+            data = _error_body(exc)
             status = b"error"
+        await self._reply(message, reply_topic, correlation, data, status)
+
+    async def _reply(self, message: Message, reply_topic: str, correlation: bytes, data: Any, status: bytes) -> None:
         await self._broker.emit(
             reply_topic, data, key=message.key, headers=[(CORRELATION_ID, correlation), (REPLY_STATUS, status)]
         )
@@ -226,6 +246,11 @@ class Responder(ObserverBase[Message]):
 
     def on_completed(self) -> None:
         pass
+
+
+def _error_body(exc: BaseException) -> bytes | None:
+    """The JSON of an error reply: ``{"error": {"type": ..., "message": ...}}``."""
+    return encode_value({"error": {"type": type(exc).__name__, "message": str(exc)}})
 
 
 # --------------------------------------------------------------------------- the client side

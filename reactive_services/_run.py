@@ -63,8 +63,9 @@ __all__ = ["ASGIApp", "Callback", "RunTarget", "Running", "System", "listen", "r
 
 log = logging.getLogger("reactive_services.run")
 
-#: A shutdown callback: a coroutine function without arguments (its result is ignored).
-Callback: TypeAlias = Callable[[], Awaitable[object]]
+#: A shutdown callback without arguments: a coroutine function (awaited) or a plain function
+#: (called; an awaitable it returns is awaited too); its result is ignored.
+Callback: TypeAlias = Callable[[], Awaitable[object] | object]
 
 #: An ASGI 3 application (FastAPI, Starlette...): ``await app(scope, receive, send)``.
 ASGIApp: TypeAlias = Callable[
@@ -91,9 +92,9 @@ class System:
     Attributes:
         services: the Microservices, started in order and stopped in reverse order.
         app: an ASGI application served by uvicorn while the services run (None: no HTTP).
-        on_services_stopped: coroutine functions awaited, in order, once the services
+        on_services_stopped: callbacks (coroutine functions, or plain functions) run in order, once the services
             stopped and before the app's server stops (step 2 of the shutdown).
-        on_stopped: coroutine functions awaited, in order, after the app's server stopped
+        on_stopped: callbacks (coroutine functions, or plain functions) run in order, after the app's server stopped
             (step 4); they also run when starting failed.
     """
 
@@ -154,7 +155,14 @@ def run(
         ConfigError: a bad argument, a target that is not services, or the app cannot listen
             on ``host``:``port``.
         BrokerUnavailableError: a broker cannot be reached at start.
+        RuntimeError: called while an asyncio loop runs in this thread (use ``await serve(...)``).
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("run() starts its own event loop; inside a running loop use `await serve(...)`")
     return asyncio.run(
         serve(
             target,
@@ -467,9 +475,11 @@ class _Process:
             await self._step(f"stopping the {broker.kind} broker", broker.stop)
         self.brokers.clear()
 
-    async def _step(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
+    async def _step(self, what: str, step: Callable[[], Awaitable[object] | object]) -> None:
         try:
-            await step()
+            result = step()
+            if inspect.isawaitable(result):
+                await result
         except Exception as exc:  # keep stopping the rest
             log.error("%s failed: %s", what, exc)
             self.code = 1

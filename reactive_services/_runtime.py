@@ -81,7 +81,8 @@ from reactive_services.adapters import (
     Broker,
     DeadLetter,
     DeadLetterSink,
-    Headers,
+    Decoder,
+    HeadersIn,
     Message,
     OffsetReset,
     RecordMetadata,
@@ -273,7 +274,7 @@ class ClientProxy:
         data: Any,
         *,
         key: str | bytes | None = None,
-        headers: Headers | None = None,
+        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Publish an event and wait for the broker's acknowledgement.
@@ -416,7 +417,7 @@ class Microservice:
 
     Attributes:
         handled: records handled without error, per topic.
-        dead_lettered: records sent to a dead-letter topic, per original topic.
+        dead_lettered: dead letters the broker acknowledged, per original topic.
         request_group_id: the consumer group of the request source (``<group_id>.requests``).
         replied: ok replies sent, per request topic.
         error_replies: error replies sent (the handler raised), per request topic.
@@ -517,7 +518,10 @@ class Microservice:
 
         Raises:
             BrokerUnavailableError: the broker cannot be reached.
+            RuntimeError: the service is started already (stop it first).
         """
+        if self.started:
+            raise RuntimeError(f"Microservice {self.name!r} is started already; stop() it before starting it again")
         if self._own:
             await self.broker.start()
         await self.broker.create_topics(self.patterns)
@@ -528,7 +532,9 @@ class Microservice:
             )
         if self._requests:
             await wait_visible(self.broker, list(self._requests), timeout=30.0)
-            self._run(self._source(list(self._requests), self.request_group_id), self._responder)
+            # raw bytes: the responder decodes, so that a request it cannot decode gets an error
+            # reply at once (besides its dead letter) instead of leaving its caller to time out
+            self._run(self._source(list(self._requests), self.request_group_id, decode=None), self._responder)
         for topics, fn in self._pipelines:
             done = asyncio.Event()
             result = fn(self._source(topics, self.group_id, self.auto_offset_reset))
@@ -550,7 +556,11 @@ class Microservice:
         self._done.append(done)
 
     def _source(
-        self, topics: list[str], group_id: str, auto_offset_reset: OffsetReset = "earliest"
+        self,
+        topics: list[str],
+        group_id: str,
+        auto_offset_reset: OffsetReset = "earliest",
+        decode: Decoder | str | None = "json",
     ) -> Observable[Message]:
         """The broker source, resubscribed after a retriable error (a lost connection, an
         unacknowledged publish of tracked work): up to ``source_retries`` times in a row, with
@@ -562,6 +572,7 @@ class Microservice:
             stop=self._stop,
             concurrency=self.concurrency,
             auto_offset_reset=auto_offset_reset,
+            decode=decode,
         )
         if not self.source_retries:
             return source
@@ -605,9 +616,15 @@ class Microservice:
                 await self.broker.stop()
 
     def _dead_letter(self, message: Message, error: BaseException) -> None:
-        # logged (with the record's place and the reason) by the one dead-letter path
-        self.dead_lettered[message.topic] = self.dead_lettered.get(message.topic, 0) + 1
-        self._dlt.on_next(DeadLetter(message, error))
+        # logged (with the record's place and the reason) by the one dead-letter path; counted
+        # once the broker acknowledged it (a failed publish ends the stream instead)
+        topic = message.topic
+
+        def count(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.dead_lettered[topic] = self.dead_lettered.get(topic, 0) + 1
+
+        self._dlt.publish(DeadLetter(message, error)).add_done_callback(count)
 
     def _failed(self, error: BaseException) -> None:
         log.error("%s: stream failed: %s", self.name, error)

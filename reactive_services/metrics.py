@@ -52,7 +52,7 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from reactive_services.adapters import Broker, Decoder, Headers, Message, RecordMetadata
+from reactive_services.adapters import Broker, Decoder, HeadersIn, Message, RecordMetadata
 
 from .errors import ConfigError
 
@@ -258,7 +258,7 @@ class MeteredBroker:
         value: Any,
         *,
         key: str | bytes | None = None,
-        headers: Headers | None = None,
+        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """``broker.emit``; counts the record once acknowledged."""

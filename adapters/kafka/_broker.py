@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from reactivex import Observable
 
-from .._message import Headers, Message, RecordMetadata
+from .._message import HeadersIn, Message, RecordMetadata
 from .._protocol import Decoder
 from .._sink import BrokerSink
 from .._source import source_args
@@ -224,7 +224,7 @@ class KafkaBroker:
         value: Any,
         *,
         key: str | bytes | None = None,
-        headers: Headers | None = None,
+        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Publish one record and wait for its acknowledgement (acks=all).

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotRead
 
 from reactive_services.errors import BrokerUnavailableError, ConfigError
 
-from .._message import Headers, Message, RecordMetadata
+from .._message import Message, RecordMetadata
 
 __all__ = [
     "RESERVED_CONSUMER_OPTIONS",
@@ -24,7 +24,6 @@ __all__ = [
     "KafkaSettings",
     "fmt_offsets",
     "headers_from_kafka",
-    "headers_to_kafka",
     "message_from_record",
     "parse_bootstrap",
     "record_metadata",
@@ -66,22 +65,6 @@ def headers_from_kafka(headers: Iterable[tuple[str, bytes | None]] | None) -> li
     if not headers:
         return []
     return [(name, b"" if value is None else value) for name, value in headers]
-
-
-def headers_to_kafka(headers: Headers | None) -> list[tuple[str, bytes]] | None:
-    """Headers for ``AIOKafkaProducer.send``: a list of ``(str, bytes)``, or None when empty.
-
-    Raises:
-        TypeError: a name is not ``str`` or a value is not ``bytes``.
-    """
-    if not headers:
-        return None
-    out: list[tuple[str, bytes]] = []
-    for name, value in headers:
-        if not isinstance(name, str) or not isinstance(value, (bytes, bytearray)):
-            raise TypeError(f"headers must be (str, bytes) pairs, got ({name!r}, {value!r})")
-        out.append((name, bytes(value)))
-    return out
 
 
 def message_from_record(record: ConsumerRecordLike, value: Any) -> Message:

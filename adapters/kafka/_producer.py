@@ -12,12 +12,12 @@ from aiokafka.errors import KafkaError
 
 from reactive_services.errors import PublishError
 
-from .._codec import encode_key, encode_value
-from .._message import Headers, RecordMetadata
+from .._codec import encode_headers, encode_key, encode_value
+from .._message import HeadersIn, RecordMetadata
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import close_quietly
-from ._codec import KafkaSettings, headers_to_kafka, record_metadata, unavailable
+from ._codec import KafkaSettings, record_metadata, unavailable
 
 __all__ = ["KafkaProducer"]
 
@@ -118,13 +118,13 @@ class KafkaProducer:
         value: Any,
         *,
         key: str | bytes | None = None,
-        headers: Headers | None = None,
+        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Publish one record and wait for its acknowledgement; see :meth:`KafkaBroker.emit`."""
         data = encode_value(value)
         kbytes = encode_key(key)
-        kheaders = headers_to_kafka(headers)
+        kheaders = list(encode_headers(headers)) or None
         producer = await self._ensure()
         timeout_s = self._settings.request_timeout_s
         try:

@@ -26,7 +26,7 @@ from reactivex import Observable
 
 from reactive_services.errors import ConfigError
 
-from .._message import Headers, Message, RecordMetadata
+from .._message import HeadersIn, Message, RecordMetadata
 from .._protocol import Decoder
 from .._sink import BrokerSink
 from .._source import source_args
@@ -131,7 +131,7 @@ class InMemoryBroker:
         value: Any,
         *,
         key: str | bytes | None = None,
-        headers: Headers | None = None,
+        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Append one record; see :meth:`reactive_services.adapters.Broker.emit`.

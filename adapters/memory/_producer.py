@@ -9,8 +9,8 @@ from typing import Any
 
 from reactive_services.errors import PublishError
 
-from .._codec import encode_key, encode_value
-from .._message import Headers, RecordMetadata
+from .._codec import encode_headers, encode_key, encode_value
+from .._message import HeadersIn, RecordMetadata
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import MemoryCluster
@@ -44,23 +44,23 @@ class MemoryProducer:
         value: Any,
         *,
         key: str | bytes | None = None,
-        headers: Headers | None = None,
+        headers: HeadersIn | None = None,
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Append one record; see :meth:`InMemoryBroker.emit`."""
-        return self._append(topic, encode_key(key), encode_value(value), headers, timestamp_ms)
+        return self._append(topic, encode_key(key), encode_value(value), encode_headers(headers), timestamp_ms)
 
     async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Append many ``(key, value)`` records in order (all encoded first)."""
         encoded = [(encode_key(k), encode_value(v)) for k, v in records]
-        return [self._append(topic, k, v, None, None) for k, v in encoded]
+        return [self._append(topic, k, v, (), None) for k, v in encoded]
 
     def _append(
         self,
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: Headers | None,
+        headers: tuple[tuple[str, bytes], ...],
         timestamp_ms: int | None,
     ) -> RecordMetadata:
         if not self._started():
@@ -73,7 +73,7 @@ class MemoryProducer:
         partition = partition_for(key, len(parts), next(self._round_robin) if key is None else 0)
         ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
         records = parts[partition]
-        records.append(StoredRecord(key, value, tuple(headers or ()), ts))
+        records.append(StoredRecord(key, value, headers, ts))
         self._cluster.wake(topic)
         return RecordMetadata(topic, partition, len(records) - 1, ts)
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -202,6 +203,37 @@ class BrokerContract(BrokerFixture):
         assert [m.value for m in got] == [{"i": 0}]
         await broker.start()
         assert await broker.committed(group, topic, 0) == 1
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"trace-id": "abc", "bin": b"\x00\x01", "none": None},
+            [("trace-id", "abc"), ("bin", b"\x00\x01"), ("none", None)],
+        ],
+        ids=["mapping", "pairs"],
+    )
+    async def test_headers_of_every_accepted_shape_arrive_as_bytes(self, broker: Broker, headers: Any) -> None:
+        topic = unique_name("contract")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit(topic, {"i": 0}, headers=headers)
+        got = await consume(broker, topic, 1)
+        assert list(got.items[0].headers) == [("trace-id", b"abc"), ("bin", b"\x00\x01"), ("none", b"")]
+        assert got.items[0].header("trace-id") == b"abc"
+
+    @pytest.mark.parametrize(
+        ("headers", "names"),
+        [(["trace-id"], "headers[0]"), ([("n", 5)], "header 'n'"), ("trace=abc", "mapping or a sequence")],
+    )
+    async def test_headers_of_another_shape_are_refused_with_type_error(
+        self, broker: Broker, headers: Any, names: str
+    ) -> None:
+        topic = unique_name("contract")
+        await broker.create_topics([topic], partitions=1)
+        with pytest.raises(TypeError, match=re.escape(names)):
+            await broker.emit(topic, {"i": 0}, headers=headers)
+        await broker.emit(topic, {"i": 1})  # nothing was stored: the next record is offset 0
+        got = await consume(broker, topic, 1)
+        assert [(m.offset, m.value) for m in got.items] == [(0, {"i": 1})]
 
     async def test_dispose_from_on_next_leaves_that_message_uncommitted(self, broker: Broker) -> None:
         # take(2) disposes the subscription inside on_next of offset 1: the source cannot know

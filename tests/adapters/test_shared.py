@@ -17,7 +17,7 @@ from reactive_services.adapters import (
     publish_dead_letter,
     wait_visible,
 )
-from reactive_services.adapters._codec import resolve_decoder
+from reactive_services.adapters._codec import encode_headers, resolve_decoder
 from reactive_services.adapters._sink import Sinks
 from reactive_services.adapters._source import source_args, topic_list
 from reactive_services.adapters.memory import InMemoryBroker
@@ -170,3 +170,35 @@ def test_memory_partitioning_and_assignment_are_pure() -> None:
         [("a", 0), ("a", 2)],
         [("a", 1), ("b", 0), ("b", 1)],
     ]
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        (None, ()),
+        ({}, ()),
+        ({"trace-id": "abc", "raw": b"\x00", "empty": None}, (("trace-id", b"abc"), ("raw", b"\x00"), ("empty", b""))),
+        ([("a", b"1"), ("a", "2")], (("a", b"1"), ("a", b"2"))),  # a name may repeat
+        ((("a", bytearray(b"x")),), (("a", b"x"),)),
+    ],
+)
+def test_encode_headers_accepts_a_mapping_or_pairs(given: object, stored: tuple[tuple[str, bytes], ...]) -> None:
+    assert encode_headers(given) == stored  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("trace-id=abc", "headers must be a mapping or a sequence of (name, value) pairs, got str"),
+        (["trace-id"], "headers[0] must be a (name, value) pair, got 'trace-id'"),
+        ([("ab",)], "headers[0] must be a (name, value) pair, got ('ab',)"),
+        ([("a", b"1"), ("a", b"2", b"3")], "headers[1] must be a (name, value) pair"),
+        ([(1, b"x")], "header 0 name must be a str, got 1"),
+        ({"n": 5}, "header 'n' value must be bytes, str or None, got int"),
+        (5, "got int"),
+    ],
+)
+def test_encode_headers_names_the_bad_header(given: object, message: str) -> None:
+    with pytest.raises(TypeError) as failure:
+        encode_headers(given)  # type: ignore[arg-type]
+    assert message in str(failure.value)

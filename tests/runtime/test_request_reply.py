@@ -14,7 +14,7 @@ import pytest
 import reactivex
 
 from reactive_services import ClientProxy, Controller, Microservice, message_pattern, testing
-from reactive_services.adapters import DeadLetterSink
+from reactive_services.adapters import DeadLetterSink, headers_to_dict
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import (
     BrokerError,
@@ -113,6 +113,18 @@ async def test_an_async_handler_is_awaited(broker, calculator) -> None:
     _, ns = calculator
     async with ClientProxy(broker, namespace=ns) as client:
         assert await client.send("math.sum_async", [1, 2, 3]) == 6
+
+
+async def test_a_request_that_is_not_json_gets_an_error_reply_at_once_and_a_dead_letter(broker, calculator) -> None:
+    service, ns = calculator
+    async with ClientProxy(broker, namespace=ns) as client:
+        with pytest.raises(RemoteError) as caught:
+            await client.send("math.add", b"{not json", timeout=20)  # answered long before 20 s
+    assert caught.value.remote_type == "DecodeError" and "not JSON" in caught.value.remote_message
+    assert service.error_replies == {f"{ns}math.add": 1}
+    dead = await testing.consume(broker, f"{ns}math.add.DLT", 1, decode=None)
+    assert dead.items[0].raw == b"{not json"
+    assert headers_to_dict(dead.items[0].headers)["dlt.exception.type"] == "DecodeError"
 
 
 async def test_no_reply_within_the_timeout_raises_request_timeout_error(broker) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from reactive_services import Controller, Microservice, Running, System, event_pattern, serve
+from reactive_services import Controller, Microservice, Running, System, event_pattern, run, serve
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError
 from reactive_services.testing import unique_name, wait_for
@@ -254,3 +254,32 @@ async def test_a_service_that_owns_its_broker_starts_and_stops_it_itself() -> No
     stop.set()
     assert await asyncio.wait_for(task, 20) == 0
     assert not broker.started
+
+
+async def test_plain_functions_are_callbacks_too() -> None:
+    broker = InMemoryBroker()
+    service, _ = make_service(broker)
+    ran: list[str] = []
+    task, stop, _ = await start(service, on_services_stopped=[lambda: ran.append("sync")], on_stopped=[ran.clear])
+    stop.set()
+    assert await asyncio.wait_for(task, 20) == 0
+    assert ran == []  # appended by the first, cleared by the second: both ran, in order
+
+
+async def test_run_inside_a_running_loop_points_to_serve() -> None:
+    service, _ = make_service(InMemoryBroker())
+    with pytest.raises(RuntimeError, match=r"await serve\(\.\.\.\)"):
+        run(service)
+
+
+async def test_a_microservice_started_twice_is_refused() -> None:
+    async with InMemoryBroker() as broker:
+        service, _ = make_service(broker)
+        await service.start()
+        try:
+            with pytest.raises(RuntimeError, match="started already"):
+                await service.start()
+        finally:
+            await service.stop()
+        await service.start()  # once stopped it starts again
+        await service.stop()

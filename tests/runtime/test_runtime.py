@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import reactivex.operators as ops
@@ -10,7 +11,7 @@ import reactivex.operators as ops
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, start_all_microservices
 from reactive_services.adapters import headers_to_dict
 from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.errors import ConfigError
+from reactive_services.errors import ConfigError, PublishError
 from reactive_services.testing import wait_for
 
 
@@ -180,6 +181,27 @@ async def test_one_pipeline_handler_for_several_patterns() -> None:
         await wait_for(lambda: len(both.topics) == 2)
         await service.stop()
         assert sorted(both.topics) == ["a", "b"]
+
+
+class _DeadLetterTopicDown(InMemoryBroker):
+    async def emit(self, topic: str, value: Any, **kwargs: Any) -> Any:
+        if topic.endswith(".DLT"):
+            raise PublishError(f"{topic} is down")
+        return await super().emit(topic, value, **kwargs)
+
+
+async def test_a_dead_letter_that_could_not_be_published_is_not_counted_and_its_record_stays_uncommitted() -> None:
+    async with _DeadLetterTopicDown(partitions=1) as broker:
+        orders = Orders()
+        service = Microservice(broker, [orders], name="svc", source_retries=0)
+        await service.start()
+        await broker.emit("order.created", {"id": 1, "fail": True}, key="1")
+        await wait_for(lambda: service.errors, what="the stream to fail")
+        with pytest.raises(PublishError):  # stop() raises the dead-letter sink's first failure
+            await service.stop()
+        assert service.dead_lettered == {}
+        assert isinstance(service.errors[0], PublishError)
+        assert [await broker.committed("svc", "order.created", p) for p in range(3)] == [None, None, None]
 
 
 async def test_a_failing_record_is_dead_lettered_once_when_a_service_has_payload_and_pipeline_handlers() -> None:

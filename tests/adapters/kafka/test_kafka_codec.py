@@ -13,7 +13,6 @@ from reactive_services.adapters.kafka._codec import (
     KafkaSettings,
     fmt_offsets,
     headers_from_kafka,
-    headers_to_kafka,
     message_from_record,
     parse_bootstrap,
     record_metadata,
@@ -65,16 +64,6 @@ def test_message_from_a_tombstone_keeps_raw_none() -> None:
 def test_headers_from_kafka_turns_null_values_into_empty_bytes() -> None:
     assert headers_from_kafka([("a", b"1"), ("b", None), ("a", b"2")]) == [("a", b"1"), ("b", b""), ("a", b"2")]
     assert headers_from_kafka(None) == [] and headers_from_kafka(()) == []
-
-
-def test_headers_to_kafka_validates_and_copies() -> None:
-    assert headers_to_kafka(None) is None and headers_to_kafka([]) is None
-    mutable: list[tuple[str, bytes]] = [("t", bytearray(b"x"))]  # type: ignore[list-item]
-    assert headers_to_kafka(mutable) == [("t", b"x")]
-    with pytest.raises(TypeError, match="headers"):
-        headers_to_kafka([("t", "text")])  # type: ignore[list-item]
-    with pytest.raises(TypeError):
-        headers_to_kafka([(1, b"x")])  # type: ignore[list-item]
 
 
 def test_record_metadata_from_aiokafka() -> None:

@@ -560,7 +560,7 @@ class Microservice:
         topics: list[str],
         group_id: str,
         auto_offset_reset: OffsetReset = "earliest",
-        decode: Decoder | str | None = "json",
+        decode: Decoder = "json",
     ) -> Observable[Message]:
         """The broker source, resubscribed after a retriable error (a lost connection, an
         unacknowledged publish of tracked work): up to ``source_retries`` times in a row, with

@@ -12,6 +12,9 @@ What it offers, each with examples in its own docstring:
   ``Observable[Message] -> Observable[T]``, expected output marbles *and* expected commit
   marbles, following the library's commit rule (an offset is committed once ``on_next``
   returned and the work ``track()``-ed on it settled).
+- :func:`check_at_least_once`: a crash checker: runs a pipeline over records on the in-memory
+  broker, kills the consumer at many points, restarts it from the committed offsets, and
+  reports every input whose effect never reached the sink (:class:`CrashReport`).
 - :mod:`reactive_services.testing.contract`: the broker contract as pytest test classes to
   subclass for your own broker or broker wrapper (needs the ``test`` extra: pytest and
   pytest-asyncio; importing this package does not).
@@ -40,6 +43,7 @@ Example, a pipeline whose commits wait for its asynchronous work::
         )
 """
 
+from ._crash import CrashPoint, CrashReport, LostRecord, check_at_least_once
 from ._marbles import (
     SUBSCRIBED,
     Commit,
@@ -58,9 +62,13 @@ __all__ = [
     "SUBSCRIBED",
     "Collected",
     "Commit",
+    "CrashPoint",
+    "CrashReport",
+    "LostRecord",
     "MarbleRun",
     "MarbleScheduler",
     "MarbleSource",
+    "check_at_least_once",
     "collect",
     "consume",
     "expect_marbles",

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import heapq
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from reactivex import Observable, abc
-from reactivex.disposable import SingleAssignmentDisposable
+from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
+
+from reactive_services.adapters import current_message
 
 from ._commit_hold import HeldRecords
+from ._scheduling import pick_scheduler
 
 __all__ = ["Window", "sliding_event_time_window", "tumbling_event_time_window"]
 
@@ -55,10 +60,11 @@ class Window(Generic[T]):
 class _KeyState(Generic[T]):
     """Open windows and watermark of one key."""
 
-    __slots__ = ("order", "watermark", "open", "holds", "heap", "late", "late_holds")
+    __slots__ = ("order", "partition", "watermark", "open", "holds", "heap", "late", "late_holds")
 
-    def __init__(self, order: int) -> None:
+    def __init__(self, order: int, partition: Hashable = None) -> None:
         self.order = order  # first-seen rank of the key, to order the final flush
+        self.partition = partition  # watermark="partition": the partition its items come from
         self.watermark = -math.inf
         self.open: dict[int, list[T]] = {}  # window index -> items, for the windows that have items
         self.holds: dict[int, HeldRecords] = {}  # window index -> the commits its items hold back
@@ -74,6 +80,9 @@ def sliding_event_time_window(
     timestamp: Callable[[T], float],
     key: Callable[[T], Hashable] | None = None,
     allowed_lateness_s: float = 0.0,
+    watermark: Literal["key", "partition"] = "key",
+    idle_timeout_s: float | None = None,
+    scheduler: abc.SchedulerBase | None = None,
 ) -> Callable[[Observable[T]], Observable[Window[T]]]:
     """Group items into sliding (hopping) windows of their event time, one series of windows per key.
 
@@ -152,14 +161,36 @@ def sliding_event_time_window(
             source). ``None`` puts every item under the key ``None``.
         allowed_lateness_s: how far behind the largest event time seen an item may be and still
             count as on time, in seconds; must be >= 0 and finite.
+        watermark: ``"key"`` (default): each key has its own watermark, moved by its own items
+            only (keys whose event times differ widely, such as log files of different years,
+            do not disturb each other; a key that stops receiving items keeps its windows open
+            until completion or ``idle_timeout_s``). ``"partition"``: one watermark per broker
+            partition (the partition of the message being delivered,
+            :data:`~reactive_services.adapters.current_message`; one for the whole stream outside
+            a delivery), moved by every item of that partition, as Kafka Streams' stream time
+            does: the windows of *every* key of the partition close when it passes their end,
+            and a key with nothing open is forgotten, so memory stays bounded however many
+            distinct keys pass (one record each, or an idle key).
+        idle_timeout_s: seconds of processing time (the ``scheduler``'s clock) after which a key
+            that received no item has its open windows emitted, as if its watermark had passed
+            them (so the last window of a quiet source is published); items that arrive later
+            for those windows are late. None (default): no timeout. Must be > 0 and finite.
+        scheduler: the clock and timers of ``idle_timeout_s`` (a ``TestScheduler`` in tests).
+            Default: the subscribe-time scheduler, else the running asyncio loop, else
+            reactivex's ``TimeoutScheduler``.
+
+    A too-late item whose key has no open window (after an idle flush, or with
+    ``watermark="partition"``) is emitted at once in a window of its own, with no ``items``
+    and the item in ``late``, bounded by the windows it belonged to.
 
     Returns:
         An operator turning ``Observable[T]`` into ``Observable[Window[T]]``.
 
     Raises:
         ValueError: at construction (the message names the parameter), when ``size_s <= 0``,
-            ``slide_s <= 0``, ``slide_s > size_s`` or ``allowed_lateness_s < 0``, or any of
-            them is not finite.
+            ``slide_s <= 0``, ``slide_s > size_s``, ``allowed_lateness_s < 0`` or
+            ``idle_timeout_s <= 0``, or any of them is not finite, or ``watermark`` is neither
+            ``"key"`` nor ``"partition"``.
 
     Errors: an exception raised by ``timestamp`` or ``key``, a non-finite timestamp
     (``ValueError``), or a timestamp too large for its window index (``OverflowError``) is sent
@@ -175,7 +206,12 @@ def sliding_event_time_window(
         raise ValueError(f"slide_s must be <= size_s ({size_s!r}), got {slide_s!r}")
     if not math.isfinite(allowed_lateness_s) or allowed_lateness_s < 0:
         raise ValueError(f"allowed_lateness_s must be a finite number >= 0, got {allowed_lateness_s!r}")
+    if watermark not in ("key", "partition"):
+        raise ValueError(f"watermark must be 'key' or 'partition', got {watermark!r}")
+    if idle_timeout_s is not None and not (math.isfinite(idle_timeout_s) and idle_timeout_s > 0):
+        raise ValueError(f"idle_timeout_s must be a finite number > 0 or None, got {idle_timeout_s!r}")
     key_of: Callable[[T], Hashable] = key if key is not None else (lambda _item: None)
+    scheduler_ = scheduler
 
     ratio = size_s / slide_s
     span = round(ratio)
@@ -213,90 +249,242 @@ def sliding_event_time_window(
             observer: abc.ObserverBase[Window[T]],
             scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
-            states: dict[Hashable, _KeyState[T]] = {}
-            stopped = False
-
-            def emit_window(k: Hashable, state: _KeyState[T], index: int) -> None:
-                items = state.open.pop(index)
-                held = state.holds.pop(index)
-                late = tuple(state.late)
-                state.late.clear()
-                held.merge(state.late_holds)
-                window = Window(key=k, start=start_of(index), end=end_of(index), items=tuple(items), late=late)
-                held.emit(observer, window)
-
-            def on_next(item: T) -> None:
-                nonlocal stopped
-                if stopped:
-                    return
-                try:
-                    event_time = float(timestamp(item))
-                    if not math.isfinite(event_time):
-                        raise ValueError(f"timestamp must be finite, got {event_time!r} for {item!r}")
-                    k = key_of(item)
-                    first, last = indices(event_time)
-                    state = states.get(k)
-                    if state is None:
-                        state = states[k] = _KeyState(len(states))
-                except Exception as exc:  # a user callback failed: stop and report
-                    stopped = True
-                    subscription.dispose()
-                    observer.on_error(exc)
-                    return
-
-                watermark = state.watermark
-                if end_of(last) <= watermark:  # every window holding it has closed: too late
-                    state.late.append(item)
-                    state.late_holds.add()
-                    return
-                for index in range(first, last + 1):
-                    if end_of(index) <= watermark:
-                        continue  # closed already (partially late item): only the open ones get it
-                    bucket = state.open.get(index)
-                    if bucket is None:
-                        state.open[index] = [item]
-                        state.holds[index] = held = HeldRecords()
-                        heapq.heappush(state.heap, index)
-                    else:
-                        bucket.append(item)
-                        held = state.holds[index]
-                    held.add()
-                # A partially late item is behind the watermark, so only an on-time one moves it.
-                state.watermark = max(watermark, event_time - allowed_lateness_s)
-                heap = state.heap
-                while heap and end_of(heap[0]) <= state.watermark:  # smallest start first
-                    emit_window(k, state, heapq.heappop(heap))
-
-            def on_error(error: Exception) -> None:
-                nonlocal stopped
-                if not stopped:
-                    stopped = True
-                    observer.on_error(error)
-
-            def on_completed() -> None:
-                nonlocal stopped
-                if stopped:
-                    return
-                stopped = True
-                pending: list[tuple[int, int, Hashable, _KeyState[T]]] = []
-                for k, state in states.items():
-                    # The last window holding the key's largest event time is always still open
-                    # (only a later event could have closed it), so late items always find a window.
-                    for index in state.open:
-                        pending.append((index, state.order, k, state))
-                    state.heap.clear()
-                pending.sort(key=lambda entry: (entry[0], entry[1]))
-                for index, _order, k, state in pending:
-                    emit_window(k, state, index)
-                observer.on_completed()
-
-            subscription = SingleAssignmentDisposable()
-            subscription.disposable = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
-            return subscription
+            return _WindowRun(
+                observer,
+                source,
+                pick_scheduler(scheduler_, scheduler) if idle_timeout_s is not None else None,
+                scheduler,
+                _Shape(start_of, end_of, indices),
+                timestamp,
+                key_of,
+                allowed_lateness_s,
+                watermark,
+                idle_timeout_s,
+            ).subscription
 
         return Observable(subscribe)
 
     return operator
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The window arithmetic of one operator (bounds from indices, indices from an event time)."""
+
+    start_of: Callable[[int], float]
+    end_of: Callable[[int], float]
+    indices: Callable[[float], tuple[int, int]]
+
+
+class _WindowRun(Generic[T]):
+    """The state of one subscription of :func:`sliding_event_time_window`."""
+
+    def __init__(
+        self,
+        observer: abc.ObserverBase[Window[T]],
+        source: Observable[T],
+        timer_scheduler: abc.SchedulerBase | None,
+        subscribe_scheduler: abc.SchedulerBase | None,
+        shape: _Shape,
+        timestamp: Callable[[T], float],
+        key_of: Callable[[T], Hashable],
+        lateness: float,
+        watermark: str,
+        idle_timeout_s: float | None,
+    ) -> None:
+        self.observer = observer
+        self.shape = shape
+        self.timestamp = timestamp
+        self.key_of = key_of
+        self.lateness = lateness
+        self.by_partition = watermark == "partition"
+        self.idle_timeout_s = idle_timeout_s
+        self.timer_scheduler = timer_scheduler
+        self.states: dict[Hashable, _KeyState[T]] = {}
+        self.keys_seen = 0
+        # watermark="partition": one watermark per partition, and its open windows of every key
+        self.partition_watermarks: dict[Hashable, float] = {}
+        self.partition_heaps: dict[Hashable, list[tuple[int, int, Hashable]]] = {}
+        # idle_timeout_s: keys by their last item, oldest first (processing time of the scheduler)
+        self.last_seen: OrderedDict[Hashable, float] = OrderedDict()
+        self.timer = SerialDisposable()
+        self.timer_due: float | None = None
+        self.lock = threading.RLock()
+        self.stopped = False
+        upstream = SingleAssignmentDisposable()
+        self.subscription = CompositeDisposable(upstream, self.timer)
+        upstream.disposable = source.subscribe(
+            self.on_next, self.on_error, self.on_completed, scheduler=subscribe_scheduler
+        )
+
+    # -- emitting -----------------------------------------------------------------------------
+    def emit(self, k: Hashable, state: _KeyState[T], index: int) -> None:
+        items = state.open.pop(index)
+        held = state.holds.pop(index)
+        late = tuple(state.late)
+        state.late.clear()
+        held.merge(state.late_holds)
+        shape = self.shape
+        window = Window(key=k, start=shape.start_of(index), end=shape.end_of(index), items=tuple(items), late=late)
+        held.emit(self.observer, window)
+
+    def emit_late_alone(self, k: Hashable, item: T, first: int, last: int) -> None:
+        """A too-late item of a key with no open window: at once, in a window of its own (no items)."""
+        held = HeldRecords()
+        held.add()
+        start, end = self.shape.start_of(first), self.shape.end_of(last)
+        held.emit(self.observer, Window(key=k, start=start, end=end, items=(), late=(item,)))
+
+    def forget_if_empty(self, k: Hashable, state: _KeyState[T]) -> None:
+        """watermark="partition": a key with nothing open costs nothing (its lateness is the partition's)."""
+        if self.by_partition and not state.open and not state.late:
+            del self.states[k]
+            self.last_seen.pop(k, None)
+
+    # -- items ----------------------------------------------------------------------------------
+    def on_next(self, item: T) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            try:
+                event_time = float(self.timestamp(item))
+                if not math.isfinite(event_time):
+                    raise ValueError(f"timestamp must be finite, got {event_time!r} for {item!r}")
+                k = self.key_of(item)
+                first, last = self.shape.indices(event_time)
+            except Exception as exc:  # a user callback failed: stop and report
+                self.fail(exc, dispose=True)
+                return
+            part: Hashable = None
+            if self.by_partition:
+                message = current_message.get()
+                part = None if message is None else (message.topic, message.partition)
+            state = self.states.get(k)
+            if state is None:
+                self.keys_seen += 1
+                state = self.states[k] = _KeyState(self.keys_seen, part)
+            if self.idle_timeout_s is not None:
+                self.touch(k)
+            end_of = self.shape.end_of
+            watermark = self.partition_watermarks.get(part, -math.inf) if self.by_partition else state.watermark
+            if end_of(last) <= watermark:  # every window holding it has closed: too late
+                if not state.open:  # no window of its key to carry it (partition watermark, idle flush)
+                    self.emit_late_alone(k, item, first, last)
+                    self.forget_if_empty(k, state)
+                else:
+                    state.late.append(item)
+                    state.late_holds.add()
+                return
+            for index in range(first, last + 1):
+                if end_of(index) <= watermark:
+                    continue  # closed already (partially late item): only the open ones get it
+                bucket = state.open.get(index)
+                if bucket is None:
+                    state.open[index] = [item]
+                    state.holds[index] = held = HeldRecords()
+                    if self.by_partition:
+                        heapq.heappush(self.partition_heaps.setdefault(part, []), (index, state.order, k))
+                    else:
+                        heapq.heappush(state.heap, index)
+                else:
+                    bucket.append(item)
+                    held = state.holds[index]
+                held.add()
+            # A partially late item is behind the watermark, so only an on-time one moves it.
+            moved = max(watermark, event_time - self.lateness)
+            if self.by_partition:
+                self.partition_watermarks[part] = moved
+                self.close_partition(part, moved)
+            else:
+                state.watermark = moved
+                heap = state.heap
+                while heap and end_of(heap[0]) <= moved:  # smallest start first
+                    self.emit(k, state, heapq.heappop(heap))
+
+    def close_partition(self, part: Hashable, watermark: float) -> None:
+        heap = self.partition_heaps.get(part)
+        end_of = self.shape.end_of
+        while heap and end_of(heap[0][0]) <= watermark:  # by start, then keys in first-seen order
+            index, _order, k = heapq.heappop(heap)
+            state = self.states.get(k)
+            if state is None or index not in state.open:
+                continue  # flushed meanwhile (idle timeout)
+            self.emit(k, state, index)
+            self.forget_if_empty(k, state)
+
+    # -- idle keys (processing time) ----------------------------------------------------------------
+    def touch(self, k: Hashable) -> None:
+        scheduler = self.timer_scheduler
+        assert scheduler is not None and self.idle_timeout_s is not None
+        now = scheduler.to_seconds(scheduler.now)
+        self.last_seen[k] = now
+        self.last_seen.move_to_end(k)
+        if self.timer_due is None:
+            self.arm(now + self.idle_timeout_s)
+
+    def arm(self, due: float) -> None:
+        scheduler = self.timer_scheduler
+        assert scheduler is not None
+        self.timer_due = due
+        delay = max(0.0, due - scheduler.to_seconds(scheduler.now))
+        self.timer.disposable = scheduler.schedule_relative(delay, self.on_timer)
+
+    def on_timer(self, _scheduler: abc.SchedulerBase, _state: Any = None) -> None:
+        with self.lock:
+            self.timer_due = None
+            if self.stopped or self.idle_timeout_s is None or self.timer_scheduler is None:
+                return
+            now = self.timer_scheduler.to_seconds(self.timer_scheduler.now)
+            while self.last_seen:
+                k, seen = next(iter(self.last_seen.items()))
+                if seen + self.idle_timeout_s > now:
+                    self.arm(seen + self.idle_timeout_s)
+                    return
+                del self.last_seen[k]
+                state = self.states.get(k)
+                if state is not None:
+                    self.flush_key(k, state)
+
+    def flush_key(self, k: Hashable, state: _KeyState[T]) -> None:
+        """Emit every open window of an idle key (start order), as if its watermark had passed them."""
+        indices = sorted(state.open)
+        for index in indices:
+            self.emit(k, state, index)
+        if indices:  # what arrives later for these windows is late, never a second emission
+            state.watermark = max(state.watermark, self.shape.end_of(indices[-1]))
+        state.heap.clear()
+        self.forget_if_empty(k, state)
+
+    # -- the end ----------------------------------------------------------------------------------
+    def fail(self, error: Exception, *, dispose: bool = False) -> None:
+        self.stopped = True
+        self.timer.dispose()
+        if dispose:
+            self.subscription.dispose()
+        self.observer.on_error(error)
+
+    def on_error(self, error: Exception) -> None:
+        with self.lock:
+            if not self.stopped:
+                self.fail(error)
+
+    def on_completed(self) -> None:
+        with self.lock:
+            if self.stopped:
+                return
+            self.stopped = True
+            self.timer.dispose()
+            pending: list[tuple[int, int, Hashable, _KeyState[T]]] = []
+            for k, state in self.states.items():
+                # The last window holding the key's largest event time is always still open
+                # (only a later event could have closed it), so late items always find a window.
+                for index in state.open:
+                    pending.append((index, state.order, k, state))
+                state.heap.clear()
+            pending.sort(key=lambda entry: (entry[0], entry[1]))
+            for index, _order, k, state in pending:
+                self.emit(k, state, index)
+            self.observer.on_completed()
 
 
 def tumbling_event_time_window(
@@ -305,6 +493,9 @@ def tumbling_event_time_window(
     timestamp: Callable[[T], float],
     key: Callable[[T], Hashable] | None = None,
     allowed_lateness_s: float = 0.0,
+    watermark: Literal["key", "partition"] = "key",
+    idle_timeout_s: float | None = None,
+    scheduler: abc.SchedulerBase | None = None,
 ) -> Callable[[Observable[T]], Observable[Window[T]]]:
     """Group items into tumbling windows of their event time, one series of windows per key.
 
@@ -354,6 +545,10 @@ def tumbling_event_time_window(
             source). ``None`` puts every item under the key ``None``.
         allowed_lateness_s: how far behind the largest event time seen an item may be and still
             count as on time, in seconds; must be >= 0.
+        watermark: ``"key"`` or ``"partition"``, see :func:`sliding_event_time_window`.
+        idle_timeout_s: emit an idle key's open windows after this many seconds of processing
+            time without an item (None: never), see :func:`sliding_event_time_window`.
+        scheduler: the clock of ``idle_timeout_s``.
 
     Returns:
         An operator turning ``Observable[T]`` into ``Observable[Window[T]]``.
@@ -368,5 +563,12 @@ def tumbling_event_time_window(
     as is (open windows are not emitted either).
     """
     return sliding_event_time_window(
-        size_s, size_s, timestamp=timestamp, key=key, allowed_lateness_s=allowed_lateness_s
+        size_s,
+        size_s,
+        timestamp=timestamp,
+        key=key,
+        allowed_lateness_s=allowed_lateness_s,
+        watermark=watermark,
+        idle_timeout_s=idle_timeout_s,
+        scheduler=scheduler,
     )

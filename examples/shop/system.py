@@ -88,6 +88,8 @@ class ServeConfig:
         replay_logs: replay the shipped loghub files to ``logs`` once at start.
         queue_size, overflow: the hub's per-client queue (messages) and overflow policy.
         shutdown_timeout_s: seconds each service may take to finish in-flight work.
+        log_idle_timeout_s: seconds without a line after which a log source's open windows
+            are published (and their lines committed); None: only newer lines or the stop do.
     """
 
     only: tuple[str, ...] = SERVICES
@@ -104,6 +106,7 @@ class ServeConfig:
     queue_size: int = 1000
     overflow: OverflowPolicy = "close"
     shutdown_timeout_s: float = 30.0
+    log_idle_timeout_s: float | None = 30.0
 
     def validate(self) -> None:
         """Raises ConfigError naming the offending setting."""
@@ -122,6 +125,8 @@ class ServeConfig:
             raise ConfigError("products", f"no such file: {self.products}")
         if self.replay_logs and "logs" not in self.only and self.bootstrap_servers is None:
             raise ConfigError("replay_logs", "needs the logs service")
+        if self.log_idle_timeout_s is not None and not self.log_idle_timeout_s > 0:
+            raise ConfigError("log_idle_timeout_s", f"must be > 0 seconds, got {self.log_idle_timeout_s!r}")
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -276,7 +281,11 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
             services.append(
                 Microservice(
                     broker,
-                    [LogAnalyticsController(analytics, DeadLetterSink(broker))],
+                    [
+                        LogAnalyticsController(
+                            analytics, DeadLetterSink(broker), idle_timeout_s=config.log_idle_timeout_s
+                        )
+                    ],
                     name="log-analytics",
                     namespace=ns,
                 )

@@ -227,6 +227,8 @@ def build_pipeline(
     sources: Mapping[str, LogSource],
     top_n: int = 5,
     on_event: Callable[[LogEvent], None] | None = None,
+    idle_timeout_s: float | None = None,
+    scheduler: SchedulerBase | None = None,
 ) -> Observable[WindowReport]:
     """The log-analytics pipeline: ``logs`` records in, one :class:`WindowReport` per closed window out.
 
@@ -248,6 +250,11 @@ def build_pipeline(
         top_n: how many templates each stats record lists.
         on_event: called with every parsed :class:`LogEvent`, once per record, in arrival order
             (before windowing; e.g. to count lines or record template assignments).
+        idle_timeout_s: seconds of processing time after which a source that sent no line has
+            its open windows published (the last window of a quiet source; later lines for
+            them count as late). None (default): open windows wait for newer lines or the end
+            of the input.
+        scheduler: the clock of ``idle_timeout_s`` (default: the running asyncio loop).
 
     Returns:
         ``Observable[WindowReport]``.
@@ -258,7 +265,7 @@ def build_pipeline(
     parse do not (they are counted as ``unparsed``).
     """
 
-    def create(scheduler: SchedulerBase | None) -> Observable[WindowReport]:
+    def create(_defer_scheduler: SchedulerBase | None) -> Observable[WindowReport]:
         parsers = LogParsers(sources)
         detectors: dict[str, AlertDetector] = {}
 
@@ -271,6 +278,8 @@ def build_pipeline(
                     timestamp=_event_time,
                     key=_event_source,
                     allowed_lateness_s=source.allowed_lateness_s,
+                    idle_timeout_s=idle_timeout_s,
+                    scheduler=scheduler,
                 )
             )
             return windows

@@ -19,7 +19,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
 
 from reactive_services.operators import Window, sliding_event_time_window, tumbling_event_time_window
-from reactive_services.testing import make_message, run_marbles
+from reactive_services.testing import MarbleScheduler, make_message, run_marbles
 
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
@@ -774,3 +774,105 @@ def test_property_each_item_in_exactly_its_open_windows_or_late_once(
     assert late_total > 0  # the streams do exercise late items
     if slide is not None and slide < size:
         assert partial_total > 0  # ... and partially late ones
+
+
+# -- watermark="partition" and idle_timeout_s ----------------------------------------------------------
+
+
+def _tumbling_on_partition(size: float, **options: Any) -> Any:
+    def windows(source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
+        return source.pipe(
+            tumbling_event_time_window(
+                size, timestamp=lambda m: m.timestamp, key=lambda m: m.key, watermark="partition", **options
+            ),
+            ops.map(lambda w: (w.key, w.start, [m.value for m in w.items], [m.value for m in w.late])),
+        )
+
+    return windows
+
+
+def test_a_partition_watermark_closes_the_windows_of_every_key_of_the_partition() -> None:
+    # a (key A, 1 s) and b (key B, 3 s); c (key B, 25 s) moves the partition past [0, 10): A's
+    # window closes although A got nothing more (with watermark="key" it would wait for completion)
+    values = {
+        "a": make_message("a", key=b"A", timestamp_ms=1000),
+        "b": make_message("b", key=b"B", timestamp_ms=3000),
+        "c": make_message("c", key=b"B", timestamp_ms=25000),
+    }
+    run = run_marbles("-a-b-c--|", _tumbling_on_partition(10.0), values)
+    assert [n.value.value for n in run.output if n.value.kind == "N"] == [
+        (b"A", 0.0, ["a"], []),
+        (b"B", 0.0, ["b"], []),
+        (b"B", 20.0, ["c"], []),
+    ]
+    assert [n.time for n in run.output if n.value.kind == "N"] == [205.0, 205.0, 208.0]
+    assert {c.time: c.offset for c in run.committed} == {205.0: 2, 208.0: 3}
+
+
+def test_partitions_have_watermarks_of_their_own() -> None:
+    values = {
+        "a": make_message("a", key=b"A", partition=0, timestamp_ms=1000),
+        "b": make_message("b", key=b"B", partition=1, timestamp_ms=25000),
+    }
+    run = run_marbles("-a-b--|", _tumbling_on_partition(10.0), values)
+    # b (partition 1) does not close partition 0's window: both are flushed by the completion
+    assert [n.time for n in run.output if n.value.kind == "N"] == [206.0, 206.0]
+
+
+def test_a_too_late_item_of_a_key_with_nothing_open_is_emitted_at_once_alone() -> None:
+    values = {
+        "a": make_message("a", key=b"A", timestamp_ms=1000),
+        "b": make_message("b", key=b"B", timestamp_ms=30000),
+        "c": make_message("c", key=b"A", timestamp_ms=2000),  # A's [0, 10) closed by b
+    }
+    run = run_marbles("-a-b-c--|", _tumbling_on_partition(10.0), values)
+    got = [(n.time, n.value.value) for n in run.output if n.value.kind == "N"]
+    assert got[:2] == [(203.0, (b"A", 0.0, ["a"], [])), (205.0, (b"A", 0.0, [], ["c"]))]
+    # a committed with its window; c's own window is handled at 205, but b (offset 1, still open)
+    # keeps the partition's commit below it until the completion flushes b
+    assert {c.time: c.offset for c in run.committed} == {203.0: 1, 208.0: 3}
+
+
+def test_with_a_partition_watermark_distinct_keys_do_not_accumulate() -> None:
+    # 20,000 keys with one record each, event time moving 1 s per record past 60 s windows:
+    # every window but the last minute's is emitted before completion, and each emitted key is forgotten
+    n = 20_000
+    source = reactivex.from_iterable(range(n)).pipe(ops.map(lambda i: (f"user-{i}", float(i))))
+    emitted_before_end: list[int] = []
+    windows: list[Window[Any]] = []
+    op = tumbling_event_time_window(60.0, timestamp=lambda r: r[1], key=lambda r: r[0], watermark="partition")
+    source.pipe(op).subscribe(windows.append, on_completed=lambda: emitted_before_end.append(len(windows)))
+    assert len(windows) == n  # one window per key
+    assert emitted_before_end == [n]
+    flushed_at_end = [w for w in windows if w.start == (n - 1) // 60 * 60]
+    assert len(flushed_at_end) == n - (n - 1) // 60 * 60  # only the keys of the last open window
+
+
+def test_an_idle_key_has_its_windows_emitted_after_the_timeout() -> None:
+    scheduler = MarbleScheduler()
+
+    def windows(source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
+        return source.pipe(
+            tumbling_event_time_window(
+                60.0, timestamp=lambda m: m.timestamp, key=lambda m: m.key, idle_timeout_s=10.0, scheduler=scheduler
+            ),
+            ops.map(lambda w: (w.key, [m.value for m in w.items], [m.value for m in w.late])),
+        )
+
+    values = {
+        "a": make_message("a", key=b"A", timestamp_ms=1000),
+        "b": make_message("b", key=b"A", timestamp_ms=2000),
+        "c": make_message("c", key=b"A", timestamp_ms=3000),  # after the idle flush: late, alone
+    }
+    run = run_marbles("-a-b-------------------c-|", windows, values, scheduler=scheduler)
+    got = [(n.time, n.value.value) for n in run.output if n.value.kind == "N"]
+    # b at 203; nothing for 10 s: [0, 60) of A emitted at 213 (not at completion, 225)
+    assert got == [(213.0, (b"A", ["a", "b"], [])), (223.0, (b"A", [], ["c"]))]
+    assert {c.time: c.offset for c in run.committed} == {213.0: 2, 223.0: 3}
+
+
+def test_bad_watermark_or_idle_timeout() -> None:
+    with pytest.raises(ValueError, match="watermark"):
+        tumbling_event_time_window(1.0, timestamp=float, watermark="stream")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="idle_timeout_s"):
+        tumbling_event_time_window(1.0, timestamp=float, idle_timeout_s=0)

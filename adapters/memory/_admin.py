@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from reactive_services.errors import ConfigError
 
 from .._message import Message
-from ._codec import StoredRecord, assign_range, message_of
+from ._codec import PartitionLog, Retention, assign_range, message_of
 
 __all__ = ["Group", "Member", "MemoryCluster"]
 
@@ -55,16 +55,20 @@ class MemoryCluster:
 
     Args:
         default_partitions: partitions of a topic created implicitly (by a publish or a subscribe).
+        retention: how long each partition keeps its records.
     """
 
-    def __init__(self, default_partitions: int) -> None:
+    def __init__(self, default_partitions: int, retention: Retention | None = None) -> None:
         self.default_partitions = default_partitions
-        self.topics: dict[str, list[list[StoredRecord]]] = {}
+        self.retention = retention or Retention()
+        self.topics: dict[str, list[PartitionLog]] = {}
+        #: records deleted by retention before a consumer group read them: ``{group: count}``
+        self.lost_to_retention: dict[str, int] = {}
         self.groups: dict[str, Group] = {}
         self._member_ids = itertools.count(1)
 
     # -- topics ----------------------------------------------------------------------------
-    def topic(self, topic: str, partitions: int | None = None) -> list[list[StoredRecord]]:
+    def topic(self, topic: str, partitions: int | None = None) -> list[PartitionLog]:
         """The partitions of ``topic``, created with ``partitions`` (default: the default) if new.
 
         Raises:
@@ -74,7 +78,7 @@ class MemoryCluster:
         if parts is None:
             if not topic:
                 raise ConfigError("topic", "must be a non-empty string")
-            parts = self.topics[topic] = [[] for _ in range(partitions or self.default_partitions)]
+            parts = self.topics[topic] = [PartitionLog() for _ in range(partitions or self.default_partitions)]
         return parts
 
     def create_topics(self, topics: Sequence[str], partitions: int) -> None:
@@ -95,8 +99,8 @@ class MemoryCluster:
         """Every record of ``topic`` as Messages (value: the raw bytes), partition by partition."""
         return [
             message_of(topic, p, offset, rec)
-            for p, records in enumerate(self.topics.get(topic, []))
-            for offset, rec in enumerate(records)
+            for p, log in enumerate(self.topics.get(topic, []))
+            for offset, rec in log.items()
         ]
 
     # -- consumer groups -------------------------------------------------------------------
@@ -136,7 +140,8 @@ class MemoryCluster:
         committed = group.committed.get(tp)
         if committed is not None:
             return committed
-        return 0 if reset == "earliest" else len(self.topic(tp[0])[tp[1]])
+        log = self.topic(tp[0])[tp[1]]
+        return log.start if reset == "earliest" else len(log)
 
     def assignment(self, group_id: str) -> list[list[TopicPartition]]:
         """The partitions each current member of ``group_id`` owns."""

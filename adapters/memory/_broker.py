@@ -19,6 +19,7 @@ administration (:mod:`._admin`), publishing (:mod:`._producer`), the consume loo
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from .._protocol import Decoder
 from .._sink import BrokerSink
 from .._source import source_args
 from ._admin import MemoryCluster
+from ._codec import Retention
 from ._producer import MemoryProducer
 from ._source import MemorySources
 
@@ -45,6 +47,15 @@ class InMemoryBroker:
         max_record_bytes: the largest value accepted, in bytes (Kafka's default
             ``message.max.bytes`` is about 1 MiB); a larger record raises :class:`PublishError`.
         max_batch: records a source hands to its Observer between two yields to the loop.
+        retention_bytes: the most bytes (keys, values, headers) each partition keeps; the oldest
+            records are deleted first, as Kafka's ``retention.bytes`` (None, the default: no limit).
+        retention_s: records older than this many seconds (by their timestamp) are deleted, as
+            Kafka's ``retention.ms`` (None, the default: kept for ever).
+
+    Retention deletes records whether or not every consumer group has read them, as Kafka does;
+    a group whose next record was deleted goes on from the oldest record kept, and is told: a
+    warning names the group, the partition and the offsets, and :attr:`lost_to_retention` counts
+    them.
 
     Raises:
         ConfigError: a setting is out of range (names the setting).
@@ -52,18 +63,30 @@ class InMemoryBroker:
 
     kind = "memory"
 
-    def __init__(self, *, partitions: int = 3, max_record_bytes: int = 1_048_576, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        *,
+        partitions: int = 3,
+        max_record_bytes: int = 1_048_576,
+        max_batch: int = 500,
+        retention_bytes: int | None = None,
+        retention_s: float | None = None,
+    ) -> None:
         if partitions < 1:
             raise ConfigError("partitions", f"must be >= 1, got {partitions}")
         if max_record_bytes < 1:
             raise ConfigError("max_record_bytes", f"must be >= 1, got {max_record_bytes}")
         if max_batch < 1:
             raise ConfigError("max_batch", f"must be >= 1, got {max_batch}")
+        if retention_bytes is not None and (isinstance(retention_bytes, bool) or retention_bytes < 1):
+            raise ConfigError("retention_bytes", f"must be >= 1 bytes or None, got {retention_bytes!r}")
+        if retention_s is not None and not (math.isfinite(retention_s) and retention_s > 0):
+            raise ConfigError("retention_s", f"must be > 0 seconds or None, got {retention_s!r}")
         self.default_partitions = partitions
         self.max_record_bytes = max_record_bytes
         self.max_batch = max_batch
         self._started = False
-        self._cluster = MemoryCluster(partitions)
+        self._cluster = MemoryCluster(partitions, Retention(retention_bytes, retention_s))
         self._producer = MemoryProducer(self._cluster, max_record_bytes, lambda: self._started, self)
         self._sources = MemorySources(self._cluster, max_batch, self)
 
@@ -99,6 +122,15 @@ class InMemoryBroker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def lost_to_retention(self) -> dict[str, int]:
+        """``{group: records deleted by retention before the group read them}`` (groups that lost none are absent)."""
+        return dict(self._cluster.lost_to_retention)
+
+    async def beginning_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: oldest offset still kept}`` of ``topic`` (0 until retention deletes)."""
+        return {p: part.start for p, part in enumerate(self._cluster.topics.get(topic, []))}
 
     # -- topics ----------------------------------------------------------------------------
     async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:

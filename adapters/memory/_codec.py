@@ -6,12 +6,13 @@ No asyncio here; everything is plain values.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 from .._message import Message
 
-__all__ = ["StoredRecord", "assign_range", "message_of", "partition_for"]
+__all__ = ["PartitionLog", "Retention", "StoredRecord", "assign_range", "message_of", "partition_for"]
 
 
 @dataclass(slots=True)
@@ -29,6 +30,83 @@ class StoredRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the record counts for retention: key, value and headers."""
+        return (
+            len(self.key or b"") + len(self.value or b"") + sum(len(name) + len(value) for name, value in self.headers)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a partition keeps its records, as Kafka's ``retention.bytes`` / ``retention.ms``.
+
+    Attributes:
+        max_bytes: the most bytes (keys, values, headers) a partition keeps; the oldest records
+            go first (None: no limit).
+        max_age_s: records older than this (their timestamp, seconds) are deleted (None: no limit).
+    """
+
+    max_bytes: int | None = None
+    max_age_s: float | None = None
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_bytes is not None or self.max_age_s is not None
+
+
+@dataclass(slots=True)
+class PartitionLog:
+    """The records of one partition: offsets ``start`` .. ``end - 1`` (older ones were deleted by retention).
+
+    ``len(log)`` is the end offset (the next offset to be written), as for a list; ``log[offset]``
+    takes an absolute offset.
+
+    Attributes:
+        start: the log start offset: the oldest offset still kept (0 until retention deletes).
+        size: bytes kept (see :attr:`StoredRecord.size`).
+    """
+
+    records: deque[StoredRecord] = field(default_factory=deque)
+    start: int = 0
+    size: int = 0
+
+    def __len__(self) -> int:
+        return self.start + len(self.records)
+
+    def __getitem__(self, offset: int) -> StoredRecord:
+        if offset < self.start:
+            raise IndexError(f"offset {offset} was deleted by retention (log start {self.start})")
+        return self.records[offset - self.start]
+
+    def items(self) -> Iterator[tuple[int, StoredRecord]]:
+        """``(offset, record)`` of every record kept, oldest first."""
+        return enumerate(self.records, self.start)
+
+    def append(self, record: StoredRecord, retention: Retention, now_ms: int) -> int:
+        """Append ``record``, then delete what ``retention`` no longer keeps; returns its offset."""
+        offset = len(self)
+        self.records.append(record)
+        self.size += record.size
+        if retention.bounded:
+            self.trim(retention, now_ms)
+        return offset
+
+    def trim(self, retention: Retention, now_ms: int) -> int:
+        """Delete the oldest records over ``retention``; returns how many were deleted."""
+        deleted = 0
+        records = self.records
+        oldest_ms = None if retention.max_age_s is None else now_ms - retention.max_age_s * 1000
+        while records and (
+            (retention.max_bytes is not None and self.size > retention.max_bytes)
+            or (oldest_ms is not None and records[0].timestamp_ms < oldest_ms)
+        ):
+            self.size -= records.popleft().size
+            self.start += 1
+            deleted += 1
+        return deleted
 
 
 def message_of(topic: str, partition: int, offset: int, record: StoredRecord) -> Message:

@@ -72,10 +72,11 @@ class MemoryProducer:
         parts = self._cluster.topic(topic)
         partition = partition_for(key, len(parts), next(self._round_robin) if key is None else 0)
         ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
-        records = parts[partition]
-        records.append(StoredRecord(key, value, headers, ts))
+        offset = parts[partition].append(
+            StoredRecord(key, value, headers, ts), self._cluster.retention, int(time.time() * 1000)
+        )
         self._cluster.wake(topic)
-        return RecordMetadata(topic, partition, len(records) - 1, ts)
+        return RecordMetadata(topic, partition, offset, ts)
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
         """A :class:`~reactive_services.adapters.BrokerSink` to ``topic``, flushed by :meth:`flush_sinks`."""

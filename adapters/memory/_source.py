@@ -10,6 +10,7 @@ lowest offset still in flight, updated whenever a message settles.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ from ._admin import Group, Member, MemoryCluster
 from ._codec import message_of
 
 __all__ = ["MemorySources"]
+
+log = logging.getLogger("reactive_services.adapters.memory")
 
 #: Seconds a source waits, after a failure, for its other messages in flight (Kafka: ``revoke_timeout_s``).
 DRAIN_TIMEOUT_S = 5.0
@@ -189,16 +192,19 @@ class MemorySources:
             member.wake.clear()
             delivered = 0
             for tp in list(positions):
-                records = cluster.topic(tp[0])[tp[1]]
-                while positions[tp] < len(records) and delivered < self.max_batch:
+                part = cluster.topic(tp[0])[tp[1]]
+                while positions[tp] < len(part) and delivered < self.max_batch:
                     if stop.is_set() or generation != member.generation:
                         break
                     offset = positions[tp]
-                    if not await self._admit(run, tp, records[offset].key, generation):
+                    if offset < part.start:  # deleted by retention before this group read them
+                        positions[tp] = self._skip_deleted(run, tp, offset, part.start)
+                        continue
+                    if not await self._admit(run, tp, part[offset].key, generation):
                         break
-                    hand_over(
-                        self._emitter, window, run, tp, message_of(tp[0], tp[1], offset, records[offset]), decoder
-                    )
+                    if offset < part.start:  # deleted while waiting for room in the window
+                        continue
+                    hand_over(self._emitter, window, run, tp, message_of(tp[0], tp[1], offset, part[offset]), decoder)
                     if run.detached:
                         return None
                     positions[tp] = offset + 1
@@ -213,6 +219,25 @@ class MemorySources:
             else:
                 await asyncio.sleep(0)  # let producers and other members run
         return None
+
+    def _skip_deleted(self, run: _Run, tp: tuple[str, int], position: int, start: int) -> int:
+        """Tell (log, count) that records ``position .. start - 1`` of ``tp`` were deleted by
+        retention before ``run``'s group read them; returns where the group goes on: ``start``."""
+        lost = start - position
+        group = run.args.group_id
+        self._cluster.lost_to_retention[group] = self._cluster.lost_to_retention.get(group, 0) + lost
+        log.warning(
+            "group %s: %d record(s) of %s[%d] (offsets %d..%d) were deleted by retention before this group "
+            "read them; it goes on from offset %d",
+            group,
+            lost,
+            tp[0],
+            tp[1],
+            position,
+            start - 1,
+            start,
+        )
+        return start
 
     async def _admit(self, run: _Run, tp: tuple[str, int], key: bytes | None, generation: int) -> bool:
         """Wait until the window has room and no earlier message of ``key`` is in flight.

@@ -90,6 +90,9 @@ class ServeConfig:
         shutdown_timeout_s: seconds each service may take to finish in-flight work.
         log_idle_timeout_s: seconds without a line after which a log source's open windows
             are published (and their lines committed); None: only newer lines or the stop do.
+        retention_bytes, retention_s: on the embedded broker, the bytes and the age (seconds, by
+            record timestamp) each partition keeps at most, as Kafka topics do (default 16 MiB,
+            no age limit: the replayed log lines carry their own, years-old, timestamps).
     """
 
     only: tuple[str, ...] = SERVICES
@@ -107,6 +110,8 @@ class ServeConfig:
     overflow: OverflowPolicy = "close"
     shutdown_timeout_s: float = 30.0
     log_idle_timeout_s: float | None = 30.0
+    retention_bytes: int | None = 16 * 1024 * 1024
+    retention_s: float | None = None
 
     def validate(self) -> None:
         """Raises ConfigError naming the offending setting."""
@@ -240,7 +245,8 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
     metrics = ServiceMetrics()
     raw_broker: Broker
     if config.bootstrap_servers is None:
-        raw_broker = InMemoryBroker()
+        # bounded as a Kafka topic is: a long-running serve does not keep every record it ever saw
+        raw_broker = InMemoryBroker(retention_bytes=config.retention_bytes, retention_s=config.retention_s)
     else:
         from reactive_services.adapters.kafka import KafkaBroker
 

@@ -4,12 +4,15 @@ ends, commits and dead-letters exactly as the Kafka source does."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
+
+import pytest
 
 from reactive_services.adapters import Message
 from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.errors import PublishError
-from reactive_services.testing import wait_for
+from reactive_services.errors import ConfigError, PublishError
+from reactive_services.testing import consume, wait_for
 
 
 async def test_concurrency_1_delivers_the_next_message_only_after_the_work_settled() -> None:
@@ -69,3 +72,53 @@ async def test_a_failed_dead_letter_ends_the_stream_and_nothing_from_it_is_commi
         assert got == [0]
         assert isinstance(errors[0], PublishError) and "t.DLT is down" in str(errors[0])
         assert await broker.committed("g", "t", 0) == 1  # the undecodable record is redelivered
+
+
+async def test_retention_by_size_deletes_the_oldest_records_and_keeps_the_offsets() -> None:
+    async with InMemoryBroker(partitions=1, retention_bytes=1000) as broker:
+        metas = [await broker.emit("t", {"i": i, "pad": "x" * 30}) for i in range(100)]
+        assert [m.offset for m in metas] == list(range(100))  # offsets are not reused
+        kept = broker.records("t")
+        assert sum(len(m.raw or b"") for m in kept) <= 1000 and len(kept) < 100
+        start = (await broker.beginning_offsets("t"))[0]
+        assert start == 100 - len(kept) and [m.offset for m in kept] == list(range(start, 100))
+        assert await broker.end_offsets("t") == {0: 100}
+        got = await consume(broker, "t", len(kept), group_id="fresh")
+        assert [m.offset for m in got.items] == list(range(start, 100))  # earliest = the log start
+        assert broker.lost_to_retention == {}  # a new group loses nothing: it starts at the log start
+
+
+async def test_a_lagging_group_whose_records_were_deleted_is_told_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    async with InMemoryBroker(partitions=1, retention_bytes=600) as broker:
+        for i in range(5):
+            await broker.emit("t", {"i": i, "pad": "x" * 30})
+        got = await consume(broker, "t", 2, group_id="slow")
+        assert await broker.committed("slow", "t", 0) == 2
+        for i in range(5, 60):
+            await broker.emit("t", {"i": i, "pad": "x" * 30})
+        start = (await broker.beginning_offsets("t"))[0]
+        assert start > 2
+        with caplog.at_level("WARNING", logger="reactive_services.adapters.memory"):
+            got = await consume(broker, "t", 1, group_id="slow")
+        assert got.items[0].offset == start
+        assert broker.lost_to_retention == {"slow": start - 2}
+        assert (
+            f"group slow: {start - 2} record(s) of t[0] (offsets 2..{start - 1}) were deleted by retention"
+            in caplog.text
+        )
+
+
+async def test_retention_by_age_deletes_records_older_than_the_limit() -> None:
+    async with InMemoryBroker(partitions=1, retention_s=60.0) as broker:
+        now_ms = int(time.time() * 1000)
+        await broker.emit("t", {"i": 0}, timestamp_ms=now_ms - 120_000)  # deleted by the next append
+        await broker.emit("t", {"i": 1}, timestamp_ms=now_ms - 1_000)
+        assert [m.offset for m in broker.records("t")] == [1]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("retention_bytes", 0), ("retention_s", 0.0), ("retention_s", float("inf"))]
+)
+def test_bad_retention_is_a_configuration_error(option: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=option):
+        InMemoryBroker(**{option: value})  # type: ignore[arg-type]

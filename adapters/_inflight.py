@@ -100,11 +100,7 @@ class InFlight:
                 self._keys[(tp, msg.key)] = task
             task.add_done_callback(lambda t: self._forget_task(t, tp, msg.key))
             return
-        self._free()
-        if msg._holds:
-            self._await_holds(msg, tp, epoch)
-        else:
-            self._complete(tp, msg.offset, epoch)
+        self._delivered(msg, tp, epoch)
 
     async def _settle(self, msg: Message, tp: Hashable, epoch: int) -> None:
         try:
@@ -115,6 +111,10 @@ class InFlight:
             self._free()
             self._fail(exc, tp, msg.offset)
             return
+        self._delivered(msg, tp, epoch)
+
+    def _delivered(self, msg: Message, tp: Hashable, epoch: int) -> None:
+        """Its tracked work settled: free its place; complete it now, or once its holds are released."""
         self._free()
         if msg._holds:
             self._await_holds(msg, tp, epoch)

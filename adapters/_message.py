@@ -148,7 +148,11 @@ class Hold:
         """The record's handling failed: the source ends with ``error``; the offset stays uncommitted."""
         self._settle(error)
 
-    def _settle(self, error: BaseException | None) -> None:
+    def cancel(self) -> None:
+        """The work was abandoned (the subscription is ending): the offset stays uncommitted."""
+        self._settle(None, cancel=True)
+
+    def _settle(self, error: BaseException | None, *, cancel: bool = False) -> None:
         future, loop = self._future, self._loop
         if future is None or loop is None or future.done():
             return
@@ -156,7 +160,9 @@ class Hold:
         def settle() -> None:
             if future.done():
                 return
-            if error is None:
+            if cancel:
+                future.cancel()
+            elif error is None:
                 future.set_result(None)
             else:
                 future.set_exception(error)

@@ -26,20 +26,20 @@ class CommitHold:
     tests on a ``TestScheduler``), both are plain calls.
     """
 
-    __slots__ = ("message", "_future", "_loop")
+    __slots__ = ("message", "_hold")
 
     def __init__(self, message: Message | None = None) -> None:
         self.message = message if message is not None else current_message.get()
-        self._future: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hold = Hold(None, None)
         if self.message is None:
             return
         try:
-            self._loop = asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._future = self._loop.create_future()
-        self.message.track(self._future)
+        future: asyncio.Future[None] = loop.create_future()
+        self.message.track(future)  # tracked, not held: the message stays in flight meanwhile
+        self._hold = Hold(future, loop)
 
     def emit(self, observer: ObserverBase[Any], value: Any) -> None:
         """``observer.on_next(value)`` with ``current_message`` set to this hold's message."""
@@ -57,32 +57,14 @@ class CommitHold:
 
         Safe to call from any thread and more than once (later calls do nothing).
         """
-        future, loop = self._future, self._loop
-        if future is None or loop is None:
-            return
-
-        def settle() -> None:
-            if future.done():
-                return
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
-        try:
-            loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
+        if error is None:
+            self._hold.release()
+        else:
+            self._hold.fail(error)
 
     def cancel(self) -> None:
         """The work was disposed of before finishing: cancel the hold (the source is stopping)."""
-        future, loop = self._future, self._loop
-        if future is None or loop is None:
-            return
-        try:
-            loop.call_soon_threadsafe(future.cancel)
-        except RuntimeError:
-            pass
+        self._hold.cancel()
 
 
 class HeldRecords:

@@ -8,7 +8,7 @@ one contract test-suite runs against both.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from reactivex import Observable
@@ -62,8 +62,14 @@ class Broker(Protocol):
     async def stop(self) -> None:
         """Flush and stop the producer; stop every source still running and await its close."""
 
-    async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:
-        """Create the topics that do not exist yet (existing ones are left as they are)."""
+    async def create_topics(
+        self, topics: Sequence[str], *, partitions: int = 3, config: Mapping[str, str] | None = None
+    ) -> None:
+        """Create the topics that do not exist yet (existing ones are left as they are).
+
+        ``config``: topic settings as Kafka names them, e.g. ``{"cleanup.policy": "compact"}`` for
+        a changelog (the in-memory broker exempts a compacted topic from retention).
+        """
 
     async def emit(
         self,

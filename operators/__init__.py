@@ -4,6 +4,7 @@ One operator per private module, re-exported here.
 """
 
 from ._batch import batch
+from ._changelog import ChangelogStore
 from ._dead_letter import dead_letter
 from ._decode_json import DeadLetter, decode_json
 from ._event_time_window import Window, sliding_event_time_window, tumbling_event_time_window
@@ -12,6 +13,7 @@ from ._retry_with_backoff import backoff_delay, retry_with_backoff
 from ._to_loop import to_loop
 
 __all__ = [
+    "ChangelogStore",
     "DeadLetter",
     "Window",
     "backoff_delay",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from reactivex.abc import ObserverBase
 
-from reactive_services.adapters import Hold, Message, current_message
+from reactive_services.adapters import Hold, Message, current_message, track
 
 __all__ = ["CommitHold", "HeldRecords"]
 
@@ -120,8 +121,13 @@ class HeldRecords:
         for held in holds:
             held.release()
 
-    def emit(self, observer: ObserverBase[Any], value: Any) -> None:
+    def emit(
+        self, observer: ObserverBase[Any], value: Any, *, also: Callable[[], Awaitable[Any]] | None = None
+    ) -> None:
         """``observer.on_next(value)``, then release the holds once the work it started settled.
+
+        ``also``: more work for the same output (e.g. a checkpoint write), started after
+        ``on_next`` and awaited with it before the holds are released.
 
         The holds move to this call: the instance is empty afterwards, ready for the next output.
         """
@@ -129,11 +135,15 @@ class HeldRecords:
         self._holds, self._last = [], None
         if not holds or last is None:
             observer.on_next(value)
+            if also is not None:
+                track(also())
             return
         carrier = dataclasses.replace(last, _pending=[], _holds=[])
         token = current_message.set(carrier)
         try:
             observer.on_next(value)
+            if also is not None:
+                track(also())
         except BaseException as exc:
             for held in holds:
                 held.fail(exc)

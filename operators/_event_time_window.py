@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import math
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
+from reactivex.abc import ObserverBase
+from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable, SingleAssignmentDisposable
 
-from reactive_services.adapters import current_message
+from reactive_services.adapters import Hold, Message, current_message
 
+from ._changelog import ChangelogStore
 from ._commit_hold import HeldRecords
 from ._scheduling import pick_scheduler
 
@@ -58,19 +61,45 @@ class Window(Generic[T]):
 
 
 class _KeyState(Generic[T]):
-    """Open windows and watermark of one key."""
+    """Open windows and watermark of one key (of one input partition, with a checkpoint)."""
 
-    __slots__ = ("order", "partition", "watermark", "open", "holds", "heap", "late", "late_holds")
+    __slots__ = (
+        "key",
+        "order",
+        "partition",
+        "watermark",
+        "open",
+        "holds",
+        "heap",
+        "late",
+        "late_holds",
+        "offsets",
+        "late_offsets",
+        "refs",
+        "wm_at",
+        "emitted_through",
+        "resume",
+        "last_offset",
+    )
 
-    def __init__(self, order: int, partition: Hashable = None) -> None:
+    def __init__(self, key: Hashable, order: int, partition: Hashable = None) -> None:
+        self.key = key  # the Window's key
         self.order = order  # first-seen rank of the key, to order the final flush
-        self.partition = partition  # watermark="partition": the partition its items come from
+        self.partition = partition  # the partition its items come from (watermark="partition", checkpoints)
         self.watermark = -math.inf
         self.open: dict[int, list[T]] = {}  # window index -> items, for the windows that have items
         self.holds: dict[int, HeldRecords] = {}  # window index -> the commits its items hold back
         self.heap: list[int] = []  # the same indices, smallest first (ends grow with the index)
         self.late: list[T] = []
         self.late_holds = HeldRecords()
+        # checkpoint= only: the input offsets behind the open windows and the late items
+        self.offsets: dict[int, list[int]] = {}  # window index -> offsets of its items
+        self.late_offsets: list[int] = []
+        self.refs: Counter[int] = Counter()  # offset -> windows (and late list) holding it
+        self.wm_at: dict[int, float] = {}  # offset -> the watermark when it arrived
+        self.emitted_through = -math.inf  # the end of the last window emitted (restored too)
+        self.resume = -1  # restored: offsets below it were accounted for before the restart
+        self.last_offset = -1
 
 
 def sliding_event_time_window(
@@ -83,6 +112,7 @@ def sliding_event_time_window(
     watermark: Literal["key", "partition"] = "key",
     idle_timeout_s: float | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    checkpoint: ChangelogStore | None = None,
 ) -> Callable[[Observable[T]], Observable[Window[T]]]:
     """Group items into sliding (hopping) windows of their event time, one series of windows per key.
 
@@ -183,6 +213,18 @@ def sliding_event_time_window(
     ``watermark="partition"``) is emitted at once in a window of its own, with no ``items``
     and the item in ``late``, bounded by the windows it belonged to.
 
+    ``checkpoint`` (a :class:`ChangelogStore`; ``watermark="key"`` only): fed by a broker source,
+    each key of each input partition writes, with every window it emits, where a replay must
+    resume: the oldest offset still in an open window (or late), the key's watermark when that
+    record arrived, and the end of the last window published. The writes are tracked with the
+    window's output, so they are durable before the offsets they cover are committed. After a
+    crash or a rebalance, the first records of a partition wait (held) until its checkpoints are
+    read; then records below a key's resume offset are skipped (they are in windows already
+    published), the key's watermark is restored, and windows published before are not published
+    again: every record is counted once in the published windows, although records are
+    redelivered (at-least-once input, effectively-once windows). A key must come from one
+    partition (as with a message key); its state is kept per partition.
+
     Returns:
         An operator turning ``Observable[T]`` into ``Observable[Window[T]]``.
 
@@ -210,6 +252,8 @@ def sliding_event_time_window(
         raise ValueError(f"watermark must be 'key' or 'partition', got {watermark!r}")
     if idle_timeout_s is not None and not (math.isfinite(idle_timeout_s) and idle_timeout_s > 0):
         raise ValueError(f"idle_timeout_s must be a finite number > 0 or None, got {idle_timeout_s!r}")
+    if checkpoint is not None and watermark != "key":
+        raise ValueError("checkpoint needs watermark='key' (a partition watermark is not checkpointed yet)")
     key_of: Callable[[T], Hashable] = key if key is not None else (lambda _item: None)
     scheduler_ = scheduler
 
@@ -260,6 +304,7 @@ def sliding_event_time_window(
                 allowed_lateness_s,
                 watermark,
                 idle_timeout_s,
+                checkpoint,
             ).subscription
 
         return Observable(subscribe)
@@ -291,6 +336,7 @@ class _WindowRun(Generic[T]):
         lateness: float,
         watermark: str,
         idle_timeout_s: float | None,
+        checkpoint: ChangelogStore | None,
     ) -> None:
         self.observer = observer
         self.shape = shape
@@ -300,6 +346,7 @@ class _WindowRun(Generic[T]):
         self.by_partition = watermark == "partition"
         self.idle_timeout_s = idle_timeout_s
         self.timer_scheduler = timer_scheduler
+        self.checkpoint = checkpoint
         self.states: dict[Hashable, _KeyState[T]] = {}
         self.keys_seen = 0
         # watermark="partition": one watermark per partition, and its open windows of every key
@@ -309,116 +356,244 @@ class _WindowRun(Generic[T]):
         self.last_seen: OrderedDict[Hashable, float] = OrderedDict()
         self.timer = SerialDisposable()
         self.timer_due: float | None = None
+        # checkpoint=: partitions restored, being restored (with the items waiting meanwhile)
+        self.restored: dict[Hashable, dict[Hashable, Any]] = {}
+        self.waiting: dict[Hashable, list[tuple[T, Message, Hold]]] = {}
+        self.complete_when_restored = False
         self.lock = threading.RLock()
         self.stopped = False
         upstream = SingleAssignmentDisposable()
-        self.subscription = CompositeDisposable(upstream, self.timer)
+        # disposed: nothing more is emitted nor checkpointed (a restore still running stops there)
+        self.subscription = CompositeDisposable(upstream, self.timer, Disposable(self.disposed))
         upstream.disposable = source.subscribe(
             self.on_next, self.on_error, self.on_completed, scheduler=subscribe_scheduler
         )
 
+    def disposed(self) -> None:
+        with self.lock:
+            self.stopped = True
+            self.waiting.clear()
+
     # -- emitting -----------------------------------------------------------------------------
-    def emit(self, k: Hashable, state: _KeyState[T], index: int) -> None:
+    def emit(self, skey: Hashable, state: _KeyState[T], index: int) -> None:
         items = state.open.pop(index)
         held = state.holds.pop(index)
         late = tuple(state.late)
         state.late.clear()
         held.merge(state.late_holds)
         shape = self.shape
-        window = Window(key=k, start=shape.start_of(index), end=shape.end_of(index), items=tuple(items), late=late)
-        held.emit(self.observer, window)
+        end = shape.end_of(index)
+        if self.checkpoint is None or state.partition is None:
+            window = Window(key=state.key, start=shape.start_of(index), end=end, items=tuple(items), late=late)
+            held.emit(self.observer, window)
+            return
+        for offset in (*state.offsets.pop(index), *state.late_offsets):
+            state.refs[offset] -= 1
+            if state.refs[offset] <= 0:
+                del state.refs[offset]
+                state.wm_at.pop(offset, None)
+        state.late_offsets.clear()
+        write = self.checkpoint_of(state, emitted=end)
+        if end <= state.emitted_through:  # published before a restart: its records are accounted for
+            held.emit(_Ignore(), None, also=write)
+            return
+        state.emitted_through = end
+        window = Window(key=state.key, start=shape.start_of(index), end=end, items=tuple(items), late=late)
+        held.emit(self.observer, window, also=write)
 
-    def emit_late_alone(self, k: Hashable, item: T, first: int, last: int) -> None:
+    def checkpoint_of(self, state: _KeyState[T], *, emitted: float) -> Callable[[], Awaitable[Any]]:
+        """The changelog write of ``state`` after a window ending at ``emitted`` went out.
+
+        ``resume``: the oldest offset still held by an open window or the late items (they are
+        redelivered after a crash: replay starts there); ``watermark``: the key's watermark when
+        that record arrived, so that the replay takes the same decisions; ``emitted_through``: the
+        windows ending at or before it were published (a replay does not publish them again).
+        """
+        assert self.checkpoint is not None and state.partition is not None
+        if state.refs:
+            resume = min(state.refs)
+            watermark = state.wm_at[resume]
+        else:  # nothing open: replay starts after the last record, from the watermark now
+            resume = state.last_offset + 1
+            watermark = max(state.watermark, emitted, state.emitted_through)
+        topic: str = state.partition[0]  # type: ignore[index]
+        partition: int = state.partition[1]  # type: ignore[index]
+        value = {
+            "resume": resume,
+            "watermark": _json_float(watermark),
+            "emitted_through": _json_float(max(emitted, state.emitted_through)),
+        }
+        store, key = self.checkpoint, state.key
+        return lambda: store.put(topic, partition, key, value)
+
+    def emit_late_alone(self, skey: Hashable, state: _KeyState[T], item: T, first: int, last: int) -> None:
         """A too-late item of a key with no open window: at once, in a window of its own (no items)."""
         held = HeldRecords()
         held.add()
         start, end = self.shape.start_of(first), self.shape.end_of(last)
-        held.emit(self.observer, Window(key=k, start=start, end=end, items=(), late=(item,)))
+        window = Window(key=state.key, start=start, end=end, items=(), late=(item,))
+        if self.checkpoint is None or state.partition is None:
+            held.emit(self.observer, window)
+        else:
+            held.emit(self.observer, window, also=self.checkpoint_of(state, emitted=state.emitted_through))
 
-    def forget_if_empty(self, k: Hashable, state: _KeyState[T]) -> None:
+    def forget_if_empty(self, skey: Hashable, state: _KeyState[T]) -> None:
         """watermark="partition": a key with nothing open costs nothing (its lateness is the partition's)."""
         if self.by_partition and not state.open and not state.late:
-            del self.states[k]
-            self.last_seen.pop(k, None)
+            del self.states[skey]
+            self.last_seen.pop(skey, None)
 
     # -- items ----------------------------------------------------------------------------------
     def on_next(self, item: T) -> None:
         with self.lock:
             if self.stopped:
                 return
-            try:
-                event_time = float(self.timestamp(item))
-                if not math.isfinite(event_time):
-                    raise ValueError(f"timestamp must be finite, got {event_time!r} for {item!r}")
-                k = self.key_of(item)
-                first, last = self.shape.indices(event_time)
-            except Exception as exc:  # a user callback failed: stop and report
-                self.fail(exc, dispose=True)
+            message = current_message.get()
+            part: Hashable = None if message is None else (message.topic, message.partition)
+            if self.checkpoint is not None and message is not None and part not in self.restored:
+                self.wait_for_restore(item, message, part)
                 return
-            part: Hashable = None
-            if self.by_partition:
-                message = current_message.get()
-                part = None if message is None else (message.topic, message.partition)
-            state = self.states.get(k)
-            if state is None:
-                self.keys_seen += 1
-                state = self.states[k] = _KeyState(self.keys_seen, part)
-            if self.idle_timeout_s is not None:
-                self.touch(k)
-            end_of = self.shape.end_of
-            watermark = self.partition_watermarks.get(part, -math.inf) if self.by_partition else state.watermark
-            if end_of(last) <= watermark:  # every window holding it has closed: too late
-                if not state.open:  # no window of its key to carry it (partition watermark, idle flush)
-                    self.emit_late_alone(k, item, first, last)
-                    self.forget_if_empty(k, state)
-                else:
-                    state.late.append(item)
-                    state.late_holds.add()
+            self.process(item, message, part)
+
+    def wait_for_restore(self, item: T, message: Message, part: Hashable) -> None:
+        """The first items of a partition wait (held) until its checkpoints are read."""
+        queue = self.waiting.get(part)
+        if queue is None:
+            queue = self.waiting[part] = []
+            asyncio.get_running_loop().create_task(self.restore(part))
+        queue.append((item, message, message.hold()))
+
+    async def restore(self, part: Hashable) -> None:
+        assert self.checkpoint is not None
+        try:
+            found = await self.checkpoint.restore({part})  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - the operator cannot go on without its state
+            with self.lock:
+                if not self.stopped:
+                    self.fail(exc, dispose=True)
+            return
+        with self.lock:
+            if self.stopped:
                 return
-            for index in range(first, last + 1):
-                if end_of(index) <= watermark:
-                    continue  # closed already (partially late item): only the open ones get it
-                bucket = state.open.get(index)
-                if bucket is None:
-                    state.open[index] = [item]
-                    state.holds[index] = held = HeldRecords()
-                    if self.by_partition:
-                        heapq.heappush(self.partition_heaps.setdefault(part, []), (index, state.order, k))
-                    else:
-                        heapq.heappush(state.heap, index)
-                else:
-                    bucket.append(item)
-                    held = state.holds[index]
-                held.add()
-            # A partially late item is behind the watermark, so only an on-time one moves it.
-            moved = max(watermark, event_time - self.lateness)
-            if self.by_partition:
-                self.partition_watermarks[part] = moved
-                self.close_partition(part, moved)
+            self.restored[part] = found.get(part, {})  # type: ignore[call-overload]
+            for item, message, hold in self.waiting.pop(part, []):
+                token = current_message.set(message)
+                try:
+                    self.process(item, message, part)
+                finally:
+                    current_message.reset(token)
+                hold.release()
+                if self.stopped:
+                    return
+            if self.complete_when_restored and not self.waiting:
+                self.complete()
+
+    def process(self, item: T, message: Message | None, part: Hashable) -> None:
+        try:
+            event_time = float(self.timestamp(item))
+            if not math.isfinite(event_time):
+                raise ValueError(f"timestamp must be finite, got {event_time!r} for {item!r}")
+            k = self.key_of(item)
+            first, last = self.shape.indices(event_time)
+        except Exception as exc:  # a user callback failed: stop and report
+            self.fail(exc, dispose=True)
+            return
+        checkpointed = self.checkpoint is not None and message is not None
+        skey: Hashable = (part, k) if checkpointed else k
+        state = self.states.get(skey)
+        if state is None:
+            self.keys_seen += 1
+            state = self.states[skey] = _KeyState(k, self.keys_seen, part)
+            if checkpointed:
+                self.restore_key(state, part, k)
+        if checkpointed:
+            assert message is not None
+            offset = message.offset
+            if offset < state.resume:  # accounted for in windows published before the restart
+                state.last_offset = max(state.last_offset, offset)
+                return
+            state.last_offset = offset
+        if self.idle_timeout_s is not None:
+            self.touch(skey)
+        end_of = self.shape.end_of
+        watermark = self.partition_watermarks.get(part, -math.inf) if self.by_partition else state.watermark
+        if end_of(last) <= watermark:  # every window holding it has closed: too late
+            if not state.open:  # no window of its key to carry it (partition watermark, idle flush)
+                self.emit_late_alone(skey, state, item, first, last)
+                self.forget_if_empty(skey, state)
             else:
-                state.watermark = moved
-                heap = state.heap
-                while heap and end_of(heap[0]) <= moved:  # smallest start first
-                    self.emit(k, state, heapq.heappop(heap))
+                state.late.append(item)
+                state.late_holds.add()
+                if checkpointed:
+                    self.reference(state, message, watermark)
+                    state.late_offsets.append(message.offset)  # type: ignore[union-attr]
+            return
+        for index in range(first, last + 1):
+            if end_of(index) <= watermark:
+                continue  # closed already (partially late item): only the open ones get it
+            bucket = state.open.get(index)
+            if bucket is None:
+                state.open[index] = [item]
+                state.holds[index] = held = HeldRecords()
+                if checkpointed:
+                    state.offsets[index] = []
+                if self.by_partition:
+                    heapq.heappush(self.partition_heaps.setdefault(part, []), (index, state.order, skey))
+                else:
+                    heapq.heappush(state.heap, index)
+            else:
+                bucket.append(item)
+                held = state.holds[index]
+            held.add()
+            if checkpointed:
+                self.reference(state, message, watermark)
+                state.offsets[index].append(message.offset)  # type: ignore[union-attr]
+        # A partially late item is behind the watermark, so only an on-time one moves it.
+        moved = max(watermark, event_time - self.lateness)
+        if self.by_partition:
+            self.partition_watermarks[part] = moved
+            self.close_partition(part, moved)
+        else:
+            state.watermark = moved
+            heap = state.heap
+            while heap and end_of(heap[0]) <= moved:  # smallest start first
+                self.emit(skey, state, heapq.heappop(heap))
+
+    def reference(self, state: _KeyState[T], message: Message | None, watermark: float) -> None:
+        assert message is not None
+        offset = message.offset
+        if offset not in state.refs:
+            state.wm_at[offset] = watermark
+        state.refs[offset] += 1
+
+    def restore_key(self, state: _KeyState[T], part: Hashable, k: Hashable) -> None:
+        """A key first seen since the (re)start: its checkpoint, if any, says where replay resumes."""
+        saved = self.restored.get(part, {}).get(_json_key(k))
+        if not isinstance(saved, dict):
+            return
+        state.resume = int(saved.get("resume", -1))
+        state.watermark = _float_of(saved.get("watermark"))
+        state.emitted_through = _float_of(saved.get("emitted_through"))
+        state.last_offset = state.resume - 1
 
     def close_partition(self, part: Hashable, watermark: float) -> None:
         heap = self.partition_heaps.get(part)
         end_of = self.shape.end_of
         while heap and end_of(heap[0][0]) <= watermark:  # by start, then keys in first-seen order
-            index, _order, k = heapq.heappop(heap)
-            state = self.states.get(k)
+            index, _order, skey = heapq.heappop(heap)
+            state = self.states.get(skey)
             if state is None or index not in state.open:
                 continue  # flushed meanwhile (idle timeout)
-            self.emit(k, state, index)
-            self.forget_if_empty(k, state)
+            self.emit(skey, state, index)
+            self.forget_if_empty(skey, state)
 
     # -- idle keys (processing time) ----------------------------------------------------------------
-    def touch(self, k: Hashable) -> None:
+    def touch(self, skey: Hashable) -> None:
         scheduler = self.timer_scheduler
         assert scheduler is not None and self.idle_timeout_s is not None
         now = scheduler.to_seconds(scheduler.now)
-        self.last_seen[k] = now
-        self.last_seen.move_to_end(k)
+        self.last_seen[skey] = now
+        self.last_seen.move_to_end(skey)
         if self.timer_due is None:
             self.arm(now + self.idle_timeout_s)
 
@@ -436,24 +611,24 @@ class _WindowRun(Generic[T]):
                 return
             now = self.timer_scheduler.to_seconds(self.timer_scheduler.now)
             while self.last_seen:
-                k, seen = next(iter(self.last_seen.items()))
+                skey, seen = next(iter(self.last_seen.items()))
                 if seen + self.idle_timeout_s > now:
                     self.arm(seen + self.idle_timeout_s)
                     return
-                del self.last_seen[k]
-                state = self.states.get(k)
+                del self.last_seen[skey]
+                state = self.states.get(skey)
                 if state is not None:
-                    self.flush_key(k, state)
+                    self.flush_key(skey, state)
 
-    def flush_key(self, k: Hashable, state: _KeyState[T]) -> None:
+    def flush_key(self, skey: Hashable, state: _KeyState[T]) -> None:
         """Emit every open window of an idle key (start order), as if its watermark had passed them."""
         indices = sorted(state.open)
         for index in indices:
-            self.emit(k, state, index)
+            self.emit(skey, state, index)
         if indices:  # what arrives later for these windows is late, never a second emission
             state.watermark = max(state.watermark, self.shape.end_of(indices[-1]))
         state.heap.clear()
-        self.forget_if_empty(k, state)
+        self.forget_if_empty(skey, state)
 
     # -- the end ----------------------------------------------------------------------------------
     def fail(self, error: Exception, *, dispose: bool = False) -> None:
@@ -472,19 +647,54 @@ class _WindowRun(Generic[T]):
         with self.lock:
             if self.stopped:
                 return
-            self.stopped = True
-            self.timer.dispose()
-            pending: list[tuple[int, int, Hashable, _KeyState[T]]] = []
-            for k, state in self.states.items():
-                # The last window holding the key's largest event time is always still open
-                # (only a later event could have closed it), so late items always find a window.
-                for index in state.open:
-                    pending.append((index, state.order, k, state))
-                state.heap.clear()
-            pending.sort(key=lambda entry: (entry[0], entry[1]))
-            for index, _order, k, state in pending:
-                self.emit(k, state, index)
-            self.observer.on_completed()
+            if self.waiting:  # first records of a partition still wait for its checkpoints
+                self.complete_when_restored = True
+                return
+            self.complete()
+
+    def complete(self) -> None:
+        self.stopped = True
+        self.timer.dispose()
+        pending: list[tuple[int, int, Hashable, _KeyState[T]]] = []
+        for skey, state in self.states.items():
+            # The last window holding the key's largest event time is always still open
+            # (only a later event could have closed it), so late items always find a window.
+            for index in state.open:
+                pending.append((index, state.order, skey, state))
+            state.heap.clear()
+        pending.sort(key=lambda entry: (entry[0], entry[1]))
+        for index, _order, skey, state in pending:
+            self.emit(skey, state, index)
+        self.observer.on_completed()
+
+
+class _Ignore(ObserverBase[Any]):
+    """Where a suppressed window's (absent) output goes: nowhere."""
+
+    def on_next(self, value: Any) -> None:
+        pass
+
+    def on_error(self, error: Exception) -> None:
+        pass
+
+    def on_completed(self) -> None:
+        pass
+
+
+def _json_float(value: float) -> float | str:
+    """A float for the changelog's JSON (infinities as strings)."""
+    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+def _float_of(value: Any) -> float:
+    if isinstance(value, str):
+        return float(value)
+    return float(value) if isinstance(value, int | float) else -math.inf
+
+
+def _json_key(key: Hashable) -> Hashable:
+    """A key as it reads back from the changelog's JSON (tuples become lists, then tuples)."""
+    return tuple(_json_key(k) for k in key) if isinstance(key, tuple | list) else key
 
 
 def tumbling_event_time_window(
@@ -496,6 +706,7 @@ def tumbling_event_time_window(
     watermark: Literal["key", "partition"] = "key",
     idle_timeout_s: float | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    checkpoint: ChangelogStore | None = None,
 ) -> Callable[[Observable[T]], Observable[Window[T]]]:
     """Group items into tumbling windows of their event time, one series of windows per key.
 
@@ -549,6 +760,8 @@ def tumbling_event_time_window(
         idle_timeout_s: emit an idle key's open windows after this many seconds of processing
             time without an item (None: never), see :func:`sliding_event_time_window`.
         scheduler: the clock of ``idle_timeout_s``.
+        checkpoint: checkpoint the windows' progress to a changelog, see
+            :func:`sliding_event_time_window`.
 
     Returns:
         An operator turning ``Observable[T]`` into ``Observable[Window[T]]``.
@@ -571,4 +784,5 @@ def tumbling_event_time_window(
         watermark=watermark,
         idle_timeout_s=idle_timeout_s,
         scheduler=scheduler,
+        checkpoint=checkpoint,
     )

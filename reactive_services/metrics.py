@@ -242,8 +242,10 @@ class MeteredBroker:
         await self.stop()
 
     # -- delegated as they are -------------------------------------------------------------
-    async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:
-        await self.broker.create_topics(topics, partitions=partitions)
+    async def create_topics(
+        self, topics: Sequence[str], *, partitions: int = 3, config: Mapping[str, str] | None = None
+    ) -> None:
+        await self.broker.create_topics(topics, partitions=partitions, config=config)
 
     async def committed(self, group_id: str, topic: str, partition: int) -> int | None:
         return await self.broker.committed(group_id, topic, partition)

@@ -86,6 +86,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "WebSocketError",
     ],
     "reactive_services.operators": [
+        "ChangelogStore",
         "DeadLetter",
         "Window",
         "backoff_delay",

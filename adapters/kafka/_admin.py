@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -102,7 +102,9 @@ class KafkaAdmin:
         if offsets is not None:
             await close_quietly(offsets.stop())
 
-    async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:
+    async def create_topics(
+        self, topics: Sequence[str], *, partitions: int = 3, config: Mapping[str, str] | None = None
+    ) -> None:
         """Create the topics that do not exist yet, with ``partitions`` partitions and
         replication factor 1 (existing topics are left as they are), then wait until every
         partition of each has a leader (at most ``request_timeout_s`` seconds).
@@ -118,7 +120,12 @@ class KafkaAdmin:
         try:
             async with asyncio.timeout(s.request_timeout_s):
                 resp = await admin.create_topics(
-                    [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names],
+                    [
+                        NewTopic(
+                            name, num_partitions=partitions, replication_factor=1, topic_configs=dict(config or {})
+                        )
+                        for name in names
+                    ],
                     timeout_ms=s.request_timeout_ms,
                 )
         except UNAVAILABLE as exc:

@@ -188,16 +188,18 @@ class KafkaBroker:
 
     # ------------------------------------------------------------------ admin
 
-    async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:
+    async def create_topics(
+        self, topics: Sequence[str], *, partitions: int = 3, config: Mapping[str, str] | None = None
+    ) -> None:
         """Create the topics that do not exist yet, with ``partitions`` partitions and
         replication factor 1 (existing topics are left as they are); returns once every
-        partition has a leader.
+        partition has a leader. ``config``: topic settings, e.g. ``{"cleanup.policy": "compact"}``.
 
         Raises:
             BrokerUnavailableError: the cluster did not answer in time.
             BrokerError: the cluster refused to create a topic (the reason is in the message).
         """
-        await self._admin.create_topics(topics, partitions=partitions)
+        await self._admin.create_topics(topics, partitions=partitions, config=config)
 
     async def committed(self, group_id: str, topic: str, partition: int) -> int | None:
         """The committed offset (the next offset the group will read) of ``group_id`` on

@@ -68,7 +68,7 @@ class MemoryCluster:
         self._member_ids = itertools.count(1)
 
     # -- topics ----------------------------------------------------------------------------
-    def topic(self, topic: str, partitions: int | None = None) -> list[PartitionLog]:
+    def topic(self, topic: str, partitions: int | None = None, *, compacted: bool = False) -> list[PartitionLog]:
         """The partitions of ``topic``, created with ``partitions`` (default: the default) if new.
 
         Raises:
@@ -78,13 +78,16 @@ class MemoryCluster:
         if parts is None:
             if not topic:
                 raise ConfigError("topic", "must be a non-empty string")
-            parts = self.topics[topic] = [PartitionLog() for _ in range(partitions or self.default_partitions)]
+            parts = self.topics[topic] = [
+                PartitionLog(compacted=compacted) for _ in range(partitions or self.default_partitions)
+            ]
         return parts
 
-    def create_topics(self, topics: Sequence[str], partitions: int) -> None:
-        """Create the topics that do not exist yet, with ``partitions`` partitions each."""
+    def create_topics(self, topics: Sequence[str], partitions: int, *, compacted: bool = False) -> None:
+        """Create the topics that do not exist yet, with ``partitions`` partitions each
+        (``compacted``: exempt from retention)."""
         for topic in topics:
-            self.topic(topic, partitions)
+            self.topic(topic, partitions, compacted=compacted)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """``{partition: next offset to be written}`` of ``topic`` (empty if it does not exist)."""

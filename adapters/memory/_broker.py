@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from reactivex import Observable
@@ -133,9 +133,15 @@ class InMemoryBroker:
         return {p: part.start for p, part in enumerate(self._cluster.topics.get(topic, []))}
 
     # -- topics ----------------------------------------------------------------------------
-    async def create_topics(self, topics: Sequence[str], *, partitions: int = 3) -> None:
-        """Create the topics that do not exist yet, with ``partitions`` partitions each."""
-        self._cluster.create_topics(topics, partitions)
+    async def create_topics(
+        self, topics: Sequence[str], *, partitions: int = 3, config: Mapping[str, str] | None = None
+    ) -> None:
+        """Create the topics that do not exist yet, with ``partitions`` partitions each.
+
+        ``config``: ``{"cleanup.policy": "compact"}`` exempts the topics from retention (a
+        changelog keeps every record; no compaction is modelled); other settings are ignored.
+        """
+        self._cluster.create_topics(topics, partitions, compacted=(config or {}).get("cleanup.policy") == "compact")
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """``{partition: next offset to be written}`` of ``topic`` (empty if it does not exist)."""

@@ -67,11 +67,13 @@ class PartitionLog:
     Attributes:
         start: the log start offset: the oldest offset still kept (0 until retention deletes).
         size: bytes kept (see :attr:`StoredRecord.size`).
+        compacted: a compacted topic (``cleanup.policy=compact``): retention does not apply.
     """
 
     records: deque[StoredRecord] = field(default_factory=deque)
     start: int = 0
     size: int = 0
+    compacted: bool = False  # a changelog: exempt from retention
 
     def __len__(self) -> int:
         return self.start + len(self.records)
@@ -90,7 +92,7 @@ class PartitionLog:
         offset = len(self)
         self.records.append(record)
         self.size += record.size
-        if retention.bounded:
+        if retention.bounded and not self.compacted:
             self.trim(retention, now_ms)
         return offset
 

@@ -44,6 +44,7 @@ from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.websocket import OverflowPolicy, WebSocketServer
 from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.errors import ConfigError
+from reactive_services.operators import ChangelogStore
 
 from .demo import DATA_DIR
 
@@ -289,7 +290,11 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
                     broker,
                     [
                         LogAnalyticsController(
-                            analytics, DeadLetterSink(broker), idle_timeout_s=config.log_idle_timeout_s
+                            analytics,
+                            DeadLetterSink(broker),
+                            idle_timeout_s=config.log_idle_timeout_s,
+                            # every line counted once in the published stats, across crashes
+                            checkpoint=ChangelogStore(broker, f"{ns}log-analytics.windows"),
                         )
                     ],
                     name="log-analytics",

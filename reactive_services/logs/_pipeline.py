@@ -22,8 +22,10 @@ if any.
 
 Delivery note: a ``logs`` record's offset is committed only once every window holding it has been
 published and acknowledged (the windows hold the commits, :meth:`Message.hold`). A crash loses
-nothing: the records of the windows still open are redelivered and their windows recomputed;
-windows that closed after the committed offset may be published a second time (at-least-once).
+nothing: the records of the windows still open are redelivered and their windows recomputed.
+With a ``checkpoint`` (:class:`~reactive_services.operators.ChangelogStore`) the windows also
+record where a replay resumes, so that every line is counted once in the published stats;
+without one, a window published before the crash may be published again with part of its lines.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from reactivex.abc import SchedulerBase
 
 from reactive_services.adapters import Emitter, Message
 from reactive_services.errors import ConfigError, ValidationError
-from reactive_services.operators import Window, sliding_event_time_window
+from reactive_services.operators import ChangelogStore, Window, sliding_event_time_window
 
 from ._alerts import AlertDetector
 from ._events import LogEvent
@@ -229,6 +231,7 @@ def build_pipeline(
     on_event: Callable[[LogEvent], None] | None = None,
     idle_timeout_s: float | None = None,
     scheduler: SchedulerBase | None = None,
+    checkpoint: ChangelogStore | None = None,
 ) -> Observable[WindowReport]:
     """The log-analytics pipeline: ``logs`` records in, one :class:`WindowReport` per closed window out.
 
@@ -255,6 +258,12 @@ def build_pipeline(
             them count as late). None (default): open windows wait for newer lines or the end
             of the input.
         scheduler: the clock of ``idle_timeout_s`` (default: the running asyncio loop).
+        checkpoint: where the windows checkpoint their progress (a
+            :class:`~reactive_services.operators.ChangelogStore` on the input's broker): after a
+            crash or a rebalance every line is counted once in the published windows, although
+            lines are redelivered (see :func:`~reactive_services.operators.sliding_event_time_window`).
+            None: at-least-once (a window published before a crash may be published again,
+            possibly with only part of its lines, when lines of several sources share a partition).
 
     Returns:
         ``Observable[WindowReport]``.
@@ -280,6 +289,7 @@ def build_pipeline(
                     allowed_lateness_s=source.allowed_lateness_s,
                     idle_timeout_s=idle_timeout_s,
                     scheduler=scheduler,
+                    checkpoint=checkpoint,
                 )
             )
             return windows

@@ -36,6 +36,7 @@ write).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -100,6 +101,10 @@ class CrashReport:
         duplicates: effects beyond the first per input, summed over the scenarios (redeliveries
             after crashes; at-least-once allows them), beyond those of the run without crash.
         errors: scenarios that ended with an error, ``{scenario: "<type>: <message>"}``.
+        double_counted: with ``output_id``: ``(input value, scenario, times)`` for each input that
+            the final outputs (the last one per id) carry more often than those of the run without
+            a crash (``times``: 2 for one extra). With ``output_id`` an input that they carry less
+            often is in :attr:`lost`.
     """
 
     records: int
@@ -107,11 +112,12 @@ class CrashReport:
     lost: list[LostRecord] = field(default_factory=list)
     duplicates: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    double_counted: list[tuple[Any, str, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when no input was lost and no scenario failed."""
-        return not self.lost and not self.errors
+        """True when no input was lost, none was counted twice (with ``output_id``) and no scenario failed."""
+        return not self.lost and not self.errors and not self.double_counted
 
     def assert_ok(self) -> None:
         """Raise when at-least-once did not hold.
@@ -123,6 +129,9 @@ class CrashReport:
         if self.ok:
             return
         lines = [f"at-least-once violated: {len(self.lost)} input(s) lost in {len(self.scenarios)} scenario(s)"]
+        if self.double_counted:
+            lines = [f"{len(self.double_counted)} input(s) counted more than once in the final outputs"]
+            lines += [f"  {value!r} ({scenario}): {times} times" for value, scenario, times in self.double_counted[:10]]
         for lost in self.lost[:10]:
             where = (
                 f"committed (offset {lost.crash.committed.get(lost.partition)}) by the crash after "
@@ -179,6 +188,7 @@ async def check_at_least_once(
     random_scenarios: int = 5,
     seed: int = 0,
     sink: Callable[[Any], None] | None = None,
+    output_id: Callable[[Any], Hashable] | None = None,
     timeout_s: float = 60.0,
 ) -> CrashReport:
     """Run ``pipeline`` over ``records`` with consumer crashes, and report inputs that were lost.
@@ -192,7 +202,8 @@ async def check_at_least_once(
 
     Args:
         pipeline: ``Observable[Message] -> Observable[output]``, the code under test (a fresh
-            pipeline is built for each run).
+            pipeline is built for each run); a function of two arguments also gets the broker
+            (e.g. for a :class:`~reactive_services.operators.ChangelogStore`).
         records: the input values (JSON-serialisable; each input should be distinct, e.g. carry
             an id, since inputs are told apart by their JSON form).
         inputs_of: ``output -> the input values it carries`` (see the module docstring).
@@ -203,6 +214,11 @@ async def check_at_least_once(
         random_scenarios: scenarios with random crash points (>= 0).
         seed: the seed of the random crash points.
         sink: called with each output inside the sink's ``on_next`` (it may ``track`` work).
+        output_id: ``output -> its identity`` (e.g. a window's ``(key, start)``): then the check
+            is also *effectively once*: the last output of each identity stands (an output
+            published again replaces the earlier one, as a consumer keeping the latest value
+            per key sees it), and an input that those final outputs carry more than once is
+            reported in :attr:`CrashReport.double_counted`.
         timeout_s: seconds each run may take before the check gives up on it.
 
     Returns:
@@ -229,7 +245,9 @@ async def check_at_least_once(
     report = CrashReport(len(records))
 
     async def scenario(crash_after: list[int]) -> _Outcome:
-        return await _scenario(pipeline, records, key, partitions, concurrency, crash_after, carried, sink, timeout_s)
+        return await _scenario(
+            pipeline, records, key, partitions, concurrency, crash_after, carried, sink, output_id, timeout_s
+        )
 
     _, base_counts, _, base_error = await scenario([])
     if base_error is not None:
@@ -242,7 +260,15 @@ async def check_at_least_once(
         report.scenarios[name] = crashes
         if error is not None:
             report.errors[name] = f"{type(error).__name__}: {error}"
-        for ident in sorted(expected - set(counts), key=lambda i: places.get(i, (0, 0))):
+        if output_id is not None:  # compared with the run without a crash, input by input
+            for ident, times in counts.items():
+                if ident in expected and times > base_counts[ident]:
+                    value = orjson.loads(ident) if isinstance(ident, bytes) else ident
+                    report.double_counted.append((value, name, times - base_counts[ident] + 1))
+            missing = {i for i in expected if counts.get(i, 0) < base_counts[i]}
+        else:
+            missing = expected - set(counts)
+        for ident in sorted(missing, key=lambda i: places.get(i, (0, 0))):
             partition, offset = places.get(ident, (0, -1))
             crash = next((c for c in crashes if c.committed.get(partition, 0) > offset), None)
             value = orjson.loads(ident) if isinstance(ident, bytes) else ident
@@ -263,6 +289,7 @@ async def _scenario(
     crash_after: list[int],
     inputs_of: Callable[[Any], Iterable[Any]],
     sink: Callable[[Any], None] | None,
+    output_id: Callable[[Any], Hashable] | None,
     timeout_s: float,
 ) -> _Outcome:
     """One scenario: ``(crashes, effects per input, input -> (partition, offset), error)``."""
@@ -271,15 +298,19 @@ async def _scenario(
         metas = await broker.emit_batch(_TOPIC, [(key(r) if key else None, r) for r in records])
         places = {_ident(r): (m.partition, m.offset) for r, m in zip(records, metas, strict=True)}
         state = _State(broker, partitions, list(crash_after), await broker.end_offsets(_TOPIC))
+        with_broker = len(inspect.signature(pipeline).parameters) >= 2
         while True:
-            run = _Run(state, inputs_of, sink)
-            source = broker.source(_TOPIC, group_id=_GROUP, stop=run.stop, concurrency=concurrency)
-            run.subscription = pipeline(source.pipe(ops.do_action(run.delivered))).subscribe(
-                run.on_next, run.on_error, run.ended.set
+            run = _Run(state, inputs_of, sink, output_id)
+            source = broker.source(_TOPIC, group_id=_GROUP, stop=run.stop, concurrency=concurrency).pipe(
+                ops.do_action(run.delivered)
             )
+            built = pipeline(source, broker) if with_broker else pipeline(source)  # type: ignore[call-arg]
+            run.subscription = built.subscribe(run.on_next, run.on_error, run.ended.set)
             async with asyncio.timeout(timeout_s):
                 if await run.until_crash_or_end():
                     continue
+                if output_id is not None:  # the final outputs: the last one of each identity
+                    state.effects = Counter(ident for idents in state.latest.values() for ident in idents)
                 return state.crashes, state.effects, places, state.error
 
 
@@ -297,6 +328,7 @@ class _State:
         self.deliveries = 0
         self.crashes: list[CrashPoint] = []
         self.effects: Counter[Hashable] = Counter()
+        self.latest: dict[Hashable, list[Hashable]] = {}  # output_id -> the inputs of its last output
         self.error: BaseException | None = None
 
     async def committed(self) -> dict[int, int]:
@@ -307,11 +339,16 @@ class _Run:
     """One subscription of the pipeline, from the committed offsets to a crash or the end."""
 
     def __init__(
-        self, state: _State, inputs_of: Callable[[Any], Iterable[Any]], sink: Callable[[Any], None] | None
+        self,
+        state: _State,
+        inputs_of: Callable[[Any], Iterable[Any]],
+        sink: Callable[[Any], None] | None,
+        output_id: Callable[[Any], Hashable] | None,
     ) -> None:
         self.state = state
         self.inputs_of = inputs_of
         self.sink = sink
+        self.output_id = output_id
         self.stop = asyncio.Event()
         self.ended = asyncio.Event()
         self.crashed = asyncio.Event()
@@ -332,8 +369,11 @@ class _Run:
             self.subscription.dispose()
 
     def on_next(self, output: Any) -> None:
-        for value in self.inputs_of(output):
-            self.state.effects[_ident(value)] += 1
+        idents = [_ident(value) for value in self.inputs_of(output)]
+        for ident in idents:
+            self.state.effects[ident] += 1
+        if self.output_id is not None:
+            self.state.latest[self.output_id(output)] = idents
         if self.sink is not None:
             self.sink(output)
 

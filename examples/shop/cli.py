@@ -185,6 +185,13 @@ def register(commands: Commands) -> None:
     )
     sv.add_argument("--queue-size", type=int, default=1000, help="hub queue per client, messages (default 1000)")
     sv.add_argument(
+        "--log-idle-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="publish a log source's open windows after S seconds without a line (default 30; 0: never)",
+    )
+    sv.add_argument(
         "--dev",
         action="store_true",
         help="development: a random JWT secret when RS_JWT_* is not set, and print a token with every scope",
@@ -207,6 +214,7 @@ def _serve(args: argparse.Namespace) -> int:
         replay_logs=args.replay_logs,
         overflow=args.overflow,
         queue_size=args.queue_size,
+        log_idle_timeout_s=args.log_idle_timeout or None,
     )
     if args.instance:
         config.instance = args.instance

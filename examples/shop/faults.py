@@ -16,6 +16,17 @@ mid-stream (both must get partitions); R3 the broker is stopped for 5 s and rest
 same data directory; R4 bad records of four kinds interleaved with the good ones (each must be
 in the DLT with its reason, every good order processed); R7 SIGTERM under load, then a restart
 (nothing processed twice).
+
+R8 is not the inventory: :data:`R8_RECORDS` records ``{"id": i}`` (keyed ``str(i)``, over 3
+partitions) are read by :mod:`reactive_services.examples.shop.batch_insert_process`
+(``batch(0.2, 50)``, one tracked SQLite transaction per batch, kept open
+:data:`R8_INSERT_DELAY_S` before ``COMMIT``), which is SIGKILLed while a batch is being inserted
+once a fifth of the records are, then restarted and run until the group committed the end
+of the topic. ``processed`` = distinct ids in the table, ``lost`` = sent - processed (must be
+0), ``duplicates`` = rows - distinct ids (redeliveries of batches inserted but not yet
+committed; at-least-once allows them); there is no stock (``stock_exact`` is None). It also
+checks that every batch is all or nothing (rows = the sum of the committed batches' sizes) and
+that the batch in flight at the kill left no row.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from typing import Any
 
 import orjson
 
-from reactive_services import ClientProxy
+from reactive_services import ClientProxy, KafkaBroker
 from reactive_services.adapters import Broker, Message, headers_to_dict
 from reactive_services.testing import consume, local_kafka, unique_name, wait_for
 
@@ -55,13 +66,19 @@ BAD_RECORDS: dict[str, Any] = {
     "wrong-types": {"order_id": 42, "items": "many"},
     "too-large": {"order_id": "big", "items": [{"product_id": "p", "quantity": 1}], "pad": "x" * 100_000},
 }
+#: R8: records published, and how long each batch transaction stays open before COMMIT (seconds)
+R8_RECORDS = 5000
+R8_INSERT_DELAY_S = 0.05
 ORDERS = DATA_DIR / "olist" / "order_items.csv"
 PRODUCTS = DATA_DIR / "olist" / "products.csv"
 
 
 @dataclass
 class ScenarioResult:
-    """One row of the fault table."""
+    """One row of the fault table.
+
+    ``stock_exact`` is None for a scenario that keeps no stock (R8).
+    """
 
     scenario: str
     sent: int
@@ -69,23 +86,49 @@ class ScenarioResult:
     duplicates: int
     lost: int
     dead_lettered: int
-    stock_exact: bool
+    stock_exact: bool | None
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-class _Instance:
+class _Process:
+    """A ``python -m MODULE ARGS...`` child process that prints ``ready`` once it runs."""
+
+    def __init__(self, module: str, args: list[str]) -> None:
+        self.module = module
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    async def ready(self, timeout: float = 60.0) -> None:
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)  # type: ignore[union-attr]
+        if line.strip() != "ready":
+            raise RuntimeError(f"{self.module} did not start: {line!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    async def terminate(self, timeout: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+
+
+class _Instance(_Process):
     """An inventory_process child process."""
 
     def __init__(self, bootstrap: str, db: Path, namespace: str, workdir: Path, n: int, delay_s: float) -> None:
         self.stats_path = workdir / f"stats-{n}.json"
-        self.proc = subprocess.Popen(
+        super().__init__(
+            "reactive_services.examples.shop.inventory_process",
             [
-                sys.executable,
-                "-m",
-                "reactive_services.examples.shop.inventory_process",
                 "--bootstrap-servers",
                 bootstrap,
                 "--db",
@@ -101,25 +144,7 @@ class _Instance:
                 "--shutdown-timeout-s",
                 "20",
             ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-
-    async def ready(self, timeout: float = 60.0) -> None:
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)  # type: ignore[union-attr]
-        if line.strip() != "ready":
-            raise RuntimeError(f"inventory process did not start: {line!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    async def terminate(self, timeout: float = 60.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
 
     def stats(self) -> dict[str, Any]:
         return orjson.loads(self.stats_path.read_bytes()) if self.stats_path.exists() else {}
@@ -169,22 +194,27 @@ async def _until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float
 
 
 async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: float = 180.0) -> ScenarioResult:
-    """Run one scenario (``"R1"``, ``"R2"``, ``"R3"``, ``"R7"``) and return its row.
+    """Run one scenario (``"R1"``, ``"R2"``, ``"R3"``, ``"R4"``, ``"R7"``, ``"R8"``) and return its row.
 
     ``bootstrap`` names a running broker; None (and always for R3, which restarts the
     broker) starts a local one with reactive_services.testing.local_kafka for the scenario.
 
     Raises:
-        TimeoutError: the orders were not all processed within ``timeout`` seconds.
+        TimeoutError: the orders (R8: the records) were not all processed within ``timeout`` seconds.
+        RuntimeError: the scenario failed (its cause chained; the processes' stderr tails in the message).
     """
-    from reactive_services.adapters.kafka import KafkaBroker
-
     local = None
     with tempfile.TemporaryDirectory(prefix=f"fault-{name}-") as tmp:
         workdir = Path(tmp)
         if bootstrap is None or name == "R3":
             local = local_kafka
             bootstrap = local.start(workdir / "kafka")
+        if name == "R8":
+            try:
+                return await _batch_insert_scenario(bootstrap, workdir, timeout)
+            finally:
+                if local is not None:
+                    local.stop(workdir / "kafka")
         namespace = f"fault-{name.lower()}-{uuid.uuid4().hex[:6]}."
         db = workdir / "inventory.db"
         broker = KafkaBroker(bootstrap, request_timeout_s=30.0)
@@ -309,12 +339,159 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                 local.stop(workdir / "kafka")
 
 
+class _BatchInsertInstance(_Process):
+    """A batch_insert_process child process, with its progress file."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, db: Path, workdir: Path, n: int) -> None:
+        self.progress = workdir / f"progress-{n}.log"
+        super().__init__(
+            "reactive_services.examples.shop.batch_insert_process",
+            [
+                "--bootstrap-servers",
+                bootstrap,
+                "--topic",
+                topic,
+                "--group",
+                group,
+                "--db",
+                str(db),
+                "--batch-timespan-s",
+                "0.2",
+                "--batch-count",
+                "50",
+                "--insert-delay-s",
+                str(R8_INSERT_DELAY_S),
+                "--progress",
+                str(self.progress),
+                "--shutdown-timeout-s",
+                "20",
+            ],
+        )
+
+    def transactions(self) -> tuple[int, tuple[int, int] | None]:
+        """``(records inserted, (seq, size) of the batch transaction open now or None)``, from the progress file."""
+        lines = self.progress.read_text().splitlines() if self.progress.exists() else []
+        begun: dict[int, int] = {}
+        inserted, open_batch = 0, None
+        for line in lines:
+            word, seq, *size = line.split()
+            if word == "begin":
+                begun[int(seq)] = int(size[0])
+                open_batch = (int(seq), int(size[0]))
+            elif word == "commit":
+                inserted += begun[int(seq)]
+                open_batch = None
+        return inserted, open_batch
+
+
+def _table(db: Path) -> tuple[list[int | None], dict[tuple[int, int], int]]:
+    """``(ids of every row of records, {(pid, seq): size} of batches)`` of the R8 database."""
+    with sqlite3.connect(db, timeout=30) as conn:
+        ids = [i for (i,) in conn.execute("SELECT id FROM records")]
+        batches = {(pid, seq): size for pid, seq, size in conn.execute("SELECT pid, seq, size FROM batches")}
+    return ids, batches
+
+
+async def _batch_insert_scenario(bootstrap: str, workdir: Path, timeout: float) -> ScenarioResult:
+    """R8 (see the module docstring) on the running broker ``bootstrap``."""
+    namespace = f"fault-r8-{uuid.uuid4().hex[:6]}."
+    topic, group = namespace + "records", namespace + "batch-insert"
+    db = workdir / "batches.db"
+    broker = KafkaBroker(bootstrap, request_timeout_s=30.0)
+    await broker.start()
+    instances: list[_BatchInsertInstance] = []
+    notes: list[str] = []
+    try:
+        await broker.create_topics([topic], partitions=3)
+        placed: Counter[int] = Counter()
+        for start in range(0, R8_RECORDS, 500):
+            chunk = [(str(i), {"id": i}) for i in range(start, min(start + 500, R8_RECORDS))]
+            placed.update(meta.partition for meta in await broker.emit_batch(topic, chunk))
+        sent = sum(placed.values())
+        notes.append("no stock: batch-insert table; records per partition " + str([placed[p] for p in sorted(placed)]))
+
+        first = _BatchInsertInstance(bootstrap, topic, group, db, workdir, 1)
+        instances.append(first)
+        await first.ready()
+
+        def inside_a_transaction() -> bool:  # a fifth inserted, and a batch transaction open right now
+            inserted, open_batch = first.transactions()
+            return inserted >= sent // 5 and open_batch is not None
+
+        try:
+            await wait_for(inside_a_transaction, timeout, interval=0.005, what="a batch transaction, a fifth inserted")
+        except AssertionError as exc:
+            raise TimeoutError(str(exc)) from None
+        first.kill()
+        _, open_batch = first.transactions()
+        ids, batches = _table(db)
+        ends = await broker.end_offsets(topic)
+        committed = sum([(await broker.committed(group, topic, p)) or 0 for p in ends])
+        where = f"SIGKILL after {len(ids)} of {sent} records inserted ({committed} offsets committed), "
+        if open_batch is None:
+            where += "between two batch transactions"
+        elif (first.proc.pid, open_batch[0]) in batches:
+            where += f"batch {open_batch[0]} ({open_batch[1]} records) committed in SQLite just before"
+        else:
+            where += (
+                f"while batch {open_batch[0]} ({open_batch[1]} records) was being inserted: none of its rows stored"
+            )
+        notes.append(where)
+
+        second = _BatchInsertInstance(bootstrap, topic, group, db, workdir, 2)
+        instances.append(second)
+        await second.ready()
+
+        async def committed_to_the_end() -> bool:  # every record inserted and its offset committed
+            return all([((await broker.committed(group, topic, p)) or 0) >= end for p, end in ends.items()])
+
+        await _until(committed_to_the_end, timeout, f"group {group} to commit the end of {topic}")
+        code = await second.terminate()
+        if code != 0:
+            notes.append(f"instance exit code {code}")
+        ids, batches = _table(db)
+        distinct = {i for i in ids if i is not None}
+        strays = [i for i in ids if i is None or not 0 <= i < sent]
+        if strays:
+            raise AssertionError(f"R8: rows with ids that were not sent: {strays[:10]}")
+        if len(ids) != sum(batches.values()):
+            raise AssertionError(f"R8: {len(ids)} rows, but the committed batches hold {sum(batches.values())}")
+        restart = sum(size for (pid, _), size in batches.items() if pid == second.proc.pid)
+        notes.append(
+            f"every batch all or nothing: {len(ids)} rows in {len(batches)} batch transactions; "
+            f"the restart inserted {restart} records"
+        )
+        dead = await _read_topic(broker, topic + ".DLT")
+        return ScenarioResult(
+            scenario="R8",
+            sent=sent,
+            processed=len(distinct),
+            duplicates=len(ids) - len(distinct),
+            lost=sent - len(distinct),
+            dead_lettered=len(dead),
+            stock_exact=None,
+            notes=notes,
+        )
+    except BaseException as exc:
+        for inst in instances:
+            if inst.proc.poll() is None:
+                inst.kill()
+        tails = [inst.proc.stderr.read()[-1500:] for inst in instances]  # type: ignore[union-attr]
+        raise RuntimeError(f"R8 failed: {exc}; instance stderr: {tails}") from exc
+    finally:
+        for inst in instances:
+            if inst.proc.poll() is None:
+                inst.kill()
+        await broker.stop()
+
+
 SCENARIOS: dict[str, str] = {
     "R1": "inventory process SIGKILLed mid-stream, restarted",
     "R2": "second inventory instance joins mid-stream",
     "R3": "broker stopped 5 s, restarted on the same data directory",
     "R4": "bad records (not JSON, wrong shape, wrong types, over the size limit) among good ones",
     "R7": "SIGTERM under load, then restart",
+    "R8": "batch-insert pipeline SIGKILLed mid-run, restarted",
 }
 
 

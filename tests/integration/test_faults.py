@@ -1,4 +1,4 @@
-"""Fault tests on a real Kafka broker; every inventory instance is a process of its own.
+"""Fault tests on a real Kafka broker; every inventory (R8: batch-insert) instance is a process of its own.
 
 See examples/shop/faults.py for the scenarios; `python bench/faults.py` prints the same as a table.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from reactive_services.examples.shop.faults import run_scenario
+from reactive_services.examples.shop.faults import R8_RECORDS, run_scenario
 
 
 @pytest.mark.timeout(300)
@@ -30,3 +30,18 @@ async def test_no_order_is_lost_and_the_stock_is_exact(name: str, kafka_bootstra
     if name == "R7":  # graceful shutdown committed everything it handled: nothing processed twice
         assert result.duplicates == 0
         assert result.notes[0].endswith("exit 0")
+
+
+@pytest.mark.timeout(300)
+async def test_R8_a_batch_insert_pipeline_killed_mid_batch_loses_no_record(kafka_bootstrap: str) -> None:
+    """The batch-insert process is SIGKILLed while a batch is being inserted, then restarted:
+    every record is in the table (batches held their records' commits until inserted)."""
+    result = await run_scenario("R8", kafka_bootstrap)
+    assert result.sent == R8_RECORDS
+    assert result.lost == 0 and result.processed == result.sent
+    assert result.duplicates >= 0  # batches inserted but not committed at the kill come again
+    assert result.dead_lettered == 0
+    assert result.stock_exact is None and result.notes[0].startswith("no stock: batch-insert table")
+    killed = result.notes[1]
+    assert killed.startswith("SIGKILL after ") and "was being inserted: none of its rows stored" in killed, killed
+    assert result.notes[2].startswith("every batch all or nothing")

@@ -110,6 +110,7 @@ class Broker(Protocol):
         stop: asyncio.Event | None = None,
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
+        on_closed: Callable[[], None] | None = None,
     ) -> Observable[Message]:
         """A cold Observable of the records of ``topics`` read in consumer group ``group_id``.
 
@@ -126,6 +127,11 @@ class Broker(Protocol):
         record published to those partitions after it was called will be delivered; the
         request-reply client waits for it before publishing its first request. If it
         raises, the stream ends with ``on_error``.
+
+        ``on_closed`` (optional) is called once per subscription when it is over: after its
+        last commit (at a graceful stop: after ``on_completed`` and after the operators
+        released what they held) and after it left the group, however it ended. A service
+        waits for it before closing what its handlers write to.
 
         ``concurrency`` (messages, >= 1): how many messages may be in flight at once (a
         message is in flight from its ``on_next`` until its tracked work settled). With 1

@@ -143,6 +143,20 @@ class Subscription:
     detached: bool = False
     in_on_next: bool = False
     terminating: bool = False
+    on_closed: Callable[[], None] | None = None
+
+    def closed(self) -> None:
+        """Call ``on_closed`` once: the subscription committed for the last time and left the group.
+
+        An exception from it is logged, not raised.
+        """
+        callback, self.on_closed = self.on_closed, None
+        if callback is None:
+            return
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - the source is over anyway
+            log.exception("on_closed of a broker source raised")
 
     def dispose(self) -> None:
         """The subscription's disposal (idempotent)."""

@@ -74,6 +74,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import reactivex
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
 
@@ -489,6 +490,8 @@ class Microservice:
         self._stop = asyncio.Event()
         self._done: list[asyncio.Event] = []
         self._subscriptions: list[DisposableBase] = []
+        self._open_sources = 0  # broker subscriptions not closed yet (their on_closed not called)
+        self._sources_closed = asyncio.Event()
         self._dlt = DeadLetterSink(broker)
         self._responder = Responder(broker, self._requests, self._failed, name=name)
         self.replied = self._responder.replied
@@ -566,14 +569,21 @@ class Microservice:
         unacknowledged publish of tracked work): up to ``source_retries`` times in a row, with
         exponential backoff from 0.5 s to 10 s. Resubscribing resumes from the committed
         offsets, so the record that failed is delivered again (at-least-once)."""
-        source = self.broker.source(
-            topics,
-            group_id=group_id,
-            stop=self._stop,
-            concurrency=self.concurrency,
-            auto_offset_reset=auto_offset_reset,
-            decode=decode,
-        )
+
+        def subscribed(_scheduler: Any) -> Observable[Message]:
+            self._open_sources += 1
+            self._sources_closed.clear()
+            return self.broker.source(
+                topics,
+                group_id=group_id,
+                stop=self._stop,
+                concurrency=self.concurrency,
+                auto_offset_reset=auto_offset_reset,
+                decode=decode,
+                on_closed=self._source_closed,
+            )
+
+        source: Observable[Message] = reactivex.defer(subscribed)
         if not self.source_retries:
             return source
 
@@ -587,16 +597,24 @@ class Microservice:
             )
         )
 
+    def _source_closed(self) -> None:
+        self._open_sources -= 1
+        if self._open_sources <= 0:
+            self._sources_closed.set()
+
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop fetching, let every pipeline finish and complete, then flush dead letters.
 
-        Waits at most ``timeout`` seconds for the sources to complete; what is still
-        running then is disposed (its current record is not committed).
+        Waits at most ``timeout`` seconds in all for the sources to complete and then to close
+        (their last commit, made once the operators released what they held, e.g. the insert
+        of a final batch); what is still running then is disposed (its current record is not
+        committed).
 
         Raises:
             PublishError: a dead letter could not be published.
         """
         self._stop.set()
+        deadline = asyncio.get_running_loop().time() + timeout
         if self._done:
             waits = [asyncio.ensure_future(d.wait()) for d in self._done]
             _, pending = await asyncio.wait(waits, timeout=timeout)
@@ -604,6 +622,12 @@ class Microservice:
                 w.cancel()
             if pending:
                 log.warning("%s: %d source(s) did not complete within %.1f s", self.name, len(pending), timeout)
+        if self._open_sources > 0:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            try:
+                await asyncio.wait_for(self._sources_closed.wait(), left)
+            except TimeoutError:
+                log.warning("%s: %d source(s) not closed within %.1f s", self.name, self._open_sources, timeout)
         for sub in self._subscriptions:
             sub.dispose()
         self._subscriptions.clear()

@@ -291,6 +291,7 @@ class MeteredBroker:
         stop: asyncio.Event | None = None,
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
+        on_closed: Callable[[], None] | None = None,
     ) -> Observable[Message]:
         """``broker.source`` with each delivered message counted; see :meth:`reactive_services.adapters.Broker.source`.
 
@@ -312,6 +313,7 @@ class MeteredBroker:
                 stop=stop,
                 on_assigned=assigned,
                 concurrency=concurrency,
+                on_closed=on_closed,
             )
 
         make(on_assigned)  # validate now, as the wrapped broker does

@@ -276,6 +276,7 @@ class KafkaBroker:
         stop: asyncio.Event | None = None,
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
+        on_closed: Callable[[], None] | None = None,
     ) -> Observable[Message]:
         """A cold Observable of the records of ``topics``, read in consumer group ``group_id``.
 
@@ -328,7 +329,7 @@ class KafkaBroker:
                 ``auto_offset_reset`` or ``concurrency`` (raised here, not at subscription).
         """
         args = source_args(topics, group_id, decode, auto_offset_reset, concurrency)
-        return self._sources.observable(args, stop=stop, on_assigned=on_assigned)
+        return self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
 
     def source_stats(self, group_id: str | None = None) -> list[SourceStats]:
         """The live counters of the running source subscriptions (of ``group_id``, if given)."""

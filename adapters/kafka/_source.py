@@ -152,7 +152,12 @@ class KafkaSources:
         return len(self._runs)
 
     def observable(
-        self, args: SourceArgs, *, stop: asyncio.Event | None, on_assigned: Callable[[], None] | None
+        self,
+        args: SourceArgs,
+        *,
+        stop: asyncio.Event | None,
+        on_assigned: Callable[[], None] | None,
+        on_closed: Callable[[], None] | None = None,
     ) -> Observable[Message]:
         """The cold Observable of :meth:`KafkaBroker.source` for checked ``args``."""
 
@@ -169,6 +174,7 @@ class KafkaSources:
                 window=InFlight(args.concurrency),
                 stats=SourceStats(args.group_id, args.concurrency),
                 on_assigned=on_assigned,
+                on_closed=on_closed,
             )
             run.task = loop.create_task(self._consume(run))
             self._runs.add(run)
@@ -249,6 +255,7 @@ class KafkaSources:
                 await close_quietly(consumer.stop())
                 failure = unavailable(s.bootstrap_servers, exc, s.connect_timeout_s)
                 failure.__cause__ = exc
+                run.closed()
                 run.end(failure)
                 return
             run.consumer = consumer
@@ -260,6 +267,7 @@ class KafkaSources:
             await close_quietly(run.window.cancel())
             await close_quietly(self.commit(run))
             await close_quietly(consumer.stop())
+            run.closed()
             raise
         run.terminating = True
         await self.commit(run)
@@ -272,6 +280,7 @@ class KafkaSources:
             await release_holds(run.window, s.revoke_timeout_s, run.group_id)
             await self.commit(run)
         await close_quietly(consumer.stop())
+        run.closed()
         if not ended:
             run.end(error)
 

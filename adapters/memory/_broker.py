@@ -199,6 +199,7 @@ class InMemoryBroker:
         stop: asyncio.Event | None = None,
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
+        on_closed: Callable[[], None] | None = None,
     ) -> Observable[Message]:
         """A cold Observable of ``topics`` read in consumer group ``group_id``.
 
@@ -222,4 +223,4 @@ class InMemoryBroker:
                 unknown ``auto_offset_reset``, or ``concurrency`` not an int >= 1.
         """
         args = source_args(topics, group_id, decode, auto_offset_reset, concurrency)
-        return self._sources.observable(args, stop=stop, on_assigned=on_assigned)
+        return self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)

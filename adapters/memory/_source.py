@@ -110,7 +110,12 @@ class MemorySources:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def observable(
-        self, args: SourceArgs, *, stop: asyncio.Event | None, on_assigned: Callable[[], None] | None
+        self,
+        args: SourceArgs,
+        *,
+        stop: asyncio.Event | None,
+        on_assigned: Callable[[], None] | None,
+        on_closed: Callable[[], None] | None = None,
     ) -> Observable[Message]:
         """The cold Observable of :meth:`InMemoryBroker.source` for checked ``args``."""
 
@@ -120,6 +125,7 @@ class MemorySources:
                 args=args,
                 stop=_AnyEvent(stop or asyncio.Event(), self._closing),
                 on_assigned=on_assigned,
+                on_closed=on_closed,
             )
             task = asyncio.get_running_loop().create_task(
                 self._consume(run), name=f"memory-source:{args.group_id}:{','.join(args.topics)}"
@@ -161,6 +167,7 @@ class MemorySources:
             raise
         finally:
             self._cluster.leave(run.group, run.member)
+            run.closed()
         if not ended:
             run.end(error)
 

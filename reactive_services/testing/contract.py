@@ -296,7 +296,8 @@ class BrokerContract(BrokerFixture):
         topic, group = unique_name("contract"), unique_name("g")
         await broker.create_topics([topic], partitions=1)
         await broker.emit_batch(topic, [(None, {"i": i}) for i in range(10)])
-        stop = asyncio.Event()
+        stop, closed = asyncio.Event(), asyncio.Event()
+        closings: list[int] = []
         seen: list[int] = []
         inserted: list[list[int]] = []
 
@@ -310,9 +311,13 @@ class BrokerContract(BrokerFixture):
         def insert_batch(batch_: list[Message]) -> None:
             track(insert([m.value["i"] for m in batch_]))
 
+        def on_closed() -> None:
+            closings.append(len(inserted))
+            closed.set()
+
         got = asyncio.ensure_future(
             collect(
-                broker.source(topic, group_id=group, stop=stop).pipe(
+                broker.source(topic, group_id=group, stop=stop, on_closed=on_closed).pipe(
                     ops.do_action(see), batch(30.0, 100), ops.do_action(insert_batch)
                 )
             )
@@ -321,13 +326,30 @@ class BrokerContract(BrokerFixture):
         stop.set()
         result = await got
         assert result.completed
+        # on_closed comes after the completion, the final batch's insert and the last commit
+        await asyncio.wait_for(closed.wait(), 30)
+        assert closings == [1] and inserted == [list(range(10))]
+        assert await broker.committed(group, topic, 0) == 10
 
-        async def all_committed() -> bool:
-            return await broker.committed(group, topic, 0) == 10
-
-        # committed after the batch's insert finished (the source waits for it before it stops)
-        await wait_for(all_committed, what="the ten records committed")
-        assert inserted == [list(range(10))]
+    async def test_on_closed_is_called_once_however_the_subscription_ends(self, broker: Broker) -> None:
+        topic = unique_name("contract")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit(topic, {"i": 0})
+        calls: list[str] = []
+        first = asyncio.Event()
+        subscription = broker.source(
+            topic, group_id=unique_name("g"), on_closed=lambda: calls.append("disposed")
+        ).subscribe(lambda m: first.set())
+        await asyncio.wait_for(first.wait(), 30)
+        subscription.dispose()
+        await wait_for(lambda: calls == ["disposed"], what="on_closed after a dispose")
+        stopped = asyncio.Event()
+        stopped.set()  # stopped at once: completes without a record
+        got = await collect(
+            broker.source(topic, group_id=unique_name("g"), stop=stopped, on_closed=lambda: calls.append("stopped"))
+        )
+        assert got.completed
+        await wait_for(lambda: calls == ["disposed", "stopped"], what="on_closed after a stop")
 
 
 class _Held:

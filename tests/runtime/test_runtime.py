@@ -9,9 +9,10 @@ import pytest
 import reactivex.operators as ops
 
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, start_all_microservices
-from reactive_services.adapters import headers_to_dict
+from reactive_services.adapters import headers_to_dict, track
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, PublishError
+from reactive_services.operators import batch
 from reactive_services.testing import wait_for
 
 
@@ -344,3 +345,29 @@ def test_a_bad_auto_offset_reset_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         Microservice(InMemoryBroker(), [Orders()], name="x", auto_offset_reset="newest")
     assert info.value.key == "auto_offset_reset"
+
+
+class BatchInserts(Controller):
+    def __init__(self) -> None:
+        self.inserted: list[list[int]] = []
+
+    @event_pattern("rows", pipeline=True)
+    def rows(self, messages: Any) -> Any:
+        return messages.pipe(batch(30.0, 1000), ops.do_action(lambda rows: track(self.insert(rows))))
+
+    async def insert(self, rows: list[Any]) -> None:
+        await asyncio.sleep(0.3)  # a slow final insert, started by the stop (the batch's flush)
+        self.inserted.append([m.value["i"] for m in rows])
+
+
+async def test_stop_returns_after_the_final_batch_was_inserted_and_committed() -> None:
+    async with InMemoryBroker(partitions=1) as broker:
+        controller = BatchInserts()
+        service = Microservice(broker, [controller], name="inserts")
+        await service.start()
+        await broker.emit_batch("rows", [(None, {"i": i}) for i in range(20)])
+        await asyncio.sleep(0.1)  # the 20 records wait in the batch
+        await service.stop()
+        # stop() waited for the source to close: the insert the flush started, then the commit
+        assert len(controller.inserted) == 1 and sorted(controller.inserted[0]) == list(range(20))
+        assert sum([await broker.committed("inserts", "rows", p) or 0 for p in range(3)]) == 20

@@ -58,7 +58,7 @@ def batch(
 
     Example::
 
-        rows.pipe(batch(0.5, 500), ops.map(insert_many))   # one insert per <= 500 rows / 0.5 s
+        rows.pipe(batch(0.5, 500)).subscribe(lambda rows: track(insert_many(rows)))  # one insert per <= 500 rows / 0.5 s
 
     Args:
         timespan_s: the longest wait of a batch's first item, in seconds; > 0.

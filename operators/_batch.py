@@ -58,7 +58,7 @@ def batch(
 
     Example::
 
-        rows.pipe(batch(0.5, 500)).subscribe(lambda rows: track(insert_many(rows)))  # one insert per <= 500 rows / 0.5 s
+        rows.pipe(batch(0.5, 500)).subscribe(lambda rows: track(insert_many(rows)))  # <= 500 rows or 0.5 s each
 
     Args:
         timespan_s: the longest wait of a batch's first item, in seconds; > 0.

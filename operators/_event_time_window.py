@@ -73,10 +73,7 @@ class _KeyState(Generic[T]):
         "heap",
         "late",
         "late_holds",
-        "offsets",
-        "late_offsets",
-        "refs",
-        "wm_at",
+        "replay",
         "emitted_through",
         "resume",
         "last_offset",
@@ -91,15 +88,23 @@ class _KeyState(Generic[T]):
         self.holds: dict[int, HeldRecords] = {}  # window index -> the commits its items hold back
         self.heap: list[int] = []  # the same indices, smallest first (ends grow with the index)
         self.late: list[T] = []
-        self.late_holds = HeldRecords()
-        # checkpoint= only: the input offsets behind the open windows and the late items
+        self.late_holds: HeldRecords | None = None  # the commits the late items hold back (made when needed)
+        self.replay: _Replay | None = None  # checkpoint= only
+        self.emitted_through = -math.inf  # the end of the last window emitted (restored too)
+        self.resume = -1  # restored: offsets below it were accounted for before the restart
+        self.last_offset = -1
+
+
+class _Replay:
+    """checkpoint= only: the input offsets behind a key's open windows and late items."""
+
+    __slots__ = ("offsets", "late_offsets", "refs", "wm_at")
+
+    def __init__(self) -> None:
         self.offsets: dict[int, list[int]] = {}  # window index -> offsets of its items
         self.late_offsets: list[int] = []
         self.refs: Counter[int] = Counter()  # offset -> windows (and late list) holding it
         self.wm_at: dict[int, float] = {}  # offset -> the watermark when it arrived
-        self.emitted_through = -math.inf  # the end of the last window emitted (restored too)
-        self.resume = -1  # restored: offsets below it were accounted for before the restart
-        self.last_offset = -1
 
 
 def sliding_event_time_window(
@@ -380,19 +385,22 @@ class _WindowRun(Generic[T]):
         held = state.holds.pop(index)
         late = tuple(state.late)
         state.late.clear()
-        held.merge(state.late_holds)
+        if state.late_holds is not None:
+            held.merge(state.late_holds)
         shape = self.shape
         end = shape.end_of(index)
         if self.checkpoint is None or state.partition is None:
             window = Window(key=state.key, start=shape.start_of(index), end=end, items=tuple(items), late=late)
             held.emit(self.observer, window)
             return
-        for offset in (*state.offsets.pop(index), *state.late_offsets):
-            state.refs[offset] -= 1
-            if state.refs[offset] <= 0:
-                del state.refs[offset]
-                state.wm_at.pop(offset, None)
-        state.late_offsets.clear()
+        replay = state.replay
+        assert replay is not None
+        for offset in (*replay.offsets.pop(index), *replay.late_offsets):
+            replay.refs[offset] -= 1
+            if replay.refs[offset] <= 0:
+                del replay.refs[offset]
+                replay.wm_at.pop(offset, None)
+        replay.late_offsets.clear()
         write = self.checkpoint_of(state, emitted=end)
         if end <= state.emitted_through:  # published before a restart: its records are accounted for
             held.emit(_Ignore(), None, also=write)
@@ -410,9 +418,10 @@ class _WindowRun(Generic[T]):
         windows ending at or before it were published (a replay does not publish them again).
         """
         assert self.checkpoint is not None and state.partition is not None
-        if state.refs:
-            resume = min(state.refs)
-            watermark = state.wm_at[resume]
+        replay = state.replay
+        if replay is not None and replay.refs:
+            resume = min(replay.refs)
+            watermark = replay.wm_at[resume]
         else:  # nothing open: replay starts after the last record, from the watermark now
             resume = state.last_offset + 1
             watermark = max(state.watermark, emitted, state.emitted_through)
@@ -523,10 +532,11 @@ class _WindowRun(Generic[T]):
                 self.forget_if_empty(skey, state)
             else:
                 state.late.append(item)
+                if state.late_holds is None:
+                    state.late_holds = HeldRecords()
                 state.late_holds.add()
                 if checkpointed:
-                    self.reference(state, message, watermark)
-                    state.late_offsets.append(message.offset)  # type: ignore[union-attr]
+                    self.reference(state, message, watermark).late_offsets.append(message.offset)  # type: ignore[union-attr]
             return
         for index in range(first, last + 1):
             if end_of(index) <= watermark:
@@ -536,7 +546,7 @@ class _WindowRun(Generic[T]):
                 state.open[index] = [item]
                 state.holds[index] = held = HeldRecords()
                 if checkpointed:
-                    state.offsets[index] = []
+                    self.replay_of(state).offsets[index] = []
                 if self.by_partition:
                     heapq.heappush(self.partition_heaps.setdefault(part, []), (index, state.order, skey))
                 else:
@@ -546,8 +556,7 @@ class _WindowRun(Generic[T]):
                 held = state.holds[index]
             held.add()
             if checkpointed:
-                self.reference(state, message, watermark)
-                state.offsets[index].append(message.offset)  # type: ignore[union-attr]
+                self.reference(state, message, watermark).offsets[index].append(message.offset)  # type: ignore[union-attr]
         # A partially late item is behind the watermark, so only an on-time one moves it.
         moved = max(watermark, event_time - self.lateness)
         if self.by_partition:
@@ -559,12 +568,21 @@ class _WindowRun(Generic[T]):
             while heap and end_of(heap[0]) <= moved:  # smallest start first
                 self.emit(skey, state, heapq.heappop(heap))
 
-    def reference(self, state: _KeyState[T], message: Message | None, watermark: float) -> None:
+    @staticmethod
+    def replay_of(state: _KeyState[T]) -> _Replay:
+        if state.replay is None:
+            state.replay = _Replay()
+        return state.replay
+
+    def reference(self, state: _KeyState[T], message: Message | None, watermark: float) -> _Replay:
+        """Count one more window (or the late list) holding the message's offset."""
         assert message is not None
+        replay = self.replay_of(state)
         offset = message.offset
-        if offset not in state.refs:
-            state.wm_at[offset] = watermark
-        state.refs[offset] += 1
+        if offset not in replay.refs:
+            replay.wm_at[offset] = watermark
+        replay.refs[offset] += 1
+        return replay
 
     def restore_key(self, state: _KeyState[T], part: Hashable, k: Hashable) -> None:
         """A key first seen since the (re)start: its checkpoint, if any, says where replay resumes."""

@@ -54,8 +54,6 @@ from reactive_services.operators import Window
 
 __all__ = ["CrashPoint", "CrashReport", "LostRecord", "check_at_least_once"]
 
-_TOPIC = "crash-check"
-
 
 @dataclass(frozen=True)
 class CrashPoint:
@@ -189,6 +187,7 @@ async def check_at_least_once(
     seed: int = 0,
     sink: Callable[[Any], None] | None = None,
     output_id: Callable[[Any], Hashable] | None = None,
+    topic: str = "crash-check",
     timeout_s: float = 60.0,
 ) -> CrashReport:
     """Run ``pipeline`` over ``records`` with consumer crashes, and report inputs that were lost.
@@ -219,6 +218,7 @@ async def check_at_least_once(
             published again replaces the earlier one, as a consumer keeping the latest value
             per key sees it), and an input that those final outputs carry more than once is
             reported in :attr:`CrashReport.double_counted`.
+        topic: the input topic's name (a controller's pipeline may route by topic).
         timeout_s: seconds each run may take before the check gives up on it.
 
     Returns:
@@ -246,7 +246,7 @@ async def check_at_least_once(
 
     async def scenario(crash_after: list[int]) -> _Outcome:
         return await _scenario(
-            pipeline, records, key, partitions, concurrency, crash_after, carried, sink, output_id, timeout_s
+            pipeline, records, key, partitions, concurrency, crash_after, carried, sink, output_id, topic, timeout_s
         )
 
     _, base_counts, _, base_error = await scenario([])
@@ -290,18 +290,19 @@ async def _scenario(
     inputs_of: Callable[[Any], Iterable[Any]],
     sink: Callable[[Any], None] | None,
     output_id: Callable[[Any], Hashable] | None,
+    topic: str,
     timeout_s: float,
 ) -> _Outcome:
     """One scenario: ``(crashes, effects per input, input -> (partition, offset), error)``."""
     async with InMemoryBroker(partitions=partitions) as broker:
-        await broker.create_topics([_TOPIC], partitions=partitions)
-        metas = await broker.emit_batch(_TOPIC, [(key(r) if key else None, r) for r in records])
+        await broker.create_topics([topic], partitions=partitions)
+        metas = await broker.emit_batch(topic, [(key(r) if key else None, r) for r in records])
         places = {_ident(r): (m.partition, m.offset) for r, m in zip(records, metas, strict=True)}
-        state = _State(broker, partitions, list(crash_after), await broker.end_offsets(_TOPIC))
+        state = _State(broker, topic, partitions, list(crash_after), await broker.end_offsets(topic))
         with_broker = len(inspect.signature(pipeline).parameters) >= 2
         while True:
             run = _Run(state, inputs_of, sink, output_id)
-            source = broker.source(_TOPIC, group_id=_GROUP, stop=run.stop, concurrency=concurrency).pipe(
+            source = broker.source(topic, group_id=_GROUP, stop=run.stop, concurrency=concurrency).pipe(
                 ops.do_action(run.delivered)
             )
             built = pipeline(source, broker) if with_broker else pipeline(source)  # type: ignore[call-arg]
@@ -320,8 +321,11 @@ _GROUP = "crash-check"
 class _State:
     """What a scenario keeps across its runs."""
 
-    def __init__(self, broker: InMemoryBroker, partitions: int, pending: list[int], ends: dict[int, int]) -> None:
+    def __init__(
+        self, broker: InMemoryBroker, topic: str, partitions: int, pending: list[int], ends: dict[int, int]
+    ) -> None:
         self.broker = broker
+        self.topic = topic
         self.partitions = partitions
         self.pending = pending  # delivery counts still to crash at
         self.ends = ends
@@ -332,7 +336,7 @@ class _State:
         self.error: BaseException | None = None
 
     async def committed(self) -> dict[int, int]:
-        return {p: await self.broker.committed(_GROUP, _TOPIC, p) or 0 for p in range(self.partitions)}
+        return {p: await self.broker.committed(_GROUP, self.topic, p) or 0 for p in range(self.partitions)}
 
 
 class _Run:

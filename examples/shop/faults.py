@@ -27,11 +27,28 @@ of the topic. ``processed`` = distinct ids in the table, ``lost`` = sent - proce
 committed; at-least-once allows them); there is no stock (``stock_exact`` is None). It also
 checks that every batch is all or nothing (rows = the sum of the committed batches' sizes) and
 that the batch in flight at the kill left no row.
+
+R9 is the log analytics as a process of its own (``reactive-services serve --only logs
+--log-idle-timeout 2``): two shipped loghub files (:data:`R9_SOURCES`, 2,000 lines each) are
+replayed, interleaved, at about 200 lines/s into a ``logs`` topic of ONE partition (so that
+the windows of one source close while the other's are open: a restart then replays lines of
+windows already published); the process is SIGKILLed three times during the replay and
+restarted each time. Once the group committed every line (every source was quiet for the idle
+timeout, so its last windows are published too) it gets SIGTERM. The final windows are the
+last ``log.stats`` record of each (source, window start); they are compared with the loghub
+ground truth (:func:`_loghub_windows`: the ``*_structured.csv`` time columns, read here with
+strptime, independently of the code under test): ``sent`` = lines replayed, ``processed`` =
+the sum of ``lines`` over the final windows, ``lost`` = the sum over windows of
+max(0, truth - published) and ``duplicates`` = the sum of max(0, published - truth), both of
+which must be 0 (every line counted exactly once); there is no stock. A window may be
+published more than once (its lines come again after a kill: at-least-once input); every
+republish must then carry the same count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import signal
 import sqlite3
@@ -40,8 +57,9 @@ import sys
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +89,26 @@ R8_RECORDS = 5000
 R8_INSERT_DELAY_S = 0.05
 ORDERS = DATA_DIR / "olist" / "order_items.csv"
 PRODUCTS = DATA_DIR / "olist" / "products.csv"
+LOGHUB = DATA_DIR / "loghub"
+#: R9: the loghub sources replayed (``<name>_2k.log``, interleaved line by line), the length of
+#: the shop's log windows (hourly), and the replay pace: lines per batch, seconds between batches
+R9_SOURCES = ("Apache", "HDFS")
+R9_WINDOW_S = 3600
+R9_BATCH, R9_PAUSE_S = 20, 0.1
+#: R9: seconds between a (re)started log-analytics process being ready and its SIGKILL; kills
+R9_KILL_AFTER_S, R9_KILLS = 3.0, 3
+#: how to read the time of a loghub ground-truth row (written here, not taken from the code under test)
+_TRUTH_TIME: dict[str, Callable[[dict[str, str]], datetime]] = {
+    "Apache": lambda r: datetime.strptime(r["Time"], "%a %b %d %H:%M:%S %Y"),
+    "HDFS": lambda r: datetime.strptime(f"{r['Date']} {r['Time']}", "%y%m%d %H%M%S"),
+}
 
 
 @dataclass
 class ScenarioResult:
     """One row of the fault table.
 
-    ``stock_exact`` is None for a scenario that keeps no stock (R8).
+    ``stock_exact`` is None for a scenario that keeps no stock (R8, R9).
     """
 
     scenario: str
@@ -94,7 +125,7 @@ class ScenarioResult:
 
 
 class _Process:
-    """A ``python -m MODULE ARGS...`` child process that prints ``ready`` once it runs."""
+    """A ``python -m MODULE ARGS...`` child process that prints a line ``ready`` (maybe after others) once it runs."""
 
     def __init__(self, module: str, args: list[str]) -> None:
         self.module = module
@@ -108,9 +139,19 @@ class _Process:
         )
 
     async def ready(self, timeout: float = 60.0) -> None:
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)  # type: ignore[union-attr]
-        if line.strip() != "ready":
-            raise RuntimeError(f"{self.module} did not start: {line!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
+        stdout = self.proc.stdout
+        assert stdout is not None
+        lines: list[str] = []
+
+        async def until_ready() -> None:  # up to ``ready`` or the end of the output (kept for the error message)
+            while True:
+                lines.append(await asyncio.to_thread(stdout.readline))
+                if not lines[-1] or lines[-1].strip() == "ready":
+                    return
+
+        await asyncio.wait_for(until_ready(), timeout)
+        if lines[-1].strip() != "ready":
+            raise RuntimeError(f"{self.module} did not start: {''.join(lines)!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -194,13 +235,13 @@ async def _until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float
 
 
 async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: float = 180.0) -> ScenarioResult:
-    """Run one scenario (``"R1"``, ``"R2"``, ``"R3"``, ``"R4"``, ``"R7"``, ``"R8"``) and return its row.
+    """Run one scenario (``"R1"``, ``"R2"``, ``"R3"``, ``"R4"``, ``"R7"``, ``"R8"``, ``"R9"``) and return its row.
 
     ``bootstrap`` names a running broker; None (and always for R3, which restarts the
     broker) starts a local one with reactive_services.testing.local_kafka for the scenario.
 
     Raises:
-        TimeoutError: the orders (R8: the records) were not all processed within ``timeout`` seconds.
+        TimeoutError: the orders (R8: the records; R9: the lines) were not all processed within ``timeout`` seconds.
         RuntimeError: the scenario failed (its cause chained; the processes' stderr tails in the message).
     """
     local = None
@@ -209,9 +250,10 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
         if bootstrap is None or name == "R3":
             local = local_kafka
             bootstrap = local.start(workdir / "kafka")
-        if name == "R8":
+        if name in ("R8", "R9"):
+            scenario = _batch_insert_scenario if name == "R8" else _log_windows_scenario
             try:
-                return await _batch_insert_scenario(bootstrap, workdir, timeout)
+                return await scenario(bootstrap, workdir, timeout)
             finally:
                 if local is not None:
                     local.stop(workdir / "kafka")
@@ -485,6 +527,139 @@ async def _batch_insert_scenario(bootstrap: str, workdir: Path, timeout: float) 
         await broker.stop()
 
 
+class _LogsProcess(_Process):
+    """``reactive-services serve --only logs`` (the log analytics alone) child process."""
+
+    def __init__(self, bootstrap: str, namespace: str, workdir: Path) -> None:
+        super().__init__(
+            "reactive_services.cli",
+            [
+                "serve",
+                "--bootstrap-servers",
+                bootstrap,
+                "--only",
+                "logs",
+                "--namespace",
+                namespace,
+                "--data-dir",
+                str(workdir / "data"),
+                "--log-idle-timeout",
+                "2",
+            ],
+        )
+
+
+def _loghub_windows(names: Sequence[str] = R9_SOURCES, window_s: int = R9_WINDOW_S) -> Counter[tuple[str, float]]:
+    """``{(source, window start s): lines}`` of the shipped loghub files ``<name>_2k.log``, from the
+    ground truth's own time columns (``<name>_2k.log_structured.csv``, read with strptime as UTC)."""
+    counts: Counter[tuple[str, float]] = Counter()
+    for name in names:
+        read_time = _TRUTH_TIME[name]
+        with open(LOGHUB / f"{name}_2k.log_structured.csv", newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                epoch = read_time(row).replace(tzinfo=UTC).timestamp()
+                counts[(name, float(int(epoch // window_s) * window_s))] += 1
+    return counts
+
+
+async def _log_windows_scenario(bootstrap: str, workdir: Path, timeout: float) -> ScenarioResult:
+    """R9 (see the module docstring) on the running broker ``bootstrap``."""
+    namespace = f"fault-r9-{uuid.uuid4().hex[:6]}."
+    topic, group = namespace + "logs", namespace + "log-analytics"
+    broker = KafkaBroker(bootstrap, request_timeout_s=30.0)
+    await broker.start()
+    processes: list[_LogsProcess] = []
+    notes = ["no stock: log windows"]
+    replaying: asyncio.Future[None] | None = None
+    try:
+        await broker.create_topics([topic], partitions=1)
+        lines = {name: (LOGHUB / f"{name}_2k.log").read_text(encoding="utf-8").splitlines() for name in R9_SOURCES}
+        records: list[tuple[str | bytes | None, Any]] = [
+            (name, {"source": name, "line_no": n + 1, "line": lines[name][n]})
+            for n in range(max(len(v) for v in lines.values()))
+            for name in R9_SOURCES
+            if n < len(lines[name])
+        ]
+        sent = 0
+
+        async def replay() -> None:  # about 20 s: the kills fall while lines arrive
+            nonlocal sent
+            for start in range(0, len(records), R9_BATCH):
+                sent += len(await broker.emit_batch(topic, records[start : start + R9_BATCH]))
+                await asyncio.sleep(R9_PAUSE_S)
+
+        processes.append(_LogsProcess(bootstrap, namespace, workdir))
+        await processes[-1].ready()
+        replaying = asyncio.ensure_future(replay())
+        killed_at: list[int] = []
+        for _ in range(R9_KILLS):  # SIGKILL while the lines arrive, restart each time
+            await asyncio.sleep(R9_KILL_AFTER_S)
+            processes[-1].kill()
+            killed_at.append(sent)
+            processes.append(_LogsProcess(bootstrap, namespace, workdir))
+            await processes[-1].ready()
+        await asyncio.wait_for(replaying, timeout)
+        during = sum(1 for n in killed_at if n < sent)
+
+        async def committed_to_the_end() -> bool:  # the idle timeout published the last windows: all committed
+            return ((await broker.committed(group, topic, 0)) or 0) >= sent
+
+        await _until(committed_to_the_end, timeout, f"group {group} to commit the end of {topic}")
+        code = await processes[-1].terminate()
+        notes.append(
+            f"{len(killed_at)} SIGKILLs ({during} during the replay), after "
+            + ", ".join(str(n) for n in killed_at)
+            + f" of {sent} lines sent; restarted each time; SIGTERM at the end: exit {code}"
+        )
+
+        published = [orjson.loads(m.value) for m in await _read_topic(broker, namespace + "log.stats")]
+        counts: dict[tuple[str, float], list[int]] = {}
+        for stats in published:  # in publishing order: the last record of each window stands
+            counts.setdefault((stats["source"], stats["window_start_s"]), []).append(stats["lines"])
+        final = {window: c[-1] for window, c in counts.items()}
+        republished = sum(1 for c in counts.values() if len(c) > 1)
+        differing = sum(1 for c in counts.values() if len(set(c)) > 1)
+        again = "each time with the same count" if not differing else f"{differing} of them with another count"
+        notes.append(
+            f"{len(published)} log.stats records for {len(final)} windows: "
+            + (f"{republished} published again, {again}" if republished else "none published twice")
+        )
+        truth = _loghub_windows()
+        windows = set(truth) | set(final)
+        lost = sum(max(0, truth[w] - final.get(w, 0)) for w in windows)
+        duplicates = sum(max(0, final.get(w, 0) - truth[w]) for w in windows)
+        wrong = sum(1 for w in windows if final.get(w, 0) != truth[w])
+        notes.append(
+            f"every window equals the ground truth ({len(truth)} windows, {sum(truth.values())} lines)"
+            if not wrong
+            else f"{wrong} of {len(windows)} windows differ from the ground truth"
+        )
+        dead = await _read_topic(broker, topic + ".DLT")
+        return ScenarioResult(
+            scenario="R9",
+            sent=sent,
+            processed=sum(final.values()),
+            duplicates=duplicates,
+            lost=lost,
+            dead_lettered=len(dead),
+            stock_exact=None,
+            notes=notes,
+        )
+    except BaseException as exc:
+        for proc in processes:
+            if proc.proc.poll() is None:
+                proc.kill()
+        tails = [proc.proc.stderr.read()[-1500:] for proc in processes]  # type: ignore[union-attr]
+        raise RuntimeError(f"R9 failed: {exc}; process stderr: {tails}") from exc
+    finally:
+        if replaying is not None and not replaying.done():
+            replaying.cancel()
+        for proc in processes:
+            if proc.proc.poll() is None:
+                proc.kill()
+        await broker.stop()
+
+
 SCENARIOS: dict[str, str] = {
     "R1": "inventory process SIGKILLed mid-stream, restarted",
     "R2": "second inventory instance joins mid-stream",
@@ -492,6 +667,7 @@ SCENARIOS: dict[str, str] = {
     "R4": "bad records (not JSON, wrong shape, wrong types, over the size limit) among good ones",
     "R7": "SIGTERM under load, then restart",
     "R8": "batch-insert pipeline SIGKILLed mid-run, restarted",
+    "R9": "log analytics SIGKILLed three times during a replay, restarted: every line once in the windows",
 }
 
 

@@ -1,4 +1,5 @@
-"""Fault tests on a real Kafka broker; every inventory (R8: batch-insert) instance is a process of its own.
+"""Fault tests on a real Kafka broker; every inventory (R8: batch-insert; R9: log-analytics) instance is a process
+of its own.
 
 See examples/shop/faults.py for the scenarios; `python bench/faults.py` prints the same as a table.
 """
@@ -45,3 +46,19 @@ async def test_R8_a_batch_insert_pipeline_killed_mid_batch_loses_no_record(kafka
     killed = result.notes[1]
     assert killed.startswith("SIGKILL after ") and "was being inserted: none of its rows stored" in killed, killed
     assert result.notes[2].startswith("every batch all or nothing")
+
+
+@pytest.mark.timeout(300)
+async def test_R9_the_log_analytics_killed_three_times_counts_every_line_once(kafka_bootstrap: str) -> None:
+    """The log analytics process is SIGKILLed three times while Apache and HDFS lines are replayed into one
+    partition, restarted each time: the last published ``log.stats`` of every hourly window equals the loghub
+    ground truth (no line lost, none counted twice), though windows may be published again."""
+    result = await run_scenario("R9", kafka_bootstrap)
+    assert result.sent == 4000 and result.processed == result.sent
+    assert result.lost == 0 and result.duplicates == 0
+    assert result.dead_lettered == 0
+    assert result.stock_exact is None and result.notes[0] == "no stock: log windows"
+    kills, published, truth = result.notes[1:]
+    assert kills.startswith("3 SIGKILLs (3 during the replay)") and kills.endswith("exit 0"), kills
+    assert published.endswith(("none published twice", "each time with the same count")), published
+    assert truth.startswith("every window equals the ground truth"), truth

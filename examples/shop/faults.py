@@ -162,6 +162,20 @@ class _Process:
         return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
 
 
+def _kill_all(processes: Sequence[_Process]) -> None:
+    """SIGKILL every process of a scenario still running (its cleanup)."""
+    for process in processes:
+        if process.proc.poll() is None:
+            process.kill()
+
+
+def _failed(name: str, exc: BaseException, processes: Sequence[_Process]) -> RuntimeError:
+    """A scenario's failure, with the end of each process's stderr (they are killed first)."""
+    _kill_all(processes)
+    tails = [process.proc.stderr.read()[-1500:] for process in processes]  # type: ignore[union-attr]
+    return RuntimeError(f"{name} failed: {exc}; process stderr: {tails}")
+
+
 class _Instance(_Process):
     """An inventory_process child process."""
 
@@ -367,15 +381,9 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                 notes=notes,
             )
         except BaseException as exc:
-            for inst in instances:
-                if inst.proc.poll() is None:
-                    inst.kill()
-            tails = [inst.proc.stderr.read()[-1500:] for inst in instances]  # type: ignore[union-attr]
-            raise RuntimeError(f"{name} failed: {exc}; instance stderr: {tails}") from exc
+            raise _failed(name, exc, instances) from exc
         finally:
-            for inst in instances:
-                if inst.proc.poll() is None:
-                    inst.kill()
+            _kill_all(instances)
             await broker.stop()
             if local is not None:
                 local.stop(workdir / "kafka")
@@ -515,15 +523,9 @@ async def _batch_insert_scenario(bootstrap: str, workdir: Path, timeout: float) 
             notes=notes,
         )
     except BaseException as exc:
-        for inst in instances:
-            if inst.proc.poll() is None:
-                inst.kill()
-        tails = [inst.proc.stderr.read()[-1500:] for inst in instances]  # type: ignore[union-attr]
-        raise RuntimeError(f"R8 failed: {exc}; instance stderr: {tails}") from exc
+        raise _failed("R8", exc, instances) from exc
     finally:
-        for inst in instances:
-            if inst.proc.poll() is None:
-                inst.kill()
+        _kill_all(instances)
         await broker.stop()
 
 
@@ -646,17 +648,11 @@ async def _log_windows_scenario(bootstrap: str, workdir: Path, timeout: float) -
             notes=notes,
         )
     except BaseException as exc:
-        for proc in processes:
-            if proc.proc.poll() is None:
-                proc.kill()
-        tails = [proc.proc.stderr.read()[-1500:] for proc in processes]  # type: ignore[union-attr]
-        raise RuntimeError(f"R9 failed: {exc}; process stderr: {tails}") from exc
+        raise _failed("R9", exc, processes) from exc
     finally:
         if replaying is not None and not replaying.done():
             replaying.cancel()
-        for proc in processes:
-            if proc.proc.poll() is None:
-                proc.kill()
+        _kill_all(processes)
         await broker.stop()
 
 

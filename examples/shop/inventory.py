@@ -286,6 +286,11 @@ class InventoryStore(SqliteStore):
             sqlite3.Error: the transaction failed; it was rolled back, nothing changed.
         """
         db = self._conn()
+        # shielded: a caller cancelled mid-way (a service stopping, a subscription disposed) must
+        # not leave the connection inside an open transaction; it commits or rolls back regardless
+        return await asyncio.shield(self._transaction(db, order))
+
+    async def _transaction(self, db: aiosqlite.Connection, order: Order) -> Outcome:
         async with self._lock:
             await db.execute("BEGIN IMMEDIATE")
             try:

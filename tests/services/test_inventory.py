@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import sqlite3
 from collections.abc import AsyncIterator
@@ -398,3 +399,17 @@ async def _true_when(value: bool) -> bool:
 
 async def _committed_is(broker: InMemoryBroker, offset: int) -> bool:
     return await broker.committed("inventory", "order.created", 0) == offset
+
+
+async def test_a_reservation_whose_caller_is_cancelled_still_ends_its_transaction(store: InventoryStore) -> None:
+    # a crash test disposes a subscription mid-reservation: the connection must not be left
+    # inside an open transaction ("cannot start a transaction within a transaction" next time)
+    for n in range(20):
+        task = asyncio.ensure_future(store.reserve(order(f"c{n}", ("p1", 1))))
+        for _ in range(n % 5):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    outcome = await store.reserve(order("after", ("p2", 1)))
+    assert outcome.status == "applied"

@@ -49,7 +49,6 @@ class ChangelogStore:
         self.name = name
         self.topic = f"{name}.changelog"
         self._created = False
-        self.restores = 0  # how many times the changelog was read (for tests and metrics)
 
     async def _ensure_topic(self) -> None:
         if not self._created:
@@ -63,7 +62,6 @@ class ChangelogStore:
             BrokerError: the changelog could not be read.
         """
         await self._ensure_topic()
-        self.restores += 1
         found: dict[TopicPartition, dict[Hashable, Any]] = {tp: {} for tp in partitions}
         ends = await self.broker.end_offsets(self.topic)
         if not any(ends.values()):

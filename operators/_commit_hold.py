@@ -95,9 +95,6 @@ class HeldRecords:
         self._holds: list[Hold] = []
         self._last: Message | None = None
 
-    def __len__(self) -> int:
-        return len(self._holds)
-
     def add(self) -> None:
         """Hold the commit of the message being delivered now (if any)."""
         message = current_message.get()
@@ -114,12 +111,6 @@ class HeldRecords:
         if other._last is not None:
             self._last = other._last
         other._holds, other._last = [], None
-
-    def release(self) -> None:
-        """Release every hold without an output (the records were dropped on purpose)."""
-        holds, self._holds, self._last = self._holds, [], None
-        for held in holds:
-            held.release()
 
     def emit(
         self, observer: ObserverBase[Any], value: Any, *, also: Callable[[], Awaitable[Any]] | None = None

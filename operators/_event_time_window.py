@@ -380,7 +380,7 @@ class _WindowRun(Generic[T]):
             self.waiting.clear()
 
     # -- emitting -----------------------------------------------------------------------------
-    def emit(self, skey: Hashable, state: _KeyState[T], index: int) -> None:
+    def emit(self, state: _KeyState[T], index: int) -> None:
         items = state.open.pop(index)
         held = state.holds.pop(index)
         late = tuple(state.late)
@@ -435,7 +435,7 @@ class _WindowRun(Generic[T]):
         store, key = self.checkpoint, state.key
         return lambda: store.put(topic, partition, key, value)
 
-    def emit_late_alone(self, skey: Hashable, state: _KeyState[T], item: T, first: int, last: int) -> None:
+    def emit_late_alone(self, state: _KeyState[T], item: T, first: int, last: int) -> None:
         """A too-late item of a key with no open window: at once, in a window of its own (no items)."""
         held = HeldRecords()
         held.add()
@@ -528,7 +528,7 @@ class _WindowRun(Generic[T]):
         watermark = self.partition_watermarks.get(part, -math.inf) if self.by_partition else state.watermark
         if end_of(last) <= watermark:  # every window holding it has closed: too late
             if not state.open:  # no window of its key to carry it (partition watermark, idle flush)
-                self.emit_late_alone(skey, state, item, first, last)
+                self.emit_late_alone(state, item, first, last)
                 self.forget_if_empty(skey, state)
             else:
                 state.late.append(item)
@@ -566,7 +566,7 @@ class _WindowRun(Generic[T]):
             state.watermark = moved
             heap = state.heap
             while heap and end_of(heap[0]) <= moved:  # smallest start first
-                self.emit(skey, state, heapq.heappop(heap))
+                self.emit(state, heapq.heappop(heap))
 
     @staticmethod
     def replay_of(state: _KeyState[T]) -> _Replay:
@@ -602,7 +602,7 @@ class _WindowRun(Generic[T]):
             state = self.states.get(skey)
             if state is None or index not in state.open:
                 continue  # flushed meanwhile (idle timeout)
-            self.emit(skey, state, index)
+            self.emit(state, index)
             self.forget_if_empty(skey, state)
 
     # -- idle keys (processing time) ----------------------------------------------------------------
@@ -642,7 +642,7 @@ class _WindowRun(Generic[T]):
         """Emit every open window of an idle key (start order), as if its watermark had passed them."""
         indices = sorted(state.open)
         for index in indices:
-            self.emit(skey, state, index)
+            self.emit(state, index)
         if indices:  # what arrives later for these windows is late, never a second emission
             state.watermark = max(state.watermark, self.shape.end_of(indices[-1]))
         state.heap.clear()
@@ -673,16 +673,16 @@ class _WindowRun(Generic[T]):
     def complete(self) -> None:
         self.stopped = True
         self.timer.dispose()
-        pending: list[tuple[int, int, Hashable, _KeyState[T]]] = []
-        for skey, state in self.states.items():
+        pending: list[tuple[int, int, _KeyState[T]]] = []
+        for state in self.states.values():
             # The last window holding the key's largest event time is always still open
             # (only a later event could have closed it), so late items always find a window.
             for index in state.open:
-                pending.append((index, state.order, skey, state))
+                pending.append((index, state.order, state))
             state.heap.clear()
         pending.sort(key=lambda entry: (entry[0], entry[1]))
-        for index, _order, skey, state in pending:
-            self.emit(skey, state, index)
+        for index, _order, state in pending:
+            self.emit(state, index)
         self.observer.on_completed()
 
 

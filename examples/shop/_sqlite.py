@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from os import PathLike
 from pathlib import Path
 from typing import TypeVar
@@ -12,6 +13,7 @@ import aiosqlite
 __all__ = ["SqliteStore"]
 
 S = TypeVar("S", bound="SqliteStore")
+T = TypeVar("T")
 
 
 class SqliteStore:
@@ -78,3 +80,31 @@ class SqliteStore:
         if self._db is None:
             raise RuntimeError(f"{type(self).__name__} is not open")
         return self._db
+
+    async def transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """``await work(db)`` inside one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` when it
+        raises), one transaction at a time (under :attr:`_lock`), for a store opened in autocommit
+        (``isolation_level = None``).
+
+        Shielded: a caller cancelled mid-way (a service stopping, a subscription disposed) does
+        not leave the connection inside an open transaction; the transaction commits or rolls
+        back regardless, and the caller gets ``CancelledError``.
+
+        Raises:
+            RuntimeError: the store is not open.
+            sqlite3.Error: the transaction failed; it was rolled back.
+        """
+        db = self._conn()
+
+        async def run() -> T:
+            async with self._lock:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await work(db)
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
+                await db.execute("COMMIT")
+                return result
+
+        return await asyncio.shield(run())

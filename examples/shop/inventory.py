@@ -285,21 +285,7 @@ class InventoryStore(SqliteStore):
             RuntimeError: the store is not open.
             sqlite3.Error: the transaction failed; it was rolled back, nothing changed.
         """
-        db = self._conn()
-        # shielded: a caller cancelled mid-way (a service stopping, a subscription disposed) must
-        # not leave the connection inside an open transaction; it commits or rolls back regardless
-        return await asyncio.shield(self._transaction(db, order))
-
-    async def _transaction(self, db: aiosqlite.Connection, order: Order) -> Outcome:
-        async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                outcome = await self._reserve(db, order)
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
-            return outcome
+        return await self.transaction(lambda db: self._reserve(db, order))
 
     async def _reserve(self, db: aiosqlite.Connection, order: Order) -> Outcome:
         async with db.execute("SELECT outcome FROM processed_orders WHERE order_id = ?", (order.order_id,)) as cur:

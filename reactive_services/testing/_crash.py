@@ -167,6 +167,11 @@ def _default_inputs_of(output: Any) -> Iterable[Any]:
         yield output
 
 
+def _value(ident: Hashable) -> Any:
+    """The input value an identity stands for (the inverse of :func:`_ident`)."""
+    return orjson.loads(ident) if isinstance(ident, bytes) else ident
+
+
 def _ident(value: Any) -> Hashable:
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
@@ -263,16 +268,14 @@ async def check_at_least_once(
         if output_id is not None:  # compared with the run without a crash, input by input
             for ident, times in counts.items():
                 if ident in expected and times > base_counts[ident]:
-                    value = orjson.loads(ident) if isinstance(ident, bytes) else ident
-                    report.double_counted.append((value, name, times - base_counts[ident] + 1))
+                    report.double_counted.append((_value(ident), name, times - base_counts[ident] + 1))
             missing = {i for i in expected if counts.get(i, 0) < base_counts[i]}
         else:
             missing = expected - set(counts)
         for ident in sorted(missing, key=lambda i: places.get(i, (0, 0))):
             partition, offset = places.get(ident, (0, -1))
             crash = next((c for c in crashes if c.committed.get(partition, 0) > offset), None)
-            value = orjson.loads(ident) if isinstance(ident, bytes) else ident
-            report.lost.append(LostRecord(value, partition, offset, name, crash))
+            report.lost.append(LostRecord(_value(ident), partition, offset, name, crash))
         report.duplicates += max(0, sum(c - 1 for c in counts.values()) - base_duplicates)
     return report
 

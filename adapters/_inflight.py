@@ -66,7 +66,7 @@ class InFlight:
 
     def key_busy(self, tp: Hashable, key: bytes | None) -> bool:
         """True when an earlier message with ``key`` in ``tp`` has not settled yet."""
-        if key is None:
+        if key is None or not self._keys:
             return False
         task = self._keys.get((tp, key))
         return task is not None and not task.done()
@@ -76,65 +76,106 @@ class InFlight:
         epoch = self._start(tp, offset)
         self.tracker.complete(tp, offset, epoch)
 
-    def _start(self, tp: Hashable, offset: int) -> int:
+    def _start(self, tp: Hashable, offset: int, last: int | None = None) -> int:
         try:
-            return self.tracker.start(tp, offset)
+            return self.tracker.start(tp, offset, last)
         except ValueError:  # the position moved back (a seek, a reset): start that partition afresh
             log.warning("%r: offset %d delivered again; tracking the partition afresh", tp, offset)
             self.tracker.revoke(tp)
-            return self.tracker.start(tp, offset)
+            return self.tracker.start(tp, offset, last)
 
-    def begin(self, tp: Hashable, offset: int) -> int:
-        """Count ``offset`` of ``tp`` in flight (before its ``on_next``); returns its epoch."""
+    def begin(self, tp: Hashable, offset: int, last: int | None = None) -> int:
+        """Count ``offset`` of ``tp`` in flight; returns its epoch.
+
+        ``last``: the message is a batch of the offsets ``offset .. last`` (all committable
+        together once it completes; see :meth:`OffsetTracker.start`).
+        """
         self._count += 1
-        self.max_seen = max(self.max_seen, self._count)
-        return self._start(tp, offset)
+        if self._count > self.max_seen:
+            self.max_seen = self._count
+        return self._start(tp, offset, last)
 
-    def settle(self, msg: Message, tp: Hashable, epoch: int) -> None:
-        """After ``on_next(msg)`` returned: await its tracked work, then its holds, in the
-        background (or complete it at once when it has neither)."""
+    def advance(self, tp: Hashable, offset: int) -> None:
+        """``offset`` of ``tp`` was handled synchronously, with no tracked work and no hold:
+        it completes at once, without entering the window (O(1): the commit position moves)."""
+        if self._count >= self.max_seen:
+            self.max_seen = self._count + 1
+        try:
+            self.tracker.advance(tp, offset)
+        except ValueError:  # the position moved back (a seek, a reset): start that partition afresh
+            log.warning("%r: offset %d delivered again; tracking the partition afresh", tp, offset)
+            self.tracker.revoke(tp)
+            self.tracker.advance(tp, offset)
+        if self._on_settled is not None:
+            self._on_settled()
+
+    def handled(self, msg: Message, tp: Hashable, offset: int, key: bytes | None) -> None:
+        """After ``on_next`` returned for ``msg`` (``offset`` of ``tp``; a batch: its first offset,
+        with ``msg`` the message its work was tracked on): complete it at once when it has no
+        tracked work and no hold (:meth:`advance`); else :meth:`begin` and :meth:`settle` it.
+        ``key``: what its order is kept by (the next message with the same key waits for it)."""
+        if msg._pending or msg._holds:
+            self.settle(msg, tp, self.begin(tp, offset, msg.offset if msg.offset != offset else None), offset, key)
+        elif msg.offset != offset:  # a batch handled synchronously
+            self.settle(msg, tp, self.begin(tp, offset, msg.offset), offset, key)
+        else:
+            self.advance(tp, offset)
+
+    def settle(
+        self, msg: Message, tp: Hashable, epoch: int, offset: int | None = None, key: bytes | None = None
+    ) -> None:
+        """After ``on_next(msg)`` returned (``msg`` begun with :meth:`begin`): await its tracked
+        work, then its holds, in the background (or complete it at once when it has neither).
+
+        ``offset`` is the offset begun (default ``msg.offset``); ``key`` what its order is kept
+        by (default ``msg.key``).
+        """
+        if offset is None:
+            offset = msg.offset
+        if key is None:
+            key = msg.key
         if msg._pending:
-            task = asyncio.get_running_loop().create_task(self._settle(msg, tp, epoch))
+            task = asyncio.get_running_loop().create_task(self._settle(msg, tp, epoch, offset))
             self._tasks[task] = tp
-            if msg.key is not None:
-                self._keys[(tp, msg.key)] = task
-            task.add_done_callback(lambda t: self._forget_task(t, tp, msg.key))
+            if key is not None:
+                self._keys[(tp, key)] = task
+            task.add_done_callback(lambda t: self._forget_task(t, tp, key))
             return
-        self._delivered(msg, tp, epoch)
+        self._delivered(msg, tp, epoch, offset)
 
-    async def _settle(self, msg: Message, tp: Hashable, epoch: int) -> None:
+    async def _settle(self, msg: Message, tp: Hashable, epoch: int, offset: int) -> None:
         try:
             await msg.settled()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - ends the stream through self.error
             self._free()
-            self._fail(exc, tp, msg.offset)
+            self._fail(exc, tp, offset)
             return
-        self._delivered(msg, tp, epoch)
+        self._delivered(msg, tp, epoch, offset)
 
-    def _delivered(self, msg: Message, tp: Hashable, epoch: int) -> None:
+    def _delivered(self, msg: Message, tp: Hashable, epoch: int, offset: int) -> None:
         """Its tracked work settled: free its place; complete it now, or once its holds are released."""
         self._free()
         if msg._holds:
-            self._await_holds(msg, tp, epoch)
+            self._await_holds(msg, tp, epoch, offset)
         else:
-            self._complete(tp, msg.offset, epoch)
+            self._complete(tp, offset, epoch)
 
-    def _await_holds(self, msg: Message, tp: Hashable, epoch: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._release(msg, tp, epoch))
+    def _await_holds(self, msg: Message, tp: Hashable, epoch: int, offset: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._release(msg, tp, epoch, offset))
         self._held[task] = tp
         task.add_done_callback(lambda t: self._held.pop(t, None))
 
-    async def _release(self, msg: Message, tp: Hashable, epoch: int) -> None:
+    async def _release(self, msg: Message, tp: Hashable, epoch: int, offset: int) -> None:
         try:
             await msg.released()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - ends the stream through self.error
-            self._fail(exc, tp, msg.offset)
+            self._fail(exc, tp, offset)
             return
-        self._complete(tp, msg.offset, epoch)
+        self._complete(tp, offset, epoch)
 
     def _fail(self, exc: Exception, tp: Hashable, offset: int) -> None:
         if self.error is None:

@@ -59,8 +59,9 @@ class Message:
     headers: Headers = ()
     timestamp_ms: int = 0
     raw: bytes | None = None
-    _pending: list[Awaitable[Any]] = field(default_factory=list, repr=False, compare=False)
-    _holds: list[asyncio.Future[None]] = field(default_factory=list, repr=False, compare=False)
+    # Created on first use: most messages are handled synchronously and need neither.
+    _pending: list[Awaitable[Any]] | None = field(default=None, repr=False, compare=False)
+    _holds: list[asyncio.Future[None]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def timestamp(self) -> float:
@@ -84,7 +85,11 @@ class Message:
         handled. If ``work`` raises, the source stops with that error (``on_error``) and
         the offset is not committed, so the record is redelivered on restart.
         """
-        self._pending.append(asyncio.ensure_future(work))
+        future = asyncio.ensure_future(work)
+        if self._pending is None:
+            self._pending = [future]
+        else:
+            self._pending.append(future)
 
     def hold(self) -> Hold:
         """Keep this message's offset uncommitted until the returned :class:`Hold` is released.
@@ -104,20 +109,25 @@ class Message:
         except RuntimeError:
             return Hold(None, None)
         future: asyncio.Future[None] = loop.create_future()
-        self._holds.append(future)
+        if self._holds is None:
+            self._holds = [future]
+        else:
+            self._holds.append(future)
         return Hold(future, loop)
 
     async def settled(self) -> None:
         """Await every tracked awaitable (in order); re-raises the first failure."""
         while self._pending:
-            pending, self._pending[:] = list(self._pending), []
+            pending = list(self._pending)
+            self._pending.clear()  # in place: a derived message (decode_json) shares the list
             for work in pending:
                 await work
 
     async def released(self) -> None:
         """Await every :meth:`hold` (in order); re-raises the first failure."""
         while self._holds:
-            holds, self._holds[:] = list(self._holds), []
+            holds = list(self._holds)
+            self._holds.clear()
             for held in holds:
                 await held
 
@@ -201,8 +211,12 @@ def header(headers: Headers | None, name: str) -> bytes | None:
 
 #: Messages a source delivers before it yields to the event loop once (``await asyncio.sleep(0)``),
 #: so that other tasks on the loop (websocket senders, producers) run while a large fetched
-#: batch is handled synchronously.
+#: batch is handled synchronously (the in-memory source).
 YIELD_EVERY = 32
+
+#: Seconds a source delivers fetched records synchronously, at most, before it yields to the
+#: event loop once (the Kafka source; it looks at the clock every 32 records).
+YIELD_AFTER_S = 0.002
 
 #: The message whose ``on_next`` is running right now (set by every broker source).
 current_message: ContextVar[Message | None] = ContextVar("current_message", default=None)
@@ -243,5 +257,8 @@ def track(work: Awaitable[Any]) -> asyncio.Future[Any]:
     future = asyncio.ensure_future(work)
     message = current_message.get()
     if message is not None:
-        message._pending.append(future)
+        if message._pending is None:
+            message._pending = [future]
+        else:
+            message._pending.append(future)
     return future

@@ -70,16 +70,7 @@ class OffsetTracker(Generic[TP]):
         self._parts[tp] = _Partition(self._epochs, position, committed=position)
         return self._epochs
 
-    def start(self, tp: TP, offset: int) -> int:
-        """Record that ``offset`` of ``tp`` is now in flight; returns the partition's epoch.
-
-        An unknown partition is assigned implicitly with ``offset`` as its position and no
-        committed offset.
-
-        Raises:
-            ValueError: ``offset`` is not above every offset already started in ``tp``, or
-                below the partition's position.
-        """
+    def _next(self, tp: TP, offset: int) -> _Partition:
         part = self._parts.get(tp)
         if part is None:
             self.assign(tp)
@@ -90,10 +81,40 @@ class OffsetTracker(Generic[TP]):
             raise ValueError(
                 f"offset {offset} of {tp!r} started out of order (next expected >= {part.high or part.position})"
             )
+        return part
+
+    def start(self, tp: TP, offset: int, last: int | None = None) -> int:
+        """Record that ``offset`` of ``tp`` is now in flight; returns the partition's epoch.
+
+        With ``last`` (>= ``offset``), the offsets ``offset + 1 .. last`` are taken with it: a
+        batch whose fate is the one of ``offset`` (nothing of it is committable before
+        ``offset`` completes; after, everything up to ``last`` is).
+
+        An unknown partition is assigned implicitly with ``offset`` as its position and no
+        committed offset.
+
+        Raises:
+            ValueError: ``offset`` is not above every offset already started in ``tp``, or
+                below the partition's position.
+        """
+        part = self._next(tp, offset)
         part.in_flight.add(offset)
         heapq.heappush(part.heap, offset)
-        part.high = offset + 1
+        part.high = (offset if last is None else last) + 1
         return part.epoch
+
+    def advance(self, tp: TP, offset: int) -> None:
+        """Record that ``offset`` of ``tp`` was started and completed at once (handled
+        synchronously): :meth:`start` then :meth:`complete`, in O(1).
+
+        Raises:
+            ValueError: as :meth:`start`.
+        """
+        part = self._parts.get(tp)
+        if part is not None and part.high is not None and offset >= part.high:
+            part.high = offset + 1  # the hot path: the next offset of a known partition
+            return
+        self._next(tp, offset).high = offset + 1
 
     def complete(self, tp: TP, offset: int, epoch: int | None = None) -> bool:
         """Record that ``offset`` of ``tp`` has been handled (a dead-lettered or filtered

@@ -30,6 +30,7 @@ __all__ = [
     "Subscription",
     "check_auto_offset_reset",
     "check_concurrency",
+    "dead_letter_undecodable",
     "hand_over",
     "release_holds",
     "source_args",
@@ -204,42 +205,56 @@ def hand_over(
     """Decode ``message.raw`` into ``message.value``, then dead-letter or deliver it, in ``window``.
 
     The caller has checked that ``window`` has room (and that the key is not busy). Either way
-    the message is in flight from here until its work settled, so the commit of ``tp`` never
-    passes it:
+    the commit of ``tp`` never passes the message before it was handled:
 
     - the decoder raises: a :class:`DeadLetter` is published with
       :func:`publish_dead_letter`, tracked on the message (the record counts as handled once
       the dead letter is acknowledged; a failed publish ends the stream like failed work);
-    - otherwise ``subscription.on_next(message)`` is called with
-      :data:`~reactive_services.adapters.current_message` set to the message, then the
-      message is settled in the window (its tracked work awaited in the background). If the
-      subscription was disposed meanwhile (:attr:`Subscription.detached`), the message leaves
-      the window uncommitted instead.
+    - otherwise ``subscription.observer.on_next(message)`` is called with
+      :data:`~reactive_services.adapters.current_message` set to the message. Then, when the
+      Observer tracked no work and took no hold on it, its offset completes at once
+      (:meth:`InFlight.advance`: no task, no future); otherwise it enters the window and its
+      work is awaited in the background (:meth:`InFlight.handled`). If the subscription was
+      disposed meanwhile (:attr:`Subscription.detached`), the message stays uncommitted.
 
     Returns:
-        True when the message was delivered to the Observer and settled in the window.
+        True when the message was delivered to the Observer.
 
     Raises:
-        Exception: whatever ``on_next`` raises (the message stays in flight, uncommitted).
+        Exception: whatever ``on_next`` raises (the message stays uncommitted).
     """
     try:
         message.value = decoder(message.raw)
     except Exception as exc:  # noqa: BLE001 - any decoder failure dead-letters
-        epoch = window.begin(tp, message.offset)
-        publish_dead_letter(broker, DeadLetter(message, exc), on=message)
-        window.settle(message, tp, epoch)
+        dead_letter_undecodable(broker, window, tp, message, exc)
         return False
-    epoch = window.begin(tp, message.offset)
-    token = current_message.set(message)
+    token = _set_current(message)
+    subscription.in_on_next = True
     try:
-        subscription.on_next(message)
+        subscription.observer.on_next(message)
     finally:
-        current_message.reset(token)
+        subscription.in_on_next = False
+        _reset_current(token)
     if subscription.detached:
-        window.abandon(tp, message.offset)
         return False
-    window.settle(message, tp, epoch)
+    if message._pending or message._holds:
+        window.settle(message, tp, window.begin(tp, message.offset))
+    else:
+        window.advance(tp, message.offset)
     return True
+
+
+_set_current = current_message.set
+_reset_current = current_message.reset
+
+
+def dead_letter_undecodable(broker: Emitter, window: InFlight, tp: Hashable, message: Message, error: Exception) -> None:
+    """Publish ``message``, whose value did not decode (``error``), to its dead-letter topic,
+    tracked on it in ``window``: its offset completes once the dead letter is acknowledged (a
+    failed publish ends the stream like failed work)."""
+    epoch = window.begin(tp, message.offset)
+    publish_dead_letter(broker, DeadLetter(message, error), on=message)
+    window.settle(message, tp, epoch)
 
 
 async def release_holds(window: InFlight, timeout_s: float, group_id: str) -> None:

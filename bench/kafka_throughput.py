@@ -1,47 +1,85 @@
-"""Kafka read throughput: a raw aiokafka loop vs ``KafkaBroker.source`` with a reactivex pipeline.
+"""Kafka throughput of the library against the raw clients, each contender in its own process.
 
-Produces ``--records`` (default 100k) JSON records of about 200 bytes to a fresh
-one-partition topic, then reads them twice, each time in a fresh consumer group:
+    python bench/kafka_throughput.py [--records 200000] [--rounds 3] [--only raw,source_rx,...]
 
-  (a) raw:      ``AIOKafkaConsumer.getmany()`` + ``orjson.loads`` + the same map/filter inline
-  (b) pipeline: ``KafkaBroker.source(decode="json") -> ops.map -> ops.filter -> Observer``
+Produces ``--records`` JSON records of about 200 bytes to a fresh one-partition topic, then runs
+every contender ``--rounds`` times, each run in a fresh Python process and (for consumers) a fresh
+consumer group, and prints records/s per round, the median, and the median's ratio to the raw
+aiokafka row of its section. Every consumer does the same work per record (decode the JSON,
+compute ``qty * price``, keep it when >= 0), commits once a second, and is timed from the first
+record it received to the last, so group joins and connection set-up are not counted. Producers
+are timed from the first send to the last acknowledgement. Prints only; nothing is asserted.
 
-and prints records/s of each and the ratio b/a, per round (a then b) and best-of-rounds
-(on 2 cores the broker competes with the client, so single rounds are noisy). The clock runs from the first record
-received to the last, so group joins and connection set-up are not counted. Prints
-only; nothing is asserted.
+Consumers (ratios to ``raw``):
+
+- ``raw``: ``AIOKafkaConsumer.getmany()`` + ``orjson.loads`` + the work inline.
+- ``raw_rx``: the same fetch loop feeding the same reactivex chain (map, map, filter) through a Subject.
+- ``source_rx``: ``KafkaBroker.source(decode="json") -> map -> filter -> Observer``.
+- ``source_rx_c8``: the same with ``concurrency=8`` (records with a key handled in key order).
+- ``service_sync`` / ``service_async``: a ``Microservice`` with one ``@event_pattern`` payload handler
+  (``def`` / ``async def``) doing the work.
+- ``batches``: ``KafkaBroker.source_batches() -> Observer`` doing the work over each fetched list.
+- ``confluent``: raw confluent-kafka ``consume(500)`` + ``orjson.loads`` (when installed: the ``bench`` extra).
+- ``faststream``: a FastStream Kafka subscriber with a ``dict`` payload (when installed).
+- ``quix``: a Quix Streams ``Application`` with ``sdf.apply(...)`` (when installed).
+
+Producers (ratios to ``raw_producer``; every one with ``acks="all"`` and idempotence, as the broker's
+own producer):
+
+- ``raw_producer``: ``await AIOKafkaProducer.send(orjson.dumps(value))`` per record, then every future.
+- ``emit_batch``: one ``KafkaBroker.emit_batch`` of every record.
+- ``sink``: ``reactivex.from_iterable(values).subscribe(broker.sink(topic))``, then ``flush``.
+
+Consume-transform-produce (ratios to ``transform_alos``): ``source -> map -> sink`` of every record
+into a second topic, at-least-once (``transform_alos``) and exactly-once through Kafka transactions
+(``transform_eos``), timed until the last input's offset is committed.
 
 Uses ``$KAFKA_BOOTSTRAP_SERVERS`` when set, else starts a local broker with
-reactive_services.testing.local_kafka (and stops it afterwards)::
-
-    python bench/kafka_throughput.py [--records 100000]
+``reactive_services.testing.local_kafka`` (and stops it afterwards).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib.util
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from reactivex import operators as ops
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from reactive_services.adapters import Message  # noqa: E402
-from reactive_services.adapters.kafka import KafkaBroker  # noqa: E402
-from reactive_services.testing import local_kafka  # noqa: E402
+CONSUMERS = [
+    "raw",
+    "raw_rx",
+    "source_rx",
+    "source_rx_c8",
+    "service_sync",
+    "service_async",
+    "batches",
+    "confluent",
+    "faststream",
+    "quix",
+]
+PRODUCERS = ["raw_producer", "emit_batch", "sink"]
+TRANSFORMS = ["transform_alos", "transform_eos"]
+OPTIONAL = {"confluent": "confluent_kafka", "faststream": "faststream", "quix": "quixstreams"}
+SECTIONS = [("consume", CONSUMERS, "raw"), ("produce", PRODUCERS, "raw_producer"), ("transform", TRANSFORMS, "transform_alos")]
 
 
-def make_record(i: int) -> bytes:
-    rec = {
+def make_record(i: int) -> dict[str, Any]:
+    rec: dict[str, Any] = {
         "order_id": i,
         "customer": f"customer-{i % 997:05d}",
         "sku": f"sku-{i % 113:04d}",
@@ -51,131 +89,497 @@ def make_record(i: int) -> bytes:
         "status": "created",
         "note": "",
     }
-    raw = orjson.dumps(rec)
-    rec["note"] = "x" * max(0, 200 - len(raw))
-    return orjson.dumps(rec)
-
-
-async def produce(bootstrap: str, topic: str, n: int) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_batch_size=512 * 1024)
-    await producer.start()
-    t0 = time.perf_counter()
-    try:
-        futures = []
-        for i in range(n):
-            futures.append(await producer.send(topic, make_record(i), partition=0))
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    return time.perf_counter() - t0
+    rec["note"] = "x" * max(0, 200 - len(orjson.dumps(rec)))
+    return rec
 
 
 def keep(amount: float) -> bool:
     return amount >= 0.0
 
 
-async def read_raw(bootstrap: str, topic: str, n: int, max_batch: int) -> float:
+def work(value: dict[str, Any]) -> float:
+    return value["qty"] * value["price"]  # type: ignore[no-any-return]
+
+
+class Clock:
+    """Counts records; times the first to the ``n``-th and sets ``done`` then."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.count = 0
+        self.t0 = 0.0
+        self.t1 = 0.0
+        self.done = asyncio.Event()
+
+    def start(self) -> None:
+        if not self.t0:
+            self.t0 = time.perf_counter()
+
+    def add(self, k: int = 1) -> None:
+        self.count += k
+        if self.count >= self.n and not self.t1:
+            self.t1 = time.perf_counter()
+            self.done.set()
+
+    @property
+    def rate(self) -> float:
+        return self.n / (self.t1 - self.t0)
+
+
+def group() -> str:
+    return f"bench-{uuid.uuid4().hex[:10]}"
+
+
+# -- consumers ----------------------------------------------------------------------------------
+
+
+async def c_raw(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
     consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        topic, bootstrap_servers=bootstrap, group_id=group(), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
-    count = 0
+    clock = Clock(n)
+    last_commit = time.monotonic()
     kept = 0
-    t0 = None
     try:
-        while count < n:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=max_batch)
+        while clock.count < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
             for records in batches.values():
-                if t0 is None:
-                    t0 = time.perf_counter()
+                clock.start()
                 for record in records:
-                    value = orjson.loads(record.value)
-                    amount = value["qty"] * value["price"]
-                    if keep(amount):
+                    if keep(work(orjson.loads(record.value))):
                         kept += 1
-                    count += 1
-        elapsed = time.perf_counter() - (t0 or time.perf_counter())
+                clock.add(len(records))
+            if time.monotonic() - last_commit >= 1.0:
+                await consumer.commit()
+                last_commit = time.monotonic()
         await consumer.commit()
     finally:
         await consumer.stop()
-    assert kept == n
-    return elapsed
+    assert kept == n, kept
+    return clock.rate
 
 
-async def read_pipeline(bootstrap: str, topic: str, n: int, max_batch: int) -> float:
-    async with KafkaBroker(bootstrap, max_batch=max_batch) as broker:
-        stop = asyncio.Event()
-        done = asyncio.Event()
-        state = {"count": 0, "t0": 0.0, "t1": 0.0}
+async def c_raw_rx(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+    from reactivex import operators as ops
+    from reactivex.subject import Subject
 
-        def first(m: Message) -> Message:
-            if state["t0"] == 0.0:
-                state["t0"] = time.perf_counter()
-            return m
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group(), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    clock = Clock(n)
+    subject: Subject[Any] = Subject()
+    subject.pipe(ops.map(lambda r: orjson.loads(r.value)), ops.map(work), ops.filter(keep)).subscribe(
+        lambda _amount: clock.add()
+    )
+    last_commit = time.monotonic()
+    try:
+        while clock.count < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
+            for records in batches.values():
+                clock.start()
+                for record in records:
+                    subject.on_next(record)
+            if time.monotonic() - last_commit >= 1.0:
+                await consumer.commit()
+                last_commit = time.monotonic()
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+    return clock.rate
 
-        def on_next(amount: float) -> None:
-            state["count"] += 1
-            if state["count"] >= n:
-                state["t1"] = time.perf_counter()
-                stop.set()
 
-        broker.source(topic, group_id=f"bench-rx-{uuid.uuid4().hex[:8]}", stop=stop).pipe(
-            ops.map(first),
-            ops.map(lambda m: m.value["qty"] * m.value["price"]),
-            ops.filter(keep),
-        ).subscribe(on_next, lambda e: done.set(), done.set)
-        await done.wait()
-        assert state["count"] == n
-        return state["t1"] - state["t0"]
+async def _source_rx(bootstrap: str, topic: str, n: int, concurrency: int) -> float:
+    from reactivex import operators as ops
+
+    from reactive_services.adapters import Message
+    from reactive_services.adapters.kafka import KafkaBroker
+
+    clock = Clock(n)
+    stop = asyncio.Event()
+
+    def first(m: Message) -> float:
+        clock.start()
+        return work(m.value)
+
+    async with KafkaBroker(bootstrap, commit_interval_s=1.0) as broker:
+        ended = asyncio.Event()
+        broker.source(topic, group_id=group(), stop=stop, concurrency=concurrency).pipe(
+            ops.map(first), ops.filter(keep)
+        ).subscribe(lambda _a: clock.add(), lambda e: ended.set(), ended.set)
+        await clock.done.wait()
+        stop.set()
+        await ended.wait()
+    return clock.rate
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def c_source_rx(bootstrap: str, topic: str, n: int) -> float:
+    return await _source_rx(bootstrap, topic, n, 1)
+
+
+async def c_source_rx_c8(bootstrap: str, topic: str, n: int) -> float:
+    return await _source_rx(bootstrap, topic, n, 8)
+
+
+async def _service(bootstrap: str, topic: str, n: int, *, asynchronous: bool) -> float:
+    from reactive_services import Microservice, event_pattern
+    from reactive_services.adapters.kafka import KafkaBroker
+
+    clock = Clock(n)
+
+    class Sync:
+        @event_pattern(topic)
+        def handle(self, payload: dict[str, Any]) -> None:
+            clock.start()
+            if keep(work(payload)):
+                clock.add()
+
+    class Async:
+        @event_pattern(topic)
+        async def handle(self, payload: dict[str, Any]) -> None:
+            clock.start()
+            if keep(work(payload)):
+                clock.add()
+
+    async with KafkaBroker(bootstrap, commit_interval_s=1.0) as broker:
+        service = Microservice(broker, [Async() if asynchronous else Sync()], name="bench", group_id=group())
+        await service.start()
+        await clock.done.wait()
+        await service.stop()
+    return clock.rate
+
+
+async def c_service_sync(bootstrap: str, topic: str, n: int) -> float:
+    return await _service(bootstrap, topic, n, asynchronous=False)
+
+
+async def c_service_async(bootstrap: str, topic: str, n: int) -> float:
+    return await _service(bootstrap, topic, n, asynchronous=True)
+
+
+async def c_batches(bootstrap: str, topic: str, n: int) -> float:
+    from reactive_services.adapters import Message
+    from reactive_services.adapters.kafka import KafkaBroker
+
+    clock = Clock(n)
+    stop = asyncio.Event()
+
+    def on_batch(batch: list[Message]) -> None:
+        clock.start()
+        kept = 0
+        for m in batch:
+            if keep(work(m.value)):
+                kept += 1
+        clock.add(kept)
+
+    async with KafkaBroker(bootstrap, commit_interval_s=1.0) as broker:
+        ended = asyncio.Event()
+        broker.source_batches(topic, group_id=group(), stop=stop).subscribe(
+            on_batch, lambda e: ended.set(), ended.set
+        )
+        await clock.done.wait()
+        stop.set()
+        await ended.wait()
+    return clock.rate
+
+
+async def c_confluent(bootstrap: str, topic: str, n: int) -> float:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group(),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    clock = Clock(n)
+    last_commit = time.monotonic()
+    try:
+        while clock.count < n:
+            records = consumer.consume(500, 1.0)
+            if not records:
+                continue
+            clock.start()
+            kept = 0
+            for record in records:
+                if record.error() is None and keep(work(orjson.loads(record.value()))):
+                    kept += 1
+            clock.add(kept)
+            if time.monotonic() - last_commit >= 1.0:
+                consumer.commit(asynchronous=True)
+                last_commit = time.monotonic()
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return clock.rate
+
+
+async def c_faststream(bootstrap: str, topic: str, n: int) -> float:
+    from faststream.kafka import KafkaBroker as FSBroker
+
+    clock = Clock(n)
+    broker = FSBroker(bootstrap)
+
+    @broker.subscriber(topic, group_id=group(), auto_offset_reset="earliest")  # type: ignore[misc]
+    async def handle(payload: dict[str, Any]) -> None:
+        clock.start()
+        if keep(work(payload)):
+            clock.add()
+
+    await broker.start()
+    try:
+        await clock.done.wait()
+    finally:
+        await broker.stop()
+    return clock.rate
+
+
+async def c_quix(bootstrap: str, topic: str, n: int) -> float:
+    from quixstreams import Application
+
+    clock = Clock(n)
+    app = Application(
+        broker_address=bootstrap, consumer_group=group(), auto_offset_reset="earliest", commit_interval=1.0
+    )
+
+    def on_value(value: dict[str, Any]) -> None:
+        clock.start()
+        if keep(work(value)):
+            clock.add()
+        if clock.count >= n:
+            app.stop()
+
+    sdf = app.dataframe(app.topic(topic, value_deserializer="json"))
+    sdf.update(on_value)
+    await asyncio.get_running_loop().run_in_executor(None, app.run)
+    return clock.rate
+
+
+# -- producers ----------------------------------------------------------------------------------
+
+
+async def p_raw_producer(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    values = [make_record(i) for i in range(n)]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    await producer.start()
+    try:
+        t0 = time.perf_counter()
+        futures = [await producer.send(topic, orjson.dumps(v)) for v in values]
+        await asyncio.gather(*futures)
+        return n / (time.perf_counter() - t0)
+    finally:
+        await producer.stop()
+
+
+async def p_emit_batch(bootstrap: str, topic: str, n: int) -> float:
+    from reactive_services.adapters.kafka import KafkaBroker
+
+    values = [(None, make_record(i)) for i in range(n)]
+    async with KafkaBroker(bootstrap) as broker:
+        t0 = time.perf_counter()
+        await broker.emit_batch(topic, values)
+        return n / (time.perf_counter() - t0)
+
+
+async def p_sink(bootstrap: str, topic: str, n: int) -> float:
+    import reactivex
+
+    from reactive_services.adapters.kafka import KafkaBroker
+
+    values = [make_record(i) for i in range(n)]
+    async with KafkaBroker(bootstrap) as broker:
+        sink = broker.sink(topic)
+        t0 = time.perf_counter()
+        reactivex.from_iterable(values).subscribe(sink)
+        await sink.flush()
+        assert sink.sent == n, sink.sent
+        return n / (time.perf_counter() - t0)
+
+
+# -- consume-transform-produce ------------------------------------------------------------------
+
+
+async def _transform(bootstrap: str, topic: str, n: int, guarantee: str) -> float:
+    from reactivex import operators as ops
+
+    from reactive_services import Microservice, event_pattern
+    from reactive_services.adapters.kafka import KafkaBroker
+
+    out = f"{topic}-out-{uuid.uuid4().hex[:6]}"
+    clock = Clock(n)
+
+    class Transform:
+        def __init__(self, broker: KafkaBroker) -> None:
+            self.sink = broker.sink(out)
+
+        @event_pattern(topic, pipeline=True)
+        def handle(self, messages: Any) -> Any:
+            return messages.pipe(
+                ops.do_action(lambda _m: clock.start()),
+                ops.map(lambda m: {"order_id": m.value["order_id"], "amount": work(m.value)}),
+                ops.do(self.sink),
+                ops.do_action(lambda _v: clock.add()),
+            )
+
+    async with KafkaBroker(bootstrap, commit_interval_s=1.0) as broker:
+        await broker.create_topics([out], partitions=1)
+        gid = group()
+        service = Microservice(broker, [Transform(broker)], name="bench", group_id=gid, processing_guarantee=guarantee)
+        await service.start()
+        await clock.done.wait()
+        while (await broker.committed(gid, topic, 0) or 0) < n:  # timed until the last input is committed
+            await asyncio.sleep(0.005)
+        clock.t1 = time.perf_counter()
+        await service.stop()
+    return clock.rate
+
+
+async def t_transform_alos(bootstrap: str, topic: str, n: int) -> float:
+    return await _transform(bootstrap, topic, n, "at_least_once")
+
+
+async def t_transform_eos(bootstrap: str, topic: str, n: int) -> float:
+    return await _transform(bootstrap, topic, n, "exactly_once")
+
+
+RUNNERS: dict[str, Callable[[str, str, int], Awaitable[float]]] = {
+    **{name: globals()[f"c_{name}"] for name in CONSUMERS},
+    **{name: globals()[f"p_{name}"] for name in PRODUCERS},
+    **{name: globals()[f"t_{name}"] for name in TRANSFORMS},
+}
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+
+async def produce(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_batch_size=512 * 1024)
+    await producer.start()
+    t0 = time.perf_counter()
+    try:
+        futures = [await producer.send(topic, orjson.dumps(make_record(i)), partition=0) for i in range(n)]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - t0
+
+
+async def create_topic(bootstrap: str, topic: str) -> None:
+    from reactive_services.adapters.kafka import KafkaBroker
+
+    async with KafkaBroker(bootstrap) as admin:
+        await admin.create_topics([topic], partitions=1)
+
+
+def run_one(name: str, bootstrap: str, topic: str, n: int, timeout_s: float) -> float | str:
+    """Run contender ``name`` in a fresh process; its records/s, or why it failed."""
+    cmd = [sys.executable, __file__, "--contender", name, "--bootstrap", bootstrap, "--topic", topic]
+    try:
+        done = subprocess.run(
+            [*cmd, "--records", str(n)], capture_output=True, text=True, timeout=timeout_s, cwd=ROOT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout_s:g} s"
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("{"):
+            return float(json.loads(line)["rate"])
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return f"failed: {tail[:120]}"
+
+
+def main_driver(args: argparse.Namespace) -> None:
+    wanted = args.only.split(",") if args.only else [c for _s, names, _b in SECTIONS for c in names]
+    missing = [c for c in wanted if c in OPTIONAL and importlib.util.find_spec(OPTIONAL[c]) is None]
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    local = None
     state_dir = None
+    from reactive_services.testing import local_kafka
+
     if not bootstrap:
-        local = local_kafka
         state_dir = tempfile.mkdtemp(prefix="bench-kafka-")
         print(f"starting a local Kafka broker in {state_dir} ...", flush=True)
-        bootstrap = local.start(state_dir)
+        bootstrap = local_kafka.start(state_dir)
     try:
         topic = f"bench-{uuid.uuid4().hex[:8]}"
-        async with KafkaBroker(bootstrap) as admin:
-            await admin.create_topics([topic], partitions=1)
-        size = len(make_record(args.records // 2))
-        produced_s = await produce(bootstrap, topic, args.records)
+        asyncio.run(create_topic(bootstrap, topic))
+        produced_s = asyncio.run(produce(bootstrap, topic, args.records))
+        size = len(orjson.dumps(make_record(args.records // 2)))
         print(
-            f"produced {args.records} records of ~{size} B to {topic} in {produced_s:.2f} s "
-            f"({args.records / produced_s:,.0f} records/s)"
+            f"{args.records:,} records of ~{size} B in {topic} (1 partition), produced in {produced_s:.2f} s; "
+            f"{args.rounds} rounds, each contender in its own process"
         )
-        rows = []
-        for round_ in range(args.rounds):
-            raw_s = await read_raw(bootstrap, topic, args.records, args.max_batch)
-            rx_s = await read_pipeline(bootstrap, topic, args.records, args.max_batch)
-            rows.append((round_ + 1, args.records / raw_s, args.records / rx_s))
+        if missing:
+            print(f"not installed (pip install -e '.[bench]'): {', '.join(missing)}")
+        results: dict[str, list[float | str]] = {}
+        for _round in range(args.rounds):
+            for name in wanted:
+                if name in missing:
+                    continue
+                target = topic
+                if name in PRODUCERS:
+                    target = f"{topic}-p-{name}-{_round}"
+                    asyncio.run(create_topic(bootstrap, target))
+                results.setdefault(name, []).append(run_one(name, bootstrap, target, args.records, args.timeout))
+                print(".", end="", flush=True)
         print()
-        print(f"{'round':>5}  {'(a) raw getmany+orjson':>24}  {'(b) KafkaBroker.source+rx':>26}  {'b/a':>5}")
-        for r, a, b in rows:
-            print(f"{r:>5}  {a:>17,.0f} rec/s  {b:>19,.0f} rec/s  {b / a:>5.2f}")
-        best_a, best_b = max(r[1] for r in rows), max(r[2] for r in rows)
-        print(f"{'best':>5}  {best_a:>17,.0f} rec/s  {best_b:>19,.0f} rec/s  {best_b / best_a:>5.2f}")
+        report(results, args.rounds)
     finally:
-        if local is not None:
-            local.stop(state_dir)
+        if state_dir is not None:
+            local_kafka.stop(state_dir)
+
+
+def report(results: dict[str, list[float | str]], rounds: int) -> None:
+    medians: dict[str, float] = {}
+    for name, runs in results.items():
+        rates = [r for r in runs if isinstance(r, float)]
+        if len(rates) == len(runs) and rates:
+            medians[name] = statistics.median(rates)
+    head = "  ".join(f"{'round ' + str(i + 1):>9}" for i in range(rounds))
+    for section, names, base in SECTIONS:
+        shown = [n for n in names if n in results]
+        if not shown:
+            continue
+        print(f"\n{section} (records/s; ratio = median / median of {base})")
+        print(f"{'contender':<15} {head}  {'median':>9}  {'ratio':>5}")
+        for name in shown:
+            cells = "  ".join(f"{r:>9,.0f}" if isinstance(r, float) else f"{'-':>9}" for r in results[name])
+            if name in medians:
+                ratio = f"{medians[name] / medians[base]:>5.2f}" if base in medians else "    -"
+                print(f"{name:<15} {cells}  {medians[name]:>9,.0f}  {ratio}")
+            else:
+                print(f"{name:<15} {cells}  {'-':>9}  {'-':>5}")
+            for r in results[name]:
+                if isinstance(r, str):
+                    print(f"{'':<15} ({r})")
+                    break
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=100_000, help="records to produce and read (default 100000)")
-    parser.add_argument("--max-batch", type=int, default=500, help="records per getmany() (default 500)")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="measurement rounds; the best of each is compared too (default 3)"
-    )
-    asyncio.run(main_async(parser.parse_args()))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000, help="records per run (default 200000)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every contender (default 3)")
+    parser.add_argument("--only", default="", help="comma-separated contenders (default: all)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take (default 300)")
+    parser.add_argument("--contender", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.contender:
+        with contextlib.suppress(KeyboardInterrupt):
+            rate = asyncio.run(RUNNERS[args.contender](args.bootstrap, args.topic, args.records))
+            print(json.dumps({"rate": rate}), flush=True)
+        return
+    main_driver(args)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,11 @@ def decode_json(
                     except Exception as dl_exc:
                         observer.on_error(dl_exc)
                     return
+                # the new message shares the original's tracked work and holds (one commit)
+                if msg._pending is None:
+                    msg._pending = []
+                if msg._holds is None:
+                    msg._holds = []
                 observer.on_next(
                     Message(
                         msg.topic,

@@ -70,13 +70,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import types
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import reactivex
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
+from reactivex.disposable import Disposable
 
 from reactive_services.adapters import (
     Broker,
@@ -90,7 +92,7 @@ from reactive_services.adapters import (
     check_auto_offset_reset,
     track,
 )
-from reactive_services.operators import retry_with_backoff
+from reactive_services.operators import backoff_delay, retry_with_backoff
 
 from ._request_reply import (
     MessagePatternSpec,
@@ -331,30 +333,47 @@ class ClientProxy:
 
 
 class _Dispatch(ObserverBase[Message]):
-    """Runs payload handlers for each message; failures are dead-lettered."""
+    """Runs payload handlers for each message; failures are dead-lettered.
+
+    Subscribed straight to the broker source (no operator in between). An ``async def``
+    handler's coroutine is started at once, inside ``on_next`` (as an eager task would): when it
+    finishes without suspending, the record is handled like one of a plain handler (its offset
+    advances, no task, no future); when it suspends, the rest runs as a task tracked on the
+    message, so the offset is committed after it.
+    """
 
     def __init__(self, service: Microservice, handlers: dict[str, Callable[..., Any]]) -> None:
         self._service = service
-        self._handlers = handlers
-        self._wants_message = {t: _arity(h) >= 2 for t, h in handlers.items()}
+        self._routes = {
+            topic: (handler, _arity(handler) >= 2, inspect.iscoroutinefunction(handler))
+            for topic, handler in handlers.items()
+        }
+        self._handled = service.handled
 
     def on_next(self, message: Message) -> None:
-        handler = self._handlers[message.topic]
+        topic = message.topic
+        handler, wants_message, is_async = self._routes[topic]
         try:
-            args = (message.value, message) if self._wants_message[message.topic] else (message.value,)
-            result = handler(*args)
+            result = handler(message.value, message) if wants_message else handler(message.value)
+            if is_async:
+                try:
+                    suspended_on = result.send(None)
+                except StopIteration:
+                    pass
+                else:
+                    track(self._guard(_resume(result, suspended_on), message))
+            elif result is not None and inspect.isawaitable(result):
+                track(self._guard(result, message))
         except Exception as exc:
             self._service._dead_letter(message, exc)
             return
-        self._service.handled[message.topic] = self._service.handled.get(message.topic, 0) + 1
-        if inspect.isawaitable(result):
-            track(self._guard(result, message))
+        self._handled[topic] = self._handled.get(topic, 0) + 1
 
     async def _guard(self, work: Awaitable[Any], message: Message) -> None:
         try:
             await work
         except Exception as exc:
-            self._service.handled[message.topic] -= 1
+            self._handled[message.topic] -= 1
             self._service._dead_letter(message, exc)
 
     def on_error(self, error: Exception) -> None:
@@ -362,6 +381,29 @@ class _Dispatch(ObserverBase[Message]):
 
     def on_completed(self) -> None:
         pass
+
+
+@types.coroutine
+def _resume(coro: Any, suspended_on: Any) -> Generator[Any, Any, Any]:
+    """Go on with ``coro``, a coroutine started by hand (``coro.send(None)``) that suspended on
+    ``suspended_on`` (what it yielded to the event loop), inside the task that awaits this.
+
+    What ``yield from`` does for a coroutine not started yet; here the first step already ran
+    in ``on_next``, so each later step is forwarded by hand (values, exceptions, cancellation).
+    """
+    try:
+        while True:
+            try:
+                sent = yield suspended_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - thrown into the task: forward it
+                suspended_on = coro.throw(exc)
+            else:
+                suspended_on = coro.send(sent)
+    except StopIteration as done:
+        return done.value
 
 
 class _Done(ObserverBase[Any]):
@@ -530,14 +572,12 @@ class Microservice:
         await self.broker.create_topics(self.patterns)
         self._stop = asyncio.Event()
         if self._payload:
-            self._run(
-                self._source(list(self._payload), self.group_id, self.auto_offset_reset), _Dispatch(self, self._payload)
-            )
+            self._supervise(list(self._payload), self.group_id, _Dispatch(self, self._payload), self.auto_offset_reset)
         if self._requests:
             await wait_visible(self.broker, list(self._requests), timeout=30.0)
             # raw bytes: the responder decodes, so that a request it cannot decode gets an error
             # reply at once (besides its dead letter) instead of leaving its caller to time out
-            self._run(self._source(list(self._requests), self.request_group_id, decode=None), self._responder)
+            self._supervise(list(self._requests), self.request_group_id, self._responder, decode=None)
         for topics, fn in self._pipelines:
             done = asyncio.Event()
             result = fn(self._source(topics, self.group_id, self.auto_offset_reset))
@@ -547,15 +587,64 @@ class Microservice:
             self._done.append(done)
         self.started = True
 
-    def _run(self, source: Observable[Message], observer: ObserverBase[Message]) -> None:
-        """Subscribe ``observer`` to ``source``; :meth:`stop` waits for the stream to end."""
+    def _supervise(
+        self,
+        topics: list[str],
+        group_id: str,
+        observer: ObserverBase[Message],
+        auto_offset_reset: OffsetReset = "earliest",
+        decode: Decoder = "json",
+    ) -> None:
+        """Subscribe ``observer`` straight to the broker source of ``topics`` (no operator in
+        between: a payload or request handler pays nothing per record for what it does not use),
+        resubscribed after a retriable error as :meth:`_source` does (up to ``source_retries``
+        times in a row, the count reset once a subscription has its partitions assigned; waits
+        from :func:`~reactive_services.operators.backoff_delay`, 0.5 s to 10 s). :meth:`stop`
+        waits for the stream to end."""
         done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        current: list[DisposableBase] = []
+        failures = 0
+
+        def assigned() -> None:
+            nonlocal failures
+            failures = 0
 
         def on_error(error: Exception) -> None:
-            observer.on_error(error)
-            done.set()
+            nonlocal failures
+            failures += 1
+            retriable = bool(getattr(error, "retriable", False))
+            if self._stop.is_set() or not retriable or failures > self.source_retries:
+                observer.on_error(error)
+                done.set()
+                return
+            delay_s = backoff_delay(failures, initial_delay_s=0.5, max_delay_s=10.0)
+            self.restarts += 1
+            log.warning(
+                "%s: source %s failed (%s); resubscribing in %.1f s", self.name, ",".join(topics), error, delay_s
+            )
+            current[:] = [Disposable(loop.call_later(delay_s, subscribe).cancel)]
 
-        self._subscriptions.append(source.subscribe(observer.on_next, on_error, done.set))
+        def subscribe() -> None:
+            if self._stop.is_set():
+                done.set()
+                return
+            self._open_sources += 1
+            self._sources_closed.clear()
+            source = self.broker.source(
+                topics,
+                group_id=group_id,
+                stop=self._stop,
+                concurrency=self.concurrency,
+                auto_offset_reset=auto_offset_reset,
+                decode=decode,
+                on_assigned=assigned,
+                on_closed=self._source_closed,
+            )
+            current[:] = [source.subscribe(observer.on_next, on_error, done.set)]
+
+        subscribe()
+        self._subscriptions.append(Disposable(lambda: [d.dispose() for d in current]))
         self._done.append(done)
 
     def _source(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import reactivex
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -25,12 +26,15 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
+from reactive_services.errors import DecodeError
+
 from .._inflight import InFlight
-from .._message import YIELD_EVERY, Message
+from .._codec import decode_json
+from .._message import YIELD_AFTER_S, Message, current_message
 from .._protocol import Emitter
-from .._source import SourceArgs, Subscription, hand_over, release_holds
+from .._source import SourceArgs, Subscription, dead_letter_undecodable, release_holds
 from ._admin import close_quietly
-from ._codec import KafkaSettings, fmt_offsets, message_from_record, unavailable
+from ._codec import KafkaSettings, fmt_offsets, headers_from_kafka, unavailable
 
 __all__ = ["KafkaSources", "SourceStats"]
 
@@ -70,6 +74,23 @@ class SourceStats:
     revocations: int = 0
 
 
+def _never() -> bool:
+    return False
+
+
+_set_current = current_message.set
+_reset_current = current_message.reset
+
+
+def _decode_error(decoder: Callable[[bytes | None], Any], raw: bytes | None) -> Exception:
+    """The error ``decoder`` raises for ``raw`` (the fast path's decoder failed on it)."""
+    try:
+        decoder(raw)
+    except Exception as exc:  # noqa: BLE001 - returned, to dead-letter the record with it
+        return exc
+    return DecodeError("the value did not decode")
+
+
 @dataclass(eq=False, kw_only=True)
 class _SourceRun(Subscription):
     """The state of one subscription to a Kafka source."""
@@ -81,7 +102,9 @@ class _SourceRun(Subscription):
     on_assigned: Callable[[], None] | None = None
     halt: bool = False  # broker.stop(): end like the stop event (commit, complete)
     consumer: AIOKafkaConsumer | None = None
-    backlog: deque[Any] = field(default_factory=deque)  # fetched, not yet delivered
+    #: fetched, not yet delivered: ``[tp, records, index of the next one]`` per partition and fetch
+    backlog: deque[list[Any]] = field(default_factory=deque)
+    yielded: bool = False  # the last delivery pass ran for YIELD_AFTER_S: yield to the loop first
     revoking: set[TopicPartition] = field(default_factory=set)  # being revoked: deliver no more of them
 
     @property
@@ -114,7 +137,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka sh
         timeout_s = self._sources.settings.revoke_timeout_s
         run.revoking |= revoked
         try:
-            run.backlog = deque(r for r in run.backlog if TopicPartition(r.topic, r.partition) not in revoked)
+            kept = [chunk for chunk in run.backlog if chunk[0] not in revoked]
+            run.backlog.clear()
+            run.backlog.extend(kept)
             if not await window.drain(revoked, timeout=timeout_s):
                 log.warning(
                     "group %s: messages of %s still in flight after %g s at revocation; "
@@ -301,47 +326,31 @@ class KafkaSources:
 
     async def _deliver(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> Exception | None:
         s = self.settings
-        window, stats, decoder = run.window, run.stats, run.args.decoder
+        window, stats = run.window, run.stats
         poll_ms = max(1, int(s.poll_timeout_s * 1000))
         max_batch = s.max_batch
         interval = s.commit_interval_s
         last_commit = time.monotonic()
-        delivered = 0
         paused = False
         while not run.stopping():
             if window.error is not None:
                 return window.error
-            assigned = consumer.assignment()
-            backlog = run.backlog
-            while backlog and not run.stopping():
-                record = backlog[0]
-                tp = TopicPartition(record.topic, record.partition)
-                if tp not in assigned or tp in run.revoking:  # revoked meanwhile
-                    backlog.popleft()
-                    continue
-                if window.full() or window.key_busy(tp, record.key):
-                    break  # blocked: wait for a message to settle (below)
-                backlog.popleft()
-                msg = message_from_record(record, None)
-                try:
-                    delivered_one = hand_over(self._emitter, window, run, tp, msg, decoder)
-                except Exception as exc:  # noqa: BLE001 - the observer's failure ends the stream
-                    return exc
-                if run.detached:
-                    return None
-                if not delivered_one:  # dead-lettered
-                    continue
-                stats.max_in_flight = max(stats.max_in_flight, len(window))
-                delivered += 1
-                if delivered % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # let the loop's other tasks run
-                    assigned = consumer.assignment()
-            if run.stopping():
+            try:
+                self._deliver_backlog(run, consumer.assignment())
+            except Exception as exc:  # noqa: BLE001 - the observer's failure ends the stream
+                return exc
+            if run.detached or run.stopping():
                 break
             if window.error is not None:
                 return window.error
+            backlog = run.backlog
             stats.in_flight = len(window)
-            stats.buffered = len(backlog)
+            stats.max_in_flight = window.max_seen
+            stats.buffered = sum(len(chunk[1]) - chunk[2] for chunk in backlog)
+            if backlog and run.yielded:
+                run.yielded = False
+                await asyncio.sleep(0)  # handled for YIELD_AFTER_S: let the loop's other tasks run
+                continue
             if backlog:
                 # Blocked on a full window (or a busy key): stop fetching, but keep calling
                 # getmany so that aiokafka does not count us idle (max_poll_interval_ms).
@@ -362,14 +371,98 @@ class KafkaSources:
                 failure = await self._signal_assigned(run, consumer)
                 if failure is not None:
                     return failure
-            for records in batches.values():
-                backlog.extend(records)
-            stats.buffered = len(backlog)
+            for tp, records in batches.items():
+                if records:
+                    backlog.append([tp, records, 0])
+            stats.buffered += sum(len(records) for records in batches.values())
             stats.max_buffered = max(stats.max_buffered, stats.buffered)
             if time.monotonic() - last_commit >= interval:
                 await self.commit(run)
                 last_commit = time.monotonic()
         return None
+
+    def _deliver_backlog(self, run: _SourceRun, assigned: Any) -> None:
+        """Deliver the fetched records of ``run.backlog`` in order until it is empty, the window
+        is full (or the next record's key busy), the source is stopping, or it has run for
+        :data:`YIELD_AFTER_S` seconds (then ``run.yielded`` is set: the caller yields to the loop).
+
+        The per-record hot path, :func:`~reactive_services.adapters._source.hand_over` written
+        out for Kafka records: one :class:`Message`, the decoder, ``on_next`` with
+        :data:`current_message` set. A message the Observer tracked no work on and took no hold
+        on is handled: the offset to advance to is noted, and the window advances once per
+        fetched chunk (before any later message of the partition enters it, and when this
+        returns or raises), so such a record costs no task, no future and no bookkeeping call.
+
+        Raises:
+            Exception: whatever ``on_next`` raised (that record stays uncommitted; the records
+                before it were handled and advance).
+        """
+        backlog, window, emitter, decoder = run.backlog, run.window, self._emitter, run.args.decoder
+        decode = orjson.loads if decoder is decode_json else decoder  # decode_json's errors, re-made on failure
+        on_next = run.observer.on_next
+        stop_set = run.stop.is_set if run.stop is not None else _never
+        deadline = time.perf_counter() + YIELD_AFTER_S
+        while backlog:
+            chunk = backlog[0]
+            tp, records, i = chunk
+            if tp not in assigned or tp in run.revoking:  # revoked meanwhile
+                backlog.popleft()
+                continue
+            end = len(records)
+            handled = -1  # the last offset of tp handled synchronously and not advanced to yet
+            try:
+                while i < end:
+                    record = records[i]
+                    key = record.key
+                    if window.full() or (key is not None and window.key_busy(tp, key)):
+                        return  # blocked: the caller waits for a message to settle
+                    i += 1
+                    headers = record.headers
+                    raw = record.value
+                    message = Message(
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        key,
+                        None,
+                        headers_from_kafka(headers) if headers else (),
+                        record.timestamp,
+                        raw,
+                    )
+                    try:
+                        message.value = decode(raw)
+                    except Exception:  # noqa: BLE001 - any decoder failure dead-letters
+                        if handled >= 0:
+                            window.advance(tp, handled)
+                            handled = -1
+                        dead_letter_undecodable(emitter, window, tp, message, _decode_error(decoder, raw))
+                        continue
+                    token = _set_current(message)
+                    run.in_on_next = True
+                    try:
+                        on_next(message)
+                    finally:
+                        run.in_on_next = False
+                        _reset_current(token)
+                    if run.detached:
+                        return  # disposed from on_next: this message stays uncommitted
+                    if message._pending or message._holds:
+                        if handled >= 0:
+                            window.advance(tp, handled)
+                            handled = -1
+                        window.settle(message, tp, window.begin(tp, message.offset))
+                    else:
+                        handled = message.offset
+                    if run.halt or stop_set():
+                        return
+                    if not i & 31 and time.perf_counter() >= deadline:
+                        run.yielded = True
+                        return
+            finally:
+                chunk[2] = i
+                if handled >= 0:
+                    window.advance(tp, handled)
+            backlog.popleft()
 
     async def _signal_assigned(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> Exception | None:
         """Call ``run.on_assigned`` once partitions are assigned and positioned."""

@@ -23,12 +23,13 @@ from ._message import Headers, HeadersIn, Hold, Message, RecordMetadata, current
 from ._offsets import OffsetTracker
 from ._protocol import Broker, Decoder, Emitter
 from ._sink import BrokerSink, DeadLetterSink
-from ._source import OffsetReset, check_auto_offset_reset
+from ._source import BrokerSource, OffsetReset, check_auto_offset_reset
 
 __all__ = [
     "DLT_SUFFIX",
     "Broker",
     "BrokerSink",
+    "BrokerSource",
     "DeadLetter",
     "DeadLetterSink",
     "Decoder",

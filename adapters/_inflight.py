@@ -44,7 +44,8 @@ class InFlight:
         self.error: Exception | None = None
         self.max_seen = 0
         self._on_settled = on_settled
-        self._count = 0
+        #: messages in flight now (read-only outside this class; ``len(window)`` too)
+        self.count = 0
         self._tasks: dict[asyncio.Task[None], Any] = {}  # settle task (tracked work) -> its partition
         self._held: dict[asyncio.Task[None], Any] = {}  # hold task (holds of a delivered message) -> its partition
         self._keys: dict[tuple[Any, bytes], asyncio.Task[None]] = {}
@@ -53,7 +54,7 @@ class InFlight:
         self.failed = asyncio.Event()
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     @property
     def held(self) -> int:
@@ -62,7 +63,7 @@ class InFlight:
 
     def full(self) -> bool:
         """True when ``limit`` messages are in flight."""
-        return self._count >= self.limit
+        return self.count >= self.limit
 
     def key_busy(self, tp: Hashable, key: bytes | None) -> bool:
         """True when an earlier message with ``key`` in ``tp`` has not settled yet."""
@@ -90,16 +91,16 @@ class InFlight:
         ``last``: the message is a batch of the offsets ``offset .. last`` (all committable
         together once it completes; see :meth:`OffsetTracker.start`).
         """
-        self._count += 1
-        if self._count > self.max_seen:
-            self.max_seen = self._count
+        self.count += 1
+        if self.count > self.max_seen:
+            self.max_seen = self.count
         return self._start(tp, offset, last)
 
     def advance(self, tp: Hashable, offset: int) -> None:
         """``offset`` of ``tp`` was handled synchronously, with no tracked work and no hold:
         it completes at once, without entering the window (O(1): the commit position moves)."""
-        if self._count >= self.max_seen:
-            self.max_seen = self._count + 1
+        if self.count >= self.max_seen:
+            self.max_seen = self.count + 1
         try:
             self.tracker.advance(tp, offset)
         except ValueError:  # the position moved back (a seek, a reset): start that partition afresh
@@ -187,7 +188,7 @@ class InFlight:
 
     def _free(self) -> None:
         """The message's delivery is over: it no longer counts against ``limit``."""
-        self._count -= 1
+        self.count -= 1
         self._changed.set()
 
     def _complete(self, tp: Hashable, offset: int, epoch: int) -> None:
@@ -201,13 +202,13 @@ class InFlight:
         if key is not None and self._keys.get((tp, key)) is task:
             del self._keys[(tp, key)]
         if task.cancelled():
-            self._count -= 1
+            self.count -= 1
             self._changed.set()
 
     def abandon(self, tp: Hashable, offset: int) -> None:
         """A message begun but not handled (its ``on_next`` disposed the subscription or
         raised): it leaves the window but stays uncommitted."""
-        self._count -= 1
+        self.count -= 1
         self._changed.set()
 
     async def wait_changed(self, timeout: float | None = None) -> None:

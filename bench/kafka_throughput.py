@@ -75,7 +75,11 @@ CONSUMERS = [
 PRODUCERS = ["raw_producer", "emit_batch", "sink"]
 TRANSFORMS = ["transform_alos", "transform_eos"]
 OPTIONAL = {"confluent": "confluent_kafka", "faststream": "faststream", "quix": "quixstreams"}
-SECTIONS = [("consume", CONSUMERS, "raw"), ("produce", PRODUCERS, "raw_producer"), ("transform", TRANSFORMS, "transform_alos")]
+SECTIONS = [
+    ("consume", CONSUMERS, "raw"),
+    ("produce", PRODUCERS, "raw_producer"),
+    ("transform", TRANSFORMS, "transform_alos"),
+]
 
 
 def make_record(i: int) -> dict[str, Any]:
@@ -278,9 +282,7 @@ async def c_batches(bootstrap: str, topic: str, n: int) -> float:
 
     async with KafkaBroker(bootstrap, commit_interval_s=1.0) as broker:
         ended = asyncio.Event()
-        broker.source_batches(topic, group_id=group(), stop=stop).subscribe(
-            on_batch, lambda e: ended.set(), ended.set
-        )
+        broker.source_batches(topic, group_id=group(), stop=stop).subscribe(on_batch, lambda e: ended.set(), ended.set)
         await clock.done.wait()
         stop.set()
         await ended.wait()

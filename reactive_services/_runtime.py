@@ -82,6 +82,7 @@ from reactivex.disposable import Disposable
 
 from reactive_services.adapters import (
     Broker,
+    BrokerSource,
     DeadLetter,
     DeadLetterSink,
     Decoder,
@@ -335,39 +336,48 @@ class ClientProxy:
 class _Dispatch(ObserverBase[Message]):
     """Runs payload handlers for each message; failures are dead-lettered.
 
-    Subscribed straight to the broker source (no operator in between). An ``async def``
-    handler's coroutine is started at once, inside ``on_next`` (as an eager task would): when it
-    finishes without suspending, the record is handled like one of a plain handler (its offset
-    advances, no task, no future); when it suspends, the rest runs as a task tracked on the
-    message, so the offset is committed after it.
+    Subscribed straight to the broker source (no operator in between), with one ``on_next``
+    made per topic for its handler (the only one when the service has one payload topic). An
+    ``async def`` handler's coroutine is started at once, inside ``on_next`` (as an eager task
+    would): when it finishes without suspending, the record is handled like one of a plain
+    handler (its offset advances, no task, no future); when it suspends, the rest runs as a task
+    tracked on the message, so the offset is committed after it.
     """
 
     def __init__(self, service: Microservice, handlers: dict[str, Callable[..., Any]]) -> None:
         self._service = service
-        self._routes = {
-            topic: (handler, _arity(handler) >= 2, inspect.iscoroutinefunction(handler))
-            for topic, handler in handlers.items()
-        }
         self._handled = service.handled
+        self._routes = {topic: self._route(topic, handler) for topic, handler in handlers.items()}
+        if len(self._routes) == 1:
+            self.on_next = next(iter(self._routes.values()))  # type: ignore[method-assign]
+
+    def _route(self, topic: str, handler: Callable[..., Any]) -> Callable[[Message], None]:
+        """The ``on_next`` of the messages of ``topic``."""
+        wants_message = _arity(handler) >= 2
+        is_async = inspect.iscoroutinefunction(handler)
+        handled, dead_letter, guard = self._handled, self._service._dead_letter, self._guard
+
+        def on_next(message: Message) -> None:
+            try:
+                result = handler(message.value, message) if wants_message else handler(message.value)
+                if is_async:
+                    try:
+                        suspended_on = result.send(None)
+                    except StopIteration:
+                        pass
+                    else:
+                        track(guard(_resume(result, suspended_on), message))
+                elif result is not None and inspect.isawaitable(result):
+                    track(guard(result, message))
+            except Exception as exc:
+                dead_letter(message, exc)
+                return
+            handled[topic] = handled.get(topic, 0) + 1
+
+        return on_next
 
     def on_next(self, message: Message) -> None:
-        topic = message.topic
-        handler, wants_message, is_async = self._routes[topic]
-        try:
-            result = handler(message.value, message) if wants_message else handler(message.value)
-            if is_async:
-                try:
-                    suspended_on = result.send(None)
-                except StopIteration:
-                    pass
-                else:
-                    track(self._guard(_resume(result, suspended_on), message))
-            elif result is not None and inspect.isawaitable(result):
-                track(self._guard(result, message))
-        except Exception as exc:
-            self._service._dead_letter(message, exc)
-            return
-        self._handled[topic] = self._handled.get(topic, 0) + 1
+        self._routes[message.topic](message)
 
     async def _guard(self, work: Awaitable[Any], message: Message) -> None:
         try:
@@ -381,6 +391,27 @@ class _Dispatch(ObserverBase[Message]):
 
     def on_completed(self) -> None:
         pass
+
+
+class _Direct(ObserverBase[Message]):
+    """An Observer made of three callables, which the source calls straight (``on_next`` is the
+    handler's own bound method, set on the instance)."""
+
+    def __init__(
+        self, on_next: Callable[[Message], None], on_error: Callable[[Exception], None], on_completed: Callable[[], None]
+    ) -> None:
+        self.on_next = on_next  # type: ignore[method-assign]
+        self.on_error = on_error  # type: ignore[method-assign]
+        self.on_completed = on_completed  # type: ignore[method-assign]
+
+    def on_next(self, value: Message) -> None:  # replaced per instance
+        raise NotImplementedError
+
+    def on_error(self, error: Exception) -> None:  # replaced per instance
+        raise NotImplementedError
+
+    def on_completed(self) -> None:  # replaced per instance
+        raise NotImplementedError
 
 
 @types.coroutine
@@ -641,7 +672,10 @@ class Microservice:
                 on_assigned=assigned,
                 on_closed=self._source_closed,
             )
-            current[:] = [source.subscribe(observer.on_next, on_error, done.set)]
+            if isinstance(source, BrokerSource):  # no wrapper: one call less per record
+                current[:] = [source.subscribe_observer(_Direct(observer.on_next, on_error, done.set))]
+            else:
+                current[:] = [source.subscribe(observer.on_next, on_error, done.set)]
 
         subscribe()
         self._subscriptions.append(Disposable(lambda: [d.dispose() for d in current]))

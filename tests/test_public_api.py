@@ -103,6 +103,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "DLT_SUFFIX",
         "Broker",
         "BrokerSink",
+        "BrokerSource",
         "DeadLetter",
         "DeadLetterSink",
         "Decoder",

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import reactivex
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
@@ -28,11 +27,11 @@ from reactivex.disposable import Disposable
 
 from reactive_services.errors import DecodeError
 
-from .._inflight import InFlight
 from .._codec import decode_json
+from .._inflight import InFlight
 from .._message import YIELD_AFTER_S, Message, current_message
 from .._protocol import Emitter
-from .._source import SourceArgs, Subscription, dead_letter_undecodable, release_holds
+from .._source import BrokerSource, SourceArgs, Subscription, dead_letter_undecodable, release_holds
 from ._admin import close_quietly
 from ._codec import KafkaSettings, fmt_offsets, headers_from_kafka, unavailable
 
@@ -206,7 +205,7 @@ class KafkaSources:
             run.task.add_done_callback(lambda t: self._source_done(run, t))
             return Disposable(run.dispose)
 
-        return reactivex.create(subscribe)
+        return BrokerSource(subscribe)
 
     def stats(self, group_id: str | None = None) -> list[SourceStats]:
         """The live counters of the running subscriptions (of ``group_id``, if given)."""
@@ -402,6 +401,7 @@ class KafkaSources:
         on_next = run.observer.on_next
         stop_set = run.stop.is_set if run.stop is not None else _never
         deadline = time.perf_counter() + YIELD_AFTER_S
+        limit = window.limit
         while backlog:
             chunk = backlog[0]
             tp, records, i = chunk
@@ -414,7 +414,7 @@ class KafkaSources:
                 while i < end:
                     record = records[i]
                     key = record.key
-                    if window.full() or (key is not None and window.key_busy(tp, key)):
+                    if window.count >= limit or (key is not None and window.key_busy(tp, key)):
                         return  # blocked: the caller waits for a message to settle
                     i += 1
                     headers = record.headers

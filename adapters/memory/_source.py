@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import reactivex
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
@@ -22,7 +21,7 @@ from reactivex.disposable import Disposable
 from .._inflight import InFlight
 from .._message import YIELD_EVERY, Message
 from .._protocol import Emitter
-from .._source import SourceArgs, Subscription, hand_over, release_holds
+from .._source import BrokerSource, SourceArgs, Subscription, hand_over, release_holds
 from ._admin import Group, Member, MemoryCluster
 from ._codec import message_of
 
@@ -135,7 +134,7 @@ class MemorySources:
             task.add_done_callback(self._tasks.discard)
             return Disposable(run.dispose)
 
-        return reactivex.create(subscribe)
+        return BrokerSource(subscribe)
 
     async def _consume(self, run: _Run) -> None:
         window = run.window

@@ -150,6 +150,34 @@ class Broker(Protocol):
             ConfigError: ``concurrency`` is not an int >= 1.
         """
 
+    def source_batches(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group_id: str,
+        decode: Decoder = "json",
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        stop: asyncio.Event | None = None,
+        on_assigned: Callable[[], None] | None = None,
+        concurrency: int = 1,
+        on_closed: Callable[[], None] | None = None,
+    ) -> Observable[list[Message]]:
+        """:meth:`source` in lists: ``on_next`` gets the decoded records of one partition that
+        arrived together (Kafka: one ``getmany``; at most ``max_batch``), in offset order.
+
+        Same arguments and endings as :meth:`source`. A record that does not decode is
+        dead-lettered and left out of its list (the list waits for its dead letter's
+        acknowledgement). A list is handled as one message: its offsets are committed once
+        ``on_next`` returned and the work tracked during it
+        (:func:`~reactive_services.adapters.track`, :func:`~reactive_services.adapters.hold`,
+        which hold back the whole list) settled; if ``on_next`` raises, none of it is. With
+        ``concurrency`` K, up to K lists are in flight; a partition's next list waits for its
+        previous one (per-partition order, hence per-key order).
+
+        Raises:
+            ConfigError: as :meth:`source`.
+        """
+
     async def committed(self, group_id: str, topic: str, partition: int) -> int | None:
         """The committed offset (next offset to read) of ``group_id`` on a partition, or None."""
 

@@ -32,8 +32,10 @@ __all__ = [
     "Subscription",
     "check_auto_offset_reset",
     "check_concurrency",
+    "BATCH_KEY",
     "dead_letter_undecodable",
     "hand_over",
+    "hand_over_batch",
     "release_holds",
     "source_args",
     "topic_list",
@@ -53,7 +55,8 @@ class SourceArgs:
         group_id: the consumer group (non-empty).
         decoder: ``bytes | None -> value`` (see :func:`~reactive_services.adapters._codec.resolve_decoder`).
         auto_offset_reset: ``"earliest"`` or ``"latest"``.
-        concurrency: messages in flight at most (>= 1).
+        concurrency: messages (a batch source: batches) in flight at most (>= 1).
+        batches: emit each fetched chunk of a partition as one list (``source_batches``).
     """
 
     topics: tuple[str, ...]
@@ -61,6 +64,7 @@ class SourceArgs:
     decoder: Callable[[bytes | None], Any]
     auto_offset_reset: OffsetReset
     concurrency: int
+    batches: bool = False
 
 
 def topic_list(topics: str | Sequence[str]) -> list[str]:
@@ -105,6 +109,8 @@ def source_args(
     decode: Any,
     auto_offset_reset: Any,
     concurrency: Any,
+    *,
+    batches: bool = False,
 ) -> SourceArgs:
     """Check the arguments of ``Broker.source`` (every broker calls this once per call).
 
@@ -121,6 +127,7 @@ def source_args(
         resolve_decoder(decode),
         check_auto_offset_reset(auto_offset_reset),
         check_concurrency(concurrency),
+        batches,
     )
 
 
@@ -155,7 +162,7 @@ class Subscription:
         terminating: the task is ending by itself; disposing must not cancel it any more.
     """
 
-    observer: ObserverBase[Message]
+    observer: ObserverBase[Any]  # of Message, or of list[Message] for a batch source
     task: asyncio.Task[None] | None = None
     detached: bool = False
     in_on_next: bool = False
@@ -262,6 +269,63 @@ def hand_over(
 
 _set_current = current_message.set
 _reset_current = current_message.reset
+
+
+#: The ordering key of a batch in the in-flight window: a partition's next batch waits for the
+#: previous one (per-partition order, hence per-key order, under ``concurrency`` > 1).
+BATCH_KEY = b"\x00reactive-services:batch"
+
+
+def hand_over_batch(
+    broker: Emitter,
+    window: InFlight,
+    subscription: Subscription,
+    tp: Hashable,
+    messages: list[Message],
+    decoder: Callable[[bytes | None], Any],
+) -> bool:
+    """Decode ``messages`` (consecutive records of ``tp``, values not decoded yet), dead-letter
+    those that do not decode, and deliver the others as one list, in ``window`` as one unit.
+
+    The caller has checked that ``window`` has room and that no batch of ``tp`` is in flight
+    (``window.key_busy(tp, BATCH_KEY)``). The batch takes the offsets of ``messages[0]`` to
+    ``messages[-1]`` in the window (:meth:`InFlight.begin` with ``last``); ``on_next(list)`` is
+    called with :data:`~reactive_services.adapters.current_message` set to the last message
+    (the *carrier*), so :func:`~reactive_services.adapters.track` and
+    :func:`~reactive_services.adapters.hold` called during it hold back the whole batch. The
+    dead letters are tracked on the carrier too. Nothing of the batch is committed before all
+    of that settled; then all of it is.
+
+    Returns:
+        True when a list was delivered (False: every record was dead-lettered, or the
+        subscription was disposed during ``on_next``; then nothing of it is committed).
+
+    Raises:
+        Exception: whatever ``on_next`` raises (nothing of the batch is committed).
+    """
+    first, carrier = messages[0].offset, messages[-1]
+    epoch = window.begin(tp, first, carrier.offset)
+    decoded: list[Message] = []
+    for message in messages:
+        try:
+            message.value = decoder(message.raw)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure dead-letters
+            publish_dead_letter(broker, DeadLetter(message, exc), on=carrier)
+        else:
+            decoded.append(message)
+    if decoded:
+        token = _set_current(carrier)
+        subscription.in_on_next = True
+        try:
+            subscription.observer.on_next(decoded)
+        finally:
+            subscription.in_on_next = False
+            _reset_current(token)
+        if subscription.detached:
+            window.abandon(tp, first)
+            return False
+    window.settle(carrier, tp, epoch, first, BATCH_KEY)
+    return bool(decoded)
 
 
 def dead_letter_undecodable(

@@ -349,7 +349,7 @@ class _Dispatch(ObserverBase[Message]):
         self._handled = service.handled
         self._routes = {topic: self._route(topic, handler) for topic, handler in handlers.items()}
         if len(self._routes) == 1:
-            self.on_next = next(iter(self._routes.values()))  # type: ignore[method-assign]
+            self.on_next = next(iter(self._routes.values()))  # type: ignore[method-assign,assignment]
 
     def _route(self, topic: str, handler: Callable[..., Any]) -> Callable[[Message], None]:
         """The ``on_next`` of the messages of ``topic``."""
@@ -398,10 +398,13 @@ class _Direct(ObserverBase[Message]):
     handler's own bound method, set on the instance)."""
 
     def __init__(
-        self, on_next: Callable[[Message], None], on_error: Callable[[Exception], None], on_completed: Callable[[], None]
+        self,
+        on_next: Callable[[Message], None],
+        on_error: Callable[[Exception], None],
+        on_completed: Callable[[], None],
     ) -> None:
-        self.on_next = on_next  # type: ignore[method-assign]
-        self.on_error = on_error  # type: ignore[method-assign]
+        self.on_next = on_next  # type: ignore[method-assign,assignment]
+        self.on_error = on_error  # type: ignore[method-assign,assignment]
         self.on_completed = on_completed  # type: ignore[method-assign]
 
     def on_next(self, value: Message) -> None:  # replaced per instance
@@ -677,8 +680,12 @@ class Microservice:
             else:
                 current[:] = [source.subscribe(observer.on_next, on_error, done.set)]
 
+        def dispose() -> None:
+            for disposable in current:
+                disposable.dispose()
+
         subscribe()
-        self._subscriptions.append(Disposable(lambda: [d.dispose() for d in current]))
+        self._subscriptions.append(Disposable(dispose))
         self._done.append(done)
 
     def _source(

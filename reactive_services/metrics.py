@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import reactivex
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -52,7 +51,7 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from reactive_services.adapters import Broker, Decoder, HeadersIn, Message, RecordMetadata
+from reactive_services.adapters import Broker, BrokerSource, Decoder, HeadersIn, Message, RecordMetadata
 
 from .errors import ConfigError
 
@@ -131,9 +130,13 @@ class _Counting(ObserverBase[Message]):
         self._group = group
         self._ended = ended
 
-    def on_next(self, message: Message) -> None:
-        self._counts[(message.topic, self._group)] += 1
-        self._downstream.on_next(message)
+    def on_next(self, message: Message | list[Message]) -> None:
+        if isinstance(message, list):  # a batch source: count its messages
+            for one in message:
+                self._counts[(one.topic, self._group)] += 1
+        else:
+            self._counts[(message.topic, self._group)] += 1
+        self._downstream.on_next(message)  # type: ignore[arg-type]  # the same shape it came in
 
     def on_error(self, error: Exception) -> None:
         self._ended()
@@ -302,9 +305,8 @@ class MeteredBroker:
         Raises:
             ConfigError: as ``broker.source`` (raised here, at the call).
         """
-        names = (topics,) if isinstance(topics, str) else tuple(topics)
 
-        def make(assigned: Callable[[], None] | None) -> Observable[Message]:
+        def make(assigned: Callable[[], None] | None) -> Observable[Any]:
             return self.broker.source(
                 topics,
                 group_id=group_id,
@@ -316,9 +318,52 @@ class MeteredBroker:
                 on_closed=on_closed,
             )
 
+        return self._metered(topics, group_id, on_assigned, make)
+
+    def source_batches(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group_id: str,
+        decode: Decoder = "json",
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        stop: asyncio.Event | None = None,
+        on_assigned: Callable[[], None] | None = None,
+        concurrency: int = 1,
+        on_closed: Callable[[], None] | None = None,
+    ) -> Observable[list[Message]]:
+        """``broker.source_batches`` with each message of each list counted, as :meth:`source`.
+
+        Raises:
+            ConfigError: as ``broker.source_batches`` (raised here, at the call).
+        """
+
+        def make(assigned: Callable[[], None] | None) -> Observable[Any]:
+            return self.broker.source_batches(
+                topics,
+                group_id=group_id,
+                decode=decode,
+                auto_offset_reset=auto_offset_reset,
+                stop=stop,
+                on_assigned=assigned,
+                concurrency=concurrency,
+                on_closed=on_closed,
+            )
+
+        return self._metered(topics, group_id, on_assigned, make)
+
+    def _metered(
+        self,
+        topics: str | Sequence[str],
+        group_id: str,
+        on_assigned: Callable[[], None] | None,
+        make: Callable[[Callable[[], None] | None], Observable[Any]],
+    ) -> Observable[Any]:
+        names = (topics,) if isinstance(topics, str) else tuple(topics)
+
         make(on_assigned)  # validate now, as the wrapped broker does
 
-        def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
+        def subscribe(observer: ObserverBase[Any], scheduler: SchedulerBase | None = None) -> DisposableBase:
             state = SourceState(group_id, names)
 
             def assigned() -> None:
@@ -341,7 +386,7 @@ class MeteredBroker:
 
             return Disposable(dispose)
 
-        return reactivex.create(subscribe)
+        return BrokerSource(subscribe)
 
 
 # --------------------------------------------------------------------------- the metrics

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from reactivex import Observable
 
@@ -330,6 +330,39 @@ class KafkaBroker:
         """
         args = source_args(topics, group_id, decode, auto_offset_reset, concurrency)
         return self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
+
+    def source_batches(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group_id: str,
+        decode: Decoder = "json",
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        stop: asyncio.Event | None = None,
+        on_assigned: Callable[[], None] | None = None,
+        concurrency: int = 1,
+        on_closed: Callable[[], None] | None = None,
+    ) -> Observable[list[Message]]:
+        """A cold Observable of the records of ``topics`` in lists: one list per partition and fetch.
+
+        The same consumer as :meth:`source` (arguments, endings, rebalances, dead letters), but
+        ``on_next`` gets the decoded records of one partition from one ``getmany`` at once (at
+        most ``max_batch`` messages, in offset order; a record that does not decode is
+        dead-lettered and left out of its list). A list is handled as one message: its offsets
+        are committed once ``on_next`` returned and the work tracked during it
+        (:func:`~reactive_services.adapters.track`, :func:`~reactive_services.adapters.hold`,
+        which hold back the whole list) settled, and not before. ``concurrency`` counts lists;
+        the next list of a partition waits for the previous one (per-partition order).
+
+        For handlers that work per fetch (one database transaction per list, one
+        ``emit_batch``): the per-record cost is one :class:`Message` and its decoding.
+
+        Raises:
+            ConfigError: as :meth:`source`.
+        """
+        args = source_args(topics, group_id, decode, auto_offset_reset, concurrency, batches=True)
+        source = self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
+        return cast("Observable[list[Message]]", source)
 
     def source_stats(self, group_id: str | None = None) -> list[SourceStats]:
         """The live counters of the running source subscriptions (of ``group_id``, if given)."""

@@ -21,7 +21,6 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
-from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
@@ -31,7 +30,15 @@ from .._codec import decode_json
 from .._inflight import InFlight
 from .._message import YIELD_AFTER_S, Message, current_message
 from .._protocol import Emitter
-from .._source import BrokerSource, SourceArgs, Subscription, dead_letter_undecodable, release_holds
+from .._source import (
+    BATCH_KEY,
+    BrokerSource,
+    SourceArgs,
+    Subscription,
+    dead_letter_undecodable,
+    hand_over_batch,
+    release_holds,
+)
 from ._admin import close_quietly
 from ._codec import KafkaSettings, fmt_offsets, headers_from_kafka, unavailable
 
@@ -79,6 +86,21 @@ def _never() -> bool:
 
 _set_current = current_message.set
 _reset_current = current_message.reset
+
+
+def _message(record: Any) -> Message:
+    """The :class:`Message` of an aiokafka ``ConsumerRecord``, its value not decoded yet."""
+    headers = record.headers
+    return Message(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        None,
+        headers_from_kafka(headers) if headers else (),
+        record.timestamp,
+        record.value,
+    )
 
 
 def _decode_error(decoder: Callable[[bytes | None], Any], raw: bytes | None) -> Exception:
@@ -182,10 +204,10 @@ class KafkaSources:
         stop: asyncio.Event | None,
         on_assigned: Callable[[], None] | None,
         on_closed: Callable[[], None] | None = None,
-    ) -> Observable[Message]:
+    ) -> BrokerSource:
         """The cold Observable of :meth:`KafkaBroker.source` for checked ``args``."""
 
-        def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
+        def subscribe(observer: ObserverBase[Any], scheduler: SchedulerBase | None = None) -> DisposableBase:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -402,6 +424,7 @@ class KafkaSources:
         stop_set = run.stop.is_set if run.stop is not None else _never
         deadline = time.perf_counter() + YIELD_AFTER_S
         limit = window.limit
+        batches = run.args.batches
         while backlog:
             chunk = backlog[0]
             tp, records, i = chunk
@@ -409,6 +432,18 @@ class KafkaSources:
                 backlog.popleft()
                 continue
             end = len(records)
+            if batches:
+                if window.count >= limit or window.key_busy(tp, BATCH_KEY):
+                    return  # blocked: the caller waits for a batch to settle
+                chunk[2] = end
+                hand_over_batch(emitter, window, run, tp, [_message(r) for r in records[i:]], decoder)
+                backlog.popleft()
+                if run.detached or run.halt or stop_set():
+                    return
+                if time.perf_counter() >= deadline:
+                    run.yielded = True
+                    return
+                continue
             handled = -1  # the last offset of tp handled synchronously and not advanced to yet
             try:
                 while i < end:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from reactivex import Observable
 
@@ -224,3 +224,27 @@ class InMemoryBroker:
         """
         args = source_args(topics, group_id, decode, auto_offset_reset, concurrency)
         return self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
+
+    def source_batches(
+        self,
+        topics: str | Sequence[str],
+        *,
+        group_id: str,
+        decode: Decoder = "json",
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        stop: asyncio.Event | None = None,
+        on_assigned: Callable[[], None] | None = None,
+        concurrency: int = 1,
+        on_closed: Callable[[], None] | None = None,
+    ) -> Observable[list[Message]]:
+        """A cold Observable of the records of ``topics`` in lists: per partition, the records
+        available at once (at most ``max_batch``), as :meth:`KafkaBroker.source_batches
+        <reactive_services.adapters.kafka.KafkaBroker.source_batches>` gives one list per
+        partition and fetch; see :meth:`reactive_services.adapters.Broker.source_batches`.
+
+        Raises:
+            ConfigError: as :meth:`source`.
+        """
+        args = source_args(topics, group_id, decode, auto_offset_reset, concurrency, batches=True)
+        source = self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
+        return cast("Observable[list[Message]]", source)

@@ -13,15 +13,15 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
 from .._inflight import InFlight
-from .._message import YIELD_EVERY, Message
+from .._message import YIELD_EVERY
 from .._protocol import Emitter
-from .._source import BrokerSource, SourceArgs, Subscription, hand_over, release_holds
+from .._source import BATCH_KEY, BrokerSource, SourceArgs, Subscription, hand_over, hand_over_batch, release_holds
 from ._admin import Group, Member, MemoryCluster
 from ._codec import message_of
 
@@ -115,10 +115,10 @@ class MemorySources:
         stop: asyncio.Event | None,
         on_assigned: Callable[[], None] | None,
         on_closed: Callable[[], None] | None = None,
-    ) -> Observable[Message]:
+    ) -> BrokerSource:
         """The cold Observable of :meth:`InMemoryBroker.source` for checked ``args``."""
 
-        def subscribe(observer: ObserverBase[Message], scheduler: SchedulerBase | None = None) -> DisposableBase:
+        def subscribe(observer: ObserverBase[Any], scheduler: SchedulerBase | None = None) -> DisposableBase:
             run = _Run(
                 observer=observer,
                 args=args,
@@ -199,6 +199,11 @@ class MemorySources:
             delivered = 0
             for tp in list(positions):
                 part = cluster.topic(tp[0])[tp[1]]
+                if run.args.batches:
+                    delivered += await self._deliver_batch(run, tp, positions, generation)
+                    if run.detached:
+                        return None
+                    continue
                 while positions[tp] < len(part) and delivered < self.max_batch:
                     if stop.is_set() or generation != member.generation:
                         break
@@ -225,6 +230,28 @@ class MemorySources:
             else:
                 await asyncio.sleep(0)  # let producers and other members run
         return None
+
+    async def _deliver_batch(
+        self, run: _Run, tp: tuple[str, int], positions: dict[tuple[str, int], int], generation: int
+    ) -> int:
+        """Deliver the records of ``tp`` from its position on (at most ``max_batch``) as one list
+        (:func:`hand_over_batch`); returns how many records it took."""
+        part = self._cluster.topic(tp[0])[tp[1]]
+        if positions[tp] < part.start:  # deleted by retention before this group read them
+            positions[tp] = self._skip_deleted(run, tp, positions[tp], part.start)
+        start = positions[tp]
+        if start >= len(part) or not await self._admit(run, tp, BATCH_KEY, generation):
+            return 0
+        start = max(positions[tp], part.start)  # retention may have moved on while waiting
+        end = min(len(part), start + self.max_batch)
+        if start >= end:
+            return 0
+        messages = [message_of(tp[0], tp[1], offset, part[offset]) for offset in range(start, end)]
+        hand_over_batch(self._emitter, run.window, run, tp, messages, run.args.decoder)
+        if not run.detached:
+            positions[tp] = end
+            run.commit()
+        return end - start
 
     def _skip_deleted(self, run: _Run, tp: tuple[str, int], position: int, start: int) -> int:
         """Tell (log, count) that records ``position .. start - 1`` of ``tp`` were deleted by

@@ -352,6 +352,112 @@ class BrokerContract(BrokerFixture):
         await wait_for(lambda: calls == ["disposed", "stopped"], what="on_closed after a stop")
 
 
+    # -- source_batches -------------------------------------------------------------------
+
+    async def test_source_batches_gives_lists_of_one_partition_in_offset_order(self, broker: Broker) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=3)
+        for i in range(60):
+            await broker.emit(topic, {"i": i}, key=f"k{i % 5}")
+        stop = asyncio.Event()
+        seen: list[list[Message]] = []
+
+        def on_batch(batch: list[Message]) -> None:
+            seen.append(batch)
+            if sum(map(len, seen)) >= 60:
+                stop.set()
+
+        got = await collect(broker.source_batches(topic, group_id=group, stop=stop), None, on_each=on_batch)
+        assert got.error is None and got.completed
+        assert sum(len(b) for b in seen) == 60
+        for batch in seen:
+            assert batch and len({m.partition for m in batch}) == 1
+            offsets = [m.offset for m in batch]
+            assert offsets == list(range(offsets[0], offsets[0] + len(batch)))
+        by_key: dict[bytes | None, list[int]] = {}
+        for m in (m for b in seen for m in b):
+            by_key.setdefault(m.key, []).append(m.value["i"])
+        assert all(v == sorted(v) and len(v) == 12 for v in by_key.values())
+        ends = await broker.end_offsets(topic)
+        for partition, end in ends.items():
+            assert await broker.committed(group, topic, partition) == (end or None)
+
+    async def test_tracked_work_holds_back_the_whole_batch(self, broker: Broker) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        for i in range(5):
+            await broker.emit(topic, {"i": i})
+        release = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+        seen: list[int] = []
+
+        def on_batch(batch: list[Message]) -> None:
+            seen.extend(m.value["i"] for m in batch)
+            track(release)  # the whole list waits for it
+
+        subscription = broker.source_batches(topic, group_id=group, stop=stop).subscribe(on_batch)
+        try:
+            await wait_for(lambda: seen, what="a first list")
+            await asyncio.sleep(0.3)
+            assert await broker.committed(group, topic, 0) in (None, 0)  # nothing of the list yet
+            release.set_result(None)
+            await wait_for(lambda: len(seen) == 5, what="every record")
+            stop.set()
+            await wait_for(lambda: broker.committed(group, topic, 0), what="a commit")
+            await wait_for(lambda: _eq(broker.committed(group, topic, 0), 5), what="offset 5 committed")
+        finally:
+            subscription.dispose()
+
+    async def test_an_undecodable_record_is_dead_lettered_and_left_out_of_its_list(self, broker: Broker) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic, f"{topic}.DLT"], partitions=1)
+        await broker.emit(topic, {"i": 0})
+        await broker.emit(topic, b"{not json", key="bad")
+        await broker.emit(topic, {"i": 2})
+        stop = asyncio.Event()
+        seen: list[int] = []
+
+        def on_batch(batch: list[Message]) -> None:
+            seen.extend(m.value["i"] for m in batch)
+            if len(seen) == 2:
+                stop.set()
+
+        got = await collect(broker.source_batches(topic, group_id=group, stop=stop), None, on_each=on_batch)
+        assert got.error is None and seen == [0, 2]
+        assert await broker.committed(group, topic, 0) == 3
+        dead = await consume(broker, f"{topic}.DLT", 1, decode=None)
+        assert dead.items[0].raw == b"{not json"
+        assert headers_to_dict(dead.items[0].headers)["dlt.original.offset"] == "1"
+
+    async def test_a_batch_whose_on_next_raises_is_not_committed_and_comes_again(self, broker: Broker) -> None:
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        for i in range(4):
+            await broker.emit(topic, {"i": i})
+
+        def fail(batch: list[Message]) -> None:
+            raise RuntimeError("handler bug")
+
+        got = await collect(broker.source_batches(topic, group_id=group), None, on_each=fail)
+        assert isinstance(got.error, RuntimeError)
+        assert await broker.committed(group, topic, 0) in (None, 0)  # nothing of the list
+        stop = asyncio.Event()
+        again: list[int] = []
+
+        def take(batch: list[Message]) -> None:
+            again.extend(m.value["i"] for m in batch)
+            if len(again) >= 4:
+                stop.set()
+
+        second = await collect(broker.source_batches(topic, group_id=group, stop=stop), None, on_each=take)
+        assert second.error is None and again == [0, 1, 2, 3]
+        assert await broker.committed(group, topic, 0) == 4
+
+
+async def _eq(value: Awaitable[Any], expected: Any) -> bool:
+    return await value == expected
+
+
 class _Held:
     """An Observer whose every message tracks a future the test resolves; counts in flight."""
 

@@ -15,12 +15,13 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
 
-from reactive_services.errors import ConfigError
+from reactive_services.errors import ConfigError, DecodeError
 
-from ._codec import resolve_decoder
+from ._codec import decode_json, resolve_decoder
 from ._dead_letter import DeadLetter, publish_dead_letter
 from ._inflight import InFlight
 from ._message import Message, current_message
@@ -34,6 +35,7 @@ __all__ = [
     "check_concurrency",
     "BATCH_KEY",
     "dead_letter_undecodable",
+    "decode_error",
     "hand_over",
     "hand_over_batch",
     "release_holds",
@@ -305,14 +307,18 @@ def hand_over_batch(
     """
     first, carrier = messages[0].offset, messages[-1]
     epoch = window.begin(tp, first, carrier.offset)
+    # decode_json's errors are re-made on failure
+    decode: Callable[[Any], Any] = orjson.loads if decoder is decode_json else decoder
     decoded: list[Message] = []
+    append = decoded.append
     for message in messages:
         try:
-            message.value = decoder(message.raw)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure dead-letters
-            publish_dead_letter(broker, DeadLetter(message, exc), on=carrier)
+            message.value = decode(message.raw)
+        except Exception:  # noqa: BLE001 - any decoder failure dead-letters
+            error = decode_error(decoder, message.raw)
+            publish_dead_letter(broker, DeadLetter(message, error), on=carrier)
         else:
-            decoded.append(message)
+            append(message)
     if decoded:
         token = _set_current(carrier)
         subscription.in_on_next = True
@@ -326,6 +332,16 @@ def hand_over_batch(
             return False
     window.settle(carrier, tp, epoch, first, BATCH_KEY)
     return bool(decoded)
+
+
+def decode_error(decoder: Callable[[bytes | None], Any], raw: bytes | None) -> Exception:
+    """The error ``decoder`` raises for ``raw`` (a fast path's decoder, e.g. ``orjson.loads``
+    for :func:`decode_json`, failed on it; the dead letter gets the reason ``decoder`` gives)."""
+    try:
+        decoder(raw)
+    except Exception as exc:  # noqa: BLE001 - returned, to dead-letter the record with it
+        return exc
+    return DecodeError("the value did not decode")
 
 
 def dead_letter_undecodable(

@@ -541,26 +541,29 @@ def main_driver(args: argparse.Namespace) -> None:
 
 
 def report(results: dict[str, list[float | str]], rounds: int) -> None:
-    medians: dict[str, float] = {}
-    for name, runs in results.items():
-        rates = [r for r in runs if isinstance(r, float)]
-        if len(rates) == len(runs) and rates:
-            medians[name] = statistics.median(rates)
+    """Per section: records/s per round, their median, and the median of the per-round ratios to
+    the section's baseline (each round runs every contender back to back, so a ratio compares
+    runs made under the same load on a shared machine)."""
     head = "  ".join(f"{'round ' + str(i + 1):>9}" for i in range(rounds))
     for section, names, base in SECTIONS:
         shown = [n for n in names if n in results]
         if not shown:
             continue
-        print(f"\n{section} (records/s; ratio = median / median of {base})")
+        print(f"\n{section} (records/s; ratio = median over rounds of rate / {base} rate in the same round)")
         print(f"{'contender':<15} {head}  {'median':>9}  {'ratio':>5}")
         for name in shown:
-            cells = "  ".join(f"{r:>9,.0f}" if isinstance(r, float) else f"{'-':>9}" for r in results[name])
-            if name in medians:
-                ratio = f"{medians[name] / medians[base]:>5.2f}" if base in medians else "    -"
-                print(f"{name:<15} {cells}  {medians[name]:>9,.0f}  {ratio}")
-            else:
-                print(f"{name:<15} {cells}  {'-':>9}  {'-':>5}")
-            for r in results[name]:
+            runs = results[name]
+            cells = "  ".join(f"{r:>9,.0f}" if isinstance(r, float) else f"{'-':>9}" for r in runs)
+            rates = [r for r in runs if isinstance(r, float)]
+            ratios = [
+                r / b
+                for r, b in zip(runs, results.get(base, []), strict=False)
+                if isinstance(r, float) and isinstance(b, float)
+            ]
+            median = f"{statistics.median(rates):>9,.0f}" if rates else f"{'-':>9}"
+            ratio = f"{statistics.median(ratios):>5.2f}" if ratios else f"{'-':>5}"
+            print(f"{name:<15} {cells}  {median}  {ratio}")
+            for r in runs:
                 if isinstance(r, str):
                     print(f"{'':<15} ({r})")
                     break

@@ -24,8 +24,6 @@ from aiokafka.structs import TopicPartition
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from reactive_services.errors import DecodeError
-
 from .._codec import decode_json
 from .._inflight import InFlight
 from .._message import YIELD_AFTER_S, Message, current_message
@@ -36,6 +34,7 @@ from .._source import (
     SourceArgs,
     Subscription,
     dead_letter_undecodable,
+    decode_error,
     hand_over_batch,
     release_holds,
 )
@@ -86,30 +85,6 @@ def _never() -> bool:
 
 _set_current = current_message.set
 _reset_current = current_message.reset
-
-
-def _message(record: Any) -> Message:
-    """The :class:`Message` of an aiokafka ``ConsumerRecord``, its value not decoded yet."""
-    headers = record.headers
-    return Message(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.key,
-        None,
-        headers_from_kafka(headers) if headers else (),
-        record.timestamp,
-        record.value,
-    )
-
-
-def _decode_error(decoder: Callable[[bytes | None], Any], raw: bytes | None) -> Exception:
-    """The error ``decoder`` raises for ``raw`` (the fast path's decoder failed on it)."""
-    try:
-        decoder(raw)
-    except Exception as exc:  # noqa: BLE001 - returned, to dead-letter the record with it
-        return exc
-    return DecodeError("the value did not decode")
 
 
 @dataclass(eq=False, kw_only=True)
@@ -436,7 +411,20 @@ class KafkaSources:
                 if window.count >= limit or window.key_busy(tp, BATCH_KEY):
                     return  # blocked: the caller waits for a batch to settle
                 chunk[2] = end
-                hand_over_batch(emitter, window, run, tp, [_message(r) for r in records[i:]], decoder)
+                messages = [
+                    Message(
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.key,
+                        None,
+                        headers_from_kafka(r.headers) if r.headers else (),
+                        r.timestamp,
+                        r.value,
+                    )
+                    for r in records[i:]
+                ]
+                hand_over_batch(emitter, window, run, tp, messages, decoder)
                 backlog.popleft()
                 if run.detached or run.halt or stop_set():
                     return
@@ -470,7 +458,7 @@ class KafkaSources:
                         if handled >= 0:
                             window.advance(tp, handled)
                             handled = -1
-                        dead_letter_undecodable(emitter, window, tp, message, _decode_error(decoder, raw))
+                        dead_letter_undecodable(emitter, window, tp, message, decode_error(decoder, raw))
                         continue
                     token = _set_current(message)
                     run.in_on_next = True

@@ -455,7 +455,7 @@ class BrokerContract(BrokerFixture):
 
 
 async def _eq(value: Awaitable[Any], expected: Any) -> bool:
-    return await value == expected
+    return bool(await value == expected)
 
 
 class _Held:

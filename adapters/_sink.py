@@ -95,6 +95,11 @@ class BrokerSink(_PublishingSink):
 
     def on_next(self, value: Any) -> None:
         key = self._key(value) if self._key else None
+        publish = getattr(self._broker, "publish", None)
+        if publish is not None:  # a future per record, handed over in order by the broker
+            future: asyncio.Future[Any] = publish(self.topic, value, key=key)
+            self._add(track(future))
+            return
         work: Awaitable[Any] = self._broker.emit(self.topic, value, key=key)
         self._add(track(work))
 

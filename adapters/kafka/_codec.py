@@ -89,7 +89,7 @@ def message_from_record(record: ConsumerRecordLike, value: Any) -> Message:
 
 def record_metadata(md: Any) -> RecordMetadata:
     """A :class:`RecordMetadata` from aiokafka's producer ``RecordMetadata``."""
-    return RecordMetadata(topic=md.topic, partition=md.partition, offset=md.offset, timestamp_ms=md.timestamp)
+    return RecordMetadata(md.topic, md.partition, md.offset, md.timestamp)
 
 
 def parse_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -22,6 +24,22 @@ from ._codec import KafkaSettings, record_metadata, unavailable
 __all__ = ["KafkaProducer"]
 
 log = logging.getLogger("reactive_services.adapters.kafka")
+
+
+def _acknowledged(done: asyncio.Future[RecordMetadata], topic: str, delivery: asyncio.Future[Any]) -> None:
+    """Settle ``done`` (a :meth:`KafkaProducer.publish`) from aiokafka's delivery future."""
+    if done.done():
+        return
+    if delivery.cancelled():
+        done.cancel()
+        return
+    exc = delivery.exception()
+    if exc is None:
+        done.set_result(record_metadata(delivery.result()))
+    else:
+        error = PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        done.set_exception(error)
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
@@ -42,6 +60,8 @@ class KafkaProducer:
         self._producer: AIOKafkaProducer | None = None
         self._lock: asyncio.Lock | None = None
         self._sinks = Sinks(emitter)
+        self._queue: deque[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None, Any]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
 
     @property
     def started(self) -> bool:
@@ -98,6 +118,13 @@ class KafkaProducer:
 
     async def stop(self) -> None:
         """Flush and stop the producer; give up flushing after ``request_timeout_s`` seconds."""
+        drainer = self._drainer
+        if drainer is not None and not drainer.done():  # hand what publish() queued to aiokafka first
+            try:
+                async with asyncio.timeout(self._settings.request_timeout_s):
+                    await asyncio.shield(drainer)
+            except TimeoutError:
+                log.warning("records queued by publish() not handed to the producer within the timeout")
         producer, self._producer = self._producer, None
         if producer is None:
             return
@@ -135,6 +162,55 @@ class KafkaProducer:
         except KafkaError as exc:
             raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
         return record_metadata(md)
+
+    def publish(
+        self, topic: str, value: Any, *, key: str | bytes | None = None, headers: HeadersIn | None = None
+    ) -> asyncio.Future[RecordMetadata]:
+        """Hand one record to the producer without waiting; returns its acknowledgement.
+
+        The record is encoded now and queued; one task per producer hands the queue to
+        aiokafka in order (``send``, which waits only when aiokafka's buffer is full: the
+        backpressure). So a sink publishing many records costs a future each, not a task
+        each. Must be called on the running event loop.
+
+        Returns:
+            A future of the :class:`RecordMetadata`; it fails with :class:`PublishError` when
+            the record is refused or not acknowledged (aiokafka's ``request_timeout_ms``), or
+            with ``TypeError`` when ``value``, ``key`` or ``headers`` cannot be encoded.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[RecordMetadata] = loop.create_future()
+        try:
+            item = (topic, encode_value(value), encode_key(key), list(encode_headers(headers)) or None, done)
+        except TypeError as exc:
+            done.set_exception(exc)
+            return done
+        self._queue.append(item)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        return done
+
+    async def _drain(self) -> None:
+        """Hand the queued records of :meth:`publish` to aiokafka, in order."""
+        queue = self._queue
+        try:
+            producer = await self._ensure()
+        except Exception as exc:  # noqa: BLE001 - every queued record fails with it
+            while queue:
+                done = queue.popleft()[4]
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        while queue:
+            topic, data, kbytes, kheaders, done = queue.popleft()
+            if done.done():  # cancelled meanwhile
+                continue
+            try:
+                delivery = await producer.send(topic, data, key=kbytes, headers=kheaders)
+            except KafkaError as exc:
+                done.set_exception(PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}"))
+                continue
+            delivery.add_done_callback(partial(_acknowledged, done, topic))
 
     async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Publish many ``(key, value)`` records in order; see :meth:`KafkaBroker.emit_batch`."""

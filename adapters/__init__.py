@@ -21,9 +21,9 @@ from ._codec import (
 from ._dead_letter import DeadLetter, publish_dead_letter
 from ._message import Headers, HeadersIn, Hold, Message, RecordMetadata, current_message, deliver, header, hold, track
 from ._offsets import OffsetTracker
-from ._protocol import Broker, Decoder, Emitter
+from ._protocol import Broker, Decoder, Emitter, ProcessingGuarantee
 from ._sink import BrokerSink, DeadLetterSink
-from ._source import BrokerSource, OffsetReset, check_auto_offset_reset
+from ._source import BrokerSource, OffsetReset, check_auto_offset_reset, check_processing_guarantee
 
 __all__ = [
     "DLT_SUFFIX",
@@ -40,8 +40,10 @@ __all__ = [
     "Message",
     "OffsetReset",
     "OffsetTracker",
+    "ProcessingGuarantee",
     "RecordMetadata",
     "check_auto_offset_reset",
+    "check_processing_guarantee",
     "current_message",
     "dead_letter_headers",
     "dead_letter_topic",

@@ -17,6 +17,7 @@ __all__ = [
     "Message",
     "RecordMetadata",
     "current_message",
+    "current_transaction",
     "deliver",
     "header",
     "hold",
@@ -220,6 +221,11 @@ YIELD_AFTER_S = 0.002
 
 #: The message whose ``on_next`` is running right now (set by every broker source).
 current_message: ContextVar[Message | None] = ContextVar("current_message", default=None)
+
+#: The transaction of the exactly-once source whose task is running (set for the whole task, so
+#: every task its Observer starts sees it too), or None: a broker's ``emit``, ``publish``,
+#: ``emit_batch``, sinks and dead letters send through it when it is one of that broker's.
+current_transaction: ContextVar[Any] = ContextVar("current_transaction", default=None)
 
 
 def deliver(observer: ObserverBase[Message], message: Message) -> None:

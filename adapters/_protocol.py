@@ -16,7 +16,11 @@ from reactivex.abc import ObserverBase
 
 from ._message import HeadersIn, Message, RecordMetadata
 
-__all__ = ["Broker", "Decoder", "Emitter"]
+#: How a source's offsets and the records its handling publishes are committed:
+#: ``"at_least_once"`` (offsets after handling) or ``"exactly_once"`` (Kafka transactions).
+ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+
+__all__ = ["Broker", "Decoder", "Emitter", "ProcessingGuarantee"]
 
 #: How a source turns value bytes into ``Message.value``: ``"json"`` (orjson; a record that
 #: is not JSON goes to ``<topic>.DLT`` with the reason in its headers and the stream goes
@@ -111,6 +115,7 @@ class Broker(Protocol):
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> Observable[Message]:
         """A cold Observable of the records of ``topics`` read in consumer group ``group_id``.
 
@@ -161,6 +166,7 @@ class Broker(Protocol):
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> Observable[list[Message]]:
         """:meth:`source` in lists: ``on_next`` gets the decoded records of one partition that
         arrived together (Kafka: one ``getmany``; at most ``max_batch``), in offset order.

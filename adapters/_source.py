@@ -25,14 +25,16 @@ from ._codec import decode_json, resolve_decoder
 from ._dead_letter import DeadLetter, publish_dead_letter
 from ._inflight import InFlight
 from ._message import Message, current_message
-from ._protocol import Emitter
+from ._protocol import Emitter, ProcessingGuarantee
 
 __all__ = [
     "BrokerSource",
     "SourceArgs",
     "Subscription",
     "check_auto_offset_reset",
+    "ProcessingGuarantee",
     "check_concurrency",
+    "check_processing_guarantee",
     "BATCH_KEY",
     "dead_letter_undecodable",
     "decode_error",
@@ -59,6 +61,7 @@ class SourceArgs:
         auto_offset_reset: ``"earliest"`` or ``"latest"``.
         concurrency: messages (a batch source: batches) in flight at most (>= 1).
         batches: emit each fetched chunk of a partition as one list (``source_batches``).
+        exactly_once: ``processing_guarantee="exactly_once"`` (see ``Broker.source``).
     """
 
     topics: tuple[str, ...]
@@ -67,6 +70,7 @@ class SourceArgs:
     auto_offset_reset: OffsetReset
     concurrency: int
     batches: bool = False
+    exactly_once: bool = False
 
 
 def topic_list(topics: str | Sequence[str]) -> list[str]:
@@ -105,6 +109,19 @@ def check_concurrency(value: Any) -> int:
     return value
 
 
+def check_processing_guarantee(value: Any) -> ProcessingGuarantee:
+    """``value`` if it is ``"at_least_once"`` or ``"exactly_once"``.
+
+    Raises:
+        ConfigError: anything else (key ``"processing_guarantee"``).
+    """
+    if value == "at_least_once":
+        return "at_least_once"
+    if value == "exactly_once":
+        return "exactly_once"
+    raise ConfigError("processing_guarantee", f"must be 'at_least_once' or 'exactly_once', got {value!r}")
+
+
 def source_args(
     topics: str | Sequence[str],
     group_id: Any,
@@ -113,6 +130,7 @@ def source_args(
     concurrency: Any,
     *,
     batches: bool = False,
+    processing_guarantee: Any = "at_least_once",
 ) -> SourceArgs:
     """Check the arguments of ``Broker.source`` (every broker calls this once per call).
 
@@ -130,6 +148,7 @@ def source_args(
         check_auto_offset_reset(auto_offset_reset),
         check_concurrency(concurrency),
         batches,
+        check_processing_guarantee(processing_guarantee) == "exactly_once",
     )
 
 

@@ -89,8 +89,10 @@ from reactive_services.adapters import (
     HeadersIn,
     Message,
     OffsetReset,
+    ProcessingGuarantee,
     RecordMetadata,
     check_auto_offset_reset,
+    check_processing_guarantee,
     track,
 )
 from reactive_services.operators import backoff_delay, retry_with_backoff
@@ -487,6 +489,13 @@ class Microservice:
         own_broker: start / stop the broker with the service.
         namespace: prepended to every pattern to form the topic name (``"run-7."`` +
             ``"order.created"``), so that several systems can share one broker.
+        processing_guarantee: ``"at_least_once"`` (default) or ``"exactly_once"``: the event
+            sources (payload and pipeline handlers) read with ``read_committed`` and commit
+            their offsets in one Kafka transaction with every record the handlers publish
+            meanwhile (``emit``, ``emit_batch``, sinks, dead letters); a failed or fenced
+            transaction is aborted and the records since the last commit are read again, so
+            each input's outputs become visible exactly once. Request handlers stay
+            at-least-once. See the guarantees page of the docs for what it covers and costs.
         auto_offset_reset: where the event sources of a group with no committed offset start:
             ``"earliest"`` (default: every record of the topics) or ``"latest"`` (only records
             published from now on: e.g. a notification hub whose clients want live events).
@@ -516,10 +525,12 @@ class Microservice:
         source_retries: int = 5,
         concurrency: int = 1,
         auto_offset_reset: str = "earliest",
+        processing_guarantee: str = "at_least_once",
     ) -> None:
         if source_retries < 0:
             raise ConfigError("source_retries", f"must be >= 0, got {source_retries}")
         self.auto_offset_reset = check_auto_offset_reset(auto_offset_reset)
+        self.processing_guarantee = check_processing_guarantee(processing_guarantee)
         self.broker = broker
         self.namespace = namespace
         self.name = name
@@ -606,7 +617,13 @@ class Microservice:
         await self.broker.create_topics(self.patterns)
         self._stop = asyncio.Event()
         if self._payload:
-            self._supervise(list(self._payload), self.group_id, _Dispatch(self, self._payload), self.auto_offset_reset)
+            self._supervise(
+                list(self._payload),
+                self.group_id,
+                _Dispatch(self, self._payload),
+                self.auto_offset_reset,
+                processing_guarantee=self.processing_guarantee,
+            )
         if self._requests:
             await wait_visible(self.broker, list(self._requests), timeout=30.0)
             # raw bytes: the responder decodes, so that a request it cannot decode gets an error
@@ -628,6 +645,7 @@ class Microservice:
         observer: ObserverBase[Message],
         auto_offset_reset: OffsetReset = "earliest",
         decode: Decoder = "json",
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> None:
         """Subscribe ``observer`` straight to the broker source of ``topics`` (no operator in
         between: a payload or request handler pays nothing per record for what it does not use),
@@ -674,6 +692,7 @@ class Microservice:
                 decode=decode,
                 on_assigned=assigned,
                 on_closed=self._source_closed,
+                processing_guarantee=processing_guarantee,
             )
             if isinstance(source, BrokerSource):  # no wrapper: one call less per record
                 current[:] = [source.subscribe_observer(_Direct(observer.on_next, on_error, done.set))]
@@ -711,6 +730,7 @@ class Microservice:
                 auto_offset_reset=auto_offset_reset,
                 decode=decode,
                 on_closed=self._source_closed,
+                processing_guarantee=self.processing_guarantee,
             )
 
         source: Observable[Message] = reactivex.defer(subscribed)

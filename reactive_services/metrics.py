@@ -51,7 +51,15 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
-from reactive_services.adapters import Broker, BrokerSource, Decoder, HeadersIn, Message, RecordMetadata
+from reactive_services.adapters import (
+    Broker,
+    BrokerSource,
+    Decoder,
+    HeadersIn,
+    Message,
+    ProcessingGuarantee,
+    RecordMetadata,
+)
 
 from .errors import ConfigError
 
@@ -295,6 +303,7 @@ class MeteredBroker:
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> Observable[Message]:
         """``broker.source`` with each delivered message counted; see :meth:`reactive_services.adapters.Broker.source`.
 
@@ -316,6 +325,7 @@ class MeteredBroker:
                 on_assigned=assigned,
                 concurrency=concurrency,
                 on_closed=on_closed,
+                processing_guarantee=processing_guarantee,
             )
 
         return self._metered(topics, group_id, on_assigned, make)
@@ -331,6 +341,7 @@ class MeteredBroker:
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> Observable[list[Message]]:
         """``broker.source_batches`` with each message of each list counted, as :meth:`source`.
 
@@ -348,6 +359,7 @@ class MeteredBroker:
                 on_assigned=assigned,
                 concurrency=concurrency,
                 on_closed=on_closed,
+                processing_guarantee=processing_guarantee,
             )
 
         return self._metered(topics, group_id, on_assigned, make)

@@ -16,7 +16,7 @@ from reactivex import Observable
 from .._message import HeadersIn, Message, RecordMetadata
 from .._protocol import Decoder
 from .._sink import BrokerSink
-from .._source import source_args
+from .._source import ProcessingGuarantee, source_args
 from ._admin import KafkaAdmin
 from ._codec import KafkaSettings
 from ._producer import KafkaProducer
@@ -292,6 +292,7 @@ class KafkaBroker:
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> Observable[Message]:
         """A cold Observable of the records of ``topics``, read in consumer group ``group_id``.
 
@@ -343,7 +344,9 @@ class KafkaBroker:
             ConfigError: no topics, an empty ``group_id``, a bad ``decode``,
                 ``auto_offset_reset`` or ``concurrency`` (raised here, not at subscription).
         """
-        args = source_args(topics, group_id, decode, auto_offset_reset, concurrency)
+        args = source_args(
+            topics, group_id, decode, auto_offset_reset, concurrency, processing_guarantee=processing_guarantee
+        )
         return self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
 
     def source_batches(
@@ -357,6 +360,7 @@ class KafkaBroker:
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> Observable[list[Message]]:
         """A cold Observable of the records of ``topics`` in lists: one list per partition and fetch.
 
@@ -375,7 +379,15 @@ class KafkaBroker:
         Raises:
             ConfigError: as :meth:`source`.
         """
-        args = source_args(topics, group_id, decode, auto_offset_reset, concurrency, batches=True)
+        args = source_args(
+            topics,
+            group_id,
+            decode,
+            auto_offset_reset,
+            concurrency,
+            batches=True,
+            processing_guarantee=processing_guarantee,
+        )
         source = self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
         return cast("Observable[list[Message]]", source)
 

@@ -15,11 +15,12 @@ from aiokafka.errors import KafkaError
 from reactive_services.errors import PublishError
 
 from .._codec import encode_headers, encode_key, encode_value
-from .._message import HeadersIn, RecordMetadata
+from .._message import HeadersIn, RecordMetadata, current_transaction
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import close_quietly
 from ._codec import KafkaSettings, record_metadata, unavailable
+from ._transaction import KafkaTransaction
 
 __all__ = ["KafkaProducer"]
 
@@ -102,6 +103,13 @@ class KafkaProducer:
                 raise
             self._producer = producer
 
+    def _transaction(self) -> KafkaTransaction | None:
+        """The transaction of the exactly-once source running this code, if it writes to our cluster."""
+        txn = current_transaction.get()
+        if isinstance(txn, KafkaTransaction) and txn.serves(self._settings.bootstrap_servers):
+            return txn
+        return None
+
     async def _ensure(self) -> AIOKafkaProducer:
         if self._producer is None:
             await self.start()
@@ -149,6 +157,9 @@ class KafkaProducer:
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Publish one record and wait for its acknowledgement; see :meth:`KafkaBroker.emit`."""
+        txn = self._transaction()
+        if txn is not None:
+            return await txn.emit(topic, value, key=key, headers=headers)
         data = encode_value(value)
         kbytes = encode_key(key)
         kheaders = list(encode_headers(headers)) or None
@@ -178,6 +189,9 @@ class KafkaProducer:
             the record is refused or not acknowledged (aiokafka's ``request_timeout_ms``), or
             with ``TypeError`` when ``value``, ``key`` or ``headers`` cannot be encoded.
         """
+        txn = self._transaction()
+        if txn is not None:
+            return asyncio.ensure_future(txn.emit(topic, value, key=key, headers=headers))
         loop = asyncio.get_running_loop()
         done: asyncio.Future[RecordMetadata] = loop.create_future()
         try:
@@ -214,6 +228,9 @@ class KafkaProducer:
 
     async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Publish many ``(key, value)`` records in order; see :meth:`KafkaBroker.emit_batch`."""
+        txn = self._transaction()
+        if txn is not None:
+            return [await txn.emit(topic, value, key=key) for key, value in records]
         encoded = [(encode_key(k), encode_value(v)) for k, v in records]
         producer = await self._ensure()
         timeout_s = self._settings.request_timeout_s

@@ -24,9 +24,11 @@ from aiokafka.structs import TopicPartition
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
+from reactive_services.errors import BrokerUnavailableError, CommitError
+
 from .._codec import decode_json
 from .._inflight import InFlight
-from .._message import YIELD_AFTER_S, Message, current_message
+from .._message import YIELD_AFTER_S, Message, current_message, current_transaction
 from .._protocol import Emitter
 from .._source import (
     BATCH_KEY,
@@ -40,6 +42,7 @@ from .._source import (
 )
 from ._admin import close_quietly
 from ._codec import KafkaSettings, fmt_offsets, headers_from_kafka, unavailable
+from ._transaction import KafkaTransaction, default_transactional_id
 
 __all__ = ["KafkaSources", "SourceStats"]
 
@@ -101,6 +104,8 @@ class _SourceRun(Subscription):
     #: fetched, not yet delivered: ``[tp, records, index of the next one]`` per partition and fetch
     backlog: deque[list[Any]] = field(default_factory=deque)
     yielded: bool = False  # the last delivery pass ran for YIELD_AFTER_S: yield to the loop first
+    txn: KafkaTransaction | None = None  # exactly-once: the transaction offsets and outputs commit in
+    txn_error: Exception | None = None  # exactly-once: the commit that failed (the stream ends with it)
     revoking: set[TopicPartition] = field(default_factory=set)  # being revoked: deliver no more of them
 
     @property
@@ -228,9 +233,16 @@ class KafkaSources:
             log.error("Kafka source %s crashed", list(run.args.topics), exc_info=task.exception())
 
     async def commit(self, run: _SourceRun, only: set[TopicPartition] | None = None) -> None:
-        """Commit the handled offsets of ``run`` not committed yet; failures are logged."""
+        """Commit the handled offsets of ``run`` not committed yet; failures are logged.
+
+        Exactly-once: commit the open transaction with every handled offset instead (``only``
+        is ignored: a transaction commits everything delivered, see :meth:`_commit_transaction`).
+        """
         consumer = run.consumer
         if consumer is None:
+            return
+        if run.txn is not None:
+            await self._commit_transaction(run, run.txn)
             return
         window = run.window
         todo = window.tracker.to_commit()
@@ -257,25 +269,68 @@ class KafkaSources:
         else:
             window.tracker.mark_committed(todo)
 
+    async def _commit_transaction(self, run: _SourceRun, txn: KafkaTransaction) -> None:
+        """Exactly-once commit point: wait for the work in flight (its records go into the open
+        transaction), then commit the transaction with the offsets handled. A failure aborts it
+        and is kept in ``run.txn_error``: the stream ends with a retriable :class:`CommitError`,
+        and the records since the last commit are read again (their aborted outputs are never
+        visible to ``read_committed`` readers)."""
+        window = run.window
+        if not txn.open and not window.tracker.to_commit():
+            return
+        await window.drain()
+        if window.error is not None:
+            await txn.abort()  # the stream ends with that error; nothing of this transaction counts
+            return
+        todo = window.tracker.to_commit()
+        try:
+            await txn.commit(todo)
+        except (KafkaError, TimeoutError) as exc:
+            await txn.abort()
+            log.warning("group %s: transaction of %s aborted: %s", run.group_id, fmt_offsets(todo), exc)
+            error = CommitError(
+                f"group {run.group_id}: the transaction committing {fmt_offsets(todo)} failed "
+                f"({type(exc).__name__}: {exc}); the records since the last commit are read again"
+            )
+            error.__cause__ = exc
+            run.txn_error = run.txn_error or error
+            return
+        window.tracker.mark_committed(todo)
+
     async def _consume(self, run: _SourceRun) -> None:
         s = self.settings
+        options: dict[str, Any] = {"request_timeout_ms": s.request_timeout_ms, **s.consumer_options}
+        if run.args.exactly_once:
+            options["isolation_level"] = "read_committed"
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
             client_id=s.client_id,
             group_id=run.group_id,
             enable_auto_commit=False,
             auto_offset_reset=run.args.auto_offset_reset,
-            **{"request_timeout_ms": s.request_timeout_ms, **s.consumer_options},
+            **options,
         )
         error: BaseException | None = None
+        # this task's records (and its Observer's tasks') go through the transaction, if any
+        current_transaction.set(None)
         try:
             try:
                 async with asyncio.timeout(s.connect_timeout_s):
                     await consumer.start()
-            except (KafkaError, OSError, TimeoutError) as exc:
+                if run.args.exactly_once:
+                    txn = KafkaTransaction(s, default_transactional_id(run.group_id, run.args.topics), run.group_id)
+                    await txn.start()
+                    run.txn = txn
+                    current_transaction.set(txn)
+            except (KafkaError, OSError, TimeoutError, BrokerUnavailableError) as exc:
                 await close_quietly(consumer.stop())
-                failure = unavailable(s.bootstrap_servers, exc, s.connect_timeout_s)
-                failure.__cause__ = exc
+                failure = (
+                    exc
+                    if isinstance(exc, BrokerUnavailableError)
+                    else unavailable(s.bootstrap_servers, exc, s.connect_timeout_s)
+                )
+                if failure is not exc:
+                    failure.__cause__ = exc
                 run.closed()
                 run.end(failure)
                 return
@@ -284,14 +339,22 @@ class KafkaSources:
             error = await self._fetch_loop(run, consumer)
         except asyncio.CancelledError:
             # Disposed (or broker.stop() gave up waiting): commit what was handled, close.
+            # Exactly-once: the work in flight was cancelled, so its transaction is aborted.
             run.terminating = True
             await close_quietly(run.window.cancel())
-            await close_quietly(self.commit(run))
+            if run.txn is not None:
+                await close_quietly(run.txn.stop())
+            else:
+                await close_quietly(self.commit(run))
             await close_quietly(consumer.stop())
             run.closed()
             raise
         run.terminating = True
-        await self.commit(run)
+        if error is None:
+            await self.commit(run)
+            error = run.txn_error
+        elif run.txn is not None:
+            await run.txn.abort()
         ended = False
         if error is None and not run.detached:
             # Complete first, so that operators holding records (batches, windows) emit them;
@@ -300,6 +363,8 @@ class KafkaSources:
             ended = True
             await release_holds(run.window, s.revoke_timeout_s, run.group_id)
             await self.commit(run)
+        if run.txn is not None:
+            await close_quietly(run.txn.stop())
         await close_quietly(consumer.stop())
         run.closed()
         if not ended:
@@ -375,6 +440,8 @@ class KafkaSources:
             if time.monotonic() - last_commit >= interval:
                 await self.commit(run)
                 last_commit = time.monotonic()
+                if run.txn_error is not None:
+                    return run.txn_error
         return None
 
     def _deliver_backlog(self, run: _SourceRun, assigned: Any) -> None:

@@ -30,7 +30,7 @@ from reactive_services.errors import ConfigError
 from .._message import HeadersIn, Message, RecordMetadata
 from .._protocol import Decoder
 from .._sink import BrokerSink
-from .._source import source_args
+from .._source import ProcessingGuarantee, source_args
 from ._admin import MemoryCluster
 from ._codec import Retention
 from ._producer import MemoryProducer
@@ -200,6 +200,7 @@ class InMemoryBroker:
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> Observable[Message]:
         """A cold Observable of ``topics`` read in consumer group ``group_id``.
 
@@ -222,7 +223,9 @@ class InMemoryBroker:
             ConfigError: no topic or an empty name, an empty group id, a bad ``decode``, an
                 unknown ``auto_offset_reset``, or ``concurrency`` not an int >= 1.
         """
-        args = source_args(topics, group_id, decode, auto_offset_reset, concurrency)
+        args = source_args(
+            topics, group_id, decode, auto_offset_reset, concurrency, processing_guarantee=processing_guarantee
+        )
         return self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
 
     def source_batches(
@@ -236,6 +239,7 @@ class InMemoryBroker:
         on_assigned: Callable[[], None] | None = None,
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
+        processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> Observable[list[Message]]:
         """A cold Observable of the records of ``topics`` in lists: per partition, the records
         available at once (at most ``max_batch``), as :meth:`KafkaBroker.source_batches
@@ -245,6 +249,14 @@ class InMemoryBroker:
         Raises:
             ConfigError: as :meth:`source`.
         """
-        args = source_args(topics, group_id, decode, auto_offset_reset, concurrency, batches=True)
+        args = source_args(
+            topics,
+            group_id,
+            decode,
+            auto_offset_reset,
+            concurrency,
+            batches=True,
+            processing_guarantee=processing_guarantee,
+        )
         source = self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
         return cast("Observable[list[Message]]", source)

@@ -43,6 +43,18 @@ max(0, truth - published) and ``duplicates`` = the sum of max(0, published - tru
 which must be 0 (every line counted exactly once); there is no stock. A window may be
 published more than once (its lines come again after a kill: at-least-once input); every
 republish must then carry the same count.
+
+R10 is exactly-once: :data:`R10_RECORDS` records ``{"id", "qty", "price"}`` (keyed, over 3
+partitions) are read by :mod:`reactive_services.examples.shop.transform_process` with
+``processing_guarantee="exactly_once"``, which publishes one ``{"id", "amount"}`` per record to
+an output topic in the transaction that commits the input offsets. The process is SIGKILLed
+twice (once a third, then two thirds, of the input offsets are committed, 0.2 s into the next
+transaction) and restarted each time; once the group committed the end of the input, the output
+is read with Kafka's own ``read_committed`` consumer: ``processed`` = distinct ids,
+``lost`` = inputs without an output and ``duplicates`` = outputs beyond one per id must all be
+right (0 lost, 0 duplicates), and every output must be its input's transform. R11 is the same
+at-least-once: 0 lost, and the duplicates are the outputs of records handled after the last
+offset commit before each kill (they are published, then read again after the restart).
 """
 
 from __future__ import annotations
@@ -64,6 +76,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
 from reactive_services import ClientProxy, KafkaBroker
 from reactive_services.adapters import Broker, Message, headers_to_dict
@@ -95,6 +109,8 @@ LOGHUB = DATA_DIR / "loghub"
 R9_SOURCES = ("Apache", "HDFS")
 R9_WINDOW_S = 3600
 R9_BATCH, R9_PAUSE_S = 20, 0.1
+#: R10 / R11: records transformed, seconds of work per record, SIGKILLs
+R10_RECORDS, R10_WORK_S, R10_KILLS = 3000, 0.0005, 2
 #: R9: seconds between a (re)started log-analytics process being ready and its SIGKILL; kills
 R9_KILL_AFTER_S, R9_KILLS = 3.0, 3
 #: how to read the time of a loghub ground-truth row (written here, not taken from the code under test)
@@ -264,9 +280,11 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
         if bootstrap is None or name == "R3":
             local = local_kafka
             bootstrap = local.start(workdir / "kafka")
-        if name in ("R8", "R9"):
-            scenario = _batch_insert_scenario if name == "R8" else _log_windows_scenario
+        if name in ("R8", "R9", "R10", "R11"):
             try:
+                if name in ("R10", "R11"):
+                    return await _transform_scenario(name, bootstrap, timeout)
+                scenario = _batch_insert_scenario if name == "R8" else _log_windows_scenario
                 return await scenario(bootstrap, workdir, timeout)
             finally:
                 if local is not None:
@@ -656,6 +674,119 @@ async def _log_windows_scenario(bootstrap: str, workdir: Path, timeout: float) -
         await broker.stop()
 
 
+class _TransformInstance(_Process):
+    """A transform_process child process."""
+
+    def __init__(self, bootstrap: str, topic: str, output: str, group: str, guarantee: str) -> None:
+        super().__init__(
+            "reactive_services.examples.shop.transform_process",
+            [
+                "--bootstrap-servers",
+                bootstrap,
+                "--topic",
+                topic,
+                "--output",
+                output,
+                "--group",
+                group,
+                "--guarantee",
+                guarantee,
+                "--work-s",
+                str(R10_WORK_S),
+            ],
+        )
+
+
+async def _read_committed(bootstrap: str, topic: str, partitions: Sequence[int]) -> list[Any]:
+    """Every record of ``partitions`` of ``topic`` a ``read_committed`` consumer sees (the values,
+    JSON-decoded), up to each one's last stable offset (Kafka's own reader, not the code under test)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)  # read_committed: the last stable offsets
+        values: list[Any] = []
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                values.extend(orjson.loads(r.value) for r in records)
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def _transform_scenario(name: str, bootstrap: str, timeout: float) -> ScenarioResult:
+    """R10 / R11 (see the module docstring) on the running broker ``bootstrap``."""
+    guarantee = "exactly_once" if name == "R10" else "at_least_once"
+    namespace = f"fault-{name.lower()}-{uuid.uuid4().hex[:6]}."
+    topic, output, group = namespace + "orders", namespace + "amounts", namespace + "transform"
+    broker = KafkaBroker(bootstrap, request_timeout_s=30.0)
+    await broker.start()
+    processes: list[_TransformInstance] = []
+    notes: list[str] = [f"processing_guarantee={guarantee}"]
+    try:
+        await broker.create_topics([topic, output], partitions=3)
+        for start in range(0, R10_RECORDS, 500):
+            chunk = [
+                (str(i), {"id": i, "qty": 1 + i % 5, "price": 2.5}) for i in range(start, min(start + 500, R10_RECORDS))
+            ]
+            await broker.emit_batch(topic, chunk)
+        ends = await broker.end_offsets(topic)
+
+        async def handled() -> int:
+            return sum([((await broker.committed(group, topic, p)) or 0) for p in ends])
+
+        for kill in range(1, R10_KILLS + 1):  # SIGKILL at a third and two thirds of the input, restart each time
+            process = _TransformInstance(bootstrap, topic, output, group, guarantee)
+            processes.append(process)
+            await process.ready()
+            target = R10_RECORDS * kill // (R10_KILLS + 1)
+
+            async def far_enough(target: int = target) -> bool:
+                return await handled() >= target
+
+            await _until(far_enough, timeout, f"{target} records committed")
+            await asyncio.sleep(0.2)  # into the next transaction
+            process.kill()
+            notes.append(f"SIGKILL {kill} with {await handled()} of {R10_RECORDS} input offsets committed")
+        last = _TransformInstance(bootstrap, topic, output, group, guarantee)
+        processes.append(last)
+        await last.ready()
+
+        async def committed_to_the_end() -> bool:
+            return all([((await broker.committed(group, topic, p)) or 0) >= end for p, end in ends.items()])
+
+        await _until(committed_to_the_end, timeout, f"group {group} to commit the end of {topic}")
+        code = await last.terminate()
+        if code != 0:
+            notes.append(f"last instance exit code {code}")
+        values = await _read_committed(bootstrap, output, sorted(await broker.end_offsets(output)))
+        ids = Counter(v["id"] for v in values)
+        wrong = [v for v in values if v["amount"] != (1 + v["id"] % 5) * 2.5]
+        if wrong:
+            raise AssertionError(f"{name}: outputs that are not the transform of their input: {wrong[:5]}")
+        notes.append(f"{len(values)} outputs read with read_committed")
+        dead = await _read_topic(broker, topic + ".DLT")
+        return ScenarioResult(
+            scenario=name,
+            sent=R10_RECORDS,
+            processed=len(ids),
+            duplicates=sum(ids.values()) - len(ids),
+            lost=R10_RECORDS - len(set(ids) & set(range(R10_RECORDS))),
+            dead_lettered=len(dead),
+            stock_exact=None,
+            notes=notes,
+        )
+    except BaseException as exc:
+        raise _failed(name, exc, processes) from exc
+    finally:
+        _kill_all(processes)
+        await broker.stop()
+
+
 SCENARIOS: dict[str, str] = {
     "R1": "inventory process SIGKILLed mid-stream, restarted",
     "R2": "second inventory instance joins mid-stream",
@@ -664,6 +795,8 @@ SCENARIOS: dict[str, str] = {
     "R7": "SIGTERM under load, then restart",
     "R8": "batch-insert pipeline SIGKILLed mid-run, restarted",
     "R9": "log analytics SIGKILLed three times during a replay, restarted: every line once in the windows",
+    "R10": "exactly-once transform SIGKILLed twice mid-stream: every output once (read_committed)",
+    "R11": "the same transform at-least-once: the kills repeat outputs, none lost",
 }
 
 

@@ -351,7 +351,6 @@ class BrokerContract(BrokerFixture):
         assert got.completed
         await wait_for(lambda: calls == ["disposed", "stopped"], what="on_closed after a stop")
 
-
     # -- source_batches -------------------------------------------------------------------
 
     async def test_source_batches_gives_lists_of_one_partition_in_offset_order(self, broker: Broker) -> None:
@@ -370,10 +369,10 @@ class BrokerContract(BrokerFixture):
         got = await collect(broker.source_batches(topic, group_id=group, stop=stop), None, on_each=on_batch)
         assert got.error is None and got.completed
         assert sum(len(b) for b in seen) == 60
-        for batch in seen:
-            assert batch and len({m.partition for m in batch}) == 1
-            offsets = [m.offset for m in batch]
-            assert offsets == list(range(offsets[0], offsets[0] + len(batch)))
+        for records in seen:
+            assert records and len({m.partition for m in records}) == 1
+            offsets = [m.offset for m in records]
+            assert offsets == list(range(offsets[0], offsets[0] + len(records)))
         by_key: dict[bytes | None, list[int]] = {}
         for m in (m for b in seen for m in b):
             by_key.setdefault(m.key, []).append(m.value["i"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from reactive_services.examples.shop.faults import R8_RECORDS, run_scenario
+from reactive_services.examples.shop.faults import R8_RECORDS, R10_RECORDS, run_scenario
 
 
 @pytest.mark.timeout(300)
@@ -62,3 +62,26 @@ async def test_R9_the_log_analytics_killed_three_times_counts_every_line_once(ka
     assert kills.startswith("3 SIGKILLs (3 during the replay)") and kills.endswith("exit 0"), kills
     assert published.endswith(("none published twice", "each time with the same count")), published
     assert truth.startswith("every window equals the ground truth"), truth
+
+
+@pytest.mark.timeout(300)
+async def test_R10_an_exactly_once_transform_killed_twice_publishes_every_output_once(kafka_bootstrap: str) -> None:
+    """The exactly-once transform process is SIGKILLed twice mid-stream and restarted: Kafka's own
+    ``read_committed`` reader finds one output per input, none lost, none twice."""
+    result = await run_scenario("R10", kafka_bootstrap)
+    assert result.sent == R10_RECORDS
+    assert result.lost == 0 and result.processed == result.sent
+    assert result.duplicates == 0
+    assert result.notes[0] == "processing_guarantee=exactly_once"
+    assert [n.split(" with ")[0] for n in result.notes[1:3]] == ["SIGKILL 1", "SIGKILL 2"]
+    assert result.notes[3] == f"{R10_RECORDS} outputs read with read_committed"
+
+
+@pytest.mark.timeout(300)
+async def test_R11_the_same_transform_at_least_once_repeats_outputs_and_loses_none(kafka_bootstrap: str) -> None:
+    """The same kills at-least-once: nothing is lost, and the records handled after the last commit
+    before each kill are published again after the restart (the duplicates exactly-once removes)."""
+    result = await run_scenario("R11", kafka_bootstrap)
+    assert result.lost == 0 and result.processed == result.sent == R10_RECORDS
+    assert result.duplicates > 0
+    assert result.notes[-1] == f"{R10_RECORDS + result.duplicates} outputs read with read_committed"

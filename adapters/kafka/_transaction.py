@@ -1,0 +1,166 @@
+"""Exactly-once consume-transform-produce on Kafka: one transactional producer per source subscription.
+
+A source subscribed with ``processing_guarantee="exactly_once"`` runs, besides its consumer
+(``isolation_level="read_committed"``), a :class:`KafkaTransaction`: an ``AIOKafkaProducer``
+with a ``transactional_id``. While the source delivers, :data:`current_transaction` is set in
+its task (and so in every task its Observer starts), and the broker's ``emit``, ``publish``,
+``emit_batch``, sinks and dead letters send through the transaction instead of the shared
+idempotent producer. At each commit point the source waits for the work in flight, adds the
+offsets it handled to the transaction (``send_offsets_to_transaction``) and commits it: the
+records written for a set of input records and the offsets of those input records become
+visible together, or not at all (Kafka's transactions, KIP-98; a ``read_committed`` consumer
+never sees the records of an aborted transaction).
+
+A restarted instance with the same ``transactional_id`` fences the previous one (its open
+transaction is aborted by the coordinator at once), so a crash costs no wait for
+``transaction_timeout_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from reactive_services.errors import PublishError
+
+from .._codec import encode_headers, encode_key, encode_value
+from .._message import HeadersIn, RecordMetadata
+from ._admin import close_quietly
+from ._codec import KafkaSettings, record_metadata, unavailable
+
+__all__ = ["TRANSACTION_TIMEOUT_MS", "KafkaTransaction", "default_transactional_id"]
+
+log = logging.getLogger("reactive_services.adapters.kafka")
+
+#: How long the coordinator lets a transaction stay open (ms) before aborting it: bounds how long
+#: ``read_committed`` readers wait after an instance died and was not restarted.
+TRANSACTION_TIMEOUT_MS = 15_000
+
+
+def default_transactional_id(group_id: str, topics: tuple[str, ...]) -> str:
+    """``"<group_id>:<topic>+<topic>..."``: stable across restarts of the same subscription, so a
+    restarted instance fences its predecessor. Two instances of one group reading the same topics
+    at once need ids of their own (``transactional_id=``)."""
+    return f"{group_id}:{'+'.join(sorted(topics))}"
+
+
+class KafkaTransaction:
+    """The transactional producer of one exactly-once source subscription.
+
+    Args:
+        settings: the broker's settings (bootstrap, client id, timeouts in seconds).
+        transactional_id: the producer's ``transactional_id`` (see :func:`default_transactional_id`).
+        group_id: the consumer group whose offsets are committed in the transactions.
+
+    Attributes:
+        committed: transactions committed.
+        aborted: transactions aborted.
+    """
+
+    def __init__(self, settings: KafkaSettings, transactional_id: str, group_id: str) -> None:
+        self.settings = settings
+        self.transactional_id = transactional_id
+        self.group_id = group_id
+        self.open = False
+        self.committed = 0
+        self.aborted = 0
+        self._lock = asyncio.Lock()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=settings.client_id,
+            transactional_id=transactional_id,
+            enable_idempotence=True,
+            acks="all",
+            request_timeout_ms=settings.request_timeout_ms,
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+        )
+
+    def serves(self, bootstrap_servers: str) -> bool:
+        """True when records for the cluster at ``bootstrap_servers`` may go through this transaction."""
+        return bootstrap_servers == self.settings.bootstrap_servers
+
+    async def start(self) -> None:
+        """Start the producer (``InitProducerId``: fences an earlier producer with the same id).
+
+        Raises:
+            BrokerUnavailableError: no answer within ``connect_timeout_s`` seconds.
+        """
+        s = self.settings
+        try:
+            async with asyncio.timeout(s.connect_timeout_s):
+                await self._producer.start()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await close_quietly(self._producer.stop())
+            raise unavailable(s.bootstrap_servers, exc, s.connect_timeout_s) from exc
+
+    async def emit(
+        self, topic: str, value: Any, *, key: str | bytes | None = None, headers: HeadersIn | None = None
+    ) -> RecordMetadata:
+        """Send one record in the transaction (beginning one if none is open) and wait for its
+        acknowledgement; it becomes visible to ``read_committed`` readers when the transaction commits.
+
+        Raises:
+            PublishError: refused, or not acknowledged within ``request_timeout_s`` seconds.
+            TypeError: a value, key or header that does not encode.
+        """
+        data, kbytes = encode_value(value), encode_key(key)
+        kheaders = list(encode_headers(headers)) or None
+        timeout_s = self.settings.request_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._lock:
+                    await self._begin()
+                    delivery = await self._producer.send(topic, data, key=kbytes, headers=kheaders)
+                md = await delivery
+        except TimeoutError as exc:
+            raise PublishError(f"no acknowledgement for a record to {topic!r} within {timeout_s:g} s") from exc
+        except KafkaError as exc:
+            raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
+        return record_metadata(md)
+
+    async def _begin(self) -> None:
+        if not self.open:
+            await self._producer.begin_transaction()
+            self.open = True
+
+    async def commit(self, offsets: Mapping[Any, int]) -> None:
+        """Add ``offsets`` (``{TopicPartition: next offset to read}``) to the open transaction
+        (opening one if needed) and commit it.
+
+        Raises:
+            KafkaError: the commit failed (e.g. ``ProducerFenced``); the caller aborts.
+            TimeoutError: no answer within ``request_timeout_s`` seconds.
+        """
+        async with asyncio.timeout(self.settings.request_timeout_s), self._lock:
+            if not self.open and not offsets:
+                return
+            await self._begin()
+            if offsets:
+                await self._producer.send_offsets_to_transaction(dict(offsets), self.group_id)
+            await self._producer.commit_transaction()
+            self.open = False
+            self.committed += 1
+
+    async def abort(self) -> None:
+        """Abort the open transaction, if any (its records are never visible to ``read_committed``
+        readers); failures are logged, not raised (a fenced producer cannot abort: the coordinator
+        already did)."""
+        if not self.open:
+            return
+        self.open = False
+        self.aborted += 1
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                await self._producer.abort_transaction()
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("transaction %s: abort failed (%s); the coordinator aborts it", self.transactional_id, exc)
+
+    async def stop(self) -> None:
+        """Abort what is open, then stop the producer."""
+        await self.abort()
+        await close_quietly(self._producer.stop())

@@ -350,11 +350,11 @@ class KafkaSources:
             run.closed()
             raise
         run.terminating = True
-        if error is None:
+        if run.txn is not None and error is not None:
+            await run.txn.abort()  # exactly-once: nothing of the failed transaction counts
+        else:
             await self.commit(run)
-            error = run.txn_error
-        elif run.txn is not None:
-            await run.txn.abort()
+            error = error or run.txn_error
         ended = False
         if error is None and not run.detached:
             # Complete first, so that operators holding records (batches, windows) emit them;

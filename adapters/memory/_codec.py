@@ -12,7 +12,35 @@ from dataclasses import dataclass, field
 
 from .._message import Message
 
-__all__ = ["PartitionLog", "Retention", "StoredRecord", "assign_range", "message_of", "partition_for"]
+__all__ = [
+    "PartitionLog",
+    "Retention",
+    "StoredRecord",
+    "Transaction",
+    "assign_range",
+    "message_of",
+    "partition_for",
+]
+
+
+class Transaction:
+    """One transaction of an exactly-once source of the in-memory broker (Kafka's, modelled).
+
+    Records appended while it is open carry it (:attr:`StoredRecord.txn`). Every reader of the
+    in-memory broker reads as Kafka's ``read_committed`` consumers do: it stops at the first
+    record of an open transaction (the last stable offset) and skips the records of an aborted
+    one. The source ends it together with its offset commit, in one step.
+
+    Attributes:
+        state: ``"open"``, ``"committed"`` or ``"aborted"``.
+        topics: the topics it wrote to (their readers are woken when it ends).
+    """
+
+    __slots__ = ("state", "topics")
+
+    def __init__(self) -> None:
+        self.state = "open"
+        self.topics: set[str] = set()
 
 
 @dataclass(slots=True)
@@ -30,6 +58,9 @@ class StoredRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int
+    #: the transaction that wrote it (an exactly-once source's), or None: readers do not read past
+    #: a record of an open transaction and skip those of an aborted one (``read_committed``)
+    txn: Transaction | None = None
 
     @property
     def size(self) -> int:

@@ -10,13 +10,62 @@ from typing import Any
 from reactive_services.errors import PublishError
 
 from .._codec import encode_headers, encode_key, encode_value
-from .._message import HeadersIn, RecordMetadata
+from .._message import HeadersIn, RecordMetadata, current_transaction
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import MemoryCluster
-from ._codec import StoredRecord, partition_for
+from ._codec import StoredRecord, Transaction, partition_for
 
-__all__ = ["MemoryProducer"]
+__all__ = ["MemoryProducer", "MemoryTransactions"]
+
+
+class MemoryTransactions:
+    """The transactions of one exactly-once source of the in-memory broker: the value of
+    :data:`~reactive_services.adapters._message.current_transaction` in its task.
+
+    Records its Observer publishes join the open transaction (:meth:`writing` begins one when
+    none is); the source ends it in the same step as its offset commit (:meth:`commit`), or
+    aborts it (:meth:`abort`); see :class:`Transaction` for what readers see.
+
+    Attributes:
+        committed: transactions committed.
+        aborted: transactions aborted.
+    """
+
+    def __init__(self, cluster: MemoryCluster) -> None:
+        self.cluster = cluster
+        self.current: Transaction | None = None
+        self.committed = 0
+        self.aborted = 0
+
+    def writing(self, topic: str) -> Transaction:
+        """The open transaction a record to ``topic`` joins (begun now if none is open)."""
+        txn = self.current
+        if txn is None:
+            txn = self.current = Transaction()
+        txn.topics.add(topic)
+        return txn
+
+    def commit(self, committed: dict[Any, int], offsets: dict[Any, int]) -> None:
+        """Store ``offsets`` in the group's ``committed`` and commit the open transaction, in one step."""
+        committed.update(offsets)
+        self._end("committed")
+
+    def abort(self) -> None:
+        """Abort the open transaction, if any: readers skip its records."""
+        self._end("aborted")
+
+    def _end(self, state: str) -> None:
+        txn, self.current = self.current, None
+        if txn is None:
+            return
+        txn.state = state
+        if state == "committed":
+            self.committed += 1
+        else:
+            self.aborted += 1
+        for topic in txn.topics:
+            self.cluster.wake(topic)
 
 
 class MemoryProducer:
@@ -72,9 +121,11 @@ class MemoryProducer:
         parts = self._cluster.topic(topic)
         partition = partition_for(key, len(parts), next(self._round_robin) if key is None else 0)
         ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
-        offset = parts[partition].append(
-            StoredRecord(key, value, headers, ts), self._cluster.retention, int(time.time() * 1000)
-        )
+        record = StoredRecord(key, value, headers, ts)
+        txns = current_transaction.get()
+        if isinstance(txns, MemoryTransactions) and txns.cluster is self._cluster:
+            record.txn = txns.writing(topic)  # visible to readers once that transaction commits
+        offset = parts[partition].append(record, self._cluster.retention, int(time.time() * 1000))
         self._cluster.wake(topic)
         return RecordMetadata(topic, partition, offset, ts)
 

@@ -19,11 +19,12 @@ from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
 from .._inflight import InFlight
-from .._message import YIELD_EVERY
+from .._message import YIELD_EVERY, current_transaction
 from .._protocol import Emitter
 from .._source import BATCH_KEY, BrokerSource, SourceArgs, Subscription, hand_over, hand_over_batch, release_holds
 from ._admin import Group, Member, MemoryCluster
 from ._codec import message_of
+from ._producer import MemoryTransactions
 
 __all__ = ["MemorySources"]
 
@@ -69,13 +70,32 @@ class _Run(Subscription):
     def __post_init__(self) -> None:
         self.window = InFlight(self.args.concurrency, on_settled=self.commit)
 
+    txns: MemoryTransactions | None = None  # exactly-once: the transactions outputs and offsets commit in
+
     def commit(self) -> None:
-        """Commit, for each partition still ours, its lowest offset still in flight (when it moved)."""
+        """Commit, for each partition still ours, its lowest offset still in flight (when it moved).
+
+        Exactly-once: nothing here (the window calls this after each message); offsets commit
+        with the transaction, in :meth:`checkpoint`.
+        """
+        if self.txns is not None:
+            return
         tracker = self.window.tracker
         todo = tracker.to_commit(self.member.assignment)
         if todo:
             self.group.committed.update(todo)
             tracker.mark_committed(todo)
+
+    def checkpoint(self) -> None:
+        """Commit what was handled: :meth:`commit`, or, exactly-once, the open transaction together
+        with every handled offset (call it when no work is in flight)."""
+        if self.txns is None:
+            self.commit()
+            return
+        tracker = self.window.tracker
+        todo = tracker.to_commit(self.member.assignment)
+        self.txns.commit(self.group.committed, todo)
+        tracker.mark_committed(todo)
 
 
 class MemorySources:
@@ -140,6 +160,9 @@ class MemorySources:
         window = run.window
         ended = False
         run.group, run.member = self._cluster.join(run.args.group_id, run.args.topics)
+        # this task's records (and its Observer's tasks') go into the transaction, if any
+        run.txns = MemoryTransactions(self._cluster) if run.args.exactly_once else None
+        current_transaction.set(run.txns)
         try:
             try:
                 error = await self._deliver(run)
@@ -153,16 +176,22 @@ class MemorySources:
             elif not await window.drain(timeout=DRAIN_TIMEOUT_S):  # let the others finish (bounded)
                 await window.cancel()
             run.terminating = True
-            run.commit()
+            if run.txns is not None and (error is not None or run.detached):
+                run.txns.abort()  # its records are never read; the records since the last commit come again
+            else:
+                run.checkpoint()
             if error is None and not run.detached:
                 # Complete first, so that operators holding records (batches, windows) emit
                 # them; then commit what their outputs' handling released.
                 run.end(None)
                 ended = True
                 await release_holds(window, DRAIN_TIMEOUT_S, run.args.group_id)
-                run.commit()
+                await window.drain()
+                run.checkpoint()
         except asyncio.CancelledError:  # disposed, or stop() gave up waiting
             await window.cancel()
+            if run.txns is not None:
+                run.txns.abort()
             raise
         finally:
             self._cluster.leave(run.group, run.member)
@@ -180,6 +209,11 @@ class MemorySources:
             if window.error is not None:
                 return window.error
             if generation != member.generation:  # a rebalance: keep our place in partitions we kept
+                if run.txns is not None and positions:  # exactly-once: commit before partitions move
+                    await window.drain()
+                    if window.error is not None:
+                        return window.error
+                    run.checkpoint()
                 generation = member.generation
                 for tp in positions:
                     if tp not in member.assignment:
@@ -211,6 +245,14 @@ class MemorySources:
                     if offset < part.start:  # deleted by retention before this group read them
                         positions[tp] = self._skip_deleted(run, tp, offset, part.start)
                         continue
+                    txn = part[offset].txn
+                    if txn is not None and txn.state != "committed":
+                        if txn.state == "open":  # the last stable offset: read on once it ends
+                            break
+                        window.skip(tp, offset)  # aborted: never read
+                        positions[tp] = offset + 1
+                        run.commit()
+                        continue
                     if not await self._admit(run, tp, part[offset].key, generation):
                         break
                     if offset < part.start:  # deleted while waiting for room in the window
@@ -225,6 +267,11 @@ class MemorySources:
                         await asyncio.sleep(0)  # let the loop's other tasks run
             if window.error is not None:
                 return window.error
+            if run.txns is not None and delivered:  # exactly-once: one transaction per pass
+                await window.drain()
+                if window.error is not None:
+                    return window.error
+                run.checkpoint()
             if delivered == 0 and not stop.is_set():
                 await stop.wait(member.wake, window.failed)
             else:
@@ -244,9 +291,24 @@ class MemorySources:
             return 0
         start = max(positions[tp], part.start)  # retention may have moved on while waiting
         end = min(len(part), start + self.max_batch)
+        for offset in range(start, end):  # the last stable offset: read on once that transaction ends
+            txn = part[offset].txn
+            if txn is not None and txn.state == "open":
+                end = offset
+                break
         if start >= end:
             return 0
-        messages = [message_of(tp[0], tp[1], offset, part[offset]) for offset in range(start, end)]
+        messages = [
+            message_of(tp[0], tp[1], offset, part[offset])
+            for offset in range(start, end)
+            if part[offset].txn is None or part[offset].txn.state == "committed"  # type: ignore[union-attr]
+        ]
+        if not messages:  # all of an aborted transaction: never read
+            for offset in range(start, end):
+                run.window.skip(tp, offset)
+            positions[tp] = end
+            run.commit()
+            return end - start
         hand_over_batch(self._emitter, run.window, run, tp, messages, run.args.decoder)
         if not run.detached:
             positions[tp] = end

@@ -452,6 +452,82 @@ class BrokerContract(BrokerFixture):
         assert second.error is None and again == [0, 1, 2, 3]
         assert await broker.committed(group, topic, 0) == 4
 
+    # -- exactly-once ---------------------------------------------------------------------
+
+    async def _transform(
+        self, broker: Broker, topic: str, out: str, group: str, *, fail_at: int | None = None, n: int = 6
+    ) -> Any:
+        """Read ``topic`` exactly-once, emitting ``{"i": i}`` to ``out`` per record (tracked);
+        record ``fail_at``'s emit is followed by failing work. Returns what ``collect`` got."""
+        stop = asyncio.Event()
+        seen: list[int] = []
+
+        async def fails() -> None:
+            raise RuntimeError("handler failed after its emit")
+
+        def on_each(m: Message) -> None:
+            i = m.value["i"]
+            seen.append(i)
+            track(broker.emit(out, {"i": i}, key=str(i)))
+            if i == fail_at:
+                track(fails())
+            if len(seen) >= n:
+                stop.set()
+
+        source = broker.source(topic, group_id=group, stop=stop, processing_guarantee="exactly_once")
+        return await collect(source, None, on_each=on_each)
+
+    async def _read_committed(self, broker: Broker, topic: str, n: int) -> list[int]:
+        """The values of ``topic`` a read-committed reader sees, once it saw ``n`` (or after 1 s)."""
+        stop = asyncio.Event()
+        seen: list[int] = []
+
+        def on_each(m: Message) -> None:
+            seen.append(m.value["i"])
+            if len(seen) >= n:
+                stop.set()
+
+        source = broker.source(topic, group_id=unique_name("reader"), stop=stop, processing_guarantee="exactly_once")
+        subscription = source.subscribe(on_each)
+        try:
+            await wait_for(lambda: len(seen) >= n, timeout=30.0, what=f"{n} committed records of {topic}")
+            await asyncio.sleep(0.5)  # and nothing more
+        finally:
+            stop.set()
+            await asyncio.sleep(0)
+            subscription.dispose()
+        return sorted(seen)
+
+    async def test_exactly_once_outputs_and_offsets_commit_together(self, broker: Broker) -> None:
+        topic, out, group = unique_name("contract"), unique_name("out"), unique_name("g")
+        await broker.create_topics([topic, out], partitions=2)
+        for i in range(6):
+            await broker.emit(topic, {"i": i}, key=str(i))
+        got = await self._transform(broker, topic, out, group)
+        assert got.error is None and got.completed
+        ends = await broker.end_offsets(topic)
+        for partition, end in ends.items():  # Kafka: a transaction's offsets are readable once its markers are written
+            await wait_for(lambda p=partition, e=end: _eq(broker.committed(group, topic, p), e or None), 10.0)
+        assert await self._read_committed(broker, out, 6) == [0, 1, 2, 3, 4, 5]
+
+    async def test_exactly_once_a_failure_aborts_the_outputs_and_the_records_come_again(self, broker: Broker) -> None:
+        topic, out, group = unique_name("contract"), unique_name("out"), unique_name("g")
+        await broker.create_topics([topic, out], partitions=1)
+        for i in range(6):
+            await broker.emit(topic, {"i": i}, key=str(i))
+        failed = await self._transform(broker, topic, out, group, fail_at=3)
+        assert isinstance(failed.error, RuntimeError)
+        assert await broker.committed(group, topic, 0) in (None, 0)  # nothing of the transaction
+        again = await self._transform(broker, topic, out, group)
+        assert again.error is None and again.completed
+        await wait_for(lambda: _eq(broker.committed(group, topic, 0), 6), 10.0, what="offset 6 committed")
+        # the first run's outputs were aborted with its transaction: each input's output once
+        assert await self._read_committed(broker, out, 6) == [0, 1, 2, 3, 4, 5]
+
+    async def test_processing_guarantee_must_be_known(self, broker: Broker) -> None:
+        with pytest.raises(ConfigError, match="processing_guarantee"):
+            broker.source("t", group_id="g", processing_guarantee="at_most_once")  # type: ignore[arg-type]
+
 
 async def _eq(value: Awaitable[Any], expected: Any) -> bool:
     return bool(await value == expected)

@@ -507,7 +507,11 @@ class BrokerContract(BrokerFixture):
         assert got.error is None and got.completed
         ends = await broker.end_offsets(topic)
         for partition, end in ends.items():  # Kafka: a transaction's offsets are readable once its markers are written
-            await wait_for(lambda p=partition, e=end: _eq(broker.committed(group, topic, p), e or None), 10.0)
+
+            async def at_end(partition: int = partition, end: int = end) -> bool:
+                return await broker.committed(group, topic, partition) == (end or None)
+
+            await wait_for(at_end, 10.0, what=f"partition {partition} committed to its end")
         assert await self._read_committed(broker, out, 6) == [0, 1, 2, 3, 4, 5]
 
     async def test_exactly_once_a_failure_aborts_the_outputs_and_the_records_come_again(self, broker: Broker) -> None:

@@ -4,7 +4,9 @@ Shared by the in-memory and Kafka sources; every subscription delivers through o
 ``concurrency=1`` included. The pure offset bookkeeping is
 :class:`reactive_services.adapters._offsets.OffsetTracker`; this module adds the asyncio part: one task per
 message with tracked work that awaits :meth:`Message.settled`, the per-key ordering, and a
-wake-up event the source waits on when the window is full.
+wake-up event the source waits on when the window is full. A message handled synchronously,
+with no tracked work and no hold, never enters the window: its offset completes at once
+(:meth:`InFlight.advance`, O(1), no task and no future), which is what most records cost.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class InFlight:
         #: messages in flight now (read-only outside this class; ``len(window)`` too)
         self.count = 0
         self._tasks: dict[asyncio.Task[None], Any] = {}  # settle task (tracked work) -> its partition
-        self._held: dict[asyncio.Task[None], Any] = {}  # hold task (holds of a delivered message) -> its partition
+        self._held: dict[asyncio.Future[None], Any] = {}  # waiter (holds of a handled message) -> its partition
         self._keys: dict[tuple[Any, bytes], asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         #: Set when tracked work failed (then :attr:`error` holds the first failure).
@@ -110,18 +112,6 @@ class InFlight:
         if self._on_settled is not None:
             self._on_settled()
 
-    def handled(self, msg: Message, tp: Hashable, offset: int, key: bytes | None) -> None:
-        """After ``on_next`` returned for ``msg`` (``offset`` of ``tp``; a batch: its first offset,
-        with ``msg`` the message its work was tracked on): complete it at once when it has no
-        tracked work and no hold (:meth:`advance`); else :meth:`begin` and :meth:`settle` it.
-        ``key``: what its order is kept by (the next message with the same key waits for it)."""
-        if msg._pending or msg._holds:
-            self.settle(msg, tp, self.begin(tp, offset, msg.offset if msg.offset != offset else None), offset, key)
-        elif msg.offset != offset:  # a batch handled synchronously
-            self.settle(msg, tp, self.begin(tp, offset, msg.offset), offset, key)
-        else:
-            self.advance(tp, offset)
-
     def settle(
         self, msg: Message, tp: Hashable, epoch: int, offset: int | None = None, key: bytes | None = None
     ) -> None:
@@ -164,19 +154,42 @@ class InFlight:
             self._complete(tp, offset, epoch)
 
     def _await_holds(self, msg: Message, tp: Hashable, epoch: int, offset: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._release(msg, tp, epoch, offset))
-        self._held[task] = tp
-        task.add_done_callback(lambda t: self._held.pop(t, None))
+        """Complete ``offset`` once every hold on ``msg`` was released, in the order they were
+        taken (with callbacks: no task per held message); the first failed hold fails it, a
+        cancelled one (or :meth:`cancel`) leaves it uncommitted. A hold taken on ``msg`` while
+        waiting is waited for too."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # what drain() waits on
+        self._held[waiter] = tp
+        holds = msg._holds or []
+        index = 0
 
-    async def _release(self, msg: Message, tp: Hashable, epoch: int, offset: int) -> None:
-        try:
-            await msg.released()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - ends the stream through self.error
-            self._fail(exc, tp, offset)
-            return
-        self._complete(tp, offset, epoch)
+        def finish() -> None:
+            self._held.pop(waiter, None)
+            if not waiter.done():
+                waiter.set_result(None)
+
+        def step(_: object = None) -> None:
+            nonlocal index
+            if waiter.done():  # cancelled by cancel(): the message stays uncommitted
+                return
+            while index < len(holds):
+                held = holds[index]
+                if not held.done():
+                    held.add_done_callback(step)
+                    return
+                index += 1
+                if held.cancelled():
+                    finish()
+                    return
+                error = held.exception()
+                if error is not None:
+                    finish()
+                    self._fail(error if isinstance(error, Exception) else RuntimeError(repr(error)), tp, offset)
+                    return
+            finish()
+            self._complete(tp, offset, epoch)
+
+        step()
 
     def _fail(self, exc: Exception, tp: Hashable, offset: int) -> None:
         if self.error is None:
@@ -231,7 +244,7 @@ class InFlight:
         wanted = None if partitions is None else set(partitions)
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while True:
-            groups = [self._tasks, self._held] if holds else [self._tasks]
+            groups: list[dict[Any, Any]] = [self._tasks, self._held] if holds else [self._tasks]
             tasks = [t for g in groups for t, tp in g.items() if not t.done() and (wanted is None or tp in wanted)]
             if not tasks:
                 return True
@@ -248,9 +261,13 @@ class InFlight:
         self.tracker.revoke(tp)
 
     async def cancel(self) -> None:
-        """Cancel every settle and hold task still running and wait for them to end."""
-        tasks = [*self._tasks, *self._held]
+        """Cancel every settle task still running and wait for them to end; stop waiting for holds
+        (the messages still held stay uncommitted)."""
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
+        for waiter in list(self._held):
+            waiter.cancel()
+        self._held.clear()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -279,6 +279,10 @@ class KafkaSources:
         if not txn.open and not window.tracker.to_commit():
             return
         await window.drain()
+        # the records whose outputs are in the transaction must be committed with it: wait for the
+        # holds too (a sink's acknowledgements: milliseconds); an operator holding records longer
+        # (a window) is given one commit interval, then its records stay out (see the guarantees page)
+        await window.drain(timeout=max(0.1, self.settings.commit_interval_s), holds=True)
         if window.error is not None:
             await txn.abort()  # the stream ends with that error; nothing of this transaction counts
             return

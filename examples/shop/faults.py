@@ -46,8 +46,9 @@ republish must then carry the same count.
 
 R10 is exactly-once: :data:`R10_RECORDS` records ``{"id", "qty", "price"}`` (keyed, over 3
 partitions) are read by :mod:`reactive_services.examples.shop.transform_process` with
-``processing_guarantee="exactly_once"``, which publishes one ``{"id", "amount"}`` per record to
-an output topic in the transaction that commits the input offsets. The process is SIGKILLed
+``processing_guarantee="exactly_once"``, a pipeline ending in a sink that publishes one
+``{"id", "amount"}`` per record to an output topic, in the transaction that commits the input
+offsets. The process is SIGKILLed
 twice (once a third, then two thirds, of the input offsets are committed, 0.2 s into the next
 transaction) and restarted each time; once the group committed the end of the input, the output
 is read with Kafka's own ``read_committed`` consumer: ``processed`` = distinct ids,
@@ -110,7 +111,7 @@ R9_SOURCES = ("Apache", "HDFS")
 R9_WINDOW_S = 3600
 R9_BATCH, R9_PAUSE_S = 20, 0.1
 #: R10 / R11: records transformed, seconds of work per record, SIGKILLs
-R10_RECORDS, R10_WORK_S, R10_KILLS = 3000, 0.0005, 2
+R10_RECORDS, R10_WORK_S, R10_KILLS = 3000, 0.002, 2
 #: R9: seconds between a (re)started log-analytics process being ready and its SIGKILL; kills
 R9_KILL_AFTER_S, R9_KILLS = 3.0, 3
 #: how to read the time of a loghub ground-truth row (written here, not taken from the code under test)

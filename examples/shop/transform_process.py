@@ -1,12 +1,13 @@
 """A consume-transform-produce service as a process of its own (the fault scenario R10 kills and restarts it).
 
     python -m reactive_services.examples.shop.transform_process --bootstrap-servers HOST:PORT \
-        --topic TOPIC --output OUTPUT --group GROUP [--guarantee exactly_once] [--work-s 0.0005]
+        --topic TOPIC --output OUTPUT --group GROUP [--guarantee exactly_once] [--via sink] [--work-s 0.002]
 
-It consumes ``TOPIC`` in consumer group ``GROUP`` with one payload handler
-(``@event_pattern(TOPIC)``, ``async def``) that, for each record ``{"id": N, ...}``, awaits
-``--work-s`` seconds (the work) and publishes ``{"id": N, "amount": qty * price}`` to ``OUTPUT``
-with the record's key. With ``--guarantee exactly_once`` (the default) the service runs
+It consumes ``TOPIC`` in consumer group ``GROUP`` and, for each record ``{"id": N, "qty", "price"}``,
+works ``--work-s`` seconds and publishes ``{"id": N, "amount": qty * price}`` to ``OUTPUT`` (key
+``N``): with ``--via sink`` (the default) a pipeline handler ending in ``broker.sink(OUTPUT)``,
+with ``--via emit`` an ``async def`` payload handler awaiting ``broker.emit``. With
+``--guarantee exactly_once`` (the default) the service runs
 ``Microservice(..., processing_guarantee="exactly_once")``: the outputs and the input offsets
 commit in one Kafka transaction, so a ``read_committed`` reader of ``OUTPUT`` sees each input's
 output once, however often the process is killed; with ``at_least_once`` the outputs are
@@ -25,10 +26,14 @@ import asyncio
 import logging
 import math
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from reactive_services import Controller, KafkaBroker, Microservice, Running, System, event_pattern, serve
+import reactivex.operators as ops
+from reactivex import Observable
+
+from reactive_services import Controller, KafkaBroker, Message, Microservice, Running, System, event_pattern, serve
 from reactive_services.cli import run_command
 from reactive_services.readiness import readiness, ready
 
@@ -37,17 +42,33 @@ __all__ = ["main", "run", "transform_controller"]
 PROG = "python -m reactive_services.examples.shop.transform_process"
 
 
-def transform_controller(broker: KafkaBroker, topic: str, output: str, work_s: float) -> Controller:
-    """A controller whose ``@event_pattern(topic)`` handler publishes each record's transform to ``output``."""
+def transform_controller(broker: KafkaBroker, topic: str, output: str, work_s: float, via: str = "sink") -> Controller:
+    """A controller that publishes each record's transform ``{"id", "amount"}`` to ``output``.
 
-    class Transform(Controller):
+    ``via="sink"``: a pipeline handler, ``messages.pipe(map(work + transform), do(broker.sink(output)))``
+    (the sink holds each record's commit until its publish is acknowledged); ``via="emit"``: an
+    ``async def`` payload handler awaiting ``broker.emit``. ``work_s``: seconds of (blocking) work
+    per record.
+    """
+    sink = broker.sink(output, key=lambda out: str(out["id"]))
+
+    def transform(message: Message) -> dict[str, Any]:
+        if work_s:
+            time.sleep(work_s)
+        value = message.value
+        return {"id": value["id"], "amount": value["qty"] * value["price"]}
+
+    class ViaSink(Controller):
+        @event_pattern(topic, pipeline=True)
+        def records(self, messages: Observable[Message]) -> Observable[dict[str, Any]]:
+            return messages.pipe(ops.map(transform), ops.do(sink))
+
+    class ViaEmit(Controller):
         @event_pattern(topic)
-        async def record(self, value: dict[str, Any], message: Any) -> None:
-            if work_s:
-                await asyncio.sleep(work_s)
-            await broker.emit(output, {"id": value["id"], "amount": value["qty"] * value["price"]}, key=message.key)
+        async def record(self, value: dict[str, Any], message: Message) -> None:
+            await broker.emit(output, transform(message), key=message.key)
 
-    return Transform()
+    return ViaSink() if via == "sink" else ViaEmit()
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -59,7 +80,7 @@ async def run(args: argparse.Namespace) -> int:
         await broker.start()
         service = Microservice(
             broker,
-            [transform_controller(broker, args.topic, args.output, args.work_s)],
+            [transform_controller(broker, args.topic, args.output, args.work_s, args.via)],
             name="transform",
             group_id=args.group,
             processing_guarantee=args.guarantee,
@@ -102,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--guarantee", choices=["exactly_once", "at_least_once"], default="exactly_once")
-    parser.add_argument("--work-s", type=_seconds, default=0.0005, help="seconds of work per record (default 0.0005)")
+    parser.add_argument("--via", choices=["sink", "emit"], default="sink", help="how outputs are published")
+    parser.add_argument("--work-s", type=_seconds, default=0.002, help="seconds of work per record (default 0.002)")
     parser.add_argument("--commit-interval-s", type=_seconds, default=0.5, help="seconds between commits (default 0.5)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -120,3 +120,34 @@ def test_offsets_must_be_started_in_order() -> None:
         t.start(TP, 11)
     assert t.complete(TP, 12) is False  # never started
     assert t.committable(TP) == 11
+
+
+def test_advance_is_start_then_complete_and_keeps_the_order_rule() -> None:
+    t: OffsetTracker = OffsetTracker()
+    t.assign(TP, 10)
+    t.advance(TP, 10)
+    t.advance(TP, 11)
+    assert t.committable(TP) == 12 and t.in_flight(TP) == 0
+    t.start(TP, 12)  # tracked work in flight: the commit stays below it
+    t.advance(TP, 13)
+    assert t.committable(TP) == 12
+    t.complete(TP, 12)
+    assert t.committable(TP) == 14
+    with pytest.raises(ValueError):
+        t.advance(TP, 13)  # already passed
+    t.advance(TP1, 5)  # an unknown partition starts at that offset
+    assert t.committable(TP1) == 6
+
+
+def test_a_batch_started_as_a_range_commits_all_of_it_or_nothing() -> None:
+    t: OffsetTracker = OffsetTracker()
+    t.assign(TP, 0)
+    t.start(TP, 0, last=9)  # one unit: offsets 0..9
+    assert t.committable(TP) == 0
+    t.start(TP, 10, last=14)
+    t.complete(TP, 10)
+    assert t.committable(TP) == 0  # the first batch still in flight
+    t.complete(TP, 0)
+    assert t.committable(TP) == 15
+    with pytest.raises(ValueError):
+        t.start(TP, 12)  # inside a range already taken

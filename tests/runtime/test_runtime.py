@@ -371,3 +371,53 @@ async def test_stop_returns_after_the_final_batch_was_inserted_and_committed() -
         # stop() waited for the source to close: the insert the flush started, then the commit
         assert len(controller.inserted) == 1 and sorted(controller.inserted[0]) == list(range(20))
         assert sum([await broker.committed("inserts", "rows", p) or 0 for p in range(3)]) == 20
+
+
+class EagerAsync(Controller):
+    """Async payload handlers: one that never suspends, one that does, one that fails before suspending."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, int]] = []
+
+    @event_pattern("quick")
+    async def quick(self, payload: dict) -> None:
+        self.log.append(("quick", payload["i"]))
+
+    @event_pattern("slow")
+    async def slow(self, payload: dict) -> None:
+        self.log.append(("slow-start", payload["i"]))
+        await asyncio.sleep(0.02)
+        if payload.get("fail"):
+            raise RuntimeError("failed after suspending")
+        self.log.append(("slow-end", payload["i"]))
+
+    @event_pattern("bad")
+    async def bad(self, payload: dict) -> None:
+        raise ValueError(f"refused {payload['i']}")
+
+
+async def test_async_payload_handlers_finish_before_the_next_record_whether_or_not_they_suspend() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["slow", "quick", "bad"], partitions=1)  # one order per topic
+        controller = EagerAsync()
+        service = Microservice(broker, [controller], name="eager")
+        await service.start()
+        for i in range(3):
+            await broker.emit("slow", {"i": i, "fail": i == 1})
+        for i in range(3):
+            await broker.emit("quick", {"i": i})
+            await broker.emit("bad", {"i": i})
+        await wait_for(lambda: service.handled.get("quick") == 3 and service.handled.get("slow") == 2)
+        await wait_for(lambda: service.dead_lettered == {"slow": 1, "bad": 3})
+        await service.stop()
+        slow = [entry for entry in controller.log if entry[0].startswith("slow")]
+        # concurrency 1: each record's handler ran to its end before the next one started
+        assert slow == [("slow-start", 0), ("slow-end", 0), ("slow-start", 1), ("slow-start", 2), ("slow-end", 2)]
+        assert [i for kind, i in controller.log if kind == "quick"] == [0, 1, 2]
+        reasons = sorted(headers_to_dict(r.headers)["dlt.reason"] for r in broker.records("bad.DLT"))
+        assert reasons == ["refused 0", "refused 1", "refused 2"]
+        assert [headers_to_dict(r.headers)["dlt.reason"] for r in broker.records("slow.DLT")] == [
+            "failed after suspending"
+        ]
+        for topic in ("slow", "quick", "bad"):  # every record handled (dead letters included) is committed
+            assert await broker.committed("eager", topic, 0) == 3

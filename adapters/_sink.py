@@ -162,15 +162,22 @@ class Sinks:
 
     Args:
         broker: what the sinks publish through.
+        factory: makes a broker's own kind of sink, ``(topic, key) -> BrokerSink`` (None: a ``BrokerSink``).
     """
 
-    def __init__(self, broker: Emitter) -> None:
+    def __init__(
+        self,
+        broker: Emitter,
+        factory: Callable[[str, Callable[[Any], str | bytes | None] | None], BrokerSink] | None = None,
+    ) -> None:
         self._broker = broker
+        self._factory = factory
         self._sinks: list[BrokerSink] = []
 
     def new(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
-        """A new :class:`BrokerSink` to ``topic``, remembered for :meth:`flush`."""
-        sink = BrokerSink(self._broker, topic, key=key)
+        """A new :class:`BrokerSink` to ``topic`` (made by ``factory(topic, key)`` when given), remembered
+        for :meth:`flush`."""
+        sink = self._factory(topic, key) if self._factory else BrokerSink(self._broker, topic, key=key)
         self._sinks.append(sink)
         return sink
 

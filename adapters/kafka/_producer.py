@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 from reactive_services.errors import PublishError
 
 from .._codec import encode_headers, encode_key, encode_value
-from .._message import HeadersIn, RecordMetadata, current_transaction
+from .._message import HeadersIn, Hold, RecordMetadata, current_transaction, hold, track
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import close_quietly
@@ -43,6 +43,92 @@ def _acknowledged(done: asyncio.Future[RecordMetadata], topic: str, delivery: as
         done.set_exception(error)
 
 
+def _failed_delivery(done: Any, error: BaseException) -> None:
+    """Tell the waiter of a queued record (a future, or an ``on_delivery`` callback) that it failed."""
+    if isinstance(done, asyncio.Future):
+        if not done.done():
+            done.set_exception(error)
+        return
+    failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    failed.set_exception(error)
+    done(failed)
+
+
+class KafkaSink(BrokerSink):
+    """The sink of :meth:`KafkaProducer.sink`: a :class:`BrokerSink` publishing through the producer's
+    queue without a future of its own per record (one callback on aiokafka's delivery future).
+
+    Each record's commit is held until its acknowledgement (the producer keeps the order); above
+    :attr:`BrokerSink.max_unacknowledged` publishes not acknowledged, a record is tracked instead
+    (backpressure). Under an exactly-once source it publishes through the transaction, as
+    :class:`BrokerSink` does. A value that does not encode raises ``TypeError`` from ``on_next``
+    (the source's stream ends with it).
+    """
+
+    def __init__(
+        self, producer: KafkaProducer, broker: Emitter, topic: str, key: Callable[[Any], str | bytes | None] | None
+    ) -> None:
+        super().__init__(broker, topic, key=key)
+        self._producer = producer
+        self._outstanding = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def on_next(self, value: Any) -> None:
+        if self._producer._transaction() is not None:
+            super().on_next(value)
+            return
+        key = self._key(value) if self._key else None
+        try:
+            data, kbytes = encode_value(value), encode_key(key)
+        except TypeError as exc:
+            self.errors.append(exc)
+            log.error("publish to %s failed: %s", self.topic, exc)
+            raise
+        held = hold()
+        gate: asyncio.Future[None] | None = None
+        self._outstanding += 1
+        self._idle.clear()
+        if self._outstanding > self.max_unacknowledged:  # backpressure: this one stays in flight
+            gate = asyncio.get_running_loop().create_future()
+            track(gate)
+        self._producer.enqueue(self.topic, data, kbytes, partial(self._delivered, held, gate))
+
+    def _delivered(self, held: Hold, gate: asyncio.Future[None] | None, delivery: asyncio.Future[Any]) -> None:
+        self._outstanding -= 1
+        if self._outstanding == 0:
+            self._idle.set()
+        if delivery.cancelled():
+            held.cancel()
+            if gate is not None:
+                gate.cancel()
+            return
+        exc = delivery.exception()
+        if exc is None:
+            self.sent += 1
+            held.release()
+            if gate is not None:
+                gate.set_result(None)
+            return
+        error = exc if isinstance(exc, PublishError) else PublishError(f"publishing to {self.topic!r} failed: {exc}")
+        if error is not exc:
+            error.__cause__ = exc
+        self.errors.append(error)
+        log.error("publish to %s failed: %s", self.topic, error)
+        held.fail(error)
+        if gate is not None:
+            gate.set_exception(error)
+
+    async def flush(self) -> None:
+        """Wait for every publish in flight (acknowledged or failed).
+
+        Raises:
+            Exception: the first publish failure (or upstream error) seen so far.
+        """
+        await self._idle.wait()
+        await super().flush()
+
+
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
@@ -60,7 +146,7 @@ class KafkaProducer:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._lock: asyncio.Lock | None = None
-        self._sinks = Sinks(emitter)
+        self._sinks = Sinks(emitter, lambda topic, key: KafkaSink(self, emitter, topic, key))
         self._queue: deque[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None, Any]] = deque()
         self._drainer: asyncio.Task[None] | None = None
 
@@ -204,27 +290,42 @@ class KafkaProducer:
             self._drainer = loop.create_task(self._drain())
         return done
 
+    def enqueue(
+        self,
+        topic: str,
+        data: bytes | None,
+        key: bytes | None,
+        on_delivery: Callable[[asyncio.Future[Any]], None],
+    ) -> None:
+        """Queue an encoded record for the task that hands records to aiokafka in order; call
+        ``on_delivery`` with aiokafka's delivery future (done: its result is aiokafka's
+        metadata, or it failed). What :class:`KafkaSink` publishes through: no future of our own."""
+        self._queue.append((topic, data, key, None, on_delivery))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
     async def _drain(self) -> None:
-        """Hand the queued records of :meth:`publish` to aiokafka, in order."""
+        """Hand the queued records of :meth:`publish` and :meth:`enqueue` to aiokafka, in order."""
         queue = self._queue
         try:
             producer = await self._ensure()
         except Exception as exc:  # noqa: BLE001 - every queued record fails with it
             while queue:
-                done = queue.popleft()[4]
-                if not done.done():
-                    done.set_exception(exc)
+                _failed_delivery(queue.popleft()[4], exc)
             return
         while queue:
             topic, data, kbytes, kheaders, done = queue.popleft()
-            if done.done():  # cancelled meanwhile
+            if isinstance(done, asyncio.Future) and done.done():  # cancelled meanwhile
                 continue
             try:
                 delivery = await producer.send(topic, data, key=kbytes, headers=kheaders)
             except KafkaError as exc:
-                done.set_exception(PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}"))
+                _failed_delivery(done, PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}"))
                 continue
-            delivery.add_done_callback(partial(_acknowledged, done, topic))
+            if isinstance(done, asyncio.Future):
+                delivery.add_done_callback(partial(_acknowledged, done, topic))
+            else:
+                delivery.add_done_callback(done)
 
     async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Publish many ``(key, value)`` records in order; see :meth:`KafkaBroker.emit_batch`."""

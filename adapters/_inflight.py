@@ -49,7 +49,7 @@ class InFlight:
         #: messages in flight now (read-only outside this class; ``len(window)`` too)
         self.count = 0
         self._tasks: dict[asyncio.Task[None], Any] = {}  # settle task (tracked work) -> its partition
-        self._held: dict[asyncio.Future[None], Any] = {}  # waiter (holds of a handled message) -> its partition
+        self._held: dict[_HeldWait, Any] = {}  # the holds of a handled message -> its partition
         self._keys: dict[tuple[Any, bytes], asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         #: Set when tracked work failed (then :attr:`error` holds the first failure).
@@ -154,42 +154,10 @@ class InFlight:
             self._complete(tp, offset, epoch)
 
     def _await_holds(self, msg: Message, tp: Hashable, epoch: int, offset: int) -> None:
-        """Complete ``offset`` once every hold on ``msg`` was released, in the order they were
-        taken (with callbacks: no task per held message); the first failed hold fails it, a
-        cancelled one (or :meth:`cancel`) leaves it uncommitted. A hold taken on ``msg`` while
-        waiting is waited for too."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # what drain() waits on
-        self._held[waiter] = tp
-        holds = msg._holds or []
-        index = 0
-
-        def finish() -> None:
-            self._held.pop(waiter, None)
-            if not waiter.done():
-                waiter.set_result(None)
-
-        def step(_: object = None) -> None:
-            nonlocal index
-            if waiter.done():  # cancelled by cancel(): the message stays uncommitted
-                return
-            while index < len(holds):
-                held = holds[index]
-                if not held.done():
-                    held.add_done_callback(step)
-                    return
-                index += 1
-                if held.cancelled():
-                    finish()
-                    return
-                error = held.exception()
-                if error is not None:
-                    finish()
-                    self._fail(error if isinstance(error, Exception) else RuntimeError(repr(error)), tp, offset)
-                    return
-            finish()
-            self._complete(tp, offset, epoch)
-
-        step()
+        """Complete ``offset`` once every hold on ``msg`` was released (see :class:`_HeldWait`)."""
+        wait = _HeldWait(self, msg, tp, epoch, offset)
+        self._held[wait] = tp
+        wait.step()
 
     def _fail(self, exc: Exception, tp: Hashable, offset: int) -> None:
         if self.error is None:
@@ -242,19 +210,23 @@ class InFlight:
         (call it after the operators holding them were told the stream ended).
         """
         wanted = None if partitions is None else set(partitions)
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
-            groups: list[dict[Any, Any]] = [self._tasks, self._held] if holds else [self._tasks]
-            tasks = [t for g in groups for t, tp in g.items() if not t.done() and (wanted is None or tp in wanted)]
-            if not tasks:
+            tasks = [t for t, tp in self._tasks.items() if not t.done() and (wanted is None or tp in wanted)]
+            held = holds and any(wanted is None or tp in wanted for tp in self._held.values())
+            if not tasks and not held:
                 return True
-            left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
                 return False
-            _done, pending = await asyncio.wait(tasks, timeout=left)
-            if pending:
-                return False
-            # a settle task may have started a hold task meanwhile: look again
+            if tasks:
+                _done, pending = await asyncio.wait(tasks, timeout=left)
+                if pending:
+                    return False
+            else:  # only holds left: woken by each completion (or failure)
+                await self.wait_changed(timeout=left if left is not None else 1.0)
+            # a settled task may have left holds to wait for: look again
 
     def forget(self, tp: Hashable) -> None:
         """Stop tracking ``tp`` (revoked): its unfinished messages will not be committed."""
@@ -266,8 +238,48 @@ class InFlight:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        for waiter in list(self._held):
-            waiter.cancel()
+        for wait in list(self._held):
+            wait.cancelled = True
         self._held.clear()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _HeldWait:
+    """Completes a handled message's offset once every hold on it was released, in the order they
+    were taken, with callbacks (no task, no future of its own); the first failed hold fails it,
+    a cancelled one (or :meth:`InFlight.cancel`) leaves it uncommitted. A hold taken on the
+    message while waiting is waited for too."""
+
+    __slots__ = ("cancelled", "epoch", "holds", "index", "offset", "tp", "window")
+
+    def __init__(self, window: InFlight, msg: Message, tp: Hashable, epoch: int, offset: int) -> None:
+        self.window = window
+        self.holds = msg._holds or []
+        self.tp = tp
+        self.epoch = epoch
+        self.offset = offset
+        self.index = 0
+        self.cancelled = False
+
+    def step(self, _: object = None) -> None:
+        if self.cancelled:
+            return
+        holds, window = self.holds, self.window
+        while self.index < len(holds):
+            held = holds[self.index]
+            if not held.done():
+                held.add_done_callback(self.step)
+                return
+            self.index += 1
+            if held.cancelled():
+                window._held.pop(self, None)
+                window._changed.set()
+                return
+            error = held.exception()
+            if error is not None:
+                window._held.pop(self, None)
+                window._fail(error if isinstance(error, Exception) else RuntimeError(repr(error)), self.tp, self.offset)
+                return
+        window._held.pop(self, None)
+        window._complete(self.tp, self.offset, self.epoch)

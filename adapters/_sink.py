@@ -107,7 +107,7 @@ class BrokerSink(_PublishingSink):
 
     #: Publishes of one sink not acknowledged yet above which a record stays in flight until its
     #: own acknowledgement (so the source stops delivering: the sink's backpressure, and its bound on memory).
-    max_unacknowledged = 10_000
+    max_unacknowledged = 1_000
 
     def __init__(self, broker: Emitter, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> None:
         super().__init__(broker, f"publish to {topic}")

@@ -60,8 +60,8 @@ class KafkaSink(BrokerSink):
 
     Each record's commit is held until its acknowledgement (the producer keeps the order); above
     :attr:`BrokerSink.max_unacknowledged` publishes not acknowledged, a record is tracked instead
-    (backpressure). Under an exactly-once source it publishes through the transaction, as
-    :class:`BrokerSink` does. A value that does not encode raises ``TypeError`` from ``on_next``
+    (backpressure). Under an exactly-once source it publishes through the source's transaction
+    (:meth:`KafkaTransaction.enqueue`). A value that does not encode raises ``TypeError`` from ``on_next``
     (the source's stream ends with it).
     """
 
@@ -75,9 +75,7 @@ class KafkaSink(BrokerSink):
         self._idle.set()
 
     def on_next(self, value: Any) -> None:
-        if self._producer._transaction() is not None:
-            super().on_next(value)
-            return
+        txn = self._producer._transaction()
         key = self._key(value) if self._key else None
         try:
             data, kbytes = encode_value(value), encode_key(key)
@@ -92,7 +90,11 @@ class KafkaSink(BrokerSink):
         if self._outstanding > self.max_unacknowledged:  # backpressure: this one stays in flight
             gate = asyncio.get_running_loop().create_future()
             track(gate)
-        self._producer.enqueue(self.topic, data, kbytes, partial(self._delivered, held, gate))
+        on_delivery = partial(self._delivered, held, gate)
+        if txn is not None:  # under an exactly-once source: in its transaction
+            txn.enqueue(self.topic, data, kbytes, on_delivery)
+        else:
+            self._producer.enqueue(self.topic, data, kbytes, on_delivery)
 
     def _delivered(self, held: Hold, gate: asyncio.Future[None] | None, delivery: asyncio.Future[Any]) -> None:
         self._outstanding -= 1

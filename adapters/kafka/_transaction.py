@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -70,6 +71,8 @@ class KafkaTransaction:
         self.committed = 0
         self.aborted = 0
         self._lock = asyncio.Lock()
+        self._queue: deque[tuple[str, bytes | None, bytes | None, Callable[[asyncio.Future[Any]], None]]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=settings.client_id,
@@ -123,6 +126,31 @@ class KafkaTransaction:
             raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
         return record_metadata(md)
 
+    def enqueue(
+        self, topic: str, data: bytes | None, key: bytes | None, on_delivery: Callable[[asyncio.Future[Any]], None]
+    ) -> None:
+        """Queue an encoded record for the transaction (one task hands the queue to aiokafka in
+        order, beginning the transaction first); ``on_delivery`` gets aiokafka's delivery future.
+        What a sink publishes through under an exactly-once source: no task per record."""
+        self._queue.append((topic, data, key, on_delivery))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            topic, data, key, on_delivery = queue.popleft()
+            try:
+                async with self._lock:
+                    await self._begin()
+                    delivery = await self._producer.send(topic, data, key=key)
+            except (KafkaError, TimeoutError) as exc:
+                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                failed.set_exception(PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}"))
+                on_delivery(failed)
+                continue
+            delivery.add_done_callback(on_delivery)
+
     async def _begin(self) -> None:
         if not self.open:
             await self._producer.begin_transaction()
@@ -162,5 +190,7 @@ class KafkaTransaction:
 
     async def stop(self) -> None:
         """Abort what is open, then stop the producer."""
+        if self._drainer is not None and not self._drainer.done():
+            self._drainer.cancel()
         await self.abort()
         await close_quietly(self._producer.stop())

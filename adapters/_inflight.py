@@ -51,7 +51,8 @@ class InFlight:
         self._tasks: dict[asyncio.Task[None], Any] = {}  # settle task (tracked work) -> its partition
         self._held: dict[_HeldWait, Any] = {}  # the holds of a handled message -> its partition
         self._keys: dict[tuple[Any, bytes], asyncio.Task[None]] = {}
-        self._changed = asyncio.Event()
+        self._changed = _Signal(self)
+        self._waiters: list[asyncio.Future[None]] = []
         #: Set when tracked work failed (then :attr:`error` holds the first failure).
         self.failed = asyncio.Event()
 
@@ -193,12 +194,18 @@ class InFlight:
         self._changed.set()
 
     async def wait_changed(self, timeout: float | None = None) -> None:
-        """Wait until a message settled (or failed), or ``timeout`` seconds passed."""
+        """Wait until a message settled (or failed), or ``timeout`` seconds passed (a future and a
+        timer: no task per wait)."""
         self._changed.clear()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def drain(
         self, partitions: Iterable[Hashable] | None = None, timeout: float | None = None, *, holds: bool = False
@@ -243,6 +250,30 @@ class InFlight:
         self._held.clear()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Signal:
+    """``set()`` wakes every :meth:`InFlight.wait_changed` waiting now (an Event without its waiter tasks)."""
+
+    __slots__ = ("_window",)
+
+    def __init__(self, window: InFlight) -> None:
+        self._window = window
+
+    def set(self) -> None:
+        waiters = self._window._waiters
+        if waiters:
+            self._window._waiters = []
+            for waiter in waiters:
+                _wake(waiter)
+
+    def clear(self) -> None:
+        pass
 
 
 class _HeldWait:

@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 import json
 import os
 import statistics
@@ -343,7 +344,8 @@ async def c_faststream(bootstrap: str, topic: str, n: int) -> float:
     return clock.rate
 
 
-async def c_quix(bootstrap: str, topic: str, n: int) -> float:
+def c_quix(bootstrap: str, topic: str, n: int) -> float:
+    """Quix Streams runs its own loop and signal handlers: in the main thread, not under asyncio."""
     from quixstreams import Application
 
     clock = Clock(n)
@@ -354,13 +356,14 @@ async def c_quix(bootstrap: str, topic: str, n: int) -> float:
     def on_value(value: dict[str, Any]) -> None:
         clock.start()
         if keep(work(value)):
-            clock.add()
-        if clock.count >= n:
-            app.stop()
+            clock.count += 1
+            if clock.count >= n and not clock.t1:
+                clock.t1 = time.perf_counter()
+                app.stop()
 
     sdf = app.dataframe(app.topic(topic, value_deserializer="json"))
     sdf.update(on_value)
-    await asyncio.get_running_loop().run_in_executor(None, app.run)
+    app.run()
     return clock.rate
 
 
@@ -453,7 +456,7 @@ async def t_transform_eos(bootstrap: str, topic: str, n: int) -> float:
     return await _transform(bootstrap, topic, n, "exactly_once")
 
 
-RUNNERS: dict[str, Callable[[str, str, int], Awaitable[float]]] = {
+RUNNERS: dict[str, Callable[[str, str, int], Awaitable[float] | float]] = {
     **{name: globals()[f"c_{name}"] for name in CONSUMERS},
     **{name: globals()[f"p_{name}"] for name in PRODUCERS},
     **{name: globals()[f"t_{name}"] for name in TRANSFORMS},
@@ -581,7 +584,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.contender:
         with contextlib.suppress(KeyboardInterrupt):
-            rate = asyncio.run(RUNNERS[args.contender](args.bootstrap, args.topic, args.records))
+            result = RUNNERS[args.contender](args.bootstrap, args.topic, args.records)
+            rate = asyncio.run(result) if inspect.isawaitable(result) else result  # type: ignore[arg-type]
             print(json.dumps({"rate": rate}), flush=True)
         return
     main_driver(args)

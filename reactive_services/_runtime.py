@@ -70,8 +70,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import types
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -340,10 +339,8 @@ class _Dispatch(ObserverBase[Message]):
 
     Subscribed straight to the broker source (no operator in between), with one ``on_next``
     made per topic for its handler (the only one when the service has one payload topic). An
-    ``async def`` handler's coroutine is started at once, inside ``on_next`` (as an eager task
-    would): when it finishes without suspending, the record is handled like one of a plain
-    handler (its offset advances, no task, no future); when it suspends, the rest runs as a task
-    tracked on the message, so the offset is committed after it.
+    ``async def`` handler runs as a task of its own, tracked on the message, so the offset is
+    committed after it (with ``concurrency=1`` it finishes before the next record is delivered).
     """
 
     def __init__(self, service: Microservice, handlers: dict[str, Callable[..., Any]]) -> None:
@@ -356,20 +353,14 @@ class _Dispatch(ObserverBase[Message]):
     def _route(self, topic: str, handler: Callable[..., Any]) -> Callable[[Message], None]:
         """The ``on_next`` of the messages of ``topic``."""
         wants_message = _arity(handler) >= 2
-        is_async = inspect.iscoroutinefunction(handler)
         handled, dead_letter, guard = self._handled, self._service._dead_letter, self._guard
 
         def on_next(message: Message) -> None:
             try:
                 result = handler(message.value, message) if wants_message else handler(message.value)
-                if is_async:
-                    try:
-                        suspended_on = result.send(None)
-                    except StopIteration:
-                        pass
-                    else:
-                        track(guard(_resume(result, suspended_on), message))
-                elif result is not None and inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
+                    # a task of its own (its own current_task and context: asyncio.timeout, TaskGroup
+                    # and context variables in the handler behave as in any task), tracked
                     track(guard(result, message))
             except Exception as exc:
                 dead_letter(message, exc)
@@ -417,29 +408,6 @@ class _Direct(ObserverBase[Message]):
 
     def on_completed(self) -> None:  # replaced per instance
         raise NotImplementedError
-
-
-@types.coroutine
-def _resume(coro: Any, suspended_on: Any) -> Generator[Any, Any, Any]:
-    """Go on with ``coro``, a coroutine started by hand (``coro.send(None)``) that suspended on
-    ``suspended_on`` (what it yielded to the event loop), inside the task that awaits this.
-
-    What ``yield from`` does for a coroutine not started yet; here the first step already ran
-    in ``on_next``, so each later step is forwarded by hand (values, exceptions, cancellation).
-    """
-    try:
-        while True:
-            try:
-                sent = yield suspended_on
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # noqa: BLE001 - thrown into the task: forward it
-                suspended_on = coro.throw(exc)
-            else:
-                suspended_on = coro.send(sent)
-    except StopIteration as done:
-        return done.value
 
 
 class _Done(ObserverBase[Any]):

@@ -68,6 +68,7 @@ class KafkaTransaction:
         self.transactional_id = transactional_id
         self.group_id = group_id
         self.open = False
+        self.stopped = False
         self.committed = 0
         self.aborted = 0
         self._lock = asyncio.Lock()
@@ -84,8 +85,9 @@ class KafkaTransaction:
         )
 
     def serves(self, bootstrap_servers: str) -> bool:
-        """True when records for the cluster at ``bootstrap_servers`` may go through this transaction."""
-        return bootstrap_servers == self.settings.bootstrap_servers
+        """True when records for the cluster at ``bootstrap_servers`` may go through this transaction
+        (not once it was stopped: a task the source left behind publishes outside it)."""
+        return not self.stopped and bootstrap_servers == self.settings.bootstrap_servers
 
     async def start(self) -> None:
         """Start the producer (``InitProducerId``: fences an earlier producer with the same id).
@@ -190,6 +192,7 @@ class KafkaTransaction:
 
     async def stop(self) -> None:
         """Abort what is open, then stop the producer."""
+        self.stopped = True
         if self._drainer is not None and not self._drainer.done():
             self._drainer.cancel()
         await self.abort()

@@ -7,8 +7,9 @@ the same Protocol as :class:`reactive_services.adapters.kafka.KafkaBroker`, and 
 What it models: records appended to partitions chosen from the key (same key, same
 partition, so per-key order holds); per-group committed offsets; group members sharing
 the partitions of their topics (range-style, reassigned whenever a member joins or leaves);
-commit only after the Observer handled a record; a maximum record size. What it does not
-model: replication, retention, transactions, wall-clock timeouts of members.
+commit only after the Observer handled a record; a maximum record size; retention by size
+and age; transactions of exactly-once sources (``read_committed`` reading). What it does not
+model: replication, wall-clock timeouts of members.
 Everything runs on the one asyncio event loop that called :meth:`InMemoryBroker.start`.
 
 This module is the facade (lifecycle, wiring); the parts are the cluster state and topic

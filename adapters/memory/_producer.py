@@ -37,6 +37,8 @@ class MemoryTransactions:
         self.current: Transaction | None = None
         self.committed = 0
         self.aborted = 0
+        #: the source ended: records published later (by a task it left behind) join no transaction
+        self.closed = False
 
     def writing(self, topic: str) -> Transaction:
         """The open transaction a record to ``topic`` joins (begun now if none is open)."""
@@ -123,7 +125,7 @@ class MemoryProducer:
         ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
         record = StoredRecord(key, value, headers, ts)
         txns = current_transaction.get()
-        if isinstance(txns, MemoryTransactions) and txns.cluster is self._cluster:
+        if isinstance(txns, MemoryTransactions) and txns.cluster is self._cluster and not txns.closed:
             record.txn = txns.writing(topic)  # visible to readers once that transaction commits
         offset = parts[partition].append(record, self._cluster.retention, int(time.time() * 1000))
         self._cluster.wake(topic)

@@ -194,6 +194,9 @@ class MemorySources:
                 run.txns.abort()
             raise
         finally:
+            if run.txns is not None:
+                run.txns.abort()  # nothing is left open (a graceful end committed it already)
+                run.txns.closed = True
             self._cluster.leave(run.group, run.member)
             run.closed()
         if not ended:

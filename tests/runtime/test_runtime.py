@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
@@ -421,3 +422,39 @@ async def test_async_payload_handlers_finish_before_the_next_record_whether_or_n
         ]
         for topic in ("slow", "quick", "bad"):  # every record handled (dead letters included) is committed
             assert await broker.committed("eager", topic, 0) == 3
+
+
+class TimesOut(Controller):
+    """An async handler whose own asyncio.timeout expires: it must cancel the handler, not the service."""
+
+    def __init__(self) -> None:
+        self.timed_out: list[int] = []
+        self.context_seen: list[object] = []
+
+    @event_pattern("slow.io")
+    async def handle(self, payload: dict) -> None:
+        self.context_seen.append(_REQUEST.get())
+        _REQUEST.set(payload["i"])  # must not leak into the next record's handler
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(0.2)
+        except TimeoutError:
+            self.timed_out.append(payload["i"])
+
+
+_REQUEST: contextvars.ContextVar[object] = contextvars.ContextVar("request", default=None)
+
+
+async def test_an_async_handler_runs_in_a_task_of_its_own() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["slow.io"], partitions=1)
+        controller = TimesOut()
+        service = Microservice(broker, [controller], name="own-task")
+        await service.start()
+        for i in range(3):
+            await broker.emit("slow.io", {"i": i})
+        await wait_for(lambda: len(controller.timed_out) == 3, timeout=10)
+        await service.stop()
+        assert controller.timed_out == [0, 1, 2] and service.errors == []
+        assert controller.context_seen == [None, None, None]
+        assert await broker.committed("own-task", "slow.io", 0) == 3

@@ -12,7 +12,7 @@ import pytest
 from reactive_services.adapters import Message
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, PublishError
-from reactive_services.testing import consume, wait_for
+from reactive_services.testing import collect, consume, wait_for
 
 
 async def test_concurrency_1_delivers_the_next_message_only_after_the_work_settled() -> None:
@@ -122,3 +122,28 @@ async def test_retention_by_age_deletes_records_older_than_the_limit() -> None:
 def test_bad_retention_is_a_configuration_error(option: str, value: float) -> None:
     with pytest.raises(ConfigError, match=option):
         InMemoryBroker(**{option: value})  # type: ignore[arg-type]
+
+
+async def test_a_record_published_after_an_exactly_once_source_ended_joins_no_transaction() -> None:
+    """A task the Observer left behind publishes after the source ended: the record is readable at once
+    (it must not open a transaction nobody commits, which would hold every reader of its partition)."""
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["in", "out"], partitions=1)
+        await broker.emit("in", {"i": 0})
+        stop = asyncio.Event()
+        late: list[asyncio.Future[Any]] = []
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            await broker.emit("out", {"late": True})
+
+        def on_next(m: Message) -> None:
+            late.append(asyncio.ensure_future(later()))  # not tracked
+            stop.set()
+
+        source = broker.source("in", group_id="g", stop=stop, processing_guarantee="exactly_once")
+        got = await collect(source, None, on_each=on_next)
+        assert got.completed
+        await late[0]
+        seen = await consume(broker, "out", 1, timeout=5)
+        assert [m.value for m in seen.items] == [{"late": True}]

@@ -48,9 +48,9 @@ class InFlight:
         self._on_settled = on_settled
         #: messages in flight now (read-only outside this class; ``len(window)`` too)
         self.count = 0
-        self._tasks: dict[asyncio.Task[None], Any] = {}  # settle task (tracked work) -> its partition
+        self._tasks: dict[_TrackedWait, Any] = {}  # the tracked work of a message in flight -> its partition
         self._held: dict[_HeldWait, Any] = {}  # the holds of a handled message -> its partition
-        self._keys: dict[tuple[Any, bytes], asyncio.Task[None]] = {}
+        self._keys: dict[tuple[Any, bytes], _TrackedWait] = {}
         self._changed = _Signal(self)
         self._waiters: list[asyncio.Future[None]] = []
         #: Set when tracked work failed (then :attr:`error` holds the first failure).
@@ -72,8 +72,8 @@ class InFlight:
         """True when an earlier message with ``key`` in ``tp`` has not settled yet."""
         if key is None or not self._keys:
             return False
-        task = self._keys.get((tp, key))
-        return task is not None and not task.done()
+        wait = self._keys.get((tp, key))
+        return wait is not None and not wait.done
 
     def skip(self, tp: Hashable, offset: int) -> None:
         """Count ``offset`` as handled without delivering it (e.g. dead-lettered)."""
@@ -127,22 +127,11 @@ class InFlight:
         if key is None:
             key = msg.key
         if msg._pending:
-            task = asyncio.get_running_loop().create_task(self._settle(msg, tp, epoch, offset))
-            self._tasks[task] = tp
+            wait = _TrackedWait(self, msg, tp, epoch, offset, key)
+            self._tasks[wait] = tp
             if key is not None:
-                self._keys[(tp, key)] = task
-            task.add_done_callback(lambda t: self._forget_task(t, tp, key))
-            return
-        self._delivered(msg, tp, epoch, offset)
-
-    async def _settle(self, msg: Message, tp: Hashable, epoch: int, offset: int) -> None:
-        try:
-            await msg.settled()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - ends the stream through self.error
-            self._free()
-            self._fail(exc, tp, offset)
+                self._keys[(tp, key)] = wait
+            wait.step()
             return
         self._delivered(msg, tp, epoch, offset)
 
@@ -179,13 +168,10 @@ class InFlight:
         if self._on_settled is not None:
             self._on_settled()
 
-    def _forget_task(self, task: asyncio.Task[None], tp: Hashable, key: bytes | None) -> None:
-        self._tasks.pop(task, None)
-        if key is not None and self._keys.get((tp, key)) is task:
-            del self._keys[(tp, key)]
-        if task.cancelled():
-            self.count -= 1
-            self._changed.set()
+    def _forget(self, wait: _TrackedWait) -> None:
+        self._tasks.pop(wait, None)
+        if wait.key is not None and self._keys.get((wait.tp, wait.key)) is wait:
+            del self._keys[(wait.tp, wait.key)]
 
     def abandon(self, tp: Hashable, offset: int) -> None:
         """A message begun but not handled (its ``on_next`` disposed the subscription or
@@ -220,20 +206,15 @@ class InFlight:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            tasks = [t for t, tp in self._tasks.items() if not t.done() and (wanted is None or tp in wanted)]
+            busy = any(wanted is None or tp in wanted for tp in self._tasks.values())
             held = holds and any(wanted is None or tp in wanted for tp in self._held.values())
-            if not tasks and not held:
+            if not busy and not held:
                 return True
             left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
                 return False
-            if tasks:
-                _done, pending = await asyncio.wait(tasks, timeout=left)
-                if pending:
-                    return False
-            else:  # only holds left: woken by each completion (or failure)
-                await self.wait_changed(timeout=left if left is not None else 1.0)
-            # a settled task may have left holds to wait for: look again
+            # woken by each settle, completion or failure (a settled message may leave holds to wait for)
+            await self.wait_changed(timeout=left if left is not None else 1.0)
 
     def forget(self, tp: Hashable) -> None:
         """Stop tracking ``tp`` (revoked): its unfinished messages will not be committed."""
@@ -242,14 +223,21 @@ class InFlight:
     async def cancel(self) -> None:
         """Cancel every settle task still running and wait for them to end; stop waiting for holds
         (the messages still held stay uncommitted)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
+        work: list[Any] = []
+        for tracked in list(self._tasks):
+            tracked.cancelled = True
+            self._forget(tracked)
+            self.count -= 1
+            for future in tracked.pending[tracked.index :]:
+                if isinstance(future, asyncio.Future):
+                    future.cancel()
+                    work.append(future)
         for wait in list(self._held):
             wait.cancelled = True
         self._held.clear()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        self._changed.set()
+        if work:
+            await asyncio.gather(*work, return_exceptions=True)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -274,6 +262,57 @@ class _Signal:
 
     def clear(self) -> None:
         pass
+
+
+class _TrackedWait:
+    """Frees a message's place in the window once the work tracked on it finished, in the order it
+    was tracked, with callbacks (no task of its own); then its holds are awaited
+    (:class:`_HeldWait`). Failed work fails it (the stream ends); cancelled work, or
+    :meth:`InFlight.cancel`, frees its place without completing it (it stays uncommitted). Work
+    tracked on the message while waiting is waited for too."""
+
+    __slots__ = ("cancelled", "done", "epoch", "index", "key", "msg", "offset", "pending", "tp", "window")
+
+    def __init__(
+        self, window: InFlight, msg: Message, tp: Hashable, epoch: int, offset: int, key: bytes | None
+    ) -> None:
+        self.window = window
+        self.msg = msg
+        self.pending: list[Any] = msg._pending or []
+        self.tp = tp
+        self.epoch = epoch
+        self.offset = offset
+        self.key = key
+        self.index = 0
+        self.done = False
+        self.cancelled = False
+
+    def step(self, _: object = None) -> None:
+        if self.cancelled or self.done:
+            return
+        pending, window = self.pending, self.window
+        while self.index < len(pending):
+            work = pending[self.index]
+            if not work.done():
+                work.add_done_callback(self.step)
+                return
+            self.index += 1
+            if work.cancelled():
+                self._end()
+                window._free()
+                return
+            error = work.exception()
+            if error is not None:
+                self._end()
+                window._free()
+                window._fail(error if isinstance(error, Exception) else RuntimeError(repr(error)), self.tp, self.offset)
+                return
+        self._end()
+        window._delivered(self.msg, self.tp, self.epoch, self.offset)
+
+    def _end(self) -> None:
+        self.done = True
+        self.window._forget(self)
 
 
 class _HeldWait:

@@ -395,7 +395,7 @@ class KafkaSources:
         poll_ms = max(1, int(s.poll_timeout_s * 1000))
         max_batch = s.max_batch
         interval = s.commit_interval_s
-        last_commit = time.monotonic()
+        last_commit = last_poll = time.monotonic()
         paused = False
         while not run.stopping():
             if window.error is not None:
@@ -418,14 +418,18 @@ class KafkaSources:
                 continue
             if backlog:
                 # Blocked on a full window (or a busy key): stop fetching, but keep calling
-                # getmany so that aiokafka does not count us idle (max_poll_interval_ms).
-                consumer.pause(*consumer.assignment())
+                # getmany (at least every poll_timeout_s) so that aiokafka does not count us idle
+                # (max_poll_interval_ms); a message settling wakes us to deliver on at once.
                 if not paused:
+                    consumer.pause(*consumer.assignment())
                     paused = True
                     stats.pauses += 1
-                stats.paused = frozenset(consumer.paused())
+                    stats.paused = frozenset(consumer.paused())
                 await window.wait_changed(timeout=s.poll_timeout_s)
+                if time.monotonic() - last_poll < s.poll_timeout_s:
+                    continue
                 batches = await consumer.getmany(timeout_ms=0, max_records=max_batch)
+                last_poll = time.monotonic()
             else:
                 if paused:
                     consumer.resume(*consumer.paused())
@@ -433,6 +437,7 @@ class KafkaSources:
                     stats.resumes += 1
                     stats.paused = frozenset(consumer.paused())
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_batch)
+                last_poll = time.monotonic()
                 failure = await self._signal_assigned(run, consumer)
                 if failure is not None:
                     return failure

@@ -172,6 +172,7 @@ class Child:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
+            limit=256 * 2**20,  # the latencies come back as one JSON line
         )
         return cls(proc)
 

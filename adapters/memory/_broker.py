@@ -155,7 +155,10 @@ class InMemoryBroker:
     def records(self, topic: str) -> list[Message]:
         """Every record of ``topic`` as Messages (value: the raw bytes), partition by partition.
 
-        A test helper: e.g. ``[m.value for m in broker.records("orders.DLT")]``.
+        A test helper: e.g. ``[m.value for m in broker.records("orders.DLT")]``. It shows the log as
+        it is stored, like a ``read_uncommitted`` reader: records of open and aborted transactions
+        (of exactly-once sources) included; read with a source to see what a ``read_committed``
+        consumer sees.
         """
         return self._cluster.records(topic)
 

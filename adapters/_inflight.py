@@ -182,7 +182,6 @@ class InFlight:
     async def wait_changed(self, timeout: float | None = None) -> None:
         """Wait until a message settled (or failed), or ``timeout`` seconds passed (a future and a
         timer: no task per wait)."""
-        self._changed.clear()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
@@ -259,9 +258,6 @@ class _Signal:
             self._window._waiters = []
             for waiter in waiters:
                 _wake(waiter)
-
-    def clear(self) -> None:
-        pass
 
 
 class _TrackedWait:

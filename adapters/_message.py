@@ -223,7 +223,7 @@ YIELD_AFTER_S = 0.002
 current_message: ContextVar[Message | None] = ContextVar("current_message", default=None)
 
 #: The transaction of the exactly-once source whose task is running (set for the whole task, so
-#: every task its Observer starts sees it too), or None: a broker's ``emit``, ``publish``,
+#: every task its Observer starts sees it too), or None: a broker's ``emit``,
 #: ``emit_batch``, sinks and dead letters send through it when it is one of that broker's.
 current_transaction: ContextVar[Any] = ContextVar("current_transaction", default=None)
 

@@ -5,28 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from reactivex.abc import ObserverBase
 
 from ._dead_letter import DeadLetter, publish_dead_letter
-from ._message import Hold, hold, track
+from ._message import track
 from ._protocol import Emitter
 
 __all__ = ["BrokerSink", "DeadLetterSink", "Sinks"]
 
 log = logging.getLogger("reactive_services.sink")
-
-
-def _settle(held: Hold, future: asyncio.Future[Any]) -> None:
-    """Release ``held`` when the publish ``future`` succeeded; fail it (ending the stream) when not."""
-    if future.cancelled():
-        held.cancel()
-    elif future.exception() is not None:
-        held.fail(future.exception())  # type: ignore[arg-type]
-    else:
-        held.release()
 
 
 class _PublishingSink(ObserverBase[Any]):
@@ -81,22 +70,18 @@ class _PublishingSink(ObserverBase[Any]):
 
 
 class BrokerSink(_PublishingSink):
-    """An Observer that publishes each ``on_next`` value to one topic through the broker.
+    """An Observer that publishes each ``on_next`` value to one topic through ``broker.emit``.
 
-    Publishing is asynchronous: ``on_next`` hands the record over and returns. When called while
-    a broker source is delivering a message, that message's offset is committed only after the
-    broker acknowledged the publish. With a broker that has ``publish`` (Kafka: the producer keeps
-    the records in order), the commit is held (:func:`~reactive_services.adapters.hold`) and the
-    source goes on delivering, so a pipeline ending in a sink streams at the producer's pace;
-    once more than :attr:`max_unacknowledged` publishes of the sink wait for their
-    acknowledgement, a record is :func:`~reactive_services.adapters.track`-ed instead, so the
-    source waits (backpressure). With a broker that has only ``emit`` (the in-memory broker),
-    each publish is tracked. A failed publish is logged at once, ends the source's stream like
-    failed work, and is raised by :meth:`flush` (and by the broker's ``stop``), so producer errors
-    are never silent.
+    Publishing is asynchronous: ``on_next`` schedules the publish and returns. When called while
+    a broker source is delivering a message, the publish is
+    :func:`~reactive_services.adapters.track`-ed, so that message's offset is committed only after
+    the broker acknowledged it. (The Kafka broker's sinks hold the commit instead and keep the
+    source delivering: ``reactive_services.adapters.kafka``'s ``KafkaSink``.) A failed publish is
+    logged at once, ends the source's stream like failed work, and is raised by :meth:`flush` (and
+    by the broker's ``stop``), so producer errors are never silent.
 
     Args:
-        broker: anything with an ``async emit(topic, value, key=...)`` (and optionally ``publish``).
+        broker: anything with an ``async emit(topic, value, key=...)``.
         topic: the destination topic.
         key: computes each record's key from its value (None: no key).
 
@@ -105,10 +90,6 @@ class BrokerSink(_PublishingSink):
         errors: publish failures so far, oldest first.
     """
 
-    #: Publishes of one sink not acknowledged yet above which a record stays in flight until its
-    #: own acknowledgement (so the source stops delivering: the sink's backpressure, and its bound on memory).
-    max_unacknowledged = 1_000
-
     def __init__(self, broker: Emitter, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> None:
         super().__init__(broker, f"publish to {topic}")
         self.topic = topic
@@ -116,19 +97,8 @@ class BrokerSink(_PublishingSink):
 
     def on_next(self, value: Any) -> None:
         key = self._key(value) if self._key else None
-        publish = getattr(self._broker, "publish", None)
-        if publish is None:
-            work: Awaitable[Any] = self._broker.emit(self.topic, value, key=key)
-            self._add(track(work))
-            return
-        # a future per record, handed to the producer in order by the broker
-        future: asyncio.Future[Any] = publish(self.topic, value, key=key)
-        self._add(future)
-        if len(self._pending) > self.max_unacknowledged:
-            track(future)  # backpressure: this record stays in flight until acknowledged
-        else:
-            held = hold()  # the commit waits for the acknowledgement; the source goes on delivering
-            future.add_done_callback(partial(_settle, held))
+        work: Awaitable[Any] = self._broker.emit(self.topic, value, key=key)
+        self._add(track(work))
 
 
 class DeadLetterSink(_PublishingSink):

@@ -649,18 +649,8 @@ class Microservice:
             if self._stop.is_set():
                 done.set()
                 return
-            self._open_sources += 1
-            self._sources_closed.clear()
-            source = self.broker.source(
-                topics,
-                group_id=group_id,
-                stop=self._stop,
-                concurrency=self.concurrency,
-                auto_offset_reset=auto_offset_reset,
-                decode=decode,
-                on_assigned=assigned,
-                on_closed=self._source_closed,
-                processing_guarantee=processing_guarantee,
+            source = self._open_source(
+                topics, group_id, auto_offset_reset, decode, processing_guarantee, on_assigned=assigned
             )
             if isinstance(source, BrokerSource):  # no wrapper: one call less per record
                 current[:] = [source.subscribe_observer(_Direct(observer.on_next, on_error, done.set))]
@@ -675,6 +665,30 @@ class Microservice:
         self._subscriptions.append(Disposable(dispose))
         self._done.append(done)
 
+    def _open_source(
+        self,
+        topics: list[str],
+        group_id: str,
+        auto_offset_reset: OffsetReset,
+        decode: Decoder,
+        processing_guarantee: ProcessingGuarantee,
+        on_assigned: Callable[[], None] | None = None,
+    ) -> Observable[Message]:
+        """One broker source of this service (counted open until its ``on_closed``: :meth:`stop` waits for it)."""
+        self._open_sources += 1
+        self._sources_closed.clear()
+        return self.broker.source(
+            topics,
+            group_id=group_id,
+            stop=self._stop,
+            concurrency=self.concurrency,
+            auto_offset_reset=auto_offset_reset,
+            decode=decode,
+            on_assigned=on_assigned,
+            on_closed=self._source_closed,
+            processing_guarantee=processing_guarantee,
+        )
+
     def _source(
         self,
         topics: list[str],
@@ -688,18 +702,7 @@ class Microservice:
         offsets, so the record that failed is delivered again (at-least-once)."""
 
         def subscribed(_scheduler: Any) -> Observable[Message]:
-            self._open_sources += 1
-            self._sources_closed.clear()
-            return self.broker.source(
-                topics,
-                group_id=group_id,
-                stop=self._stop,
-                concurrency=self.concurrency,
-                auto_offset_reset=auto_offset_reset,
-                decode=decode,
-                on_closed=self._source_closed,
-                processing_guarantee=self.processing_guarantee,
-            )
+            return self._open_source(topics, group_id, auto_offset_reset, decode, self.processing_guarantee)
 
         source: Observable[Message] = reactivex.defer(subscribed)
         if not self.source_retries:

@@ -314,21 +314,18 @@ class MeteredBroker:
         Raises:
             ConfigError: as ``broker.source`` (raised here, at the call).
         """
-
-        def make(assigned: Callable[[], None] | None) -> Observable[Any]:
-            return self.broker.source(
-                topics,
-                group_id=group_id,
-                decode=decode,
-                auto_offset_reset=auto_offset_reset,
-                stop=stop,
-                on_assigned=assigned,
-                concurrency=concurrency,
-                on_closed=on_closed,
-                processing_guarantee=processing_guarantee,
-            )
-
-        return self._metered(topics, group_id, on_assigned, make)
+        return self._metered(
+            self.broker.source,
+            topics,
+            group_id,
+            on_assigned,
+            decode=decode,
+            auto_offset_reset=auto_offset_reset,
+            stop=stop,
+            concurrency=concurrency,
+            on_closed=on_closed,
+            processing_guarantee=processing_guarantee,
+        )
 
     def source_batches(
         self,
@@ -348,30 +345,33 @@ class MeteredBroker:
         Raises:
             ConfigError: as ``broker.source_batches`` (raised here, at the call).
         """
-
-        def make(assigned: Callable[[], None] | None) -> Observable[Any]:
-            return self.broker.source_batches(
-                topics,
-                group_id=group_id,
-                decode=decode,
-                auto_offset_reset=auto_offset_reset,
-                stop=stop,
-                on_assigned=assigned,
-                concurrency=concurrency,
-                on_closed=on_closed,
-                processing_guarantee=processing_guarantee,
-            )
-
-        return self._metered(topics, group_id, on_assigned, make)
+        return self._metered(
+            self.broker.source_batches,
+            topics,
+            group_id,
+            on_assigned,
+            decode=decode,
+            auto_offset_reset=auto_offset_reset,
+            stop=stop,
+            concurrency=concurrency,
+            on_closed=on_closed,
+            processing_guarantee=processing_guarantee,
+        )
 
     def _metered(
         self,
+        open_source: Callable[..., Observable[Any]],
         topics: str | Sequence[str],
         group_id: str,
         on_assigned: Callable[[], None] | None,
-        make: Callable[[Callable[[], None] | None], Observable[Any]],
+        **options: Any,
     ) -> Observable[Any]:
+        """``open_source(topics, group_id=..., on_assigned=..., **options)`` (the wrapped broker's
+        ``source`` or ``source_batches``), counted, one wrapped source per subscription."""
         names = (topics,) if isinstance(topics, str) else tuple(topics)
+
+        def make(assigned: Callable[[], None] | None) -> Observable[Any]:
+            return open_source(topics, group_id=group_id, on_assigned=assigned, **options)
 
         make(on_assigned)  # validate now, as the wrapped broker does
 

@@ -241,21 +241,6 @@ class KafkaBroker:
         """
         return await self._producer.emit(topic, value, key=key, headers=headers, timestamp_ms=timestamp_ms)
 
-    def publish(
-        self, topic: str, value: Any, *, key: str | bytes | None = None, headers: HeadersIn | None = None
-    ) -> asyncio.Future[RecordMetadata]:
-        """Hand one record to the producer without waiting; returns the future of its acknowledgement.
-
-        What sinks publish through: records are handed to aiokafka in call order by one task, so
-        each costs a future, not a task (see :meth:`emit` for the encoding). Must be called on
-        the running event loop; the broker is started first if it was not.
-
-        Returns:
-            A future of the :class:`RecordMetadata`; it fails with :class:`PublishError`
-            (refused, or not acknowledged in time) or ``TypeError`` (a value that does not encode).
-        """
-        return self._producer.publish(topic, value, key=key, headers=headers)
-
     async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Publish many ``(key, value)`` records, in order, and wait until all are acknowledged.
 
@@ -269,9 +254,12 @@ class KafkaBroker:
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
         """An Observer that publishes each ``on_next`` value to ``topic``: a :class:`BrokerSink`.
 
-        Each publish is tracked on the source message being delivered, if any, so that
-        message is committed only after the publish was acknowledged; failures are
-        logged and raised by ``sink.flush()`` and :meth:`stop`.
+        Each publish holds the commit of the source message being delivered, if any, so that
+        message is committed only after the publish was acknowledged, while the source goes on
+        delivering (past ``max_unacknowledged`` publishes waiting, a record is tracked instead:
+        backpressure); failures end that source's stream, are logged and raised by
+        ``sink.flush()`` and :meth:`stop`. Under an exactly-once source the records go into its
+        transaction.
 
         Args:
             topic: the topic to publish to.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -20,38 +19,11 @@ from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import close_quietly
 from ._codec import KafkaSettings, record_metadata, unavailable
-from ._transaction import KafkaTransaction
+from ._transaction import KafkaTransaction, SendQueue
 
 __all__ = ["KafkaProducer"]
 
 log = logging.getLogger("reactive_services.adapters.kafka")
-
-
-def _acknowledged(done: asyncio.Future[RecordMetadata], topic: str, delivery: asyncio.Future[Any]) -> None:
-    """Settle ``done`` (a :meth:`KafkaProducer.publish`) from aiokafka's delivery future."""
-    if done.done():
-        return
-    if delivery.cancelled():
-        done.cancel()
-        return
-    exc = delivery.exception()
-    if exc is None:
-        done.set_result(record_metadata(delivery.result()))
-    else:
-        error = PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}")
-        error.__cause__ = exc
-        done.set_exception(error)
-
-
-def _failed_delivery(done: Any, error: BaseException) -> None:
-    """Tell the waiter of a queued record (a future, or an ``on_delivery`` callback) that it failed."""
-    if isinstance(done, asyncio.Future):
-        if not done.done():
-            done.set_exception(error)
-        return
-    failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    failed.set_exception(error)
-    done(failed)
 
 
 class KafkaSink(BrokerSink):
@@ -59,11 +31,15 @@ class KafkaSink(BrokerSink):
     queue without a future of its own per record (one callback on aiokafka's delivery future).
 
     Each record's commit is held until its acknowledgement (the producer keeps the order); above
-    :attr:`BrokerSink.max_unacknowledged` publishes not acknowledged, a record is tracked instead
+    :attr:`max_unacknowledged` publishes not acknowledged, a record is tracked instead
     (backpressure). Under an exactly-once source it publishes through the source's transaction
     (:meth:`KafkaTransaction.enqueue`). A value that does not encode raises ``TypeError`` from ``on_next``
     (the source's stream ends with it).
     """
+
+    #: Publishes of one sink not acknowledged yet above which a record stays in flight until its
+    #: own acknowledgement (so the source stops delivering: the sink's backpressure, and its bound on memory).
+    max_unacknowledged = 1_000
 
     def __init__(
         self, producer: KafkaProducer, broker: Emitter, topic: str, key: Callable[[Any], str | bytes | None] | None
@@ -149,8 +125,7 @@ class KafkaProducer:
         self._producer: AIOKafkaProducer | None = None
         self._lock: asyncio.Lock | None = None
         self._sinks = Sinks(emitter, lambda topic, key: KafkaSink(self, emitter, topic, key))
-        self._queue: deque[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None, Any]] = deque()
-        self._drainer: asyncio.Task[None] | None = None
+        self._sends = SendQueue(self._send)
 
     @property
     def started(self) -> bool:
@@ -214,13 +189,9 @@ class KafkaProducer:
 
     async def stop(self) -> None:
         """Flush and stop the producer; give up flushing after ``request_timeout_s`` seconds."""
-        drainer = self._drainer
-        if drainer is not None and not drainer.done():  # hand what publish() queued to aiokafka first
-            try:
-                async with asyncio.timeout(self._settings.request_timeout_s):
-                    await asyncio.shield(drainer)
-            except TimeoutError:
-                log.warning("records queued by publish() not handed to the producer within the timeout")
+        # hand what the sinks queued to aiokafka first
+        if not await self._sends.handed_over(self._settings.request_timeout_s):
+            log.warning("records queued by sinks not handed to the producer within the timeout")
         producer, self._producer = self._producer, None
         if producer is None:
             return
@@ -262,36 +233,6 @@ class KafkaProducer:
             raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
         return record_metadata(md)
 
-    def publish(
-        self, topic: str, value: Any, *, key: str | bytes | None = None, headers: HeadersIn | None = None
-    ) -> asyncio.Future[RecordMetadata]:
-        """Hand one record to the producer without waiting; returns its acknowledgement.
-
-        The record is encoded now and queued; one task per producer hands the queue to
-        aiokafka in order (``send``, which waits only when aiokafka's buffer is full: the
-        backpressure). So a sink publishing many records costs a future each, not a task
-        each. Must be called on the running event loop.
-
-        Returns:
-            A future of the :class:`RecordMetadata`; it fails with :class:`PublishError` when
-            the record is refused or not acknowledged (aiokafka's ``request_timeout_ms``), or
-            with ``TypeError`` when ``value``, ``key`` or ``headers`` cannot be encoded.
-        """
-        txn = self._transaction()
-        if txn is not None:
-            return asyncio.ensure_future(txn.emit(topic, value, key=key, headers=headers))
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[RecordMetadata] = loop.create_future()
-        try:
-            item = (topic, encode_value(value), encode_key(key), list(encode_headers(headers)) or None, done)
-        except TypeError as exc:
-            done.set_exception(exc)
-            return done
-        self._queue.append(item)
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain())
-        return done
-
     def enqueue(
         self,
         topic: str,
@@ -299,35 +240,13 @@ class KafkaProducer:
         key: bytes | None,
         on_delivery: Callable[[asyncio.Future[Any]], None],
     ) -> None:
-        """Queue an encoded record for the task that hands records to aiokafka in order; call
-        ``on_delivery`` with aiokafka's delivery future (done: its result is aiokafka's
-        metadata, or it failed). What :class:`KafkaSink` publishes through: no future of our own."""
-        self._queue.append((topic, data, key, None, on_delivery))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        """Queue an encoded record, handed to aiokafka in order (see :class:`SendQueue`); what
+        :class:`KafkaSink` publishes through."""
+        self._sends.put(topic, data, key, on_delivery)
 
-    async def _drain(self) -> None:
-        """Hand the queued records of :meth:`publish` and :meth:`enqueue` to aiokafka, in order."""
-        queue = self._queue
-        try:
-            producer = await self._ensure()
-        except Exception as exc:  # noqa: BLE001 - every queued record fails with it
-            while queue:
-                _failed_delivery(queue.popleft()[4], exc)
-            return
-        while queue:
-            topic, data, kbytes, kheaders, done = queue.popleft()
-            if isinstance(done, asyncio.Future) and done.done():  # cancelled meanwhile
-                continue
-            try:
-                delivery = await producer.send(topic, data, key=kbytes, headers=kheaders)
-            except KafkaError as exc:
-                _failed_delivery(done, PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}"))
-                continue
-            if isinstance(done, asyncio.Future):
-                delivery.add_done_callback(partial(_acknowledged, done, topic))
-            else:
-                delivery.add_done_callback(done)
+    async def _send(self, topic: str, data: bytes | None, key: bytes | None) -> asyncio.Future[Any]:
+        producer = await self._ensure()
+        return await producer.send(topic, data, key=key)  # type: ignore[no-any-return]
 
     async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Publish many ``(key, value)`` records in order; see :meth:`KafkaBroker.emit_batch`."""

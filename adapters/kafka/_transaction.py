@@ -3,7 +3,7 @@
 A source subscribed with ``processing_guarantee="exactly_once"`` runs, besides its consumer
 (``isolation_level="read_committed"``), a :class:`KafkaTransaction`: an ``AIOKafkaProducer``
 with a ``transactional_id``. While the source delivers, :data:`current_transaction` is set in
-its task (and so in every task its Observer starts), and the broker's ``emit``, ``publish``,
+its task (and so in every task its Observer starts), and the broker's ``emit``,
 ``emit_batch``, sinks and dead letters send through the transaction instead of the shared
 idempotent producer. At each commit point the source waits for the work in flight, adds the
 offsets it handled to the transaction (``send_offsets_to_transaction``) and commits it: the
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -34,13 +34,76 @@ from .._message import HeadersIn, RecordMetadata
 from ._admin import close_quietly
 from ._codec import KafkaSettings, record_metadata, unavailable
 
-__all__ = ["TRANSACTION_TIMEOUT_MS", "KafkaTransaction", "default_transactional_id"]
+__all__ = ["TRANSACTION_TIMEOUT_MS", "KafkaTransaction", "SendQueue", "default_transactional_id"]
 
 log = logging.getLogger("reactive_services.adapters.kafka")
 
 #: How long the coordinator lets a transaction stay open (ms) before aborting it: bounds how long
 #: ``read_committed`` readers wait after an instance died and was not restarted.
 TRANSACTION_TIMEOUT_MS = 15_000
+
+
+class SendQueue:
+    """Encoded records handed to aiokafka in order by one task, each with a callback on its delivery.
+
+    What the sinks publish through (the broker's producer, or an exactly-once source's
+    transaction): ``send`` waits only when aiokafka's buffer is full (the backpressure), and a
+    record costs a queue entry and one callback on aiokafka's delivery future, no future or task
+    of its own.
+
+    Args:
+        send: ``(topic, value bytes, key bytes) -> aiokafka's delivery future`` (a coroutine).
+    """
+
+    def __init__(self, send: Callable[[str, bytes | None, bytes | None], Awaitable[asyncio.Future[Any]]]) -> None:
+        self._send = send
+        self._queue: deque[tuple[str, bytes | None, bytes | None, Callable[[asyncio.Future[Any]], None]]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+
+    def put(
+        self, topic: str, data: bytes | None, key: bytes | None, on_delivery: Callable[[asyncio.Future[Any]], None]
+    ) -> None:
+        """Queue a record; ``on_delivery`` is called with its delivery future once done (a failure
+        to send it is a failed future too: :class:`PublishError`, or what ``send`` raised)."""
+        self._queue.append((topic, data, key, on_delivery))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            topic, data, key, on_delivery = queue.popleft()
+            try:
+                delivery = await self._send(topic, data, key)
+            except (KafkaError, TimeoutError) as exc:
+                error: Exception = PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+            except Exception as exc:  # noqa: BLE001 - e.g. the producer cannot start: the record fails with it
+                error = exc
+            else:
+                delivery.add_done_callback(on_delivery)
+                continue
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            on_delivery(failed)
+
+    async def handed_over(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s`` seconds) until every queued record was handed to aiokafka."""
+        drainer = self._drainer
+        if drainer is None or drainer.done():
+            return True
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(drainer)
+        except TimeoutError:
+            return False
+        return True
+
+    def cancel(self) -> None:
+        """Stop handing records over (what is still queued is dropped)."""
+        if self._drainer is not None and not self._drainer.done():
+            self._drainer.cancel()
+        self._queue.clear()
 
 
 def default_transactional_id(group_id: str, topics: tuple[str, ...]) -> str:
@@ -72,8 +135,7 @@ class KafkaTransaction:
         self.committed = 0
         self.aborted = 0
         self._lock = asyncio.Lock()
-        self._queue: deque[tuple[str, bytes | None, bytes | None, Callable[[asyncio.Future[Any]], None]]] = deque()
-        self._drainer: asyncio.Task[None] | None = None
+        self._sends = SendQueue(self._send)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=settings.client_id,
@@ -131,27 +193,14 @@ class KafkaTransaction:
     def enqueue(
         self, topic: str, data: bytes | None, key: bytes | None, on_delivery: Callable[[asyncio.Future[Any]], None]
     ) -> None:
-        """Queue an encoded record for the transaction (one task hands the queue to aiokafka in
-        order, beginning the transaction first); ``on_delivery`` gets aiokafka's delivery future.
-        What a sink publishes through under an exactly-once source: no task per record."""
-        self._queue.append((topic, data, key, on_delivery))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        """Queue an encoded record for the transaction (beginning it first, see :class:`SendQueue`):
+        what a sink publishes through under an exactly-once source, no task per record."""
+        self._sends.put(topic, data, key, on_delivery)
 
-    async def _drain(self) -> None:
-        queue = self._queue
-        while queue:
-            topic, data, key, on_delivery = queue.popleft()
-            try:
-                async with self._lock:
-                    await self._begin()
-                    delivery = await self._producer.send(topic, data, key=key)
-            except (KafkaError, TimeoutError) as exc:
-                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                failed.set_exception(PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}"))
-                on_delivery(failed)
-                continue
-            delivery.add_done_callback(on_delivery)
+    async def _send(self, topic: str, data: bytes | None, key: bytes | None) -> asyncio.Future[Any]:
+        async with self._lock:
+            await self._begin()
+            return await self._producer.send(topic, data, key=key)  # type: ignore[no-any-return]
 
     async def _begin(self) -> None:
         if not self.open:
@@ -193,7 +242,6 @@ class KafkaTransaction:
     async def stop(self) -> None:
         """Abort what is open, then stop the producer."""
         self.stopped = True
-        if self._drainer is not None and not self._drainer.done():
-            self._drainer.cancel()
+        self._sends.cancel()
         await self.abort()
         await close_quietly(self._producer.stop())

@@ -13,8 +13,9 @@ NestJS                                        reactive-services
 An event pattern is a topic name. A handler is either
 
 * a **payload handler** ``(self, payload)`` or ``(self, payload, message)``, plain or ``async def``:
-  it runs once per record; an ``async`` one is awaited before the next record and before the
-  offset is committed. If it raises, the record goes to ``<topic>.DLT`` with the reason in its
+  it runs once per record; an ``async`` one is awaited before the next record's handler and
+  before the offset is committed (with ``concurrency=1``, by the service's handler task while
+  the source goes on queuing records; see :class:`_Sequential`). If it raises, the record goes to ``<topic>.DLT`` with the reason in its
   headers and the stream goes on. A record that is not JSON goes there too, before any handler.
 * a **pipeline handler** (``@event_pattern("logs", pipeline=True)``) ``(self, messages)``: it gets
   the ``Observable[Message]`` of the topic and returns an Observable built with operators
@@ -70,6 +71,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -86,12 +88,14 @@ from reactive_services.adapters import (
     DeadLetterSink,
     Decoder,
     HeadersIn,
+    Hold,
     Message,
     OffsetReset,
     ProcessingGuarantee,
     RecordMetadata,
     check_auto_offset_reset,
     check_processing_guarantee,
+    current_message,
     track,
 )
 from reactive_services.operators import backoff_delay, retry_with_backoff
@@ -338,14 +342,23 @@ class _Dispatch(ObserverBase[Message]):
     """Runs payload handlers for each message; failures are dead-lettered.
 
     Subscribed straight to the broker source (no operator in between), with one ``on_next``
-    made per topic for its handler (the only one when the service has one payload topic). An
-    ``async def`` handler runs as a task of its own, tracked on the message, so the offset is
-    committed after it (with ``concurrency=1`` it finishes before the next record is delivered).
+    made per topic for its handler (the only one when the service has one payload topic).
+
+    An ``async def`` handler, with ``concurrency=1`` and at-least-once, is awaited by the
+    service's handler task (:class:`_Sequential`), one record after another, as
+    ``async for record in consumer: await handler(record)`` would: the record's offset is held
+    (:meth:`Message.hold`) until its handler and the work it tracked finished. Otherwise (a
+    higher ``concurrency``, or exactly-once, whose commit point must see the work finished)
+    each call runs as a task of its own, tracked on the message.
     """
 
     def __init__(self, service: Microservice, handlers: dict[str, Callable[..., Any]]) -> None:
         self._service = service
         self._handled = service.handled
+        self.sequential: _Sequential | None = None
+        inline = service.concurrency == 1 and service.processing_guarantee == "at_least_once"
+        if inline and any(_is_async(handler) for handler in handlers.values()):
+            self.sequential = _Sequential(service)
         self._routes = {topic: self._route(topic, handler) for topic, handler in handlers.items()}
         if len(self._routes) == 1:
             self.on_next = next(iter(self._routes.values()))  # type: ignore[method-assign,assignment]
@@ -354,6 +367,19 @@ class _Dispatch(ObserverBase[Message]):
         """The ``on_next`` of the messages of ``topic``."""
         wants_message = _arity(handler) >= 2
         handled, dead_letter, guard = self._handled, self._service._dead_letter, self._guard
+        sequential = self.sequential
+        if sequential is not None and _is_async(handler):
+            call: Callable[[Message], Awaitable[Any]] = (
+                (lambda message: handler(message.value, message))
+                if wants_message
+                else (lambda message: handler(message.value))
+            )
+            submit = sequential.submit
+
+            def on_next_async(message: Message) -> None:
+                submit(call, message, topic)
+
+            return on_next_async
 
         def on_next(message: Message) -> None:
             try:
@@ -361,7 +387,8 @@ class _Dispatch(ObserverBase[Message]):
                 if result is not None and inspect.isawaitable(result):
                     # a task of its own (its own current_task and context: asyncio.timeout, TaskGroup
                     # and context variables in the handler behave as in any task), tracked
-                    track(guard(result, message))
+                    track(guard(result, message, topic))
+                    return
             except Exception as exc:
                 dead_letter(message, exc)
                 return
@@ -372,18 +399,182 @@ class _Dispatch(ObserverBase[Message]):
     def on_next(self, message: Message) -> None:
         self._routes[message.topic](message)
 
-    async def _guard(self, work: Awaitable[Any], message: Message) -> None:
+    async def _guard(self, work: Awaitable[Any], message: Message, topic: str) -> None:
         try:
             await work
         except Exception as exc:
-            self._handled[message.topic] -= 1
             self._service._dead_letter(message, exc)
+        else:
+            self._handled[topic] = self._handled.get(topic, 0) + 1
 
     def on_error(self, error: Exception) -> None:
         self._service._failed(error)
 
     def on_completed(self) -> None:
         pass
+
+
+class _Sequential:
+    """The handler task of a service's ``async def`` payload handlers (``concurrency=1``,
+    at-least-once): awaits them one record after another, in delivery order.
+
+    :meth:`submit` (the source's ``on_next``) queues the record; the task awaits its handler
+    with :data:`current_message` set to it (so ``track`` and ``hold`` in the handler apply to
+    it), then the work the handler tracked. The source does not wait for each handler, so a
+    handler that does not suspend costs about what a synchronous one does. At most ``limit``
+    records wait in the queue: past that the source waits (the record that filled it tracks the
+    queue's drain to half).
+
+    Commits: the records queued while the task was busy form a *segment* (:class:`_Segment`,
+    at most ``limit`` records). The first record of each partition in a segment is held
+    (:meth:`Message.hold`), which keeps that partition's committed offset below it; the holds
+    are released once every record of the segment was handled (and every hold its handlers
+    took was released), so an offset is committed only after its handler finished. A handler
+    that raises sends its record to the dead-letter topic (handled); tracked work that fails
+    fails the segment's holds: the source ends with that error and the segment is read again
+    (at-least-once).
+
+    Semantics of running in one task: ``asyncio.timeout``, ``TaskGroup`` and cancellation
+    scopes in a handler work as in any task; a context variable a handler sets stays set for the
+    next records' handlers (reset it with its token; ``concurrency`` > 1 runs each handler in a
+    task, and a context, of its own).
+    """
+
+    __slots__ = ("_dead_letter", "_handled", "_open", "_queue", "_space", "_task", "_wake", "limit", "name")
+
+    def __init__(self, service: Microservice, limit: int = 500) -> None:
+        self.name = service.name
+        self.limit = limit
+        self._handled = service.handled
+        self._dead_letter = service._dead_letter
+        self._queue: deque[tuple[Callable[[Message], Awaitable[Any]], Message, str, _Segment]] = deque()
+        self._open: _Segment | None = None  # the segment records are added to
+        self._wake: asyncio.Future[None] | None = None
+        self._space: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, call: Callable[[Message], Awaitable[Any]], message: Message, topic: str) -> None:
+        segment = self._open
+        if segment is None or segment.closed or segment.size >= self.limit:
+            segment = self._open = _Segment()
+        tp = (message.topic, message.partition)
+        if tp not in segment.holds:
+            segment.holds[tp] = message.hold()
+        segment.size += 1
+        segment.left += 1
+        queue = self._queue
+        queue.append((call, message, topic, segment))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.name}: handlers")
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+        if len(queue) >= self.limit:  # backpressure: the source waits until half the queue is handled
+            if self._space is None:
+                self._space = asyncio.get_running_loop().create_future()
+            message.track(self._space)
+
+    async def _run(self) -> None:
+        queue, handled, loop = self._queue, self._handled, asyncio.get_running_loop()
+        while True:
+            while queue:
+                call, message, topic, segment = queue.popleft()
+                segment.closed = True  # records submitted from now on start the next segment
+                space = self._space
+                if space is not None and len(queue) <= self.limit // 2:
+                    self._space = None
+                    if not space.done():
+                        space.set_result(None)
+                holds = message._holds
+                before = 0 if holds is None else len(holds)
+                token = current_message.set(message)
+                try:
+                    await call(message)
+                except Exception as exc:
+                    self._dead_letter(message, exc)
+                else:
+                    handled[topic] = handled.get(topic, 0) + 1
+                finally:
+                    current_message.reset(token)
+                if message._pending:  # work the handler tracked
+                    try:
+                        await message.settled()
+                    except Exception as exc:
+                        segment.fail(exc)
+                        continue
+                holds = message._holds
+                if holds is not None and len(holds) > before:  # holds the handler took
+                    for taken in holds[before:]:
+                        segment.left += 1
+                        taken.add_done_callback(segment.released)
+                segment.finished()
+            self._wake = wake = loop.create_future()
+            await wake
+
+    async def stop(self) -> None:
+        """Cancel the task; the records still queued stay uncommitted (their segments' holds are cancelled)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        while self._queue:
+            _, _, _, segment = self._queue.popleft()
+            segment.cancel()
+        self._open = None
+        space, self._space = self._space, None
+        if space is not None and not space.done():
+            space.cancel()
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for their handler (the one running included)."""
+        return len(self._queue)
+
+
+class _Segment:
+    """Records queued for :class:`_Sequential` together, and the holds (one per partition, on the
+    first record of it) that keep their offsets uncommitted until all of them were handled."""
+
+    __slots__ = ("closed", "holds", "left", "size")
+
+    def __init__(self) -> None:
+        self.holds: dict[tuple[str, int], Hold] = {}
+        self.size = 0  # records added
+        self.left = 0  # records (and holds their handlers took) not finished yet
+        self.closed = False  # no record is added any more (the task started on it)
+
+    def finished(self) -> None:
+        self.left -= 1
+        if self.left == 0 and self.closed:
+            for held in self.holds.values():
+                held.release()
+
+    def released(self, taken: asyncio.Future[None]) -> None:
+        """A hold a handler took was settled: failed or cancelled, so is the segment."""
+        if taken.cancelled():
+            self.cancel()
+        elif taken.exception() is not None:
+            self.fail(taken.exception())  # type: ignore[arg-type]
+        else:
+            self.finished()
+
+    def fail(self, error: BaseException) -> None:
+        self.left = -1  # never released
+        for held in self.holds.values():
+            held.fail(error)
+
+    def cancel(self) -> None:
+        self.left = -1
+        for held in self.holds.values():
+            held.cancel()
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    """``async def`` functions and methods, and objects whose ``__call__`` is one."""
+    call = type(handler).__call__ if not inspect.isroutine(handler) else None
+    return inspect.iscoroutinefunction(handler) or (call is not None and inspect.iscoroutinefunction(call))
 
 
 class _Direct(ObserverBase[Message]):
@@ -551,7 +742,14 @@ class Microservice:
         self._responder = Responder(broker, self._requests, self._failed, name=name)
         self.replied = self._responder.replied
         self.error_replies = self._responder.error_replies
+        self._sequential: _Sequential | None = None
         self.started = False
+
+    @property
+    def queued(self) -> int:
+        """Records delivered to the ``async def`` payload handlers (``concurrency=1``) and waiting
+        for their turn (at most 500: then the source waits; see the guarantees page)."""
+        return 0 if self._sequential is None else self._sequential.queued
 
     @property
     def patterns(self) -> list[str]:
@@ -585,10 +783,12 @@ class Microservice:
         await self.broker.create_topics(self.patterns)
         self._stop = asyncio.Event()
         if self._payload:
+            dispatch = _Dispatch(self, self._payload)
+            self._sequential = dispatch.sequential
             self._supervise(
                 list(self._payload),
                 self.group_id,
-                _Dispatch(self, self._payload),
+                dispatch,
                 self.auto_offset_reset,
                 processing_guarantee=self.processing_guarantee,
             )
@@ -752,6 +952,9 @@ class Microservice:
         for sub in self._subscriptions:
             sub.dispose()
         self._subscriptions.clear()
+        if self._sequential is not None:
+            await self._sequential.stop()
+            self._sequential = None
         self._done.clear()
         self.started = False
         try:

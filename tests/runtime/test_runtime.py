@@ -10,7 +10,7 @@ import pytest
 import reactivex.operators as ops
 
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, start_all_microservices
-from reactive_services.adapters import headers_to_dict, track
+from reactive_services.adapters import headers_to_dict, hold, track
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, PublishError
 from reactive_services.operators import batch
@@ -434,7 +434,7 @@ class TimesOut(Controller):
     @event_pattern("slow.io")
     async def handle(self, payload: dict) -> None:
         self.context_seen.append(_REQUEST.get())
-        _REQUEST.set(payload["i"])  # must not leak into the next record's handler
+        _REQUEST.set(payload["i"])  # seen by the next handler only when they share a task
         try:
             async with asyncio.timeout(0.01):
                 await asyncio.sleep(0.2)
@@ -445,7 +445,10 @@ class TimesOut(Controller):
 _REQUEST: contextvars.ContextVar[object] = contextvars.ContextVar("request", default=None)
 
 
-async def test_an_async_handler_runs_in_a_task_of_its_own() -> None:
+async def test_async_handlers_run_in_the_service_handler_task_one_after_another() -> None:
+    """concurrency=1: the handlers are awaited by one task (as ``async for``/``await`` would): an
+    asyncio.timeout in a handler cancels the handler, not the service; a context variable a
+    handler sets is seen by the next record's handler (documented)."""
     async with InMemoryBroker() as broker:
         await broker.create_topics(["slow.io"], partitions=1)
         controller = TimesOut()
@@ -456,5 +459,116 @@ async def test_an_async_handler_runs_in_a_task_of_its_own() -> None:
         await wait_for(lambda: len(controller.timed_out) == 3, timeout=10)
         await service.stop()
         assert controller.timed_out == [0, 1, 2] and service.errors == []
-        assert controller.context_seen == [None, None, None]
+        assert controller.context_seen == [None, 0, 1]
+        assert service.handled == {"slow.io": 3}
         assert await broker.committed("own-task", "slow.io", 0) == 3
+
+
+async def test_with_concurrency_each_async_handler_runs_in_a_task_and_context_of_its_own() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["slow.io"], partitions=1)
+        controller = TimesOut()
+        service = Microservice(broker, [controller], name="own-tasks", concurrency=2)
+        await service.start()
+        for i in range(3):
+            await broker.emit("slow.io", {"i": i})
+        await wait_for(lambda: len(controller.timed_out) == 3, timeout=10)
+        await service.stop()
+        assert sorted(controller.timed_out) == [0, 1, 2] and service.errors == []
+        assert controller.context_seen == [None, None, None]
+        assert await broker.committed("own-tasks", "slow.io", 0) == 3
+
+
+class Gate(Controller):
+    """An async handler that waits at record ``blocked_at`` until :attr:`gate` is set; optionally
+    tracks failing work or takes a hold on one record."""
+
+    def __init__(self, blocked_at: int = -1, fail_at: int = -1, hold_at: int = -1) -> None:
+        self.blocked_at, self.fail_at, self.hold_at = blocked_at, fail_at, hold_at
+        self.gate = asyncio.Event()
+        self.started: list[int] = []
+        self.done: list[int] = []
+        self.holds: list[Any] = []
+
+    @event_pattern("gated")
+    async def handle(self, payload: dict) -> None:
+        i = payload["i"]
+        self.started.append(i)
+        if i == self.blocked_at:
+            await self.gate.wait()
+        if i == self.fail_at:
+            track(_fails_later())
+        if i == self.hold_at:
+            self.holds.append(hold())
+        self.done.append(i)
+
+
+async def _fails_later() -> None:
+    await asyncio.sleep(0.01)
+    raise RuntimeError("the tracked write failed")
+
+
+async def test_the_source_queues_records_behind_a_suspended_handler_but_commits_none_before_it_finished() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["gated"], partitions=1)
+        controller = Gate(blocked_at=3)
+        service = Microservice(broker, [controller], name="gated")
+        await service.start()
+        for i in range(10):
+            await broker.emit("gated", {"i": i})
+        await wait_for(lambda: service.queued == 6)  # 4..9 delivered while record 3's handler waits
+        await asyncio.sleep(0.2)
+        assert controller.done == [0, 1, 2]
+        assert (await broker.committed("gated", "gated", 0) or 0) <= 3
+        controller.gate.set()
+        await wait_for(lambda: controller.done == list(range(10)))
+        await service.stop()
+        assert service.queued == 0 and service.handled == {"gated": 10}
+        assert await broker.committed("gated", "gated", 0) == 10
+
+
+async def test_a_full_handler_queue_makes_the_source_wait() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["gated"], partitions=1)
+        controller = Gate(blocked_at=0)
+        service = Microservice(broker, [controller], name="full")
+        await service.start()
+        await broker.emit_batch("gated", [(None, {"i": i}) for i in range(1200)])
+        await wait_for(lambda: service.queued >= 499)
+        await asyncio.sleep(0.3)
+        assert 499 <= service.queued <= 500  # the limit: the source waits for the queue to drain
+        controller.gate.set()
+        await wait_for(lambda: len(controller.done) == 1200, timeout=30)
+        assert controller.done == list(range(1200))
+        await service.stop()
+        assert await broker.committed("full", "gated", 0) == 1200
+
+
+async def test_failed_work_a_handler_tracked_ends_the_stream_and_its_record_stays_uncommitted() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["gated"], partitions=1)
+        controller = Gate(fail_at=2)
+        service = Microservice(broker, [controller], name="failing", source_retries=0)
+        await service.start()
+        for i in range(5):
+            await broker.emit("gated", {"i": i})
+        await wait_for(lambda: service.errors != [])
+        await service.stop()
+        assert [str(e) for e in service.errors] == ["the tracked write failed"]
+        assert (await broker.committed("failing", "gated", 0) or 0) <= 2
+
+
+async def test_a_hold_a_handler_takes_keeps_the_commit_back_until_released() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["gated"], partitions=1)
+        controller = Gate(hold_at=1)
+        service = Microservice(broker, [controller], name="holding")
+        await service.start()
+        for i in range(5):
+            await broker.emit("gated", {"i": i})
+        await wait_for(lambda: controller.done == [0, 1, 2, 3, 4])
+        await asyncio.sleep(0.2)
+        assert (await broker.committed("holding", "gated", 0) or 0) <= 1
+        controller.holds[0].release()
+        await service.stop()
+        assert await broker.committed("holding", "gated", 0) == 5

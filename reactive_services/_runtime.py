@@ -15,8 +15,9 @@ An event pattern is a topic name. A handler is either
 * a **payload handler** ``(self, payload)`` or ``(self, payload, message)``, plain or ``async def``:
   it runs once per record; an ``async`` one is awaited before the next record's handler and
   before the offset is committed (with ``concurrency=1``, by the service's handler task while
-  the source goes on queuing records; see :class:`_Sequential`). If it raises, the record goes to ``<topic>.DLT`` with the reason in its
-  headers and the stream goes on. A record that is not JSON goes there too, before any handler.
+  the source goes on queuing records; see :class:`_Sequential`). If it raises, the record goes
+  to ``<topic>.DLT`` with the reason in its headers and the stream goes on. A record that is
+  not JSON goes there too, before any handler.
 * a **pipeline handler** (``@event_pattern("logs", pipeline=True)``) ``(self, messages)``: it gets
   the ``Observable[Message]`` of the topic and returns an Observable built with operators
   (typically ending in ``ops.do(observer)`` where the Observer does the work). The runtime

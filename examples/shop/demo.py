@@ -215,7 +215,9 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
         store = InventoryStore(db_path, seed=stock0)
         await store.open()
         initial = await store.stock()
-        inventory = InventoryService(store, client.emit, low_stock_threshold=config.low_stock_threshold)
+        inventory = InventoryService(
+            store, client.emit, emit_batch=client.emit_batch, low_stock_threshold=config.low_stock_threshold
+        )
         inventory_ctl = InventoryController(inventory, DeadLetterSink(broker))
         analytics = LogAnalyticsService(client.emit)
         logs_ctl = LogAnalyticsController(analytics, DeadLetterSink(broker))

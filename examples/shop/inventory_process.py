@@ -4,14 +4,14 @@
         [--products products.csv] [--namespace NS] [--stats stats.json] [--handle-delay-s S]
 
 It consumes ``<namespace>order.created`` in consumer group ``inventory`` and keeps stock in
-the SQLite file ``--db`` (instances of the service share it; each reservation is one
+the SQLite file ``--db`` (instances of the service share it; each batch of reservations is one
 ``BEGIN IMMEDIATE`` transaction, so instances never apply an order twice). It prints
 ``ready`` on stdout once subscribed, runs until SIGTERM / SIGINT, then shuts down gracefully
 (see :func:`reactive_services.serve`) and writes its counters to ``--stats`` as JSON:
 ``{"applied", "rejected", "duplicates", "stock_low_events", "republished", "handled",
 "partitions": [[topic, partition], ...]}`` (partitions it was assigned at any time).
 
-``--handle-delay-s`` adds a pause before each reservation, to stand for a slower database in
+``--handle-delay-s`` adds a pause per order before each transaction, to stand for a slower database in
 fault tests (seconds, default 0).
 """
 
@@ -38,15 +38,15 @@ __all__ = ["main", "run"]
 
 
 class _SlowInventory(InventoryService):
-    """An InventoryService that waits ``delay_s`` before each reservation (fault tests)."""
+    """An InventoryService that waits ``delay_s`` per order before each transaction (fault tests)."""
 
     def __init__(self, *args: Any, delay_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.delay_s = delay_s
 
-    async def _handle(self, order: Order) -> Any:
-        await asyncio.sleep(self.delay_s)
-        return await super()._handle(order)
+    async def handle(self, orders: Sequence[Order]) -> Any:
+        await asyncio.sleep(self.delay_s * len(orders))
+        return await super().handle(orders)
 
 
 class _Partitions(InventoryController):
@@ -76,9 +76,9 @@ async def run(args: argparse.Namespace) -> int:
             raise
         client = ClientProxy(broker, namespace=args.namespace)
         inventory = (
-            _SlowInventory(store, client.emit, delay_s=args.handle_delay_s)
+            _SlowInventory(store, client.emit, emit_batch=client.emit_batch, delay_s=args.handle_delay_s)
             if args.handle_delay_s
-            else InventoryService(store, client.emit)
+            else InventoryService(store, client.emit, emit_batch=client.emit_batch)
         )
         controller = _Partitions(inventory, DeadLetterSink(broker))
         service = Microservice(broker, [controller], name="inventory", namespace=args.namespace)

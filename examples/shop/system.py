@@ -271,7 +271,7 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
             store = InventoryStore(data / "inventory.db", seed=initial_stock(config.products))
             await _open(store, data / "inventory.db")
             closers.append(store.close)
-            inventory = InventoryService(store, client.emit)
+            inventory = InventoryService(store, client.emit, emit_batch=client.emit_batch)
             services.append(
                 Microservice(
                     broker, [InventoryController(inventory, DeadLetterSink(broker))], name="inventory", namespace=ns

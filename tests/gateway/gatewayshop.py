@@ -143,7 +143,7 @@ async def start_shop(
         ws_server = WebSocketServer(ping_interval=None, close_timeout=1.0)
         stack.push_async_callback(lambda: asyncio.wait_for(ws_server.stop(), STEP))
 
-        inventory = InventoryService(inventory_store, client.emit)
+        inventory = InventoryService(inventory_store, client.emit, emit_batch=client.emit_batch)
         auth = AuthController(users, jwt, max_failures=max_failures, base_delay_s=0.0)
         notifications = NotificationController(ws_server.hub, namespace=ns)
         order_query = OrderQueryController(order_store)

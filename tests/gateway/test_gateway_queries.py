@@ -90,8 +90,8 @@ async def test_inventory_get_order_answers_the_stored_outcome(tmp_path: Path) ->
     async with InventoryStore(tmp_path / "inventory.db", seed={"p1": 1}) as store:
         inventory = InventoryService(store, broker.emit)
         controller = InventoryController(inventory, DeadLetterSink(broker))
-        await inventory._handle(parse_order({"order_id": "ok", "items": [{"product_id": "p1", "quantity": 1}]}))
-        await inventory._handle(parse_order({"order_id": "no", "items": [{"product_id": "p9", "quantity": 1}]}))
+        await inventory.handle([parse_order({"order_id": "ok", "items": [{"product_id": "p1", "quantity": 1}]})])
+        await inventory.handle([parse_order({"order_id": "no", "items": [{"product_id": "p9", "quantity": 1}]})])
         assert await controller.get_order({"order_id": "ok"}) == {
             "status": "applied",
             "items": [{"product_id": "p1", "quantity": 1, "remaining": 0}],

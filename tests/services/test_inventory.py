@@ -228,6 +228,39 @@ async def test_shipped_orders_give_the_documented_applied_and_rejected_counts(tm
         assert len(stock) == sum(1 for _ in csv.DictReader(file))
 
 
+async def test_shipped_orders_in_batches_give_the_same_outcomes_as_one_at_a_time(tmp_path: Path) -> None:
+    published: list[tuple[str, dict[str, Any]]] = []
+
+    async def emit_batch(topic: str, records: list[tuple[str, dict[str, Any]]]) -> None:
+        published.extend(records)
+
+    await OrderService(emit_batch, DATA / "order_items.csv").run()
+    orders = [parse_order(value) for _, value in published]
+    orders += orders[:50]  # a redelivery of the first 50, in the last batch
+    seed = initial_stock(DATA / "products.csv")
+    async with InventoryStore(tmp_path / "one.db", seed=seed) as store:
+        one_by_one = [await store.reserve(o) for o in orders]
+        stock_one = await store.stock()
+    async with InventoryStore(tmp_path / "batches.db", seed=seed) as store:
+        batched = [
+            outcome for i in range(0, len(orders), 137) for outcome in await store.reserve_many(orders[i : i + 137])
+        ]
+        assert await store.stock() == stock_one
+    assert batched == one_by_one
+    assert sum(o.applied and not o.duplicate for o in batched) == 908
+    assert sum(o.duplicate for o in batched) == 50
+
+
+async def test_a_duplicate_within_one_batch_gets_the_first_outcome(store: InventoryStore) -> None:
+    outcomes = await store.reserve_many([order("o1", ("p1", 2)), order("o2", ("p1", 9)), order("o1", ("p1", 2))])
+    assert [(o.order_id, o.status, o.duplicate) for o in outcomes] == [
+        ("o1", "applied", False),
+        ("o2", "rejected", False),
+        ("o1", "applied", True),
+    ]
+    assert (await store.stock())["p1"] == 3
+
+
 # ------------------------------------------------------------------------------ the service
 
 
@@ -374,7 +407,7 @@ async def test_through_the_in_memory_broker_commit_waits_for_the_work(tmp_path: 
             source = broker.source("order.created", group_id="inventory", stop=stop)
             subscription = source.pipe(ops.map(lambda message: parse_order(message.value))).subscribe(service)
 
-            await _until(lambda: _true_when(len(service.applied_orders) == 1))
+            await _until(lambda: _true_when(len(service.applied_orders) >= 1))
             # the DB transaction is done but the publish is held: the offset is not committed
             assert await broker.committed("inventory", "order.created", 0) in (None, 0)
             gate.set()
@@ -413,3 +446,49 @@ async def test_a_reservation_whose_caller_is_cancelled_still_ends_its_transactio
             await task
     outcome = await store.reserve(order("after", ("p2", 1)))
     assert outcome.status == "applied"
+
+
+async def test_orders_arriving_during_a_transaction_are_applied_together_and_the_queue_is_bounded(
+    store: InventoryStore,
+) -> None:
+    gate = asyncio.Event()
+    published: list[tuple[str, list[Any]]] = []
+
+    async def emit_batch(topic: str, records: list[Any]) -> None:
+        await gate.wait()
+        published.append((topic, list(records)))
+
+    async def emit(topic: str, value: Any, *, key: Any = None) -> None:
+        await emit_batch(topic, [(key, value)])
+
+    broker = InMemoryBroker(partitions=1)
+    await broker.start()
+    try:
+        await broker.emit_batch(
+            "order.created",
+            [(f"o{i}", {"order_id": f"o{i}", "items": [{"product_id": "p1", "quantity": 1}]}) for i in range(12)],
+        )
+        service = InventoryService(store, emit, emit_batch=emit_batch, max_batch=4, max_queued=4)
+        stop = asyncio.Event()
+        done = asyncio.Event()
+        broker.source("order.created", group_id="inventory", stop=stop).pipe(
+            ops.map(lambda message: parse_order(message.value))
+        ).subscribe(service.on_next, lambda e: done.set(), done.set)
+        await _until(lambda: _true_when(service.transactions == 1))
+        await asyncio.sleep(0.1)
+        # the first order's transaction waits for its publish; the source waits once 4 are queued
+        assert service.queued == 4
+        assert await broker.committed("inventory", "order.created", 0) in (None, 0)
+        gate.set()
+        await _until(lambda: _committed_is(broker, 12))
+        stop.set()
+        await done.wait()
+        await service.wait_idle()
+    finally:
+        await broker.stop()
+    assert service.applied_orders == [f"o{i}" for i in range(5)]  # p1 has 5 units
+    assert service.rejected == 7
+    assert 3 <= service.transactions < 12  # o0 alone, then up to 4 at a time
+    updated = [key for topic, records in published if topic == "inventory.updated" for key, _ in records]
+    rejected = [key for topic, records in published if topic == "order.rejected" for key, _ in records]
+    assert updated == [f"o{i}" for i in range(5)] and rejected == [f"o{i}" for i in range(5, 12)]

@@ -415,7 +415,7 @@ async def _select_in(db: aiosqlite.Connection, query: str, keys: list[str]) -> l
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         async with db.execute(f"{query} ({','.join('?' * len(chunk))})", chunk) as cursor:
-            rows.extend(tuple(row) for row in await cursor.fetchall())  # type: ignore[misc]
+            rows.extend(tuple(row) for row in await cursor.fetchall())
     return rows
 
 

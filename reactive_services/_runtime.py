@@ -419,21 +419,22 @@ class _Sequential:
     """The handler task of a service's ``async def`` payload handlers (``concurrency=1``,
     at-least-once): awaits them one record after another, in delivery order.
 
-    :meth:`submit` (the source's ``on_next``) queues the record; the task awaits its handler
-    with :data:`current_message` set to it (so ``track`` and ``hold`` in the handler apply to
-    it), then the work the handler tracked. The source does not wait for each handler, so a
-    handler that does not suspend costs about what a synchronous one does. At most ``limit``
-    records wait in the queue: past that the source waits (the record that filled it tracks the
-    queue's drain to half).
+    :meth:`submit` (the source's ``on_next``) takes a hold on the record (:meth:`Message.hold`:
+    its offset is not committed before the hold is released) and queues it; the task awaits its
+    handler with :data:`current_message` set to it (so ``track`` and ``hold`` in the handler
+    apply to it), then the work the handler tracked, then releases the hold (a hold the handler
+    took keeps the commit back until it is released too). The source does not wait for each
+    handler, so a handler that does not suspend costs little more than a synchronous one. At
+    most ``limit`` records wait in the queue: past that the source waits (the record that filled
+    it tracks the queue's drain to half).
 
-    Commits: the records queued while the task was busy form a *segment* (:class:`_Segment`,
-    at most ``limit`` records). The first record of each partition in a segment is held
-    (:meth:`Message.hold`), which keeps that partition's committed offset below it; the holds
-    are released once every record of the segment was handled (and every hold its handlers
-    took was released), so an offset is committed only after its handler finished. A handler
-    that raises sends its record to the dead-letter topic (handled); tracked work that fails
-    fails the segment's holds: the source ends with that error and the segment is read again
-    (at-least-once).
+    Each record's hold lives in the in-flight window of the subscription and assignment that
+    delivered it, so records delivered again (after a resubscription or a rebalance) are held
+    afresh. A handler that raises sends its record to the dead-letter topic (handled); tracked
+    work that fails fails the hold (the source ends with that error; the offset stays
+    uncommitted). A handler or tracked work cancelled (not the task itself) cancels the hold:
+    that record stays uncommitted (its partition commits nothing past it until it is read
+    again), as with a task per call; the task goes on with the next record.
 
     Semantics of running in one task: ``asyncio.timeout``, ``TaskGroup`` and cancellation
     scopes in a handler work as in any task; a context variable a handler sets stays set for the
@@ -441,30 +442,21 @@ class _Sequential:
     task, and a context, of its own).
     """
 
-    __slots__ = ("_dead_letter", "_handled", "_open", "_queue", "_space", "_task", "_wake", "limit", "name")
+    __slots__ = ("_dead_letter", "_handled", "_queue", "_space", "_task", "_wake", "limit", "name")
 
     def __init__(self, service: Microservice, limit: int = 500) -> None:
         self.name = service.name
         self.limit = limit
         self._handled = service.handled
         self._dead_letter = service._dead_letter
-        self._queue: deque[tuple[Callable[[Message], Awaitable[Any]], Message, str, _Segment]] = deque()
-        self._open: _Segment | None = None  # the segment records are added to
+        self._queue: deque[tuple[Callable[[Message], Awaitable[Any]], Message, str, Hold]] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._space: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def submit(self, call: Callable[[Message], Awaitable[Any]], message: Message, topic: str) -> None:
-        segment = self._open
-        if segment is None or segment.closed or segment.size >= self.limit:
-            segment = self._open = _Segment()
-        tp = (message.topic, message.partition)
-        if tp not in segment.holds:
-            segment.holds[tp] = message.hold()
-        segment.size += 1
-        segment.left += 1
         queue = self._queue
-        queue.append((call, message, topic, segment))
+        queue.append((call, message, topic, message.hold()))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.name}: handlers")
         wake = self._wake
@@ -479,20 +471,25 @@ class _Sequential:
 
     async def _run(self) -> None:
         queue, handled, loop = self._queue, self._handled, asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             while queue:
-                call, message, topic, segment = queue.popleft()
-                segment.closed = True  # records submitted from now on start the next segment
+                call, message, topic, held = queue.popleft()
                 space = self._space
                 if space is not None and len(queue) <= self.limit // 2:
                     self._space = None
                     if not space.done():
                         space.set_result(None)
-                holds = message._holds
-                before = 0 if holds is None else len(holds)
                 token = current_message.set(message)
                 try:
                     await call(message)
+                except asyncio.CancelledError:
+                    if task.cancelling():
+                        held.cancel()
+                        raise
+                    self._cancelled(message, held)
+                    continue
                 except Exception as exc:
                     self._dead_letter(message, exc)
                 else:
@@ -502,74 +499,46 @@ class _Sequential:
                 if message._pending:  # work the handler tracked
                     try:
                         await message.settled()
-                    except Exception as exc:
-                        segment.fail(exc)
+                    except asyncio.CancelledError:
+                        if task.cancelling():
+                            held.cancel()
+                            raise
+                        self._cancelled(message, held)
                         continue
-                holds = message._holds
-                if holds is not None and len(holds) > before:  # holds the handler took
-                    for taken in holds[before:]:
-                        segment.left += 1
-                        taken.add_done_callback(segment.released)
-                segment.finished()
+                    except Exception as exc:
+                        held.fail(exc)
+                        continue
+                held.release()
             self._wake = wake = loop.create_future()
             await wake
 
+    def _cancelled(self, message: Message, held: Hold) -> None:
+        log.warning(
+            "%s: the handler of %s[%d]@%d was cancelled; the record stays uncommitted",
+            self.name,
+            message.topic,
+            message.partition,
+            message.offset,
+        )
+        held.cancel()
+
     async def stop(self) -> None:
-        """Cancel the task; the records still queued stay uncommitted (their segments' holds are cancelled)."""
+        """Cancel the task; the records still queued stay uncommitted (their holds are cancelled)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         while self._queue:
-            _, _, _, segment = self._queue.popleft()
-            segment.cancel()
-        self._open = None
+            _, _, _, held = self._queue.popleft()
+            held.cancel()
         space, self._space = self._space, None
         if space is not None and not space.done():
             space.cancel()
 
     @property
     def queued(self) -> int:
-        """Records waiting for their handler (the one running included)."""
+        """Records waiting for their handler (not counting the one whose handler runs)."""
         return len(self._queue)
-
-
-class _Segment:
-    """Records queued for :class:`_Sequential` together, and the holds (one per partition, on the
-    first record of it) that keep their offsets uncommitted until all of them were handled."""
-
-    __slots__ = ("closed", "holds", "left", "size")
-
-    def __init__(self) -> None:
-        self.holds: dict[tuple[str, int], Hold] = {}
-        self.size = 0  # records added
-        self.left = 0  # records (and holds their handlers took) not finished yet
-        self.closed = False  # no record is added any more (the task started on it)
-
-    def finished(self) -> None:
-        self.left -= 1
-        if self.left == 0 and self.closed:
-            for held in self.holds.values():
-                held.release()
-
-    def released(self, taken: asyncio.Future[None]) -> None:
-        """A hold a handler took was settled: failed or cancelled, so is the segment."""
-        if taken.cancelled():
-            self.cancel()
-        elif taken.exception() is not None:
-            self.fail(taken.exception())  # type: ignore[arg-type]
-        else:
-            self.finished()
-
-    def fail(self, error: BaseException) -> None:
-        self.left = -1  # never released
-        for held in self.holds.values():
-            held.fail(error)
-
-    def cancel(self) -> None:
-        self.left = -1
-        for held in self.holds.values():
-            held.cancel()
 
 
 def _is_async(handler: Callable[..., Any]) -> bool:

@@ -450,8 +450,9 @@ class InventoryService(ObserverBase[Order]):
     Events (see the module docstring): ``inventory.updated`` or ``order.rejected`` keyed by
     order id, then ``stock.low`` keyed by product id for each applied item with
     ``remaining < low_stock_threshold``. A duplicate re-publishes the stored outcome's events.
-    Within a topic, events are published in the order of the orders; a transaction's outcome
-    events are acknowledged before its ``stock.low`` events are published.
+    Within a topic, events are published in the order of the orders; the topics of a
+    transaction's events are published one after another, in the order they first appear (as one
+    order at a time would publish them).
 
     A failed transaction or publish fails the holds of its orders (the source ends with the
     error; the orders are read again from the committed offset and their redelivery is absorbed
@@ -597,6 +598,18 @@ class InventoryService(ObserverBase[Order]):
                     space.set_result(None)
             try:
                 await self.handle([order for order, _ in taken])
+            except asyncio.CancelledError as cancelled:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    for _, held in taken:
+                        held.cancel()
+                    raise
+                # the work was cancelled from inside (not this task): a failure like any other
+                exc = RuntimeError(f"inventory: a transaction's work was cancelled: {cancelled!r}")
+                self.errors.append(exc)
+                self._unraised.append(exc)
+                for _, held in taken:
+                    held.fail(exc)
             except Exception as exc:
                 self._unraised.append(exc)
                 for _, held in taken:
@@ -652,7 +665,7 @@ class InventoryService(ObserverBase[Order]):
         by_topic: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for topic, value, key, _ in events:
             by_topic.setdefault(topic, []).append((key, value))
-        for topic, records in by_topic.items():  # the outcomes first, then stock.low, as one order at a time would
+        for topic, records in by_topic.items():  # in order of first appearance, as one order at a time would
             await self._emit_batch(topic, records)
 
     def _events(self, outcome: Outcome) -> list[tuple[str, dict[str, Any], str]]:

@@ -424,7 +424,7 @@ class _Sequential:
     handler with :data:`current_message` set to it (so ``track`` and ``hold`` in the handler
     apply to it), then the work the handler tracked, then releases the hold (a hold the handler
     took keeps the commit back until it is released too). The source does not wait for each
-    handler, so a handler that does not suspend costs little more than a synchronous one. At
+    handler: a handler that does not suspend costs a hold more than a synchronous one. At
     most ``limit`` records wait in the queue: past that the source waits (the record that filled
     it tracks the queue's drain to half).
 

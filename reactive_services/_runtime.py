@@ -89,7 +89,6 @@ from reactive_services.adapters import (
     DeadLetterSink,
     Decoder,
     HeadersIn,
-    Hold,
     Message,
     OffsetReset,
     ProcessingGuarantee,
@@ -442,23 +441,32 @@ class _Sequential:
     task, and a context, of its own).
     """
 
-    __slots__ = ("_dead_letter", "_handled", "_queue", "_space", "_task", "_wake", "limit", "name")
+    __slots__ = ("_dead_letter", "_handled", "_loop", "_queue", "_space", "_task", "_wake", "limit", "name")
 
     def __init__(self, service: Microservice, limit: int = 500) -> None:
         self.name = service.name
         self.limit = limit
         self._handled = service.handled
         self._dead_letter = service._dead_letter
-        self._queue: deque[tuple[Callable[[Message], Awaitable[Any]], Message, str, Hold]] = deque()
+        # the hold of each record is a bare future (what Message.hold makes, without the Hold
+        # wrapper's thread checks: it is settled on the loop, by the handler task)
+        self._queue: deque[tuple[Callable[[Message], Awaitable[Any]], Message, str, asyncio.Future[None]]] = deque()
+        self._loop = asyncio.get_running_loop()
         self._wake: asyncio.Future[None] | None = None
         self._space: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def submit(self, call: Callable[[Message], Awaitable[Any]], message: Message, topic: str) -> None:
+        held: asyncio.Future[None] = self._loop.create_future()
+        holds = message._holds
+        if holds is None:
+            message._holds = [held]
+        else:
+            holds.append(held)
         queue = self._queue
-        queue.append((call, message, topic, message.hold()))
+        queue.append((call, message, topic, held))
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.name}: handlers")
+            self._task = self._loop.create_task(self._run(), name=f"{self.name}: handlers")
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -466,11 +474,11 @@ class _Sequential:
                 wake.set_result(None)
         if len(queue) >= self.limit:  # backpressure: the source waits until half the queue is handled
             if self._space is None:
-                self._space = asyncio.get_running_loop().create_future()
+                self._space = self._loop.create_future()
             message.track(self._space)
 
     async def _run(self) -> None:
-        queue, handled, loop = self._queue, self._handled, asyncio.get_running_loop()
+        queue, handled, loop = self._queue, self._handled, self._loop
         task = asyncio.current_task()
         assert task is not None
         while True:
@@ -506,13 +514,15 @@ class _Sequential:
                         self._cancelled(message, held)
                         continue
                     except Exception as exc:
-                        held.fail(exc)
+                        if not held.done():
+                            held.set_exception(exc)
                         continue
-                held.release()
+                if not held.done():
+                    held.set_result(None)
             self._wake = wake = loop.create_future()
             await wake
 
-    def _cancelled(self, message: Message, held: Hold) -> None:
+    def _cancelled(self, message: Message, held: asyncio.Future[None]) -> None:
         log.warning(
             "%s: the handler of %s[%d]@%d was cancelled; the record stays uncommitted",
             self.name,

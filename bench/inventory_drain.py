@@ -29,26 +29,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from shop_load import shop_orders  # bench/ is this script's folder, first on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("one_by_one", "group_commit")
-
-
-def shipped_orders() -> list[list[dict[str, Any]]]:
-    """The items of every shipped order whose products exist."""
-    from reactive_services.examples.shop.demo import DATA_DIR
-    from reactive_services.examples.shop.inventory import initial_stock
-    from reactive_services.examples.shop.orders import OrderItemRow, read_order_rows
-
-    stock = initial_stock(DATA_DIR / "olist" / "products.csv")
-    orders: dict[str, Counter[str]] = {}
-    for row in read_order_rows(DATA_DIR / "olist" / "order_items.csv"):
-        if isinstance(row, OrderItemRow) and row.product_id in stock:
-            orders.setdefault(row.order_id, Counter())[row.product_id] += 1
-    return [[{"product_id": p, "quantity": q} for p, q in items.items()] for items in orders.values()]
 
 
 async def run_once(broker_name: str, bootstrap: str | None, contender: str, n: int) -> tuple[float, int]:
@@ -68,7 +55,7 @@ async def run_once(broker_name: str, bootstrap: str | None, contender: str, n: i
 
         broker = KafkaBroker(bootstrap or "", commit_interval_s=1.0)
     ns = f"drain-{uuid.uuid4().hex[:8]}."
-    items = shipped_orders()
+    items = [order["items"] for order in shop_orders()["load"]]  # the shipped orders whose products exist
     records = [(f"o{i}", {"order_id": f"o{i}", "items": items[i % len(items)]}) for i in range(n)]
     seed = {p: 10**9 for p in initial_stock(DATA_DIR / "olist" / "products.csv")}
     with tempfile.TemporaryDirectory() as tmp:

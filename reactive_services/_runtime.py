@@ -489,36 +489,29 @@ class _Sequential:
                     self._space = None
                     if not space.done():
                         space.set_result(None)
-                token = current_message.set(message)
                 try:
-                    await call(message)
+                    token = current_message.set(message)
+                    try:
+                        await call(message)
+                    except Exception as exc:
+                        self._dead_letter(message, exc)
+                    else:
+                        handled[topic] = handled.get(topic, 0) + 1
+                    finally:
+                        current_message.reset(token)
+                    if message._pending:  # work the handler tracked
+                        await message.settled()
                 except asyncio.CancelledError:
-                    if task.cancelling():
+                    if task.cancelling():  # the task itself is stopped
                         held.cancel()
                         raise
                     self._cancelled(message, held)
-                    continue
-                except Exception as exc:
-                    self._dead_letter(message, exc)
+                except Exception as exc:  # tracked work failed
+                    if not held.done():
+                        held.set_exception(exc)
                 else:
-                    handled[topic] = handled.get(topic, 0) + 1
-                finally:
-                    current_message.reset(token)
-                if message._pending:  # work the handler tracked
-                    try:
-                        await message.settled()
-                    except asyncio.CancelledError:
-                        if task.cancelling():
-                            held.cancel()
-                            raise
-                        self._cancelled(message, held)
-                        continue
-                    except Exception as exc:
-                        if not held.done():
-                            held.set_exception(exc)
-                        continue
-                if not held.done():
-                    held.set_result(None)
+                    if not held.done():
+                        held.set_result(None)
             self._wake = wake = loop.create_future()
             await wake
 

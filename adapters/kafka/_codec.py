@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
 
-from reactive_services.errors import BrokerUnavailableError, ConfigError
+from reactive_services.errors import BrokerUnavailableError, ConfigError, PublishError
 
 from .._message import Message, RecordMetadata
 
@@ -26,6 +26,7 @@ __all__ = [
     "headers_from_kafka",
     "message_from_record",
     "parse_bootstrap",
+    "publish_failed",
     "record_metadata",
     "topics_with_leaders",
     "unavailable",
@@ -179,3 +180,11 @@ def topics_with_leaders(described: Iterable[Mapping[str, Any]]) -> list[str]:
 def fmt_offsets(offsets: Mapping[Any, int]) -> str:
     """``{TopicPartition: offset}`` as ``"topic[partition]=offset, ..."`` for logs."""
     return ", ".join(f"{tp.topic}[{tp.partition}]={off}" for tp, off in sorted(offsets.items()))
+
+
+def publish_failed(topic: str, error: BaseException) -> PublishError:
+    """The :class:`PublishError` of a record to ``topic`` that the producer refused with ``error``
+    (its ``__cause__``)."""
+    failure = PublishError(f"publishing to {topic!r} failed: {type(error).__name__}: {error}")
+    failure.__cause__ = error
+    return failure

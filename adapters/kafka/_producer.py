@@ -18,8 +18,8 @@ from .._message import HeadersIn, Hold, RecordMetadata, current_transaction, hol
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import close_quietly
-from ._codec import KafkaSettings, record_metadata, unavailable
-from ._transaction import KafkaTransaction, SendQueue
+from ._codec import KafkaSettings, publish_failed, record_metadata, unavailable
+from ._transaction import KafkaTransaction, SendQueue, acknowledged
 
 __all__ = ["KafkaProducer"]
 
@@ -224,13 +224,8 @@ class KafkaProducer:
         kheaders = list(encode_headers(headers)) or None
         producer = await self._ensure()
         timeout_s = self._settings.request_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                md = await producer.send_and_wait(topic, data, key=kbytes, headers=kheaders, timestamp_ms=timestamp_ms)
-        except TimeoutError as exc:
-            raise PublishError(f"no acknowledgement for a record to {topic!r} within {timeout_s:g} s") from exc
-        except KafkaError as exc:
-            raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
+        async with acknowledged(topic, timeout_s):
+            md = await producer.send_and_wait(topic, data, key=kbytes, headers=kheaders, timestamp_ms=timestamp_ms)
         return record_metadata(md)
 
     def enqueue(
@@ -271,10 +266,10 @@ class KafkaProducer:
         except KafkaError as exc:
             for fut in futures:
                 fut.add_done_callback(_consume_exception)
-            raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
+            raise publish_failed(topic, exc) from exc
         for res in results:
             if isinstance(res, BaseException):
-                raise PublishError(f"publishing to {topic!r} failed: {type(res).__name__}: {res}") from res
+                raise publish_failed(topic, res) from res
         return [record_metadata(md) for md in results]
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:

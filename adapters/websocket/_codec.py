@@ -17,6 +17,8 @@ import orjson
 
 from reactive_services.errors import DecodeError, ValidationError
 
+from .._codec import dumps
+
 __all__ = [
     "CLIENT_OPS",
     "MAX_CHANNELS",
@@ -145,7 +147,7 @@ def encode_event(channel: str, event: Any) -> bytes:
         TypeError: ``event`` is not JSON-serialisable by orjson.
     """
     try:
-        return orjson.dumps({"type": "event", "channel": channel, "event": event})
+        return dumps({"type": "event", "channel": channel, "event": event})  # kept for slow clients
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"event is not JSON-serialisable: {exc}") from exc
 

@@ -25,6 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from reactive_services.errors import ConfigError, ConnectionClosedError, DecodeError, ValidationError, WebSocketError
 
+from .._codec import dumps
 from ._codec import (
     MAX_CHANNELS,
     ClientFrame,
@@ -150,7 +151,7 @@ class Connection:
             TypeError: ``obj`` is not JSON-serialisable.
         """
         try:
-            frame = orjson.dumps(obj)
+            frame = dumps(obj)  # queued: in memory of its own size
         except orjson.JSONEncodeError as exc:
             raise TypeError(f"frame is not JSON-serialisable: {exc}") from exc
         return self._enqueue(frame) == QUEUED

@@ -126,6 +126,43 @@ async def test_emit_batch_keeps_order_and_returns_metadata(kafka_broker: KafkaBr
     assert [v["i"] for v in out.values()] == list(range(20))
 
 
+async def test_emit_batch_over_many_record_batches_and_partitions(kafka_broker: KafkaBroker, unique_topic) -> None:
+    """emit_batch writes aiokafka record batches itself: more records than one batch holds, keyed
+    and keyless, over 3 partitions. Each key lands where ``emit`` puts it, the metadata of every
+    record points at that record, each partition keeps the call's order, and a value that does
+    not encode sends nothing."""
+    topic = unique_topic()
+    await kafka_broker.create_topics([topic], partitions=3)
+    before = int(time.time() * 1000)
+    pad = "x" * 180
+    records: list[tuple[str | None, dict[str, Any]]] = [
+        (None if i % 3 == 0 else f"k{i % 7}", {"i": i, "pad": pad}) for i in range(600)
+    ]  # ~120 KB: several 16 KiB batches per partition
+    metas = await kafka_broker.emit_batch(topic, records)
+    assert len(metas) == 600
+    where = {(md.partition, md.offset): i for i, md in enumerate(metas)}
+    assert len(where) == 600  # no two records share a position
+    assert all(md.topic == topic and md.timestamp_ms >= before for md in metas)
+    for key in {k for k, _v in records if k is not None}:  # the partition emit would choose
+        single = await kafka_broker.emit(topic, {"probe": key}, key=key)
+        assert {md.partition for (k, _v), md in zip(records, metas, strict=True) if k == key} == {single.partition}
+    keyless = {md.partition for (k, _v), md in zip(records, metas, strict=True) if k is None}
+    assert keyless == {0, 1, 2}  # spread round robin, as the in-memory broker does
+    out = await read_n(kafka_broker, topic, unique_topic("g"), 600 + 7)
+    for m in out.messages:
+        if "probe" in m.value:
+            continue
+        assert where[(m.partition, m.offset)] == m.value["i"]  # the metadata points at this record
+    for partition in range(3):  # each partition holds its records in the order of the call
+        mine = [m.value["i"] for m in out.messages if m.partition == partition and "i" in m.value]
+        assert mine == sorted(mine)
+
+    ends = await kafka_broker.end_offsets(topic)
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        await kafka_broker.emit_batch(topic, [(None, {"i": 1}), (None, {"bad": object()})])
+    assert await kafka_broker.end_offsets(topic) == ends  # nothing of that batch was sent
+
+
 async def test_create_topics_is_idempotent_and_end_offsets_cover_partitions(
     kafka_broker: KafkaBroker, unique_topic
 ) -> None:

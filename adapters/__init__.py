@@ -19,7 +19,19 @@ from ._codec import (
     headers_to_dict,
 )
 from ._dead_letter import DeadLetter, publish_dead_letter
-from ._message import Headers, HeadersIn, Hold, Message, RecordMetadata, current_message, deliver, header, hold, track
+from ._message import (
+    Batch,
+    Headers,
+    HeadersIn,
+    Hold,
+    Message,
+    RecordMetadata,
+    current_message,
+    deliver,
+    header,
+    hold,
+    track,
+)
 from ._offsets import OffsetTracker
 from ._protocol import Broker, Decoder, Emitter, ProcessingGuarantee
 from ._sink import BrokerSink, DeadLetterSink
@@ -27,6 +39,7 @@ from ._source import BrokerSource, OffsetReset, check_auto_offset_reset, check_p
 
 __all__ = [
     "DLT_SUFFIX",
+    "Batch",
     "Broker",
     "BrokerSink",
     "BrokerSource",

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from reactivex.abc import ObserverBase
 
 __all__ = [
+    "Batch",
     "Headers",
     "HeadersIn",
     "Hold",
@@ -189,6 +190,94 @@ class Hold:
             loop.call_soon_threadsafe(settle)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
+
+
+class Batch(Sequence[Message]):
+    """The records of one partition from one fetch, as ``source_batches`` delivers them.
+
+    A sequence of :class:`Message` in offset order (``len``, indexing, iteration), with the
+    decoded values at hand in :attr:`values`. The messages are made on first use, all at once,
+    and kept; a handler that reads only :attr:`values` (and :attr:`topic`, :attr:`partition`,
+    :attr:`offsets`) makes none, which is what lets a batch handler run at the raw client's
+    speed (see the benchmarks page). A record that did not decode was dead-lettered and is not
+    in the batch.
+
+    The batch is committed as one unit: :func:`track` and :func:`hold` called during
+    ``on_next``, or :meth:`Message.track` / :meth:`Message.hold` on any of its messages,
+    hold back the commit of every record of the batch.
+
+    Attributes:
+        topic: the topic of every record.
+        partition: the partition of every record.
+        values: the decoded values, in offset order (``list``; one per message).
+    """
+
+    __slots__ = ("_carrier", "_make", "_messages", "_records", "partition", "topic", "values")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        values: list[Any],
+        records: Sequence[Any],
+        make: Callable[[Any], Message],
+        carrier: Message,
+    ) -> None:
+        """Made by the sources. ``records[i]`` is the source's record of ``values[i]``;
+        ``make(record)`` is its :class:`Message` (value not set yet); ``carrier`` is the message
+        whose commit stands for the batch's (the one :data:`current_message` is set to)."""
+        self.topic = topic
+        self.partition = partition
+        self.values = values
+        self._records = records
+        self._make = make
+        self._carrier = carrier
+        self._messages: list[Message] | None = None
+
+    @property
+    def messages(self) -> list[Message]:
+        """The messages of the batch (a list made on first use; the same list afterwards)."""
+        if self._messages is None:
+            carrier = self._carrier
+            if carrier._pending is None:
+                carrier._pending = []
+            if carrier._holds is None:
+                carrier._holds = []
+            pending, holds, make = carrier._pending, carrier._holds, self._make
+            messages = []
+            for record, value in zip(self._records, self.values, strict=True):
+                message = make(record)
+                message.value = value
+                message._pending = pending  # what a message tracks or holds, the whole batch waits for
+                message._holds = holds
+                messages.append(message)
+            self._messages = messages
+        return self._messages
+
+    @property
+    def offsets(self) -> list[int]:
+        """The offsets of the records, in order (without those that were dead-lettered)."""
+        return [m.offset for m in self._messages] if self._messages is not None else [r.offset for r in self._records]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Message]: ...
+
+    def __getitem__(self, index: int | slice) -> Message | list[Message]:
+        return self.messages[index]
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self.messages)
+
+    def __repr__(self) -> str:
+        offsets = self.offsets
+        span = f"{offsets[0]}..{offsets[-1]}" if offsets else "-"
+        return f"Batch(topic={self.topic!r}, partition={self.partition}, offsets={span}, {len(self)} records)"
 
 
 class RecordMetadata(NamedTuple):

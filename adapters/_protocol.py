@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from reactivex import Observable
 from reactivex.abc import ObserverBase
 
-from ._message import HeadersIn, Message, RecordMetadata
+from ._message import Batch, HeadersIn, Message, RecordMetadata
 
 #: How a source's offsets and the records its handling publishes are committed:
 #: ``"at_least_once"`` (offsets after handling) or ``"exactly_once"`` (Kafka transactions).
@@ -167,18 +167,21 @@ class Broker(Protocol):
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
         processing_guarantee: ProcessingGuarantee = "at_least_once",
-    ) -> Observable[list[Message]]:
-        """:meth:`source` in lists: ``on_next`` gets the decoded records of one partition that
-        arrived together (Kafka: one ``getmany``; at most ``max_batch``), in offset order.
+    ) -> Observable[Batch]:
+        """:meth:`source` in batches: ``on_next`` gets a :class:`Batch`, the decoded records of
+        one partition that arrived together (Kafka: one ``getmany``; at most ``max_batch``), in
+        offset order. ``batch.values`` are the decoded values (no :class:`Message` is made
+        unless the handler indexes or iterates the batch).
 
         Same arguments and endings as :meth:`source`. A record that does not decode is
-        dead-lettered and left out of its list (the list waits for its dead letter's
-        acknowledgement). A list is handled as one message: its offsets are committed once
+        dead-lettered and left out of its batch (the batch waits for its dead letter's
+        acknowledgement). A batch is handled as one message: its offsets are committed once
         ``on_next`` returned and the work tracked during it
-        (:func:`~reactive_services.adapters.track`, :func:`~reactive_services.adapters.hold`,
-        which hold back the whole list) settled; if ``on_next`` raises, none of it is. With
-        ``concurrency`` K, up to K lists are in flight; a partition's next list waits for its
-        previous one (per-partition order, hence per-key order).
+        (:func:`~reactive_services.adapters.track`, :func:`~reactive_services.adapters.hold`, or
+        a message's own ``track`` / ``hold``, which hold back the whole batch) settled; if
+        ``on_next`` raises, none of it is. With ``concurrency`` K, up to K batches are in flight;
+        a partition's next batch waits for its previous one (per-partition order, hence per-key
+        order).
 
         Raises:
             ConfigError: as :meth:`source`.

@@ -24,7 +24,7 @@ from reactive_services.errors import ConfigError, DecodeError
 from ._codec import decode_json, resolve_decoder
 from ._dead_letter import DeadLetter, publish_dead_letter
 from ._inflight import InFlight
-from ._message import Message, current_message
+from ._message import Batch, Message, current_message
 from ._protocol import Emitter, ProcessingGuarantee
 
 __all__ = [
@@ -183,7 +183,7 @@ class Subscription:
         terminating: the task is ending by itself; disposing must not cancel it any more.
     """
 
-    observer: ObserverBase[Any]  # of Message, or of list[Message] for a batch source
+    observer: ObserverBase[Any]  # of Message, or of Batch for a batch source
     task: asyncio.Task[None] | None = None
     detached: bool = False
     in_on_next: bool = False
@@ -297,52 +297,76 @@ _reset_current = current_message.reset
 BATCH_KEY = b"\x00reactive-services:batch"
 
 
+def _same(message: Message) -> Message:
+    return message
+
+
+def _raw(message: Message) -> bytes | None:
+    return message.raw
+
+
 def hand_over_batch(
     broker: Emitter,
     window: InFlight,
     subscription: Subscription,
-    tp: Hashable,
-    messages: list[Message],
+    tp: tuple[str, int],
+    records: Sequence[Any],
     decoder: Callable[[bytes | None], Any],
+    *,
+    raw: Callable[[Any], bytes | None] = _raw,
+    make: Callable[[Any], Message] = _same,
 ) -> bool:
-    """Decode ``messages`` (consecutive records of ``tp``, values not decoded yet), dead-letter
-    those that do not decode, and deliver the others as one list, in ``window`` as one unit.
+    """Decode ``records`` (consecutive records of ``tp``), dead-letter those that do not decode,
+    and deliver the others as one :class:`Batch`, in ``window`` as one unit.
+
+    ``records`` are the source's own records: :class:`Message` objects (the default ``raw`` and
+    ``make``), or e.g. aiokafka's ``ConsumerRecord`` with ``raw=attrgetter("value")`` and ``make``
+    building a :class:`Message` (value not set); a record's message is made only if a handler
+    asks the batch for it (or it is dead-lettered). Each needs ``offset``.
 
     The caller has checked that ``window`` has room and that no batch of ``tp`` is in flight
-    (``window.key_busy(tp, BATCH_KEY)``). The batch takes the offsets of ``messages[0]`` to
-    ``messages[-1]`` in the window (:meth:`InFlight.begin` with ``last``); ``on_next(list)`` is
-    called with :data:`~reactive_services.adapters.current_message` set to the last message
-    (the *carrier*), so :func:`~reactive_services.adapters.track` and
-    :func:`~reactive_services.adapters.hold` called during it hold back the whole batch. The
-    dead letters are tracked on the carrier too. Nothing of the batch is committed before all
-    of that settled; then all of it is.
+    (``window.key_busy(tp, BATCH_KEY)``). The batch takes the offsets of ``records[0]`` to
+    ``records[-1]`` in the window (:meth:`InFlight.begin` with ``last``); ``on_next(batch)`` is
+    called with :data:`~reactive_services.adapters.current_message` set to the message of the
+    last record (the *carrier*), so :func:`~reactive_services.adapters.track` and
+    :func:`~reactive_services.adapters.hold` called during it hold back the whole batch (and so do
+    a message's own :meth:`Message.track` / :meth:`Message.hold`: its messages share the
+    carrier's). The dead letters are tracked on the carrier too. Nothing of the batch is
+    committed before all of that settled; then all of it is.
 
     Returns:
-        True when a list was delivered (False: every record was dead-lettered, or the
+        True when a batch was delivered (False: every record was dead-lettered, or the
         subscription was disposed during ``on_next``; then nothing of it is committed).
 
     Raises:
         Exception: whatever ``on_next`` raises (nothing of the batch is committed).
     """
-    first, carrier = messages[0].offset, messages[-1]
+    first, carrier = records[0].offset, make(records[-1])
     epoch = window.begin(tp, first, carrier.offset)
     # decode_json's errors are re-made on failure
     decode: Callable[[Any], Any] = orjson.loads if decoder is decode_json else decoder
-    decoded: list[Message] = []
-    append = decoded.append
-    for message in messages:
-        try:
-            message.value = decode(message.raw)
-        except Exception:  # noqa: BLE001 - any decoder failure dead-letters
-            error = decode_error(decoder, message.raw)
-            publish_dead_letter(broker, DeadLetter(message, error), on=carrier)
-        else:
-            append(message)
-    if decoded:
+    try:
+        values = [decode(raw(r)) for r in records]  # the common case: every record decodes
+        kept = records
+    except Exception:  # noqa: BLE001 - one did not: go record by record, dead-lettering those
+        values, kept = [], []
+        for record in records:
+            data = raw(record)
+            try:
+                values.append(decode(data))
+            except Exception:  # noqa: BLE001 - any decoder failure dead-letters
+                message = carrier if record is records[-1] else make(record)
+                publish_dead_letter(broker, DeadLetter(message, decode_error(decoder, data)), on=carrier)
+            else:
+                kept.append(record)
+    if values:
+        batch = Batch(tp[0], tp[1], values, kept, make, carrier)
+        if kept[-1] is records[-1]:
+            carrier.value = values[-1]
         token = _set_current(carrier)
         subscription.in_on_next = True
         try:
-            subscription.observer.on_next(decoded)
+            subscription.observer.on_next(batch)
         finally:
             subscription.in_on_next = False
             _reset_current(token)
@@ -350,7 +374,7 @@ def hand_over_batch(
             window.abandon(tp, first)
             return False
     window.settle(carrier, tp, epoch, first, BATCH_KEY)
-    return bool(decoded)
+    return bool(values)
 
 
 def decode_error(decoder: Callable[[bytes | None], Any], raw: bytes | None) -> Exception:

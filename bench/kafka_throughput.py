@@ -18,7 +18,8 @@ Consumers (ratios to ``raw``):
 - ``source_rx_c8``: the same with ``concurrency=8`` (records with a key handled in key order).
 - ``service_sync`` / ``service_async``: a ``Microservice`` with one ``@event_pattern`` payload handler
   (``def`` / ``async def``) doing the work.
-- ``batches``: ``KafkaBroker.source_batches() -> Observer`` doing the work over each fetched list.
+- ``batches``: ``KafkaBroker.source_batches() -> Observer`` doing the work over each batch's ``values``.
+- ``batches_messages``: the same over the batch's messages (``for m in batch``: a Message made per record).
 - ``confluent``: raw confluent-kafka ``consume(500)`` + ``orjson.loads`` (when installed: the ``bench`` extra).
 - ``faststream``: a FastStream Kafka subscriber with a ``dict`` payload (when installed).
 - ``quix``: a Quix Streams ``Application`` with ``sdf.apply(...)`` (when installed).
@@ -70,6 +71,7 @@ CONSUMERS = [
     "service_sync",
     "service_async",
     "batches",
+    "batches_messages",
     "confluent",
     "faststream",
     "quix",
@@ -267,14 +269,22 @@ async def c_service_async(bootstrap: str, topic: str, n: int) -> float:
     return await _service(bootstrap, topic, n, asynchronous=True)
 
 
-async def c_batches(bootstrap: str, topic: str, n: int) -> float:
-    from reactive_services.adapters import Message
+async def _batches(bootstrap: str, topic: str, n: int, *, messages: bool) -> float:
+    from reactive_services.adapters import Batch
     from reactive_services.adapters.kafka import KafkaBroker
 
     clock = Clock(n)
     stop = asyncio.Event()
 
-    def on_batch(batch: list[Message]) -> None:
+    def on_values(batch: Batch) -> None:
+        clock.start()
+        kept = 0
+        for value in batch.values:
+            if keep(work(value)):
+                kept += 1
+        clock.add(kept)
+
+    def on_messages(batch: Batch) -> None:
         clock.start()
         kept = 0
         for m in batch:
@@ -284,11 +294,21 @@ async def c_batches(bootstrap: str, topic: str, n: int) -> float:
 
     async with KafkaBroker(bootstrap, commit_interval_s=1.0) as broker:
         ended = asyncio.Event()
-        broker.source_batches(topic, group_id=group(), stop=stop).subscribe(on_batch, lambda e: ended.set(), ended.set)
+        broker.source_batches(topic, group_id=group(), stop=stop).subscribe(
+            on_messages if messages else on_values, lambda e: ended.set(), ended.set
+        )
         await clock.done.wait()
         stop.set()
         await ended.wait()
     return clock.rate
+
+
+async def c_batches(bootstrap: str, topic: str, n: int) -> float:
+    return await _batches(bootstrap, topic, n, messages=False)
+
+
+async def c_batches_messages(bootstrap: str, topic: str, n: int) -> float:
+    return await _batches(bootstrap, topic, n, messages=True)
 
 
 async def c_confluent(bootstrap: str, topic: str, n: int) -> float:

@@ -52,6 +52,7 @@ from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
 from reactive_services.adapters import (
+    Batch,
     Broker,
     BrokerSource,
     Decoder,
@@ -138,10 +139,9 @@ class _Counting(ObserverBase[Message]):
         self._group = group
         self._ended = ended
 
-    def on_next(self, message: Message | list[Message]) -> None:
-        if isinstance(message, list):  # a batch source: count its messages
-            for one in message:
-                self._counts[(one.topic, self._group)] += 1
+    def on_next(self, message: Message | Batch) -> None:
+        if isinstance(message, Batch):  # a batch source: count its records
+            self._counts[(message.topic, self._group)] += len(message)
         else:
             self._counts[(message.topic, self._group)] += 1
         self._downstream.on_next(message)  # type: ignore[arg-type]  # the same shape it came in
@@ -339,7 +339,7 @@ class MeteredBroker:
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
         processing_guarantee: ProcessingGuarantee = "at_least_once",
-    ) -> Observable[list[Message]]:
+    ) -> Observable[Batch]:
         """``broker.source_batches`` with each message of each list counted, as :meth:`source`.
 
         Raises:

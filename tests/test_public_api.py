@@ -101,6 +101,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
     ],
     "reactive_services.adapters": [
         "DLT_SUFFIX",
+        "Batch",
         "Broker",
         "BrokerSink",
         "BrokerSource",

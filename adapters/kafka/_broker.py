@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 
 from reactivex import Observable
 
-from .._message import HeadersIn, Message, RecordMetadata
+from .._message import Batch, HeadersIn, Message, RecordMetadata
 from .._protocol import Decoder
 from .._sink import BrokerSink
 from .._source import ProcessingGuarantee, source_args
@@ -349,20 +349,23 @@ class KafkaBroker:
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
         processing_guarantee: ProcessingGuarantee = "at_least_once",
-    ) -> Observable[list[Message]]:
-        """A cold Observable of the records of ``topics`` in lists: one list per partition and fetch.
+    ) -> Observable[Batch]:
+        """A cold Observable of the records of ``topics`` in :class:`~reactive_services.adapters.Batch`
+        es: one batch per partition and fetch.
 
         The same consumer as :meth:`source` (arguments, endings, rebalances, dead letters), but
         ``on_next`` gets the decoded records of one partition from one ``getmany`` at once (at
-        most ``max_batch`` messages, in offset order; a record that does not decode is
-        dead-lettered and left out of its list). A list is handled as one message: its offsets
+        most ``max_batch`` records, in offset order; a record that does not decode is
+        dead-lettered and left out of its batch). A batch is handled as one message: its offsets
         are committed once ``on_next`` returned and the work tracked during it
-        (:func:`~reactive_services.adapters.track`, :func:`~reactive_services.adapters.hold`,
-        which hold back the whole list) settled, and not before. ``concurrency`` counts lists;
-        the next list of a partition waits for the previous one (per-partition order).
+        (:func:`~reactive_services.adapters.track`, :func:`~reactive_services.adapters.hold`, or
+        a message's own ``track`` / ``hold``, which hold back the whole batch) settled, and not
+        before. ``concurrency`` counts batches; the next batch of a partition waits for the
+        previous one (per-partition order).
 
-        For handlers that work per fetch (one database transaction per list, one
-        ``emit_batch``): the per-record cost is one :class:`Message` and its decoding.
+        For handlers that work per fetch (one database transaction per batch, one
+        ``emit_batch``): the per-record cost is the decoding; ``batch.values`` makes no
+        :class:`Message` (iterating the batch makes one per record, once).
 
         Raises:
             ConfigError: as :meth:`source`.
@@ -377,7 +380,7 @@ class KafkaBroker:
             processing_guarantee=processing_guarantee,
         )
         source = self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
-        return cast("Observable[list[Message]]", source)
+        return cast("Observable[Batch]", source)
 
     def source_stats(self, group_id: str | None = None) -> list[SourceStats]:
         """The live counters of the running source subscriptions (of ``group_id``, if given)."""

@@ -68,6 +68,7 @@ class KafkaSink(BrokerSink):
         self._outstanding += 1
         if self._outstanding == 1:
             self._idle.clear()
+        on_delivery: Callable[[asyncio.Future[Any]], None]
         if self._outstanding > self.max_unacknowledged:  # backpressure: this one stays in flight
             gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             track(gate)
@@ -347,6 +348,7 @@ class KafkaProducer:
                 raise publish_failed(topic, res) from res
         out: list[RecordMetadata | None] = [None] * len(records)
         for (batch, _f), md in zip(pending, acks, strict=True):
+            assert not isinstance(md, BaseException)  # raised above
             timestamp = batches.timestamp_ms if md.timestamp == -1 else md.timestamp  # create / log-append time
             base = md.offset
             for j, i in enumerate(batch.indices):

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -84,6 +85,24 @@ class SourceStats:
 
 def _never() -> bool:
     return False
+
+
+_value_of = attrgetter("value")
+
+
+def message_of(record: Any) -> Message:
+    """The :class:`Message` of an aiokafka ``ConsumerRecord`` (value not decoded yet)."""
+    headers = record.headers
+    return Message(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        None,
+        headers_from_kafka(headers) if headers else (),
+        record.timestamp,
+        record.value,
+    )
 
 
 _set_current = current_message.set
@@ -487,20 +506,7 @@ class KafkaSources:
                 if window.count >= limit or window.key_busy(tp, BATCH_KEY):
                     return  # blocked: the caller waits for a batch to settle
                 chunk[2] = end
-                messages = [
-                    Message(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.key,
-                        None,
-                        headers_from_kafka(r.headers) if r.headers else (),
-                        r.timestamp,
-                        r.value,
-                    )
-                    for r in records[i:]
-                ]
-                hand_over_batch(emitter, window, run, tp, messages, decoder)
+                hand_over_batch(emitter, window, run, tp, records[i:], decoder, raw=_value_of, make=message_of)
                 backlog.popleft()
                 if run.detached or run.halt or stop_set():
                     return

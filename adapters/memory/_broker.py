@@ -28,7 +28,7 @@ from reactivex import Observable
 
 from reactive_services.errors import ConfigError
 
-from .._message import HeadersIn, Message, RecordMetadata
+from .._message import Batch, HeadersIn, Message, RecordMetadata
 from .._protocol import Decoder
 from .._sink import BrokerSink
 from .._source import ProcessingGuarantee, source_args
@@ -244,11 +244,11 @@ class InMemoryBroker:
         concurrency: int = 1,
         on_closed: Callable[[], None] | None = None,
         processing_guarantee: ProcessingGuarantee = "at_least_once",
-    ) -> Observable[list[Message]]:
-        """A cold Observable of the records of ``topics`` in lists: per partition, the records
-        available at once (at most ``max_batch``), as :meth:`KafkaBroker.source_batches
-        <reactive_services.adapters.kafka.KafkaBroker.source_batches>` gives one list per
-        partition and fetch; see :meth:`reactive_services.adapters.Broker.source_batches`.
+    ) -> Observable[Batch]:
+        """A cold Observable of the records of ``topics`` in :class:`~reactive_services.adapters.Batch`
+        es: per partition, the records available at once (at most ``max_batch``), as
+        :meth:`KafkaBroker.source_batches <reactive_services.adapters.kafka.KafkaBroker.source_batches>`
+        gives one batch per partition and fetch; see :meth:`reactive_services.adapters.Broker.source_batches`.
 
         Raises:
             ConfigError: as :meth:`source`.
@@ -263,4 +263,4 @@ class InMemoryBroker:
             processing_guarantee=processing_guarantee,
         )
         source = self._sources.observable(args, stop=stop, on_assigned=on_assigned, on_closed=on_closed)
-        return cast("Observable[list[Message]]", source)
+        return cast("Observable[Batch]", source)

@@ -49,7 +49,7 @@ import pytest
 import pytest_asyncio
 import reactivex.operators as ops
 
-from reactive_services.adapters import Broker, Message, headers_to_dict, track
+from reactive_services.adapters import Batch, Broker, Message, headers_to_dict, track
 from reactive_services.errors import ConfigError
 from reactive_services.operators import batch
 
@@ -359,9 +359,11 @@ class BrokerContract(BrokerFixture):
         for i in range(60):
             await broker.emit(topic, {"i": i}, key=f"k{i % 5}")
         stop = asyncio.Event()
-        seen: list[list[Message]] = []
+        seen: list[Batch] = []
+        values: list[list[Any]] = []
 
-        def on_batch(batch: list[Message]) -> None:
+        def on_batch(batch: Batch) -> None:
+            values.append(list(batch.values))  # read before the messages are made
             seen.append(batch)
             if sum(map(len, seen)) >= 60:
                 stop.set()
@@ -369,10 +371,13 @@ class BrokerContract(BrokerFixture):
         got = await collect(broker.source_batches(topic, group_id=group, stop=stop), None, on_each=on_batch)
         assert got.error is None and got.completed
         assert sum(len(b) for b in seen) == 60
-        for records in seen:
+        for records, vals in zip(seen, values, strict=True):
             assert records and len({m.partition for m in records}) == 1
+            assert {(m.topic, m.partition) for m in records} == {(records.topic, records.partition)}
             offsets = [m.offset for m in records]
-            assert offsets == list(range(offsets[0], offsets[0] + len(records)))
+            assert offsets == list(range(offsets[0], offsets[0] + len(records))) == records.offsets
+            assert [m.value for m in records] == vals == records.values
+            assert records[0] is records[0] and records[-1].offset == offsets[-1]  # made once, then kept
         by_key: dict[bytes | None, list[int]] = {}
         for m in (m for b in seen for m in b):
             by_key.setdefault(m.key, []).append(m.value["i"])
@@ -390,7 +395,7 @@ class BrokerContract(BrokerFixture):
         stop = asyncio.Event()
         seen: list[int] = []
 
-        def on_batch(batch: list[Message]) -> None:
+        def on_batch(batch: Batch) -> None:
             seen.extend(m.value["i"] for m in batch)
             track(release)  # the whole list waits for it
 
@@ -407,6 +412,38 @@ class BrokerContract(BrokerFixture):
         finally:
             subscription.dispose()
 
+    async def test_a_message_of_a_batch_tracking_work_holds_back_the_whole_batch(self, broker: Broker) -> None:
+        """``Message.track`` / ``Message.hold`` on any message of a batch (not only ``track()``
+        during ``on_next``) keep every record of the batch uncommitted until they settle."""
+        topic, group = unique_name("contract"), unique_name("g")
+        await broker.create_topics([topic], partitions=1)
+        for i in range(4):
+            await broker.emit(topic, {"i": i})
+        release = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+        seen: list[int] = []
+        holds: list[Any] = []
+
+        def on_batch(batch: Batch) -> None:
+            seen.extend(batch.values[j]["i"] for j in range(len(batch)))
+            batch[0].track(release)  # the first record's work, not the carrier's
+            holds.append(batch[1].hold() if len(batch) > 1 else batch[0].hold())
+
+        subscription = broker.source_batches(topic, group_id=group, stop=stop).subscribe(on_batch)
+        try:
+            await wait_for(lambda: len(seen) == 4, what="every record")
+            await asyncio.sleep(0.3)
+            assert await broker.committed(group, topic, 0) in (None, 0)
+            release.set_result(None)
+            await asyncio.sleep(0.3)
+            assert await broker.committed(group, topic, 0) in (None, 0)  # the holds are still taken
+            for held in holds:
+                held.release()
+            stop.set()
+            await wait_for(lambda: _eq(broker.committed(group, topic, 0), 4), what="offset 4 committed")
+        finally:
+            subscription.dispose()
+
     async def test_an_undecodable_record_is_dead_lettered_and_left_out_of_its_list(self, broker: Broker) -> None:
         topic, group = unique_name("contract"), unique_name("g")
         await broker.create_topics([topic, f"{topic}.DLT"], partitions=1)
@@ -416,7 +453,7 @@ class BrokerContract(BrokerFixture):
         stop = asyncio.Event()
         seen: list[int] = []
 
-        def on_batch(batch: list[Message]) -> None:
+        def on_batch(batch: Batch) -> None:
             seen.extend(m.value["i"] for m in batch)
             if len(seen) == 2:
                 stop.set()
@@ -434,7 +471,7 @@ class BrokerContract(BrokerFixture):
         for i in range(4):
             await broker.emit(topic, {"i": i})
 
-        def fail(batch: list[Message]) -> None:
+        def fail(batch: Batch) -> None:
             raise RuntimeError("handler bug")
 
         got = await collect(broker.source_batches(topic, group_id=group), None, on_each=fail)
@@ -443,7 +480,7 @@ class BrokerContract(BrokerFixture):
         stop = asyncio.Event()
         again: list[int] = []
 
-        def take(batch: list[Message]) -> None:
+        def take(batch: Batch) -> None:
             again.extend(m.value["i"] for m in batch)
             if len(again) >= 4:
                 stop.set()

@@ -48,11 +48,16 @@ class InFlight:
         self._on_settled = on_settled
         #: messages in flight now (read-only outside this class; ``len(window)`` too)
         self.count = 0
+        #: the partition of the message whose handler the source is awaiting now, if any
+        #: (:func:`~reactive_services.adapters._source.await_inline`): :meth:`drain` waits for it too
+        self.inline: Any = None
         self._tasks: dict[_TrackedWait, Any] = {}  # the tracked work of a message in flight -> its partition
         self._held: dict[_HeldWait, Any] = {}  # the holds of a handled message -> its partition
         self._keys: dict[tuple[Any, bytes], _TrackedWait] = {}
-        self._changed = _Signal(self)
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] = []  # wait_changed: any settle, completion or failure
+        self._room_waiters: list[asyncio.Future[None]] = []  # wait_room: a place or a key freed, or a failure
+        self._changed = _Signal(self._waiters)
+        self._room = _Signal(self._room_waiters)
         #: Set when tracked work failed (then :attr:`error` holds the first failure).
         self.failed = asyncio.Event()
 
@@ -156,11 +161,13 @@ class InFlight:
         else:
             log.warning("%r@%d failed after an earlier failure: %r", tp, offset, exc)
         self._changed.set()
+        self._room.set()
 
     def _free(self) -> None:
         """The message's delivery is over: it no longer counts against ``limit``."""
         self.count -= 1
         self._changed.set()
+        self._room.set()
 
     def _complete(self, tp: Hashable, offset: int, epoch: int) -> None:
         self.tracker.complete(tp, offset, epoch)
@@ -173,18 +180,45 @@ class InFlight:
         if wait.key is not None and self._keys.get((wait.tp, wait.key)) is wait:
             del self._keys[(wait.tp, wait.key)]
 
-    def abandon(self, tp: Hashable, offset: int) -> None:
+    def abandon(self, tp: Hashable, offset: int, *, begun: bool = True) -> None:
         """A message begun but not handled (its ``on_next`` disposed the subscription or
-        raised): it leaves the window but stays uncommitted."""
+        raised): it leaves the window but stays uncommitted. ``begun=False``: a message not begun
+        (an awaited handler that was cancelled) is started in ``tp`` and left so: nothing of
+        ``tp`` from ``offset`` on is committed in this assignment."""
+        if not begun:
+            self._start(tp, offset)
+            return
         self.count -= 1
+        self._changed.set()
+        self._room.set()
+
+    def epoch_at(self, tp: Hashable, offset: int) -> int:
+        """The epoch of ``tp``, tracked from ``offset`` first if it is not tracked yet (for a
+        message delivered and not advanced to: the commit of ``tp`` stays at ``offset``)."""
+        epoch = self.tracker.epoch(tp)
+        return self.tracker.assign(tp, offset) if epoch is None else epoch
+
+    def inline_done(self) -> None:
+        """The handler the source awaited (:attr:`inline`) returned: wake :meth:`drain`."""
+        self.inline = None
         self._changed.set()
 
     async def wait_changed(self, timeout: float | None = None) -> None:
-        """Wait until a message settled (or failed), or ``timeout`` seconds passed (a future and a
-        timer: no task per wait)."""
+        """Wait until a message settled, a held offset completed, or something failed, or
+        ``timeout`` seconds passed (a future and a timer: no task per wait)."""
+        await self._wait(self._waiters, timeout)
+
+    async def wait_room(self, timeout: float | None = None) -> None:
+        """Wait until a message in flight settled (a place in the window, and its key, are free
+        again) or something failed, or ``timeout`` seconds passed: what a source blocked on a full
+        window waits for. Held offsets completing do not wake it (they free no place), so a
+        source blocked behind a long queue of holds is not woken once per hold."""
+        await self._wait(self._room_waiters, timeout)
+
+    async def _wait(self, waiters: list[asyncio.Future[None]], timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
+        waiters.append(waiter)
         timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
         try:
             await waiter
@@ -205,7 +239,10 @@ class InFlight:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            busy = any(wanted is None or tp in wanted for tp in self._tasks.values())
+            inline = self.inline
+            busy = (inline is not None and (wanted is None or inline in wanted)) or any(
+                wanted is None or tp in wanted for tp in self._tasks.values()
+            )
             held = holds and any(wanted is None or tp in wanted for tp in self._held.values())
             if not busy and not held:
                 return True
@@ -235,6 +272,7 @@ class InFlight:
             wait.cancelled = True
         self._held.clear()
         self._changed.set()
+        self._room.set()
         if work:
             await asyncio.gather(*work, return_exceptions=True)
 
@@ -245,18 +283,19 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 class _Signal:
-    """``set()`` wakes every :meth:`InFlight.wait_changed` waiting now (an Event without its waiter tasks)."""
+    """``set()`` wakes every waiter in ``waiters`` now (an Event without its waiter tasks)."""
 
-    __slots__ = ("_window",)
+    __slots__ = ("_waiters",)
 
-    def __init__(self, window: InFlight) -> None:
-        self._window = window
+    def __init__(self, waiters: list[asyncio.Future[None]]) -> None:
+        self._waiters = waiters
 
     def set(self) -> None:
-        waiters = self._window._waiters
+        waiters = self._waiters
         if waiters:
-            self._window._waiters = []
-            for waiter in waiters:
+            woken = waiters[:]
+            waiters.clear()  # in place: the window keeps the same list
+            for waiter in woken:
                 _wake(waiter)
 
 

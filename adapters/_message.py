@@ -64,6 +64,9 @@ class Message:
     # Created on first use: most messages are handled synchronously and need neither.
     _pending: list[Awaitable[Any]] | None = field(default=None, repr=False, compare=False)
     _holds: list[asyncio.Future[None]] | None = field(default=None, repr=False, compare=False)
+    # Set by an ``on_next`` that asks the source to await this work before it delivers the next
+    # record (a service's ``async def`` payload handler; see ``Broker.awaits_inline``).
+    _inline: Awaitable[Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def timestamp(self) -> float:

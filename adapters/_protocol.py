@@ -46,7 +46,14 @@ class Emitter(Protocol):
 
 @runtime_checkable
 class Broker(Protocol):
-    """A message broker: topics with partitions and offsets, consumer groups, commits."""
+    """A message broker: topics with partitions and offsets, consumer groups, commits.
+
+    Optional: a broker whose sources await the work an ``on_next`` hands them in a message's
+    ``_inline`` slot before they deliver the next record (:func:`~reactive_services.adapters._source.await_inline`)
+    says so with a true ``awaits_inline`` attribute; a service then awaits its ``async def``
+    payload handlers that way (``concurrency=1``, at-least-once). Without it, each call of such a
+    handler runs as a task of its own, tracked on its message.
+    """
 
     @property
     def kind(self) -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "decode_error",
     "hand_over",
     "hand_over_batch",
+    "await_inline",
     "release_holds",
     "source_args",
     "topic_list",
@@ -259,7 +260,9 @@ def hand_over(
       Observer tracked no work and took no hold on it, its offset completes at once
       (:meth:`InFlight.advance`: no task, no future); otherwise it enters the window and its
       work is awaited in the background (:meth:`InFlight.handled`). If the subscription was
-      disposed meanwhile (:attr:`Subscription.detached`), the message stays uncommitted.
+      disposed meanwhile (:attr:`Subscription.detached`), the message stays uncommitted. When
+      ``on_next`` handed over work to await (``message._inline``), nothing is settled here:
+      the caller awaits it with :func:`await_inline`.
 
     Returns:
         True when the message was delivered to the Observer.
@@ -281,6 +284,8 @@ def hand_over(
         _reset_current(token)
     if subscription.detached:
         return False
+    if message._inline is not None:
+        return True  # work to await before the next record: the caller's await_inline settles it
     if message._pending or message._holds:
         window.settle(message, tp, window.begin(tp, message.offset))
     else:
@@ -290,6 +295,64 @@ def hand_over(
 
 _set_current = current_message.set
 _reset_current = current_message.reset
+
+
+async def await_inline(window: InFlight, tp: Hashable, message: Message) -> bool:
+    """Await the work ``on_next`` handed over in ``message._inline`` (a service's ``async def``
+    payload handler), in the source's own task, before the next record is delivered: what
+    ``async for record in consumer: await handler(record)`` does, with the commit rules of
+    :func:`hand_over`.
+
+    The caller delivered ``message`` (``on_next`` returned) and advanced every record of ``tp``
+    handled before it, so the commit of ``tp`` stays below the message while its work runs
+    (nothing advances ``tp`` meanwhile: the source is here), at no cost per record; a
+    revocation waits for it (:attr:`InFlight.inline`), as for tracked work.
+    :data:`~reactive_services.adapters.current_message` is set to it meanwhile. Then it
+    completes at once (:meth:`InFlight.advance`), or after the work and holds it took. A
+    ``CancelledError`` raised by the work itself (not by cancelling the source's task) leaves
+    the message uncommitted (its partition commits nothing past it until it is read again) and
+    is logged; the source goes on.
+
+    Returns:
+        True if ``tp`` is still tracked in the same assignment (False: revoked meanwhile; the
+        record is not counted: its next owner reads it again).
+
+    Raises:
+        Exception: whatever the work raises (the message stays uncommitted; the stream ends
+            with it, as when ``on_next`` raises).
+        asyncio.CancelledError: the source's task was cancelled meanwhile.
+    """
+    work = message._inline
+    message._inline = None
+    offset = message.offset
+    epoch = window.epoch_at(tp, offset)
+    window.inline = tp
+    token = _set_current(message)
+    try:
+        await work  # type: ignore[misc]  # set by on_next: an awaitable
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning(
+            "the handler of %s[%d]@%d was cancelled; the record stays uncommitted",
+            message.topic,
+            message.partition,
+            offset,
+        )
+        if window.tracker.epoch(tp) == epoch:
+            window.abandon(tp, offset, begun=False)  # in flight for good: nothing past it commits
+        return window.tracker.epoch(tp) == epoch
+    finally:
+        _reset_current(token)
+        window.inline_done()
+    if window.tracker.epoch(tp) != epoch:
+        return False
+    if message._pending or message._holds:
+        window.settle(message, tp, window.begin(tp, offset))
+    else:
+        window.advance(tp, offset)
+    return True
 
 
 #: The ordering key of a batch in the in-flight window: a partition's next batch waits for the

@@ -14,8 +14,8 @@ An event pattern is a topic name. A handler is either
 
 * a **payload handler** ``(self, payload)`` or ``(self, payload, message)``, plain or ``async def``:
   it runs once per record; an ``async`` one is awaited before the next record's handler and
-  before the offset is committed (with ``concurrency=1``, by the service's handler task while
-  the source goes on queuing records; see :class:`_Sequential`). If it raises, the record goes
+  before the offset is committed (with ``concurrency=1``, by the source itself, as
+  ``async for record in consumer: await handler(record)`` would). If it raises, the record goes
   to ``<topic>.DLT`` with the reason in its headers and the stream goes on. A record that is
   not JSON goes there too, before any handler.
 * a **pipeline handler** (``@event_pattern("logs", pipeline=True)``) ``(self, messages)``: it gets
@@ -72,7 +72,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -95,7 +94,6 @@ from reactive_services.adapters import (
     RecordMetadata,
     check_auto_offset_reset,
     check_processing_guarantee,
-    current_message,
     track,
 )
 from reactive_services.operators import backoff_delay, retry_with_backoff
@@ -344,21 +342,24 @@ class _Dispatch(ObserverBase[Message]):
     Subscribed straight to the broker source (no operator in between), with one ``on_next``
     made per topic for its handler (the only one when the service has one payload topic).
 
-    An ``async def`` handler, with ``concurrency=1`` and at-least-once, is awaited by the
-    service's handler task (:class:`_Sequential`), one record after another, as
-    ``async for record in consumer: await handler(record)`` would: the record's offset is held
-    (:meth:`Message.hold`) until its handler and the work it tracked finished. Otherwise (a
-    higher ``concurrency``, or exactly-once, whose commit point must see the work finished)
-    each call runs as a task of its own, tracked on the message.
+    An ``async def`` handler, with ``concurrency=1`` and at-least-once on a broker whose sources
+    await inline work (``awaits_inline``: both of ours), is awaited by the source itself before
+    it delivers the next record, as ``async for record in consumer: await handler(record)``
+    would: ``on_next`` hands the call over in ``message._inline``
+    (:func:`~reactive_services.adapters._source.await_inline`), and the record's offset is
+    committed after the handler and the work it tracked finished. Otherwise (a higher
+    ``concurrency``, exactly-once, whose commit point must see the work finished, or another
+    broker) each call runs as a task of its own, tracked on the message.
     """
 
     def __init__(self, service: Microservice, handlers: dict[str, Callable[..., Any]]) -> None:
         self._service = service
         self._handled = service.handled
-        self.sequential: _Sequential | None = None
-        inline = service.concurrency == 1 and service.processing_guarantee == "at_least_once"
-        if inline and any(_is_async(handler) for handler in handlers.values()):
-            self.sequential = _Sequential(service)
+        self.inline = (
+            service.concurrency == 1
+            and service.processing_guarantee == "at_least_once"
+            and bool(getattr(service.broker, "awaits_inline", False))
+        )
         self._routes = {topic: self._route(topic, handler) for topic, handler in handlers.items()}
         if len(self._routes) == 1:
             self.on_next = next(iter(self._routes.values()))  # type: ignore[method-assign,assignment]
@@ -367,19 +368,20 @@ class _Dispatch(ObserverBase[Message]):
         """The ``on_next`` of the messages of ``topic``."""
         wants_message = _arity(handler) >= 2
         handled, dead_letter, guard = self._handled, self._service._dead_letter, self._guard
-        sequential = self.sequential
-        if sequential is not None and _is_async(handler):
-            call: Callable[[Message], Awaitable[Any]] = (
-                (lambda message: handler(message.value, message))
-                if wants_message
-                else (lambda message: handler(message.value))
-            )
-            submit = sequential.submit
+        if self.inline and _is_async(handler):
 
-            def on_next_async(message: Message) -> None:
-                submit(call, message, topic)
+            async def run(message: Message) -> None:
+                try:
+                    await (handler(message.value, message) if wants_message else handler(message.value))
+                except Exception as exc:
+                    dead_letter(message, exc)
+                else:
+                    handled[topic] = handled.get(topic, 0) + 1
 
-            return on_next_async
+            def on_next_inline(message: Message) -> None:
+                message._inline = run(message)  # the source awaits it before the next record
+
+            return on_next_inline
 
         def on_next(message: Message) -> None:
             try:
@@ -412,136 +414,6 @@ class _Dispatch(ObserverBase[Message]):
 
     def on_completed(self) -> None:
         pass
-
-
-class _Sequential:
-    """The handler task of a service's ``async def`` payload handlers (``concurrency=1``,
-    at-least-once): awaits them one record after another, in delivery order.
-
-    :meth:`submit` (the source's ``on_next``) takes a hold on the record (:meth:`Message.hold`:
-    its offset is not committed before the hold is released) and queues it; the task awaits its
-    handler with :data:`current_message` set to it (so ``track`` and ``hold`` in the handler
-    apply to it), then the work the handler tracked, then releases the hold (a hold the handler
-    took keeps the commit back until it is released too). The source does not wait for each
-    handler: a handler that does not suspend costs a hold more than a synchronous one. At
-    most ``limit`` records wait in the queue: past that the source waits (the record that filled
-    it tracks the queue's drain to half).
-
-    Each record's hold lives in the in-flight window of the subscription and assignment that
-    delivered it, so records delivered again (after a resubscription or a rebalance) are held
-    afresh. A handler that raises sends its record to the dead-letter topic (handled); tracked
-    work that fails fails the hold (the source ends with that error; the offset stays
-    uncommitted). A handler or tracked work cancelled (not the task itself) cancels the hold:
-    that record stays uncommitted (its partition commits nothing past it until it is read
-    again), as with a task per call; the task goes on with the next record.
-
-    Semantics of running in one task: ``asyncio.timeout``, ``TaskGroup`` and cancellation
-    scopes in a handler work as in any task; a context variable a handler sets stays set for the
-    next records' handlers (reset it with its token; ``concurrency`` > 1 runs each handler in a
-    task, and a context, of its own).
-    """
-
-    __slots__ = ("_dead_letter", "_handled", "_loop", "_queue", "_space", "_task", "_wake", "limit", "name")
-
-    def __init__(self, service: Microservice, limit: int = 500) -> None:
-        self.name = service.name
-        self.limit = limit
-        self._handled = service.handled
-        self._dead_letter = service._dead_letter
-        # the hold of each record is a bare future (what Message.hold makes, without the Hold
-        # wrapper's thread checks: it is settled on the loop, by the handler task)
-        self._queue: deque[tuple[Callable[[Message], Awaitable[Any]], Message, str, asyncio.Future[None]]] = deque()
-        self._loop = asyncio.get_running_loop()
-        self._wake: asyncio.Future[None] | None = None
-        self._space: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def submit(self, call: Callable[[Message], Awaitable[Any]], message: Message, topic: str) -> None:
-        held: asyncio.Future[None] = self._loop.create_future()
-        holds = message._holds
-        if holds is None:
-            message._holds = [held]
-        else:
-            holds.append(held)
-        queue = self._queue
-        queue.append((call, message, topic, held))
-        if self._task is None:
-            self._task = self._loop.create_task(self._run(), name=f"{self.name}: handlers")
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
-        if len(queue) >= self.limit:  # backpressure: the source waits until half the queue is handled
-            if self._space is None:
-                self._space = self._loop.create_future()
-            message.track(self._space)
-
-    async def _run(self) -> None:
-        queue, handled, loop = self._queue, self._handled, self._loop
-        task = asyncio.current_task()
-        assert task is not None
-        while True:
-            while queue:
-                call, message, topic, held = queue.popleft()
-                space = self._space
-                if space is not None and len(queue) <= self.limit // 2:
-                    self._space = None
-                    if not space.done():
-                        space.set_result(None)
-                try:
-                    token = current_message.set(message)
-                    try:
-                        await call(message)
-                    except Exception as exc:
-                        self._dead_letter(message, exc)
-                    else:
-                        handled[topic] = handled.get(topic, 0) + 1
-                    finally:
-                        current_message.reset(token)
-                    if message._pending:  # work the handler tracked
-                        await message.settled()
-                except asyncio.CancelledError:
-                    if task.cancelling():  # the task itself is stopped
-                        held.cancel()
-                        raise
-                    self._cancelled(message, held)
-                except Exception as exc:  # tracked work failed
-                    if not held.done():
-                        held.set_exception(exc)
-                else:
-                    if not held.done():
-                        held.set_result(None)
-            self._wake = wake = loop.create_future()
-            await wake
-
-    def _cancelled(self, message: Message, held: asyncio.Future[None]) -> None:
-        log.warning(
-            "%s: the handler of %s[%d]@%d was cancelled; the record stays uncommitted",
-            self.name,
-            message.topic,
-            message.partition,
-            message.offset,
-        )
-        held.cancel()
-
-    async def stop(self) -> None:
-        """Cancel the task; the records still queued stay uncommitted (their holds are cancelled)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        while self._queue:
-            _, _, _, held = self._queue.popleft()
-            held.cancel()
-        space, self._space = self._space, None
-        if space is not None and not space.done():
-            space.cancel()
-
-    @property
-    def queued(self) -> int:
-        """Records waiting for their handler (not counting the one whose handler runs)."""
-        return len(self._queue)
 
 
 def _is_async(handler: Callable[..., Any]) -> bool:
@@ -715,14 +587,7 @@ class Microservice:
         self._responder = Responder(broker, self._requests, self._failed, name=name)
         self.replied = self._responder.replied
         self.error_replies = self._responder.error_replies
-        self._sequential: _Sequential | None = None
         self.started = False
-
-    @property
-    def queued(self) -> int:
-        """Records delivered to the ``async def`` payload handlers (``concurrency=1``) and waiting
-        for their turn (at most 500: then the source waits; see the guarantees page)."""
-        return 0 if self._sequential is None else self._sequential.queued
 
     @property
     def patterns(self) -> list[str]:
@@ -757,7 +622,6 @@ class Microservice:
         self._stop = asyncio.Event()
         if self._payload:
             dispatch = _Dispatch(self, self._payload)
-            self._sequential = dispatch.sequential
             self._supervise(
                 list(self._payload),
                 self.group_id,
@@ -925,9 +789,6 @@ class Microservice:
         for sub in self._subscriptions:
             sub.dispose()
         self._subscriptions.clear()
-        if self._sequential is not None:
-            await self._sequential.stop()
-            self._sequential = None
         self._done.clear()
         self.started = False
         try:

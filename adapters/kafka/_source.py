@@ -36,6 +36,7 @@ from .._source import (
     BrokerSource,
     SourceArgs,
     Subscription,
+    await_inline,
     dead_letter_undecodable,
     decode_error,
     hand_over_batch,
@@ -420,7 +421,7 @@ class KafkaSources:
             if window.error is not None:
                 return window.error
             try:
-                self._deliver_backlog(run, consumer.assignment())
+                await self._deliver_backlog(run, consumer)
             except Exception as exc:  # noqa: BLE001 - the observer's failure ends the stream
                 return exc
             if run.detached or run.stopping():
@@ -444,7 +445,7 @@ class KafkaSources:
                     paused = True
                     stats.pauses += 1
                     stats.paused = frozenset(consumer.paused())
-                await window.wait_changed(timeout=s.poll_timeout_s)
+                await window.wait_room(timeout=s.poll_timeout_s)
                 if time.monotonic() - last_poll < s.poll_timeout_s:
                     continue
                 batches = await consumer.getmany(timeout_ms=0, max_records=max_batch)
@@ -472,7 +473,7 @@ class KafkaSources:
                     return run.txn_error
         return None
 
-    def _deliver_backlog(self, run: _SourceRun, assigned: Any) -> None:
+    async def _deliver_backlog(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> None:
         """Deliver the fetched records of ``run.backlog`` in order until it is empty, the window
         is full (or the next record's key busy), the source is stopping, or it has run for
         :data:`YIELD_AFTER_S` seconds (then ``run.yielded`` is set: the caller yields to the loop).
@@ -484,10 +485,16 @@ class KafkaSources:
         fetched chunk (before any later message of the partition enters it, and when this
         returns or raises), so such a record costs no task, no future and no bookkeeping call.
 
+        A message whose ``on_next`` handed over work to await (``message._inline``: a service's
+        ``async def`` payload handler) is awaited here, before the next record
+        (:func:`~reactive_services.adapters._source.await_inline`); after it, the partition is
+        checked again (a rebalance may have taken it meanwhile).
+
         Raises:
-            Exception: whatever ``on_next`` raised (that record stays uncommitted; the records
-                before it were handled and advance).
+            Exception: whatever ``on_next`` (or the work it handed over) raised (that record stays
+                uncommitted; the records before it were handled and advance).
         """
+        assigned = consumer.assignment()  # (checked again after awaiting a handler)
         backlog, window, emitter, decoder = run.backlog, run.window, self._emitter, run.args.decoder
         decode = orjson.loads if decoder is decode_json else decoder  # decode_json's errors, re-made on failure
         on_next = run.observer.on_next
@@ -515,6 +522,7 @@ class KafkaSources:
                     return
                 continue
             handled = -1  # the last offset of tp handled synchronously and not advanced to yet
+            moved = False  # the chunk was taken out of the backlog (a rebalance) while we awaited
             try:
                 while i < end:
                     record = records[i]
@@ -551,6 +559,21 @@ class KafkaSources:
                         _reset_current(token)
                     if run.detached:
                         return  # disposed from on_next: this message stays uncommitted
+                    if message._inline is not None:  # an async handler: awaited before the next record
+                        if handled >= 0:
+                            window.advance(tp, handled)
+                            handled = -1
+                        chunk[2] = i
+                        ours = await await_inline(window, tp, message)
+                        if run.detached or run.halt or stop_set() or window.error is not None:
+                            return
+                        if not ours or not backlog or backlog[0] is not chunk or tp in run.revoking:
+                            moved = True  # a rebalance took the partition meanwhile
+                            break
+                        if not i & 31 and time.perf_counter() >= deadline:
+                            run.yielded = True
+                            return
+                        continue
                     if message._pending or message._holds:
                         if handled >= 0:
                             window.advance(tp, handled)
@@ -567,7 +590,8 @@ class KafkaSources:
                 chunk[2] = i
                 if handled >= 0:
                     window.advance(tp, handled)
-            backlog.popleft()
+            if not moved:
+                backlog.popleft()
 
     async def _signal_assigned(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> Exception | None:
         """Call ``run.on_assigned`` once partitions are assigned and positioned."""

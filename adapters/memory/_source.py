@@ -21,7 +21,16 @@ from reactivex.disposable import Disposable
 from .._inflight import InFlight
 from .._message import YIELD_EVERY, current_transaction
 from .._protocol import Emitter
-from .._source import BATCH_KEY, BrokerSource, SourceArgs, Subscription, hand_over, hand_over_batch, release_holds
+from .._source import (
+    BATCH_KEY,
+    BrokerSource,
+    SourceArgs,
+    Subscription,
+    await_inline,
+    hand_over,
+    hand_over_batch,
+    release_holds,
+)
 from ._admin import Group, Member, MemoryCluster
 from ._codec import message_of
 from ._producer import MemoryTransactions
@@ -260,9 +269,14 @@ class MemorySources:
                         break
                     if offset < part.start:  # deleted while waiting for room in the window
                         continue
-                    hand_over(self._emitter, window, run, tp, message_of(tp[0], tp[1], offset, part[offset]), decoder)
+                    message = message_of(tp[0], tp[1], offset, part[offset])
+                    hand_over(self._emitter, window, run, tp, message, decoder)
                     if run.detached:
                         return None
+                    if message._inline is not None:  # an async handler: awaited before the next record
+                        await await_inline(window, tp, message)
+                        if run.detached:
+                            return None
                     positions[tp] = offset + 1
                     run.commit()
                     delivered += 1
@@ -346,5 +360,5 @@ class MemorySources:
         while window.full() or window.key_busy(tp, key):
             if window.error is not None or run.stop.is_set() or generation != run.member.generation:
                 return False
-            await window.wait_changed(timeout=ADMIT_POLL_S)
+            await window.wait_room(timeout=ADMIT_POLL_S)
         return window.error is None

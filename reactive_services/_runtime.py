@@ -766,7 +766,8 @@ class Microservice:
         Waits at most ``timeout`` seconds in all for the sources to complete and then to close
         (their last commit, made once the operators released what they held, e.g. the insert
         of a final batch); what is still running then is disposed (its current record is not
-        committed).
+        committed: an ``async def`` handler that has not returned is cancelled), and then waited
+        for, ``timeout`` seconds at most again, while it commits what was handled and closes.
 
         Raises:
             PublishError: a dead letter could not be published.
@@ -789,6 +790,14 @@ class Microservice:
         for sub in self._subscriptions:
             sub.dispose()
         self._subscriptions.clear()
+        if self._open_sources > 0:  # disposed while busy (a handler that did not return): they still
+            # commit what was handled and leave their group; wait for that, as long again at most
+            try:
+                await asyncio.wait_for(self._sources_closed.wait(), timeout)
+            except TimeoutError:
+                log.warning(
+                    "%s: %d disposed source(s) not closed within %.1f s", self.name, self._open_sources, timeout
+                )
         self._done.clear()
         self.started = False
         try:

@@ -435,8 +435,20 @@ class KafkaSources:
             if backlog and run.yielded:
                 run.yielded = False
                 await asyncio.sleep(0)  # handled for YIELD_AFTER_S: let the loop's other tasks run
-                continue
-            if backlog:
+                now = time.monotonic()
+                if now - last_poll < s.poll_timeout_s and now - last_commit < interval:
+                    continue
+                # A long backlog (handlers awaited in place take their time): keep calling
+                # getmany, paused, so that aiokafka does not count us idle (max_poll_interval_ms),
+                # and commit what was handled on schedule.
+                if not paused:
+                    consumer.pause(*consumer.assignment())
+                    paused = True
+                    stats.pauses += 1
+                    stats.paused = frozenset(consumer.paused())
+                batches = await consumer.getmany(timeout_ms=0, max_records=max_batch)
+                last_poll = time.monotonic()
+            elif backlog:
                 # Blocked on a full window (or a busy key): stop fetching, but keep calling
                 # getmany (at least every poll_timeout_s) so that aiokafka does not count us idle
                 # (max_poll_interval_ms); a message settling wakes us to deliver on at once.
@@ -570,7 +582,7 @@ class KafkaSources:
                         if not ours or not backlog or backlog[0] is not chunk or tp in run.revoking:
                             moved = True  # a rebalance took the partition meanwhile
                             break
-                        if not i & 31 and time.perf_counter() >= deadline:
+                        if time.perf_counter() >= deadline:  # (a handler takes its time: look each record)
                             run.yielded = True
                             return
                         continue

@@ -32,6 +32,8 @@ class Member:
         wake: set when a record is appended to one of its topics or the group rebalanced.
         assignment: the partitions it owns now.
         generation: the group generation its assignment belongs to.
+        lost: the partitions rebalances took from it since its source last looked (one that
+            came back meanwhile is not the same assignment: its source starts it afresh).
     """
 
     member_id: int
@@ -39,15 +41,23 @@ class Member:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     assignment: list[TopicPartition] = field(default_factory=list)
     generation: int = 0
+    lost: set[TopicPartition] = field(default_factory=set)
 
 
 @dataclass
 class Group:
-    """A consumer group: its committed offsets (next offset to read) and its members."""
+    """A consumer group: its committed offsets (next offset to read) and its members.
+
+    ``inline``: the partitions of which a member's source awaits a handler now (a service's
+    ``async def`` payload handler), and that member. A rebalance's new owner of such a partition
+    waits for it before it reads the committed offset, as Kafka's revocation waits for the
+    handler before it commits (at most ``DRAIN_TIMEOUT_S``, the in-memory ``revoke_timeout_s``).
+    """
 
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     members: list[Member] = field(default_factory=list)
     generation: int = 0
+    inline: dict[TopicPartition, Member] = field(default_factory=dict)
 
 
 class MemoryCluster:
@@ -127,6 +137,8 @@ class MemoryCluster:
     def leave(self, group: Group, member: Member) -> None:
         """Remove ``member`` from ``group`` and rebalance the others."""
         group.members.remove(member)
+        for tp in [tp for tp, owner in group.inline.items() if owner is member]:
+            del group.inline[tp]
         self._rebalance(group)
 
     def _rebalance(self, group: Group) -> None:
@@ -134,6 +146,7 @@ class MemoryCluster:
         counts = {topic: len(self.topic(topic)) for m in group.members for topic in m.topics}
         shares = assign_range([m.topics for m in group.members], counts)
         for member, share in zip(group.members, shares, strict=True):
+            member.lost.update(tp for tp in member.assignment if tp not in share)
             member.assignment = share
             member.generation = group.generation
             member.wake.set()

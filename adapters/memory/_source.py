@@ -19,7 +19,7 @@ from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
 
 from .._inflight import InFlight
-from .._message import YIELD_EVERY, current_transaction
+from .._message import YIELD_EVERY, Message, current_transaction
 from .._protocol import Emitter
 from .._source import (
     BATCH_KEY,
@@ -227,15 +227,17 @@ class MemorySources:
                         return window.error
                     run.checkpoint()
                 generation = member.generation
+                lost, member.lost = member.lost, set()  # taken away since we last looked (maybe back now)
                 for tp in positions:
-                    if tp not in member.assignment:
+                    if tp not in member.assignment or tp in lost:
                         window.forget(tp)  # its unfinished messages go to the new owner
-                kept = positions
+                kept = {tp: offset for tp, offset in positions.items() if tp not in lost}
                 positions = {}
                 for tp in member.assignment:
                     if tp in kept:
                         positions[tp] = kept[tp]
                     else:  # newly ours: start at the committed offset (or the reset position)
+                        await self._await_previous_owner(run, tp)
                         positions[tp] = cluster.start_offset(run.group, tp, run.args.auto_offset_reset)
                         window.tracker.assign(tp, positions[tp])
                 if run.on_assigned is not None and positions:  # assigned and positioned
@@ -274,7 +276,8 @@ class MemorySources:
                     if run.detached:
                         return None
                     if message._inline is not None:  # an async handler: awaited before the next record
-                        await await_inline(window, tp, message)
+                        if not await self._await_inline(run, tp, message):
+                            break  # a rebalance took the partition meanwhile
                         if run.detached:
                             return None
                     positions[tp] = offset + 1
@@ -350,6 +353,55 @@ class MemorySources:
             start,
         )
         return start
+
+    async def _await_inline(self, run: _Run, tp: tuple[str, int], message: Message) -> bool:
+        """:func:`await_inline`, with the partition marked in the group (``Group.inline``) meanwhile.
+
+        Returns False when a rebalance took ``tp`` meanwhile: then, if its new owner waited for
+        this handler, what was handled of ``tp`` is committed first (as Kafka's revocation does);
+        the caller goes back to the rebalance, which forgets ``tp``.
+        """
+        group, member = run.group, run.member
+        group.inline[tp] = member
+        try:
+            ours = await await_inline(run.window, tp, message)
+        except BaseException:
+            if group.inline.get(tp) is member:
+                del group.inline[tp]
+            raise
+        claimed = group.inline.get(tp) is member
+        if tp in member.assignment and tp not in member.lost:
+            if claimed:
+                del group.inline[tp]
+            return True
+        if claimed:  # its new owner waits for us: commit what we handled of it, then let it read on
+            if ours and run.txns is None:
+                tracker = run.window.tracker
+                todo = tracker.to_commit([tp])
+                group.committed.update(todo)
+                tracker.mark_committed(todo)
+            del group.inline[tp]
+        return False
+
+    async def _await_previous_owner(self, run: _Run, tp: tuple[str, int]) -> None:
+        """Before reading ``tp``, newly ours: wait while its previous owner's source awaits a
+        handler of it (``Group.inline``), at most ``DRAIN_TIMEOUT_S``; then read on anyway (the
+        record is read again here: at-least-once), as Kafka's ``revoke_timeout_s``."""
+        group = run.group
+        deadline = asyncio.get_running_loop().time() + DRAIN_TIMEOUT_S
+        while (owner := group.inline.get(tp)) is not None and owner is not run.member:
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning(
+                    "group %s: the handler of %s[%d] still runs at its previous owner after %g s; "
+                    "its record is read again here",
+                    run.args.group_id,
+                    tp[0],
+                    tp[1],
+                    DRAIN_TIMEOUT_S,
+                )
+                del group.inline[tp]
+                return
+            await asyncio.sleep(ADMIT_POLL_S / 5)
 
     async def _admit(self, run: _Run, tp: tuple[str, int], key: bytes | None, generation: int) -> bool:
         """Wait until the window has room and no earlier message of ``key`` is in flight.

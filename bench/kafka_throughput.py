@@ -548,7 +548,8 @@ def main_driver(args: argparse.Namespace) -> None:
             print(f"not installed (pip install -e '.[bench]'): {', '.join(missing)}")
         results: dict[str, list[float | str]] = {}
         for _round in range(args.rounds):
-            for name in wanted:
+            # every other round in reverse order, so that no contender always runs first
+            for name in wanted if _round % 2 == 0 else wanted[::-1]:
                 if name in missing:
                     continue
                 target = topic
@@ -566,8 +567,8 @@ def main_driver(args: argparse.Namespace) -> None:
 
 def report(results: dict[str, list[float | str]], rounds: int) -> None:
     """Per section: records/s per round, their median, and the median of the per-round ratios to
-    the section's baseline (each round runs every contender back to back, so a ratio compares
-    runs made under the same load on a shared machine)."""
+    the section's baseline (each round runs every contender back to back, every other round in
+    reverse order, so a ratio compares runs made under the same load on a shared machine)."""
     head = "  ".join(f"{'round ' + str(i + 1):>9}" for i in range(rounds))
     for section, names, base in SECTIONS:
         shown = [n for n in names if n in results]

@@ -35,8 +35,8 @@ DLT_SUFFIX = ".DLT"
 COMPACT_BELOW = 4096
 
 
-def dumps(value: Any, option: int | None = None) -> bytes:
-    """``orjson.dumps(value, option=option)``, in memory of its own size when it is small.
+def dumps(value: Any) -> bytes:
+    """``orjson.dumps(value)``, in memory of its own size when it is small.
 
     orjson writes into a 4 KiB buffer and shrinks it in place; with glibc's allocator the
     page stays taken by that one value, so each *kept* output under 4 KiB costs a page of
@@ -49,7 +49,7 @@ def dumps(value: Any, option: int | None = None) -> bytes:
     Raises:
         orjson.JSONEncodeError: ``value`` is not JSON-serialisable (a ``TypeError`` subclass).
     """
-    out = orjson.dumps(value, option=option)
+    out = orjson.dumps(value)
     return bytes(memoryview(out)) if len(out) < COMPACT_BELOW else out
 
 

@@ -180,17 +180,17 @@ class InFlight:
         if wait.key is not None and self._keys.get((wait.tp, wait.key)) is wait:
             del self._keys[(wait.tp, wait.key)]
 
-    def abandon(self, tp: Hashable, offset: int, *, begun: bool = True) -> None:
+    def abandon(self, tp: Hashable, offset: int) -> None:
         """A message begun but not handled (its ``on_next`` disposed the subscription or
-        raised): it leaves the window but stays uncommitted. ``begun=False``: a message not begun
-        (an awaited handler that was cancelled) is started in ``tp`` and left so: nothing of
-        ``tp`` from ``offset`` on is committed in this assignment."""
-        if not begun:
-            self._start(tp, offset)
-            return
+        raised): it leaves the window but stays uncommitted."""
         self.count -= 1
         self._changed.set()
         self._room.set()
+
+    def keep_uncommitted(self, tp: Hashable, offset: int) -> None:
+        """``offset`` of ``tp``, not begun (an awaited handler that was cancelled), stays
+        uncommitted: nothing of ``tp`` from ``offset`` on is committed in this assignment."""
+        self._start(tp, offset)
 
     def epoch_at(self, tp: Hashable, offset: int) -> int:
         """The epoch of ``tp``, tracked from ``offset`` first if it is not tracked yet (for a

@@ -260,7 +260,7 @@ class Batch(Sequence[Message]):
     @property
     def offsets(self) -> list[int]:
         """The offsets of the records, in order (without those that were dead-lettered)."""
-        return [m.offset for m in self._messages] if self._messages is not None else [r.offset for r in self._records]
+        return [r.offset for r in self._records]
 
     def __len__(self) -> int:
         return len(self.values)

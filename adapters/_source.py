@@ -61,7 +61,7 @@ class SourceArgs:
         decoder: ``bytes | None -> value`` (see :func:`~reactive_services.adapters._codec.resolve_decoder`).
         auto_offset_reset: ``"earliest"`` or ``"latest"``.
         concurrency: messages (a batch source: batches) in flight at most (>= 1).
-        batches: emit each fetched chunk of a partition as one list (``source_batches``).
+        batches: emit each fetched chunk of a partition as one :class:`Batch` (``source_batches``).
         exactly_once: ``processing_guarantee="exactly_once"`` (see ``Broker.source``).
     """
 
@@ -340,9 +340,10 @@ async def await_inline(window: InFlight, tp: Hashable, message: Message) -> bool
             message.partition,
             offset,
         )
-        if window.tracker.epoch(tp) == epoch:
-            window.abandon(tp, offset, begun=False)  # in flight for good: nothing past it commits
-        return window.tracker.epoch(tp) == epoch
+        if window.tracker.epoch(tp) != epoch:
+            return False
+        window.keep_uncommitted(tp, offset)
+        return True
     finally:
         _reset_current(token)
         window.inline_done()

@@ -340,7 +340,7 @@ class MeteredBroker:
         on_closed: Callable[[], None] | None = None,
         processing_guarantee: ProcessingGuarantee = "at_least_once",
     ) -> Observable[Batch]:
-        """``broker.source_batches`` with each message of each list counted, as :meth:`source`.
+        """``broker.source_batches`` with each record of each batch counted, as :meth:`source`.
 
         Raises:
             ConfigError: as ``broker.source_batches`` (raised here, at the call).

@@ -88,6 +88,13 @@ def _never() -> bool:
     return False
 
 
+def _pause(consumer: AIOKafkaConsumer, stats: SourceStats) -> None:
+    """Pause the assigned partitions (stop fetching while a fetched backlog is delivered), counted."""
+    consumer.pause(*consumer.assignment())
+    stats.pauses += 1
+    stats.paused = frozenset(consumer.paused())
+
+
 _value_of = attrgetter("value")
 
 
@@ -421,7 +428,7 @@ class KafkaSources:
             if window.error is not None:
                 return window.error
             try:
-                await self._deliver_backlog(run, consumer)
+                await self._deliver_backlog(run, consumer.assignment())
             except Exception as exc:  # noqa: BLE001 - the observer's failure ends the stream
                 return exc
             if run.detached or run.stopping():
@@ -442,10 +449,8 @@ class KafkaSources:
                 # getmany, paused, so that aiokafka does not count us idle (max_poll_interval_ms),
                 # and commit what was handled on schedule.
                 if not paused:
-                    consumer.pause(*consumer.assignment())
+                    _pause(consumer, stats)
                     paused = True
-                    stats.pauses += 1
-                    stats.paused = frozenset(consumer.paused())
                 batches = await consumer.getmany(timeout_ms=0, max_records=max_batch)
                 last_poll = time.monotonic()
             elif backlog:
@@ -453,10 +458,8 @@ class KafkaSources:
                 # getmany (at least every poll_timeout_s) so that aiokafka does not count us idle
                 # (max_poll_interval_ms); a message settling wakes us to deliver on at once.
                 if not paused:
-                    consumer.pause(*consumer.assignment())
+                    _pause(consumer, stats)
                     paused = True
-                    stats.pauses += 1
-                    stats.paused = frozenset(consumer.paused())
                 await window.wait_room(timeout=s.poll_timeout_s)
                 if time.monotonic() - last_poll < s.poll_timeout_s:
                     continue
@@ -485,7 +488,7 @@ class KafkaSources:
                     return run.txn_error
         return None
 
-    async def _deliver_backlog(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> None:
+    async def _deliver_backlog(self, run: _SourceRun, assigned: Any) -> None:
         """Deliver the fetched records of ``run.backlog`` in order until it is empty, the window
         is full (or the next record's key busy), the source is stopping, or it has run for
         :data:`YIELD_AFTER_S` seconds (then ``run.yielded`` is set: the caller yields to the loop).
@@ -506,7 +509,6 @@ class KafkaSources:
             Exception: whatever ``on_next`` (or the work it handed over) raised (that record stays
                 uncommitted; the records before it were handled and advance).
         """
-        assigned = consumer.assignment()  # (checked again after awaiting a handler)
         backlog, window, emitter, decoder = run.backlog, run.window, self._emitter, run.args.decoder
         decode = orjson.loads if decoder is decode_json else decoder  # decode_json's errors, re-made on failure
         on_next = run.observer.on_next

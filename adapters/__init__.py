@@ -21,6 +21,7 @@ from ._codec import (
 from ._dead_letter import DeadLetter, publish_dead_letter
 from ._message import (
     Batch,
+    CurrentMessage,
     Headers,
     HeadersIn,
     Hold,
@@ -35,7 +36,15 @@ from ._message import (
 from ._offsets import OffsetTracker
 from ._protocol import Broker, Decoder, Emitter, ProcessingGuarantee
 from ._sink import BrokerSink, DeadLetterSink
-from ._source import BrokerSource, OffsetReset, check_auto_offset_reset, check_processing_guarantee
+from ._source import (
+    BrokerSource,
+    OffsetReset,
+    PayloadObserver,
+    PayloadRoute,
+    check_auto_offset_reset,
+    check_processing_guarantee,
+    payload_routes,
+)
 
 __all__ = [
     "DLT_SUFFIX",
@@ -43,6 +52,7 @@ __all__ = [
     "Broker",
     "BrokerSink",
     "BrokerSource",
+    "CurrentMessage",
     "DeadLetter",
     "DeadLetterSink",
     "Decoder",
@@ -53,6 +63,8 @@ __all__ = [
     "Message",
     "OffsetReset",
     "OffsetTracker",
+    "PayloadObserver",
+    "PayloadRoute",
     "ProcessingGuarantee",
     "RecordMetadata",
     "check_auto_offset_reset",
@@ -68,6 +80,7 @@ __all__ = [
     "header",
     "headers_to_dict",
     "hold",
+    "payload_routes",
     "publish_dead_letter",
     "track",
     "wait_visible",

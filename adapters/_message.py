@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, overload
 
@@ -15,6 +15,7 @@ __all__ = [
     "Headers",
     "HeadersIn",
     "Hold",
+    "CurrentMessage",
     "Message",
     "RecordMetadata",
     "current_message",
@@ -22,6 +23,7 @@ __all__ = [
     "deliver",
     "header",
     "hold",
+    "pending_message",
     "track",
 ]
 
@@ -64,9 +66,6 @@ class Message:
     # Created on first use: most messages are handled synchronously and need neither.
     _pending: list[Awaitable[Any]] | None = field(default=None, repr=False, compare=False)
     _holds: list[asyncio.Future[None]] | None = field(default=None, repr=False, compare=False)
-    # Set by an ``on_next`` that asks the source to await this work before it delivers the next
-    # record (a service's ``async def`` payload handler; see ``Broker.awaits_inline``).
-    _inline: Awaitable[Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def timestamp(self) -> float:
@@ -311,8 +310,62 @@ YIELD_EVERY = 32
 #: event loop once (the Kafka source; it looks at the clock every 32 records).
 YIELD_AFTER_S = 0.002
 
+
+class CurrentMessage:
+    """The message whose ``on_next`` (or payload handler) a broker source is running right now:
+    a context variable, with :class:`contextvars.ContextVar`'s ``get``, ``set`` and ``reset``.
+
+    Every broker source sets it while it delivers a record, so that code further down a
+    synchronous operator chain, or a task started meanwhile (tasks copy the context), can
+    find the message: :func:`track`, :func:`hold`, ``emit`` and the sinks hold back its commit
+    through it. ``get()`` returns a :class:`Message` or None, never anything else.
+
+    A source that hands a payload handler only the decoded value (the services' payload
+    handlers, see ``PayloadRoute``) sets it to a *pending delivery* instead, the list
+    ``[record, value, message, make]``: ``get()`` makes the message then, once, with
+    ``make(record)`` and ``value`` (and keeps it in ``message``, where the source looks for
+    tracked work and holds after the handler returned). So a record whose handler never asks
+    for its message costs no :class:`Message`.
+    """
+
+    __slots__ = ("var",)
+
+    #: The name of the underlying :class:`contextvars.ContextVar`.
+    name = "current_message"
+
+    def __init__(self) -> None:
+        #: the context variable itself: a :class:`Message`, a pending delivery, or None
+        self.var: ContextVar[Any] = ContextVar("current_message", default=None)
+
+    def get(self, default: Message | None = None) -> Message | None:
+        """The message being delivered in this context, or ``default`` (None) outside of a delivery."""
+        value = self.var.get()
+        if value.__class__ is list:
+            return value[2] if value[2] is not None else pending_message(value)
+        return default if value is None else value
+
+    def set(self, message: Message | None) -> Token[Any]:
+        """Make ``message`` the current message of this context; returns the token to :meth:`reset` with."""
+        return self.var.set(message)
+
+    def reset(self, token: Token[Any]) -> None:
+        """Restore what was current before the :meth:`set` that returned ``token``."""
+        self.var.reset(token)
+
+
+def pending_message(delivery: list[Any]) -> Message:
+    """The message of a pending delivery ``[record, value, message, make]`` (see
+    :class:`CurrentMessage`), made now if it was not yet."""
+    message: Message | None = delivery[2]
+    if message is None:
+        message = delivery[3](delivery[0])
+        message.value = delivery[1]
+        delivery[2] = message
+    return message
+
+
 #: The message whose ``on_next`` is running right now (set by every broker source).
-current_message: ContextVar[Message | None] = ContextVar("current_message", default=None)
+current_message = CurrentMessage()
 
 #: The transaction of the exactly-once source whose task is running (set for the whole task, so
 #: every task its Observer starts sees it too), or None: a broker's ``emit``,
@@ -327,11 +380,12 @@ def deliver(observer: ObserverBase[Message], message: Message) -> None:
     down a synchronous operator chain, which no longer sees the Message itself, can
     still hold back its commit with :func:`track`.
     """
-    token = current_message.set(message)
+    var = current_message.var
+    token = var.set(message)
     try:
         observer.on_next(message)
     finally:
-        current_message.reset(token)
+        var.reset(token)
 
 
 def hold() -> Hold:

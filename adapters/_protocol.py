@@ -48,11 +48,12 @@ class Emitter(Protocol):
 class Broker(Protocol):
     """A message broker: topics with partitions and offsets, consumer groups, commits.
 
-    Optional: a broker whose sources await the work an ``on_next`` hands them in a message's
-    ``_inline`` slot before they deliver the next record (:func:`~reactive_services.adapters._source.await_inline`)
-    says so with a true ``awaits_inline`` attribute; a service then awaits its ``async def``
-    payload handlers that way (``concurrency=1``, at-least-once). Without it, each call of such a
-    handler runs as a task of its own, tracked on its message.
+    Optional: a broker whose sources hand decoded values to a
+    :class:`~reactive_services.adapters._source.PayloadObserver` (both of ours do) runs a
+    service's payload handlers without a :class:`Message` per record, and awaits its ``async
+    def`` ones in the source itself (``concurrency=1``, at-least-once). Any other broker's
+    sources call ``on_next``: each call of such a handler then runs as a task of its own,
+    tracked on its message.
     """
 
     @property

@@ -4,15 +4,18 @@ The Kafka and in-memory sources differ in how they fetch and commit; the rest is
 here: :func:`source_args` validates ``source(...)``'s arguments (at call time, not at
 subscription), and :func:`hand_over` decodes one record and either dead-letters it or
 delivers it through the in-flight window (:class:`~reactive_services.adapters._inflight.InFlight`),
-which every source uses, ``concurrency=1`` included.
+which every source uses, ``concurrency=1`` included. An Observer that takes payloads
+(:class:`PayloadObserver`: a service's payload handlers) gets the decoded values instead
+(:func:`hand_over_payload`, :func:`await_payload`), under the same commit rules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from inspect import isawaitable
 from typing import Any, Literal
 
 import orjson
@@ -24,7 +27,7 @@ from reactive_services.errors import ConfigError, DecodeError
 from ._codec import decode_json, resolve_decoder
 from ._dead_letter import DeadLetter, publish_dead_letter
 from ._inflight import InFlight
-from ._message import Batch, Message, current_message
+from ._message import Batch, Message, current_message, pending_message
 from ._protocol import Emitter, ProcessingGuarantee
 
 __all__ = [
@@ -40,7 +43,13 @@ __all__ = [
     "decode_error",
     "hand_over",
     "hand_over_batch",
-    "await_inline",
+    "PayloadObserver",
+    "PayloadRoute",
+    "await_payload",
+    "hand_over_payload",
+    "handler_cancelled",
+    "payload_routes",
+    "settle_payload",
     "release_holds",
     "source_args",
     "topic_list",
@@ -179,15 +188,14 @@ class Subscription:
     Attributes:
         observer: the subscriber.
         task: the consume task (set right after subscribing).
-        detached: disposed while ``on_next`` was running.
-        in_on_next: ``on_next`` is running now.
+        detached: disposed from the source's own task (while ``on_next``, a payload handler or
+            the work the source awaits for it was running).
         terminating: the task is ending by itself; disposing must not cancel it any more.
     """
 
     observer: ObserverBase[Any]  # of Message, or of Batch for a batch source
     task: asyncio.Task[None] | None = None
     detached: bool = False
-    in_on_next: bool = False
     terminating: bool = False
     on_closed: Callable[[], None] | None = None
 
@@ -205,21 +213,23 @@ class Subscription:
             log.exception("on_closed of a broker source raised")
 
     def dispose(self) -> None:
-        """The subscription's disposal (idempotent)."""
-        if self.terminating or self.task is None or self.task.done():
+        """The subscription's disposal (idempotent).
+
+        Called from the source's own task (from ``on_next``, or a handler the source awaits), it
+        marks the subscription :attr:`detached`: the source finishes that call and ends. Called
+        from anywhere else, it cancels the task.
+        """
+        task = self.task
+        if self.terminating or task is None or task.done():
             return
-        if self.in_on_next:
+        try:
+            own = asyncio.current_task() is task
+        except RuntimeError:  # no event loop running in this thread
+            own = False
+        if own:
             self.detached = True
         else:
-            self.task.cancel()
-
-    def on_next(self, message: Message) -> None:
-        """``observer.on_next(message)``, with :attr:`in_on_next` set meanwhile."""
-        self.in_on_next = True
-        try:
-            self.observer.on_next(message)
-        finally:
-            self.in_on_next = False
+            task.cancel()
 
     def end(self, error: BaseException | None = None) -> None:
         """Call ``on_error(error)`` or ``on_completed()`` once, unless detached.
@@ -260,9 +270,7 @@ def hand_over(
       Observer tracked no work and took no hold on it, its offset completes at once
       (:meth:`InFlight.advance`: no task, no future); otherwise it enters the window and its
       work is awaited in the background (:meth:`InFlight.handled`). If the subscription was
-      disposed meanwhile (:attr:`Subscription.detached`), the message stays uncommitted. When
-      ``on_next`` handed over work to await (``message._inline``), nothing is settled here:
-      the caller awaits it with :func:`await_inline`.
+      disposed meanwhile (:attr:`Subscription.detached`), the message stays uncommitted.
 
     Returns:
         True when the message was delivered to the Observer.
@@ -276,16 +284,12 @@ def hand_over(
         dead_letter_undecodable(broker, window, tp, message, exc)
         return False
     token = _set_current(message)
-    subscription.in_on_next = True
     try:
         subscription.observer.on_next(message)
     finally:
-        subscription.in_on_next = False
         _reset_current(token)
     if subscription.detached:
         return False
-    if message._inline is not None:
-        return True  # work to await before the next record: the caller's await_inline settles it
     if message._pending or message._holds:
         window.settle(message, tp, window.begin(tp, message.offset))
     else:
@@ -293,66 +297,194 @@ def hand_over(
     return True
 
 
-_set_current = current_message.set
-_reset_current = current_message.reset
+_set_current = current_message.var.set
+_reset_current = current_message.var.reset
 
 
-async def await_inline(window: InFlight, tp: Hashable, message: Message) -> bool:
-    """Await the work ``on_next`` handed over in ``message._inline`` (a service's ``async def``
-    payload handler), in the source's own task, before the next record is delivered: what
-    ``async for record in consumer: await handler(record)`` does, with the commit rules of
-    :func:`hand_over`.
+@dataclass(frozen=True, slots=True, eq=False)
+class PayloadRoute:
+    """How a source hands the records of one topic to a payload handler (see :class:`PayloadObserver`).
 
-    The caller delivered ``message`` (``on_next`` returned) and advanced every record of ``tp``
-    handled before it, so the commit of ``tp`` stays below the message while its work runs
-    (nothing advances ``tp`` meanwhile: the source is here), at no cost per record; a
-    revocation waits for it (:attr:`InFlight.inline`), as for tracked work.
-    :data:`~reactive_services.adapters.current_message` is set to it meanwhile. Then it
-    completes at once (:meth:`InFlight.advance`), or after the work and holds it took. A
-    ``CancelledError`` raised by the work itself (not by cancelling the source's task) leaves
-    the message uncommitted (its partition commits nothing past it until it is read again) and
-    is logged; the source goes on.
+    Attributes:
+        call: ``value -> None | awaitable``: the handler, given a record's decoded value. An
+            awaitable it returns is awaited by the source before it delivers the next record
+            (any other result is ignored).
+        failed: ``(error: Exception) -> None``: ``call``, or the awaitable it returned, raised
+            ``error``. Called with :data:`~reactive_services.adapters.current_message` still set
+            (a dead letter it publishes holds back the record's commit). What it raises ends the
+            stream, as an ``on_next`` that raises does.
+        handled: ``(n: int) -> None``: ``n`` more records were handled without error (a source
+            may report them in bulk, e.g. once per fetched chunk).
+    """
+
+    call: Callable[[Any], Any]
+    failed: Callable[[Exception], None]
+    handled: Callable[[int], None]
+
+
+class PayloadObserver(ObserverBase[Message]):
+    """An Observer that a broker source may hand decoded values instead of :class:`Message` objects.
+
+    Both brokers' sources ask :meth:`payload_route` once per topic; for a topic with a route,
+    each record that decodes is delivered as ``route.call(value)``, with
+    :data:`~reactive_services.adapters.current_message` set to a pending delivery (its
+    :class:`Message` is made only if something asks for it: the handler, :func:`track`,
+    :func:`hold`, ``emit``, a dead letter). The commit rules are ``on_next``'s: the record is
+    committed once the call returned and the work and holds its message took finished. An
+    awaitable the call returns is awaited by the source itself before the next record, as
+    ``async for record in consumer: await handler(record)`` would (:func:`await_payload`). Any
+    other source, and every topic without a route, gets ``on_next(message)``, so an Observer
+    of this kind must handle that too.
+
+    This is how a service runs its payload handlers (``concurrency=1``, at-least-once) without a
+    :class:`Message`, an Observer call and a task per record.
+    """
+
+    def payload_route(self, topic: str) -> PayloadRoute | None:
+        """The route of ``topic``'s records, or None to get ``on_next(message)`` for them."""
+        return None
+
+
+def payload_routes(observer: ObserverBase[Any]) -> Callable[[str], PayloadRoute | None] | None:
+    """``observer.payload_route`` if ``observer`` is a :class:`PayloadObserver`, else None."""
+    return observer.payload_route if isinstance(observer, PayloadObserver) else None
+
+
+def hand_over_payload(
+    broker: Emitter,
+    window: InFlight,
+    subscription: Subscription,
+    tp: Hashable,
+    message: Message,
+    decoder: Callable[[bytes | None], Any],
+    route: PayloadRoute,
+) -> Awaitable[Any] | None:
+    """:func:`hand_over` for a topic with a :class:`PayloadRoute`: decode ``message.raw`` into
+    ``message.value``, then dead-letter it, or call ``route.call(value)`` with
+    :data:`~reactive_services.adapters.current_message` set to it (a source that has the message
+    anyway) and settle it as ``on_next``'s messages are; ``route.failed(error)`` if the call
+    raised.
+
+    Returns:
+        The awaitable ``route.call`` returned, to :func:`await_payload` before the next record
+        (nothing is settled then), or None.
+
+    Raises:
+        Exception: whatever ``route.failed`` raises (the message stays uncommitted).
+    """
+    try:
+        value = message.value = decoder(message.raw)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure dead-letters
+        dead_letter_undecodable(broker, window, tp, message, exc)
+        return None
+    delivery = [message, value, message, None]
+    token = _set_current(delivery)
+    try:
+        result = route.call(value)
+    except Exception as exc:  # noqa: BLE001 - the route decides (a service dead-letters it)
+        route.failed(exc)
+    else:
+        if result is not None and isawaitable(result):
+            return result  # the caller awaits it (and settles the record) before the next record
+        route.handled(1)
+    finally:
+        _reset_current(token)
+    if not subscription.detached:  # disposed from the handler: it stays uncommitted
+        settle_payload(window, tp, message.offset, delivery)
+    return None
+
+
+def settle_payload(window: InFlight, tp: Hashable, offset: int, delivery: list[Any]) -> None:
+    """After a payload call (and the work the source awaited for it): complete ``offset`` of
+    ``tp`` at once, or after the work and holds its message took (if it was made)."""
+    message = delivery[2]
+    if message is not None and (message._pending or message._holds):
+        window.settle(message, tp, window.begin(tp, offset))
+    else:
+        window.advance(tp, offset)
+
+
+async def await_payload(
+    window: InFlight,
+    subscription: Subscription,
+    tp: Hashable,
+    offset: int,
+    delivery: list[Any],
+    work: Awaitable[Any],
+    route: PayloadRoute,
+) -> bool:
+    """Await ``work``, which ``route.call`` returned for ``offset`` of ``tp`` (a service's
+    ``async def`` payload handler), in the source's own task, before the next record is
+    delivered: what ``async for record in consumer: await handler(record)`` does, with the
+    commit rules of ``on_next``.
+
+    The caller advanced every record of ``tp`` handled before it, so the commit of ``tp`` stays
+    below ``offset`` while the work runs (nothing advances ``tp`` meanwhile: the source is
+    here), at no cost per record; a revocation waits for it (:attr:`InFlight.inline`), as for
+    tracked work. ``current_message`` is set to ``delivery`` meanwhile. If the work raises,
+    ``route.failed(error)`` is called (else ``route.handled(1)``); then ``offset`` completes at
+    once, or after the work and holds its message took (:func:`settle_payload`), unless the
+    subscription was disposed meanwhile (:attr:`Subscription.detached`: it stays uncommitted,
+    as for ``on_next``). A ``CancelledError`` raised by the work itself is
+    :func:`handler_cancelled`'s.
 
     Returns:
         True if ``tp`` is still tracked in the same assignment (False: revoked meanwhile; the
         record is not counted: its next owner reads it again).
 
     Raises:
-        Exception: whatever the work raises (the message stays uncommitted; the stream ends
-            with it, as when ``on_next`` raises).
+        Exception: whatever ``route.failed`` raises (the record stays uncommitted; the stream
+            ends with it, as when ``on_next`` raises).
         asyncio.CancelledError: the source's task was cancelled meanwhile.
     """
-    work = message._inline
-    message._inline = None
-    offset = message.offset
     epoch = window.epoch_at(tp, offset)
     window.inline = tp
-    token = _set_current(message)
+    token = _set_current(delivery)
     try:
-        await work  # type: ignore[misc]  # set by on_next: an awaitable
+        await work
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-        log.warning(
-            "the handler of %s[%d]@%d was cancelled; the record stays uncommitted",
-            message.topic,
-            message.partition,
-            offset,
-        )
-        if window.tracker.epoch(tp) != epoch:
-            return False
-        window.keep_uncommitted(tp, offset)
-        return True
+        return handler_cancelled(window, tp, offset, epoch, delivery)
+    except Exception as exc:  # noqa: BLE001 - the route decides (a service dead-letters it)
+        route.failed(exc)
+    else:
+        route.handled(1)
     finally:
         _reset_current(token)
         window.inline_done()
     if window.tracker.epoch(tp) != epoch:
         return False
-    if message._pending or message._holds:
-        window.settle(message, tp, window.begin(tp, offset))
-    else:
-        window.advance(tp, offset)
+    if not subscription.detached:
+        settle_payload(window, tp, offset, delivery)
+    return True
+
+
+def handler_cancelled(window: InFlight, tp: Hashable, offset: int, epoch: int, delivery: list[Any]) -> bool:
+    """The work a source awaited for ``offset`` of ``tp`` (:func:`await_payload`) raised
+    ``CancelledError``; call it from that ``except`` block.
+
+    When the source's own task is being cancelled, the error is raised again. Otherwise the
+    work cancelled itself: the record stays uncommitted (its partition commits nothing past it
+    until it is read again), which is logged, and the source goes on.
+
+    Returns:
+        True if ``tp`` is still tracked in epoch ``epoch`` (False: revoked meanwhile).
+
+    Raises:
+        asyncio.CancelledError: the source's task is being cancelled.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise  # noqa: PLE0704 - called from the except block of that CancelledError
+    message = pending_message(delivery)
+    log.warning(
+        "the handler of %s[%d]@%d was cancelled; the record stays uncommitted",
+        message.topic,
+        message.partition,
+        offset,
+    )
+    if window.tracker.epoch(tp) != epoch:
+        return False
+    window.keep_uncommitted(tp, offset)
     return True
 
 
@@ -428,11 +560,9 @@ def hand_over_batch(
         if kept[-1] is records[-1]:
             carrier.value = values[-1]
         token = _set_current(carrier)
-        subscription.in_on_next = True
         try:
             subscription.observer.on_next(batch)
         finally:
-            subscription.in_on_next = False
             _reset_current(token)
         if subscription.detached:
             window.abandon(tp, first)

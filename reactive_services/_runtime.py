@@ -90,10 +90,14 @@ from reactive_services.adapters import (
     HeadersIn,
     Message,
     OffsetReset,
+    PayloadObserver,
+    PayloadRoute,
     ProcessingGuarantee,
     RecordMetadata,
     check_auto_offset_reset,
     check_processing_guarantee,
+    current_message,
+    payload_routes,
     track,
 )
 from reactive_services.operators import backoff_delay, retry_with_backoff
@@ -336,52 +340,57 @@ class ClientProxy:
         return ReplyObservable(run)
 
 
-class _Dispatch(ObserverBase[Message]):
+class _Dispatch(PayloadObserver):
     """Runs payload handlers for each message; failures are dead-lettered.
 
-    Subscribed straight to the broker source (no operator in between), with one ``on_next``
-    made per topic for its handler (the only one when the service has one payload topic).
-
-    An ``async def`` handler, with ``concurrency=1`` and at-least-once on a broker whose sources
-    await inline work (``awaits_inline``: both of ours), is awaited by the source itself before
-    it delivers the next record, as ``async for record in consumer: await handler(record)``
-    would: ``on_next`` hands the call over in ``message._inline``
-    (:func:`~reactive_services.adapters._source.await_inline`), and the record's offset is
+    Subscribed straight to the broker source (no operator in between). With ``concurrency=1``
+    and at-least-once, it gives our brokers' sources a
+    :class:`~reactive_services.adapters._source.PayloadRoute` per topic: the handler is called
+    with the decoded value, and no :class:`Message` is made for a record unless something asks
+    for it (a handler that takes the message, ``track``, ``emit``, a dead letter); an ``async
+    def`` handler is awaited by the source itself before it delivers the next record, as
+    ``async for record in consumer: await handler(record)`` would; the record's offset is
     committed after the handler and the work it tracked finished. Otherwise (a higher
     ``concurrency``, exactly-once, whose commit point must see the work finished, or another
-    broker) each call runs as a task of its own, tracked on the message.
+    broker's source) it is an Observer with one ``on_next`` made per topic for its handler (the
+    only one when the service has one payload topic): each ``async def`` call runs as a task of
+    its own, tracked on its message.
     """
 
     def __init__(self, service: Microservice, handlers: dict[str, Callable[..., Any]]) -> None:
         self._service = service
         self._handled = service.handled
-        self.inline = (
-            service.concurrency == 1
-            and service.processing_guarantee == "at_least_once"
-            and bool(getattr(service.broker, "awaits_inline", False))
-        )
+        self._handlers = handlers
+        self._direct = service.concurrency == 1 and service.processing_guarantee == "at_least_once"
         self._routes = {topic: self._route(topic, handler) for topic, handler in handlers.items()}
         if len(self._routes) == 1:
             self.on_next = next(iter(self._routes.values()))  # type: ignore[method-assign,assignment]
+
+    def payload_route(self, topic: str) -> PayloadRoute | None:
+        """The handler of ``topic`` as a payload route (``concurrency=1``, at-least-once), or None."""
+        handler = self._handlers.get(topic)
+        if handler is None or not self._direct:
+            return None
+        handled, dead_letter = self._handled, self._service._dead_letter
+        current = current_message.get
+        call: Callable[[Any], Any] = handler
+        if _arity(handler) >= 2:
+
+            def call(value: Any) -> Any:
+                return handler(value, current())
+
+        def failed(error: Exception) -> None:
+            dead_letter(current(), error)  # type: ignore[arg-type]  # set by the source meanwhile
+
+        def count(n: int) -> None:
+            handled[topic] = handled.get(topic, 0) + n
+
+        return PayloadRoute(call, failed, count)
 
     def _route(self, topic: str, handler: Callable[..., Any]) -> Callable[[Message], None]:
         """The ``on_next`` of the messages of ``topic``."""
         wants_message = _arity(handler) >= 2
         handled, dead_letter, guard = self._handled, self._service._dead_letter, self._guard
-        if self.inline and _is_async(handler):
-
-            async def run(message: Message) -> None:
-                try:
-                    await (handler(message.value, message) if wants_message else handler(message.value))
-                except Exception as exc:
-                    dead_letter(message, exc)
-                else:
-                    handled[topic] = handled.get(topic, 0) + 1
-
-            def on_next_inline(message: Message) -> None:
-                message._inline = run(message)  # the source awaits it before the next record
-
-            return on_next_inline
 
         def on_next(message: Message) -> None:
             try:
@@ -416,25 +425,24 @@ class _Dispatch(ObserverBase[Message]):
         pass
 
 
-def _is_async(handler: Callable[..., Any]) -> bool:
-    """``async def`` functions and methods, and objects whose ``__call__`` is one."""
-    call = type(handler).__call__ if not inspect.isroutine(handler) else None
-    return inspect.iscoroutinefunction(handler) or (call is not None and inspect.iscoroutinefunction(call))
-
-
-class _Direct(ObserverBase[Message]):
+class _Direct(PayloadObserver):
     """An Observer made of three callables, which the source calls straight (``on_next`` is the
-    handler's own bound method, set on the instance)."""
+    handler's own bound method, set on the instance), and the payload routes of ``routes``."""
 
     def __init__(
         self,
         on_next: Callable[[Message], None],
         on_error: Callable[[Exception], None],
         on_completed: Callable[[], None],
+        routes: Callable[[str], PayloadRoute | None] | None = None,
     ) -> None:
         self.on_next = on_next  # type: ignore[method-assign,assignment]
         self.on_error = on_error  # type: ignore[method-assign,assignment]
         self.on_completed = on_completed  # type: ignore[method-assign]
+        self._routes = routes
+
+    def payload_route(self, topic: str) -> PayloadRoute | None:
+        return self._routes(topic) if self._routes is not None else None
 
     def on_next(self, value: Message) -> None:  # replaced per instance
         raise NotImplementedError
@@ -690,7 +698,8 @@ class Microservice:
                 topics, group_id, auto_offset_reset, decode, processing_guarantee, on_assigned=assigned
             )
             if isinstance(source, BrokerSource):  # no wrapper: one call less per record
-                current[:] = [source.subscribe_observer(_Direct(observer.on_next, on_error, done.set))]
+                direct = _Direct(observer.on_next, on_error, done.set, payload_routes(observer))
+                current[:] = [source.subscribe_observer(direct)]
             else:
                 current[:] = [source.subscribe(observer.on_next, on_error, done.set)]
 

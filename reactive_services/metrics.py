@@ -58,8 +58,11 @@ from reactive_services.adapters import (
     Decoder,
     HeadersIn,
     Message,
+    PayloadObserver,
+    PayloadRoute,
     ProcessingGuarantee,
     RecordMetadata,
+    payload_routes,
 )
 
 from .errors import ConfigError
@@ -116,13 +119,14 @@ class SourceState:
     assigned: bool = False
 
 
-class _Counting(ObserverBase[Message]):
+class _Counting(PayloadObserver):
     """Counts each message, then hands the very same object on, synchronously.
 
     Being a plain Observer between the broker source and the subscriber (no scheduling,
     no copy), it leaves the delivery and commit semantics untouched: ``on_next`` runs in
     the source's call (so ``current_message`` / ``track`` still see the message), and an
-    exception from downstream propagates back to the source as before.
+    exception from downstream propagates back to the source as before. A subscriber that
+    takes payloads (a service's payload handlers) gets them the same way, counted.
     """
 
     __slots__ = ("_downstream", "_counts", "_group", "_ended")
@@ -145,6 +149,19 @@ class _Counting(ObserverBase[Message]):
         else:
             self._counts[(message.topic, self._group)] += 1
         self._downstream.on_next(message)  # type: ignore[arg-type]  # the same shape it came in
+
+    def payload_route(self, topic: str) -> PayloadRoute | None:
+        routes = payload_routes(self._downstream)
+        route = routes(topic) if routes is not None else None
+        if route is None:
+            return None
+        counts, key, call = self._counts, (topic, self._group), route.call
+
+        def counted(value: Any) -> Any:
+            counts[key] += 1
+            return call(value)
+
+        return PayloadRoute(counted, route.failed, route.handled)
 
     def on_error(self, error: Exception) -> None:
         self._ended()
@@ -390,7 +407,11 @@ class MeteredBroker:
                     pass
 
             self._sources.append(state)
-            inner = make(assigned).subscribe(_Counting(observer, self._in, group_id, ended), scheduler=scheduler)
+            source, counting = make(assigned), _Counting(observer, self._in, group_id, ended)
+            if isinstance(source, BrokerSource):  # no auto-detaching wrapper: the source sees the payload routes
+                inner = source.subscribe_observer(counting)
+            else:
+                inner = source.subscribe(counting, scheduler=scheduler)
 
             def dispose() -> None:
                 ended()

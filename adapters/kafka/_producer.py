@@ -17,7 +17,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from reactive_services.errors import PublishError
 
 from .._codec import encode_headers, encode_key, encode_value
-from .._message import HeadersIn, Hold, RecordMetadata, current_message, current_transaction, track
+from .._message import HeadersIn, Hold, RecordMetadata, current_message, current_transaction, pending_message, track
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import close_quietly
@@ -27,6 +27,7 @@ from ._transaction import KafkaTransaction, SendQueue, acknowledged
 __all__ = ["KafkaProducer"]
 
 log = logging.getLogger("reactive_services.adapters.kafka")
+_current = current_message.var.get  # the sink reads it per record
 
 
 class KafkaSink(BrokerSink):
@@ -63,7 +64,9 @@ class KafkaSink(BrokerSink):
             self.errors.append(exc)
             log.error("publish to %s failed: %s", self.topic, exc)
             raise
-        message = current_message.get()
+        message = _current()
+        if message.__class__ is list:  # a pending delivery (see CurrentMessage): its message
+            message = pending_message(message)
         held = message.hold() if message is not None else None
         self._outstanding += 1
         if self._outstanding == 1:

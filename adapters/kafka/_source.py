@@ -4,7 +4,9 @@ Every subscription delivers through the shared in-flight window
 (:class:`~reactive_services.adapters._inflight.InFlight`), ``concurrency=1`` included, so the
 fetch loop keeps polling (and stays in the group) while a message is being handled. Decoding,
 dead-lettering and delivering one record is the shared
-:func:`~reactive_services.adapters._source.hand_over`.
+:func:`~reactive_services.adapters._source.hand_over` (and, for a service's payload handlers,
+:func:`~reactive_services.adapters._source.hand_over_payload` and
+:func:`~reactive_services.adapters._source.await_payload`), written out here for Kafka's records.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from inspect import isawaitable
 from operator import attrgetter
+from types import CoroutineType
 from typing import Any
 
 import orjson
@@ -34,12 +38,14 @@ from .._protocol import Emitter
 from .._source import (
     BATCH_KEY,
     BrokerSource,
+    PayloadRoute,
     SourceArgs,
     Subscription,
-    await_inline,
     dead_letter_undecodable,
     decode_error,
     hand_over_batch,
+    handler_cancelled,
+    payload_routes,
     release_holds,
 )
 from ._admin import close_quietly
@@ -113,8 +119,8 @@ def message_of(record: Any) -> Message:
     )
 
 
-_set_current = current_message.set
-_reset_current = current_message.reset
+_set_current = current_message.var.set
+_reset_current = current_message.var.reset
 
 
 @dataclass(eq=False, kw_only=True)
@@ -134,6 +140,13 @@ class _SourceRun(Subscription):
     txn: KafkaTransaction | None = None  # exactly-once: the transaction offsets and outputs commit in
     txn_error: Exception | None = None  # exactly-once: the commit that failed (the stream ends with it)
     revoking: set[TopicPartition] = field(default_factory=set)  # being revoked: deliver no more of them
+    #: the payload route of each topic (:class:`PayloadObserver`), asked for once; None: ``on_next``
+    routes: dict[str, PayloadRoute | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        routes = payload_routes(self.observer)
+        if routes is not None and not self.args.batches:
+            self.routes = {topic: routes(topic) for topic in self.args.topics}
 
     @property
     def group_id(self) -> str:
@@ -500,13 +513,12 @@ class KafkaSources:
         fetched chunk (before any later message of the partition enters it, and when this
         returns or raises), so such a record costs no task, no future and no bookkeeping call.
 
-        A message whose ``on_next`` handed over work to await (``message._inline``: a service's
-        ``async def`` payload handler) is awaited here, before the next record
-        (:func:`~reactive_services.adapters._source.await_inline`); after it, the partition is
-        checked again (a rebalance may have taken it meanwhile).
+        The records of a topic with a payload route (a service's payload handler, see
+        :class:`~reactive_services.adapters._source.PayloadObserver`) go through
+        :meth:`_deliver_payloads` instead.
 
         Raises:
-            Exception: whatever ``on_next`` (or the work it handed over) raised (that record stays
+            Exception: whatever ``on_next`` (or a payload route) raised (that record stays
                 uncommitted; the records before it were handled and advance).
         """
         backlog, window, emitter, decoder = run.backlog, run.window, self._emitter, run.args.decoder
@@ -516,6 +528,7 @@ class KafkaSources:
         deadline = time.perf_counter() + YIELD_AFTER_S
         limit = window.limit
         batches = run.args.batches
+        routes = run.routes
         while backlog:
             chunk = backlog[0]
             tp, records, i = chunk
@@ -535,8 +548,12 @@ class KafkaSources:
                     run.yielded = True
                     return
                 continue
+            route = routes.get(tp.topic) if routes else None
+            if route is not None:
+                if await self._deliver_payloads(run, chunk, route, deadline):
+                    return
+                continue
             handled = -1  # the last offset of tp handled synchronously and not advanced to yet
-            moved = False  # the chunk was taken out of the backlog (a rebalance) while we awaited
             try:
                 while i < end:
                     record = records[i]
@@ -565,29 +582,12 @@ class KafkaSources:
                         dead_letter_undecodable(emitter, window, tp, message, decode_error(decoder, raw))
                         continue
                     token = _set_current(message)
-                    run.in_on_next = True
                     try:
                         on_next(message)
                     finally:
-                        run.in_on_next = False
                         _reset_current(token)
                     if run.detached:
                         return  # disposed from on_next: this message stays uncommitted
-                    if message._inline is not None:  # an async handler: awaited before the next record
-                        if handled >= 0:
-                            window.advance(tp, handled)
-                            handled = -1
-                        chunk[2] = i
-                        ours = await await_inline(window, tp, message)
-                        if run.detached or run.halt or stop_set() or window.error is not None:
-                            return
-                        if not ours or not backlog or backlog[0] is not chunk or tp in run.revoking:
-                            moved = True  # a rebalance took the partition meanwhile
-                            break
-                        if time.perf_counter() >= deadline:  # (a handler takes its time: look each record)
-                            run.yielded = True
-                            return
-                        continue
                     if message._pending or message._holds:
                         if handled >= 0:
                             window.advance(tp, handled)
@@ -604,8 +604,124 @@ class KafkaSources:
                 chunk[2] = i
                 if handled >= 0:
                     window.advance(tp, handled)
-            if not moved:
-                backlog.popleft()
+            backlog.popleft()
+
+    async def _deliver_payloads(self, run: _SourceRun, chunk: list[Any], route: PayloadRoute, deadline: float) -> bool:
+        """Deliver the records of ``chunk`` (the first of ``run.backlog``) through ``route``
+        (:class:`~reactive_services.adapters._source.PayloadObserver`): per record, the decoder,
+        then ``route.call(value)`` with :data:`current_message` set to a pending delivery, whose
+        :class:`Message` is only made if something asks for it. A record whose message took no
+        work and no hold is handled: the offset to advance to is noted, and the window advances
+        once per chunk, as in :meth:`_deliver_backlog`. An awaitable the call returned (an
+        ``async def`` handler) is awaited here, before the next record
+        (:func:`~reactive_services.adapters._source.await_payload`); after it, the partition is
+        checked again (a rebalance may have taken it meanwhile).
+
+        Returns:
+            True when the caller must return (blocked on the window, stopping, disposed, or
+            yielding: ``run.yielded``); False when the chunk is done (or a rebalance took it).
+
+        Raises:
+            Exception: whatever ``route.failed`` raised (that record stays uncommitted; the
+                records before it were handled and advance).
+        """
+        backlog, window, emitter, decoder = run.backlog, run.window, self._emitter, run.args.decoder
+        decode = orjson.loads if decoder is decode_json else decoder  # decode_json's errors, re-made on failure
+        call, failed = route.call, route.failed
+        stats = run.stats
+        stop_set = run.stop.is_set if run.stop is not None else _never
+        limit = window.limit
+        tp, records, i = chunk
+        end = len(records)
+        handled = -1  # the last offset of tp handled synchronously and not advanced to yet
+        ok = 0  # records handled without error, not reported yet
+        try:
+            while i < end:
+                record = records[i]
+                key = record.key
+                if window.count >= limit or (key is not None and window.key_busy(tp, key)):
+                    return True  # blocked: the caller waits for a message to settle
+                i += 1
+                raw = record.value
+                try:
+                    value = decode(raw)
+                except Exception:  # noqa: BLE001 - any decoder failure dead-letters
+                    if handled >= 0:
+                        window.advance(tp, handled)
+                        handled = -1
+                    dead_letter_undecodable(emitter, window, tp, message_of(record), decode_error(decoder, raw))
+                    continue
+                delivery = [record, value, None, message_of]
+                awaited = False
+                settle = True
+                token = _set_current(delivery)
+                try:
+                    result = call(value)
+                    if result is None:
+                        ok += 1
+                    elif result.__class__ is CoroutineType or isawaitable(result):
+                        # an async handler: awaited here, before the next record (await_payload written
+                        # out; current_message stays set meanwhile, in this task's context only)
+                        if handled >= 0:
+                            window.advance(tp, handled)
+                            handled = -1
+                        chunk[2] = i
+                        awaited = True
+                        offset = record.offset
+                        epoch = window.epoch_at(tp, offset)
+                        revocations = stats.revocations
+                        window.inline = tp
+                        try:
+                            await result
+                        finally:
+                            window.inline_done()
+                        ok += 1
+                    else:
+                        ok += 1
+                except asyncio.CancelledError:
+                    if not awaited:
+                        raise
+                    if not handler_cancelled(window, tp, offset, epoch, delivery):
+                        return False  # a rebalance took the partition meanwhile
+                    settle = False  # it stays uncommitted
+                except Exception as exc:  # noqa: BLE001 - the route decides (a service dead-letters it)
+                    failed(exc)
+                finally:
+                    _reset_current(token)
+                if run.detached:
+                    return True  # disposed from the handler: this record stays uncommitted
+                if awaited and stats.revocations != revocations and window.tracker.epoch(tp) != epoch:
+                    return False  # a rebalance took the partition meanwhile: its next owner reads it
+                if settle:
+                    message = delivery[2]
+                    if message is not None and (message._pending or message._holds):
+                        if handled >= 0:
+                            window.advance(tp, handled)
+                            handled = -1
+                        window.settle(message, tp, window.begin(tp, record.offset))
+                    else:
+                        handled = record.offset
+                if stop_set():
+                    return True
+                if awaited:
+                    if run.halt or window.error is not None:
+                        return True
+                    if tp in run.revoking or not backlog or backlog[0] is not chunk:
+                        return False  # being revoked: what was handled is advanced, for its commit
+                    if time.perf_counter() >= deadline:  # (a handler takes its time: look each record)
+                        run.yielded = True
+                        return True
+                elif not i & 31 and time.perf_counter() >= deadline:
+                    run.yielded = True
+                    return True
+        finally:
+            chunk[2] = i
+            if handled >= 0:
+                window.advance(tp, handled)
+            if ok:
+                route.handled(ok)
+        backlog.popleft()
+        return False
 
     async def _signal_assigned(self, run: _SourceRun, consumer: AIOKafkaConsumer) -> Exception | None:
         """Call ``run.on_assigned`` once partitions are assigned and positioned."""

@@ -64,10 +64,6 @@ class InMemoryBroker:
 
     kind = "memory"
 
-    #: Its sources await the work a service's ``async def`` payload handler hands them before they
-    #: deliver the next record (see :class:`~reactive_services.adapters.Broker`).
-    awaits_inline = True
-
     def __init__(
         self,
         *,

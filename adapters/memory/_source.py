@@ -3,7 +3,8 @@
 Every subscription delivers through the shared in-flight window
 (:class:`~reactive_services.adapters._inflight.InFlight`), ``concurrency=1`` included, exactly
 as the Kafka source does; decoding, dead-lettering and delivering one record is the shared
-:func:`~reactive_services.adapters._source.hand_over`. A partition's committed offset is its
+:func:`~reactive_services.adapters._source.hand_over` (for a service's payload handlers,
+:func:`~reactive_services.adapters._source.hand_over_payload`). A partition's committed offset is its
 lowest offset still in flight, updated whenever a message settles.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +25,14 @@ from .._protocol import Emitter
 from .._source import (
     BATCH_KEY,
     BrokerSource,
+    PayloadRoute,
     SourceArgs,
     Subscription,
-    await_inline,
+    await_payload,
     hand_over,
     hand_over_batch,
+    hand_over_payload,
+    payload_routes,
     release_holds,
 )
 from ._admin import Group, Member, MemoryCluster
@@ -215,6 +219,8 @@ class MemorySources:
         """Deliver records until stopped; returns the error that ended it (tracked work failed), if any."""
         cluster, window, member, stop = self._cluster, run.window, run.member, run.stop
         decoder = run.args.decoder
+        routes = payload_routes(run.observer)
+        route_of = {topic: routes(topic) if routes is not None else None for topic in run.args.topics}
         positions: dict[tuple[str, int], int] = {}
         generation = -1
         while not stop.is_set():
@@ -247,6 +253,7 @@ class MemorySources:
             delivered = 0
             for tp in list(positions):
                 part = cluster.topic(tp[0])[tp[1]]
+                route = route_of[tp[0]]
                 if run.args.batches:
                     delivered += await self._deliver_batch(run, tp, positions, generation)
                     if run.detached:
@@ -272,14 +279,19 @@ class MemorySources:
                     if offset < part.start:  # deleted while waiting for room in the window
                         continue
                     message = message_of(tp[0], tp[1], offset, part[offset])
-                    hand_over(self._emitter, window, run, tp, message, decoder)
-                    if run.detached:
-                        return None
-                    if message._inline is not None:  # an async handler: awaited before the next record
-                        if not await self._await_inline(run, tp, message):
-                            break  # a rebalance took the partition meanwhile
+                    if route is None:
+                        hand_over(self._emitter, window, run, tp, message, decoder)
                         if run.detached:
                             return None
+                    else:
+                        work = hand_over_payload(self._emitter, window, run, tp, message, decoder, route)
+                        if run.detached:
+                            return None
+                        if work is not None:  # an async handler: awaited before the next record
+                            if not await self._await_inline(run, tp, message, work, route):
+                                break  # a rebalance took the partition meanwhile
+                            if run.detached:
+                                return None
                     positions[tp] = offset + 1
                     run.commit()
                     delivered += 1
@@ -354,8 +366,10 @@ class MemorySources:
         )
         return start
 
-    async def _await_inline(self, run: _Run, tp: tuple[str, int], message: Message) -> bool:
-        """:func:`await_inline`, with the partition marked in the group (``Group.inline``) meanwhile.
+    async def _await_inline(
+        self, run: _Run, tp: tuple[str, int], message: Message, work: Awaitable[Any], route: PayloadRoute
+    ) -> bool:
+        """:func:`await_payload`, with the partition marked in the group (``Group.inline``) meanwhile.
 
         Returns False when a rebalance took ``tp`` meanwhile: then, if its new owner waited for
         this handler, what was handled of ``tp`` is committed first (as Kafka's revocation does);
@@ -364,7 +378,8 @@ class MemorySources:
         group, member = run.group, run.member
         group.inline[tp] = member
         try:
-            ours = await await_inline(run.window, tp, message)
+            delivery = [message, message.value, message, None]
+            ours = await await_payload(run.window, run, tp, message.offset, delivery, work, route)
         except BaseException:
             if group.inline.get(tp) is member:
                 del group.inline[tp]

@@ -638,34 +638,6 @@ async def test_records_of_a_partition_regained_in_a_rebalance_are_held_until_the
         assert await broker.committed("g", "t", 1) == (before or 0) + 5
 
 
-class CancelledInside(Controller):
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-
-    @event_pattern("t")
-    async def handle(self, payload: dict) -> None:
-        self.seen.append(payload["i"])
-        if payload["i"] == 1:  # a sub-request cancelled elsewhere: CancelledError out of the handler
-            task = asyncio.ensure_future(asyncio.sleep(10))
-            asyncio.get_running_loop().call_later(0.01, task.cancel)
-            await task
-
-
-async def test_a_handler_cancelled_from_inside_leaves_its_record_uncommitted_and_the_next_ones_are_handled() -> None:
-    async with InMemoryBroker() as broker:
-        await broker.create_topics(["t"], partitions=1)
-        controller = CancelledInside()
-        service = Microservice(broker, [controller], name="cancelled")
-        await service.start()
-        for i in range(5):
-            await broker.emit("t", {"i": i})
-        await wait_for(lambda: controller.seen == [0, 1, 2, 3, 4])
-        await asyncio.sleep(0.1)
-        await service.stop()
-        assert service.handled == {"t": 4} and service.errors == []
-        assert await broker.committed("cancelled", "t", 0) == 1  # record 1 is read again on restart
-
-
 class Logs(Controller):
     """Logs ("start" | "end", name, (partition, offset)); waits on ``gate`` for a record with ``block``."""
 

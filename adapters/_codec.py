@@ -49,15 +49,32 @@ def dumps(value: Any) -> bytes:
     Raises:
         orjson.JSONEncodeError: ``value`` is not JSON-serialisable (a ``TypeError`` subclass).
     """
-    out = orjson.dumps(value)
+    out = orjson.dumps(value, default=json_default)
     return bytes(memoryview(out)) if len(out) < COMPACT_BELOW else out
+
+
+def json_default(value: Any) -> Any:
+    """orjson's ``default``: what a value orjson does not know is written as.
+
+    A pydantic model (anything with ``model_dump``) is written as ``model_dump(mode="json")``
+    (its aliases and serialisers apply); dataclasses, ``TypedDict`` values, datetimes and UUIDs
+    orjson writes itself.
+
+    Raises:
+        TypeError: anything else (orjson reports it as not JSON-serialisable).
+    """
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def encode_value(value: Any) -> bytes | None:
     """Serialise a value for the wire.
 
     ``bytes`` pass through unchanged, ``None`` stays ``None`` (a tombstone), anything else
-    is encoded as JSON with orjson (dataclasses, datetimes and numpy arrays included).
+    is encoded as JSON with orjson (dataclasses, datetimes and numpy arrays included; pydantic
+    models through :func:`json_default`).
 
     Raises:
         TypeError: the value is not JSON-serialisable.

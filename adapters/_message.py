@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, overload
+from typing import Any, Generic, NamedTuple, overload
 
 from reactivex.abc import ObserverBase
+from typing_extensions import TypeVar
 
 __all__ = [
     "Batch",
@@ -35,9 +36,13 @@ Headers = Sequence[tuple[str, bytes]]
 HeadersIn = Mapping[str, bytes | str | None] | Sequence[tuple[str, bytes | str | None]]
 
 
+#: The type of a :class:`Message`'s value (``Message[Order]``); ``Any`` when not given.
+V = TypeVar("V", default=Any)
+
+
 @dataclass(slots=True)
-class Message:
-    """One record read from a topic.
+class Message(Generic[V]):
+    """One record read from a topic (``Message[V]``: its ``value`` is a ``V``).
 
     Attributes:
         topic: the topic it was read from.
@@ -59,7 +64,7 @@ class Message:
     partition: int
     offset: int
     key: bytes | None
-    value: Any
+    value: V
     headers: Headers = ()
     timestamp_ms: int = 0
     raw: bytes | None = None

@@ -18,6 +18,8 @@ Consumers (ratios to ``raw``):
 - ``source_rx_c8``: the same with ``concurrency=8`` (records with a key handled in key order).
 - ``service_sync`` / ``service_async``: a ``Microservice`` with one ``@event_pattern`` payload handler
   (``def`` / ``async def``) doing the work.
+- ``service_model``: ``service_sync`` with the payload validated as a pydantic model of the record
+  (``model=``), the work done on the model: the cost of validation.
 - ``batches``: ``KafkaBroker.source_batches() -> Observer`` doing the work over each batch's ``values``.
 - ``batches_messages``: the same over the batch's messages (``for m in batch``: a Message made per record).
 - ``confluent``: raw confluent-kafka ``consume(500)`` + ``orjson.loads`` (when installed: the ``bench`` extra).
@@ -70,6 +72,7 @@ CONSUMERS = [
     "source_rx_c8",
     "service_sync",
     "service_async",
+    "service_model",
     "batches",
     "batches_messages",
     "confluent",
@@ -273,6 +276,43 @@ async def _service(bootstrap: str, topic: str, n: int, *, asynchronous: bool) ->
 
     async with KafkaBroker(bootstrap, commit_interval_s=1.0) as broker:
         service = Microservice(broker, [Async() if asynchronous else Sync()], name="bench", group_id=group())
+        await service.start()
+        await clock.done.wait()
+        await service.stop()
+    return clock.rate
+
+
+async def c_service_model(bootstrap: str, topic: str, n: int) -> float:
+    """``service_sync`` with the payload validated as a pydantic model of the record (``model=``)."""
+    import pydantic
+
+    from reactive_services import Microservice, event_pattern
+    from reactive_services.adapters.kafka import KafkaBroker
+
+    class OrderRecord(pydantic.BaseModel):
+        order_id: int
+        customer: str
+        sku: str
+        qty: int
+        price: float
+        ts: int
+        status: str
+        note: str
+
+    clock = Clock(n)
+
+    class Typed:
+        @event_pattern(topic, model=OrderRecord)
+        def handle(self, order: Any) -> None:
+            if not clock.t0:
+                clock.start()
+            if keep(order.qty * order.price):
+                clock.count += 1
+                if clock.count == n:
+                    clock.finish()
+
+    async with KafkaBroker(bootstrap, commit_interval_s=1.0) as broker:
+        service = Microservice(broker, [Typed()], name="bench", group_id=group())
         await service.start()
         await clock.done.wait()
         await service.stop()

@@ -20,6 +20,7 @@ so importing any of them never imports a higher layer.
 """
 
 from . import errors
+from ._payloads import PayloadModel
 from ._run import Running, System, run, serve
 from ._runtime import (
     ClientProxy,
@@ -49,6 +50,7 @@ __all__ = [
     "Message",
     "MessagePatternSpec",
     "Microservice",
+    "PayloadModel",
     "RecordMetadata",
     "ReplyObservable",
     "Running",

@@ -41,7 +41,16 @@ from reactive_services.adapters import (
     wait_visible,
 )
 
-from .errors import BrokerError, BrokerUnavailableError, ConfigError, DecodeError, RemoteError, RequestTimeoutError
+from ._payloads import FROM_ANNOTATION, PayloadModel
+from .errors import (
+    BrokerError,
+    BrokerUnavailableError,
+    ConfigError,
+    DecodeError,
+    RemoteError,
+    RequestTimeoutError,
+    ValidationError,
+)
 
 __all__ = [
     "CORRELATION_ID",
@@ -72,22 +81,33 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class MessagePatternSpec:
-    """What ``@message_pattern`` records on a handler."""
+    """What ``@message_pattern`` records on a handler.
+
+    Attributes:
+        patterns: the request topic names (without the service's namespace).
+        model: the request payload type to validate with, None for none, or ``FROM_ANNOTATION``.
+    """
 
     patterns: tuple[str, ...]
+    model: Any = FROM_ANNOTATION
 
 
-def message_pattern(*patterns: str) -> Callable[[F], F]:
+def message_pattern(*patterns: str, model: Any = FROM_ANNOTATION) -> Callable[[F], F]:
     """Mark a method as the handler of the requests sent on ``patterns`` (NestJS ``@MessagePattern``).
 
     The handler is ``(self, payload)`` or ``(self, payload, message)``, plain or ``async def``.
-    Its return value is the reply; when it returns an ``Observable``, the reply is that
-    Observable's **last** value (``None`` if it completes empty). If it raises (or the
-    Observable errors), the client gets an error reply and raises :class:`RemoteError`.
+    Its return value is the reply (a pydantic model or a dataclass is sent as JSON); when it
+    returns an ``Observable``, the reply is that Observable's **last** value (``None`` if it
+    completes empty). If it raises (or the Observable errors), the client gets an error reply
+    and raises :class:`RemoteError`. The payload is validated as the first parameter's
+    annotation, as for :func:`~reactive_services.event_pattern`: a request that does not
+    validate is dead-lettered and answered at once with an error reply (``RemoteError`` of type
+    ``ValidationError``, its message naming the fields).
 
     Args:
         patterns: one or more request topic names, e.g. ``"inventory.get_stock"``. A service's
             ``namespace`` is prepended to each when it subscribes.
+        model: the payload type, instead of the annotation's; None: no validation.
 
     Raises:
         ConfigError: no pattern, or an empty one.
@@ -96,7 +116,7 @@ def message_pattern(*patterns: str) -> Callable[[F], F]:
         raise ConfigError("pattern", "a message pattern must be a non-empty topic name")
 
     def decorate(fn: F) -> F:
-        fn.__message_pattern__ = MessagePatternSpec(tuple(patterns))  # type: ignore[attr-defined]
+        fn.__message_pattern__ = MessagePatternSpec(tuple(patterns), model)  # type: ignore[attr-defined]
         return fn
 
     return decorate
@@ -160,14 +180,17 @@ class Responder(ObserverBase[Message]):
     For each request it tracks (:func:`reactive_services.adapters.track`) the work "run the handler, publish
     the reply", so the request's offset is committed only once the reply was acknowledged.
     A request without a ``correlation-id`` header cannot be answered: it is logged and
-    counted in ``stats["unanswerable"]``. A request whose value is not JSON goes to the
-    dead-letter topic (``<topic>.DLT``, with the reason) and is answered at once with an error
-    reply (``RemoteError`` of type ``DecodeError`` for the caller). A reply that cannot be published ends the source
-    with ``on_error`` (the request is then redelivered: at-least-once).
+    counted in ``stats["unanswerable"]``. A request whose value is not JSON, or does not
+    validate as its handler's payload type (``models``), goes to the dead-letter topic
+    (``<topic>.DLT``, with the reason) and is answered at once with an error reply
+    (``RemoteError`` of type ``DecodeError`` or ``ValidationError`` for the caller). A reply
+    that cannot be published ends the source with ``on_error`` (the request is then
+    redelivered: at-least-once).
 
     Args:
         broker: the broker replies are published to.
         handlers: ``{request topic (namespace included): handler}``.
+        models: ``{request topic: payload validator}`` (none: the decoded value as it is).
         on_failed: called with the error that ended the source.
 
     Attributes:
@@ -183,9 +206,11 @@ class Responder(ObserverBase[Message]):
         on_failed: Callable[[BaseException], None],
         *,
         name: str = "",
+        models: Mapping[str, PayloadModel | None] | None = None,
     ) -> None:
         self._broker = broker
         self._handlers = dict(handlers)
+        self._models = dict(models or {})
         self._wants_message = {t: _wants_message(h) for t, h in self._handlers.items()}
         self._on_failed = on_failed
         self._name = name
@@ -211,14 +236,16 @@ class Responder(ObserverBase[Message]):
             return
         reply_topic = (message.header(REPLY_TOPIC) or b"").decode("utf-8", "replace") or message.topic + ".reply"
         handler = self._handlers[message.topic]
+        validate = self._models.get(message.topic)
         try:
             message.value = decode_json(message.raw)
-        except DecodeError as exc:  # dead-lettered like any undecodable record, and answered at once
+            payload = message.value if validate is None else validate(message.value)
+        except (DecodeError, ValidationError) as exc:  # dead-lettered like any bad record, and answered at once
             await publish_dead_letter(self._broker, DeadLetter(message, exc), on=message)
             await self._reply(message, reply_topic, correlation, _error_body(exc), b"error")
             return
         try:
-            args = (message.value, message) if self._wants_message[message.topic] else (message.value,)
+            args = (payload, message) if self._wants_message[message.topic] else (payload,)
             result = handler(*args)
             if inspect.isawaitable(result):
                 result = await result

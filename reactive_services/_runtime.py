@@ -100,8 +100,9 @@ from reactive_services.adapters import (
     payload_routes,
     track,
 )
-from reactive_services.operators import backoff_delay, retry_with_backoff
+from reactive_services.operators import backoff_delay, decode_json, retry_with_backoff
 
+from ._payloads import FROM_ANNOTATION, PayloadModel, payload_model, pipeline_model
 from ._request_reply import (
     MessagePatternSpec,
     ReplyObservable,
@@ -132,20 +133,36 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True, slots=True)
 class EventPatternSpec:
-    """What ``@event_pattern`` records on a handler."""
+    """What ``@event_pattern`` records on a handler.
+
+    Attributes:
+        patterns: the topic names (without the service's namespace).
+        pipeline: the handler gets the whole Observable (see :func:`event_pattern`).
+        model: the payload type to validate with, None for none, or ``FROM_ANNOTATION``.
+    """
 
     patterns: tuple[str, ...]
     pipeline: bool = False
+    model: Any = FROM_ANNOTATION
 
 
-def event_pattern(*patterns: str, pipeline: bool = False) -> Callable[[F], F]:
+def event_pattern(*patterns: str, pipeline: bool = False, model: Any = FROM_ANNOTATION) -> Callable[[F], F]:
     """Mark a method as the handler of the events published on ``patterns`` (topic names).
+
+    A payload handler's payload is validated before each call, as the type its first
+    parameter is annotated with (a pydantic model, a dataclass, a ``TypedDict``, or any type
+    ``pydantic.TypeAdapter`` accepts; see :mod:`reactive_services._payloads`), and the handler
+    gets the validated value (``def handle(self, order: Order)`` gets an ``Order``). A record
+    that does not validate is dead-lettered, the reason naming each failing field
+    (``invalid Order: qty: Input should be a valid integer (got 'x')``), and the stream goes on.
+    An annotation of ``Any``, ``dict``, ``dict[str, Any]`` (or none) validates nothing.
 
     Args:
         patterns: one or more topic names, e.g. ``"order.created"``. A service's
             ``namespace`` is prepended to each when it subscribes.
         pipeline: False: the handler gets each payload; True: it gets the whole
             ``Observable[Message]`` of all its patterns once and returns the Observable to run.
+        model: the payload type, instead of the annotation's; None: no validation.
 
     Raises:
         ConfigError: no pattern, or an empty one.
@@ -154,7 +171,7 @@ def event_pattern(*patterns: str, pipeline: bool = False) -> Callable[[F], F]:
         raise ConfigError("pattern", "an event pattern must be a non-empty topic name")
 
     def decorate(fn: F) -> F:
-        fn.__event_pattern__ = EventPatternSpec(tuple(patterns), pipeline)  # type: ignore[attr-defined]
+        fn.__event_pattern__ = EventPatternSpec(tuple(patterns), pipeline, model)  # type: ignore[attr-defined]
         return fn
 
     return decorate
@@ -306,7 +323,13 @@ class ClientProxy:
         return metas
 
     def send(
-        self, pattern: str, payload: Any, *, timeout: float = 10.0, key: str | bytes | None = None
+        self,
+        pattern: str,
+        payload: Any,
+        *,
+        timeout: float = 10.0,
+        key: str | bytes | None = None,
+        reply_model: Any = None,
     ) -> ReplyObservable[Any]:
         """Send a request to the ``@message_pattern(pattern)`` handler and get its reply.
 
@@ -322,6 +345,9 @@ class ClientProxy:
             payload: the request value (JSON-serialisable, or bytes sent as they are).
             timeout: seconds from the start of publishing until the reply must have arrived.
             key: the request's record key (None: no key).
+            reply_model: validate the reply as this type (a pydantic model, a dataclass, a
+                ``TypedDict``, any type ``pydantic.TypeAdapter`` accepts) and emit the
+                validated value; None: the decoded JSON as it is.
 
         Errors (``on_error``, or raised by ``await``):
             RequestTimeoutError: no reply within ``timeout`` seconds.
@@ -329,13 +355,18 @@ class ClientProxy:
             PublishError: the request was not acknowledged by the broker.
             BrokerUnavailableError: the reply consumer was not ready within ``ready_timeout``.
             BrokerError: the reply consumer ended (broker stopped, client closed) meanwhile.
-            ConfigError: ``timeout`` is not > 0.
+            ValidationError: the reply does not validate as ``reply_model`` (the message names
+                the fields).
+            ConfigError: ``timeout`` is not > 0; ``reply_model`` is not a type pydantic can
+                validate (raised by this call).
         """
+        validate = None if reply_model is None else PayloadModel(reply_model, f"reply of {pattern}")
 
         async def run() -> Any:
             if not self._connected:
                 await self.connect()
-            return await self._requester.request(pattern, payload, timeout=timeout, key=key)
+            reply = await self._requester.request(pattern, payload, timeout=timeout, key=key)
+            return reply if validate is None else validate(reply)
 
         return ReplyObservable(run)
 
@@ -373,11 +404,23 @@ class _Dispatch(PayloadObserver):
             return None
         handled, dead_letter = self._handled, self._service._dead_letter
         current = current_message.get
+        validate = self._service._models.get(topic)
         call: Callable[[Any], Any] = handler
         if _arity(handler) >= 2:
+            if validate is None:
+
+                def call(value: Any) -> Any:
+                    return handler(value, current())
+
+            else:
+
+                def call(value: Any) -> Any:
+                    return handler(validate(value), current())
+
+        elif validate is not None:
 
             def call(value: Any) -> Any:
-                return handler(value, current())
+                return handler(validate(value))
 
         def failed(error: Exception) -> None:
             dead_letter(current(), error)  # type: ignore[arg-type]  # set by the source meanwhile
@@ -391,10 +434,12 @@ class _Dispatch(PayloadObserver):
         """The ``on_next`` of the messages of ``topic``."""
         wants_message = _arity(handler) >= 2
         handled, dead_letter, guard = self._handled, self._service._dead_letter, self._guard
+        validate = self._service._models.get(topic)
 
         def on_next(message: Message) -> None:
             try:
-                result = handler(message.value, message) if wants_message else handler(message.value)
+                value = message.value if validate is None else validate(message.value)
+                result = handler(value, message) if wants_message else handler(value)
                 if result is not None and inspect.isawaitable(result):
                     # a task of its own (its own current_task and context: asyncio.timeout, TaskGroup
                     # and context variables in the handler behave as in any task), tracked
@@ -468,6 +513,22 @@ class _Done(ObserverBase[Any]):
 
     def on_completed(self) -> None:
         self._done.set()
+
+
+class _DeadLetters(ObserverBase[DeadLetter]):
+    """Dead-letters each value through its service (published, tracked, counted)."""
+
+    def __init__(self, service: Microservice) -> None:
+        self._service = service
+
+    def on_next(self, value: DeadLetter) -> None:
+        self._service._dead_letter(value.message, value.error)
+
+    def on_error(self, error: Exception) -> None:
+        pass
+
+    def on_completed(self) -> None:
+        pass
 
 
 def _arity(fn: Callable[..., Any]) -> int:
@@ -556,8 +617,10 @@ class Microservice:
         self.request_group_id = self.group_id + ".requests"
         self._own = own_broker
         self._payload: dict[str, Callable[..., Any]] = {}
-        self._pipelines: list[tuple[list[str], Callable[..., Any]]] = []
+        self._pipelines: list[tuple[list[str], Callable[..., Any], PayloadModel | None]] = []
         self._requests: dict[str, Callable[..., Any]] = {}
+        #: the payload validator of each payload and request topic (None: the decoded value as it is)
+        self._models: dict[str, PayloadModel | None] = {}
         seen: set[str] = set()
         controllers = list(controllers)
         for controller in controllers:
@@ -568,6 +631,7 @@ class Microservice:
                         raise ConfigError("pattern", f"two handlers for {pattern!r} in service {name!r}")
                     seen.add(topic)
                     self._requests[topic] = fn
+                    self._models[topic] = payload_model(fn, mspec.model)
         for controller in controllers:
             for spec, fn in _handlers_of(controller):
                 topics = [namespace + p for p in spec.patterns]
@@ -577,8 +641,9 @@ class Microservice:
                     seen.add(topic)
                     if not spec.pipeline:
                         self._payload[topic] = fn
+                        self._models[topic] = payload_model(fn, spec.model)
                 if spec.pipeline:
-                    self._pipelines.append((topics, fn))
+                    self._pipelines.append((topics, fn, pipeline_model(fn, spec.model)))
         if not self._payload and not self._pipelines and not self._requests:
             raise ConfigError(
                 "controllers", f"service {name!r} has no @event_pattern handler and no @message_pattern handler"
@@ -592,7 +657,9 @@ class Microservice:
         self._open_sources = 0  # broker subscriptions not closed yet (their on_closed not called)
         self._sources_closed = asyncio.Event()
         self._dlt = DeadLetterSink(broker)
-        self._responder = Responder(broker, self._requests, self._failed, name=name)
+        self._responder = Responder(
+            broker, self._requests, self._failed, name=name, models={t: self._models[t] for t in self._requests}
+        )
         self.replied = self._responder.replied
         self.error_replies = self._responder.error_replies
         self.started = False
@@ -600,7 +667,7 @@ class Microservice:
     @property
     def patterns(self) -> list[str]:
         """Every topic this service consumes (namespace included)."""
-        return sorted([*self._payload, *self._requests, *(t for topics, _ in self._pipelines for t in topics)])
+        return sorted([*self._payload, *self._requests, *(t for topics, _, _ in self._pipelines for t in topics)])
 
     @property
     def sources(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -612,7 +679,7 @@ class Microservice:
             found.append((self.group_id, tuple(self._payload)))
         if self._requests:
             found.append((self.request_group_id, tuple(self._requests)))
-        found.extend((self.group_id, tuple(topics)) for topics, _ in self._pipelines)
+        found.extend((self.group_id, tuple(topics)) for topics, _, _ in self._pipelines)
         return found
 
     async def start(self) -> None:
@@ -642,9 +709,12 @@ class Microservice:
             # raw bytes: the responder decodes, so that a request it cannot decode gets an error
             # reply at once (besides its dead letter) instead of leaving its caller to time out
             self._supervise(list(self._requests), self.request_group_id, self._responder, decode=None)
-        for topics, fn in self._pipelines:
+        for topics, fn, model in self._pipelines:
             done = asyncio.Event()
-            result = fn(self._source(topics, self.group_id, self.auto_offset_reset))
+            messages = self._source(topics, self.group_id, self.auto_offset_reset)
+            if model is not None:  # Observable[Message[T]]: validated, the bad records dead-lettered
+                messages = messages.pipe(decode_json(_DeadLetters(self), parse=model))
+            result = fn(messages)
             if not isinstance(result, Observable):
                 raise ConfigError(topics[0], f"pipeline handler {fn.__qualname__} must return an Observable")
             self._subscriptions.append(result.subscribe(_Done(self, done)))

@@ -196,7 +196,16 @@ class DecodeError(ReactiveServicesError, ValueError):
 
 
 class ValidationError(ReactiveServicesError, ValueError):
-    """A decoded value does not have the expected shape or types."""
+    """A decoded value does not have the expected shape or types.
+
+    Attributes:
+        fields: the paths of the fields that failed (``"items.0.qty"``; ``"(root)"`` for the
+            value itself), in order; empty when the check that raised names none.
+    """
+
+    def __init__(self, message: str, *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class WebSocketError(ReactiveServicesError):

@@ -21,6 +21,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "Message",
         "MessagePatternSpec",
         "Microservice",
+        "PayloadModel",
         "RecordMetadata",
         "ReplyObservable",
         "Running",

@@ -1,0 +1,157 @@
+"""Typed payloads: the type a handler's annotation asks for, and its validation with pydantic.
+
+A handler ``def handle(self, order: Order)`` gets an ``Order``: the runtime validates each
+record's decoded value with pydantic's ``TypeAdapter(Order)`` before the call (a pydantic
+model, a dataclass, a ``TypedDict`` or any other type ``TypeAdapter`` accepts). A value that
+does not validate raises :class:`~reactive_services.errors.ValidationError` naming the field
+paths, which the services turn into a dead letter (payload handlers) or an error reply
+(request handlers).
+
+The annotations that mean "the decoded JSON as it is" validate nothing and cost nothing:
+none, ``Any``, ``object``, ``dict``, ``dict[str, Any]``, ``Mapping[str, Any]``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pydantic
+
+from .errors import ConfigError, ValidationError
+
+__all__ = ["PayloadModel", "payload_model", "pipeline_model", "validation_error"]
+
+#: ``model=`` not given: the type comes from the handler's annotation.
+FROM_ANNOTATION: Any = object()
+
+_UNTYPED: tuple[Any, ...] = (Any, object, dict, dict[str, Any], Mapping, Mapping[str, Any], inspect.Parameter.empty)
+
+#: Characters of a value quoted in a validation error's message, at most.
+INPUT_CHARS = 40
+
+
+class PayloadModel:
+    """Validates decoded values as ``type_`` (pydantic ``TypeAdapter``), raising our own error.
+
+    Calling it costs one ``TypeAdapter.validate_python`` (pydantic-core, compiled once here).
+
+    Args:
+        type_: any type ``pydantic.TypeAdapter`` accepts.
+        what: how the errors name the value (default: the type's name).
+
+    Raises:
+        ConfigError: pydantic cannot build a validator for ``type_`` (key ``"model"``).
+    """
+
+    __slots__ = ("type", "what", "_validate")
+
+    def __init__(self, type_: Any, what: str | None = None) -> None:
+        try:
+            adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(type_)
+        except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as exc:
+            raise ConfigError("model", f"cannot validate payloads as {type_!r}: {exc}") from exc
+        self.type = type_
+        self.what = what or getattr(type_, "__name__", None) or repr(type_)
+        self._validate = adapter.validate_python
+
+    def __call__(self, value: Any) -> Any:
+        """``value`` validated (and converted) as :attr:`type`.
+
+        Raises:
+            ValidationError: it does not validate; the message names each failing field's path.
+        """
+        try:
+            return self._validate(value)
+        except pydantic.ValidationError as exc:
+            raise validation_error(exc, self.what) from None
+
+    def __repr__(self) -> str:
+        return f"PayloadModel({self.what})"
+
+
+def validation_error(exc: pydantic.ValidationError, what: str) -> ValidationError:
+    """Our :class:`~reactive_services.errors.ValidationError` for pydantic's ``exc``.
+
+    Its message is ``invalid <what>: <path>: <message> (got <input>); ...``, one entry per
+    error, the path dotted (``items.0.qty``; ``(root)`` for the value itself), the input quoted
+    up to :data:`INPUT_CHARS` characters; its ``fields`` are the paths, in order.
+    """
+    parts, fields = [], []
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in error["loc"]) or "(root)"
+        fields.append(path)
+        got = repr(error.get("input"))
+        if len(got) > INPUT_CHARS:
+            got = got[: INPUT_CHARS - 3] + "..."
+        parts.append(f"{path}: {error['msg']} (got {got})")
+    return ValidationError(f"invalid {what}: " + "; ".join(parts), fields=tuple(fields))
+
+
+def pipeline_model(handler: Callable[..., Any], model: Any = FROM_ANNOTATION) -> PayloadModel | None:
+    """The validator of the messages of a pipeline handler: ``model`` if given (None: none), else
+    ``T`` of its first parameter's annotation ``Observable[Message[T]]``; None when there is no
+    such annotation or ``T`` means "the decoded JSON as it is".
+
+    Raises:
+        ConfigError: as :func:`payload_model`.
+    """
+    if model is not FROM_ANNOTATION:
+        return None if model is None else PayloadModel(model)
+    annotation = _first_annotation(handler)
+    args = typing.get_args(annotation)  # Observable[Message[T]] -> (Message[T],)
+    if len(args) != 1:
+        return None
+    inner = typing.get_args(args[0])  # Message[T] -> (T,)
+    if len(inner) != 1 or any(inner[0] is u or inner[0] == u for u in _UNTYPED):
+        return None
+    return PayloadModel(inner[0])
+
+
+def payload_model(handler: Callable[..., Any], model: Any = FROM_ANNOTATION) -> PayloadModel | None:
+    """The validator of ``handler``'s payload: ``model`` if given (None: no validation), else the
+    annotation of its first parameter (after ``self`` for a bound method); None when that
+    annotation means "the decoded JSON as it is" (see the module's docstring).
+
+    Raises:
+        ConfigError: the annotation cannot be resolved (a name not importable where the handler
+            is defined), or pydantic cannot validate the type (key ``"model"``).
+    """
+    if model is not FROM_ANNOTATION:
+        return None if model is None else PayloadModel(model)
+    annotation = _first_annotation(handler)
+    if any(annotation is u or annotation == u for u in _UNTYPED):
+        return None
+    return PayloadModel(annotation)
+
+
+def _first_annotation(handler: Callable[..., Any]) -> Any:
+    """The resolved annotation of ``handler``'s first positional parameter (after ``self`` for a
+    bound method); :data:`inspect.Parameter.empty` when there is none.
+
+    Raises:
+        ConfigError: a string annotation that does not resolve (key ``"model"``).
+    """
+    try:
+        params = [
+            p
+            for p in inspect.signature(handler).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):  # no signature (a builtin): untyped
+        return inspect.Parameter.empty
+    if not params:
+        return inspect.Parameter.empty
+    annotation = params[0].annotation
+    if isinstance(annotation, str):
+        target = getattr(handler, "__func__", handler)
+        try:
+            hints = typing.get_type_hints(target)
+        except Exception as exc:  # noqa: BLE001 - any failure to resolve names the handler
+            raise ConfigError(
+                "model", f"cannot resolve the payload annotation {annotation!r} of {handler!r}: {exc}"
+            ) from exc
+        annotation = hints.get(params[0].name, Any)
+    return annotation

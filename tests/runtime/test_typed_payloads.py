@@ -1,0 +1,239 @@
+"""Typed payloads: a handler's annotation (or ``model=``) is validated with pydantic before the
+call; a record that does not validate is dead-lettered with the failing fields in its reason;
+emit, send and replies take models."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import orjson
+import pydantic
+import pytest
+import reactivex.operators as ops
+from reactivex import Observable
+from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
+
+from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
+from reactive_services.adapters import Broker, Message, headers_to_dict
+from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.errors import ConfigError, RemoteError, ValidationError
+from reactive_services.testing import consume, unique_name, wait_for
+
+
+class Line(pydantic.BaseModel):
+    sku: str
+    qty: int = pydantic.Field(ge=1)
+
+
+class Order(pydantic.BaseModel):
+    order_id: str
+    lines: list[Line]
+
+
+@dataclasses.dataclass
+class Ping:
+    n: int
+    note: str = ""
+
+
+class Stock(TypedDict):
+    sku: str
+    available: int
+
+
+GOOD = {"order_id": "o-1", "lines": [{"sku": "a", "qty": 2}]}
+BAD_QTY = {"order_id": "o-2", "lines": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": "many"}]}
+NO_ID = {"lines": []}
+
+
+def reasons(broker: InMemoryBroker, topic: str) -> list[str]:
+    """The reasons of ``topic``'s dead letters, in the order of the records (over its partitions)."""
+    heads = [headers_to_dict(r.headers) for r in broker.records(topic + ".DLT")]
+    return [h["dlt.reason"] for h in sorted(heads, key=lambda h: int(h["dlt.original.offset"]))]
+
+
+@pytest.mark.parametrize("concurrency", [1, 3], ids=["source-awaits", "tasks"])
+async def test_a_model_annotation_is_validated_and_bad_records_go_to_the_dead_letters_naming_the_field(
+    concurrency: int,
+) -> None:
+    got: list[Any] = []
+
+    class Orders(Controller):
+        @event_pattern("orders")
+        async def handle(self, order: Order) -> None:
+            got.append(order)
+
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["orders"], partitions=1)
+        service = Microservice(broker, [Orders()], name="typed", concurrency=concurrency)
+        await service.start()
+        for value in (GOOD, BAD_QTY, NO_ID, [1, 2], GOOD):
+            await broker.emit("orders", value)
+        await wait_for(lambda: len(got) == 2 and service.dead_lettered.get("orders") == 3, what="records")
+        await service.stop()
+        assert got == [Order.model_validate(GOOD)] * 2 and all(type(o) is Order for o in got)
+        assert reasons(broker, "orders") == [
+            "invalid Order: lines.1.qty: Input should be a valid integer, unable to parse string as an integer"
+            " (got 'many')",
+            "invalid Order: order_id: Field required (got {'lines': []})",
+            "invalid Order: (root): Input should be a valid dictionary or instance of Order (got [1, 2])",
+        ]
+        types = {headers_to_dict(r.headers)["dlt.exception.type"] for r in broker.records("orders.DLT")}
+        assert types == {"ValidationError"}
+        assert service.handled == {"orders": 2}
+        assert await broker.committed("typed", "orders", 0) == 5  # dead letters count as handled
+
+
+async def test_dataclasses_typed_dicts_and_explicit_models_are_validated_too() -> None:
+    pings: list[Any] = []
+    stocks: list[Any] = []
+    explicit: list[Any] = []
+    untyped: list[Any] = []
+
+    class Kinds(Controller):
+        @event_pattern("pings")
+        def ping(self, ping: Ping, message: Message) -> None:
+            pings.append((ping, message.offset))
+
+        @event_pattern("stock")
+        def stock(self, stock: Stock) -> None:
+            stocks.append(stock)
+
+        @event_pattern("explicit", model=Line)
+        def explicit(self, line) -> None:  # type: ignore[no-untyped-def]  # untyped: model= says
+            explicit.append(line)
+
+        @event_pattern("untyped", model=None)
+        def untyped(self, line: Line) -> None:  # model=None: no validation despite the annotation
+            untyped.append(line)
+
+    async with InMemoryBroker() as broker:
+        topics = ["pings", "stock", "explicit", "untyped"]
+        await broker.create_topics(topics, partitions=1)
+        service = Microservice(broker, [Kinds()], name="kinds")
+        await service.start()
+        await broker.emit("pings", {"n": 1})
+        await broker.emit("pings", {"n": "one"})
+        await broker.emit("stock", {"sku": "a", "available": 3})
+        await broker.emit("stock", {"sku": "a"})
+        await broker.emit("explicit", {"sku": "a", "qty": 0})
+        await broker.emit("explicit", {"sku": "a", "qty": 1})
+        await broker.emit("untyped", {"anything": True})
+        await wait_for(lambda: sum(service.dead_lettered.values()) == 3 and len(untyped) == 1, what="records")
+        await service.stop()
+    assert pings == [(Ping(1), 0)]
+    assert stocks == [{"sku": "a", "available": 3}]
+    assert explicit == [Line(sku="a", qty=1)]
+    assert untyped == [{"anything": True}]
+    assert reasons(broker, "pings") == [
+        "invalid Ping: n: Input should be a valid integer, unable to parse string as an integer (got 'one')"
+    ]
+    assert reasons(broker, "stock") == ["invalid Stock: available: Field required (got {'sku': 'a'})"]
+    assert reasons(broker, "explicit") == ["invalid Line: qty: Input should be greater than or equal to 1 (got 0)"]
+
+
+async def test_json_annotations_validate_nothing() -> None:
+    seen: list[Any] = []
+
+    class Loose(Controller):
+        @event_pattern("loose")
+        def handle(self, payload: dict[str, Any]) -> None:
+            seen.append(payload)
+
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["loose"], partitions=1)
+        service = Microservice(broker, [Loose()], name="loose")
+        assert service._models == {"loose": None}
+        await service.start()
+        await broker.emit("loose", [1, 2])  # not a dict: handed over as it is, as before
+        await wait_for(lambda: seen == [[1, 2]])
+        await service.stop()
+
+
+def test_an_annotation_that_cannot_be_resolved_or_validated_fails_when_the_service_is_made() -> None:
+    class Unresolved(Controller):
+        @event_pattern("t")
+        def handle(self, payload: NoSuchType) -> None:  # type: ignore[name-defined]  # noqa: F821
+            pass
+
+    with pytest.raises(ConfigError) as info:
+        Microservice(InMemoryBroker(), [Unresolved()], name="bad")
+    assert info.value.key == "model" and "NoSuchType" in str(info.value)
+
+    class NotAType(Controller):
+        @event_pattern("t", model=asyncio.Event())
+        def handle(self, payload: Any) -> None:
+            pass
+
+    with pytest.raises(ConfigError) as info:
+        Microservice(InMemoryBroker(), [NotAType()], name="bad")
+    assert info.value.key == "model"
+
+
+async def test_emit_send_and_replies_take_models_and_a_caller_can_ask_for_a_typed_reply(broker: Broker) -> None:
+    ns = unique_name("tm") + "."
+
+    class Inventory(Controller):
+        @message_pattern("reserve")
+        def reserve(self, order: Order) -> Stock | Line:
+            return Line(sku=order.lines[0].sku, qty=sum(line.qty for line in order.lines))
+
+    service = Microservice(broker, [Inventory()], name="inventory", namespace=ns)
+    client = ClientProxy(broker, namespace=ns)
+    await service.start()
+    try:
+        await client.connect()
+        reply = await client.send("reserve", Order.model_validate(GOOD), reply_model=Line, timeout=30)
+        assert reply == Line(sku="a", qty=2)
+        raw = await client.send("reserve", Order.model_validate(GOOD), timeout=30)
+        assert raw == {"sku": "a", "qty": 2}  # without reply_model: the JSON as it is
+        with pytest.raises(ValidationError) as wrong:
+            await client.send("reserve", GOOD, reply_model=Ping, timeout=30)
+        assert wrong.value.fields == ("n",) and str(wrong.value).startswith("invalid reply of reserve: n: Field")
+        with pytest.raises(RemoteError) as refused:
+            await client.send("reserve", BAD_QTY, timeout=30)
+        assert refused.value.remote_type == "ValidationError"
+        assert "lines.1.qty" in refused.value.remote_message
+        letters = await consume(broker, ns + "reserve.DLT", 1)
+        letter = headers_to_dict(letters.items[0].headers)
+        assert letter["dlt.exception.type"] == "ValidationError" and "lines.1.qty" in letter["dlt.reason"]
+        meta = await client.emit("orders.created", Order.model_validate(GOOD))
+        assert meta.topic == ns + "orders.created"
+    finally:
+        await client.close()
+        await service.stop()
+
+
+def test_models_and_dataclasses_encode_as_json() -> None:
+    from reactive_services.adapters import encode_value
+
+    nested = {"order": Order.model_validate(GOOD), "ping": Ping(2)}
+    assert orjson.loads(encode_value(nested) or b"") == {"order": GOOD, "ping": {"n": 2, "note": ""}}
+    with pytest.raises(TypeError):
+        encode_value({"event": asyncio.Event()})
+
+
+async def test_a_pipeline_handler_asking_for_typed_messages_gets_validated_values() -> None:
+    got: list[Any] = []
+
+    class Pipeline(Controller):
+        @event_pattern("orders", pipeline=True)
+        def run(self, messages: Observable[Message[Order]]) -> Observable[Any]:
+            return messages.pipe(ops.do_action(lambda m: got.append((m.offset, m.value))))
+
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["orders"], partitions=1)
+        service = Microservice(broker, [Pipeline()], name="typed-pipeline")
+        await service.start()
+        for value in (GOOD, BAD_QTY, GOOD):
+            await broker.emit("orders", value)
+        await wait_for(lambda: len(got) == 2 and service.dead_lettered == {"orders": 1}, what="records")
+        await wait_for(lambda: broker.committed("typed-pipeline", "orders", 0), what="a commit")
+        await service.stop()
+    assert got == [(0, Order.model_validate(GOOD)), (2, Order.model_validate(GOOD))]
+    assert reasons(broker, "orders") == [
+        "invalid Order: lines.1.qty: Input should be a valid integer, unable to parse string as an integer (got 'many')"
+    ]
+    assert await broker.committed("typed-pipeline", "orders", 0) == 3

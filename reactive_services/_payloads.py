@@ -46,7 +46,7 @@ class PayloadModel:
         ConfigError: pydantic cannot build a validator for ``type_`` (key ``"model"``).
     """
 
-    __slots__ = ("type", "what", "_validate")
+    __slots__ = ("type", "what", "validate")
 
     def __init__(self, type_: Any, what: str | None = None) -> None:
         try:
@@ -55,7 +55,9 @@ class PayloadModel:
             raise ConfigError("model", f"cannot validate payloads as {type_!r}: {exc}") from exc
         self.type = type_
         self.what = what or getattr(type_, "__name__", None) or repr(type_)
-        self._validate = adapter.validate_python
+        #: ``value -> validated value``, raising pydantic's own ``ValidationError`` (no wrapper
+        #: call: the services' hot path uses it and turns the error into ours with :meth:`error`)
+        self.validate: Callable[[Any], Any] = adapter.validate_python
 
     def __call__(self, value: Any) -> Any:
         """``value`` validated (and converted) as :attr:`type`.
@@ -64,9 +66,16 @@ class PayloadModel:
             ValidationError: it does not validate; the message names each failing field's path.
         """
         try:
-            return self._validate(value)
+            return self.validate(value)
         except pydantic.ValidationError as exc:
             raise validation_error(exc, self.what) from None
+
+    def error(self, error: Exception) -> Exception:
+        """``error`` as raised by :meth:`__call__`: pydantic's ``ValidationError`` becomes ours
+        (:func:`validation_error`); anything else is returned as it is."""
+        if isinstance(error, pydantic.ValidationError):
+            return validation_error(error, self.what)
+        return error
 
     def __repr__(self) -> str:
         return f"PayloadModel({self.what})"

@@ -404,25 +404,28 @@ class _Dispatch(PayloadObserver):
             return None
         handled, dead_letter = self._handled, self._service._dead_letter
         current = current_message.get
-        validate = self._service._models.get(topic)
+        model = self._service._models.get(topic)
         call: Callable[[Any], Any] = handler
-        if _arity(handler) >= 2:
-            if validate is None:
-
-                def call(value: Any) -> Any:
-                    return handler(value, current())
-
-            else:
+        if model is not None:
+            validate = model.validate  # pydantic's own: its error is made ours in failed()
+            if _arity(handler) >= 2:
 
                 def call(value: Any) -> Any:
                     return handler(validate(value), current())
 
-        elif validate is not None:
+            else:
+
+                def call(value: Any) -> Any:
+                    return handler(validate(value))
+
+        elif _arity(handler) >= 2:
 
             def call(value: Any) -> Any:
-                return handler(validate(value))
+                return handler(value, current())
 
         def failed(error: Exception) -> None:
+            if model is not None:
+                error = model.error(error)
             dead_letter(current(), error)  # type: ignore[arg-type]  # set by the source meanwhile
 
         def count(n: int) -> None:

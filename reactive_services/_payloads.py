@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pydantic
 
 from .errors import ConfigError, ValidationError
 
-__all__ = ["PayloadModel", "payload_model", "pipeline_model", "validation_error"]
+__all__ = ["PayloadModel", "field_path", "payload_model", "pipeline_model", "validation_error"]
 
 #: ``model=`` not given: the type comes from the handler's annotation.
 FROM_ANNOTATION: Any = object()
@@ -81,16 +81,29 @@ class PayloadModel:
         return f"PayloadModel({self.what})"
 
 
+def field_path(loc: Sequence[Any]) -> str:
+    """A pydantic error's ``loc`` as a field path: names joined with dots, list indices in
+    brackets: ``("items", 0, "quantity")`` -> ``"items[0].quantity"``; ``()`` -> ``""``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
 def validation_error(exc: pydantic.ValidationError, what: str) -> ValidationError:
     """Our :class:`~reactive_services.errors.ValidationError` for pydantic's ``exc``.
 
     Its message is ``invalid <what>: <path>: <message> (got <input>); ...``, one entry per
-    error, the path dotted (``items.0.qty``; ``(root)`` for the value itself), the input quoted
-    up to :data:`INPUT_CHARS` characters; its ``fields`` are the paths, in order.
+    error, the path as :func:`field_path` writes it (``items[0].quantity``; ``(root)`` for the
+    value itself), the input quoted up to :data:`INPUT_CHARS` characters; its ``fields`` are the
+    paths, in order.
     """
     parts, fields = [], []
     for error in exc.errors(include_url=False):
-        path = ".".join(str(p) for p in error["loc"]) or "(root)"
+        path = field_path(error["loc"]) or "(root)"
         fields.append(path)
         got = repr(error.get("input"))
         if len(got) > INPUT_CHARS:

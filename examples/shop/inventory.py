@@ -57,9 +57,10 @@ import orjson
 from reactivex.abc import ObserverBase
 
 from reactive_services.adapters import Hold, hold, track
-from reactive_services.errors import ConfigError, ValidationError
+from reactive_services.errors import ConfigError
 
 from ._sqlite import SqliteStore
+from .messages import MAX_ORDER_BYTES, ORDER_CREATED
 
 __all__ = [
     "MAX_ORDER_BYTES",
@@ -149,42 +150,25 @@ class Order:
     items: tuple[OrderItem, ...]
 
 
-#: The largest order.created record (bytes of its value) the shop's consumers accept; a larger
-#: one is dead-lettered (the inventory and the order query service).
-MAX_ORDER_BYTES = 64 * 1024
-
-
 def parse_order(value: Any) -> Order:
     """Validate an ``order.created`` value and turn it into an :class:`Order`.
 
-    Expected shape: ``{"order_id": str (non-empty), "items": [{"product_id": str (non-empty),
-    "quantity": int >= 1}, ...] (non-empty)}``; other keys are ignored. Items with the same
-    product are merged (quantities added), keeping the first one's position.
+    The value is validated as :class:`~reactive_services.examples.shop.messages.OrderCreated`
+    (:data:`~reactive_services.examples.shop.messages.ORDER_CREATED`): ``{"order_id": str
+    (non-blank), "items": [{"product_id": str (non-blank), "quantity": int >= 1}, ...]
+    (non-empty)}``; other keys are ignored. Items with the same product are merged (quantities
+    added), keeping the first one's position.
 
     Raises:
-        ValidationError: the value has the wrong shape; the message starts with the path of
-            the offending field, e.g. ``"items[1].quantity: must be an integer >= 1, got 0"``.
+        ValidationError: the value has the wrong shape; the message names each offending field,
+            e.g. ``"invalid order.created: items[1].quantity: Input should be greater than or
+            equal to 1 (got 0)"``, and its ``fields`` are their paths.
     """
-    if not isinstance(value, Mapping):
-        raise ValidationError(f"order: must be a JSON object, got {type(value).__name__}")
-    order_id = value.get("order_id")
-    if not isinstance(order_id, str) or not order_id.strip():
-        raise ValidationError(f"order_id: must be a non-empty string, got {order_id!r}")
-    items = value.get("items")
-    if not isinstance(items, list) or not items:
-        raise ValidationError(f"items: must be a non-empty list, got {items!r}")
+    created = ORDER_CREATED(value)
     quantities: dict[str, int] = {}
-    for i, item in enumerate(items):
-        if not isinstance(item, Mapping):
-            raise ValidationError(f"items[{i}]: must be a JSON object, got {type(item).__name__}")
-        product_id = item.get("product_id")
-        if not isinstance(product_id, str) or not product_id.strip():
-            raise ValidationError(f"items[{i}].product_id: must be a non-empty string, got {product_id!r}")
-        quantity = item.get("quantity")
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
-            raise ValidationError(f"items[{i}].quantity: must be an integer >= 1, got {quantity!r}")
-        quantities[product_id] = quantities.get(product_id, 0) + quantity
-    return Order(order_id, tuple(OrderItem(p, q) for p, q in quantities.items()))
+    for item in created.items:
+        quantities[item.product_id] = quantities.get(item.product_id, 0) + item.quantity
+    return Order(created.order_id, tuple(OrderItem(p, q) for p, q in quantities.items()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,13 +36,14 @@ from reactive_services.adapters import Message
 from reactive_services.errors import ValidationError
 
 from ._sqlite import SqliteStore
-from .inventory import MAX_ORDER_BYTES, parse_order
+from .inventory import parse_order
+from .messages import MAX_ID_CHARS, MAX_ORDER_BYTES
 
 __all__ = ["MAX_ORDER_ID_CHARS", "OrderQueryController", "OrderStore", "order_id_of"]
 
 
 #: The longest order id a query accepts (characters).
-MAX_ORDER_ID_CHARS = 256
+MAX_ORDER_ID_CHARS = MAX_ID_CHARS
 
 
 def order_id_of(payload: Any) -> str:

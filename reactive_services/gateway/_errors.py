@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from reactive_services._payloads import field_path as payload_field_path
 from reactive_services.errors import BrokerError, RemoteError, RequestTimeoutError, TooManyAttemptsError
 
 log = logging.getLogger("reactive_services.gateway")
@@ -48,15 +49,9 @@ def field_path(loc: Sequence[Any]) -> str:
     name: ``("path", "order_id")`` -> ``"path.order_id"``; ``("body",)`` -> ``"body"``.
     """
     parts = list(loc)
-    text = ""
     if parts and parts[0] == "body":
         parts = parts[1:]
-    for part in parts:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "body"
+    return payload_field_path(parts) or "body"
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:

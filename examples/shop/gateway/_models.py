@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from ..order_query import MAX_ORDER_ID_CHARS
-
-#: Items per order, and units per item, at most.
-MAX_ITEMS = 100
-MAX_QUANTITY = 1_000_000
+from ..messages import MAX_ITEMS, MAX_QUANTITY, Id, Quantity
 
 
 class OrderItemIn(BaseModel):
@@ -18,10 +14,8 @@ class OrderItemIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    product_id: str = Field(min_length=1, max_length=MAX_ORDER_ID_CHARS, pattern=r"\S", description="non-blank")
-    quantity: int = Field(
-        ge=1, le=MAX_QUANTITY, strict=True, description="units, an integer >= 1 (not a string, float or boolean)"
-    )
+    product_id: Id
+    quantity: Annotated[Quantity, Field(le=MAX_QUANTITY)]
 
 
 class OrderRequest(BaseModel):
@@ -30,7 +24,7 @@ class OrderRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_ITEMS, description="1 to 100 items")
-    customer_id: str | None = Field(default=None, min_length=1, max_length=MAX_ORDER_ID_CHARS, pattern=r"\S")
+    customer_id: Id | None = None
 
 
 class LoginRequest(BaseModel):

@@ -10,6 +10,9 @@ Topics and requests (see the shop's docs for who publishes and who reads each):
 
 - ``order.created``: :class:`OrderCreated`, published by the orders service (from the Olist
   CSV: prices, sellers, totals) and by the gateway (``POST /orders``: customer, time).
+- requests ``orders.get``, ``inventory.get_order``, ``notifications.get_order``:
+  :class:`OrderQuery`; ``inventory.get_stock``: :class:`StockQuery`; ``logs.recent_stats``,
+  ``logs.recent_alerts``: :class:`RecentQuery` (or nothing).
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ __all__ = [
     "MAX_QUANTITY",
     "ORDER_CREATED",
     "Id",
+    "ORDER_QUERY",
     "OrderCreated",
     "OrderLine",
+    "OrderQuery",
     "Quantity",
+    "RecentQuery",
+    "StockQuery",
 ]
 
 #: Characters of an order, product or customer id, at most.
@@ -83,3 +90,27 @@ class OrderCreated(BaseModel):
 
 #: The validator of ``order.created`` values (its errors say ``invalid order.created: ...``).
 ORDER_CREATED = PayloadModel(OrderCreated, "order.created")
+
+
+class OrderQuery(BaseModel):
+    """A request about one order: ``{"order_id": str}`` (other keys are ignored)."""
+
+    order_id: Id
+
+
+class StockQuery(BaseModel):
+    """``inventory.get_stock``: the products to tell the stock of (an empty list is allowed)."""
+
+    product_ids: list[Id]
+
+
+class RecentQuery(BaseModel):
+    """``logs.recent_stats`` / ``logs.recent_alerts``: the latest ``limit`` values, of one
+    ``source`` or of all."""
+
+    limit: Annotated[int, Field(ge=1, le=1000, strict=True)] = 200
+    source: Id | None = None
+
+
+#: The validator of order queries (its errors say ``invalid OrderQuery: ...``).
+ORDER_QUERY = PayloadModel(OrderQuery)

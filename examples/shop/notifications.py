@@ -53,7 +53,7 @@ from reactive_services.adapters import Message
 from reactive_services.adapters.websocket import Notification
 from reactive_services.errors import ConfigError
 
-from .order_query import order_id_of
+from .messages import OrderQuery
 
 __all__ = ["CHANNELS", "NotificationController", "to_notification"]
 
@@ -160,11 +160,8 @@ class NotificationController(Controller):
         return len(self._by_order)
 
     @message_pattern("notifications.get_order")
-    def get_order(self, payload: Any) -> list[dict[str, str]]:
+    def get_order(self, query: OrderQuery) -> list[dict[str, str]]:
         """The request ``notifications.get_order`` ``{"order_id"}``: the notifications
-        forwarded for that order, oldest first (``[]`` if the index does not hold it).
-
-        Raises:
-            ValidationError: a malformed payload (the client gets an error reply).
-        """
-        return [dict(entry) for entry in self._by_order.get(order_id_of(payload), ())]
+        forwarded for that order, oldest first (``[]`` if the index does not hold it). A
+        malformed payload is refused by the runtime (an error reply naming the field)."""
+        return [dict(entry) for entry in self._by_order.get(query.order_id, ())]

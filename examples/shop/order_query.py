@@ -37,7 +37,7 @@ from reactive_services.errors import ValidationError
 
 from ._sqlite import SqliteStore
 from .inventory import parse_order
-from .messages import MAX_ID_CHARS, MAX_ORDER_BYTES
+from .messages import MAX_ID_CHARS, MAX_ORDER_BYTES, ORDER_QUERY, OrderQuery
 
 __all__ = ["MAX_ORDER_ID_CHARS", "OrderQueryController", "OrderStore", "order_id_of"]
 
@@ -48,20 +48,15 @@ MAX_ORDER_ID_CHARS = MAX_ID_CHARS
 
 def order_id_of(payload: Any) -> str:
     """The order id of a query payload ``{"order_id": str}`` (the shape of ``orders.get``,
-    ``inventory.get_order`` and ``notifications.get_order``).
+    ``inventory.get_order`` and ``notifications.get_order``:
+    :class:`~reactive_services.examples.shop.messages.OrderQuery`).
 
     Raises:
-        ValidationError: ``payload`` is not an object, or its ``order_id`` is not a non-empty
+        ValidationError: ``payload`` is not an object, or its ``order_id`` is not a non-blank
             string of at most :data:`MAX_ORDER_ID_CHARS` characters; the message names the field.
     """
-    if not isinstance(payload, Mapping):
-        raise ValidationError(f"payload: must be a JSON object, got {type(payload).__name__}")
-    order_id = payload.get("order_id")
-    if not isinstance(order_id, str) or not order_id:
-        raise ValidationError(f"order_id: must be a non-empty string, got {order_id!r}")
-    if len(order_id) > MAX_ORDER_ID_CHARS:
-        raise ValidationError(f"order_id: too long ({len(order_id)} characters, at most {MAX_ORDER_ID_CHARS})")
-    return order_id
+    query: OrderQuery = ORDER_QUERY(payload)
+    return query.order_id
 
 
 _SCHEMA = """
@@ -158,10 +153,7 @@ class OrderQueryController(Controller):
             self.duplicates += 1
 
     @message_pattern("orders.get")
-    async def get(self, payload: Any) -> dict[str, Any] | None:
-        """The request ``orders.get`` ``{"order_id"}``: the order as created, or ``null``.
-
-        Raises:
-            ValidationError: a malformed payload (the client gets an error reply).
-        """
-        return await self.store.get(order_id_of(payload))
+    async def get(self, query: OrderQuery) -> dict[str, Any] | None:
+        """The request ``orders.get`` ``{"order_id"}``: the order as created, or ``null``. A
+        malformed payload is refused by the runtime (an error reply naming the field)."""
+        return await self.store.get(query.order_id)

@@ -20,13 +20,12 @@ from reactivex import Observable
 
 from reactive_services import Controller, event_pattern, message_pattern
 from reactive_services.adapters import DeadLetterSink, Message
-from reactive_services.errors import ValidationError
 from reactive_services.logs import LogAnalyticsService, LogsController, LogSource
 from reactive_services.operators import decode_json
 
 from .inventory import MAX_ORDER_BYTES, InventoryService, parse_order
 from .log_sources import SOURCES
-from .order_query import order_id_of
+from .messages import OrderQuery, RecentQuery, StockQuery
 
 __all__ = ["InventoryController", "LogAnalyticsController"]
 
@@ -64,30 +63,17 @@ class InventoryController(Controller):
         self.received += 1
 
     @message_pattern("inventory.get_stock")
-    async def get_stock(self, payload: Any) -> dict[str, int | None]:
-        """The request ``inventory.get_stock``: the stock of some products.
-
-        Args:
-            payload: ``{"product_ids": [str, ...]}`` (non-empty strings; may be empty list).
+    async def get_stock(self, query: StockQuery) -> dict[str, int | None]:
+        """The request ``inventory.get_stock`` ``{"product_ids": [str, ...]}`` (an empty list is
+        allowed; a malformed payload is refused by the runtime, naming the field).
 
         Returns:
             ``{product_id: units}`` for each id asked, ``None`` for an unknown product.
-
-        Raises:
-            ValidationError: the payload has another shape (the client gets an error reply).
         """
-        if not isinstance(payload, Mapping):
-            raise ValidationError(f"payload: must be a JSON object, got {type(payload).__name__}")
-        ids = payload.get("product_ids")
-        if not isinstance(ids, list):
-            raise ValidationError(f"product_ids: must be a list of strings, got {ids!r}")
-        for i, product_id in enumerate(ids):
-            if not isinstance(product_id, str) or not product_id:
-                raise ValidationError(f"product_ids[{i}]: must be a non-empty string, got {product_id!r}")
-        return await self.inventory.store.stock_of(ids)
+        return await self.inventory.store.stock_of(query.product_ids)
 
     @message_pattern("inventory.get_order")
-    async def get_order(self, payload: Any) -> dict[str, Any] | None:
+    async def get_order(self, query: OrderQuery) -> dict[str, Any] | None:
         """The request ``inventory.get_order``: what the inventory decided for one order.
 
         Args:
@@ -100,10 +86,9 @@ class InventoryController(Controller):
             ``quantity``, and ``reason`` says why), or ``null`` when the order has not been
             processed (not received yet, or dead-lettered).
 
-        Raises:
-            ValidationError: a malformed payload (the client gets an error reply).
+        A malformed payload is refused by the runtime (an error reply naming the field).
         """
-        outcome = await self.inventory.store.outcome(order_id_of(payload))
+        outcome = await self.inventory.store.outcome(query.order_id)
         if outcome is None:
             return None
         return {"status": outcome.status, "items": list(outcome.items), "reason": outcome.reason}
@@ -140,37 +125,19 @@ class LogAnalyticsController(LogsController):
         super().__init__(analytics, dead_letter, sources=sources, **pipeline_options)
 
     @message_pattern("logs.recent_stats")
-    def recent_stats(self, payload: Any) -> list[dict[str, Any]]:
-        """The request ``logs.recent_stats``: the latest window stats (``log.stats`` values).
-
-        Args:
-            payload: ``{"limit": int in 1..1000 (default 200), "source": str (optional)}``.
-
-        Returns:
-            Up to ``limit`` stats values, oldest first (of ``source`` only, when given).
-
-        Raises:
-            ValidationError: a malformed payload (the client gets an error reply).
-        """
-        return self._latest(self.analytics.recent, payload)
+    def recent_stats(self, query: RecentQuery | None) -> list[dict[str, Any]]:
+        """The request ``logs.recent_stats`` ``{"limit": 1..1000 (default 200), "source"?}`` (or
+        no payload): up to ``limit`` window stats (``log.stats`` values), oldest first, of
+        ``source`` only when given. A malformed payload is refused by the runtime."""
+        return self._latest(self.analytics.recent, query or RecentQuery())
 
     @message_pattern("logs.recent_alerts")
-    def recent_alerts(self, payload: Any) -> list[dict[str, Any]]:
-        """The request ``logs.recent_alerts``: the latest ``log.alert`` values; the payload and
-        errors as for ``logs.recent_stats``."""
-        return self._latest(self.analytics.recent_alerts, payload)
+    def recent_alerts(self, query: RecentQuery | None) -> list[dict[str, Any]]:
+        """The request ``logs.recent_alerts``: the latest ``log.alert`` values; the payload as
+        for ``logs.recent_stats``."""
+        return self._latest(self.analytics.recent_alerts, query or RecentQuery())
 
     @staticmethod
-    def _latest(values: Iterable[dict[str, Any]], payload: Any) -> list[dict[str, Any]]:
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, Mapping):
-            raise ValidationError(f"payload: must be a JSON object, got {type(payload).__name__}")
-        limit = payload.get("limit", 200)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValidationError(f"limit: must be an integer in 1..1000, got {limit!r}")
-        source = payload.get("source")
-        if source is not None and (not isinstance(source, str) or not source):
-            raise ValidationError(f"source: must be a non-empty string, got {source!r}")
-        chosen = [v for v in values if source is None or v["source"] == source]
-        return chosen[-limit:]
+    def _latest(values: Iterable[dict[str, Any]], query: RecentQuery) -> list[dict[str, Any]]:
+        chosen = [v for v in values if query.source is None or v["source"] == query.source]
+        return chosen[-query.limit :]

@@ -16,6 +16,7 @@ from reactive_services.adapters import DeadLetterSink, Message
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, RemoteError, ValidationError
 from reactive_services.examples.shop.inventory import InventoryService, InventoryStore, parse_order
+from reactive_services.examples.shop.messages import ORDER_QUERY, OrderQuery
 from reactive_services.examples.shop.notifications import NotificationController
 from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore, order_id_of
 from reactive_services.examples.shop.services import InventoryController
@@ -41,15 +42,16 @@ async def test_the_order_store_keeps_the_first_value_per_order_id(tmp_path: Path
 @pytest.mark.parametrize(
     "payload, message",
     [
-        (None, "payload: must be a JSON object"),
-        ({}, "order_id: must be a non-empty string"),
-        ({"order_id": ""}, "order_id: must be a non-empty string"),
-        ({"order_id": 7}, "order_id: must be a non-empty string"),
-        ({"order_id": "x" * 257}, "order_id: too long"),
+        (None, r"\(root\): Input should be a valid dictionary or instance of OrderQuery"),
+        ({}, "order_id: Field required"),
+        ({"order_id": ""}, "order_id: String should have at least 1 character"),
+        ({"order_id": "  "}, "order_id: String should match pattern"),
+        ({"order_id": 7}, "order_id: Input should be a valid string"),
+        ({"order_id": "x" * 257}, "order_id: String should have at most 256 characters"),
     ],
 )
 def test_a_malformed_query_is_a_validation_error_naming_the_field(payload: Any, message: str) -> None:
-    with pytest.raises(ValidationError, match=f"^{message}"):
+    with pytest.raises(ValidationError, match=f"^invalid OrderQuery: {message}"):
         order_id_of(payload)
 
 
@@ -78,7 +80,7 @@ async def test_the_order_query_service_over_the_broker(tmp_path: Path) -> None:
                 with pytest.raises(RemoteError) as info:
                     await client.send("orders.get", {"id": "o-1"}, timeout=5)
                 assert info.value.remote_type == "ValidationError"
-                assert info.value.remote_message.startswith("order_id:")
+                assert info.value.remote_message.startswith("invalid OrderQuery: order_id: Field required")
         finally:
             await service.stop()
             await broker.stop()
@@ -92,19 +94,19 @@ async def test_inventory_get_order_answers_the_stored_outcome(tmp_path: Path) ->
         controller = InventoryController(inventory, DeadLetterSink(broker))
         await inventory.handle([parse_order({"order_id": "ok", "items": [{"product_id": "p1", "quantity": 1}]})])
         await inventory.handle([parse_order({"order_id": "no", "items": [{"product_id": "p9", "quantity": 1}]})])
-        assert await controller.get_order({"order_id": "ok"}) == {
+        assert await controller.get_order(OrderQuery(order_id="ok")) == {
             "status": "applied",
             "items": [{"product_id": "p1", "quantity": 1, "remaining": 0}],
             "reason": None,
         }
-        assert await controller.get_order({"order_id": "no"}) == {
+        assert await controller.get_order(OrderQuery(order_id="no")) == {
             "status": "rejected",
             "items": [{"product_id": "p9", "quantity": 1}],
             "reason": "unknown product 'p9'",
         }
-        assert await controller.get_order({"order_id": "later"}) is None
-        with pytest.raises(ValidationError):
-            await controller.get_order({"order_id": ""})
+        assert await controller.get_order(OrderQuery(order_id="later")) is None
+        with pytest.raises(ValidationError):  # what the runtime validates the request with
+            ORDER_QUERY({"order_id": ""})
     await broker.stop()
 
 
@@ -132,18 +134,18 @@ def test_the_notification_index_lists_what_was_forwarded_per_order() -> None:
     )
     scheduler.start(lambda: controller.events(xs))
     assert len(hub.messages) == len(events) + 1  # every event still reaches the hub
-    assert controller.get_order({"order_id": "o-1"}) == [
+    assert controller.get_order(OrderQuery(order_id="o-1")) == [
         {"channel": "orders", "topic": "order.created", "sent_at": "t0"},
         {"channel": "inventory", "topic": "inventory.updated", "sent_at": "t2"},
     ]
-    assert controller.get_order({"order_id": "o-2"}) == [
+    assert controller.get_order(OrderQuery(order_id="o-2")) == [
         {"channel": "orders", "topic": "order.created", "sent_at": "t1"},
         {"channel": "orders", "topic": "order.rejected", "sent_at": "t3"},
     ]
-    assert controller.get_order({"order_id": "o-3"}) == []
+    assert controller.get_order(OrderQuery(order_id="o-3")) == []
     assert controller.indexed_orders == 2
-    with pytest.raises(ValidationError):
-        controller.get_order({"order": "o-1"})
+    with pytest.raises(ValidationError):  # what the runtime validates the request with
+        ORDER_QUERY({"order": "o-1"})
 
 
 def test_the_notification_index_is_bounded_least_recently_notified_first() -> None:
@@ -157,10 +159,13 @@ def test_the_notification_index_is_bounded_least_recently_notified_first() -> No
     )
     scheduler.start(lambda: controller.events(xs))
     assert controller.indexed_orders == 3
-    assert controller.get_order({"order_id": "o-0"}) == []
-    assert controller.get_order({"order_id": "o-2"}) == []
-    assert [n["topic"] for n in controller.get_order({"order_id": "o-1"})] == ["order.rejected", "inventory.updated"]
-    assert [n["topic"] for n in controller.get_order({"order_id": "o-4"})] == ["order.created"]
+    assert controller.get_order(OrderQuery(order_id="o-0")) == []
+    assert controller.get_order(OrderQuery(order_id="o-2")) == []
+    assert [n["topic"] for n in controller.get_order(OrderQuery(order_id="o-1"))] == [
+        "order.rejected",
+        "inventory.updated",
+    ]
+    assert [n["topic"] for n in controller.get_order(OrderQuery(order_id="o-4"))] == ["order.created"]
     with pytest.raises(ConfigError):
         NotificationController(scheduler.create_observer(), max_orders=0)
 

@@ -56,16 +56,16 @@ def dumps(value: Any) -> bytes:
 def json_default(value: Any) -> Any:
     """orjson's ``default``: what a value orjson does not know is written as.
 
-    A pydantic model (anything with ``model_dump``) is written as ``model_dump(mode="json")``
-    (its aliases and serialisers apply); dataclasses, ``TypedDict`` values, datetimes and UUIDs
-    orjson writes itself.
+    A pydantic model (anything with ``model_dump``) is written as ``model_dump(mode="json",
+    by_alias=True)`` (its aliases and serialisers apply, so the same model reads it back);
+    dataclasses, ``TypedDict`` values, datetimes and UUIDs orjson writes itself.
 
     Raises:
         TypeError: anything else (orjson reports it as not JSON-serialisable).
     """
     dump = getattr(value, "model_dump", None)
     if callable(dump):
-        return dump(mode="json")
+        return dump(mode="json", by_alias=True)
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
@@ -178,17 +178,24 @@ def dead_letter_topic(topic: str) -> str:
     return topic + DLT_SUFFIX
 
 
+#: Characters of a dead letter's ``dlt.reason`` header, at most (the rest is cut, and counted).
+MAX_REASON_CHARS = 2000
+
+
 def dead_letter_headers(message: Message, error: BaseException | str, *, attempts: int = 1) -> list[tuple[str, bytes]]:
     """Headers for a record sent to a dead-letter topic.
 
     The original headers are kept, then these are appended (all UTF-8 text):
     ``dlt.original.topic``, ``dlt.original.partition``, ``dlt.original.offset``,
-    ``dlt.attempts``, ``dlt.exception.type`` and ``dlt.reason`` (the exception message).
+    ``dlt.attempts``, ``dlt.exception.type`` and ``dlt.reason`` (the exception message, cut
+    after :data:`MAX_REASON_CHARS` characters).
     """
     if isinstance(error, BaseException):
         exc_type, reason = type(error).__name__, str(error) or type(error).__name__
     else:
         exc_type, reason = "Error", error
+    if len(reason) > MAX_REASON_CHARS:  # a dead letter must stay publishable (the broker's size limit)
+        reason = f"{reason[:MAX_REASON_CHARS]}... ({len(reason) - MAX_REASON_CHARS} more characters)"
     out: list[tuple[str, bytes]] = [(k, v) for k, v in message.headers]
     out += [
         ("dlt.original.topic", message.topic.encode()),

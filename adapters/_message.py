@@ -321,9 +321,13 @@ class CurrentMessage:
     a context variable, with :class:`contextvars.ContextVar`'s ``get``, ``set`` and ``reset``.
 
     Every broker source sets it while it delivers a record, so that code further down a
-    synchronous operator chain, or a task started meanwhile (tasks copy the context), can
-    find the message: :func:`track`, :func:`hold`, ``emit`` and the sinks hold back its commit
-    through it. ``get()`` returns a :class:`Message` or None, never anything else.
+    synchronous operator chain can find the message: :func:`track`, :func:`hold`, ``emit`` and
+    the sinks hold back its commit through it, as long as they are called before the delivery
+    returns (for an ``async def`` payload handler the source awaits: before the handler
+    returns). A task started meanwhile copies the context, so ``get()`` in it returns that
+    same record's message; work it tracks after the delivery returned no longer holds the
+    commit (track the task itself instead). ``get()`` returns a :class:`Message` or None, never
+    anything else.
 
     A source that hands a payload handler only the decoded value (the services' payload
     handlers, see ``PayloadRoute``) sets it to a *pending delivery* instead, the list

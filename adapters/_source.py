@@ -365,12 +365,16 @@ def hand_over_payload(
     anyway) and settle it as ``on_next``'s messages are; ``route.failed(error)`` if the call
     raised.
 
+    A ``CancelledError`` the call raises is :func:`handler_cancelled`'s: the record stays
+    uncommitted and the source goes on.
+
     Returns:
         The awaitable ``route.call`` returned, to :func:`await_payload` before the next record
         (nothing is settled then), or None.
 
     Raises:
         Exception: whatever ``route.failed`` raises (the message stays uncommitted).
+        asyncio.CancelledError: the source's own task is being cancelled.
     """
     try:
         value = message.value = decoder(message.raw)
@@ -381,6 +385,9 @@ def hand_over_payload(
     token = _set_current(delivery)
     try:
         result = route.call(value)
+    except asyncio.CancelledError:  # a def handler raised it (a cancelled future's result(), say)
+        handler_cancelled(window, tp, message.offset, window.epoch_at(tp, message.offset), delivery)
+        return None
     except Exception as exc:  # noqa: BLE001 - the route decides (a service dead-letters it)
         route.failed(exc)
     else:
@@ -459,8 +466,8 @@ async def await_payload(
 
 
 def handler_cancelled(window: InFlight, tp: Hashable, offset: int, epoch: int, delivery: list[Any]) -> bool:
-    """The work a source awaited for ``offset`` of ``tp`` (:func:`await_payload`) raised
-    ``CancelledError``; call it from that ``except`` block.
+    """A payload handler for ``offset`` of ``tp``, or the work a source awaited for it
+    (:func:`await_payload`), raised ``CancelledError``; call it from that ``except`` block.
 
     When the source's own task is being cancelled, the error is raised again. Otherwise the
     work cancelled itself: the record stays uncommitted (its partition commits nothing past it

@@ -14,6 +14,7 @@ none, ``Any``, ``object``, ``dict``, ``dict[str, Any]``, ``Mapping[str, Any]``.
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,6 +32,10 @@ _UNTYPED: tuple[Any, ...] = (Any, object, dict, dict[str, Any], Mapping, Mapping
 
 #: Characters of a value quoted in a validation error's message, at most.
 INPUT_CHARS = 40
+
+#: Errors a validation error's message lists, at most (then ``; and N more``): a record with
+#: thousands of bad fields must still fit its dead letter's headers.
+MAX_ERRORS = 10
 
 
 class PayloadModel:
@@ -54,7 +59,7 @@ class PayloadModel:
         except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as exc:
             raise ConfigError("model", f"cannot validate payloads as {type_!r}: {exc}") from exc
         self.type = type_
-        self.what = what or getattr(type_, "__name__", None) or repr(type_)
+        self.what = what or _type_name(type_)
         #: ``value -> validated value``, raising pydantic's own ``ValidationError`` (no wrapper
         #: call: the services' hot path uses it and turns the error into ours with :meth:`error`)
         self.validate: Callable[[Any], Any] = adapter.validate_python
@@ -81,6 +86,14 @@ class PayloadModel:
         return f"PayloadModel({self.what})"
 
 
+def _type_name(type_: Any) -> str:
+    """How errors name ``type_``: its name (``Annotated[int, ...]``: ``int``), or its repr."""
+    if typing.get_origin(type_) is typing.Annotated:
+        type_ = typing.get_args(type_)[0]
+    name = getattr(type_, "__name__", None)
+    return name if isinstance(name, str) else repr(type_)
+
+
 def field_path(loc: Sequence[Any]) -> str:
     """A pydantic error's ``loc`` as a field path: names joined with dots, list indices in
     brackets: ``("items", 0, "quantity")`` -> ``"items[0].quantity"``; ``()`` -> ``""``."""
@@ -97,19 +110,23 @@ def validation_error(exc: pydantic.ValidationError, what: str) -> ValidationErro
     """Our :class:`~reactive_services.errors.ValidationError` for pydantic's ``exc``.
 
     Its message is ``invalid <what>: <path>: <message> (got <input>); ...``, one entry per
-    error, the path as :func:`field_path` writes it (``items[0].quantity``; ``(root)`` for the
-    value itself), the input quoted up to :data:`INPUT_CHARS` characters; its ``fields`` are the
-    paths, in order.
+    error for the first :data:`MAX_ERRORS` (then ``; and N more``), the path as
+    :func:`field_path` writes it (``items[0].quantity``; ``(root)`` for the value itself), the
+    input quoted up to :data:`INPUT_CHARS` characters; its ``fields`` are every path, in order.
     """
-    parts, fields = [], []
-    for error in exc.errors(include_url=False):
+    parts: list[str] = []
+    fields: list[str] = []
+    errors = exc.errors(include_url=False, include_context=False)
+    for error in errors:
         path = field_path(error["loc"]) or "(root)"
         fields.append(path)
-        got = repr(error.get("input"))
-        if len(got) > INPUT_CHARS:
-            got = got[: INPUT_CHARS - 3] + "..."
-        parts.append(f"{path}: {error['msg']} (got {got})")
-    return ValidationError(f"invalid {what}: " + "; ".join(parts), fields=tuple(fields))
+        if len(parts) < MAX_ERRORS:
+            got = repr(error.get("input"))
+            if len(got) > INPUT_CHARS:
+                got = got[: INPUT_CHARS - 3] + "..."
+            parts.append(f"{path}: {error['msg']} (got {got})")
+    more = f"; and {len(errors) - MAX_ERRORS} more" if len(errors) > MAX_ERRORS else ""
+    return ValidationError(f"invalid {what}: " + "; ".join(parts) + more, fields=tuple(fields))
 
 
 def pipeline_model(handler: Callable[..., Any], model: Any = FROM_ANNOTATION) -> PayloadModel | None:
@@ -167,13 +184,18 @@ def _first_annotation(handler: Callable[..., Any]) -> Any:
     if not params:
         return inspect.Parameter.empty
     annotation = params[0].annotation
-    if isinstance(annotation, str):
+    if isinstance(annotation, str):  # from __future__ import annotations: resolve this one only
         target = getattr(handler, "__func__", handler)
+        if not isinstance(target, types.FunctionType):  # a callable object: its __call__'s module
+            method = type(handler).__call__
+            target = getattr(method, "__func__", method)
+        holder = types.SimpleNamespace(
+            __annotations__={"payload": annotation}, __globals__=getattr(target, "__globals__", {})
+        )
         try:
-            hints = typing.get_type_hints(target)
+            annotation = typing.get_type_hints(holder, include_extras=True)["payload"]
         except Exception as exc:  # noqa: BLE001 - any failure to resolve names the handler
             raise ConfigError(
                 "model", f"cannot resolve the payload annotation {annotation!r} of {handler!r}: {exc}"
             ) from exc
-        annotation = hints.get(params[0].name, Any)
     return annotation

@@ -76,6 +76,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pydantic
 import reactivex
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
@@ -407,16 +408,15 @@ class _Dispatch(PayloadObserver):
         model = self._service._models.get(topic)
         call: Callable[[Any], Any] = handler
         if model is not None:
-            validate = model.validate  # pydantic's own: its error is made ours in failed()
-            if _arity(handler) >= 2:
+            validate, invalid, as_ours = model.validate, pydantic.ValidationError, model.error
+            wants_message = _arity(handler) >= 2
 
-                def call(value: Any) -> Any:
-                    return handler(validate(value), current())
-
-            else:
-
-                def call(value: Any) -> Any:
-                    return handler(validate(value))
+            def call(value: Any) -> Any:
+                try:  # pydantic's validator itself (no wrapper call); only its error is the payload's
+                    payload = validate(value)
+                except invalid as exc:
+                    raise as_ours(exc) from None
+                return handler(payload, current()) if wants_message else handler(payload)
 
         elif _arity(handler) >= 2:
 
@@ -424,8 +424,6 @@ class _Dispatch(PayloadObserver):
                 return handler(value, current())
 
         def failed(error: Exception) -> None:
-            if model is not None:
-                error = model.error(error)
             dead_letter(current(), error)  # type: ignore[arg-type]  # set by the source meanwhile
 
         def count(n: int) -> None:

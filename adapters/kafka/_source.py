@@ -679,8 +679,12 @@ class KafkaSources:
                     else:
                         ok += 1
                 except asyncio.CancelledError:
-                    if not awaited:
-                        raise
+                    if not awaited:  # a def handler raised it (a cancelled future's result(), say)
+                        if handled >= 0:
+                            window.advance(tp, handled)
+                            handled = -1
+                        offset = record.offset
+                        epoch = window.epoch_at(tp, offset)
                     if not handler_cancelled(window, tp, offset, epoch, delivery):
                         return False  # a rebalance took the partition meanwhile
                     settle = False  # it stays uncommitted

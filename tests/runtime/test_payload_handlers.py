@@ -221,3 +221,31 @@ async def test_a_handler_cancelled_from_inside_leaves_its_record_uncommitted_and
         await service.stop()
     assert service.handled == {ns + "t": 4} and service.errors == []
     assert await committed(broker, service.group_id, ns + "t") == 1  # record 1 is read again on restart
+
+
+async def test_a_def_handler_raising_cancelled_error_leaves_its_record_uncommitted_and_the_stream_goes_on(
+    broker: Broker,
+) -> None:
+    ns = unique_name("ps") + "."
+    seen: list[int] = []
+    cancelled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    cancelled.cancel()
+
+    class ReadsACancelledFuture(Controller):
+        @event_pattern("t")
+        def handle(self, payload: dict[str, Any]) -> None:
+            seen.append(payload["i"])
+            if payload["i"] == 1:
+                cancelled.result()  # raises CancelledError
+
+    await broker.create_topics([ns + "t"], partitions=1)
+    service = Microservice(broker, [ReadsACancelledFuture()], name="sync-cancelled", namespace=ns)
+    await service.start()
+    try:
+        await broker.emit_batch(ns + "t", [(None, {"i": i}) for i in range(5)])
+        await wait_for(lambda: seen == [0, 1, 2, 3, 4], what="every record")
+        await asyncio.sleep(0.1)
+    finally:
+        await service.stop(timeout=10)
+    assert service.handled == {ns + "t": 4} and service.errors == []
+    assert await committed(broker, service.group_id, ns + "t") == 1  # record 1 is read again on restart

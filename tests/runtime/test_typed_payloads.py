@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import pydantic
@@ -16,6 +16,7 @@ from reactivex import Observable
 from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
+from reactive_services._payloads import payload_model
 from reactive_services.adapters import Broker, Message, headers_to_dict
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, RemoteError, ValidationError
@@ -238,3 +239,122 @@ async def test_a_pipeline_handler_asking_for_typed_messages_gets_validated_value
         " (got 'many')"
     ]
     assert await broker.committed("typed-pipeline", "orders", 0) == 3
+
+
+PositiveInt = Annotated[int, pydantic.Field(gt=0)]
+
+
+class Aliased(pydantic.BaseModel):
+    order_id: str = pydantic.Field(alias="orderId")
+
+
+class Other(pydantic.BaseModel):
+    x: int
+
+
+class CallableHandler:
+    """A handler that is an object with ``__call__`` (its annotations are strings here)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def __call__(self, line: Line) -> None:
+        self.seen.append(line)
+
+
+if TYPE_CHECKING:  # only for the type checker: must not break resolving the payload's type
+    from reactive_services.adapters import Message as CheckedMessage
+
+
+async def test_string_annotations_resolve_with_their_constraints_and_only_the_payloads() -> None:
+    """The module uses ``from __future__ import annotations``: ``Annotated`` constraints hold, and
+    a name imported under ``TYPE_CHECKING`` for another parameter does not matter."""
+    seen: list[Any] = []
+
+    class Handlers(Controller):
+        @event_pattern("positive")
+        def positive(self, qty: PositiveInt, message: CheckedMessage) -> None:
+            seen.append((qty, message.offset))
+
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["positive"], partitions=1)
+        service = Microservice(broker, [Handlers()], name="strings")
+        await service.start()
+        for value in (-5, 7):
+            await broker.emit("positive", value)
+        await wait_for(lambda: seen and service.dead_lettered == {"positive": 1}, what="both records")
+        await service.stop()
+    assert seen == [(7, 1)]
+    assert reasons(broker, "positive") == ["invalid int: (root): Input should be greater than 0 (got -5)"]
+    assert payload_model(CallableHandler()) is not None  # a callable object's __call__ resolves too
+
+
+async def test_an_aliased_model_sent_is_read_back_by_the_same_model(broker: Broker) -> None:
+    ns = unique_name("al") + "."
+    got: list[Any] = []
+
+    class Handlers(Controller):
+        @event_pattern("aliased")
+        def handle(self, order: Aliased) -> None:
+            got.append(order)
+
+        @message_pattern("echo")
+        def echo(self, order: Aliased) -> Aliased:
+            return order
+
+    service = Microservice(broker, [Handlers()], name="aliases", namespace=ns)
+    client = ClientProxy(broker, namespace=ns)
+    await service.start()
+    try:
+        await client.emit("aliased", Aliased(orderId="o-1"))
+        await wait_for(lambda: got, what="the event")
+        assert got == [Aliased(orderId="o-1")] and service.dead_lettered == {}
+        reply = await client.send("echo", Aliased(orderId="o-2"), reply_model=Aliased, timeout=30)
+        assert reply == Aliased(orderId="o-2")
+    finally:
+        await client.close()
+        await service.stop()
+
+
+@pytest.mark.parametrize("concurrency", [1, 3], ids=["source-awaits", "tasks"])
+async def test_a_handlers_own_pydantic_error_is_not_blamed_on_the_payload(concurrency: int) -> None:
+    class Strict(Controller):
+        @event_pattern("orders")
+        async def handle(self, order: Order) -> None:
+            Other.model_validate({"x": "nope"})  # the handler's own validation fails
+
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["orders"], partitions=1)
+        service = Microservice(broker, [Strict()], name="own", concurrency=concurrency)
+        await service.start()
+        await broker.emit("orders", GOOD)
+        await wait_for(lambda: service.dead_lettered == {"orders": 1}, what="the dead letter")
+        await service.stop()
+    heads = headers_to_dict(broker.records("orders.DLT")[0].headers)
+    assert heads["dlt.exception.type"] == "ValidationError"  # pydantic's own class, not ours
+    assert not heads["dlt.reason"].startswith("invalid Order") and "Other" in heads["dlt.reason"]
+
+
+async def test_a_record_with_thousands_of_bad_fields_is_still_dead_lettered_and_the_stream_goes_on(
+    broker: Broker,
+) -> None:
+    ns = unique_name("big") + "."
+    got: list[int] = []
+
+    class Lines(Controller):
+        @event_pattern("lines")
+        def handle(self, lines: list[Line]) -> None:
+            got.append(len(lines))
+
+    service = Microservice(broker, [Lines()], name="big", namespace=ns, source_retries=0)
+    await service.start()
+    try:
+        await broker.emit(ns + "lines", [{"sku": "a", "qty": "x"}] * 15_000)
+        await broker.emit(ns + "lines", [{"sku": "a", "qty": 1}])
+        await wait_for(lambda: got == [1], what="the good record after the bad one")
+        assert service.dead_lettered == {ns + "lines": 1} and service.errors == []
+        letter = headers_to_dict((await consume(broker, ns + "lines.DLT", 1)).items[0].headers)
+        assert letter["dlt.reason"].endswith("; and 14990 more")
+        assert len(letter["dlt.reason"]) < 2_000
+    finally:
+        await service.stop()

@@ -23,7 +23,7 @@ import pydantic
 
 from .errors import ConfigError, ValidationError
 
-__all__ = ["PayloadModel", "field_path", "payload_model", "pipeline_model", "validation_error"]
+__all__ = ["PayloadModel", "check_handler", "field_path", "payload_model", "pipeline_model", "validation_error"]
 
 #: ``model=`` not given: the type comes from the handler's annotation.
 FROM_ANNOTATION: Any = object()
@@ -127,6 +127,33 @@ def validation_error(exc: pydantic.ValidationError, what: str) -> ValidationErro
             parts.append(f"{path}: {error['msg']} (got {got})")
     more = f"; and {len(errors) - MAX_ERRORS} more" if len(errors) > MAX_ERRORS else ""
     return ValidationError(f"invalid {what}: " + "; ".join(parts) + more, fields=tuple(fields))
+
+
+def check_handler(handler: Callable[..., Any], pattern: str) -> None:
+    """Check that ``handler`` can be called as ``handler(payload)`` or ``handler(payload, message)``
+    (what the services call payload and request handlers with).
+
+    Raises:
+        ConfigError: it takes no positional parameter, needs more than two, or has a keyword-only
+            parameter without a default (the key names the pattern).
+    """
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):  # no signature (a builtin): nothing to check
+        return
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in positional if p.default is p.empty]
+    keyword = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    name = getattr(handler, "__qualname__", repr(handler))
+    if not positional:
+        raise ConfigError(pattern, f"handler {name} must take the payload: (payload) or (payload, message)")
+    if len(required) > 2 or keyword:
+        extra = ", ".join(required[2:] + keyword)
+        raise ConfigError(
+            pattern, f"handler {name} is called with (payload) or (payload, message); it also needs {extra}"
+        )
 
 
 def pipeline_model(handler: Callable[..., Any], model: Any = FROM_ANNOTATION) -> PayloadModel | None:

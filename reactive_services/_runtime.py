@@ -103,7 +103,7 @@ from reactive_services.adapters import (
 )
 from reactive_services.operators import backoff_delay, decode_json, retry_with_backoff
 
-from ._payloads import FROM_ANNOTATION, PayloadModel, payload_model, pipeline_model
+from ._payloads import FROM_ANNOTATION, PayloadModel, check_handler, payload_model, pipeline_model
 from ._request_reply import (
     MessagePatternSpec,
     ReplyObservable,
@@ -631,6 +631,7 @@ class Microservice:
                     if topic in seen:
                         raise ConfigError("pattern", f"two handlers for {pattern!r} in service {name!r}")
                     seen.add(topic)
+                    check_handler(fn, pattern)
                     self._requests[topic] = fn
                     self._models[topic] = payload_model(fn, mspec.model)
         for controller in controllers:
@@ -641,6 +642,7 @@ class Microservice:
                         raise ConfigError("pattern", f"two handlers for {pattern!r} in service {name!r}")
                     seen.add(topic)
                     if not spec.pipeline:
+                        check_handler(fn, pattern)
                         self._payload[topic] = fn
                         self._models[topic] = payload_model(fn, spec.model)
                 if spec.pipeline:

@@ -358,3 +358,44 @@ async def test_a_record_with_thousands_of_bad_fields_is_still_dead_lettered_and_
         assert len(letter["dlt.reason"]) < 2_000
     finally:
         await service.stop()
+
+
+def test_a_handler_that_cannot_take_a_payload_fails_when_the_service_is_made() -> None:
+    class NoPayload(Controller):
+        @event_pattern("t")
+        def handle(self) -> None:
+            pass
+
+    class NeedsMore(Controller):
+        @message_pattern("r")
+        def handle(self, payload: Any, message: Message, extra: int) -> None:
+            pass
+
+    class NeedsKeyword(Controller):
+        @event_pattern("t")
+        def handle(self, payload: Any, *, flag: bool) -> None:
+            pass
+
+    for controller, key, words in (
+        (NoPayload(), "t", "must take the payload"),
+        (NeedsMore(), "r", "also needs extra"),
+        (NeedsKeyword(), "t", "also needs flag"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            Microservice(InMemoryBroker(), [controller], name="shapes")
+        assert info.value.key == key and words in str(info.value)
+
+    class Fine(Controller):
+        @event_pattern("a")
+        def one(self, payload: Any) -> None:
+            pass
+
+        @event_pattern("b")
+        def two(self, payload: Any, message: Message, note: str = "") -> None:
+            pass
+
+        @event_pattern("c")
+        def star(self, *args: Any) -> None:
+            pass
+
+    Microservice(InMemoryBroker(), [Fine()], name="fine")  # does not raise

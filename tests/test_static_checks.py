@@ -9,6 +9,7 @@ temporary folder). The tools' output is the assertion message.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,74 @@ def test_the_docs_build_strict(tmp_path: Path) -> None:
     result = _run("mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+_TYPED_USER_MODULE = """
+from __future__ import annotations
+
+import pydantic
+import reactivex.operators as ops
+from reactivex import Observable
+
+from reactive_services import ClientProxy, Controller, Message, event_pattern, message_pattern
+
+
+class Order(pydantic.BaseModel):
+    order_id: str
+    qty: int
+
+
+def quantity(message: Message[Order]) -> int:
+    return message.value.qty
+
+
+class Orders(Controller):
+    @event_pattern("order.created")
+    async def created(self, order: Order, message: Message[Order]) -> None:
+        units: int = order.qty
+        order_id: str = message.value.order_id
+        print(units, order_id, message.offset)
+
+    @event_pattern("orders", pipeline=True)
+    def quantities(self, messages: Observable[Message[Order]]) -> Observable[int]:
+        return messages.pipe(ops.map(quantity))
+
+    @message_pattern("orders.get")
+    def get(self, order: Order) -> Order:
+        return order
+
+
+async def ask(client: ClientProxy) -> Order:
+    reply: Order = await client.send("orders.get", Order(order_id="o-1", qty=1), reply_model=Order)
+    return reply
+"""
+
+
+def test_a_users_typed_handlers_check_under_mypy_strict(tmp_path: Path) -> None:
+    """``Message`` is generic and the decorators keep the handlers' types: a user's module with
+    handlers annotated ``Order`` / ``Message[Order]`` checks clean under ``mypy --strict``, and a
+    mistake on the typed payload is reported."""
+    stage = _load_stage().stage()
+    good = tmp_path / "typed_handlers.py"
+    good.write_text(_TYPED_USER_MODULE)
+    bad = tmp_path / "typed_mistake.py"
+    bad.write_text(_TYPED_USER_MODULE.replace("units: int = order.qty", "units: str = order.qty"))
+    env_args = ("--strict", "--no-incremental", "--cache-dir", str(tmp_path / ".mypy_cache"))
+    ok = subprocess.run(
+        [sys.executable, "-m", "mypy", *env_args, str(good)],
+        cwd=stage,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MYPYPATH": str(stage)},
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    wrong = subprocess.run(
+        [sys.executable, "-m", "mypy", *env_args, str(bad)],
+        cwd=stage,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MYPYPATH": str(stage)},
+    )
+    assert wrong.returncode == 1 and 'has type "int", variable has type "str"' in wrong.stdout, wrong.stdout

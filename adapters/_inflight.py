@@ -49,7 +49,8 @@ class InFlight:
         #: messages in flight now (read-only outside this class; ``len(window)`` too)
         self.count = 0
         #: the partition of the message whose handler the source is awaiting now, if any
-        #: (:func:`~reactive_services.adapters._source.await_inline`): :meth:`drain` waits for it too
+        #: (:func:`~reactive_services.adapters._source.await_payload`, the Kafka source's
+        #: ``_deliver_payloads``): :meth:`drain` waits for it too
         self.inline: Any = None
         self._tasks: dict[_TrackedWait, Any] = {}  # the tracked work of a message in flight -> its partition
         self._held: dict[_HeldWait, Any] = {}  # the holds of a handled message -> its partition

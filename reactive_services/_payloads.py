@@ -23,7 +23,15 @@ import pydantic
 
 from .errors import ConfigError, ValidationError
 
-__all__ = ["PayloadModel", "check_handler", "field_path", "payload_model", "pipeline_model", "validation_error"]
+__all__ = [
+    "PayloadModel",
+    "check_handler",
+    "field_path",
+    "payload_model",
+    "pipeline_model",
+    "takes_message",
+    "validation_error",
+]
 
 #: ``model=`` not given: the type comes from the handler's annotation.
 FROM_ANNOTATION: Any = object()
@@ -129,6 +137,20 @@ def validation_error(exc: pydantic.ValidationError, what: str) -> ValidationErro
     return ValidationError(f"invalid {what}: " + "; ".join(parts) + more, fields=tuple(fields))
 
 
+def takes_message(handler: Callable[..., Any]) -> bool:
+    """True when ``handler`` is called as ``handler(payload, message)`` (two positional
+    parameters or more, or ``*args``), False for ``handler(payload)``."""
+    params = inspect.signature(handler).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 2
+
+
+def _untyped(annotation: Any) -> bool:
+    """``annotation`` means "the decoded JSON as it is" (see the module's docstring)."""
+    return any(annotation is u or annotation == u for u in _UNTYPED)
+
+
 def check_handler(handler: Callable[..., Any], pattern: str) -> None:
     """Check that ``handler`` can be called as ``handler(payload)`` or ``handler(payload, message)``
     (what the services call payload and request handlers with).
@@ -171,7 +193,7 @@ def pipeline_model(handler: Callable[..., Any], model: Any = FROM_ANNOTATION) ->
     if len(args) != 1:
         return None
     inner = typing.get_args(args[0])  # Message[T] -> (T,)
-    if len(inner) != 1 or any(inner[0] is u or inner[0] == u for u in _UNTYPED):
+    if len(inner) != 1 or _untyped(inner[0]):
         return None
     return PayloadModel(inner[0])
 
@@ -188,7 +210,7 @@ def payload_model(handler: Callable[..., Any], model: Any = FROM_ANNOTATION) -> 
     if model is not FROM_ANNOTATION:
         return None if model is None else PayloadModel(model)
     annotation = _first_annotation(handler)
-    if any(annotation is u or annotation == u for u in _UNTYPED):
+    if _untyped(annotation):
         return None
     return PayloadModel(annotation)
 

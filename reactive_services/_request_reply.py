@@ -41,7 +41,7 @@ from reactive_services.adapters import (
     wait_visible,
 )
 
-from ._payloads import FROM_ANNOTATION, PayloadModel
+from ._payloads import FROM_ANNOTATION, PayloadModel, takes_message
 from .errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -133,13 +133,6 @@ def message_handlers_of(obj: Any) -> list[tuple[MessagePatternSpec, Callable[...
     return found
 
 
-def _wants_message(fn: Callable[..., Any]) -> bool:
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return True
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 2
-
-
 async def _last_value(source: Observable[Any]) -> Any:
     """The last value of ``source`` (None if it completes empty); its error is raised."""
     loop = asyncio.get_running_loop()
@@ -211,7 +204,7 @@ class Responder(ObserverBase[Message]):
         self._broker = broker
         self._handlers = dict(handlers)
         self._models = dict(models or {})
-        self._wants_message = {t: _wants_message(h) for t, h in self._handlers.items()}
+        self._wants_message = {t: takes_message(h) for t, h in self._handlers.items()}
         self._on_failed = on_failed
         self._name = name
         self.stats = {"ok": 0, "error": 0, "unanswerable": 0}

@@ -103,7 +103,7 @@ from reactive_services.adapters import (
 )
 from reactive_services.operators import backoff_delay, decode_json, retry_with_backoff
 
-from ._payloads import FROM_ANNOTATION, PayloadModel, check_handler, payload_model, pipeline_model
+from ._payloads import FROM_ANNOTATION, PayloadModel, check_handler, payload_model, pipeline_model, takes_message
 from ._request_reply import (
     MessagePatternSpec,
     ReplyObservable,
@@ -409,7 +409,7 @@ class _Dispatch(PayloadObserver):
         call: Callable[[Any], Any] = handler
         if model is not None:
             validate, invalid, as_ours = model.validate, pydantic.ValidationError, model.error
-            wants_message = _arity(handler) >= 2
+            wants_message = takes_message(handler)
 
             def call(value: Any) -> Any:
                 try:  # pydantic's validator itself (no wrapper call); only its error is the payload's
@@ -418,7 +418,7 @@ class _Dispatch(PayloadObserver):
                     raise as_ours(exc) from None
                 return handler(payload, current()) if wants_message else handler(payload)
 
-        elif _arity(handler) >= 2:
+        elif takes_message(handler):
 
             def call(value: Any) -> Any:
                 return handler(value, current())
@@ -433,7 +433,7 @@ class _Dispatch(PayloadObserver):
 
     def _route(self, topic: str, handler: Callable[..., Any]) -> Callable[[Message], None]:
         """The ``on_next`` of the messages of ``topic``."""
-        wants_message = _arity(handler) >= 2
+        wants_message = takes_message(handler)
         handled, dead_letter, guard = self._handled, self._service._dead_letter, self._guard
         validate = self._service._models.get(topic)
 
@@ -530,13 +530,6 @@ class _DeadLetters(ObserverBase[DeadLetter]):
 
     def on_completed(self) -> None:
         pass
-
-
-def _arity(fn: Callable[..., Any]) -> int:
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return 2
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
 class Microservice:

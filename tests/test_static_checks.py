@@ -105,22 +105,27 @@ def test_a_users_typed_handlers_check_under_mypy_strict(tmp_path: Path) -> None:
     good.write_text(_TYPED_USER_MODULE)
     bad = tmp_path / "typed_mistake.py"
     bad.write_text(_TYPED_USER_MODULE.replace("units: int = order.qty", "units: str = order.qty"))
-    env_args = ("--strict", "--no-incremental", "--cache-dir", str(tmp_path / ".mypy_cache"))
-    ok = subprocess.run(
-        [sys.executable, "-m", "mypy", *env_args, str(good)],
-        cwd=stage,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "MYPYPATH": str(stage)},
-    )
+
+    def mypy_strict(module: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mypy",
+                "--strict",
+                "--no-incremental",
+                "--cache-dir",
+                str(tmp_path / ".c"),
+                str(module),
+            ],
+            cwd=stage,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "MYPYPATH": str(stage)},
+        )
+
+    ok = mypy_strict(good)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    wrong = subprocess.run(
-        [sys.executable, "-m", "mypy", *env_args, str(bad)],
-        cwd=stage,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "MYPYPATH": str(stage)},
-    )
+    wrong = mypy_strict(bad)
     assert wrong.returncode == 1 and 'has type "int", variable has type "str"' in wrong.stdout, wrong.stdout

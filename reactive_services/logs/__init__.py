@@ -11,7 +11,8 @@ One job per module, all re-exported here:
     _parsing     :class:`LogSource` (how to read one kind of log), :class:`LogParser`, :func:`read_lines`
     _windows     :func:`window_stats`, the ``log.stats`` value of a window
     _alerts      :class:`AlertRules`, :class:`AlertDetector`, :func:`alert_for`
-    _pipeline    :func:`replay_logs`, :func:`build_pipeline`, :class:`WindowReport`, :func:`check_log_record`
+    _pipeline    :func:`replay_logs`, :func:`build_pipeline`, :class:`WindowReport`, the ``logs`` record
+                 (:class:`LogRecord`, :data:`LOG_RECORD`, :func:`check_log_record`)
     _service     :class:`LogAnalyticsService` (the Observer that publishes) and :class:`LogsController`
     _evaluation  grouping accuracy against a ground truth: :func:`grouping_accuracy`, :func:`evaluate_source`
     _analyze     one file through the whole service: :func:`analyze_file`, :func:`make_source`
@@ -54,10 +55,12 @@ from ._parsing import MAX_WINDOW_S, MAX_WINDOWS_PER_LINE, LogParser, LogSource, 
 from ._pipeline import (
     ALERT_TOPIC,
     LATE_TOPIC,
+    LOG_RECORD,
     LOGS_TOPIC,
     MAX_LINE_CHARS,
     STATS_TOPIC,
     LogParsers,
+    LogRecord,
     WindowReport,
     build_pipeline,
     check_log_record,
@@ -76,6 +79,7 @@ __all__ = [
     "ERROR_LEVELS",
     "LATE_TOPIC",
     "LOGS_TOPIC",
+    "LOG_RECORD",
     "MAX_LINE_CHARS",
     "MAX_WINDOWS_PER_LINE",
     "MAX_WINDOW_S",
@@ -94,6 +98,7 @@ __all__ = [
     "LogFormat",
     "LogParser",
     "LogParsers",
+    "LogRecord",
     "LogSource",
     "LogsController",
     "TemplateMiner",

@@ -13,11 +13,20 @@ import reactivex
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from reactive_services.adapters import Message
+from reactive_services.adapters import Message, headers_to_dict
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, PublishError, ValidationError
 from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES, default_files
-from reactive_services.logs import LogAnalyticsService, WindowReport, build_pipeline, read_lines, replay_logs
+from reactive_services.logs import (
+    LOG_RECORD,
+    LogAnalyticsService,
+    LogRecord,
+    WindowReport,
+    build_pipeline,
+    check_log_record,
+    read_lines,
+    replay_logs,
+)
 
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
@@ -128,12 +137,51 @@ def test_unknown_source_lines_are_unparsed_with_the_record_time() -> None:
     ]
 
 
-@pytest.mark.parametrize("value", [None, "a line", {"source": "Apache"}, {"source": "Apache", "line": 3}])
-def test_malformed_record_ends_the_stream_with_validation_error(value: Any) -> None:
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "(root): Input should be a valid dictionary (got None)"),
+        ("a line", "(root): Input should be a valid dictionary (got 'a line')"),
+        ({"source": "Apache"}, "line: Field required (got {'source': 'Apache'})"),
+        ({"source": "Apache", "line": 3}, "line: Input should be a valid string (got 3)"),
+    ],
+)
+def test_malformed_record_ends_the_stream_with_validation_error(value: Any, reason: str) -> None:
     bad = Message(topic="logs", partition=0, offset=5, key=b"Apache", value=value)
     reports, errors, done = collect(build_pipeline(reactivex.of(bad), sources=SOURCES))
     assert reports == [] and done == []
     assert len(errors) == 1 and isinstance(errors[0], ValidationError)
+    assert str(errors[0]) == f"invalid logs record: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("value", "fields", "reason"),
+    [
+        ({"line": 5}, ("line",), "line: Input should be a valid string (got 5)"),
+        ({"line": "x", "line_no": "two"}, ("line_no",), "line_no: Input should be a valid integer (got 'two')"),
+        ({"line": "x", "line_no": True}, ("line_no",), "line_no: Input should be a valid integer (got True)"),
+        ({"line": "x", "line_no": 2.0}, ("line_no",), "line_no: Input should be a valid integer (got 2.0)"),
+        ({"line": "x", "line_no": 0}, ("line_no",), "line_no: Input should be greater than or equal to 1 (got 0)"),
+        ({"line": "x", "source": ""}, ("source",), "source: String should have at least 1 character (got '')"),
+        ({"line": "x", "source": None}, ("source",), "source: Input should be a valid string (got None)"),
+        ({"line": "x", "truncated_from": "9"}, ("truncated_from",), "truncated_from: Input should be a valid "),
+        ([{"line": "x"}], ("(root)",), "(root): Input should be a valid dictionary"),
+        ({"line_no": -1}, ("line", "line_no"), "line: Field required (got {'line_no': -1}); line_no: Input should"),
+    ],
+)
+def test_check_log_record_names_the_failing_fields(value: Any, fields: tuple[str, ...], reason: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        check_log_record(value)
+    assert str(caught.value).startswith(f"invalid logs record: {reason}")
+    assert caught.value.fields == fields
+
+
+def test_check_log_record_returns_a_valid_record_unchanged() -> None:
+    full: LogRecord = {"source": "Apache", "line_no": 3, "line": "x" * 10, "truncated_from": 70_000}
+    assert check_log_record(full) is full
+    minimal = {"line": "", "extra": [1, 2]}  # the line may be empty; other keys are ignored
+    assert check_log_record(minimal) is minimal
+    assert LOG_RECORD(full) == full
 
 
 def test_pipeline_is_cold_each_subscription_starts_fresh() -> None:
@@ -494,5 +542,11 @@ async def test_controller_dead_letters_malformed_records_and_goes_on() -> None:
         assert len(dead) == 3
         reasons = [dict(m.headers).get("dlt.exception.type") for m in dead]
         assert reasons.count(b"ValidationError") == 2 and reasons.count(b"DecodeError") == 1
+        # the validation failures name the field, as the logs record model reports it
+        heads = [headers_to_dict(m.headers) for m in dead]
+        assert [h["dlt.reason"] for h in heads if h["dlt.exception.type"] == "ValidationError"] == [
+            "invalid logs record: line_no: Input should be a valid integer (got 'two')",
+            "invalid logs record: line: Field required (got {'nope': 1})",
+        ]
     finally:
         await broker.stop()

@@ -221,7 +221,7 @@ async def run_demo(config: DemoConfig, progress: Progress = _no_progress) -> dic
         inventory_ctl = InventoryController(inventory, DeadLetterSink(broker))
         analytics = LogAnalyticsService(client.emit)
         logs_ctl = LogAnalyticsController(analytics, DeadLetterSink(broker))
-        notifications = NotificationController(server.hub, namespace=namespace)
+        notifications = NotificationController(server.hub, dead_letter=DeadLetterSink(broker), namespace=namespace)
         inventory_svc = Microservice(broker, [inventory_ctl], name="inventory", namespace=namespace)
         logs_svc = Microservice(broker, [logs_ctl], name="log-analytics", namespace=namespace)
         notify_svc = Microservice(broker, [notifications], name="notifications", namespace=namespace)

@@ -6,11 +6,13 @@ Pipeline (wired by the runtime)::
       -> ops.map(lambda message: parse_order(message.value))      Order (ValidationError -> dead letter)
       -> InventoryService (Observer)                               reserve in SQLite, then publish
 
-Topics published (JSON values; keys in brackets)::
+Topics published (JSON values; keys in brackets), each value built as its model of
+:mod:`~reactive_services.examples.shop.messages`::
 
-    inventory.updated [order_id]   {"order_id", "items": [{"product_id", "quantity", "remaining"}]}
-    order.rejected    [order_id]   {"order_id", "reason", "items": [{"product_id", "quantity"}]}
-    stock.low         [product_id] {"product_id", "remaining", "threshold", "order_id" (the order that took it low)}
+    inventory.updated [order_id]   InventoryUpdated {"order_id", "items": [{"product_id", "quantity", "remaining"}]}
+    order.rejected    [order_id]   OrderRejected    {"order_id", "reason", "items": [{"product_id", "quantity"}]}
+    stock.low         [product_id] StockLow         {"product_id", "remaining", "threshold", "order_id"}
+                                                    (order_id: the order that took it low)
 
 Initial stock rule (:func:`initial_stock`)
 -------------------------------------------
@@ -50,7 +52,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import aiosqlite
 import orjson
@@ -60,7 +62,7 @@ from reactive_services.adapters import Hold, hold, track
 from reactive_services.errors import ConfigError
 
 from ._sqlite import SqliteStore
-from .messages import MAX_ORDER_BYTES, ORDER_CREATED
+from .messages import MAX_ORDER_BYTES, ORDER_CREATED, InventoryUpdated, OrderRejected, StockLow
 
 __all__ = [
     "MAX_ORDER_BYTES",
@@ -84,6 +86,9 @@ Emit = Callable[..., Awaitable[Any]]
 #: ``await emit_batch(topic, [(key, value), ...])``: publish records to one topic, in order, and
 #: wait for every acknowledgement (``ClientProxy.emit_batch`` has this shape). Raises on failure.
 EmitBatch = Callable[[str, Sequence[tuple[str, Any]]], Awaitable[Any]]
+
+#: A value the inventory publishes (a pydantic model: the emitters write it as its JSON).
+_Event: TypeAlias = InventoryUpdated | OrderRejected | StockLow
 
 
 # --------------------------------------------------------------------------- initial stock
@@ -207,11 +212,21 @@ class Outcome:
         stored = orjson.loads(data)
         return cls(stored["order_id"], stored["status"], tuple(stored["items"]), stored["reason"], duplicate)
 
-    def event(self) -> tuple[str, dict[str, Any]]:
-        """``(topic, value)`` of the event announcing this outcome."""
+    def event(self) -> tuple[str, InventoryUpdated | OrderRejected]:
+        """``(topic, value)`` of the event announcing this outcome: ``("inventory.updated",
+        InventoryUpdated)`` or ``("order.rejected", OrderRejected)``.
+
+        Raises:
+            pydantic.ValidationError: the outcome does not make a valid event (not for an
+                outcome :class:`InventoryStore` decided).
+        """
         if self.applied:
-            return "inventory.updated", {"order_id": self.order_id, "items": list(self.items)}
-        return "order.rejected", {"order_id": self.order_id, "reason": self.reason, "items": list(self.items)}
+            return "inventory.updated", InventoryUpdated.model_validate(
+                {"order_id": self.order_id, "items": self.items}
+            )
+        return "order.rejected", OrderRejected.model_validate(
+            {"order_id": self.order_id, "reason": self.reason, "items": self.items}
+        )
 
 
 # --------------------------------------------------------------------------- the store
@@ -619,7 +634,7 @@ class InventoryService(ObserverBase[Order]):
                 outcomes = await self.store.reserve_many(orders)
                 self.transactions += 1
                 c = self._counters
-                events: list[tuple[str, dict[str, Any], str, Outcome]] = []
+                events: list[tuple[str, _Event, str, Outcome]] = []
                 for outcome in outcomes:
                     if outcome.duplicate:
                         c.duplicates += 1
@@ -641,35 +656,31 @@ class InventoryService(ObserverBase[Order]):
                 self.errors.append(exc)
                 raise
 
-    async def _publish(self, events: list[tuple[str, dict[str, Any], str, Outcome]]) -> None:
+    async def _publish(self, events: list[tuple[str, _Event, str, Outcome]]) -> None:
         if self._emit_batch is None or len(events) == 1:
             for topic, value, key, _ in events:
                 await self._emit(topic, value, key=key)
             return
-        by_topic: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        by_topic: dict[str, list[tuple[str, _Event]]] = {}
         for topic, value, key, _ in events:
             by_topic.setdefault(topic, []).append((key, value))
         for topic, records in by_topic.items():  # in order of first appearance, as one order at a time would
             await self._emit_batch(topic, records)
 
-    def _events(self, outcome: Outcome) -> list[tuple[str, dict[str, Any], str]]:
+    def _events(self, outcome: Outcome) -> list[tuple[str, _Event, str]]:
         topic, value = outcome.event()
-        events = [(self._topics[topic], value, outcome.order_id)]
-        if outcome.applied:
-            for item in outcome.items:
-                if item["remaining"] < self.low_stock_threshold:
-                    events.append(
-                        (
-                            self.low_stock_topic,
-                            {
-                                "product_id": item["product_id"],
-                                "remaining": item["remaining"],
-                                "threshold": self.low_stock_threshold,
-                                "order_id": outcome.order_id,
-                            },
-                            item["product_id"],
-                        )
+        events: list[tuple[str, _Event, str]] = [(self._topics[topic], value, outcome.order_id)]
+        if isinstance(value, InventoryUpdated):
+            threshold = self.low_stock_threshold
+            for item in value.items:
+                if item.remaining < threshold:
+                    low = StockLow(
+                        product_id=item.product_id,
+                        remaining=item.remaining,
+                        threshold=threshold,
+                        order_id=outcome.order_id,
                     )
+                    events.append((self.low_stock_topic, low, item.product_id))
         return events
 
     async def wait_idle(self) -> None:

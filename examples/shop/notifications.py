@@ -16,13 +16,23 @@ topic                  channel
 ``log.alert``          ``alerts``
 =====================  ===========
 
-Each notification's event is ``{"topic": <pattern>, "data": <the event payload>}``.
+Each notification's event is ``{"topic": <pattern>, "data": <the event payload>}``, the payload
+forwarded as it was received (every key kept).
+
+The shop's events are validated first, each with its model of
+:mod:`~reactive_services.examples.shop.messages` (:data:`~reactive_services.examples.shop.messages.EVENTS`:
+``order.created``, ``order.rejected``, ``inventory.updated``, ``stock.low``); one that does
+not validate is not forwarded: it goes to the ``dead_letter`` Observer (e.g. a
+:class:`~reactive_services.adapters.DeadLetterSink`: to ``<topic>.DLT``, the failing fields in
+its reason, ``invalid inventory.updated: items[0].remaining: ...``), or, without one, ends the
+stream with that :class:`~reactive_services.errors.ValidationError`. The log analytics'
+``log.stats`` and ``log.alert`` are forwarded as they are.
 
 Per-order index and the request ``notifications.get_order``
 ------------------------------------------------------------
-The service remembers, for each order id found in a forwarded event's payload (``order_id``
-of ``order.created``, ``order.rejected`` and ``inventory.updated``; ``stock.low`` names a
-product, not an order, and log events no order, so those are not indexed), which
+The service remembers, for each order id of a forwarded event (the ``order_id`` of
+``order.created``, ``order.rejected``, ``inventory.updated``, and of ``stock.low``: the order
+that took the product low; log events name no order), which
 notifications it handed to the hub: ``{"channel", "topic", "sent_at"}`` with ``sent_at`` the
 time it was forwarded (ISO 8601, UTC, milliseconds). The index is in memory (a restart
 forgets it) and bounded: at most ``max_orders`` orders (default 10,000; the order least
@@ -34,7 +44,8 @@ Request ``notifications.get_order`` (``@message_pattern``)::
     request  {"order_id": str}
     reply    [{"channel": "orders", "topic": "order.created", "sent_at": "2025-...Z"}, ...]
              (oldest first; [] for an order the index does not hold)
-    errors   ValidationError  the payload is not {"order_id": non-empty string <= 256 characters}
+    errors   ValidationError  the payload is not an OrderQuery {"order_id": non-blank string <= 256
+                              characters}; the message names the field
 """
 
 from __future__ import annotations
@@ -49,11 +60,11 @@ from reactivex import Observable
 from reactivex.abc import ObserverBase
 
 from reactive_services import Controller, event_pattern, message_pattern
-from reactive_services.adapters import Message
+from reactive_services.adapters import DeadLetter, Message
 from reactive_services.adapters.websocket import Notification
-from reactive_services.errors import ConfigError
+from reactive_services.errors import ConfigError, ValidationError
 
-from .messages import OrderQuery
+from .messages import EVENTS, OrderQuery
 
 __all__ = ["CHANNELS", "NotificationController", "to_notification"]
 
@@ -67,15 +78,27 @@ CHANNELS: Mapping[str, str] = {
     "log.alert": "alerts",
 }
 
+#: The validator of each shop event the service forwards (each has an ``order_id``).
+_MODELS = {pattern: EVENTS[pattern] for pattern in CHANNELS if pattern in EVENTS}
+
+
+def _pattern(topic: str, namespace: str) -> str:
+    return topic[len(namespace) :] if namespace and topic.startswith(namespace) else topic
+
 
 def to_notification(message: Message, namespace: str = "") -> Notification:
-    """The notification for one event record (``namespace`` is stripped from its topic).
+    """The notification for one event record (``namespace`` is stripped from its topic); its
+    value is not validated.
 
     Raises:
         KeyError: the topic has no channel in :data:`CHANNELS`.
     """
-    pattern = message.topic[len(namespace) :] if namespace and message.topic.startswith(namespace) else message.topic
+    pattern = _pattern(message.topic, namespace)
     return Notification(CHANNELS[pattern], {"topic": pattern, "data": message.value})
+
+
+def _forwarded(notification: Notification | None) -> bool:
+    return notification is not None
 
 
 def _utc_now() -> str:
@@ -83,12 +106,18 @@ def _utc_now() -> str:
 
 
 class NotificationController(Controller):
-    """Pipeline: every event record -> Notification -> the hub (an Observer); and the request
-    ``notifications.get_order`` answered from a bounded per-order index (module docstring).
+    """Pipeline: every event record -> validated (the shop's events) -> Notification -> the hub
+    (an Observer); and the request ``notifications.get_order`` answered from a bounded
+    per-order index (module docstring).
 
     Args:
         hub: the Observer that delivers notifications (a ``NotificationHub``, or any
             Observer of Notification in tests).
+        dead_letter: where the events that do not validate go, as
+            :class:`~reactive_services.adapters.DeadLetter` (e.g. a
+            :class:`~reactive_services.adapters.DeadLetterSink`: to ``<topic>.DLT`` with the
+            reason in its headers; the record is committed once that is acknowledged). None:
+            such an event ends the stream with :class:`~reactive_services.errors.ValidationError`.
         namespace: the namespace of the service (stripped from topic names).
         max_orders: orders the index holds at most (>= 1); the least recently notified
             order is forgotten first.
@@ -98,6 +127,7 @@ class NotificationController(Controller):
 
     Attributes:
         forwarded: notifications handed to the hub, per channel.
+        refused: events that did not validate (dead-lettered), per topic pattern.
 
     Raises:
         ConfigError: ``max_orders`` or ``max_per_order`` < 1.
@@ -107,6 +137,7 @@ class NotificationController(Controller):
         self,
         hub: ObserverBase[Notification],
         *,
+        dead_letter: ObserverBase[DeadLetter] | None = None,
         namespace: str = "",
         max_orders: int = 10_000,
         max_per_order: int = 100,
@@ -117,34 +148,54 @@ class NotificationController(Controller):
         if max_per_order < 1:
             raise ConfigError("max_per_order", f"must be >= 1, got {max_per_order!r}")
         self.hub = hub
+        self.dead_letter = dead_letter
         self.namespace = namespace
         self.max_orders = max_orders
         self.max_per_order = max_per_order
         self._clock = clock
         self.forwarded: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
         self._by_order: OrderedDict[str, deque[dict[str, str]]] = OrderedDict()
 
     @event_pattern(*CHANNELS, pipeline=True)
     def events(self, messages: Observable[Message]) -> Observable[Any]:
         return messages.pipe(
-            ops.map(self._notification),
-            ops.do_action(self._count),
+            ops.map(self._forward),
+            ops.filter(_forwarded),
             ops.do(self.hub),
         )
 
-    def _notification(self, message: Message) -> Notification:
-        return to_notification(message, self.namespace)
+    def _forward(self, message: Message) -> Notification | None:
+        """The notification of ``message``, counted and indexed; None when its event does not
+        validate (then dead-lettered).
 
-    def _count(self, n: Notification) -> None:
-        self.forwarded[n.channel] = self.forwarded.get(n.channel, 0) + 1
-        self._index(n)
+        Raises:
+            KeyError: the topic has no channel.
+            ValidationError: the event does not validate and there is no ``dead_letter``.
+        """
+        pattern = _pattern(message.topic, self.namespace)
+        channel = CHANNELS[pattern]
+        model = _MODELS.get(pattern)
+        order_id: str | None = None
+        if model is not None:
+            try:
+                order_id = model(message.value).order_id
+            except ValidationError as exc:
+                self._refuse(pattern, message, exc)
+                return None
+        notification = Notification(channel, {"topic": pattern, "data": message.value})
+        self.forwarded[channel] = self.forwarded.get(channel, 0) + 1
+        if order_id is not None:
+            self._index(order_id, channel, pattern)
+        return notification
 
-    def _index(self, n: Notification) -> None:
-        event = n.event
-        data = event.get("data") if isinstance(event, Mapping) else None
-        order_id = data.get("order_id") if isinstance(data, Mapping) else None
-        if not isinstance(order_id, str) or not order_id:
-            return
+    def _refuse(self, pattern: str, message: Message, error: ValidationError) -> None:
+        if self.dead_letter is None:
+            raise error
+        self.dead_letter.on_next(DeadLetter(message, error))
+        self.refused[pattern] = self.refused.get(pattern, 0) + 1
+
+    def _index(self, order_id: str, channel: str, pattern: str) -> None:
         sent = self._by_order.get(order_id)
         if sent is None:
             sent = self._by_order[order_id] = deque(maxlen=self.max_per_order)
@@ -152,7 +203,7 @@ class NotificationController(Controller):
                 self._by_order.popitem(last=False)
         else:
             self._by_order.move_to_end(order_id)
-        sent.append({"channel": n.channel, "topic": str(event.get("topic")), "sent_at": self._clock()})
+        sent.append({"channel": channel, "topic": pattern, "sent_at": self._clock()})
 
     @property
     def indexed_orders(self) -> int:

@@ -307,7 +307,7 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
             assert jwt is not None
             hub_server = WebSocketServer(queue_size=config.queue_size, overflow=config.overflow)
             metrics.watch_hub(hub_server)
-            notifications = NotificationController(hub_server.hub, namespace=ns)
+            notifications = NotificationController(hub_server.hub, dead_letter=DeadLetterSink(broker), namespace=ns)
             # a hub serves live events: a new instance's group starts at the end of the topics
             services.append(
                 Microservice(

@@ -145,7 +145,7 @@ async def start_shop(
 
         inventory = InventoryService(inventory_store, client.emit, emit_batch=client.emit_batch)
         auth = AuthController(users, jwt, max_failures=max_failures, base_delay_s=0.0)
-        notifications = NotificationController(ws_server.hub, namespace=ns)
+        notifications = NotificationController(ws_server.hub, dead_letter=DeadLetterSink(broker), namespace=ns)
         order_query = OrderQueryController(order_store)
         analytics = LogAnalyticsService(client.emit)
         services = {

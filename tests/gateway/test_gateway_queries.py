@@ -119,13 +119,14 @@ def test_the_notification_index_lists_what_was_forwarded_per_order() -> None:
     hub = scheduler.create_observer()
     ticks = iter(f"t{i}" for i in range(100))
     controller = NotificationController(hub, namespace="ns.", clock=lambda: next(ticks))
+    line = {"product_id": "p1", "quantity": 1}
     events = [
-        ("ns.order.created", {"order_id": "o-1", "items": []}),
-        ("ns.order.created", {"order_id": "o-2", "items": []}),
-        ("ns.inventory.updated", {"order_id": "o-1", "items": []}),
-        ("ns.stock.low", {"product_id": "p1", "remaining": 0, "threshold": 2}),  # no order id: not indexed
-        ("ns.order.rejected", {"order_id": "o-2", "reason": "x", "items": []}),
-        ("ns.log.stats", {"source": "HDFS"}),
+        ("ns.order.created", {"order_id": "o-1", "items": [line]}),
+        ("ns.order.created", {"order_id": "o-2", "items": [line]}),
+        ("ns.inventory.updated", {"order_id": "o-1", "items": [{**line, "remaining": 0}]}),
+        ("ns.stock.low", {"product_id": "p1", "remaining": 0, "threshold": 2, "order_id": "o-1"}),
+        ("ns.order.rejected", {"order_id": "o-2", "reason": "x", "items": [line]}),
+        ("ns.log.stats", {"source": "HDFS"}),  # no order
         ("ns.log.alert", ["not", "an", "object"]),
     ]
     xs = scheduler.create_hot_observable(
@@ -137,10 +138,11 @@ def test_the_notification_index_lists_what_was_forwarded_per_order() -> None:
     assert controller.get_order(OrderQuery(order_id="o-1")) == [
         {"channel": "orders", "topic": "order.created", "sent_at": "t0"},
         {"channel": "inventory", "topic": "inventory.updated", "sent_at": "t2"},
+        {"channel": "stock", "topic": "stock.low", "sent_at": "t3"},  # the order that took p1 low
     ]
     assert controller.get_order(OrderQuery(order_id="o-2")) == [
         {"channel": "orders", "topic": "order.created", "sent_at": "t1"},
-        {"channel": "orders", "topic": "order.rejected", "sent_at": "t3"},
+        {"channel": "orders", "topic": "order.rejected", "sent_at": "t4"},
     ]
     assert controller.get_order(OrderQuery(order_id="o-3")) == []
     assert controller.indexed_orders == 2
@@ -154,8 +156,12 @@ def test_the_notification_index_is_bounded_least_recently_notified_first() -> No
     events = [("order.created", f"o-{i}") for i in range(4)]  # o-0 is forgotten for o-3
     events += [("order.created", "o-1"), ("order.created", "o-4")]  # o-1 refreshed: o-2 goes for o-4
     events += [("order.rejected", "o-1"), ("inventory.updated", "o-1")]  # at most 2 per order
+    items = [{"product_id": "p", "quantity": 1, "remaining": 0}]
     xs = scheduler.create_hot_observable(
-        *[ReactiveTest.on_next(210 + i, record(t, {"order_id": o}, i)) for i, (t, o) in enumerate(events)]
+        *[
+            ReactiveTest.on_next(210 + i, record(t, {"order_id": o, "items": items, "reason": "r"}, i))
+            for i, (t, o) in enumerate(events)
+        ]
     )
     scheduler.start(lambda: controller.events(xs))
     assert controller.indexed_orders == 3

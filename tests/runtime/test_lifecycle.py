@@ -13,6 +13,8 @@ from reactive_services.adapters.websocket import WebSocketServer, connect
 from reactive_services.examples.shop.notifications import NotificationController
 from reactive_services.testing import wait_for
 
+ORDER = {"order_id": "o1", "items": [{"product_id": "p1", "quantity": 1}]}
+
 
 async def test_sigterm_stops_the_services_and_closes_websocket_clients_with_1001() -> None:
     async with InMemoryBroker() as broker, WebSocketServer("127.0.0.1", 0) as server:
@@ -39,7 +41,7 @@ async def test_sigterm_stops_the_services_and_closes_websocket_clients_with_1001
 
         running = asyncio.ensure_future(serve(service, on_stopped=[after], shutdown_timeout_s=10))
         await wait_for(lambda: service.started, what="the service to start")
-        await broker.emit("order.created", {"order_id": "o1"}, key="o1")
+        await broker.emit("order.created", ORDER, key="o1")
         for _ in range(200):
             if any(f["type"] == "event" for f in frames):
                 break
@@ -49,7 +51,5 @@ async def test_sigterm_stops_the_services_and_closes_websocket_clients_with_1001
         await asyncio.wait_for(closed.wait(), 10)
         assert outcome == {"completed": True}  # a 1001 close completes the client Observable
         events = [f for f in frames if f["type"] == "event"]
-        assert events == [
-            {"type": "event", "channel": "orders", "event": {"topic": "order.created", "data": {"order_id": "o1"}}}
-        ]
+        assert events == [{"type": "event", "channel": "orders", "event": {"topic": "order.created", "data": ORDER}}]
         assert stopped_after and not service.started

@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from reactivex import operators as ops
 
+from reactive_services.adapters import encode_value
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, PublishError, ValidationError
 from reactive_services.examples.shop.inventory import (
@@ -23,6 +25,7 @@ from reactive_services.examples.shop.inventory import (
     initial_stock,
     parse_order,
 )
+from reactive_services.examples.shop.messages import InventoryUpdated, OrderRejected, StockLow
 from reactive_services.examples.shop.orders import OrderService
 
 DATA = Path(__file__).parents[2] / "examples" / "shop" / "data" / "olist"
@@ -40,16 +43,19 @@ async def store(tmp_path: Path) -> AsyncIterator[InventoryStore]:
 
 
 class Emitted:
-    """The injected ``emit``: records ``(topic, value, key)``; can be made to fail."""
+    """The injected ``emit``: records ``(topic, value, key)`` with the value as it goes on the
+    wire (encoded as the brokers encode it, decoded again); can be made to fail."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any, Any]] = []
+        self.models: list[Any] = []  # the values as they were given
         self.fail_with: Exception | None = None
 
     async def __call__(self, topic: str, value: Any, *, key: Any = None) -> None:
         if self.fail_with is not None:
             raise self.fail_with
-        self.calls.append((topic, value, key))
+        self.models.append(value)
+        self.calls.append((topic, orjson.loads(encode_value(value) or b"null"), key))
 
     def topic(self, name: str) -> list[Any]:
         return [value for topic, value, _ in self.calls if topic == name]
@@ -271,18 +277,16 @@ async def test_service_publishes_applied_and_rejected_outcomes(store: InventoryS
     service.on_next(order("o1", ("p1", 1)))
     service.on_next(order("o2", ("p3", 1)))
     await service.wait_idle()
-    assert emitted.calls == [
-        ("inventory.updated", {"order_id": "o1", "items": [{"product_id": "p1", "quantity": 1, "remaining": 4}]}, "o1"),
-        (
-            "order.rejected",
-            {
-                "order_id": "o2",
-                "reason": "insufficient stock for product 'p3': requested 1, available 0",
-                "items": [{"product_id": "p3", "quantity": 1}],
-            },
-            "o2",
-        ),
-    ]
+    updated = {"order_id": "o1", "items": [{"product_id": "p1", "quantity": 1, "remaining": 4}]}
+    rejected = {
+        "order_id": "o2",
+        "reason": "insufficient stock for product 'p3': requested 1, available 0",
+        "items": [{"product_id": "p3", "quantity": 1}],
+    }
+    assert emitted.calls == [("inventory.updated", updated, "o1"), ("order.rejected", rejected, "o2")]
+    # published as the shop's models, written as the same JSON bytes as the dicts were (key order too)
+    assert [type(m) for m in emitted.models] == [InventoryUpdated, OrderRejected]
+    assert [encode_value(m) for m in emitted.models] == [orjson.dumps(updated), orjson.dumps(rejected)]
     assert service.counters() == {
         "applied": 1,
         "rejected": 1,
@@ -314,10 +318,13 @@ async def test_stock_low_when_remaining_goes_below_threshold(store: InventorySto
     assert emitted.topic("stock.low") == []
     service.on_next(order("o2", ("p1", 1), ("p2", 1)))  # p1 2 -> 1, p2 1 -> 0: both below
     await service.wait_idle()
-    assert emitted.topic("stock.low") == [
+    lows = [
         {"product_id": "p1", "remaining": 1, "threshold": 2, "order_id": "o2"},
         {"product_id": "p2", "remaining": 0, "threshold": 2, "order_id": "o2"},
     ]
+    assert emitted.topic("stock.low") == lows
+    assert [encode_value(m) for m in emitted.models[-2:]] == [orjson.dumps(low) for low in lows]
+    assert all(isinstance(m, StockLow) for m in emitted.models[-2:])
     assert [key for topic, _, key in emitted.calls if topic == "stock.low"] == ["p1", "p2"]
     assert service.stock_low_events == 2
     assert [topic for topic, _, _ in emitted.calls][-3] == "inventory.updated"  # outcome first

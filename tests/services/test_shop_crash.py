@@ -36,6 +36,28 @@ async def test_the_notification_pipeline_loses_no_event() -> None:
     report.assert_ok()
 
 
+async def test_the_notification_pipeline_loses_no_event_and_dead_letters_the_bad_ones() -> None:
+    # a malformed event is dead-lettered (its commit held until the dead letter is acknowledged)
+    hub: Observer[Notification] = Observer()
+    events: list[Any] = [
+        {"order_id": f"o{i}", "items": [{"product_id": "p", "quantity": 1, "remaining": -1 if i % 7 == 0 else 3}]}
+        for i in range(120)
+    ]
+
+    def pipeline(messages: Any, broker: Any) -> Any:
+        return NotificationController(hub, dead_letter=DeadLetterSink(broker)).events(messages)
+
+    report = await check_at_least_once(
+        pipeline,
+        events,
+        topic="inventory.updated",
+        inputs_of=lambda n: [n.event["data"]],
+        key=lambda o: o["order_id"],
+        partitions=3,
+    )
+    report.assert_ok()
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[InventoryStore]:
     async with InventoryStore(tmp_path / "inventory.db", seed={f"p{i}": 10_000 for i in range(5)}) as opened:

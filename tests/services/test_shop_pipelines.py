@@ -217,11 +217,26 @@ EXPECTED_CHANNEL = {
 }
 
 
+#: a valid value of each topic (the shop's events validate; log events are forwarded as they are)
+EVENT = {
+    "order.created": {"order_id": "o-1", "items": [{"product_id": "p", "quantity": 1}], "extra": "kept"},
+    "order.rejected": {
+        "order_id": "o-2",
+        "reason": "unknown product 'p'",
+        "items": [{"product_id": "p", "quantity": 1}],
+    },
+    "inventory.updated": {"order_id": "o-1", "items": [{"product_id": "p", "quantity": 1, "remaining": 0}]},
+    "stock.low": {"product_id": "p", "remaining": 0, "threshold": 2, "order_id": "o-1"},
+    "log.stats": {"n": 4},
+    "log.alert": ["not", "an", "object"],
+}
+
+
 def test_notifications_each_topic_goes_to_its_channel_at_its_time() -> None:
     scheduler = TestScheduler()
     hub = scheduler.create_observer()
     topics = list(EXPECTED_CHANNEL) + ["order.created", "stock.low"]
-    events = [(210 + 10 * i, topic, {"n": i}) for i, topic in enumerate(topics)]
+    events = [(210 + 10 * i, topic, EVENT[topic]) for i, topic in enumerate(topics)]
     xs = scheduler.create_hot_observable(
         *[on_next(t, record(topic, value, offset=i)) for i, (t, topic, value) in enumerate(events)],
         on_completed(400),
@@ -230,21 +245,22 @@ def test_notifications_each_topic_goes_to_its_channel_at_its_time() -> None:
 
     results = scheduler.start(lambda: controller.events(xs))
 
-    expected = [
+    expected = [  # the data as received, every key kept
         on_next(t, Notification(EXPECTED_CHANNEL[topic], {"topic": topic, "data": value})) for t, topic, value in events
     ] + [on_completed(400)]
     assert hub.messages == expected
     assert results.messages == expected
     assert controller.forwarded == {"orders": 3, "inventory": 1, "stock": 2, "logs": 1, "alerts": 1}
+    assert controller.refused == {}
 
 
 def test_notifications_strip_the_namespace() -> None:
     scheduler = TestScheduler()
     hub = scheduler.create_observer()
     xs = scheduler.create_hot_observable(
-        on_next(210, record("demo-x.order.created", {"order_id": "o-1"})),
+        on_next(210, record("demo-x.order.created", EVENT["order.created"])),
         on_next(220, record("demo-x.log.alert", {"source": "HDFS"})),
-        on_next(230, record("stock.low", {"product_id": "p"})),  # no namespace: used as it is
+        on_next(230, record("stock.low", EVENT["stock.low"])),  # no namespace: used as it is
         on_completed(240),
     )
     controller = NotificationController(hub, namespace="demo-x.")
@@ -252,21 +268,91 @@ def test_notifications_strip_the_namespace() -> None:
     scheduler.start(lambda: controller.events(xs))
 
     assert hub.messages == [
-        on_next(210, Notification("orders", {"topic": "order.created", "data": {"order_id": "o-1"}})),
+        on_next(210, Notification("orders", {"topic": "order.created", "data": EVENT["order.created"]})),
         on_next(220, Notification("alerts", {"topic": "log.alert", "data": {"source": "HDFS"}})),
-        on_next(230, Notification("stock", {"topic": "stock.low", "data": {"product_id": "p"}})),
+        on_next(230, Notification("stock", {"topic": "stock.low", "data": EVENT["stock.low"]})),
         on_completed(240),
     ]
     assert controller.forwarded == {"orders": 1, "alerts": 1, "stock": 1}
+
+
+def test_notifications_dead_letter_the_shop_events_that_do_not_validate_naming_the_field() -> None:
+    scheduler = TestScheduler()
+    hub = scheduler.create_observer()
+    dead_letters = scheduler.create_observer()
+    bad = {
+        "inventory.updated": {"order_id": "o-1", "items": [{"product_id": "p", "quantity": 1, "remaining": "none"}]},
+        "order.rejected": {"order_id": "o-2", "items": [{"product_id": "p", "quantity": 1}]},
+        "stock.low": {"product_id": "p", "remaining": -1, "threshold": 2, "order_id": "o-1"},
+        "order.created": {"order_id": " ", "items": []},
+    }
+    records = [record(topic, value, offset=i) for i, (topic, value) in enumerate(bad.items())]
+    good = record("inventory.updated", EVENT["inventory.updated"], offset=9)
+    xs = scheduler.create_hot_observable(
+        *[on_next(210 + 10 * i, r) for i, r in enumerate(records)],
+        on_next(300, good),
+        on_next(310, record("log.stats", {"anything": True})),
+        on_completed(400),
+    )
+    controller = NotificationController(hub, dead_letter=dead_letters)  # type: ignore[arg-type]
+
+    scheduler.start(lambda: controller.events(xs))
+
+    # only the valid event and the log event reach the hub; the stream goes on
+    assert [(t, n.event["topic"]) for t, n in values_at(hub.messages)] == [
+        (300, "inventory.updated"),
+        (310, "log.stats"),
+    ]
+    assert kinds(hub.messages)[-1] == (400, "C")
+    letters = values_at(dead_letters.messages)
+    assert [t for t, _ in letters] == [210, 220, 230, 240]
+    assert [d.message for _, d in letters] == records
+    assert all(isinstance(d.error, ValidationError) for _, d in letters)
+    assert [str(d.error) for _, d in letters] == [
+        "invalid inventory.updated: items[0].remaining: Input should be a valid integer (got 'none')",
+        "invalid order.rejected: reason: Field required (got {'order_id': 'o-2', 'items': [{'produ...)",
+        "invalid stock.low: remaining: Input should be greater than or equal to 0 (got -1)",
+        "invalid order.created: order_id: String should match pattern '\\S' (got ' '); items: List should have"
+        " at least 1 item after validation, not 0 (got [])",
+    ]
+    assert [d.error.fields for _, d in letters] == [  # type: ignore[attr-defined]
+        ("items[0].remaining",),
+        ("reason",),
+        ("remaining",),
+        ("order_id", "items"),
+    ]
+    assert [d.topic for _, d in letters] == [f"{t}.DLT" for t in bad]
+    assert controller.refused == {t: 1 for t in bad}
+    assert controller.forwarded == {"inventory": 1, "logs": 1}
+    assert controller.indexed_orders == 1  # o-1, from the valid inventory.updated only
+
+
+def test_notifications_without_a_dead_letter_end_the_stream_at_an_event_that_does_not_validate() -> None:
+    scheduler = TestScheduler()
+    hub = scheduler.create_observer()
+    xs = scheduler.create_hot_observable(
+        on_next(210, record("stock.low", EVENT["stock.low"])),
+        on_next(220, record("stock.low", {"product_id": "p"})),
+        on_next(230, record("stock.low", EVENT["stock.low"])),
+        on_completed(240),
+    )
+    controller = NotificationController(hub)
+
+    scheduler.start(lambda: controller.events(xs))
+
+    assert kinds(hub.messages) == [(210, "N"), (220, "E")]
+    error = hub.messages[1].value.exception
+    assert isinstance(error, ValidationError) and error.fields == ("remaining", "threshold", "order_id")
+    assert xs.subscriptions == [subscribe(200, 220)]
 
 
 def test_notifications_unknown_topic_errors_the_stream() -> None:
     scheduler = TestScheduler()
     hub = scheduler.create_observer()
     xs = scheduler.create_hot_observable(
-        on_next(210, record("order.created", {"order_id": "o-1"})),
+        on_next(210, record("order.created", EVENT["order.created"])),
         on_next(220, record("payments.settled", {"id": 1})),
-        on_next(230, record("stock.low", {"product_id": "p"})),
+        on_next(230, record("stock.low", EVENT["stock.low"])),
         on_completed(240),
     )
     controller = NotificationController(hub)

@@ -4,7 +4,7 @@ answers ``orders.get``, so that the API gateway can show an order as it was crea
 Pipeline (wired by the runtime)::
 
     broker.source("order.created", group_id=<the service's group>)
-      -> OrderQueryController.created (payload handler)     validate (parse_order), INSERT OR IGNORE
+      -> OrderQueryController.created (payload handler)     validate (OrderCreated), INSERT OR IGNORE
                                                              (bad record -> order.created.DLT)
 
 Request ``orders.get`` (``@message_pattern``)::
@@ -36,8 +36,7 @@ from reactive_services.adapters import Message
 from reactive_services.errors import ValidationError
 
 from ._sqlite import SqliteStore
-from .inventory import parse_order
-from .messages import MAX_ID_CHARS, MAX_ORDER_BYTES, ORDER_QUERY, OrderQuery
+from .messages import MAX_ID_CHARS, MAX_ORDER_BYTES, ORDER_CREATED, ORDER_QUERY, OrderQuery
 
 __all__ = ["MAX_ORDER_ID_CHARS", "OrderQueryController", "OrderStore", "order_id_of"]
 
@@ -140,13 +139,13 @@ class OrderQueryController(Controller):
         """Store one order (idempotent by order id).
 
         Raises:
-            ValidationError: not a valid order (:func:`~reactive_services.examples.shop.inventory.parse_order`'s
-                rules), or a record over 64 KiB; the runtime dead-letters the record.
+            ValidationError: a record over :data:`~reactive_services.examples.shop.messages.MAX_ORDER_BYTES`
+                (64 KiB), or not an :class:`~reactive_services.examples.shop.messages.OrderCreated`
+                (the message names the fields); the runtime dead-letters the record.
         """
         if message.raw is not None and len(message.raw) > MAX_ORDER_BYTES:
             raise ValidationError(f"order: record of {len(message.raw)} bytes, at most {MAX_ORDER_BYTES}")
-        parse_order(payload)
-        order_id_of(payload)  # the length bound
+        ORDER_CREATED(payload)  # stored as received (every key kept), once it validates
         if await self.store.add(payload):
             self.stored += 1
         else:

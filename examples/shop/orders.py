@@ -5,7 +5,7 @@ Data flow (one reactivex pipeline, subscribed by :meth:`OrderService.run`)::
     read_order_rows(path)                 OrderItemRow | InvalidRow, one per data line
       -> ops.do(_RowCounter)              counts valid rows, keeps invalid ones (line, reason)
       -> ops.filter(valid)                OrderItemRow only
-      -> group_orders()                   group_by(order_id) + to_list: one order dict per order_id
+      -> group_orders()                   group_by(order_id) + to_list: one OrderCreated per order_id
       -> ops.buffer_with_count(n)         lists of up to n orders
       -> _BatchPublisher (Observer)       emit_batch(topic, [(order_id, order), ...]) with retry
 
@@ -15,7 +15,9 @@ and must have a header row naming at least :data:`REQUIRED_COLUMNS`; extra colum
 waits for the end of the file, so memory is O(rows); orders are published in the order their
 ``order_id`` first appears.
 
-An ``order.created`` value (JSON object)::
+An ``order.created`` value is an :class:`~reactive_services.examples.shop.messages.OrderCreated`
+(built by :func:`build_order`), written as this JSON object (no ``created_at`` / ``customer_id``:
+those are the gateway's, and a model leaves out its fields that are None)::
 
     {
       "order_id": "00010242fe8c5a6d1ba2dd792cb16214",
@@ -26,7 +28,9 @@ An ``order.created`` value (JSON object)::
 
 An item's ``quantity`` is the number of rows with the same ``(order_id, product_id)``; its
 ``unit_price`` and ``seller_id`` come from the first of those rows. Items keep the order in
-which their product first appears within the order.
+which their product first appears within the order. A row whose ``order_id`` or
+``product_id`` is longer than an id may be (:data:`~reactive_services.examples.shop.messages.MAX_ID_CHARS`)
+is invalid, like one without them, so every order built is a valid ``OrderCreated``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from reactivex.abc import DisposableBase, ObserverBase
 from reactivex.observable import GroupedObservable
 
 from reactive_services.errors import ConfigError
+
+from .messages import MAX_ID_CHARS, OrderCreated, OrderLine
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -145,8 +151,11 @@ def _parse_row(line_no: int, fields: list[str], index: dict[str, int]) -> RowRes
         return fields[index[name]].strip()
 
     for name in ("order_id", "product_id"):
-        if not get(name):
+        text = get(name)
+        if not text:
             return InvalidRow(line_no, f"{name}: missing")
+        if len(text) > MAX_ID_CHARS:
+            return InvalidRow(line_no, f"{name}: longer than {MAX_ID_CHARS} characters")
     price = _amount("price", get("price"))
     if isinstance(price, str):
         return InvalidRow(line_no, price)
@@ -189,8 +198,9 @@ def read_order_rows(path: str | PathLike[str]) -> Iterator[RowResult]:
     The header is checked when this function is called; the rows are read lazily, one
     line at a time, as the returned iterator is consumed. Blank lines are skipped (they
     are not data lines). A line is invalid when it has a different number of fields than
-    the header, an empty ``order_id`` or ``product_id``, or a ``price`` / ``freight_value``
-    that is empty, not a finite number, or negative.
+    the header, an empty ``order_id`` or ``product_id`` or one longer than
+    :data:`~reactive_services.examples.shop.messages.MAX_ID_CHARS` characters, or a ``price``
+    / ``freight_value`` that is empty, not a finite number, or negative.
 
     Args:
         path: the CSV file (UTF-8, optional BOM), header row first.
@@ -211,38 +221,38 @@ def read_order_rows(path: str | PathLike[str]) -> Iterator[RowResult]:
     return _rows(path)
 
 
-def build_order(rows: Sequence[OrderItemRow]) -> dict[str, Any]:
-    """The ``order.created`` value for the rows of one order (all with the same ``order_id``).
+def build_order(rows: Sequence[OrderItemRow]) -> OrderCreated:
+    """The ``order.created`` value for the rows of one order (all with the same ``order_id``):
+    one :class:`~reactive_services.examples.shop.messages.OrderLine` per product (``quantity``:
+    its rows; ``unit_price``, ``seller_id``: its first row's), ``total`` and ``freight`` the
+    sums of the rows' prices and freight values (BRL, rounded to cents).
 
     Raises:
-        ValueError: ``rows`` is empty or mixes order ids.
+        ValueError: ``rows`` is empty or mixes order ids (or, for rows not read by
+            :func:`read_order_rows`, makes an invalid order: ``pydantic.ValidationError``).
     """
     if not rows:
         raise ValueError("an order needs at least one row")
     order_id = rows[0].order_id
-    items: dict[str, dict[str, Any]] = {}
+    first: dict[str, OrderItemRow] = {}  # product id -> its first row, in order of appearance
+    quantity: dict[str, int] = {}
     for row in rows:
         if row.order_id != order_id:
             raise ValueError(f"rows of orders {order_id!r} and {row.order_id!r} mixed")
-        item = items.get(row.product_id)
-        if item is None:
-            items[row.product_id] = {
-                "product_id": row.product_id,
-                "quantity": 1,
-                "unit_price": row.price,
-                "seller_id": row.seller_id,
-            }
-        else:
-            item["quantity"] += 1
-    return {
-        "order_id": order_id,
-        "items": list(items.values()),
-        "total": round(sum(row.price for row in rows), 2),
-        "freight": round(sum(row.freight_value for row in rows), 2),
-    }
+        first.setdefault(row.product_id, row)
+        quantity[row.product_id] = quantity.get(row.product_id, 0) + 1
+    return OrderCreated(
+        order_id=order_id,
+        items=[
+            OrderLine(product_id=product_id, quantity=quantity[product_id], unit_price=r.price, seller_id=r.seller_id)
+            for product_id, r in first.items()
+        ],
+        total=round(sum(row.price for row in rows), 2),
+        freight=round(sum(row.freight_value for row in rows), 2),
+    )
 
 
-def group_orders() -> Callable[[Observable[OrderItemRow]], Observable[dict[str, Any]]]:
+def group_orders() -> Callable[[Observable[OrderItemRow]], Observable[OrderCreated]]:
     """Group item rows into ``order.created`` values, one per ``order_id``.
 
     Orders are emitted when the source completes (the rows need not be sorted), in the
@@ -252,13 +262,13 @@ def group_orders() -> Callable[[Observable[OrderItemRow]], Observable[dict[str, 
         orders:  -------------(ABC)|      A = build_order([a1, a2])
 
     Returns:
-        An operator ``Observable[OrderItemRow] -> Observable[dict]`` (see :func:`build_order`).
+        An operator ``Observable[OrderItemRow] -> Observable[OrderCreated]`` (see :func:`build_order`).
     """
 
     def order_id(row: OrderItemRow) -> str:
         return row.order_id
 
-    def order_of(group: GroupedObservable[str, OrderItemRow]) -> Observable[dict[str, Any]]:
+    def order_of(group: GroupedObservable[str, OrderItemRow]) -> Observable[OrderCreated]:
         rows: Observable[list[OrderItemRow]] = group.pipe(ops.to_list())
         return rows.pipe(ops.map(build_order))
 
@@ -289,7 +299,7 @@ class _RowCounter(ObserverBase[RowResult]):
         pass
 
 
-class _BatchPublisher(ObserverBase[list[dict[str, Any]]]):
+class _BatchPublisher(ObserverBase[list[OrderCreated]]):
     """Publishes each batch of orders in its own task, one batch at a time, in order.
 
     Tasks run in the caller's task group; a failed batch is recorded (first error kept) and
@@ -305,7 +315,7 @@ class _BatchPublisher(ObserverBase[list[dict[str, Any]]]):
         self.error: BaseException | None = None
         self.completed = False
 
-    def on_next(self, value: list[dict[str, Any]]) -> None:
+    def on_next(self, value: list[OrderCreated]) -> None:
         self._tasks.create_task(self._publish(value))
 
     def on_error(self, error: Exception) -> None:
@@ -316,12 +326,12 @@ class _BatchPublisher(ObserverBase[list[dict[str, Any]]]):
     def on_completed(self) -> None:
         self.completed = True
 
-    async def _publish(self, batch: list[dict[str, Any]]) -> None:
+    async def _publish(self, batch: list[OrderCreated]) -> None:
         async with self._lock:
             if self.error is not None:
                 return
             try:
-                await self._service._emit_with_retry([(order["order_id"], order) for order in batch])
+                await self._service._emit_with_retry([(order.order_id, order) for order in batch])
             except Exception as exc:
                 log.error("publishing %d orders failed: %r", len(batch), exc)
                 self.error = exc
@@ -374,15 +384,15 @@ class OrderService:
         #: publish attempts that failed and were retried (across all runs).
         self.retried = 0
 
-    def pipeline(self, rows: Iterable[RowResult], counter: ObserverBase[RowResult]) -> Observable[list[dict[str, Any]]]:
+    def pipeline(self, rows: Iterable[RowResult], counter: ObserverBase[RowResult]) -> Observable[list[OrderCreated]]:
         """The batches of orders built from ``rows``; ``counter`` sees every row first."""
         source: Observable[RowResult] = reactivex.from_iterable(rows)
         checked: Observable[RowResult] = source.pipe(ops.do(counter), ops.filter(_is_valid_row))
         valid = cast(Observable[OrderItemRow], checked)  # ops.filter cannot narrow the item type
-        orders: Observable[dict[str, Any]] = valid.pipe(group_orders())
+        orders: Observable[OrderCreated] = valid.pipe(group_orders())
         return orders.pipe(ops.buffer_with_count(self.batch_size))
 
-    async def _emit_with_retry(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _emit_with_retry(self, records: list[tuple[str, OrderCreated]]) -> None:
         delay = self.retry_delay
         for attempt in range(self.retries + 1):
             try:

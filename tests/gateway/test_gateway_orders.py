@@ -67,6 +67,7 @@ async def test_an_order_placed_over_http_is_aggregated_from_three_services(broke
         assert view["missing"] == [] and view["errors"] == {}
         order = view["order"]
         assert order["order_id"] == order_id and order["customer_id"] == "c-1"
+        assert list(order) == ["order_id", "items", "created_at", "customer_id"]  # an OrderCreated, no nulls
         assert order["items"] == [{"product_id": "p-plenty", "quantity": 2}]
         assert order["created_at"].endswith("Z")
         assert view["inventory"] == {
@@ -88,6 +89,7 @@ async def test_an_order_placed_over_http_is_aggregated_from_three_services(broke
         assert view["inventory"]["reason"] == "insufficient stock for product 'p-last': requested 2, available 1"
         assert {n["channel"] for n in view["notifications"]} == {"orders"}
         assert "customer_id" not in view["order"]
+        assert list(view["order"]) == ["order_id", "items", "created_at"]
 
 
 async def test_an_order_no_service_knows_is_404(shop: Shop) -> None:

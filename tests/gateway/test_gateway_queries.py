@@ -12,7 +12,7 @@ from gatewayshop import until
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from reactive_services import ClientProxy, Microservice
-from reactive_services.adapters import DeadLetterSink, Message
+from reactive_services.adapters import DeadLetterSink, Message, encode_value, headers_to_dict
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, RemoteError, ValidationError
 from reactive_services.examples.shop.inventory import InventoryService, InventoryStore, parse_order
@@ -67,14 +67,18 @@ async def test_the_order_query_service_over_the_broker(tmp_path: Path) -> None:
                 await client.emit("order.created", ORDER, key="o-1")
                 await client.emit("order.created", ORDER, key="o-1")  # redelivered: absorbed
                 await client.emit("order.created", {"order_id": "o-bad", "items": []}, key="o-bad")
-                await client.emit(
-                    "order.created", {"order_id": "o-big", "items": [{"product_id": "p" * 70_000, "quantity": 1}]}
-                )
+                big = {"order_id": "o-big", "items": [{"product_id": "p" * 70_000, "quantity": 1}]}
+                await client.emit("order.created", big)
                 await until(
                     lambda: controller.stored + controller.duplicates + sum(service.dead_lettered.values()) == 4
                 )
                 assert (controller.stored, controller.duplicates) == (1, 1)
                 assert service.dead_lettered == {"order.created": 2}
+                reasons = sorted(headers_to_dict(r.headers)["dlt.reason"] for r in broker.records("order.created.DLT"))
+                assert reasons == [  # the model's field path; the size limit before any validation
+                    "invalid order.created: items: List should have at least 1 item after validation, not 0 (got [])",
+                    f"order: record of {len(encode_value(big) or b'')} bytes, at most 65536",
+                ]
                 assert await client.send("orders.get", {"order_id": "o-1"}, timeout=5) == ORDER
                 assert await client.send("orders.get", {"order_id": "o-bad"}, timeout=5) is None
                 with pytest.raises(RemoteError) as info:

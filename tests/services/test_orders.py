@@ -6,10 +6,13 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import reactivex
 
+from reactive_services.adapters import encode_value
 from reactive_services.errors import ConfigError, PublishError
+from reactive_services.examples.shop.messages import OrderCreated
 from reactive_services.examples.shop.orders import (
     InvalidRow,
     OrderItemRow,
@@ -52,18 +55,21 @@ def small_csv(tmp_path: Path) -> Path:
 
 
 class Recorder:
-    """The injected ``emit_batch``: records the calls, optionally failing the first ones."""
+    """The injected ``emit_batch``: records the calls, each value as it goes on the wire (encoded
+    as the brokers encode it, decoded again), optionally failing the first ones."""
 
     def __init__(self, failures: list[Exception] | None = None) -> None:
         self.calls: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
+        self.models: list[Any] = []  # the values as they were given
         self.attempts = 0
         self.failures = list(failures or [])
 
-    async def __call__(self, topic: str, records: list[tuple[str, dict[str, Any]]]) -> None:
+    async def __call__(self, topic: str, records: list[tuple[str, Any]]) -> None:
         self.attempts += 1
         if self.failures:
             raise self.failures.pop(0)
-        self.calls.append((topic, list(records)))
+        self.models.extend(value for _, value in records)
+        self.calls.append((topic, [(key, orjson.loads(encode_value(value) or b"null")) for key, value in records]))
 
     @property
     def records(self) -> list[tuple[str, dict[str, Any]]]:
@@ -123,8 +129,9 @@ async def test_run_raises_the_header_error(tmp_path: Path) -> None:
 
 def test_group_orders_counts_quantities_and_keeps_first_seen_order(small_csv: Path) -> None:
     valid = [r for r in read_order_rows(small_csv) if isinstance(r, OrderItemRow)]
-    orders: list[dict[str, Any]] = []
-    reactivex.from_iterable(valid).pipe(group_orders()).subscribe(orders.append)
+    models: list[OrderCreated] = []
+    reactivex.from_iterable(valid).pipe(group_orders()).subscribe(models.append)
+    orders = [o.model_dump() for o in models]
     assert [o["order_id"] for o in orders] == ["o2", "o1", "o3", "o5"]
     by_id = {o["order_id"]: o for o in orders}
     assert by_id["o2"]["items"] == [{"product_id": "pA", "quantity": 2, "unit_price": 10.0, "seller_id": "s1"}]
@@ -145,6 +152,35 @@ def test_build_order_refuses_mixed_orders() -> None:
         build_order([OrderItemRow(2, "a", "1", "p", "s", 1, 0), OrderItemRow(3, "b", "1", "p", "s", 1, 0)])
 
 
+def test_build_order_makes_an_order_created_written_as_the_order_service_always_wrote_it() -> None:
+    order = build_order([OrderItemRow(2, "a", "1", "p", "s", 58.9, 13.29), OrderItemRow(3, "a", "2", "p", "t", 1, 0)])
+    assert isinstance(order, OrderCreated)
+    # the same bytes as the dict the service used to publish: no null gateway fields, same key order
+    assert encode_value(order) == orjson.dumps(
+        {
+            "order_id": "a",
+            "items": [{"product_id": "p", "quantity": 2, "unit_price": 58.9, "seller_id": "s"}],
+            "total": 59.9,
+            "freight": 13.29,
+        }
+    )
+
+
+def test_ids_longer_than_an_order_created_allows_are_invalid_rows(tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text(
+        HEADER
+        + f"o1,1,{'p' * 257},s,2017-01-01,1,1\n{'o' * 257},1,p,s,2017-01-01,1,1\n"
+        + f"o2,1,{'p' * 256},s,d,1,1\n"
+    )
+    rows = list(read_order_rows(path))
+    assert [r.reason for r in rows if isinstance(r, InvalidRow)] == [
+        "product_id: longer than 256 characters",
+        "order_id: longer than 256 characters",
+    ]
+    assert [len(r.product_id) for r in rows if isinstance(r, OrderItemRow)] == [256]
+
+
 # ------------------------------------------------------------------------------ the service
 
 
@@ -160,6 +196,7 @@ async def test_run_reports_counts_and_publishes_keyed_orders(small_csv: Path) ->
     assert [len(batch) for _, batch in recorder.calls] == [3, 1]
     assert [key for key, _ in recorder.records] == ["o2", "o1", "o3", "o5"]
     assert all(key == order["order_id"] for key, order in recorder.records)
+    assert all(isinstance(order, OrderCreated) for order in recorder.models)
 
 
 async def test_shipped_file_every_data_line_is_accounted_for() -> None:

@@ -20,6 +20,7 @@ from reactive_services.adapters.websocket import Notification
 from reactive_services.errors import DecodeError, ValidationError
 from reactive_services.examples.shop.inventory import Order, OrderItem, parse_order
 from reactive_services.examples.shop.log_sources import SOURCES
+from reactive_services.examples.shop.messages import OrderCreated
 from reactive_services.examples.shop.notifications import NotificationController
 from reactive_services.examples.shop.orders import InvalidRow, OrderItemRow, OrderService, build_order, group_orders
 from reactive_services.examples.shop.services import InventoryController
@@ -424,33 +425,39 @@ def test_group_orders_emits_every_order_on_completion_with_quantities() -> None:
     assert results.messages == [
         on_next(
             300,
-            {
-                "order_id": "A",
-                "items": [
-                    {"product_id": "p1", "quantity": 2, "unit_price": 10.0, "seller_id": "s1"},
-                    {"product_id": "p4", "quantity": 1, "unit_price": 1.1, "seller_id": "s1"},
-                ],
-                "total": 21.1,
-                "freight": 3.25,
-            },
+            OrderCreated.model_validate(
+                {
+                    "order_id": "A",
+                    "items": [
+                        {"product_id": "p1", "quantity": 2, "unit_price": 10.0, "seller_id": "s1"},
+                        {"product_id": "p4", "quantity": 1, "unit_price": 1.1, "seller_id": "s1"},
+                    ],
+                    "total": 21.1,
+                    "freight": 3.25,
+                }
+            ),
         ),
         on_next(
             300,
-            {
-                "order_id": "B",
-                "items": [{"product_id": "p2", "quantity": 2, "unit_price": 5.0, "seller_id": "s1"}],
-                "total": 10.0,
-                "freight": 1.0,
-            },
+            OrderCreated.model_validate(
+                {
+                    "order_id": "B",
+                    "items": [{"product_id": "p2", "quantity": 2, "unit_price": 5.0, "seller_id": "s1"}],
+                    "total": 10.0,
+                    "freight": 1.0,
+                }
+            ),
         ),
         on_next(
             300,
-            {
-                "order_id": "C",
-                "items": [{"product_id": "p3", "quantity": 1, "unit_price": 7.25, "seller_id": "s1"}],
-                "total": 7.25,
-                "freight": 2.0,
-            },
+            OrderCreated.model_validate(
+                {
+                    "order_id": "C",
+                    "items": [{"product_id": "p3", "quantity": 1, "unit_price": 7.25, "seller_id": "s1"}],
+                    "total": 7.25,
+                    "freight": 2.0,
+                }
+            ),
         ),
         on_completed(300),
     ]
@@ -465,8 +472,8 @@ def test_order_batches_are_emitted_on_completion_last_one_partial() -> None:
 
     assert kinds(results.messages) == [(400, "N"), (400, "N"), (400, "N"), (400, "C")]
     batches = [m for _, m in values_at(results.messages)]
-    assert [[o["order_id"] for o in batch] for batch in batches] == [["O0", "O1"], ["O2", "O3"], ["O4"]]
-    assert [len(o["items"]) for batch in batches for o in batch] == [2, 2, 1, 1, 1]
+    assert [[o.order_id for o in batch] for batch in batches] == [["O0", "O1"], ["O2", "O3"], ["O4"]]
+    assert [len(o.items) for batch in batches for o in batch] == [2, 2, 1, 1, 1]
     assert batches[0][0] == build_order([rows[0], rows[5]])
 
 
@@ -498,7 +505,7 @@ def test_order_service_pipeline_counts_every_row_and_batches_orders() -> None:
     assert kinds(counter.messages)[-1] == (200, "C")
     assert kinds(results.messages) == [(200, "N"), (200, "N"), (200, "C")]
     batches = [m for _, m in values_at(results.messages)]
-    assert [[(o["order_id"], [i["quantity"] for i in o["items"]]) for o in b] for b in batches] == [
+    assert [[(o.order_id, [i.quantity for i in o.items]) for o in b] for b in batches] == [
         [("A", [2]), ("B", [1])],
         [("C", [1])],
     ]

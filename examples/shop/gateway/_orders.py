@@ -20,6 +20,7 @@ from reactive_services.auth import Claims
 from reactive_services.errors import BrokerError
 from reactive_services.gateway import BearerAuth, aggregate, problems, upstream_error
 
+from ..messages import OrderCreated, OrderLine
 from ..order_query import MAX_ORDER_ID_CHARS
 from ._models import OrderAccepted, OrderRequest, OrderView
 from ._settings import GatewaySettings
@@ -51,16 +52,15 @@ def router(client: ClientProxy, settings: GatewaySettings, auth: BearerAuth) -> 
         order: OrderRequest,
         claims: Annotated[Claims, Depends(auth.require("orders:write"))],
     ) -> JSONResponse:
-        """Publish ``order.created`` ``{"order_id", "items", "customer_id"?, "created_at"}``
-        keyed by the new order id; answered once the broker acknowledged it."""
+        """Publish ``order.created`` (an ``OrderCreated``: ``{"order_id", "items", "created_at",
+        "customer_id"?}``) keyed by the new order id; answered once the broker acknowledged it."""
         order_id = uuid.uuid4().hex
-        value: dict[str, Any] = {
-            "order_id": order_id,
-            "items": [{"product_id": i.product_id, "quantity": i.quantity} for i in order.items],
-            "created_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        }
-        if order.customer_id is not None:
-            value["customer_id"] = order.customer_id
+        value = OrderCreated(
+            order_id=order_id,
+            items=[OrderLine(product_id=i.product_id, quantity=i.quantity) for i in order.items],
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            customer_id=order.customer_id,  # None: left out of the record
+        )
         try:
             async with asyncio.timeout(settings.call_timeout_s):
                 await client.emit("order.created", value, key=order_id)

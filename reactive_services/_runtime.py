@@ -74,7 +74,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import pydantic
 import reactivex
@@ -140,14 +140,41 @@ class EventPatternSpec:
         patterns: the topic names (without the service's namespace).
         pipeline: the handler gets the whole Observable (see :func:`event_pattern`).
         model: the payload type to validate with, None for none, or ``FROM_ANNOTATION``.
+        emits: ``((topic, payload type or None), ...)``: the topics the handler publishes to
+            (declared for the service's description: AsyncAPI, topology), without namespace.
     """
 
     patterns: tuple[str, ...]
     pipeline: bool = False
     model: Any = FROM_ANNOTATION
+    emits: tuple[tuple[str, Any], ...] = ()
 
 
-def event_pattern(*patterns: str, pipeline: bool = False, model: Any = FROM_ANNOTATION) -> Callable[[F], F]:
+#: What ``emits=`` accepts: topic names, or ``{topic: payload type or None}``.
+Emits: TypeAlias = Mapping[str, Any] | Iterable[str]
+
+
+def declared_topics(emits: Emits | None, key: str) -> tuple[tuple[str, Any], ...] | None:
+    """``emits=`` as ``((topic, payload type or None), ...)`` in the order given (None: None).
+
+    Raises:
+        ConfigError: a topic that is not a non-empty string (``key`` names the argument), or
+            ``emits`` given as one string (a common slip for a tuple of one).
+    """
+    if emits is None:
+        return None
+    if isinstance(emits, str | bytes):
+        raise ConfigError(key, f"must be topic names or {{topic: payload type}}, not one string: ({emits!r},)?")
+    pairs = list(emits.items()) if isinstance(emits, Mapping) else [(topic, None) for topic in emits]
+    for topic, _ in pairs:
+        if not isinstance(topic, str) or not topic:
+            raise ConfigError(key, f"a topic must be a non-empty string, got {topic!r}")
+    return tuple(pairs)
+
+
+def event_pattern(
+    *patterns: str, pipeline: bool = False, model: Any = FROM_ANNOTATION, emits: Emits = ()
+) -> Callable[[F], F]:
     """Mark a method as the handler of the events published on ``patterns`` (topic names).
 
     A payload handler's payload is validated before each call, as the type its first
@@ -164,15 +191,22 @@ def event_pattern(*patterns: str, pipeline: bool = False, model: Any = FROM_ANNO
         pipeline: False: the handler gets each payload; True: it gets the whole
             ``Observable[Message]`` of all its patterns once and returns the Observable to run.
         model: the payload type, instead of the annotation's; None: no validation.
+        emits: the topics the handler publishes to, without namespace: names
+            (``("inventory.updated", "order.rejected")``) or ``{topic: payload type}``. A
+            declaration for the service's description (:mod:`reactive_services.asyncapi`,
+            :mod:`reactive_services.topology`); publishing is not checked against it. The
+            dead-letter topics of ``patterns`` need not be listed.
 
     Raises:
-        ConfigError: no pattern, or an empty one.
+        ConfigError: no pattern, or an empty one; an ``emits`` topic that is not a non-empty
+            string.
     """
     if not patterns or not all(isinstance(p, str) and p for p in patterns):
         raise ConfigError("pattern", "an event pattern must be a non-empty topic name")
+    produced = declared_topics(emits, "emits") or ()
 
     def decorate(fn: F) -> F:
-        fn.__event_pattern__ = EventPatternSpec(tuple(patterns), pipeline, model)  # type: ignore[attr-defined]
+        fn.__event_pattern__ = EventPatternSpec(tuple(patterns), pipeline, model, produced)  # type: ignore[attr-defined]
         return fn
 
     return decorate
@@ -211,12 +245,22 @@ class ClientProxy:
         reply_topics: ``{pattern: reply topic}`` (without namespace) for :meth:`send`;
             a pattern not listed is answered on ``<pattern>.reply``.
         ready_timeout: seconds to wait for a reply consumer to be assigned and positioned.
+        emits: the patterns this client publishes events to: names, or ``{pattern: payload
+            type}`` (None: undeclared, any pattern). Declared, :meth:`emit` and
+            :meth:`emit_batch` refuse any other pattern (``ConfigError``), so the description
+            of the system (:mod:`reactive_services.asyncapi`, :mod:`reactive_services.topology`)
+            stays true.
+        sends: the request patterns :meth:`send` may use: names, or ``{pattern: reply type}``
+            (None: undeclared, any pattern); declared, :meth:`send` refuses others. The request
+            and reply payloads are described by the service that answers.
 
     Attributes:
         emitted: events published by :meth:`emit` / :meth:`emit_batch`.
+        emits, sends: the declarations, ``((pattern, type or None), ...)``, or None.
 
     Raises:
-        ConfigError: ``ready_timeout`` is not > 0, or ``client_id`` is empty.
+        ConfigError: ``ready_timeout`` is not > 0, ``client_id`` is empty, or a pattern in
+            ``emits`` / ``sends`` is not a non-empty string.
     """
 
     def __init__(
@@ -228,6 +272,8 @@ class ClientProxy:
         client_id: str = "client",
         reply_topics: Mapping[str, str] | None = None,
         ready_timeout: float = 30.0,
+        emits: Emits | None = None,
+        sends: Emits | None = None,
     ) -> None:
         if not ready_timeout > 0:
             raise ConfigError("ready_timeout", f"must be > 0 seconds, got {ready_timeout!r}")
@@ -235,6 +281,11 @@ class ClientProxy:
             raise ConfigError("client_id", "must be a non-empty string")
         self.broker = broker
         self.namespace = namespace
+        self.client_id = client_id
+        self.emits = declared_topics(emits, "emits")
+        self.sends = declared_topics(sends, "sends")
+        self._may_emit = None if self.emits is None else frozenset(topic for topic, _ in self.emits)
+        self._may_send = None if self.sends is None else frozenset(topic for topic, _ in self.sends)
         self._own = own_broker
         self.emitted = 0
         self._connected = False
@@ -310,7 +361,10 @@ class ClientProxy:
 
         Raises:
             PublishError: the broker refused it or did not answer in time.
+            ConfigError: ``emits`` was declared and does not list ``pattern``.
         """
+        if self._may_emit is not None:
+            self._check_declared(pattern, self._may_emit, "emits")
         meta: RecordMetadata = await self.broker.emit(
             self.namespace + pattern, data, key=key, headers=headers, timestamp_ms=timestamp_ms
         )
@@ -318,7 +372,14 @@ class ClientProxy:
         return meta
 
     async def emit_batch(self, pattern: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
-        """Publish many ``(key, value)`` events; waits until all are acknowledged."""
+        """Publish many ``(key, value)`` events; waits until all are acknowledged.
+
+        Raises:
+            PublishError: the broker refused one or did not answer in time.
+            ConfigError: ``emits`` was declared and does not list ``pattern``.
+        """
+        if self._may_emit is not None:
+            self._check_declared(pattern, self._may_emit, "emits")
         metas: list[RecordMetadata] = await self.broker.emit_batch(self.namespace + pattern, records)
         self.emitted += len(metas)
         return metas
@@ -359,8 +420,11 @@ class ClientProxy:
             ValidationError: the reply does not validate as ``reply_model`` (the message names
                 the fields).
             ConfigError: ``timeout`` is not > 0; ``reply_model`` is not a type pydantic can
-                validate (raised by this call).
+                validate; ``sends`` was declared and does not list ``pattern`` (raised by this
+                call).
         """
+        if self._may_send is not None:
+            self._check_declared(pattern, self._may_send, "sends")
         validate = None if reply_model is None else PayloadModel(reply_model, f"reply of {pattern}")
 
         async def run() -> Any:
@@ -370,6 +434,12 @@ class ClientProxy:
             return reply if validate is None else validate(reply)
 
         return ReplyObservable(run)
+
+    def _check_declared(self, pattern: str, declared: frozenset[str], key: str) -> None:
+        if pattern not in declared:
+            raise ConfigError(
+                key, f"{pattern!r} is not declared by this ClientProxy (declared: {', '.join(sorted(declared))})"
+            )
 
 
 class _Dispatch(PayloadObserver):
@@ -617,8 +687,11 @@ class Microservice:
         self._models: dict[str, PayloadModel | None] = {}
         seen: set[str] = set()
         controllers = list(controllers)
+        #: the handlers as declared, for the service's description (:mod:`reactive_services._contract`)
+        self._declared: list[tuple[EventPatternSpec | MessagePatternSpec, Callable[..., Any]]] = []
         for controller in controllers:
             for mspec, fn in message_handlers_of(controller):
+                self._declared.append((mspec, fn))
                 for pattern in mspec.patterns:
                     topic = namespace + pattern
                     if topic in seen:
@@ -629,6 +702,7 @@ class Microservice:
                     self._models[topic] = payload_model(fn, mspec.model)
         for controller in controllers:
             for spec, fn in _handlers_of(controller):
+                self._declared.append((spec, fn))
                 topics = [namespace + p for p in spec.patterns]
                 for topic, pattern in zip(topics, spec.patterns, strict=True):
                     if topic in seen:

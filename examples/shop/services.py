@@ -50,8 +50,9 @@ class InventoryController(Controller):
         self.dead_letter = dead_letter
         self.received = 0
 
-    @event_pattern("order.created", pipeline=True)
+    @event_pattern("order.created", pipeline=True, emits=("inventory.updated", "order.rejected", "stock.low"))
     def orders(self, messages: Observable[Message]) -> Observable[Any]:
+        """Reserve stock for each order; publish its outcome and the products that ran low."""
         return messages.pipe(
             ops.do_action(self._count),
             decode_json(self.dead_letter, parse=parse_order, max_bytes=MAX_ORDER_BYTES),

@@ -78,6 +78,8 @@ from typing import Any, TypeAlias, TypeVar
 
 import pydantic
 import reactivex
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
 from reactivex.disposable import Disposable
@@ -101,6 +103,7 @@ from reactive_services.adapters import (
     payload_routes,
     track,
 )
+from reactive_services.adapters.tracing import process_span, record_failure, start_process_span, tracing_enabled
 from reactive_services.operators import backoff_delay, decode_json, retry_with_backoff
 
 from ._payloads import FROM_ANNOTATION, PayloadModel, check_handler, payload_model, pipeline_model, takes_message
@@ -442,6 +445,57 @@ class ClientProxy:
             )
 
 
+async def _awaited_in(work: Awaitable[Any], context: otel_context.Context, span: trace.Span) -> Any:
+    """Await ``work`` with ``context`` current (the coroutine's body runs now, in the awaiting
+    task), then end ``span``, recording a failure."""
+    token = otel_context.attach(context)
+    try:
+        return await work
+    except BaseException as exc:
+        _record(span, exc)
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def _record(span: trace.Span, error: BaseException) -> None:
+    """Record ``error`` on ``span`` and mark it failed (a cancellation is not a failure)."""
+    if not isinstance(error, asyncio.CancelledError):
+        span.record_exception(error)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+class _TracedObserver(ObserverBase[Message]):
+    """``observer`` with each ``on_next`` inside a ``process <topic>`` span (its parent the trace
+    context of the record's headers; see :mod:`reactive_services.adapters.tracing`)."""
+
+    def __init__(self, observer: ObserverBase[Message], system: str, group_id: str) -> None:
+        self._observer = observer
+        self._system = system
+        self._group_id = group_id
+
+    def on_next(self, message: Message) -> None:
+        with process_span(self._system, message, self._group_id):
+            self._observer.on_next(message)
+
+    def on_error(self, error: Exception) -> None:
+        self._observer.on_error(error)
+
+    def on_completed(self) -> None:
+        self._observer.on_completed()
+
+
+def _traced(messages: Observable[Message], system: str, group_id: str) -> Observable[Message]:
+    """``messages`` with the downstream ``on_next`` of each inside a ``process <topic>`` span: the
+    synchronous part of a pipeline runs in the record's trace, and tasks it starts inherit it."""
+
+    def subscribe(observer: ObserverBase[Message], scheduler: Any = None) -> DisposableBase:
+        return messages.subscribe(_TracedObserver(observer, system, group_id), scheduler=scheduler)
+
+    return Observable(subscribe)
+
+
 class _Dispatch(PayloadObserver):
     """Runs payload handlers for each message; failures are dead-lettered.
 
@@ -499,10 +553,39 @@ class _Dispatch(PayloadObserver):
         def count(n: int) -> None:
             handled[topic] = handled.get(topic, 0) + n
 
+        if self._service._traced:
+            call = self._traced_call(call)
         return PayloadRoute(call, failed, count)
+
+    def _traced_call(self, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``call`` inside a ``process <topic>`` span (its parent the context in the record's
+        headers) that lasts until the handler finished, ``async def`` included, and records its
+        failure (see :mod:`reactive_services.adapters.tracing`)."""
+        service, current = self._service, current_message.get
+
+        def traced(value: Any) -> Any:
+            span = start_process_span(service._system, current(), service.group_id)  # type: ignore[arg-type]
+            context = trace.set_span_in_context(span)
+            token = otel_context.attach(context)
+            try:
+                result = call(value)
+            except BaseException as exc:
+                _record(span, exc)
+                span.end()
+                raise
+            finally:
+                otel_context.detach(token)
+            if result is not None and inspect.isawaitable(result):
+                return _awaited_in(result, context, span)
+            span.end()
+            return result
+
+        return traced
 
     def _route(self, topic: str, handler: Callable[..., Any]) -> Callable[[Message], None]:
         """The ``on_next`` of the messages of ``topic``."""
+        if self._service._traced:
+            return self._traced_route(topic, handler)
         wants_message = takes_message(handler)
         handled, dead_letter, guard = self._handled, self._service._dead_letter, self._guard
         validate = self._service._models.get(topic)
@@ -522,6 +605,40 @@ class _Dispatch(PayloadObserver):
             handled[topic] = handled.get(topic, 0) + 1
 
         return on_next
+
+    def _traced_route(self, topic: str, handler: Callable[..., Any]) -> Callable[[Message], None]:
+        """:meth:`_route` with each record in a ``process <topic>`` span (its parent the context
+        in the record's headers) that lasts until the handler finished, ``async def`` included,
+        and records its failure."""
+        wants_message = takes_message(handler)
+        service = self._service
+        validate = service._models.get(topic)
+
+        def on_next(message: Message) -> None:
+            span = start_process_span(service._system, message, service.group_id)
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                value = message.value if validate is None else validate(message.value)
+                result = handler(value, message) if wants_message else handler(value)
+                if result is not None and inspect.isawaitable(result):
+                    track(self._traced_guard(result, message, topic, span))
+                    return
+            except Exception as exc:
+                service._dead_letter(message, exc)
+                span.end()
+                return
+            finally:
+                otel_context.detach(token)
+            self._handled[topic] = self._handled.get(topic, 0) + 1
+            span.end()
+
+        return on_next
+
+    async def _traced_guard(self, work: Awaitable[Any], message: Message, topic: str, span: trace.Span) -> None:
+        try:
+            await self._guard(work, message, topic)
+        finally:
+            span.end()
 
     def on_next(self, message: Message) -> None:
         self._routes[message.topic](message)
@@ -733,6 +850,8 @@ class Microservice:
         self.replied = self._responder.replied
         self.error_replies = self._responder.error_replies
         self.started = False
+        self._traced = False
+        self._system: str = getattr(broker, "kind", "kafka")
 
     @property
     def patterns(self) -> list[str]:
@@ -765,6 +884,8 @@ class Microservice:
             await self.broker.start()
         await self.broker.create_topics(self.patterns)
         self._stop = asyncio.Event()
+        #: an OpenTelemetry SDK is set up: a ``process <topic>`` span per record handled
+        self._traced = tracing_enabled()
         if self._payload:
             dispatch = _Dispatch(self, self._payload)
             self._supervise(
@@ -782,6 +903,8 @@ class Microservice:
         for topics, fn, model in self._pipelines:
             done = asyncio.Event()
             messages = self._source(topics, self.group_id, self.auto_offset_reset)
+            if self._traced:
+                messages = _traced(messages, self._system, self.group_id)
             if model is not None:  # Observable[Message[T]]: validated, the bad records dead-lettered
                 messages = messages.pipe(decode_json(_DeadLetters(self), parse=model))
             result = fn(messages)
@@ -810,6 +933,8 @@ class Microservice:
         loop = asyncio.get_running_loop()
         current: list[DisposableBase] = []
         failures = 0
+        if self._traced and not isinstance(observer, _Dispatch):  # a span per record (_Dispatch makes its own)
+            observer = _TracedObserver(observer, self._system, group_id)
 
         def assigned() -> None:
             nonlocal failures
@@ -959,6 +1084,8 @@ class Microservice:
         # logged (with the record's place and the reason) by the one dead-letter path; counted
         # once the broker acknowledged it (a failed publish ends the stream instead)
         topic = message.topic
+        if self._traced:
+            record_failure(error)
 
         def count(future: asyncio.Future[Any]) -> None:
             if not future.cancelled() and future.exception() is None:

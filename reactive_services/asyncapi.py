@@ -75,6 +75,14 @@ _REQUEST_HEADERS: dict[str, Any] = {
 }
 
 
+_TRACE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "W3C Trace Context of the delivery (only when the gateway traces with OpenTelemetry)",
+    "properties": {"traceparent": {"type": "string"}, "tracestate": {"type": "string"}},
+    "required": ["traceparent"],
+}
+
+
 def _reply_headers(status: str) -> dict[str, Any]:
     return {
         "type": "object",
@@ -457,6 +465,7 @@ class _Writer:
                                 "properties": {"topic": {"const": topic}, "data": data},
                                 "required": ["topic", "data"],
                             },
+                            "trace": _TRACE_SCHEMA,
                         },
                         "required": ["type", "channel", "event"],
                     }

@@ -100,6 +100,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.exceptions import RequestValidationError
 
 from reactive_services import ClientProxy, __version__
+from reactive_services.adapters.tracing import tracer_provider, tracing_enabled
 from reactive_services.adapters.websocket import WebSocketServer
 from reactive_services.asyncapi import Deployment
 from reactive_services.auth import JwtConfig
@@ -204,6 +205,15 @@ def create_app(
     observe = getattr(metrics, "observe_request", None)
     if callable(observe):
         app.add_middleware(RequestMetricsMiddleware, observe=observe)  # outermost: sees the 413s too
+    if tracing_enabled():  # a server span per HTTP request (OpenTelemetry's ASGI instrumentation)
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            tracer_provider=tracer_provider(),
+            excluded_urls="healthz,readyz,metrics",
+            exclude_spans=["receive", "send"],  # not one span per websocket message
+        )
 
     app.include_router(_orders.router(client, settings, auth))
     if description is not None:

@@ -65,7 +65,7 @@ async def one_run(broker: Any, records: int, contender: str) -> float:
         provider = (
             TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.1))) if contender == "10%" else TracerProvider()
         )
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=records * 3))
+        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=records * 4))
         set_tracer_provider(provider)
     try:
         run = uuid.uuid4().hex[:8]

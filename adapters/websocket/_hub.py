@@ -103,7 +103,7 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
     def _traced(self, channel: str, event: Any) -> None:
         """The notification inside a ``send <channel>`` PRODUCER span, its frame carrying the span's
         trace context (``"trace": {"traceparent": ...}``)."""
-        attributes = {
+        attributes: dict[str, str | int] = {
             "messaging.system": "websocket",
             "messaging.destination.name": channel,
             "messaging.operation.type": "send",

@@ -62,12 +62,12 @@ class PayloadModel:
     __slots__ = ("type", "what", "validate")
 
     def __init__(self, type_: Any, what: str | None = None) -> None:
+        self.type = type_
+        self.what = what or _type_name(type_)
         try:
             adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(type_)
         except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as exc:
             raise ConfigError("model", f"cannot validate payloads as {type_!r}: {exc}") from exc
-        self.type = type_
-        self.what = what or _type_name(type_)
         #: ``value -> validated value``, raising pydantic's own ``ValidationError`` (no wrapper
         #: call: the services' hot path uses it and turns the error into ours with :meth:`error`)
         self.validate: Callable[[Any], Any] = adapter.validate_python

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from opentelemetry.trace import SpanKind
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.disposable import Disposable
@@ -40,6 +41,7 @@ from reactive_services.adapters import (
     track,
     wait_visible,
 )
+from reactive_services.adapters.tracing import tracer, tracing_enabled
 
 from ._payloads import FROM_ANNOTATION, PayloadModel, takes_message
 from .errors import (
@@ -476,9 +478,23 @@ class Requester:
                 future.set_exception(failure)
 
     async def request(self, pattern: str, payload: Any, *, timeout: float, key: str | bytes | None) -> Any:
-        """Publish one request and wait for its reply; see :meth:`ClientProxy.send`."""
+        """Publish one request and wait for its reply; see :meth:`ClientProxy.send`. With an
+        OpenTelemetry SDK set up, inside a ``request <topic>`` CLIENT span (the request's own
+        ``send`` span and the handler's ``process`` span are in its trace)."""
         if not timeout > 0:
             raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
+        if tracing_enabled():
+            topic = self.namespace + pattern
+            attributes = {
+                "messaging.destination.name": topic,
+                "messaging.operation.type": "send",
+                "rpc.method": pattern,
+            }
+            with tracer().start_as_current_span(f"request {topic}", kind=SpanKind.CLIENT, attributes=attributes):
+                return await self._request(pattern, payload, timeout=timeout, key=key)
+        return await self._request(pattern, payload, timeout=timeout, key=key)
+
+    async def _request(self, pattern: str, payload: Any, *, timeout: float, key: str | bytes | None) -> Any:
         await self.ready(pattern)
         topic = self.reply_topic(pattern)
         correlation = uuid.uuid4().hex.encode("ascii")

@@ -74,10 +74,12 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import pydantic
 import reactivex
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
 from reactivex.disposable import Disposable
@@ -101,6 +103,7 @@ from reactive_services.adapters import (
     payload_routes,
     track,
 )
+from reactive_services.adapters.tracing import process_span, record_failure, start_process_span, tracing_enabled
 from reactive_services.operators import backoff_delay, decode_json, retry_with_backoff
 
 from ._payloads import FROM_ANNOTATION, PayloadModel, check_handler, payload_model, pipeline_model, takes_message
@@ -140,14 +143,41 @@ class EventPatternSpec:
         patterns: the topic names (without the service's namespace).
         pipeline: the handler gets the whole Observable (see :func:`event_pattern`).
         model: the payload type to validate with, None for none, or ``FROM_ANNOTATION``.
+        emits: ``((topic, payload type or None), ...)``: the topics the handler publishes to
+            (declared for the service's description: AsyncAPI, topology), without namespace.
     """
 
     patterns: tuple[str, ...]
     pipeline: bool = False
     model: Any = FROM_ANNOTATION
+    emits: tuple[tuple[str, Any], ...] = ()
 
 
-def event_pattern(*patterns: str, pipeline: bool = False, model: Any = FROM_ANNOTATION) -> Callable[[F], F]:
+#: What ``emits=`` accepts: topic names, or ``{topic: payload type or None}``.
+Emits: TypeAlias = Mapping[str, Any] | Iterable[str]
+
+
+def declared_topics(emits: Emits | None, key: str) -> tuple[tuple[str, Any], ...] | None:
+    """``emits=`` as ``((topic, payload type or None), ...)`` in the order given (None: None).
+
+    Raises:
+        ConfigError: a topic that is not a non-empty string (``key`` names the argument), or
+            ``emits`` given as one string (a common slip for a tuple of one).
+    """
+    if emits is None:
+        return None
+    if isinstance(emits, str | bytes):
+        raise ConfigError(key, f"must be topic names or {{topic: payload type}}, not one string: ({emits!r},)?")
+    pairs = list(emits.items()) if isinstance(emits, Mapping) else [(topic, None) for topic in emits]
+    for topic, _ in pairs:
+        if not isinstance(topic, str) or not topic:
+            raise ConfigError(key, f"a topic must be a non-empty string, got {topic!r}")
+    return tuple(pairs)
+
+
+def event_pattern(
+    *patterns: str, pipeline: bool = False, model: Any = FROM_ANNOTATION, emits: Emits = ()
+) -> Callable[[F], F]:
     """Mark a method as the handler of the events published on ``patterns`` (topic names).
 
     A payload handler's payload is validated before each call, as the type its first
@@ -164,15 +194,22 @@ def event_pattern(*patterns: str, pipeline: bool = False, model: Any = FROM_ANNO
         pipeline: False: the handler gets each payload; True: it gets the whole
             ``Observable[Message]`` of all its patterns once and returns the Observable to run.
         model: the payload type, instead of the annotation's; None: no validation.
+        emits: the topics the handler publishes to, without namespace: names
+            (``("inventory.updated", "order.rejected")``) or ``{topic: payload type}``. A
+            declaration for the service's description (:mod:`reactive_services.asyncapi`,
+            :mod:`reactive_services.topology`); publishing is not checked against it. The
+            dead-letter topics of ``patterns`` need not be listed.
 
     Raises:
-        ConfigError: no pattern, or an empty one.
+        ConfigError: no pattern, or an empty one; an ``emits`` topic that is not a non-empty
+            string.
     """
     if not patterns or not all(isinstance(p, str) and p for p in patterns):
         raise ConfigError("pattern", "an event pattern must be a non-empty topic name")
+    produced = declared_topics(emits, "emits") or ()
 
     def decorate(fn: F) -> F:
-        fn.__event_pattern__ = EventPatternSpec(tuple(patterns), pipeline, model)  # type: ignore[attr-defined]
+        fn.__event_pattern__ = EventPatternSpec(tuple(patterns), pipeline, model, produced)  # type: ignore[attr-defined]
         return fn
 
     return decorate
@@ -211,12 +248,22 @@ class ClientProxy:
         reply_topics: ``{pattern: reply topic}`` (without namespace) for :meth:`send`;
             a pattern not listed is answered on ``<pattern>.reply``.
         ready_timeout: seconds to wait for a reply consumer to be assigned and positioned.
+        emits: the patterns this client publishes events to: names, or ``{pattern: payload
+            type}`` (None: undeclared, any pattern). Declared, :meth:`emit` and
+            :meth:`emit_batch` refuse any other pattern (``ConfigError``), so the description
+            of the system (:mod:`reactive_services.asyncapi`, :mod:`reactive_services.topology`)
+            stays true.
+        sends: the request patterns :meth:`send` may use: names, or ``{pattern: reply type}``
+            (None: undeclared, any pattern); declared, :meth:`send` refuses others. The request
+            and reply payloads are described by the service that answers.
 
     Attributes:
         emitted: events published by :meth:`emit` / :meth:`emit_batch`.
+        emits, sends: the declarations, ``((pattern, type or None), ...)``, or None.
 
     Raises:
-        ConfigError: ``ready_timeout`` is not > 0, or ``client_id`` is empty.
+        ConfigError: ``ready_timeout`` is not > 0, ``client_id`` is empty, or a pattern in
+            ``emits`` / ``sends`` is not a non-empty string.
     """
 
     def __init__(
@@ -228,6 +275,8 @@ class ClientProxy:
         client_id: str = "client",
         reply_topics: Mapping[str, str] | None = None,
         ready_timeout: float = 30.0,
+        emits: Emits | None = None,
+        sends: Emits | None = None,
     ) -> None:
         if not ready_timeout > 0:
             raise ConfigError("ready_timeout", f"must be > 0 seconds, got {ready_timeout!r}")
@@ -235,6 +284,11 @@ class ClientProxy:
             raise ConfigError("client_id", "must be a non-empty string")
         self.broker = broker
         self.namespace = namespace
+        self.client_id = client_id
+        self.emits = declared_topics(emits, "emits")
+        self.sends = declared_topics(sends, "sends")
+        self._may_emit = None if self.emits is None else frozenset(topic for topic, _ in self.emits)
+        self._may_send = None if self.sends is None else frozenset(topic for topic, _ in self.sends)
         self._own = own_broker
         self.emitted = 0
         self._connected = False
@@ -310,7 +364,10 @@ class ClientProxy:
 
         Raises:
             PublishError: the broker refused it or did not answer in time.
+            ConfigError: ``emits`` was declared and does not list ``pattern``.
         """
+        if self._may_emit is not None:
+            self._check_declared(pattern, self._may_emit, "emits")
         meta: RecordMetadata = await self.broker.emit(
             self.namespace + pattern, data, key=key, headers=headers, timestamp_ms=timestamp_ms
         )
@@ -318,7 +375,14 @@ class ClientProxy:
         return meta
 
     async def emit_batch(self, pattern: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
-        """Publish many ``(key, value)`` events; waits until all are acknowledged."""
+        """Publish many ``(key, value)`` events; waits until all are acknowledged.
+
+        Raises:
+            PublishError: the broker refused one or did not answer in time.
+            ConfigError: ``emits`` was declared and does not list ``pattern``.
+        """
+        if self._may_emit is not None:
+            self._check_declared(pattern, self._may_emit, "emits")
         metas: list[RecordMetadata] = await self.broker.emit_batch(self.namespace + pattern, records)
         self.emitted += len(metas)
         return metas
@@ -359,8 +423,11 @@ class ClientProxy:
             ValidationError: the reply does not validate as ``reply_model`` (the message names
                 the fields).
             ConfigError: ``timeout`` is not > 0; ``reply_model`` is not a type pydantic can
-                validate (raised by this call).
+                validate; ``sends`` was declared and does not list ``pattern`` (raised by this
+                call).
         """
+        if self._may_send is not None:
+            self._check_declared(pattern, self._may_send, "sends")
         validate = None if reply_model is None else PayloadModel(reply_model, f"reply of {pattern}")
 
         async def run() -> Any:
@@ -370,6 +437,63 @@ class ClientProxy:
             return reply if validate is None else validate(reply)
 
         return ReplyObservable(run)
+
+    def _check_declared(self, pattern: str, declared: frozenset[str], key: str) -> None:
+        if pattern not in declared:
+            raise ConfigError(
+                key, f"{pattern!r} is not declared by this ClientProxy (declared: {', '.join(sorted(declared))})"
+            )
+
+
+async def _awaited_in(work: Awaitable[Any], context: otel_context.Context, span: trace.Span) -> Any:
+    """Await ``work`` with ``context`` current (the coroutine's body runs now, in the awaiting
+    task), then end ``span``, recording a failure."""
+    token = otel_context.attach(context)
+    try:
+        return await work
+    except BaseException as exc:
+        _record(span, exc)
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def _record(span: trace.Span, error: BaseException) -> None:
+    """Record ``error`` on ``span`` and mark it failed (a cancellation is not a failure)."""
+    if not isinstance(error, asyncio.CancelledError):
+        span.record_exception(error)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+class _TracedObserver(ObserverBase[Message]):
+    """``observer`` with each ``on_next`` inside a ``process <topic>`` span (its parent the trace
+    context of the record's headers; see :mod:`reactive_services.adapters.tracing`)."""
+
+    def __init__(self, observer: ObserverBase[Message], system: str, group_id: str) -> None:
+        self._observer = observer
+        self._system = system
+        self._group_id = group_id
+
+    def on_next(self, message: Message) -> None:
+        with process_span(self._system, message, self._group_id):
+            self._observer.on_next(message)
+
+    def on_error(self, error: Exception) -> None:
+        self._observer.on_error(error)
+
+    def on_completed(self) -> None:
+        self._observer.on_completed()
+
+
+def _traced(messages: Observable[Message], system: str, group_id: str) -> Observable[Message]:
+    """``messages`` with the downstream ``on_next`` of each inside a ``process <topic>`` span: the
+    synchronous part of a pipeline runs in the record's trace, and tasks it starts inherit it."""
+
+    def subscribe(observer: ObserverBase[Message], scheduler: Any = None) -> DisposableBase:
+        return messages.subscribe(_TracedObserver(observer, system, group_id), scheduler=scheduler)
+
+    return Observable(subscribe)
 
 
 class _Dispatch(PayloadObserver):
@@ -429,10 +553,39 @@ class _Dispatch(PayloadObserver):
         def count(n: int) -> None:
             handled[topic] = handled.get(topic, 0) + n
 
+        if self._service._traced:
+            call = self._traced_call(call)
         return PayloadRoute(call, failed, count)
+
+    def _traced_call(self, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``call`` inside a ``process <topic>`` span (its parent the context in the record's
+        headers) that lasts until the handler finished, ``async def`` included, and records its
+        failure (see :mod:`reactive_services.adapters.tracing`)."""
+        service, current = self._service, current_message.get
+
+        def traced(value: Any) -> Any:
+            span = start_process_span(service._system, current(), service.group_id)  # type: ignore[arg-type]
+            context = trace.set_span_in_context(span)
+            token = otel_context.attach(context)
+            try:
+                result = call(value)
+            except BaseException as exc:
+                _record(span, exc)
+                span.end()
+                raise
+            finally:
+                otel_context.detach(token)
+            if result is not None and inspect.isawaitable(result):
+                return _awaited_in(result, context, span)
+            span.end()
+            return result
+
+        return traced
 
     def _route(self, topic: str, handler: Callable[..., Any]) -> Callable[[Message], None]:
         """The ``on_next`` of the messages of ``topic``."""
+        if self._service._traced:
+            return self._traced_route(topic, handler)
         wants_message = takes_message(handler)
         handled, dead_letter, guard = self._handled, self._service._dead_letter, self._guard
         validate = self._service._models.get(topic)
@@ -452,6 +605,40 @@ class _Dispatch(PayloadObserver):
             handled[topic] = handled.get(topic, 0) + 1
 
         return on_next
+
+    def _traced_route(self, topic: str, handler: Callable[..., Any]) -> Callable[[Message], None]:
+        """:meth:`_route` with each record in a ``process <topic>`` span (its parent the context
+        in the record's headers) that lasts until the handler finished, ``async def`` included,
+        and records its failure."""
+        wants_message = takes_message(handler)
+        service = self._service
+        validate = service._models.get(topic)
+
+        def on_next(message: Message) -> None:
+            span = start_process_span(service._system, message, service.group_id)
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                value = message.value if validate is None else validate(message.value)
+                result = handler(value, message) if wants_message else handler(value)
+                if result is not None and inspect.isawaitable(result):
+                    track(self._traced_guard(result, message, topic, span))
+                    return
+            except Exception as exc:
+                service._dead_letter(message, exc)
+                span.end()
+                return
+            finally:
+                otel_context.detach(token)
+            self._handled[topic] = self._handled.get(topic, 0) + 1
+            span.end()
+
+        return on_next
+
+    async def _traced_guard(self, work: Awaitable[Any], message: Message, topic: str, span: trace.Span) -> None:
+        try:
+            await self._guard(work, message, topic)
+        finally:
+            span.end()
 
     def on_next(self, message: Message) -> None:
         self._routes[message.topic](message)
@@ -617,8 +804,11 @@ class Microservice:
         self._models: dict[str, PayloadModel | None] = {}
         seen: set[str] = set()
         controllers = list(controllers)
+        #: the handlers as declared, for the service's description (:mod:`reactive_services._contract`)
+        self._declared: list[tuple[EventPatternSpec | MessagePatternSpec, Callable[..., Any]]] = []
         for controller in controllers:
             for mspec, fn in message_handlers_of(controller):
+                self._declared.append((mspec, fn))
                 for pattern in mspec.patterns:
                     topic = namespace + pattern
                     if topic in seen:
@@ -629,6 +819,7 @@ class Microservice:
                     self._models[topic] = payload_model(fn, mspec.model)
         for controller in controllers:
             for spec, fn in _handlers_of(controller):
+                self._declared.append((spec, fn))
                 topics = [namespace + p for p in spec.patterns]
                 for topic, pattern in zip(topics, spec.patterns, strict=True):
                     if topic in seen:
@@ -659,6 +850,8 @@ class Microservice:
         self.replied = self._responder.replied
         self.error_replies = self._responder.error_replies
         self.started = False
+        self._traced = False
+        self._system: str = getattr(broker, "kind", "kafka")
 
     @property
     def patterns(self) -> list[str]:
@@ -691,6 +884,8 @@ class Microservice:
             await self.broker.start()
         await self.broker.create_topics(self.patterns)
         self._stop = asyncio.Event()
+        #: an OpenTelemetry SDK is set up: a ``process <topic>`` span per record handled
+        self._traced = tracing_enabled()
         if self._payload:
             dispatch = _Dispatch(self, self._payload)
             self._supervise(
@@ -708,6 +903,8 @@ class Microservice:
         for topics, fn, model in self._pipelines:
             done = asyncio.Event()
             messages = self._source(topics, self.group_id, self.auto_offset_reset)
+            if self._traced:
+                messages = _traced(messages, self._system, self.group_id)
             if model is not None:  # Observable[Message[T]]: validated, the bad records dead-lettered
                 messages = messages.pipe(decode_json(_DeadLetters(self), parse=model))
             result = fn(messages)
@@ -736,6 +933,8 @@ class Microservice:
         loop = asyncio.get_running_loop()
         current: list[DisposableBase] = []
         failures = 0
+        if self._traced and not isinstance(observer, _Dispatch):  # a span per record (_Dispatch makes its own)
+            observer = _TracedObserver(observer, self._system, group_id)
 
         def assigned() -> None:
             nonlocal failures
@@ -885,6 +1084,8 @@ class Microservice:
         # logged (with the record's place and the reason) by the one dead-letter path; counted
         # once the broker acknowledged it (a failed publish ends the stream instead)
         topic = message.topic
+        if self._traced:
+            record_failure(error)
 
         def count(future: asyncio.Future[Any]) -> None:
             if not future.cancelled() and future.exception() is None:

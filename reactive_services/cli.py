@@ -8,6 +8,13 @@ without arguments, sync or async, returning one of those). ``--app`` adds an ASG
 uvicorn at ``--host``:``--port``. It prints ``ready`` (with the app's URL) once everything runs,
 and stops gracefully on SIGTERM / SIGINT.
 
+``reactive-services asyncapi MODULE:ATTRIBUTE [--format json|yaml] [--output FILE]`` writes the
+AsyncAPI 3.0 document (:mod:`reactive_services.asyncapi`) of ``ATTRIBUTE``: a
+:class:`~reactive_services.asyncapi.Deployment`, a Microservice, a ClientProxy, a System, a
+list of those, or a factory returning one (nothing is started). ``reactive-services topology
+MODULE:ATTRIBUTE [--format svg|dot|mermaid] [--output FILE]`` draws the same applications'
+topology (:mod:`reactive_services.topology`; SVG needs Graphviz's ``dot``).
+
 ``reactive-services token --sub NAME [--scope S ...] [--ttl SECONDS] [--secret SECRET]`` prints a
 development access token signed with the ``RS_JWT_*`` configuration (:mod:`reactive_services.auth`).
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -70,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reactive-services", description="Reactive, event-driven microservices.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands)
+    _add_describe(commands)
     _add_token(commands)
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
         try:
@@ -228,6 +237,98 @@ def _run(args: argparse.Namespace) -> int:
         )
     )
     return code or (exit_code or 0)
+
+
+# --------------------------------------------------------------------------- asyncapi, topology
+
+
+def _add_describe(commands: Commands) -> None:
+    target_help = (
+        "what to describe: a reactive_services.asyncapi.Deployment, a Microservice, a ClientProxy, a System, a list "
+        "of those, or a factory (a callable without arguments, sync or async) returning one; nothing is started"
+    )
+    doc = commands.add_parser(
+        "asyncapi",
+        help="write the AsyncAPI 3.0 document of services and clients from MODULE:ATTRIBUTE",
+        description="Write the AsyncAPI 3.0 document of the services and clients MODULE:ATTRIBUTE names: "
+        "channels (topics, dead-letter and reply topics), operations, payload schemas from the handlers' types.",
+    )
+    doc.add_argument("target", metavar="MODULE:ATTRIBUTE", help=target_help)
+    doc.add_argument("--format", choices=["json", "yaml"], default="json", help="default json")
+    doc.add_argument("--output", "-o", type=Path, metavar="FILE", help="write to FILE (default: standard output)")
+    doc.set_defaults(handler=_asyncapi)
+    topo = commands.add_parser(
+        "topology",
+        help="draw which service consumes and produces which topic and answers which request",
+        description="Draw the topology of the services and clients MODULE:ATTRIBUTE names, as SVG (Graphviz's "
+        "dot, Debian package graphviz), DOT source or a Mermaid flowchart.",
+    )
+    topo.add_argument("target", metavar="MODULE:ATTRIBUTE", help=target_help)
+    topo.add_argument("--format", choices=["svg", "dot", "mermaid"], default="svg", help="default svg")
+    topo.add_argument("--output", "-o", type=Path, metavar="FILE", help="write to FILE (default: standard output)")
+    topo.add_argument("--no-dead-letters", action="store_true", help="leave the dead-letter topics out")
+    topo.set_defaults(handler=_topology)
+
+
+def _describe(args: argparse.Namespace, write: Callable[[Any], bytes]) -> int:
+    try:
+        target = load(args.target)
+    except LoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the user's module failed while being imported
+        print(f"error: importing failed: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+    async def build() -> bytes:
+        found: Any = target
+        if callable(found) and not isinstance(found, type):
+            from ._contract import Deployment
+            from ._runtime import ClientProxy, Microservice
+
+            if not isinstance(found, Microservice | ClientProxy | Deployment):
+                found = found()
+                if inspect.isawaitable(found):
+                    found = await found
+        return write(found)
+
+    code, data = run_command(build)
+    if code or data is None:
+        return code or 1
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        try:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_bytes(data)
+        except OSError as exc:
+            print(
+                f"error: bad configuration: --output: cannot write {args.output}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 2
+    return 0
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    from .asyncapi import asyncapi_document, dumps
+
+    return _describe(args, lambda found: dumps(asyncapi_document(found), args.format))
+
+
+def _topology(args: argparse.Namespace) -> int:
+    from .topology import render_svg, topology
+
+    def write(found: Any) -> bytes:
+        graph = topology(found, dead_letters=not args.no_dead_letters)
+        if args.format == "mermaid":
+            return graph.to_mermaid().encode()
+        if args.format == "dot":
+            return graph.to_dot().encode()
+        return render_svg(graph.to_dot())
+
+    return _describe(args, write)
 
 
 # --------------------------------------------------------------------------- token

@@ -17,6 +17,7 @@ from .._message import Batch, HeadersIn, Message, RecordMetadata
 from .._protocol import Decoder
 from .._sink import BrokerSink
 from .._source import ProcessingGuarantee, source_args
+from ..tracing import publish_span, tracing_enabled, with_trace
 from ._admin import KafkaAdmin
 from ._codec import KafkaSettings
 from ._producer import KafkaProducer
@@ -239,6 +240,10 @@ class KafkaBroker:
             BrokerUnavailableError: the broker was not started and cannot be reached.
             TypeError: ``value`` is not JSON-serialisable, or a bad key/header type.
         """
+        if tracing_enabled():
+            with publish_span("kafka", topic, key=key) as trace_headers:
+                headers = with_trace(headers, trace_headers)
+                return await self._producer.emit(topic, value, key=key, headers=headers, timestamp_ms=timestamp_ms)
         return await self._producer.emit(topic, value, key=key, headers=headers, timestamp_ms=timestamp_ms)
 
     async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
@@ -249,6 +254,9 @@ class KafkaBroker:
                 ``request_timeout_s`` seconds after the last one was handed to the producer.
             TypeError: a value is not JSON-serialisable (nothing of the batch is sent).
         """
+        if tracing_enabled():
+            with publish_span("kafka", topic, count=len(records)) as trace_headers:
+                return await self._producer.emit_batch(topic, records, headers=trace_headers)
         return await self._producer.emit_batch(topic, records)
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:

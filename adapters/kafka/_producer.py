@@ -145,8 +145,9 @@ class _Batch:
 class _Batches:
     """The record batches of one :meth:`KafkaProducer.emit_batch` call, per partition, in order."""
 
-    def __init__(self, producer: AIOKafkaProducer, partitions: list[int]) -> None:
+    def __init__(self, producer: AIOKafkaProducer, partitions: list[int], headers: list[tuple[str, bytes]]) -> None:
         self._producer = producer
+        self._headers = headers  # of every record
         self._partitions = partitions
         self._partitioner = DefaultPartitioner()
         self._open: dict[int, _Batch] = {}
@@ -162,12 +163,15 @@ class _Batches:
         else:
             partition = self._partitioner(key, self._partitions, self._partitions)
         batch = self._open.get(partition)
-        if batch is None or batch.builder.append(timestamp=self.timestamp_ms, key=key, value=value) is None:
+        if (
+            batch is None
+            or batch.builder.append(timestamp=self.timestamp_ms, key=key, value=value, headers=self._headers) is None
+        ):
             batch = _Batch(self._producer.create_batch(), partition)
             self._open[partition] = batch
             self.by_partition.setdefault(partition, []).append(batch)
             # an empty batch takes any record (one over max_batch_size too: the broker judges it)
-            batch.builder.append(timestamp=self.timestamp_ms, key=key, value=value)
+            batch.builder.append(timestamp=self.timestamp_ms, key=key, value=value, headers=self._headers)
         batch.indices.append(self._count)
         self._count += 1
 
@@ -303,8 +307,14 @@ class KafkaProducer:
         producer = self._producer if self._producer is not None else await self._ensure()
         return await producer.send(topic, data, key=key)  # type: ignore[no-any-return]
 
-    async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
-        """Publish many ``(key, value)`` records in order; see :meth:`KafkaBroker.emit_batch`.
+    async def emit_batch(
+        self,
+        topic: str,
+        records: Sequence[tuple[str | bytes | None, Any]],
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> list[RecordMetadata]:
+        """Publish many ``(key, value)`` records in order, each with ``headers``; see
+        :meth:`KafkaBroker.emit_batch`.
 
         The records are written into aiokafka's record batches (``create_batch``, one
         ``send_batch`` per batch of ``max_batch_size`` bytes, 16 KiB by default), so a record
@@ -315,7 +325,7 @@ class KafkaProducer:
         """
         txn = self._transaction()
         if txn is not None:
-            return [await txn.emit(topic, value, key=key) for key, value in records]
+            return [await txn.emit(topic, value, key=key, headers=headers) for key, value in records]
         if not records:
             return []
         producer = await self._ensure()
@@ -327,7 +337,7 @@ class KafkaProducer:
             raise PublishError(f"no metadata for {topic!r} within {timeout_s:g} s") from exc
         except KafkaError as exc:
             raise publish_failed(topic, exc) from exc
-        batches = _Batches(producer, partitions)
+        batches = _Batches(producer, partitions, list(headers))
         for key, value in records:  # a value that does not encode raises here: nothing is sent
             batches.add(encode_key(key), encode_value(value))
         pending: list[tuple[_Batch, asyncio.Future[Any]]] = []

@@ -32,6 +32,7 @@ from .._message import Batch, HeadersIn, Message, RecordMetadata
 from .._protocol import Decoder
 from .._sink import BrokerSink
 from .._source import ProcessingGuarantee, source_args
+from ..tracing import publish_span, tracing_enabled, with_trace
 from ._admin import MemoryCluster
 from ._codec import Retention
 from ._producer import MemoryProducer
@@ -182,10 +183,17 @@ class InMemoryBroker:
             PublishError: the broker is not started, or the value is over ``max_record_bytes``.
             TypeError: ``value`` is not JSON-serialisable.
         """
+        if tracing_enabled():
+            with publish_span("memory", topic, key=key) as trace_headers:
+                headers = with_trace(headers, trace_headers)
+                return await self._producer.emit(topic, value, key=key, headers=headers, timestamp_ms=timestamp_ms)
         return await self._producer.emit(topic, value, key=key, headers=headers, timestamp_ms=timestamp_ms)
 
     async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
         """Append many ``(key, value)`` records in order; see :meth:`reactive_services.adapters.Broker.emit_batch`."""
+        if tracing_enabled():
+            with publish_span("memory", topic, count=len(records)) as trace_headers:
+                return await self._producer.emit_batch(topic, records, headers=trace_headers)
         return await self._producer.emit_batch(topic, records)
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:

@@ -101,10 +101,15 @@ class MemoryProducer:
         """Append one record; see :meth:`InMemoryBroker.emit`."""
         return self._append(topic, encode_key(key), encode_value(value), encode_headers(headers), timestamp_ms)
 
-    async def emit_batch(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]]) -> list[RecordMetadata]:
-        """Append many ``(key, value)`` records in order (all encoded first)."""
+    async def emit_batch(
+        self,
+        topic: str,
+        records: Sequence[tuple[str | bytes | None, Any]],
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> list[RecordMetadata]:
+        """Append many ``(key, value)`` records in order (all encoded first), each with ``headers``."""
         encoded = [(encode_key(k), encode_value(v)) for k, v in records]
-        return [self._append(topic, k, v, (), None) for k, v in encoded]
+        return [self._append(topic, k, v, headers, None) for k, v in encoded]
 
     def _append(
         self,

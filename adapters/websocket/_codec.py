@@ -9,7 +9,7 @@ text frames without a decode / re-encode round trip (``send(data, text=True)``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -140,14 +140,18 @@ def encode_subscribed(channels: Iterable[str]) -> bytes:
     return orjson.dumps({"type": "subscribed", "channels": sorted(channels)})
 
 
-def encode_event(channel: str, event: Any) -> bytes:
-    """``{"type": "event", "channel": channel, "event": event}``.
+def encode_event(channel: str, event: Any, trace: Mapping[str, str] | None = None) -> bytes:
+    """``{"type": "event", "channel": channel, "event": event}``, plus ``"trace": {"traceparent":
+    ..., "tracestate"?: ...}`` (W3C Trace Context) when ``trace`` is given and not empty.
 
     Raises:
         TypeError: ``event`` is not JSON-serialisable by orjson.
     """
+    frame: dict[str, Any] = {"type": "event", "channel": channel, "event": event}
+    if trace:
+        frame["trace"] = trace
     try:
-        return dumps({"type": "event", "channel": channel, "event": event})  # kept for slow clients
+        return dumps(frame)  # kept for slow clients
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"event is not JSON-serialisable: {exc}") from exc
 

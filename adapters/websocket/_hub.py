@@ -9,8 +9,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from reactivex import Observer
 
+from ..tracing import trace_carrier, tracer, tracing_enabled
 from ._codec import encode_event
 from ._server import OVERFLOW, WebSocketServer
 
@@ -92,7 +94,26 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
             )
         if not isinstance(channel, str):
             raise TypeError(f"channel must be a str, not {type(channel).__name__}")
+        if tracing_enabled():
+            self._traced(channel, event)
+            return
         frame = encode_event(channel, event)
+        self._hand_over(channel, frame)
+
+    def _traced(self, channel: str, event: Any) -> None:
+        """The notification inside a ``send <channel>`` PRODUCER span, its frame carrying the span's
+        trace context (``"trace": {"traceparent": ...}``)."""
+        attributes: dict[str, str | int] = {
+            "messaging.system": "websocket",
+            "messaging.destination.name": channel,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "reactive_services.websocket.subscribers": len(self.server._by_channel.get(channel, ())),
+        }
+        with tracer().start_as_current_span(f"send {channel}", kind=SpanKind.PRODUCER, attributes=attributes):
+            self._hand_over(channel, encode_event(channel, event, trace_carrier()))
+
+    def _hand_over(self, channel: str, frame: bytes) -> None:
         loop_thread = self.server._loop_thread
         if loop_thread is not None and threading.get_ident() != loop_thread:
             assert self.server._loop is not None

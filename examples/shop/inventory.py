@@ -56,9 +56,11 @@ from typing import Any, Literal, TypeAlias
 
 import aiosqlite
 import orjson
+from opentelemetry import context as otel_context
 from reactivex.abc import ObserverBase
 
 from reactive_services.adapters import Hold, hold, track
+from reactive_services.adapters.tracing import tracing_enabled
 from reactive_services.errors import ConfigError
 
 from ._sqlite import SqliteStore
@@ -505,7 +507,7 @@ class InventoryService(ObserverBase[Order]):
         self.low_stock_topic = low_stock_topic
         self._counters = _Counters()
         self._lock = asyncio.Lock()
-        self._queue: deque[tuple[Order, Hold]] = deque()
+        self._queue: deque[tuple[Order, Hold, otel_context.Context]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._space: asyncio.Future[None] | None = None
         self._unraised: list[BaseException] = []
@@ -567,7 +569,8 @@ class InventoryService(ObserverBase[Order]):
 
     def on_next(self, value: Order) -> None:
         queue = self._queue
-        queue.append((value, hold()))
+        # the order's trace (OpenTelemetry), so that its events join it though published later
+        queue.append((value, hold(), otel_context.get_current()))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._drain(), name="inventory: transactions")
         if len(queue) >= self.max_queued:  # backpressure: the source waits until half the queue is applied
@@ -596,29 +599,35 @@ class InventoryService(ObserverBase[Order]):
                 if not space.done():
                     space.set_result(None)
             try:
-                await self.handle([order for order, _ in taken])
+                await self.handle([order for order, _, _ in taken], [ctx for _, _, ctx in taken])
             except asyncio.CancelledError as cancelled:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
-                    for _, held in taken:
+                    for _, held, _ in taken:
                         held.cancel()
                     raise
                 # the work was cancelled from inside (not this task): a failure like any other
                 exc = RuntimeError(f"inventory: a transaction's work was cancelled: {cancelled!r}")
                 self.errors.append(exc)
                 self._unraised.append(exc)
-                for _, held in taken:
+                for _, held, _ in taken:
                     held.fail(exc)
             except Exception as exc:
                 self._unraised.append(exc)
-                for _, held in taken:
+                for _, held, _ in taken:
                     held.fail(exc)
             else:
-                for _, held in taken:
+                for _, held, _ in taken:
                     held.release()
 
-    async def handle(self, orders: Sequence[Order]) -> list[Outcome]:
+    async def handle(
+        self, orders: Sequence[Order], contexts: Sequence[otel_context.Context] | None = None
+    ) -> list[Outcome]:
         """Apply ``orders`` in one transaction, publish their events, update the counters.
+
+        ``contexts``: the OpenTelemetry context of each order (its trace); with tracing set up,
+        each order's events are published one by one inside its own context, so they join the
+        order's trace (without tracing they go out in one ``emit_batch`` per topic).
 
         Returns:
             The outcomes, one per order.
@@ -635,7 +644,8 @@ class InventoryService(ObserverBase[Order]):
                 self.transactions += 1
                 c = self._counters
                 events: list[tuple[str, _Event, str, Outcome]] = []
-                for outcome in outcomes:
+                traced: list[otel_context.Context | None] = []
+                for n, outcome in enumerate(outcomes):
                     if outcome.duplicate:
                         c.duplicates += 1
                     elif outcome.applied:
@@ -643,8 +653,13 @@ class InventoryService(ObserverBase[Order]):
                         c.applied_orders.append(outcome.order_id)
                     else:
                         c.rejected += 1
-                    events.extend((topic, value, key, outcome) for topic, value, key in self._events(outcome))
-                await self._publish(events)
+                    for topic, value, key in self._events(outcome):
+                        events.append((topic, value, key, outcome))
+                        traced.append(contexts[n] if contexts is not None else None)
+                if contexts is not None and tracing_enabled():
+                    await self._publish_traced(events, traced)
+                else:
+                    await self._publish(events)
                 for topic, _, _, outcome in events:
                     if outcome.duplicate:
                         c.republished += 1
@@ -655,6 +670,17 @@ class InventoryService(ObserverBase[Order]):
                 log.error("inventory: orders %s failed: %r", [o.order_id for o in orders][:5], exc)
                 self.errors.append(exc)
                 raise
+
+    async def _publish_traced(
+        self, events: list[tuple[str, _Event, str, Outcome]], contexts: list[otel_context.Context | None]
+    ) -> None:
+        for (topic, value, key, _), ctx in zip(events, contexts, strict=True):
+            token = otel_context.attach(ctx) if ctx is not None else None
+            try:
+                await self._emit(topic, value, key=key)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
 
     async def _publish(self, events: list[tuple[str, _Event, str, Outcome]]) -> None:
         if self._emit_batch is None or len(events) == 1:

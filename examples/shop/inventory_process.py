@@ -44,9 +44,9 @@ class _SlowInventory(InventoryService):
         super().__init__(*args, **kwargs)
         self.delay_s = delay_s
 
-    async def handle(self, orders: Sequence[Order]) -> Any:
+    async def handle(self, orders: Sequence[Order], contexts: Sequence[Any] | None = None) -> Any:
         await asyncio.sleep(self.delay_s * len(orders))
-        return await super().handle(orders)
+        return await super().handle(orders, contexts)
 
 
 class _Partitions(InventoryController):

@@ -25,7 +25,7 @@ from reactive_services.operators import decode_json
 
 from .inventory import MAX_ORDER_BYTES, InventoryService, parse_order
 from .log_sources import SOURCES
-from .messages import OrderQuery, RecentQuery, StockQuery
+from .messages import InventoryUpdated, OrderQuery, OrderRejected, RecentQuery, StockLow, StockQuery
 
 __all__ = ["InventoryController", "LogAnalyticsController"]
 
@@ -50,8 +50,13 @@ class InventoryController(Controller):
         self.dead_letter = dead_letter
         self.received = 0
 
-    @event_pattern("order.created", pipeline=True)
+    @event_pattern(
+        "order.created",
+        pipeline=True,
+        emits={"inventory.updated": InventoryUpdated, "order.rejected": OrderRejected, "stock.low": StockLow},
+    )
     def orders(self, messages: Observable[Message]) -> Observable[Any]:
+        """Reserve stock for each order; publish its outcome and the products that ran low."""
         return messages.pipe(
             ops.do_action(self._count),
             decode_json(self.dead_letter, parse=parse_order, max_bytes=MAX_ORDER_BYTES),

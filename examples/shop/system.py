@@ -37,18 +37,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reactive_services import ClientProxy, Microservice, Running, System
+from reactive_services import ClientProxy, Microservice, Running, System, __version__
 from reactive_services import serve as serve_system
 from reactive_services.adapters import Broker, DeadLetterSink
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.adapters.websocket import OverflowPolicy, WebSocketServer
+from reactive_services.asyncapi import Deployment
 from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.errors import ConfigError
 from reactive_services.operators import ChangelogStore
 
 from .demo import DATA_DIR
 
-__all__ = ["SERVICES", "ServeConfig", "ServeInfo", "serve"]
+__all__ = [
+    "SERVICES",
+    "ServeConfig",
+    "ServeInfo",
+    "build_services",
+    "deployment",
+    "gateway_client",
+    "log_shipper",
+    "serve",
+]
 
 log = logging.getLogger("reactive_services.serve")
 
@@ -228,17 +238,15 @@ async def serve(
 
 async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientProxy]:
     """The shop's :class:`~reactive_services.System` for ``config`` (the broker started, the
-    databases open, the services and the gateway app built, not started) and its client.
+    databases open, the services and the gateway app built, not started) and the client that
+    replays log lines to ``logs`` (:func:`log_shipper`).
 
     On a failure, what was opened is closed again before the error is raised.
     """
-    from reactive_services.examples.shop.auth import SCOPES, AuthController, UserStore
+    from reactive_services.examples.shop.auth import SCOPES, UserStore
     from reactive_services.examples.shop.gateway import GatewaySettings, create_app
-    from reactive_services.examples.shop.inventory import InventoryService, InventoryStore, initial_stock
-    from reactive_services.examples.shop.notifications import NotificationController
-    from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore
-    from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
-    from reactive_services.logs import LogAnalyticsService
+    from reactive_services.examples.shop.inventory import InventoryStore, initial_stock
+    from reactive_services.examples.shop.order_query import OrderStore
     from reactive_services.metrics import MeteredBroker, ServiceMetrics
     from reactive_services.readiness import consumer_groups, readiness
 
@@ -255,70 +263,45 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
     broker = MeteredBroker(raw_broker, metrics)
     await broker.start()
     ns = config.namespace
-    client = ClientProxy(broker, namespace=ns)
+    client = gateway_client(broker, ns)
     services: list[Microservice] = []
     closers: list[Callable[[], Awaitable[Any]]] = []
     try:
         if config.bootstrap_servers is not None:
             await broker.create_topics([ns + t for t in TOPICS])
         data = config.data_dir
+        stores = _Stores()
         if "orders" in config.only:
-            orders = OrderStore(data / "orders.db")
-            await _open(orders, data / "orders.db")
-            closers.append(orders.close)
-            services.append(Microservice(broker, [OrderQueryController(orders)], name="orders", namespace=ns))
+            stores.orders = OrderStore(data / "orders.db")
+            await _open(stores.orders, data / "orders.db")
+            closers.append(stores.orders.close)
         if "inventory" in config.only:
-            store = InventoryStore(data / "inventory.db", seed=initial_stock(config.products))
-            await _open(store, data / "inventory.db")
-            closers.append(store.close)
-            inventory = InventoryService(store, client.emit, emit_batch=client.emit_batch)
-            services.append(
-                Microservice(
-                    broker, [InventoryController(inventory, DeadLetterSink(broker))], name="inventory", namespace=ns
-                )
-            )
+            stores.inventory = InventoryStore(data / "inventory.db", seed=initial_stock(config.products))
+            await _open(stores.inventory, data / "inventory.db")
+            closers.append(stores.inventory.close)
         if "auth" in config.only:
-            assert jwt is not None
-            users = UserStore(data / "auth.db")
-            await _open(users, data / "auth.db")
-            closers.append(users.close)
-            services.append(Microservice(broker, [AuthController(users, jwt)], name="auth", namespace=ns))
-        if "logs" in config.only:
-            analytics = LogAnalyticsService(client.emit)
-            services.append(
-                Microservice(
-                    broker,
-                    [
-                        LogAnalyticsController(
-                            analytics,
-                            DeadLetterSink(broker),
-                            idle_timeout_s=config.log_idle_timeout_s,
-                            # every line counted once in the published stats, across crashes
-                            checkpoint=ChangelogStore(broker, f"{ns}log-analytics.windows"),
-                        )
-                    ],
-                    name="log-analytics",
-                    namespace=ns,
-                )
-            )
+            stores.users = UserStore(data / "auth.db")
+            await _open(stores.users, data / "auth.db")
+            closers.append(stores.users.close)
         app = None
         hub_server: WebSocketServer | None = None
         if "gateway" in config.only:
-            assert jwt is not None
             hub_server = WebSocketServer(queue_size=config.queue_size, overflow=config.overflow)
             metrics.watch_hub(hub_server)
-            notifications = NotificationController(hub_server.hub, dead_letter=DeadLetterSink(broker), namespace=ns)
-            # a hub serves live events: a new instance's group starts at the end of the topics
-            services.append(
-                Microservice(
-                    broker,
-                    [notifications],
-                    name="notifications",
-                    namespace=ns,
-                    group_id=f"{ns}notifications.{config.instance}",
-                    auto_offset_reset="latest",
-                )
+        services.extend(
+            build_services(
+                broker,
+                config.only,
+                stores,
+                namespace=ns,
+                jwt=jwt,
+                hub=hub_server.hub if hub_server is not None else None,
+                instance=config.instance,
+                log_idle_timeout_s=config.log_idle_timeout_s,
             )
+        )
+        if hub_server is not None:
+            assert jwt is not None
             app = create_app(
                 client=client,
                 jwt=jwt,
@@ -327,6 +310,7 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
                 metrics=metrics,
                 readiness=readiness(broker, services),
                 static_dir=DASHBOARD_DIR,
+                description=deployment(ns, host=f"{config.host}:{config.port}"),
             )
         if config.dev and jwt is not None and jwt.can_issue:
             info.dev_token = issue_token(jwt, "dev", sorted(SCOPES))
@@ -358,7 +342,159 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
         on_services_stopped=[close_clients],
         on_stopped=[stop_hub, metrics.stop, broker.stop, *closers],
     )
-    return system, client
+    return system, log_shipper(broker, ns)
+
+
+@dataclass
+class _Stores:
+    """The databases of the services a process runs (None: that service does not run here)."""
+
+    orders: Any = None
+    inventory: Any = None
+    users: Any = None
+
+
+def gateway_client(broker: Broker, namespace: str = "") -> ClientProxy:
+    """The gateway's :class:`ClientProxy`: it emits ``order.created`` (``POST /orders``) and sends
+    the requests of :data:`~reactive_services.examples.shop.gateway.PATTERNS`, nothing else."""
+    from reactive_services.examples.shop.gateway import PATTERNS
+
+    from .messages import OrderCreated
+
+    return ClientProxy(
+        broker, namespace=namespace, client_id="gateway", emits={"order.created": OrderCreated}, sends=PATTERNS
+    )
+
+
+def log_shipper(broker: Broker, namespace: str = "") -> ClientProxy:
+    """The client that publishes application log lines to ``logs`` (``serve --replay-logs``,
+    ``logs replay``): :class:`~reactive_services.logs.LogRecord` values, ``{"line": str, "source":
+    str, "line_no": int}``."""
+    from reactive_services.logs import LOGS_TOPIC, LogRecord
+
+    return ClientProxy(broker, namespace=namespace, client_id="log-shipper", emits={LOGS_TOPIC: LogRecord})
+
+
+def build_services(
+    broker: Broker,
+    only: Sequence[str],
+    stores: _Stores,
+    *,
+    namespace: str = "",
+    jwt: JwtConfig | None = None,
+    hub: Any = None,
+    instance: str = "",
+    log_idle_timeout_s: float | None = 30.0,
+) -> list[Microservice]:
+    """The shop's Microservices among ``only`` (not started), on ``broker``, with the given
+    stores (opened or not: nothing is read before the services start)."""
+    from reactive_services.examples.shop.auth import AuthController
+    from reactive_services.examples.shop.inventory import InventoryService
+    from reactive_services.examples.shop.messages import InventoryUpdated, OrderRejected, StockLow
+    from reactive_services.examples.shop.notifications import NotificationController
+    from reactive_services.examples.shop.order_query import OrderQueryController
+    from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
+    from reactive_services.logs import ALERT_TOPIC, LATE_TOPIC, STATS_TOPIC, LogAnalyticsService
+
+    ns = namespace
+    services: list[Microservice] = []
+    if "orders" in only:
+        services.append(Microservice(broker, [OrderQueryController(stores.orders)], name="orders", namespace=ns))
+    if "inventory" in only:
+        publisher = ClientProxy(
+            broker,
+            namespace=ns,
+            client_id="inventory",
+            emits={"inventory.updated": InventoryUpdated, "order.rejected": OrderRejected, "stock.low": StockLow},
+        )
+        inventory = InventoryService(stores.inventory, publisher.emit, emit_batch=publisher.emit_batch)
+        services.append(
+            Microservice(
+                broker, [InventoryController(inventory, DeadLetterSink(broker))], name="inventory", namespace=ns
+            )
+        )
+    if "auth" in only:
+        assert jwt is not None
+        services.append(Microservice(broker, [AuthController(stores.users, jwt)], name="auth", namespace=ns))
+    if "logs" in only:
+        publisher = ClientProxy(
+            broker, namespace=ns, client_id="log-analytics", emits=[STATS_TOPIC, ALERT_TOPIC, LATE_TOPIC]
+        )
+        analytics = LogAnalyticsService(publisher.emit)
+        controller = LogAnalyticsController(
+            analytics,
+            DeadLetterSink(broker),
+            idle_timeout_s=log_idle_timeout_s,
+            # every line counted once in the published stats, across crashes
+            checkpoint=ChangelogStore(broker, f"{ns}log-analytics.windows"),
+        )
+        services.append(Microservice(broker, [controller], name="log-analytics", namespace=ns))
+    if "gateway" in only and hub is not None:
+        # a hub serves live events: a new instance's group starts at the end of the topics
+        services.append(
+            Microservice(
+                broker,
+                [NotificationController(hub, dead_letter=DeadLetterSink(broker), namespace=ns)],
+                name="notifications",
+                namespace=ns,
+                group_id=f"{ns}notifications.{instance}",
+                auto_offset_reset="latest",
+            )
+        )
+    return services
+
+
+def deployment(namespace: str = "", *, host: str = "localhost:8000", broker: Broker | None = None) -> Deployment:
+    """The whole shop as :mod:`reactive_services.asyncapi` and :mod:`reactive_services.topology`
+    describe it: every service, the gateway's client and websocket, the log shipper. Nothing is
+    opened or started (``reactive-services asyncapi reactive_services.examples.shop.system:deployment``).
+
+    Args:
+        namespace: the deployment's topic prefix.
+        host: ``HOST:PORT`` of the gateway (its websocket endpoint ``/ws``).
+        broker: the broker the document names as its server (default: the embedded broker).
+    """
+    from reactive_services.asyncapi import Deployment, WebSocketApi
+    from reactive_services.examples.shop.auth import UserStore
+    from reactive_services.examples.shop.inventory import InventoryStore
+    from reactive_services.examples.shop.order_query import OrderStore
+
+    from .notifications import CHANNELS
+
+    broker = broker or InMemoryBroker()
+    nowhere = Path("unopened")
+    stores = _Stores(OrderStore(nowhere), InventoryStore(nowhere), UserStore(nowhere))
+    services = build_services(
+        broker, SERVICES, stores, namespace=namespace, jwt=JwtConfig.development(), hub=_NoHub(), instance="INSTANCE"
+    )
+    channels: dict[str, list[str]] = {}
+    for topic, channel in CHANNELS.items():
+        channels.setdefault(channel, []).append(namespace + topic)
+    return Deployment(
+        [*services, gateway_client(broker, namespace), log_shipper(broker, namespace)],
+        title="reactive-services shop",
+        version=__version__,
+        description=(
+            "The shop: orders go through the gateway (POST /orders) to order.created; the inventory reserves stock "
+            "in its own database and publishes inventory.updated / order.rejected / stock.low; the notification "
+            "hub pushes events to websocket clients; log analytics turns application logs into window stats and "
+            "alerts. Generated from the services' handlers (reactive-services asyncapi)."
+        ),
+        websocket=WebSocketApi(host=host, channels=channels),
+    )
+
+
+class _NoHub:
+    """The hub of a described (never started) notification service."""
+
+    def on_next(self, value: Any) -> None:
+        raise RuntimeError("a described deployment does not run")
+
+    def on_error(self, error: Exception) -> None:
+        pass
+
+    def on_completed(self) -> None:
+        pass
 
 
 async def _close_all(steps: Sequence[Callable[[], Awaitable[Any]]]) -> None:

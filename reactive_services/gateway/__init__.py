@@ -18,12 +18,15 @@ built from them):
 - ASGI middleware: :class:`BodyLimitMiddleware` (413 for bodies over a size) and
   :class:`RequestMetricsMiddleware` (latency per route);
 - readiness: :class:`ReplyWarmup` and :func:`readiness_report` for ``GET /readyz``;
+- description: :func:`describe_router` serves the AsyncAPI document and the topology SVG of a
+  :class:`~reactive_services.asyncapi.Deployment`;
 - notifications: :func:`serve_notifications` authenticates a websocket and serves it with a
   :class:`~reactive_services.adapters.websocket.WebSocketServer`, channels allowed by scopes.
 """
 
 from ._aggregate import Aggregate, aggregate, part_error, send_within
 from ._auth import BearerAuth, bearer_token
+from ._describe import describe_router
 from ._errors import (
     Problem,
     field_path,
@@ -48,6 +51,7 @@ __all__ = [
     "aggregate",
     "bearer_token",
     "close_at_expiry",
+    "describe_router",
     "field_path",
     "insufficient_scope",
     "part_error",

@@ -292,8 +292,9 @@ class LogsController(Controller):
         self.pipeline_options = pipeline_options
         self.received = 0
 
-    @event_pattern(LOGS_TOPIC, pipeline=True)
+    @event_pattern(LOGS_TOPIC, pipeline=True, emits=(STATS_TOPIC, ALERT_TOPIC, LATE_TOPIC))
     def logs(self, messages: Observable[Message]) -> Observable[WindowReport]:
+        """Parse, window and mine the log lines; publish window stats, alerts and late lines."""
         counted = messages.pipe(ops.do_action(self._count))
         if self.dead_letter is not None:
             counted = counted.pipe(decode_json(self.dead_letter, parse=check_log_record))

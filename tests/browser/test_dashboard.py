@@ -168,6 +168,15 @@ def test_dashboard_shows_orders_stock_and_error_rate_live(shop: dict[str, Any], 
     kinds = {li.get_attribute("data-kind") for li in browser.find_elements(By.CSS_SELECTOR, "#alerts li")}
     assert kinds <= {"error_rate", "new_template", "template_rate"} and kinds
 
+    # the system's topology, drawn by the gateway (GET /topology.svg), is shown
+    until(
+        "the topology picture",
+        lambda: (
+            browser.execute_script("const i = document.getElementById('topology'); return i.complete && i.naturalWidth")
+            > 100
+        ),
+    )
+
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     assert browser.save_screenshot(str(shot))

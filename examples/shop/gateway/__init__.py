@@ -30,6 +30,8 @@ route                      scope             what
 ``GET /readyz``            (none)            200 / 503 ``{"status", "checks": {...}, "error"}``
 ``GET /metrics``           (none)            ``metrics.render()`` (only when ``metrics`` is given)
 ``/docs``, ``/openapi.json``  (none)         OpenAPI, with the bearer security scheme
+``GET /asyncapi.json``     (none)            the AsyncAPI 3.0 document (also ``.yaml``), with ``description``
+``GET /topology.svg``      (none)            the topology drawn by Graphviz, with ``description``
 ``/`` (static)             (none)            ``static_dir`` (html=True), mounted last
 =========================  ================  ==============================================================
 
@@ -98,7 +100,9 @@ from fastapi import FastAPI, WebSocket
 from fastapi.exceptions import RequestValidationError
 
 from reactive_services import ClientProxy, __version__
+from reactive_services.adapters.tracing import tracer_provider, tracing_enabled
 from reactive_services.adapters.websocket import WebSocketServer
+from reactive_services.asyncapi import Deployment
 from reactive_services.auth import JwtConfig
 from reactive_services.errors import ConfigError
 from reactive_services.gateway import (
@@ -106,6 +110,7 @@ from reactive_services.gateway import (
     BodyLimitMiddleware,
     ReplyWarmup,
     RequestMetricsMiddleware,
+    describe_router,
     serve_notifications,
     validation_error_handler,
 )
@@ -144,6 +149,7 @@ def create_app(
     metrics: Any | None = None,
     readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     static_dir: Path | None = None,
+    description: Deployment | None = None,
 ) -> FastAPI:
     """Build the gateway app (routes and status codes in the module docstring).
 
@@ -163,6 +169,9 @@ def create_app(
             bool in it (top level, or one mapping deep) is true; bounded by
             ``readiness_timeout_s``; raising or timing out means not ready.
         static_dir: a folder served at ``/`` (``index.html`` for ``/``), after every API route.
+        description: the deployment to describe at ``/asyncapi.json``, ``/asyncapi.yaml`` and
+            ``/topology.svg`` (:func:`reactive_services.gateway.describe_router`); None: no
+            such routes.
 
     Raises:
         ConfigError: ``hub`` is neither a ``WebSocketServer`` nor has one as ``server``;
@@ -196,8 +205,19 @@ def create_app(
     observe = getattr(metrics, "observe_request", None)
     if callable(observe):
         app.add_middleware(RequestMetricsMiddleware, observe=observe)  # outermost: sees the 413s too
+    if tracing_enabled():  # a server span per HTTP request (OpenTelemetry's ASGI instrumentation)
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            tracer_provider=tracer_provider(),
+            excluded_urls="healthz,readyz,metrics",
+            exclude_spans=["receive", "send"],  # not one span per websocket message
+        )
 
     app.include_router(_orders.router(client, settings, auth))
+    if description is not None:
+        app.include_router(describe_router(description))
     app.include_router(_inventory.router(client, settings, auth))
     app.include_router(_logs.router(client, settings, auth))
     app.include_router(_login.router(client, settings))

@@ -19,9 +19,13 @@ Topics (JSON values; the record key in brackets), who publishes and who reads th
 - ``logs`` [source]: :class:`~reactive_services.logs.LogRecord` (the library's, listed here
   with the shop's). Published by the log replay (``replay_logs``); read by the log analytics.
 
-:data:`EVENTS` maps each of those topics to its validator. The log analytics' own outputs
-(``log.stats``, ``log.alert``, ``logs.late``) are the library's
-(:mod:`reactive_services.logs`), not declared here.
+- ``log.stats`` [source]: :class:`~reactive_services.logs.WindowStats`, ``log.alert`` [source]:
+  :class:`~reactive_services.logs.LogAlert` and ``logs.late`` [source]:
+  :class:`~reactive_services.logs.LateLine` (the library's ``TypedDict`` s, listed here with the
+  shop's). Published by the log analytics; ``log.stats`` and ``log.alert`` read by the
+  notifications.
+
+:data:`EVENTS` maps each of those topics but the log analytics' outputs to its validator.
 
 Requests: ``orders.get``, ``inventory.get_order``, ``notifications.get_order``:
 :class:`OrderQuery`; ``inventory.get_stock``: :class:`StockQuery`; ``logs.recent_stats``,
@@ -40,7 +44,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from reactive_services import PayloadModel
-from reactive_services.logs import LOG_RECORD, LogRecord
+from reactive_services.logs import LOG_RECORD, LateLine, LogAlert, LogRecord, WindowStats
 
 __all__ = [
     "EVENTS",
@@ -58,6 +62,8 @@ __all__ = [
     "InventoryUpdated",
     "ItemRequested",
     "ItemReserved",
+    "LateLine",
+    "LogAlert",
     "LogRecord",
     "OrderCreated",
     "OrderLine",
@@ -68,6 +74,7 @@ __all__ = [
     "StockLow",
     "StockQuery",
     "Units",
+    "WindowStats",
 ]
 
 #: Characters of an order, product or customer id, at most.

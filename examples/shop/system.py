@@ -394,7 +394,15 @@ def build_services(
     from reactive_services.examples.shop.notifications import NotificationController
     from reactive_services.examples.shop.order_query import OrderQueryController
     from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
-    from reactive_services.logs import ALERT_TOPIC, LATE_TOPIC, STATS_TOPIC, LogAnalyticsService
+    from reactive_services.logs import (
+        ALERT_TOPIC,
+        LATE_TOPIC,
+        STATS_TOPIC,
+        LateLine,
+        LogAlert,
+        LogAnalyticsService,
+        WindowStats,
+    )
 
     ns = namespace
     services: list[Microservice] = []
@@ -418,7 +426,10 @@ def build_services(
         services.append(Microservice(broker, [AuthController(stores.users, jwt)], name="auth", namespace=ns))
     if "logs" in only:
         publisher = ClientProxy(
-            broker, namespace=ns, client_id="log-analytics", emits=[STATS_TOPIC, ALERT_TOPIC, LATE_TOPIC]
+            broker,
+            namespace=ns,
+            client_id="log-analytics",
+            emits={STATS_TOPIC: WindowStats, ALERT_TOPIC: LogAlert, LATE_TOPIC: LateLine},
         )
         analytics = LogAnalyticsService(publisher.emit)
         controller = LogAnalyticsController(

@@ -66,6 +66,7 @@ from ._pipeline import (
     check_log_record,
     replay_logs,
 )
+from ._records import LateLine, LogAlert, WindowStats
 from ._service import Emit, LogAnalyticsService, LogsController, late_record
 from ._templates import DEFAULT_MASKING, DrainSettings, TemplateMiner
 from ._windows import window_stats
@@ -93,6 +94,8 @@ __all__ = [
     "AlertRules",
     "DrainSettings",
     "Emit",
+    "LateLine",
+    "LogAlert",
     "LogAnalyticsService",
     "LogEvent",
     "LogFormat",
@@ -104,6 +107,7 @@ __all__ = [
     "TemplateMiner",
     "TimestampReader",
     "WindowReport",
+    "WindowStats",
     "alert_for",
     "analyze_file",
     "apache_timestamp",

@@ -22,6 +22,7 @@ from .._runtime import Controller, event_pattern
 from ._events import LogEvent
 from ._formats import iso_utc
 from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, STATS_TOPIC, WindowReport, build_pipeline, check_log_record
+from ._records import LateLine, LogAlert, WindowStats
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,9 @@ class LogsController(Controller):
         self.pipeline_options = pipeline_options
         self.received = 0
 
-    @event_pattern(LOGS_TOPIC, pipeline=True, emits=(STATS_TOPIC, ALERT_TOPIC, LATE_TOPIC))
+    @event_pattern(
+        LOGS_TOPIC, pipeline=True, emits={STATS_TOPIC: WindowStats, ALERT_TOPIC: LogAlert, LATE_TOPIC: LateLine}
+    )
     def logs(self, messages: Observable[Message]) -> Observable[WindowReport]:
         """Parse, window and mine the log lines; publish window stats, alerts and late lines."""
         counted = messages.pipe(ops.do_action(self._count))

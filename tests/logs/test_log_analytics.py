@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections import Counter
 from pathlib import Path
@@ -287,6 +288,28 @@ async def test_service_publishes_stats_and_alerts_and_reports_totals() -> None:
     assert report["HDFS"]["by_level"] == {"INFO": 1920, "WARN": 80}
     assert report["HDFS"]["top_templates"][0][1] == 314  # blockMap updated lines, by grep:
     assert sum("blockMap updated" in line for line in raw_lines("HDFS")) == 314
+
+
+async def test_what_the_service_publishes_is_what_its_types_declare() -> None:
+    """log.stats, log.alert, logs.late values validate as WindowStats, LogAlert, LateLine, with
+    exactly their keys (the types feed the AsyncAPI document; they must not drift)."""
+    import pydantic
+
+    from reactive_services.logs import LateLine, LogAlert, WindowStats
+
+    recorder = Recorder()
+    service = LogAnalyticsService(recorder.emit)
+    lines = list(shipped_messages())
+    late = dataclasses.replace(lines[0], value={**lines[0].value, "line_no": 2001})  # a line hours too late
+    _, errors, _ = collect(service.attach(reactivex.from_iterable([*lines, late]), sources=SOURCES))
+    assert errors == []
+    await service.flush()
+    declared = {"log.stats": WindowStats, "log.alert": LogAlert, "logs.late": LateLine}
+    seen = {topic for topic, _, _ in recorder.records}
+    assert seen == set(declared), seen
+    for topic, value, _ in recorder.records:
+        pydantic.TypeAdapter(declared[topic]).validate_python(value)
+        assert set(value) == set(declared[topic].__annotations__), topic
 
 
 async def test_service_counts_unparsed_lines() -> None:

@@ -34,6 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ._codec import encode_headers
 from ._message import HeadersIn, Message
@@ -61,7 +62,7 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 TraceHeaders = tuple[tuple[str, bytes], ...]
 
 _override: trace.TracerProvider | None = None
-_tracers: dict[int, trace.Tracer] = {}
+_cached: tuple[Any, trace.Tracer] | None = None  # (provider, its tracer): compared with ``is``
 
 
 def set_tracer_provider(provider: trace.TracerProvider | None) -> None:
@@ -93,11 +94,11 @@ def tracer_provider() -> trace.TracerProvider:
 
 def tracer() -> trace.Tracer:
     """The library's tracer (instrumentation scope ``reactive_services``) of the current provider."""
+    global _cached
     provider = _provider() or trace.get_tracer_provider()
-    found = _tracers.get(id(provider))
-    if found is None:
-        found = _tracers[id(provider)] = provider.get_tracer("reactive_services", _version())
-    return found
+    if _cached is None or _cached[0] is not provider:
+        _cached = (provider, provider.get_tracer("reactive_services", _version()))
+    return _cached[1]
 
 
 def _version() -> str | None:
@@ -107,9 +108,21 @@ def _version() -> str | None:
         return None
 
 
+_W3C = TraceContextTextMapPropagator()
+
+
 def trace_carrier() -> dict[str, str]:
-    """The current context as W3C Trace Context fields (``{"traceparent": ...}``; empty without
-    a recording span)."""
+    """The current context as W3C Trace Context fields only (``{"traceparent": ...,
+    "tracestate"?: ...}``; empty without a valid span): what a websocket frame carries to
+    clients (not the baggage, which may hold internal values)."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    return carrier
+
+
+def _header_carrier() -> dict[str, str]:
+    """The current context as the configured propagators write it (W3C Trace Context and
+    baggage by default): what a record carries to the services that read it."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier
@@ -132,18 +145,21 @@ def publish_span(
     if isinstance(key, str):
         attributes["messaging.kafka.message.key"] = key
     with tracer().start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes):
-        yield tuple((name, value.encode()) for name, value in trace_carrier().items())
+        yield tuple((name, value.encode()) for name, value in _header_carrier().items())
 
 
 def with_trace(
     headers: HeadersIn | None, trace_headers: tuple[tuple[str, bytes], ...]
 ) -> tuple[tuple[str, bytes], ...]:
-    """``headers`` (any shape ``emit`` takes) with their trace headers replaced by ``trace_headers``.
+    """``headers`` (any shape ``emit`` takes) with their trace headers (``traceparent``,
+    ``tracestate``, and the fields of the configured propagators, e.g. ``baggage``) replaced by
+    ``trace_headers``.
 
     Raises:
         TypeError: as :func:`~reactive_services.adapters.encode_headers`.
     """
-    kept = tuple(h for h in encode_headers(headers) if h[0] not in TRACE_HEADERS)
+    fields = {*TRACE_HEADERS, *propagate.get_global_textmap().fields}
+    kept = tuple(h for h in encode_headers(headers) if h[0] not in fields)
     return kept + trace_headers
 
 
@@ -181,15 +197,20 @@ def _process_attributes(system: str, message: Message, group_id: str | None) -> 
     return attributes
 
 
-def start_process_span(system: str, message: Message, group_id: str | None = None) -> trace.Span:
-    """A started ``process <topic>`` CONSUMER span for ``message`` (not made current; the caller
-    ends it), its parent the trace context of the record's headers."""
-    return tracer().start_span(
+def start_process_span(
+    system: str, message: Message, group_id: str | None = None
+) -> tuple[trace.Span, otel_context.Context]:
+    """A started ``process <topic>`` CONSUMER span for ``message``, its parent the trace context
+    of the record's headers, and the context to make current while handling it (the span in
+    the record's context: its baggage included). Not made current here; the caller ends it."""
+    parent = extract_context(message.headers)
+    span = tracer().start_span(
         f"process {message.topic}",
-        context=extract_context(message.headers),
+        context=parent,
         kind=SpanKind.CONSUMER,
         attributes=_process_attributes(system, message, group_id),
     )
+    return span, trace.set_span_in_context(span, parent)
 
 
 def record_failure(error: BaseException) -> None:

@@ -11,7 +11,9 @@ from its ``emits=`` / ``sends=`` declarations.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,6 +133,7 @@ class Application:
             topics of what it consumes.
         answers: the request patterns it answers (``@message_pattern``).
         requests: the request patterns it sends (a client's ``sends``).
+        request_group_id: the consumer group of a service's requests (``<group_id>.requests``).
     """
 
     name: str
@@ -140,6 +143,7 @@ class Application:
     sends: tuple[Channel, ...] = ()
     answers: tuple[Request, ...] = ()
     requests: tuple[Request, ...] = ()
+    request_group_id: str | None = None
 
 
 def applications(*targets: Target) -> list[Application]:
@@ -158,9 +162,21 @@ def applications(*targets: Target) -> list[Application]:
     apps = [_service(t) if isinstance(t, Microservice) else _client(t) for t in found]
     answered = {r.topic: r for app in apps for r in app.answers}
     return [
-        _replace_requests(app, tuple(answered.get(r.topic, r) for r in app.requests)) if app.requests else app
+        dataclasses.replace(app, requests=tuple(_completed(r, answered.get(r.topic)) for r in app.requests))
+        if app.requests
+        else app
         for app in apps
     ]
+
+
+def _completed(sent: Request, answered: Request | None) -> Request:
+    """A client's request with what the answering service declares filled in: the request type,
+    the summary, and the reply type unless the client declared its own (``sends={pattern: T}``,
+    what it validates replies as); the client's reply topic is kept."""
+    if answered is None:
+        return sent
+    reply = sent.reply if sent.reply is not None else answered.reply
+    return Request(sent.topic, sent.reply_topic, answered.request, reply, answered.summary)
 
 
 def _flatten(targets: Iterable[Any], into: list[Microservice | ClientProxy]) -> None:
@@ -173,10 +189,6 @@ def _flatten(targets: Iterable[Any], into: list[Microservice | ClientProxy]) -> 
             _flatten(target, into)
         else:
             raise ConfigError("target", f"expected a Microservice, a ClientProxy or a System, got {target!r}")
-
-
-def _replace_requests(app: Application, requests: tuple[Request, ...]) -> Application:
-    return Application(app.name, app.kind, app.group_id, app.receives, app.sends, app.answers, requests)
 
 
 def _summary(fn: Callable[..., Any]) -> str | None:
@@ -214,6 +226,7 @@ def _service(service: Microservice) -> Application:
         tuple(receives),
         (*sends.values(), *dead_letters),
         tuple(answers),
+        request_group_id=service.request_group_id,
     )
 
 
@@ -233,15 +246,25 @@ def _type(model: Any) -> Any:
 
 def reply_type(handler: Callable[..., Any]) -> Any:
     """The reply type of a ``@message_pattern`` handler: its return annotation (``Observable[T]``
-    gives ``T``), or None when it has none or it cannot be resolved."""
+    gives ``T``; only that annotation is resolved), or None when it has none or it cannot be
+    resolved."""
     target = getattr(handler, "__func__", handler)
     try:
-        hints = typing.get_type_hints(target, include_extras=True)
-    except Exception:  # noqa: BLE001 - an unresolvable annotation describes nothing
+        annotation = inspect.signature(target).return_annotation
+    except (TypeError, ValueError):
         return None
-    annotation = hints.get("return")
+    if annotation is inspect.Signature.empty:
+        return None
+    if isinstance(annotation, str):  # from __future__ import annotations: resolve this one only
+        holder = types.SimpleNamespace(
+            __annotations__={"reply": annotation}, __globals__=getattr(target, "__globals__", {})
+        )
+        try:
+            annotation = typing.get_type_hints(holder, include_extras=True)["reply"]
+        except Exception:  # noqa: BLE001 - an unresolvable annotation describes nothing
+            return None
     if annotation is None:
-        return None
+        return type(None)
     origin = typing.get_origin(annotation)
     if isinstance(origin, type) and issubclass(origin, Observable):
         args = typing.get_args(annotation)

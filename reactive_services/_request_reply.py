@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
@@ -41,7 +42,7 @@ from reactive_services.adapters import (
     track,
     wait_visible,
 )
-from reactive_services.adapters.tracing import tracer, tracing_enabled
+from reactive_services.adapters.tracing import record_failure, start_process_span, tracer, tracing_enabled
 
 from ._payloads import FROM_ANNOTATION, PayloadModel, takes_message
 from .errors import (
@@ -212,9 +213,26 @@ class Responder(ObserverBase[Message]):
         self.stats = {"ok": 0, "error": 0, "unanswerable": 0}
         self.replied: dict[str, int] = {}
         self.error_replies: dict[str, int] = {}
+        #: ``(messaging system, consumer group)`` when each request is traced, else None
+        self.traced: tuple[str, str] | None = None
 
     def on_next(self, message: Message) -> None:
-        track(self._answer(message))
+        track(self._answer(message) if self.traced is None else self._traced_answer(message, *self.traced))
+
+    async def _traced_answer(self, message: Message, system: str, group_id: str) -> None:
+        """:meth:`_answer` inside a ``process <topic>`` span, from the request's arrival until its
+        reply was published; a handler that raised, or a request that does not decode or
+        validate, marks it failed."""
+        span, context = start_process_span(system, message, group_id)
+        token = otel_context.attach(context)
+        try:
+            await self._answer(message)
+        except BaseException as exc:
+            record_failure(exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     async def _answer(self, message: Message) -> None:
         correlation = message.header(CORRELATION_ID)
@@ -236,6 +254,7 @@ class Responder(ObserverBase[Message]):
             message.value = decode_json(message.raw)
             payload = message.value if validate is None else validate(message.value)
         except (DecodeError, ValidationError) as exc:  # dead-lettered like any bad record, and answered at once
+            record_failure(exc)
             await publish_dead_letter(self._broker, DeadLetter(message, exc), on=message)
             await self._reply(message, reply_topic, correlation, _error_body(exc), b"error")
             return
@@ -251,6 +270,7 @@ class Responder(ObserverBase[Message]):
             status = b"ok"
         except Exception as exc:  # noqa: BLE001 - any handler failure becomes an error reply
             log.info("%s: handler of %s raised %r; replying with an error", self._name, message.topic, exc)
+            record_failure(exc)
             data = _error_body(exc)
             status = b"error"
         await self._reply(message, reply_topic, correlation, data, status)

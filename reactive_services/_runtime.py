@@ -103,7 +103,13 @@ from reactive_services.adapters import (
     payload_routes,
     track,
 )
-from reactive_services.adapters.tracing import process_span, record_failure, start_process_span, tracing_enabled
+from reactive_services.adapters.tracing import (
+    extract_context,
+    process_span,
+    record_failure,
+    start_process_span,
+    tracing_enabled,
+)
 from reactive_services.operators import backoff_delay, decode_json, retry_with_backoff
 
 from ._payloads import FROM_ANNOTATION, PayloadModel, check_handler, payload_model, pipeline_model, takes_message
@@ -564,8 +570,7 @@ class _Dispatch(PayloadObserver):
         service, current = self._service, current_message.get
 
         def traced(value: Any) -> Any:
-            span = start_process_span(service._system, current(), service.group_id)  # type: ignore[arg-type]
-            context = trace.set_span_in_context(span)
+            span, context = start_process_span(service._system, current(), service.group_id)  # type: ignore[arg-type]
             token = otel_context.attach(context)
             try:
                 result = call(value)
@@ -615,8 +620,8 @@ class _Dispatch(PayloadObserver):
         validate = service._models.get(topic)
 
         def on_next(message: Message) -> None:
-            span = start_process_span(service._system, message, service.group_id)
-            token = otel_context.attach(trace.set_span_in_context(span))
+            span, context = start_process_span(service._system, message, service.group_id)
+            token = otel_context.attach(context)
             try:
                 value = message.value if validate is None else validate(message.value)
                 result = handler(value, message) if wants_message else handler(value)
@@ -886,6 +891,7 @@ class Microservice:
         self._stop = asyncio.Event()
         #: an OpenTelemetry SDK is set up: a ``process <topic>`` span per record handled
         self._traced = tracing_enabled()
+        self._responder.traced = (self._system, self.request_group_id) if self._traced else None
         if self._payload:
             dispatch = _Dispatch(self, self._payload)
             self._supervise(
@@ -933,7 +939,7 @@ class Microservice:
         loop = asyncio.get_running_loop()
         current: list[DisposableBase] = []
         failures = 0
-        if self._traced and not isinstance(observer, _Dispatch):  # a span per record (_Dispatch makes its own)
+        if self._traced and not isinstance(observer, _Dispatch | Responder):  # a span per record (those make their own)
             observer = _TracedObserver(observer, self._system, group_id)
 
         def assigned() -> None:
@@ -1084,14 +1090,21 @@ class Microservice:
         # logged (with the record's place and the reason) by the one dead-letter path; counted
         # once the broker acknowledged it (a failed publish ends the stream instead)
         topic = message.topic
+        token = None
         if self._traced:
             record_failure(error)
+            if not trace.get_current_span().is_recording():  # its process span has ended: join the record's trace
+                token = otel_context.attach(extract_context(message.headers))
 
         def count(future: asyncio.Future[Any]) -> None:
             if not future.cancelled() and future.exception() is None:
                 self.dead_lettered[topic] = self.dead_lettered.get(topic, 0) + 1
 
-        self._dlt.publish(DeadLetter(message, error)).add_done_callback(count)
+        try:
+            self._dlt.publish(DeadLetter(message, error)).add_done_callback(count)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     def _failed(self, error: BaseException) -> None:
         log.error("%s: stream failed: %s", self.name, error)

@@ -11,8 +11,9 @@
   included; a channel's message payload is the JSON Schema of its payload type (pydantic's
   ``TypeAdapter.json_schema``, validation mode: what a consumer accepts), the shared schemas
   under ``components.schemas``;
-- **operations**, one per application and use, their ids ``<application>.<action>.<topic>``:
-  an ``@event_pattern`` handler *receives* (with its consumer group as a Kafka binding), a
+- **operations**, one per application and use, their ids ``<application>_<action>_<topic>``:
+  an ``@event_pattern`` handler *receives* (with its consumer group as a Kafka binding; a
+  request, the service's request group ``<group_id>.requests``), a
   topic declared in ``emits=`` is *sent*, a ``@message_pattern`` handler *receives* a request
   with a **reply** (to the address in the request's ``reply-topic`` header, correlated by its
   ``correlation-id`` header; an ok reply or an error reply), a client's ``sends=`` pattern is
@@ -139,24 +140,25 @@ def asyncapi_document(
     if not apps:
         raise ConfigError("target", "nothing to describe: give at least one Microservice or ClientProxy")
     writer = _Writer()
-    broker_servers = dict(servers) if servers is not None else {"broker": _broker_server(targets)}
-    for name in broker_servers:
-        writer.server_refs.append({"$ref": f"#/servers/{_component_key(name)}"})
+    document_servers: dict[str, Any] = {}
+    for name, server in (servers if servers is not None else {"broker": _broker_server(targets)}).items():
+        key = _unique(_component_key(name), document_servers)
+        document_servers[key] = dict(server)
+        writer.server_refs.append({"$ref": f"#/servers/{key}"})
+    if websocket is not None:  # first: its channel and message ids are taken before the topics'
+        key = _unique("gateway", document_servers)
+        document_servers[key] = writer.websocket(websocket, key)
     for app in apps:
         writer.application(app)
-    document: dict[str, Any] = {
+    return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {"title": title, "version": version, "description": description or _describe(apps)},
         "defaultContentType": "application/json",
-        "servers": {_component_key(name): dict(server) for name, server in broker_servers.items()},
+        "servers": document_servers,
         "channels": writer.channels,
         "operations": writer.operations,
-        "components": {},
+        "components": writer.components(),
     }
-    if websocket is not None:
-        writer.websocket(websocket, document)
-    document["components"].update(writer.components())
-    return document
 
 
 def dumps(document: Mapping[str, Any], format: Literal["json", "yaml"] = "json") -> bytes:
@@ -226,6 +228,15 @@ def _component_key(text: str) -> str:
     return _KEY_CHARS.sub("_", text) or "_"
 
 
+def _unique(base: str, taken: Mapping[str, Any]) -> str:
+    """``base``, or ``base_2``, ``base_3``... : the first not in ``taken``."""
+    key, n = base, 1
+    while key in taken:
+        n += 1
+        key = f"{base}_{n}"
+    return key
+
+
 class _Writer:
     """Collects channels, operations, messages and schemas while the applications are written."""
 
@@ -244,11 +255,7 @@ class _Writer:
         """The id of ``topic``'s channel, made on first use."""
         if topic in self._channel_ids:
             return self._channel_ids[topic]
-        base = _component_key(topic)
-        key, n = base, 1
-        while key in self.channels:
-            n += 1
-            key = f"{base}_{n}"
+        key = _unique(_component_key(topic), self.channels)
         self._channel_ids[topic] = key
         channel: dict[str, Any] = {
             "address": topic,
@@ -268,11 +275,7 @@ class _Writer:
         channel_id = self.channel(topic)
         known = self._message_of.get((topic, role))
         if known is None:
-            name = _component_key(name or topic)
-            key, n = name, 1
-            while key in self._messages:
-                n += 1
-                key = f"{name}_{n}"
+            key = _unique(_component_key(name or topic), self._messages)
             self._message_of[(topic, role)] = known = key
             title = getattr(payload, "__name__", None)
             named = {"title": title} if isinstance(title, str) and isinstance(payload, type) else {}
@@ -286,7 +289,7 @@ class _Writer:
     # ----------------------------------------------------------------- operations
 
     def operation(self, app: Application, action: str, topic: str, body: dict[str, Any]) -> None:
-        key = _component_key(f"{app.name}.{action}.{topic}")
+        key = _unique(_component_key(f"{app.name}.{action}.{topic}"), self.operations)
         self.operations[key] = {
             "action": action,
             "channel": {"$ref": f"#/channels/{self.channel(topic)}"},
@@ -303,8 +306,10 @@ class _Writer:
         for channel in app.sends:
             ref = self.event(channel)
             self.operation(app, "send", channel.topic, {**_summary(channel.summary), "messages": [ref]})
+        requests_group = {"groupId": {"type": "string", "enum": [app.request_group_id]}}
+        requests_bindings = {"bindings": {"kafka": {**requests_group, "bindingVersion": _KAFKA_BINDINGS}}}
         for request in app.answers:
-            self.operation(app, "receive", request.topic, {**self.request(request), **bindings})
+            self.operation(app, "receive", request.topic, {**self.request(request), **requests_bindings})
         for request in app.requests:
             self.operation(app, "send", request.topic, self.request(request))
 
@@ -366,18 +371,9 @@ class _Writer:
 
     # ----------------------------------------------------------------- the websocket
 
-    def websocket(self, api: WebSocketApi, document: dict[str, Any]) -> None:
-        document["servers"]["gateway"] = {
-            "host": api.host,
-            "pathname": api.pathname,
-            "protocol": api.protocol,
-            "description": api.description
-            or "the gateway's websocket: subscribe to channels, receive their events (frames are JSON text)",
-            "security": [
-                {"$ref": "#/components/securitySchemes/bearer"},
-                {"$ref": "#/components/securitySchemes/token_query"},
-            ],
-        }
+    def websocket(self, api: WebSocketApi, server: str) -> dict[str, Any]:
+        """Add the websocket's channel, messages and operations (served by ``server``); returns
+        the Server Object."""
         names = sorted(api.channels)
         messages = {
             "ws_subscribe": _frame("Subscribe", {"op": "subscribe", "channels": names}),
@@ -392,7 +388,7 @@ class _Writer:
         self._messages.update(messages)
         self.channels["websocket"] = {
             "address": api.pathname,
-            "servers": [{"$ref": "#/servers/gateway"}],
+            "servers": [{"$ref": f"#/servers/{server}"}],
             "description": "one connection; the client subscribes to channels and gets their events",
             "messages": {key: {"$ref": f"#/components/messages/{key}"} for key in messages},
         }
@@ -411,6 +407,17 @@ class _Writer:
             "messages": [{"$ref": ref + k} for k in ("ws_event", "ws_subscribed", "ws_pong", "ws_error")],
             "tags": [{"name": "gateway"}],
         }
+        return {
+            "host": api.host,
+            "pathname": api.pathname,
+            "protocol": api.protocol,
+            "description": api.description
+            or "the gateway's websocket: subscribe to channels, receive their events (frames are JSON text)",
+            "security": [
+                {"$ref": "#/components/securitySchemes/bearer"},
+                {"$ref": "#/components/securitySchemes/token_query"},
+            ],
+        }
 
     # ----------------------------------------------------------------- schemas
 
@@ -418,13 +425,22 @@ class _Writer:
         """``components.messages`` and ``components.schemas``: every payload type's JSON Schema,
         generated together so that models shared by several payloads are written once."""
         typed = [(key, t) for key, t in self._payloads.items() if t is not None]
+        problems = (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError)
         try:
             adapters = [(key, "validation", pydantic.TypeAdapter(t)) for key, t in typed]
             schemas, definitions = pydantic.TypeAdapter.json_schemas(
                 adapters,  # type: ignore[arg-type]
                 ref_template="#/components/schemas/{model}",
             )
-        except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as exc:
+        except problems as exc:
+            for key, type_ in typed:  # which one: named in the error
+                try:
+                    pydantic.TypeAdapter(type_).json_schema()
+                except problems:
+                    topic = next(t for (t, _), k in self._message_of.items() if k == key)
+                    raise ConfigError(
+                        "model", f"cannot describe the payload type {type_!r} of {topic!r} as JSON Schema: {exc}"
+                    ) from exc
             raise ConfigError("model", f"cannot describe a payload type as JSON Schema: {exc}") from exc
         messages = {}
         for key, message in self._messages.items():

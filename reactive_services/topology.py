@@ -169,7 +169,10 @@ def topology(*targets: Target, dead_letters: bool = True) -> Topology:
 
     for app in apps:
         nodes[_app_id(app)] = Node(_app_id(app), app.name, app.kind)
-    answerers = {r.topic: _app_id(app) for app in apps for r in app.answers}
+    answerers: dict[str, list[str]] = {}
+    for app in apps:
+        for r in app.answers:
+            answerers.setdefault(r.topic, []).append(_app_id(app))
     for app in apps:
         me = _app_id(app)
         for channel in app.receives:
@@ -182,8 +185,9 @@ def topology(*targets: Target, dead_letters: bool = True) -> Topology:
             nodes.setdefault("topic:" + channel.topic, Node("topic:" + channel.topic, channel.topic, kind))
             add_edge(Edge(me, "topic:" + channel.topic, "produces"))
         for request in app.requests:
-            if request.topic in answerers:
-                add_edge(Edge(me, answerers[request.topic], "requests", request.topic))
+            if request.topic in answerers:  # each service that answers (one, unless misconfigured)
+                for answerer in answerers[request.topic]:
+                    add_edge(Edge(me, answerer, "requests", request.topic))
             else:  # nobody among the targets answers: the request's topic stands alone
                 nodes.setdefault("request:" + request.topic, Node("request:" + request.topic, request.topic, "request"))
                 add_edge(Edge(me, "request:" + request.topic, "requests", request.topic))

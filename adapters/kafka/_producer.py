@@ -17,9 +17,19 @@ from aiokafka.partitioner import DefaultPartitioner
 from reactive_services.errors import PublishError
 
 from .._codec import encode_headers, encode_key, encode_value
-from .._message import HeadersIn, Hold, RecordMetadata, current_message, current_transaction, pending_message, track
+from .._message import (
+    Headers,
+    HeadersIn,
+    Hold,
+    RecordMetadata,
+    current_message,
+    current_transaction,
+    pending_message,
+    track,
+)
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
+from ..tracing import publish_span, tracing_enabled
 from ._admin import close_quietly
 from ._codec import KafkaSettings, publish_failed, record_metadata, unavailable
 from ._transaction import KafkaTransaction, SendQueue, acknowledged
@@ -80,7 +90,10 @@ class KafkaSink(BrokerSink):
             on_delivery = partial(self._delivered, held, None)
         else:  # outside a delivery (nothing to hold): no callable made per record
             on_delivery = self._delivered_free
-        if txn is not None:  # under an exactly-once source: in its transaction
+        if tracing_enabled():  # a send span; the record carries its context
+            with publish_span("kafka", self.topic, key=key) as trace_headers:
+                (txn or producer).enqueue(self.topic, data, kbytes, on_delivery, trace_headers)
+        elif txn is not None:  # under an exactly-once source: in its transaction
             txn.enqueue(self.topic, data, kbytes, on_delivery)
         else:
             producer.enqueue(self.topic, data, kbytes, on_delivery)
@@ -298,14 +311,19 @@ class KafkaProducer:
         data: bytes | None,
         key: bytes | None,
         on_delivery: Callable[[asyncio.Future[Any]], None],
+        headers: Headers | None = None,
     ) -> None:
         """Queue an encoded record, handed to aiokafka in order (see :class:`SendQueue`); what
         :class:`KafkaSink` publishes through."""
-        self._sends.put(topic, data, key, on_delivery)
+        self._sends.put(topic, data, key, on_delivery, headers)
 
-    async def _send(self, topic: str, data: bytes | None, key: bytes | None) -> asyncio.Future[Any]:
+    async def _send(
+        self, topic: str, data: bytes | None, key: bytes | None, headers: Headers | None = None
+    ) -> asyncio.Future[Any]:
         producer = self._producer if self._producer is not None else await self._ensure()
-        return await producer.send(topic, data, key=key)  # type: ignore[no-any-return]
+        return await producer.send(  # type: ignore[no-any-return]
+            topic, data, key=key, headers=list(headers) if headers else None
+        )
 
     async def emit_batch(
         self,

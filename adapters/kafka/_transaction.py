@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from reactive_services.errors import PublishError
 
 from .._codec import encode_headers, encode_key, encode_value
-from .._message import HeadersIn, RecordMetadata
+from .._message import Headers, HeadersIn, RecordMetadata
 from ._admin import close_quietly
 from ._codec import KafkaSettings, publish_failed, record_metadata, unavailable
 
@@ -75,26 +75,33 @@ class SendQueue:
         send: ``(topic, value bytes, key bytes) -> aiokafka's delivery future`` (a coroutine).
     """
 
-    def __init__(self, send: Callable[[str, bytes | None, bytes | None], Awaitable[asyncio.Future[Any]]]) -> None:
+    def __init__(self, send: Callable[..., Awaitable[asyncio.Future[Any]]]) -> None:
         self._send = send
-        self._queue: deque[tuple[str, bytes | None, bytes | None, Callable[[asyncio.Future[Any]], None]]] = deque()
+        self._queue: deque[
+            tuple[str, bytes | None, bytes | None, Callable[[asyncio.Future[Any]], None], Headers | None]
+        ] = deque()
         self._drainer: asyncio.Task[None] | None = None
 
     def put(
-        self, topic: str, data: bytes | None, key: bytes | None, on_delivery: Callable[[asyncio.Future[Any]], None]
+        self,
+        topic: str,
+        data: bytes | None,
+        key: bytes | None,
+        on_delivery: Callable[[asyncio.Future[Any]], None],
+        headers: Headers | None = None,
     ) -> None:
         """Queue a record; ``on_delivery`` is called with its delivery future once done (a failure
         to send it is a failed future too: :class:`PublishError`, or what ``send`` raised)."""
-        self._queue.append((topic, data, key, on_delivery))
+        self._queue.append((topic, data, key, on_delivery, headers))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         queue = self._queue
         while queue:
-            topic, data, key, on_delivery = queue.popleft()
+            topic, data, key, on_delivery, headers = queue.popleft()
             try:
-                delivery = await self._send(topic, data, key)
+                delivery = await self._send(topic, data, key, headers)
             except (KafkaError, TimeoutError) as exc:
                 error: Exception = publish_failed(topic, exc)
             except Exception as exc:  # noqa: BLE001 - e.g. the producer cannot start: the record fails with it
@@ -205,16 +212,25 @@ class KafkaTransaction:
         return record_metadata(md)
 
     def enqueue(
-        self, topic: str, data: bytes | None, key: bytes | None, on_delivery: Callable[[asyncio.Future[Any]], None]
+        self,
+        topic: str,
+        data: bytes | None,
+        key: bytes | None,
+        on_delivery: Callable[[asyncio.Future[Any]], None],
+        headers: Headers | None = None,
     ) -> None:
         """Queue an encoded record for the transaction (beginning it first, see :class:`SendQueue`):
         what a sink publishes through under an exactly-once source, no task per record."""
-        self._sends.put(topic, data, key, on_delivery)
+        self._sends.put(topic, data, key, on_delivery, headers)
 
-    async def _send(self, topic: str, data: bytes | None, key: bytes | None) -> asyncio.Future[Any]:
+    async def _send(
+        self, topic: str, data: bytes | None, key: bytes | None, headers: Headers | None = None
+    ) -> asyncio.Future[Any]:
         async with self._lock:
             await self._begin()
-            return await self._producer.send(topic, data, key=key)  # type: ignore[no-any-return]
+            return await self._producer.send(  # type: ignore[no-any-return]
+                topic, data, key=key, headers=list(headers) if headers else None
+            )
 
     async def _begin(self) -> None:
         if not self.open:

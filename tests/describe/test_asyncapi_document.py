@@ -134,6 +134,8 @@ def test_operations_say_who_receives_sends_and_answers() -> None:
     }
     assert service[("receive", "orders")]["summary"] == "Ship an order when every line is in stock."
     assert service[("receive", "orders")]["bindings"]["kafka"]["groupId"] == {"type": "string", "enum": ["warehouse"]}
+    # requests are read in a group of their own
+    assert service[("receive", "stock.get")]["bindings"]["kafka"]["groupId"]["enum"] == ["warehouse.requests"]
     client = operations(document, "web")
     assert set(client) == {("send", "orders"), ("send", "stock.get"), ("send", "elsewhere.get")}
 
@@ -274,4 +276,59 @@ def test_a_deployment_describes_the_websocket_events_with_the_topics_payloads() 
     (variant,) = event["oneOf"]
     assert variant["properties"]["channel"] == {"const": "shipping"}
     assert variant["properties"]["event"]["properties"]["data"] == {"$ref": "#/components/schemas/Shipped"}
+    assert_valid_asyncapi(document)
+
+
+def test_ids_that_sanitize_alike_stay_apart() -> None:
+    """Topics whose ids would be the same ("a.b", "a_b"), and a topic named like the websocket's
+    own channel, each keep their channel, message and operations."""
+
+    class Alike(Controller):
+        @event_pattern("orders.created", "orders_created", "websocket", "ws.event")
+        def handle(self, payload: Any) -> None: ...
+
+    service = Microservice(InMemoryBroker(), [Alike()], name="alike")
+    ws = WebSocketApi(channels={"orders": ["orders.created"]})
+    document = asyncapi_document(
+        service,
+        websocket=ws,
+        servers={"a.b": {"host": "h1", "protocol": "kafka"}, "a_b": {"host": "h2", "protocol": "kafka"}},
+    )
+    receives = operations(document, "alike")
+    assert {t for a, t in receives if a == "receive"} == {"orders.created", "orders_created", "websocket", "ws.event"}
+    assert len([o for o in document["operations"].values() if o["tags"] == [{"name": "alike"}]]) == 8  # + 4 DLT sends
+    assert channel_of(document, "/ws")["messages"]["ws_event"] == {"$ref": "#/components/messages/ws_event"}
+    assert message_of(document, "ws.event")["name"] != "ws_event"
+    assert sorted(s["host"] for s in document["servers"].values() if s["protocol"] == "kafka") == ["h1", "h2"]
+    assert_valid_asyncapi(document)
+
+
+def test_a_reply_type_is_read_from_the_return_annotation_alone() -> None:
+    """Another parameter's annotation that does not resolve at run time (imported under
+    TYPE_CHECKING) does not lose the reply type; a client's own reply type and reply topic stay."""
+
+    class Answers(Controller):
+        @message_pattern("stock.get")
+        def stock(self, query: StockQuery, message: NotImportedAtRunTime) -> dict[str, int]:  # type: ignore[name-defined]  # noqa: F821
+            return {}
+
+        @message_pattern("price.get")
+        def price(self, query: StockQuery):  # type: ignore[no-untyped-def]  # no return annotation
+            return {}
+
+    broker = InMemoryBroker()
+    service = Microservice(broker, [Answers()], name="answers")
+    client = ClientProxy(
+        broker, client_id="web", sends={"price.get": Shipped}, reply_topics={"price.get": "web.replies"}
+    )
+    document = asyncapi_document(service, client)
+    reply = operations(document, "answers")[("receive", "stock.get")]["reply"]["messages"][0]
+    assert resolve(document, reply["$ref"])["payload"] == {
+        "type": "object",
+        "additionalProperties": {"type": "integer"},
+    }
+    sent = operations(document, "web")[("send", "price.get")]
+    assert resolve(document, sent["reply"]["channel"]["$ref"])["address"] == "web.replies"
+    ok = resolve(document, sent["reply"]["messages"][0]["$ref"])
+    assert ok["payload"] == {"$ref": "#/components/schemas/Shipped"}
     assert_valid_asyncapi(document)

@@ -5,6 +5,7 @@ it publishes joins the trace, requests and their replies are one trace; and noth
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
 from reactive_services.adapters import Message
 from reactive_services.adapters.tracing import set_tracer_provider, tracer, tracing_enabled
+from reactive_services.errors import RemoteError
 from reactive_services.testing import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -205,3 +207,102 @@ async def test_a_pipelines_synchronous_part_runs_in_the_records_trace(
     finally:
         await service.stop()
     assert seen == [origin.get_span_context().trace_id]
+
+
+async def test_a_requests_process_span_lasts_until_its_reply_and_records_a_failure(
+    broker: Any, unique_topic: Callable[..., str], exporter: InMemorySpanExporter
+) -> None:
+    pattern = unique_topic("slow")
+
+    class Answers(Controller):
+        @message_pattern(pattern)
+        async def answer(self, payload: dict[str, Any]) -> int:
+            await asyncio.sleep(0.05)
+            if payload["n"] < 0:
+                raise ValueError("negative")
+            return payload["n"]
+
+    service = Microservice(broker, [Answers()], name=unique_topic("answers"))
+    client = ClientProxy(broker, client_id="asker")
+    await service.start()
+    try:
+        assert await client.send(pattern, {"n": 1}, timeout=STEP) == 1
+        with pytest.raises(RemoteError):
+            await client.send(pattern, {"n": -1}, timeout=STEP)
+        await wait_for(lambda: len(by_name(exporter, f"process {pattern}")) == 2, STEP)
+    finally:
+        await client.close()
+        await service.stop()
+    ok, failed = sorted(by_name(exporter, f"process {pattern}"), key=lambda s: s.start_time)
+    assert (ok.end_time - ok.start_time) / 1e9 >= 0.05  # the handler's 50 ms inside it
+    (reply, _) = sorted(by_name(exporter, f"send {pattern}.reply"), key=lambda s: s.start_time)
+    assert reply.parent.span_id == ok.context.span_id and reply.end_time <= ok.end_time
+    assert ok.status.status_code == StatusCode.UNSET and failed.status.status_code == StatusCode.ERROR
+    assert ok.attributes["messaging.consumer.group.name"] == service.request_group_id
+
+
+async def test_a_sinks_records_carry_the_trace_and_a_dead_letter_stays_in_it(
+    broker: Any, unique_topic: Callable[..., str], exporter: InMemorySpanExporter
+) -> None:
+    topic, out = unique_topic("in"), unique_topic("out")
+    await broker.create_topics([topic, out])
+    with tracer().start_as_current_span("origin") as origin:
+        sink = broker.sink(out)
+        sink.on_next({"id": 1})
+        await sink.flush()
+
+    class Failing(Controller):
+        @event_pattern(topic)
+        def handle(self, payload: dict[str, Any]) -> None:
+            raise ValueError("no")
+
+    service = Microservice(broker, [Failing()], name=unique_topic("failing"))  # concurrency 1: payload routes
+    await service.start()
+    try:
+        with tracer().start_as_current_span("producer") as producer:
+            await broker.emit(topic, {"id": 2})
+        await wait_for(lambda: service.dead_lettered.get(topic), STEP)
+    finally:
+        await service.stop()
+    (sunk,) = await read(broker, out, 1)
+    assert ids(sunk)[0] == origin.get_span_context().trace_id
+    (dead,) = await read(broker, topic + ".DLT", 1)
+    assert ids(dead)[0] == producer.get_span_context().trace_id  # the dead letter joins the record's trace
+    (dlt_send,) = by_name(exporter, f"send {topic}.DLT")
+    assert dlt_send.context.trace_id == producer.get_span_context().trace_id
+
+
+async def test_each_new_provider_gets_the_spans_made_while_it_is_set() -> None:
+    from reactive_services.adapters.memory import InMemoryBroker
+
+    broker = InMemoryBroker()
+    await broker.start()
+    try:
+        for n in range(20):  # providers come and go (ids of collected objects are reused)
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            set_tracer_provider(provider)
+            try:
+                await broker.emit("t", {"n": n})
+            finally:
+                set_tracer_provider(None)
+                provider.shutdown()
+            assert [s.name for s in exporter.get_finished_spans()] == ["send t"], n
+            del provider, exporter
+    finally:
+        await broker.stop()
+
+
+def test_frames_carry_the_trace_context_but_not_the_baggage(exporter: InMemorySpanExporter) -> None:
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+
+    from reactive_services.adapters.tracing import trace_carrier
+
+    token = otel_context.attach(baggage.set_baggage("user.id", "secret"))
+    try:
+        with tracer().start_as_current_span("delivery"):
+            assert set(trace_carrier()) == {"traceparent"}
+    finally:
+        otel_context.detach(token)

@@ -71,6 +71,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "dumps",
     ],
     "reactive_services.topology": ["Edge", "Node", "Topology", "render_svg", "topology"],
+    "reactive_services.grpc": ["ERROR_TYPE", "SERVICE", "GrpcClient", "GrpcServer"],
     "reactive_services.adapters.tracing": [
         "TRACE_HEADERS",
         "TraceHeaders",

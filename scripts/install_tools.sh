@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the non-Python tools the tests run: the AsyncAPI validator (scripts/asyncapi: the AsyncAPI
-# project's @asyncapi/parser at the version of its package-lock.json, with `npm ci`) and Graphviz
-# (`dot`, for the topology SVG). Debian's nodejs/npm are installed first when node or npm is missing,
-# and Debian's graphviz when dot is; that needs root (or sudo). `npm ci` runs only when
+# project's @asyncapi/parser at the version of its package-lock.json, with `npm ci`), Graphviz
+# (`dot`, for the topology SVG) and RabbitMQ (for the tests' own servers). Debian's nodejs/npm are
+# installed first when node or npm is missing, Debian's graphviz when dot is, and rabbitmq-server
+# when its server script is (RS_RABBITMQ_SERVER: where it is looked for); that needs root (or sudo). `npm ci` runs only when
 # scripts/asyncapi/node_modules is missing or older than package.json / package-lock.json, so a
 # repeated run does nothing and needs no network.
 set -euo pipefail
@@ -11,6 +12,9 @@ cd "$(dirname "$0")/.."
 packages=()
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
 if ! command -v dot >/dev/null; then packages+=(graphviz); fi
+# RabbitMQ for the tests' own servers (reactive_services.testing.local_rabbitmq; its system service is not used)
+rabbitmq_server=${RS_RABBITMQ_SERVER:-/usr/lib/rabbitmq/bin/rabbitmq-server}
+if [ ! -x "$rabbitmq_server" ]; then packages+=(rabbitmq-server); fi
 if [ "${#packages[@]}" -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then
@@ -24,7 +28,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
     apt=(apt-get -q -o DPkg::Lock::Timeout=300)
     $SUDO "${apt[@]}" install -y "${packages[@]}" >/dev/null 2>&1 \
         || { $SUDO "${apt[@]}" update >/dev/null && $SUDO "${apt[@]}" install -y "${packages[@]}" >/dev/null; }
-    command -v node >/dev/null && command -v npm >/dev/null && command -v dot >/dev/null
+    command -v node >/dev/null && command -v npm >/dev/null && command -v dot >/dev/null && [ -x "$rabbitmq_server" ]
 fi
 
 # the stamp is written after a successful `npm ci` only: an interrupted install is redone

@@ -33,6 +33,24 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _local_kafka.stop(state_dir)
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``amqp://...`` of a running RabbitMQ server for this test session: ``RABBITMQ_URL``, else
+    one started for the session (:mod:`reactive_services.testing.local_rabbitmq`)."""
+    env = os.environ.get("RABBITMQ_URL")
+    if env:
+        yield env
+        return
+    from reactive_services.testing import local_rabbitmq
+
+    state_dir = tmp_path_factory.mktemp("local-rabbitmq")
+    url = local_rabbitmq.start(state_dir)
+    try:
+        yield url
+    finally:
+        local_rabbitmq.stop(state_dir)
+
+
 @pytest.fixture
 def unique_topic() -> Callable[..., str]:
     """``unique_topic(prefix="t") -> "t-<10 hex>"``: a name no other test uses (the kit's ``unique_name``)."""

@@ -72,6 +72,15 @@ EXPECTED_ALL: dict[str, list[str]] = {
     ],
     "reactive_services.topology": ["Edge", "Node", "Topology", "render_svg", "topology"],
     "reactive_services.grpc": ["ERROR_TYPE", "SERVICE", "GrpcClient", "GrpcServer"],
+    "reactive_services.testing.local_rabbitmq": [
+        "LocalRabbitMQError",
+        "amqp_ok",
+        "is_running",
+        "server_command",
+        "start",
+        "status",
+        "stop",
+    ],
     "reactive_services.adapters.tracing": [
         "TRACE_HEADERS",
         "TraceHeaders",

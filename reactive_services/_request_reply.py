@@ -119,7 +119,10 @@ def message_pattern(*patterns: str, model: Any = FROM_ANNOTATION) -> Callable[[F
         raise ConfigError("pattern", "a message pattern must be a non-empty topic name")
 
     def decorate(fn: F) -> F:
-        fn.__message_pattern__ = MessagePatternSpec(tuple(patterns), model)  # type: ignore[attr-defined]
+        spec = MessagePatternSpec(tuple(patterns), model)
+        fn.__message_pattern__ = spec  # type: ignore[attr-defined]
+        if isinstance(fn, staticmethod | classmethod):  # above @staticmethod: the function is what the class gives
+            fn.__func__.__message_pattern__ = spec  # type: ignore[attr-defined]
         return fn
 
     return decorate

@@ -215,7 +215,10 @@ def event_pattern(
     produced = declared_topics(emits, "emits") or ()
 
     def decorate(fn: F) -> F:
-        fn.__event_pattern__ = EventPatternSpec(tuple(patterns), pipeline, model, produced)  # type: ignore[attr-defined]
+        spec = EventPatternSpec(tuple(patterns), pipeline, model, produced)
+        fn.__event_pattern__ = spec  # type: ignore[attr-defined]
+        if isinstance(fn, staticmethod | classmethod):  # above @staticmethod: the function is what the class gives
+            fn.__func__.__event_pattern__ = spec  # type: ignore[attr-defined]
         return fn
 
     return decorate

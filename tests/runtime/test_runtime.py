@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 import reactivex.operators as ops
 
-from reactive_services import ClientProxy, Controller, Microservice, event_pattern, start_all_microservices
+from reactive_services import (
+    ClientProxy,
+    Controller,
+    Microservice,
+    event_pattern,
+    message_pattern,
+    start_all_microservices,
+)
 from reactive_services.adapters import headers_to_dict, hold, track
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, PublishError
@@ -51,6 +58,47 @@ async def test_payload_handlers_receive_events_emitted_by_a_client() -> None:
     assert service.handled == {"order.created": 1, "order.cancelled": 1}
     assert client.emitted == 2
     await client.close()
+
+
+SEEN: list[tuple[str, Any]] = []
+
+
+class Static(Controller):
+    """Handlers written above @staticmethod / @classmethod (the decorator sees the descriptor)."""
+
+    @event_pattern("static.events")
+    @staticmethod
+    def on_static(payload: Any) -> None:
+        SEEN.append(("static", payload))
+
+    @event_pattern("class.events")
+    @classmethod
+    def on_class(cls, payload: Any) -> None:
+        SEEN.append((cls.__name__, payload))
+
+    @message_pattern("static.ask")
+    @staticmethod
+    def ask(payload: Any) -> Any:
+        return payload["n"] + 1
+
+
+async def test_handlers_above_staticmethod_and_classmethod_are_registered() -> None:
+    SEEN.clear()
+    broker = InMemoryBroker()
+    client = ClientProxy(broker, own_broker=True)
+    await client.connect()
+    service = Microservice(broker, [Static()], name="static-svc")
+    assert service.patterns == ["class.events", "static.ask", "static.events"]
+    await service.start()
+    try:
+        await client.emit("static.events", {"n": 1})
+        await client.emit("class.events", {"n": 2})
+        assert await client.send("static.ask", {"n": 41}, timeout=10) == 42
+        await wait_for(lambda: len(SEEN) == 2)
+    finally:
+        await service.stop()
+        await client.close()
+    assert sorted(SEEN, key=str) == [("Static", {"n": 2}), ("static", {"n": 1})]
 
 
 async def test_a_failing_handler_dead_letters_the_record_and_the_stream_goes_on() -> None:

@@ -25,6 +25,7 @@ Attributes: ``messaging.system`` (``"kafka"``, or ``"memory"`` for the in-memory
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -213,24 +214,27 @@ def start_process_span(
     return span, trace.set_span_in_context(span, parent)
 
 
-def record_failure(error: BaseException) -> None:
-    """Record ``error`` on the current span, if it is recording, and mark the span failed."""
-    span = trace.get_current_span()
-    if span.is_recording():
+def record_failure(error: BaseException, span: trace.Span | None = None) -> None:
+    """Record ``error`` on ``span`` (default: the current span), if it is recording, and mark
+    the span failed. A cancellation is not a failure: nothing is recorded for it."""
+    span = span if span is not None else trace.get_current_span()
+    if span.is_recording() and not isinstance(error, asyncio.CancelledError):
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
 @contextmanager
-def process_span(
-    system: str, message: Message, group_id: str | None = None, *, name: str | None = None
-) -> Iterator[None]:
-    """A ``process <topic>`` CONSUMER span around the handling of ``message``, current inside the
-    block, its parent the trace context of the record's headers. An exception leaving the block
-    is recorded on the span."""
-    attributes = _process_attributes(system, message, group_id)
-    parent = extract_context(message.headers)
-    with tracer().start_as_current_span(
-        name or f"process {message.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-    ):
+def process_span(system: str, message: Message, group_id: str | None = None) -> Iterator[None]:
+    """A ``process <topic>`` CONSUMER span around the handling of ``message`` (see
+    :func:`start_process_span`), current inside the block. An exception leaving the block is
+    recorded on the span."""
+    span, context = start_process_span(system, message, group_id)
+    token = otel_context.attach(context)
+    try:
         yield
+    except BaseException as exc:
+        record_failure(exc, span)
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()

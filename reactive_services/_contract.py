@@ -29,7 +29,7 @@ from ._run import System
 from ._runtime import ClientProxy, EventPatternSpec, Microservice
 from .errors import ConfigError
 
-__all__ = ["Application", "Channel", "Deployment", "Request", "Target", "WebSocketApi", "applications"]
+__all__ = ["Application", "Channel", "Deployment", "Request", "Target", "WebSocketApi", "applications", "flatten"]
 
 #: What the describing functions accept: Microservices, ClientProxies, a :class:`System`, a
 #: :class:`Deployment` (its applications), or (nested) iterables of those.
@@ -157,8 +157,7 @@ def applications(*targets: Target) -> list[Application]:
         ConfigError: a target that is none of these (key ``"target"``); a declared type
             pydantic cannot describe (key ``"model"``).
     """
-    found: list[Microservice | ClientProxy] = []
-    _flatten([t.applications if isinstance(t, Deployment) else t for t in targets], found)
+    found = flatten(targets)
     apps = [_service(t) if isinstance(t, Microservice) else _client(t) for t in found]
     answered = {r.topic: r for app in apps for r in app.answers}
     return [
@@ -179,16 +178,26 @@ def _completed(sent: Request, answered: Request | None) -> Request:
     return Request(sent.topic, sent.reply_topic, answered.request, reply, answered.summary)
 
 
-def _flatten(targets: Iterable[Any], into: list[Microservice | ClientProxy]) -> None:
+def flatten(targets: Iterable[Any]) -> list[Microservice | ClientProxy]:
+    """The Microservices and ClientProxies of ``targets``, in order (a :class:`System` gives its
+    services, a :class:`Deployment` its applications; iterables are flattened).
+
+    Raises:
+        ConfigError: a target that is none of these (key ``"target"``).
+    """
+    found: list[Microservice | ClientProxy] = []
     for target in targets:
         if isinstance(target, Microservice | ClientProxy):
-            into.append(target)
+            found.append(target)
         elif isinstance(target, System):
-            into.extend(target.services)
+            found.extend(target.services)
+        elif isinstance(target, Deployment):
+            found.extend(flatten(target.applications))
         elif isinstance(target, Iterable) and not isinstance(target, str | bytes):
-            _flatten(target, into)
+            found.extend(flatten(target))
         else:
             raise ConfigError("target", f"expected a Microservice, a ClientProxy or a System, got {target!r}")
+    return found
 
 
 def _summary(fn: Callable[..., Any]) -> str | None:

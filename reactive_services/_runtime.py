@@ -461,18 +461,11 @@ async def _awaited_in(work: Awaitable[Any], context: otel_context.Context, span:
     try:
         return await work
     except BaseException as exc:
-        _record(span, exc)
+        record_failure(exc, span)
         raise
     finally:
         otel_context.detach(token)
         span.end()
-
-
-def _record(span: trace.Span, error: BaseException) -> None:
-    """Record ``error`` on ``span`` and mark it failed (a cancellation is not a failure)."""
-    if not isinstance(error, asyncio.CancelledError):
-        span.record_exception(error)
-        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
 class _TracedObserver(ObserverBase[Message]):
@@ -578,7 +571,7 @@ class _Dispatch(PayloadObserver):
             try:
                 result = call(value)
             except BaseException as exc:
-                _record(span, exc)
+                record_failure(exc, span)
                 span.end()
                 raise
             finally:

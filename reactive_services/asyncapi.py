@@ -32,9 +32,7 @@ from typing import Any, Literal
 import orjson
 import pydantic
 
-from ._contract import Application, Channel, Deployment, Request, Target, WebSocketApi, applications
-from ._run import System
-from ._runtime import ClientProxy, Microservice
+from ._contract import Application, Channel, Deployment, Request, Target, WebSocketApi, applications, flatten
 from .errors import ConfigError
 
 __all__ = [
@@ -188,10 +186,8 @@ def _describe(apps: Sequence[Application]) -> str:
 
 
 def _broker_server(targets: Iterable[Any]) -> dict[str, Any]:
-    broker: Any = None
-    for target in _walk(targets):
-        broker = target.broker
-        break
+    found = flatten(targets)
+    broker: Any = found[0].broker if found else None
     while hasattr(broker, "broker") and not hasattr(broker, "settings"):  # MeteredBroker and other wrappers
         broker = broker.broker
     settings = getattr(broker, "settings", None)
@@ -208,16 +204,6 @@ def _broker_server(targets: Iterable[Any]) -> dict[str, Any]:
         "description": "the embedded in-memory broker (Kafka's semantics: topics, partitions, offsets, "
         "consumer groups), in the services' process",
     }
-
-
-def _walk(targets: Iterable[Any]) -> Iterable[Microservice | ClientProxy]:
-    for target in targets:
-        if isinstance(target, Microservice | ClientProxy):
-            yield target
-        elif isinstance(target, System):
-            yield from target.services
-        elif isinstance(target, Iterable) and not isinstance(target, str | bytes):
-            yield from _walk(target)
 
 
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
@@ -248,6 +234,7 @@ class _Writer:
         self._messages: dict[str, dict[str, Any]] = {}
         self._payloads: dict[str, Any] = {}  # message key -> payload type (None: any JSON)
         self._message_of: dict[tuple[str, str], str] = {}  # (topic, role) -> message key
+        self._ws_topics: dict[str, list[str]] = {}  # websocket channel -> the topics of its events
 
     # ----------------------------------------------------------------- channels and messages
 
@@ -448,7 +435,7 @@ class _Writer:
             if key in self._payloads:
                 message["payload"] = schemas[(key, "validation")] if self._payloads[key] is not None else {}
             messages[key] = message
-        ws_topics: dict[str, list[str]] = getattr(self, "_ws_topics", {})
+        ws_topics = self._ws_topics
         if "ws_event" in messages:
             messages["ws_event"]["payload"] = self._event_frame(ws_topics, messages)
         out: dict[str, Any] = {"messages": messages, "schemas": definitions.get("$defs", {})}

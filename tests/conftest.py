@@ -13,7 +13,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from reactive_services.adapters.tracing import set_tracer_provider
 from reactive_services.testing import local_kafka as _local_kafka
 from reactive_services.testing import unique_name
 
@@ -49,6 +53,22 @@ def rabbitmq_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         local_rabbitmq.stop(state_dir)
+
+
+@pytest.fixture
+def span_exporter() -> Iterator[InMemorySpanExporter]:
+    """The library traced with an OpenTelemetry SDK provider of its own for the test
+    (:func:`reactive_services.adapters.tracing.set_tracer_provider`); yields the SDK's
+    ``InMemorySpanExporter`` holding the finished spans."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    set_tracer_provider(provider)
+    try:
+        yield exporter
+    finally:
+        set_tracer_provider(None)
+        provider.shutdown()
 
 
 @pytest.fixture

@@ -1,46 +1,31 @@
 """One trace from ``POST /orders`` to the websocket frame a client receives: the gateway's HTTP
 span, the order's topic, the inventory, the inventory's event, the notification service and the
-websocket delivery, with the OpenTelemetry SDK's in-memory exporter."""
+websocket delivery, with the OpenTelemetry SDK's in-memory span_exporter."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from gatewayshop import STEP, Shop, start_shop
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from websockets.asyncio.client import connect as ws_connect
 
 from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.adapters.tracing import set_tracer_provider
 from reactive_services.testing import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    set_tracer_provider(provider)
-    try:
-        yield exporter
-    finally:
-        set_tracer_provider(None)
-        provider.shutdown()
-
-
-@pytest.fixture
 async def traced_shop(
-    exporter: InMemorySpanExporter, memory_broker: InMemoryBroker, tmp_path: Path
+    span_exporter: InMemorySpanExporter, memory_broker: InMemoryBroker, tmp_path: Path
 ) -> AsyncIterator[Shop]:
     async with start_shop(memory_broker, tmp_path) as shop:
         yield shop
@@ -53,7 +38,7 @@ def trace_id_of(traceparent: str) -> int:
 
 
 async def test_one_order_is_one_trace_from_the_http_request_to_the_websocket_frame(
-    traced_shop: Shop, exporter: InMemorySpanExporter
+    traced_shop: Shop, span_exporter: InMemorySpanExporter
 ) -> None:
     shop = traced_shop
     headers = {"Authorization": f"Bearer {shop.token('alice')}"}
@@ -70,7 +55,7 @@ async def test_one_order_is_one_trace_from_the_http_request_to_the_websocket_fra
     trace_id = trace_id_of(frame["trace"]["traceparent"])
 
     def spans() -> list[ReadableSpan]:
-        return [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
+        return [s for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id]
 
     await wait_for(lambda: any(s.name == "send inventory" for s in spans()), STEP)
     ns = shop.namespace

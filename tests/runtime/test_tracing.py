@@ -6,7 +6,7 @@ it publishes joins the trace, requests and their replies are one trace; and noth
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,19 +26,6 @@ pytestmark = pytest.mark.timeout(60)
 STEP = 20.0
 
 
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    set_tracer_provider(provider)
-    try:
-        yield exporter
-    finally:
-        set_tracer_provider(None)
-        provider.shutdown()
-
-
 def traceparent(message: Message) -> str | None:
     value = message.header("traceparent")
     return None if value is None else value.decode()
@@ -51,8 +38,8 @@ def ids(message: Message) -> tuple[int, int]:
     return int(trace_id, 16), int(parent_id, 16)
 
 
-def by_name(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
-    return [s for s in exporter.get_finished_spans() if s.name == name]
+def by_name(span_exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [s for s in span_exporter.get_finished_spans() if s.name == name]
 
 
 async def read(broker: Any, topic: str, count: int) -> list[Message]:
@@ -85,7 +72,7 @@ async def test_nothing_is_traced_without_an_sdk(broker: Any, unique_topic: Calla
 
 
 async def test_each_record_carries_the_context_of_its_send_span(
-    broker: Any, unique_topic: Callable[..., str], exporter: InMemorySpanExporter
+    broker: Any, unique_topic: Callable[..., str], span_exporter: InMemorySpanExporter
 ) -> None:
     topic = unique_topic()
     await broker.create_topics([topic])
@@ -93,7 +80,7 @@ async def test_each_record_carries_the_context_of_its_send_span(
         await broker.emit(topic, {"id": 1}, key="k", headers={"traceparent": "stale", "x": "kept"})
         await broker.emit_batch(topic, [("a", {"id": 2}), ("b", {"id": 3})])
     one, *batch = await read(broker, topic, 3)
-    (single_send, batch_send) = by_name(exporter, f"send {topic}")
+    (single_send, batch_send) = by_name(span_exporter, f"send {topic}")
     assert single_send.kind == SpanKind.PRODUCER and single_send.parent.span_id == caller.get_span_context().span_id
     assert single_send.attributes["messaging.destination.name"] == topic
     assert single_send.attributes["messaging.system"] == broker.kind
@@ -105,7 +92,7 @@ async def test_each_record_carries_the_context_of_its_send_span(
 
 
 async def test_a_handler_runs_in_the_producers_trace_and_what_it_publishes_joins_it(
-    broker: Any, unique_topic: Callable[..., str], exporter: InMemorySpanExporter
+    broker: Any, unique_topic: Callable[..., str], span_exporter: InMemorySpanExporter
 ) -> None:
     topic, out = unique_topic("in"), unique_topic("out")
     await broker.create_topics([topic, out])
@@ -115,12 +102,12 @@ async def test_a_handler_runs_in_the_producers_trace_and_what_it_publishes_joins
         with tracer().start_as_current_span("origin") as origin:
             await broker.emit(topic, {"id": 7}, key="7")
         (accepted,) = await read(broker, out, 1)
-        await wait_for(lambda: by_name(exporter, f"process {topic}"), STEP)
+        await wait_for(lambda: by_name(span_exporter, f"process {topic}"), STEP)
     finally:
         await service.stop()
-    (process,) = by_name(exporter, f"process {topic}")
-    (send_in,) = by_name(exporter, f"send {topic}")
-    (send_out,) = by_name(exporter, f"send {out}")
+    (process,) = by_name(span_exporter, f"process {topic}")
+    (send_in,) = by_name(span_exporter, f"send {topic}")
+    (send_out,) = by_name(span_exporter, f"send {out}")
     trace_id = origin.get_span_context().trace_id
     assert {s.context.trace_id for s in (process, send_in, send_out)} == {trace_id}
     assert process.kind == SpanKind.CONSUMER and process.parent.span_id == send_in.context.span_id
@@ -131,7 +118,7 @@ async def test_a_handler_runs_in_the_producers_trace_and_what_it_publishes_joins
 
 
 async def test_a_failing_handler_is_recorded_on_its_span(
-    broker: Any, unique_topic: Callable[..., str], exporter: InMemorySpanExporter
+    broker: Any, unique_topic: Callable[..., str], span_exporter: InMemorySpanExporter
 ) -> None:
     topic = unique_topic()
     await broker.create_topics([topic])
@@ -148,13 +135,13 @@ async def test_a_failing_handler_is_recorded_on_its_span(
         await wait_for(lambda: service.dead_lettered.get(topic), STEP)
     finally:
         await service.stop()
-    (process,) = by_name(exporter, f"process {topic}")
+    (process,) = by_name(span_exporter, f"process {topic}")
     assert process.status.status_code == StatusCode.ERROR
     assert [e.attributes["exception.type"] for e in process.events if e.name == "exception"] == ["ValueError"]
 
 
 async def test_a_request_and_its_reply_are_one_trace(
-    broker: Any, unique_topic: Callable[..., str], exporter: InMemorySpanExporter
+    broker: Any, unique_topic: Callable[..., str], span_exporter: InMemorySpanExporter
 ) -> None:
     pattern = unique_topic("ask")
 
@@ -171,10 +158,10 @@ async def test_a_request_and_its_reply_are_one_trace(
     finally:
         await client.close()
         await service.stop()
-    (request,) = by_name(exporter, f"request {pattern}")
-    (send,) = by_name(exporter, f"send {pattern}")
-    (process,) = by_name(exporter, f"process {pattern}")
-    (reply,) = by_name(exporter, f"send {pattern}.reply")
+    (request,) = by_name(span_exporter, f"request {pattern}")
+    (send,) = by_name(span_exporter, f"send {pattern}")
+    (process,) = by_name(span_exporter, f"process {pattern}")
+    (reply,) = by_name(span_exporter, f"send {pattern}.reply")
     assert request.kind == SpanKind.CLIENT and request.parent is None
     assert send.parent.span_id == request.context.span_id
     assert process.parent.span_id == send.context.span_id
@@ -183,7 +170,7 @@ async def test_a_request_and_its_reply_are_one_trace(
 
 
 async def test_a_pipelines_synchronous_part_runs_in_the_records_trace(
-    broker: Any, unique_topic: Callable[..., str], exporter: InMemorySpanExporter
+    broker: Any, unique_topic: Callable[..., str], span_exporter: InMemorySpanExporter
 ) -> None:
     from opentelemetry import trace
 
@@ -210,7 +197,7 @@ async def test_a_pipelines_synchronous_part_runs_in_the_records_trace(
 
 
 async def test_a_requests_process_span_lasts_until_its_reply_and_records_a_failure(
-    broker: Any, unique_topic: Callable[..., str], exporter: InMemorySpanExporter
+    broker: Any, unique_topic: Callable[..., str], span_exporter: InMemorySpanExporter
 ) -> None:
     pattern = unique_topic("slow")
 
@@ -229,20 +216,20 @@ async def test_a_requests_process_span_lasts_until_its_reply_and_records_a_failu
         assert await client.send(pattern, {"n": 1}, timeout=STEP) == 1
         with pytest.raises(RemoteError):
             await client.send(pattern, {"n": -1}, timeout=STEP)
-        await wait_for(lambda: len(by_name(exporter, f"process {pattern}")) == 2, STEP)
+        await wait_for(lambda: len(by_name(span_exporter, f"process {pattern}")) == 2, STEP)
     finally:
         await client.close()
         await service.stop()
-    ok, failed = sorted(by_name(exporter, f"process {pattern}"), key=lambda s: s.start_time)
+    ok, failed = sorted(by_name(span_exporter, f"process {pattern}"), key=lambda s: s.start_time)
     assert (ok.end_time - ok.start_time) / 1e9 >= 0.05  # the handler's 50 ms inside it
-    (reply, _) = sorted(by_name(exporter, f"send {pattern}.reply"), key=lambda s: s.start_time)
+    (reply, _) = sorted(by_name(span_exporter, f"send {pattern}.reply"), key=lambda s: s.start_time)
     assert reply.parent.span_id == ok.context.span_id and reply.end_time <= ok.end_time
     assert ok.status.status_code == StatusCode.UNSET and failed.status.status_code == StatusCode.ERROR
     assert ok.attributes["messaging.consumer.group.name"] == service.request_group_id
 
 
 async def test_a_sinks_records_carry_the_trace_and_a_dead_letter_stays_in_it(
-    broker: Any, unique_topic: Callable[..., str], exporter: InMemorySpanExporter
+    broker: Any, unique_topic: Callable[..., str], span_exporter: InMemorySpanExporter
 ) -> None:
     topic, out = unique_topic("in"), unique_topic("out")
     await broker.create_topics([topic, out])
@@ -268,7 +255,7 @@ async def test_a_sinks_records_carry_the_trace_and_a_dead_letter_stays_in_it(
     assert ids(sunk)[0] == origin.get_span_context().trace_id
     (dead,) = await read(broker, topic + ".DLT", 1)
     assert ids(dead)[0] == producer.get_span_context().trace_id  # the dead letter joins the record's trace
-    (dlt_send,) = by_name(exporter, f"send {topic}.DLT")
+    (dlt_send,) = by_name(span_exporter, f"send {topic}.DLT")
     assert dlt_send.context.trace_id == producer.get_span_context().trace_id
 
 
@@ -294,7 +281,7 @@ async def test_each_new_provider_gets_the_spans_made_while_it_is_set() -> None:
         await broker.stop()
 
 
-def test_frames_carry_the_trace_context_but_not_the_baggage(exporter: InMemorySpanExporter) -> None:
+def test_frames_carry_the_trace_context_but_not_the_baggage(span_exporter: InMemorySpanExporter) -> None:
     from opentelemetry import baggage
     from opentelemetry import context as otel_context
 

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from contextvars import Token
 from dataclasses import dataclass, field
 from inspect import isawaitable
 from operator import attrgetter
@@ -554,6 +555,7 @@ class KafkaSources:
                     return
                 continue
             handled = -1  # the last offset of tp handled synchronously and not advanced to yet
+            first: Token[Any] | None = None  # current_message restored once per chunk, as in _deliver_payloads
             try:
                 while i < end:
                     record = records[i]
@@ -579,13 +581,14 @@ class KafkaSources:
                         if handled >= 0:
                             window.advance(tp, handled)
                             handled = -1
+                        if first is not None:
+                            _set_current(None)  # its dead letter is sent outside of any delivery
                         dead_letter_undecodable(emitter, window, tp, message, decode_error(decoder, raw))
                         continue
                     token = _set_current(message)
-                    try:
-                        on_next(message)
-                    finally:
-                        _reset_current(token)
+                    if first is None:
+                        first = token
+                    on_next(message)
                     if run.detached:
                         return  # disposed from on_next: this message stays uncommitted
                     if message._pending or message._holds:
@@ -601,6 +604,8 @@ class KafkaSources:
                         run.yielded = True
                         return
             finally:
+                if first is not None:
+                    _reset_current(first)
                 chunk[2] = i
                 if handled >= 0:
                     window.advance(tp, handled)
@@ -635,6 +640,10 @@ class KafkaSources:
         end = len(records)
         handled = -1  # the last offset of tp handled synchronously and not advanced to yet
         ok = 0  # records handled without error, not reported yet
+        # current_message is set per record and restored once, when the chunk ends (a reset per
+        # record costs as much as the set): between records it names the last one delivered,
+        # seen by nothing but this loop (a failed decode clears it before its dead letter).
+        first: Token[Any] | None = None
         try:
             while i < end:
                 record = records[i]
@@ -649,12 +658,16 @@ class KafkaSources:
                     if handled >= 0:
                         window.advance(tp, handled)
                         handled = -1
+                    if first is not None:
+                        _set_current(None)  # its dead letter is sent outside of any delivery
                     dead_letter_undecodable(emitter, window, tp, message_of(record), decode_error(decoder, raw))
                     continue
                 delivery = [record, value, None, message_of]
                 awaited = False
                 settle = True
                 token = _set_current(delivery)
+                if first is None:
+                    first = token
                 try:
                     result = call(value)
                     if result is None:
@@ -690,8 +703,6 @@ class KafkaSources:
                     settle = False  # it stays uncommitted
                 except Exception as exc:  # noqa: BLE001 - the route decides (a service dead-letters it)
                     failed(exc)
-                finally:
-                    _reset_current(token)
                 if run.detached:
                     return True  # disposed from the handler: this record stays uncommitted
                 if awaited and stats.revocations != revocations and window.tracker.epoch(tp) != epoch:
@@ -719,6 +730,8 @@ class KafkaSources:
                     run.yielded = True
                     return True
         finally:
+            if first is not None:
+                _reset_current(first)
             chunk[2] = i
             if handled >= 0:
                 window.advance(tp, handled)

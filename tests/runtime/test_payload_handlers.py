@@ -139,8 +139,64 @@ async def test_failing_payload_handlers_dead_letter_the_record_as_it_came(broker
         assert [h["dlt.original.offset"] for h in heads] == ["1", "3"]
 
 
-async def broker_records(broker: Broker, topic: str, n: int) -> list[Message]:
-    """The first ``n`` records of ``topic`` (one partition), read with a source of its own."""
+@pytest.mark.parametrize("pipeline", [False, True], ids=["payload", "on_next"])
+async def test_a_task_started_in_a_handler_sees_its_own_record_after_later_ones_were_delivered(
+    broker: Broker, pipeline: bool
+) -> None:
+    """The source sets current_message per record; a task copies the context, so ``get()`` in it
+    returns the record it was started for even when it runs after the next records (one fetch:
+    one chunk), and an undecodable record between them is dead-lettered without touching them."""
+    ns = unique_name("pt") + "."
+    topic = ns + "tasks"
+    release = asyncio.Event()
+    seen: dict[int, int | None] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def later(i: int) -> None:
+        await release.wait()  # after every record of the fetch was delivered
+        message = current_message.get()
+        seen[i] = None if message is None else message.offset
+
+    def start(i: int) -> None:
+        tasks.append(asyncio.get_running_loop().create_task(later(i)))
+
+    class Starts(Controller):
+        @event_pattern("tasks")
+        def handle(self, payload: dict[str, Any]) -> None:
+            start(payload["i"])
+
+    await broker.create_topics([topic], partitions=1)
+    # the records first, so that one fetch brings them all
+    await broker.emit(topic, {"i": 0})
+    await broker.emit(topic, {"i": 1})
+    await broker.emit(topic, b"{not json")
+    await broker.emit(topic, {"i": 3})
+    service = None
+    stop, done = asyncio.Event(), asyncio.Event()
+    if pipeline:
+        broker.source(topic, group_id=unique_name("g"), stop=stop).subscribe(
+            lambda m: start(m.value["i"]), lambda e: done.set(), done.set
+        )
+    else:
+        service = Microservice(broker, [Starts()], name="starts", namespace=ns)
+        await service.start()
+    try:
+        await wait_for(lambda: len(tasks) == 3, what="three records delivered")
+        release.set()
+        await asyncio.gather(*tasks)
+        assert seen == {0: 0, 1: 1, 3: 3}
+        if service is not None:
+            await wait_for(lambda: at_least(broker, service.group_id, topic, 4), what="everything committed")
+    finally:
+        if service is not None:
+            await service.stop()
+        stop.set()
+    letters = await broker_records(broker, topic + ".DLT", 1, decode=None)
+    assert letters[0].raw == b"{not json" and headers_to_dict(letters[0].headers)["dlt.original.offset"] == "2"
+
+
+async def broker_records(broker: Broker, topic: str, n: int, decode: Any = "json") -> list[Message]:
+    """The first ``n`` records of ``topic``, read with a source of its own."""
     got: list[Message] = []
     stop, done = asyncio.Event(), asyncio.Event()
 
@@ -149,7 +205,9 @@ async def broker_records(broker: Broker, topic: str, n: int) -> list[Message]:
         if len(got) == n:
             stop.set()
 
-    broker.source(topic, group_id=unique_name("read"), stop=stop).subscribe(on_next, lambda e: done.set(), done.set)
+    broker.source(topic, group_id=unique_name("read"), stop=stop, decode=decode).subscribe(
+        on_next, lambda e: done.set(), done.set
+    )
     await asyncio.wait_for(done.wait(), 30)
     return got
 

@@ -5,6 +5,7 @@ No I/O and no asyncio here; tested with bytes alone.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "encode_key",
     "encode_value",
     "headers_to_dict",
+    "partition_for",
     "resolve_decoder",
 ]
 
@@ -211,3 +213,16 @@ def dead_letter_headers(message: Message, error: BaseException | str, *, attempt
 def headers_to_dict(headers: Headers | None) -> dict[str, str]:
     """Headers as a ``{name: text}`` dict (later duplicates win; bytes decoded as UTF-8)."""
     return {k: v.decode("utf-8", "replace") for k, v in headers or ()}
+
+
+def partition_for(key: bytes | None, partitions: int, round_robin: int) -> int:
+    """The partition of a record: CRC-32 of the key (same key, same partition), else round robin.
+
+    Args:
+        key: the key bytes, or None.
+        partitions: how many partitions the topic has (>= 1).
+        round_robin: a counter that increases with each keyless record.
+    """
+    if key is None:
+        return round_robin % partitions
+    return zlib.crc32(key) % partitions

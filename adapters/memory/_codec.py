@@ -5,11 +5,11 @@ No asyncio here; everything is plain values.
 
 from __future__ import annotations
 
-import zlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from .._codec import partition_for
 from .._message import Message
 
 __all__ = [
@@ -147,19 +147,6 @@ def message_of(topic: str, partition: int, offset: int, record: StoredRecord) ->
     return Message(
         topic, partition, offset, record.key, record.value, record.headers, record.timestamp_ms, record.value
     )
-
-
-def partition_for(key: bytes | None, partitions: int, round_robin: int) -> int:
-    """The partition of a record: CRC-32 of the key (same key, same partition), else round robin.
-
-    Args:
-        key: the key bytes, or None.
-        partitions: how many partitions the topic has (>= 1).
-        round_robin: a counter that increases with each keyless record.
-    """
-    if key is None:
-        return round_robin % partitions
-    return zlib.crc32(key) % partitions
 
 
 def assign_range(members: Sequence[Sequence[str]], partitions: dict[str, int]) -> list[list[tuple[str, int]]]:

@@ -1,0 +1,238 @@
+"""Publishing to RabbitMQ with publisher confirms, and the topology every process declares.
+
+One robust connection (aio-pika's ``connect_robust``: it reconnects and reopens its channel by
+itself after the server restarts) with one confirm channel. A record is published persistent
+(``delivery_mode=2``) to its topic's exchange with its partition as the routing key, and
+``emit`` returns once RabbitMQ confirmed it (``basic.ack``): for a quorum queue, once a
+majority of its replicas wrote it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+
+from reactive_services.errors import BrokerUnavailableError, PublishError
+
+from .._codec import encode_headers, encode_key, encode_value, partition_for
+from .._message import HeadersIn, RecordMetadata
+from .._protocol import Emitter
+from .._sink import BrokerSink, Sinks
+from ._codec import UNROUTED, RabbitSettings, amqp_headers, exchange_arguments, queue_name
+
+__all__ = ["RabbitProducer", "declare_unrouted"]
+
+log = logging.getLogger("reactive_services.adapters.rabbitmq")
+
+#: What aio-pika / aiormq raise when the connection or channel is gone or refuses.
+CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
+
+
+async def declare_unrouted(channel: aio_pika.abc.AbstractChannel) -> None:
+    """Declare the alternate exchange :data:`UNROUTED` (fanout) and its quorum queue."""
+    exchange = await channel.declare_exchange(UNROUTED, aio_pika.ExchangeType.FANOUT, durable=True)
+    queue = await channel.declare_queue(UNROUTED, durable=True, arguments={"x-queue-type": "quorum"})
+    await queue.bind(exchange)
+
+
+class RabbitProducer:
+    """The publishing side of one :class:`~reactive_services.adapters.rabbitmq.RabbitBroker`.
+
+    Args:
+        settings: the broker's settings.
+        emitter: what the sinks publish through (the broker).
+    """
+
+    def __init__(self, settings: RabbitSettings, emitter: Emitter) -> None:
+        self.settings = settings
+        #: ``{topic: partitions}`` of the topics this process created or published to
+        self.partitions: dict[str, int] = {}
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._declaring: dict[str, asyncio.Future[AbstractExchange]] = {}
+        self._round_robin = itertools.count()
+        self._sinks = Sinks(emitter)
+
+    @property
+    def started(self) -> bool:
+        return self._connection is not None
+
+    async def start(self) -> None:
+        """Connect (robust), open the confirm channel, declare :data:`UNROUTED`.
+
+        Raises:
+            BrokerUnavailableError: no answer within ``connect_timeout_s``.
+        """
+        s = self.settings
+        try:
+            connection = await aio_pika.connect_robust(s.url, timeout=s.connect_timeout_s)
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailableError(f"RabbitMQ at {_safe(s.url)} did not answer: {exc!r}") from exc
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            await asyncio.wait_for(declare_unrouted(channel), s.connect_timeout_s)
+        except CONNECTION_ERRORS as exc:
+            await connection.close()
+            raise BrokerUnavailableError(f"RabbitMQ at {_safe(s.url)}: cannot declare {UNROUTED}: {exc!r}") from exc
+        self._connection, self._channel = connection, channel  # type: ignore[assignment]
+
+    async def stop(self) -> None:
+        """Close the connection (after :meth:`flush_sinks`)."""
+        connection, self._connection, self._channel = self._connection, None, None
+        self._exchanges.clear()
+        if connection is not None:
+            try:
+                await connection.close()
+            except CONNECTION_ERRORS:  # already gone
+                pass
+
+    def partitions_of(self, topic: str) -> int:
+        """The partitions of ``topic``: as created in this process, else the broker's default."""
+        return self.partitions.get(topic, self.settings.partitions)
+
+    async def exchange(self, topic: str, partitions: int | None = None) -> AbstractExchange:
+        """The declared exchange of ``topic`` (declared once per process, concurrently safe).
+
+        Raises:
+            BrokerUnavailableError: not started, or the declaration failed.
+        """
+        exchange = self._exchanges.get(topic)
+        if exchange is not None:
+            return exchange
+        pending = self._declaring.get(topic)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        channel = self._channel
+        if channel is None:
+            raise BrokerUnavailableError(f"cannot use topic {topic!r}: the RabbitMQ broker is not started")
+        future: asyncio.Future[AbstractExchange] = asyncio.get_running_loop().create_future()
+        self._declaring[topic] = future
+        try:
+            count = partitions or self.partitions_of(topic)
+            exchange = await asyncio.wait_for(
+                channel.declare_exchange(
+                    topic, aio_pika.ExchangeType.DIRECT, durable=True, arguments=exchange_arguments(count)
+                ),
+                self.settings.connect_timeout_s,
+            )
+        except CONNECTION_ERRORS as exc:
+            error = BrokerUnavailableError(f"cannot declare the exchange of topic {topic!r}: {exc!r}")
+            future.set_exception(error)
+            future.exception()  # retrieved: the waiters raise it
+            raise error from exc
+        finally:
+            del self._declaring[topic]
+        self.partitions.setdefault(topic, count)
+        self._exchanges[topic] = exchange
+        future.set_result(exchange)
+        return exchange
+
+    async def emit(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: HeadersIn | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        """Publish one record and wait for its confirm; see :meth:`RabbitBroker.emit`."""
+        return await self._publish(topic, encode_key(key), encode_value(value), encode_headers(headers), timestamp_ms)
+
+    async def emit_batch(
+        self,
+        topic: str,
+        records: Sequence[tuple[str | bytes | None, Any]],
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> list[RecordMetadata]:
+        """Publish many ``(key, value)`` records (all encoded first), confirms awaited together, in order."""
+        encoded = [(encode_key(k), encode_value(v)) for k, v in records]
+        await self.exchange(topic)
+        return list(await asyncio.gather(*(self._publish(topic, k, v, headers, None) for k, v in encoded)))
+
+    async def _publish(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: tuple[tuple[str, bytes], ...],
+        timestamp_ms: int | None,
+    ) -> RecordMetadata:
+        if self._channel is None:
+            raise PublishError(f"cannot publish to {topic!r}: the RabbitMQ broker is not started")
+        try:
+            exchange = await self.exchange(topic)
+        except BrokerUnavailableError as exc:
+            raise PublishError(str(exc)) from exc
+        partition = partition_for(key, self.partitions_of(topic), next(self._round_robin) if key is None else 0)
+        ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        try:
+            table = amqp_headers(key, headers, ts, null=value is None)
+        except ValueError as exc:
+            raise TypeError(str(exc)) from None
+        message = aio_pika.Message(
+            b"" if value is None else value,
+            headers=table,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            confirm = await exchange.publish(message, str(partition), timeout=self.settings.publish_timeout_s)
+        except CONNECTION_ERRORS as exc:
+            raise PublishError(f"RabbitMQ did not confirm a record to {topic!r}: {exc!r}") from exc
+        if not isinstance(confirm, aiormq.spec.Basic.Ack):
+            raise PublishError(f"RabbitMQ refused a record to {topic!r}: {confirm!r}")
+        return RecordMetadata(topic, partition, -1, ts)
+
+    async def queue_depths(self, group_id: str, topic: str) -> dict[int, int]:
+        """``{partition: messages ready}`` in ``group_id``'s queues of ``topic`` (passive declares
+        on a channel of their own: a missing queue closes it).
+
+        Raises:
+            BrokerUnavailableError: not started.
+        """
+        connection = self._connection
+        if connection is None:
+            raise BrokerUnavailableError("the RabbitMQ broker is not started")
+        depths: dict[int, int] = {}
+        for p in range(self.partitions_of(topic)):
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(queue_name(group_id, topic, p), passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                continue
+            else:
+                depths[p] = queue.declaration_result.message_count or 0
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        return depths
+
+    def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
+        """A :class:`~reactive_services.adapters.BrokerSink` to ``topic``, flushed by :meth:`flush_sinks`."""
+        return self._sinks.new(topic, key=key)
+
+    async def flush_sinks(self) -> None:
+        """Flush every sink handed out (then forget them).
+
+        Raises:
+            Exception: the first sink failure.
+        """
+        await self._sinks.flush()
+
+
+def _safe(url: str) -> str:
+    """``url`` without its password."""
+    head, sep, tail = url.partition("@")
+    if not sep:
+        return url
+    scheme, _, user = head.partition("://")
+    return f"{scheme}://{user.split(':', 1)[0]}:***@{tail}"

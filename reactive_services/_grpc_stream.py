@@ -57,13 +57,15 @@ class StreamBuffer:
     :class:`SlowConsumer` once the ``"close"`` policy ended it (the subscription is disposed
     then, and on :meth:`close`).
 
+    ``stats``: an object whose ``dropped`` and ``max_buffered`` are kept equal to this one's.
+
     Attributes:
         max_buffered: the most values buffered at once.
         dropped: values discarded by the drop policies.
         overflowed: the ``"close"`` policy ended the stream.
     """
 
-    def __init__(self, source: Observable[Any], size: int, policy: Policy) -> None:
+    def __init__(self, source: Observable[Any], size: int, policy: Policy, *, stats: Any = None) -> None:
         self._source = source
         self._size = size
         self._policy = policy
@@ -78,6 +80,7 @@ class StreamBuffer:
         self.max_buffered = 0
         self.dropped = 0
         self.overflowed = False
+        self._stats = stats
 
     def start(self) -> None:
         """Subscribe to the source (it may emit at once, synchronously)."""
@@ -123,9 +126,13 @@ class StreamBuffer:
             else:
                 self.dropped += len(queue)
                 queue.clear()
+            if self._stats is not None:
+                self._stats.dropped = self.dropped
         queue.append(value)
         if len(queue) > self.max_buffered:
             self.max_buffered = len(queue)
+            if self._stats is not None:
+                self._stats.max_buffered = self.max_buffered
         self._signal()
 
     def _end(self, error: BaseException | None) -> None:

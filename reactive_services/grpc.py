@@ -74,6 +74,7 @@ import inspect
 import types
 import typing
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
@@ -100,7 +101,17 @@ from .errors import (
     ValidationError,
 )
 
-__all__ = ["ERROR_TYPE", "SERVICE", "SLOW_CONSUMER", "GrpcClient", "GrpcServer", "Servicer", "abort_with"]
+__all__ = [
+    "ERROR_TYPE",
+    "SERVICE",
+    "SLOW_CONSUMER",
+    "GrpcClient",
+    "GrpcServer",
+    "Servicer",
+    "StreamStats",
+    "abort_with",
+    "write_stream",
+]
 
 #: The generic service whose methods are the request topics.
 SERVICE = "reactive_services.v1.Requests"
@@ -231,7 +242,7 @@ class GrpcServer:
         self.overflowed: dict[str, int] = {}
         self._dropped: dict[str, int] = {}
         self._max_buffered = 0
-        self._buffers: dict[StreamBuffer, str] = {}  # the Observable-fed streams in flight
+        self._streams: dict[int, tuple[str, StreamStats]] = {}  # the streams in flight
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
 
@@ -355,54 +366,123 @@ class GrpcServer:
         return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=_identity, response_serializer=_identity)
 
     async def _write_stream(self, topic: str, result: Any, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
-        """Write ``result`` (an Observable, an async iterable, or one value) as the stream's messages."""
-        buffer: StreamBuffer | None = None
-        source: AsyncIterator[Any]
-        if isinstance(result, Observable):
-            buffer = StreamBuffer(result, self.stream_buffer, self.overflow)
-            source = buffer
-            self._buffers[buffer] = topic
-        elif isinstance(result, collections.abc.AsyncIterable):
-            source = aiter(result)
-        else:
-            source = _once(result)
+        stats = StreamStats()
+        self._streams[id(stats)] = (topic, stats)
         try:
-            if buffer is not None:
-                buffer.start()
-            async for value in source:
-                await context.write(_encode(value))
-                self.streamed[topic] = self.streamed.get(topic, 0) + 1
-        except asyncio.CancelledError:
-            self.cancelled[topic] = self.cancelled.get(topic, 0) + 1
-            raise
-        except SlowConsumer as exc:
-            self.overflowed[topic] = self.overflowed.get(topic, 0) + 1
-            await abort_with(context, grpc.StatusCode.RESOURCE_EXHAUSTED, exc)
-        except Exception as exc:  # noqa: BLE001 - the source's error becomes an error status
-            await abort_with(context, grpc.StatusCode.UNKNOWN, exc)
+            await write_stream(context, result, stream_buffer=self.stream_buffer, overflow=self.overflow, stats=stats)
         finally:
-            if buffer is not None:
-                buffer.close()
-                del self._buffers[buffer]
-                self._max_buffered = max(self._max_buffered, buffer.max_buffered)
-                if buffer.dropped:
-                    self._dropped[topic] = self._dropped.get(topic, 0) + buffer.dropped
-            elif isinstance(source, collections.abc.AsyncGenerator):
-                await source.aclose()
+            del self._streams[id(stats)]
+            self._max_buffered = max(self._max_buffered, stats.max_buffered)
+            for counts, n in (
+                (self.streamed, stats.written),
+                (self._dropped, stats.dropped),
+                (self.cancelled, int(stats.cancelled)),
+                (self.overflowed, int(stats.overflowed)),
+            ):
+                if n:
+                    counts[topic] = counts.get(topic, 0) + n
 
     @property
     def max_buffered(self) -> int:
         """The most messages one stream buffered at once (an Observable source), in any call so far."""
-        return max([self._max_buffered, *(b.max_buffered for b in self._buffers)])
+        return max([self._max_buffered, *(stats.max_buffered for _, stats in self._streams.values())])
 
     @property
     def dropped(self) -> dict[str, int]:
         """Stream messages discarded by the drop policies, per method (calls in flight included)."""
         out = dict(self._dropped)
-        for buffer, topic in self._buffers.items():
-            if buffer.dropped:
-                out[topic] = out.get(topic, 0) + buffer.dropped
+        for topic, stats in self._streams.values():
+            if stats.dropped:
+                out[topic] = out.get(topic, 0) + stats.dropped
         return out
+
+
+@dataclass
+class StreamStats:
+    """What :func:`write_stream` did (updated while it runs).
+
+    Attributes:
+        written: messages written.
+        dropped: values discarded by the drop policies.
+        max_buffered: the most values buffered at once (an Observable source).
+        overflowed: the ``"close"`` policy ended the call (``RESOURCE_EXHAUSTED``).
+        cancelled: the call was cancelled (the client, its deadline, the server's stop).
+    """
+
+    written: int = 0
+    dropped: int = 0
+    max_buffered: int = 0
+    overflowed: bool = False
+    cancelled: bool = False
+
+
+async def write_stream(
+    context: grpc.aio.ServicerContext[Any, Any],
+    source: Any,
+    *,
+    serialize: Callable[[Any], Any] | None = None,
+    stream_buffer: int = 256,
+    overflow: OverflowPolicy = "close",
+    stats: StreamStats | None = None,
+) -> StreamStats:
+    """Write ``source`` as the messages of a server-streaming call, with the flow control and the
+    overflow policy of the module docstring (for a typed servicer's streaming method; the generic
+    service's streams go through it too).
+
+    Args:
+        context: the call's servicer context.
+        source: an ``Observable`` (through a buffer of ``stream_buffer`` values, then
+            ``overflow``), an async iterable (pulled one value per message written; closed with
+            ``aclose`` at the end when it is an async generator) or one value (None: no message).
+        serialize: value -> the message to write, or a list of messages to write one after the
+            other (default: JSON bytes of the value; for a typed method e.g. the generated
+            message's bytes). The buffer counts values, not messages.
+        stream_buffer: values an Observable may buffer ahead of the writer (>= 1).
+        overflow: ``"close"``, ``"drop_oldest"`` or ``"keep_latest"``.
+        stats: updated while writing (default: a new one), and returned.
+
+    The call ends ``OK`` when the source ends; with ``UNKNOWN`` (:data:`ERROR_TYPE` the
+    exception's class) when it raises or errors; with ``RESOURCE_EXHAUSTED`` (``SlowConsumer``)
+    when ``"close"`` ended it. A cancelled call disposes the Observable / closes the iterator and
+    raises ``CancelledError``.
+    """
+    stats = stats if stats is not None else StreamStats()
+    write = serialize or _encode
+    buffer: StreamBuffer | None = None
+    values: AsyncIterator[Any]
+    if isinstance(source, Observable):
+        buffer = StreamBuffer(source, stream_buffer, overflow, stats=stats)
+        values = buffer
+    elif isinstance(source, collections.abc.AsyncIterable):
+        values = aiter(source)
+    else:
+        values = _once(source)
+    try:
+        if buffer is not None:
+            buffer.start()
+        async for value in values:
+            message = write(value)
+            if isinstance(message, list):  # one value, several messages
+                for each in message:
+                    await context.write(each)
+                stats.written += len(message)
+            else:
+                await context.write(message)
+                stats.written += 1
+    except asyncio.CancelledError:
+        stats.cancelled = True
+        raise
+    except SlowConsumer as exc:
+        stats.overflowed = True
+        await abort_with(context, grpc.StatusCode.RESOURCE_EXHAUSTED, exc)
+    except Exception as exc:  # noqa: BLE001 - the source's error becomes an error status
+        await abort_with(context, grpc.StatusCode.UNKNOWN, exc)
+    finally:
+        if buffer is not None:
+            buffer.close()
+        elif isinstance(values, collections.abc.AsyncGenerator):
+            await values.aclose()
+    return stats
 
 
 async def _once(value: Any) -> AsyncIterator[Any]:

@@ -36,7 +36,7 @@ The client (:meth:`GrpcClient.stream`) reads the next message only once its Obse
 a slow reader. The bytes in flight per stream are bounded by the HTTP/2 windows: 64 KiB at first,
 grown by grpc's BDP probing up to a few MiB on a fast link (measured: about 5 MB of 1 KiB
 messages ahead of a stalled reader on loopback, ~100 KB with ``("grpc.http2.bdp_probe", 0)`` in
-``options`` on both sides; ``bench/grpc_stream_memory.py``).
+``options`` on both sides; ``tests/runtime/test_grpc_streams.py`` holds a stalled reader to it).
 
 Errors (the status, its details, and trailing metadata ``rs-error-type`` with the exception's
 class name):

@@ -71,7 +71,17 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "dumps",
     ],
     "reactive_services.topology": ["Edge", "Node", "Topology", "render_svg", "topology"],
-    "reactive_services.grpc": ["ERROR_TYPE", "SERVICE", "GrpcClient", "GrpcServer"],
+    "reactive_services.grpc": [
+        "ERROR_TYPE",
+        "SERVICE",
+        "SLOW_CONSUMER",
+        "GrpcClient",
+        "GrpcServer",
+        "Servicer",
+        "StreamStats",
+        "abort_with",
+        "write_stream",
+    ],
     "reactive_services.testing.local_rabbitmq": [
         "LocalRabbitMQError",
         "amqp_ok",

@@ -81,7 +81,9 @@ class SqliteStore:
             raise RuntimeError(f"{type(self).__name__} is not open")
         return self._db
 
-    async def transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def transaction(
+        self, work: Callable[[aiosqlite.Connection], Awaitable[T]], committed: Callable[[T], None] | None = None
+    ) -> T:
         """``await work(db)`` inside one ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` when it
         raises), one transaction at a time (under :attr:`_lock`), for a store opened in autocommit
         (``isolation_level = None``).
@@ -89,6 +91,9 @@ class SqliteStore:
         Shielded: a caller cancelled mid-way (a service stopping, a subscription disposed) does
         not leave the connection inside an open transaction; the transaction commits or rolls
         back regardless, and the caller gets ``CancelledError``.
+
+        ``committed(result)`` is called right after the ``COMMIT``, still under the lock (nothing
+        else reads or writes in between: what it announces is exactly what was committed).
 
         Raises:
             RuntimeError: the store is not open.
@@ -105,6 +110,8 @@ class SqliteStore:
                     await db.execute("ROLLBACK")
                     raise
                 await db.execute("COMMIT")
+                if committed is not None:
+                    committed(result)
                 return result
 
         return await asyncio.shield(run())

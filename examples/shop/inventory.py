@@ -58,6 +58,7 @@ import aiosqlite
 import orjson
 from opentelemetry import context as otel_context
 from reactivex.abc import ObserverBase
+from reactivex.subject import Subject
 
 from reactive_services.adapters import Hold, hold, track
 from reactive_services.adapters.tracing import tracing_enabled
@@ -75,6 +76,7 @@ __all__ = [
     "Order",
     "OrderItem",
     "Outcome",
+    "StockChange",
     "initial_stock",
     "parse_order",
 ]
@@ -179,6 +181,17 @@ def parse_order(value: Any) -> Order:
 
 
 @dataclass(frozen=True, slots=True)
+class StockChange:
+    """A product's new level: ``units`` in stock after ``order_id`` was applied; ``version``: the
+    store's :attr:`InventoryStore.version` after that transaction."""
+
+    product_id: str
+    units: int
+    order_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What :meth:`InventoryStore.reserve` decided for an order.
 
@@ -263,6 +276,12 @@ class InventoryStore(SqliteStore):
 
     def __init__(self, db_path: str | PathLike[str], *, seed: Mapping[str, int] | None = None) -> None:
         super().__init__(db_path)
+        #: transactions that changed the stock since the store was made
+        self.version = 0
+        #: a hot Observable of the :class:`StockChange` s of each transaction that changed the stock
+        #: (one tuple per transaction, the products' new levels), pushed right after its commit (in
+        #: commit order, synchronously, under the store's lock: an observer must not block)
+        self.changes: Subject[tuple[StockChange, ...]] = Subject()
         self._seed = dict(seed or {})
         bad = {p: q for p, q in self._seed.items() if isinstance(q, bool) or not isinstance(q, int) or q < 0}
         if bad:
@@ -314,7 +333,40 @@ class InventoryStore(SqliteStore):
         """
         if not orders:
             return []
-        return await self.transaction(lambda db: self._reserve_many(db, orders))
+        return await self.transaction(lambda db: self._reserve_many(db, orders), self._announce)
+
+    def _announce(self, outcomes: list[Outcome]) -> None:
+        """After a commit, under the lock: count it in :attr:`version` and push each new level to
+        :attr:`changes` (an observer that raises is logged, never undoes the commit)."""
+        changes = [
+            (item["product_id"], item["remaining"], outcome.order_id)
+            for outcome in outcomes
+            if outcome.applied and not outcome.duplicate
+            for item in outcome.items
+        ]
+        if not changes:
+            return
+        self.version += 1
+        try:
+            self.changes.on_next(tuple(StockChange(p, u, o, self.version) for p, u, o in changes))
+        except Exception:
+            log.exception("inventory: an observer of the stock changes raised")
+
+    async def stock_levels(self, product_ids: Sequence[str] | None = None) -> tuple[dict[str, int], int]:
+        """``({product_id: units}, version)``: the stock of ``product_ids`` (unknown ones left out;
+        None: every product) and :attr:`version` read together, under the lock: a change pushed to
+        :attr:`changes` with a greater version is not in the levels, one with this version or less is."""
+        db = self._conn()
+        async with self._lock:
+            rows: list[tuple[Any, Any]]
+            if product_ids is None:
+                async with db.execute("SELECT product_id, quantity FROM stock ORDER BY product_id") as cur:
+                    rows = [tuple(row) for row in await cur.fetchall()]
+            else:
+                rows = await _select_in(
+                    db, "SELECT product_id, quantity FROM stock WHERE product_id IN", list(dict.fromkeys(product_ids))
+                )
+            return {product_id: quantity for product_id, quantity in rows}, self.version
 
     async def _reserve_many(self, db: aiosqlite.Connection, orders: Sequence[Order]) -> list[Outcome]:
         stored = await _select_in(

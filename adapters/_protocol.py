@@ -58,7 +58,7 @@ class Broker(Protocol):
 
     @property
     def kind(self) -> str:
-        """``"memory"`` or ``"kafka"``."""
+        """``"memory"``, ``"kafka"`` or ``"rabbitmq"``."""
 
     @property
     def started(self) -> bool:

@@ -244,6 +244,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "order_id_of",
     ],
     "reactive_services.adapters.kafka": ["KafkaBroker", "SourceStats"],
+    "reactive_services.adapters.rabbitmq": ["RabbitBroker"],
     "reactive_services.adapters.websocket": [
         "CLOSE_FORBIDDEN",
         "CLOSE_UNAUTHORIZED",
@@ -295,11 +296,15 @@ def test_brokers_satisfy_the_broker_protocol() -> None:
     from reactive_services.adapters import Broker
     from reactive_services.adapters.kafka import KafkaBroker
     from reactive_services.adapters.memory import InMemoryBroker
+    from reactive_services.adapters.rabbitmq import RabbitBroker
 
     memory = InMemoryBroker()
     kafka = KafkaBroker("127.0.0.1:1")  # constructing does not connect
+    rabbit = RabbitBroker("amqp://guest:guest@127.0.0.1:1/")
     assert isinstance(memory, Broker)
     assert isinstance(kafka, Broker)
+    assert isinstance(rabbit, Broker)
     assert memory.kind == "memory"
     assert kafka.kind == "kafka"
+    assert rabbit.kind == "rabbitmq"
     assert not isinstance(object(), Broker)

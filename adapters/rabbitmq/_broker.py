@@ -61,7 +61,7 @@ class RabbitBroker:
       alternate exchange ``rs.unrouted``, whose quorum queue of the same name keeps them.
     - **Offsets** are positions in one subscription's delivery of a partition (the channel's
       delivery tag minus one), not positions in a log: :meth:`committed` returns None and
-      :meth:`end_offsets` an empty dict; :meth:`queue_depths` says how many messages wait.
+      :meth:`end_offsets` 0 for each partition; :meth:`queue_depths` says how many messages wait.
       ``RecordMetadata.offset`` of a publish is -1.
     - **Partition counts** are not stored by RabbitMQ: a topic has the partitions given to
       :meth:`create_topics` in this process, else ``partitions``; every process of a system
@@ -173,8 +173,16 @@ class RabbitBroker:
         return None
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
-        """``{}``: a RabbitMQ exchange has no log, hence no end offsets."""
-        return {}
+        """``{partition: 0}`` for every partition of ``topic`` if its exchange exists, else ``{}``:
+        an exchange has no log, so no end offsets; what this says is which partitions a topic has
+        (as :func:`~reactive_services.adapters.wait_visible` asks).
+
+        Raises:
+            BrokerUnavailableError: not started.
+        """
+        if not await self._producer.exchange_exists(topic):
+            return {}
+        return dict.fromkeys(range(self._producer.partitions_of(topic)), 0)
 
     async def queue_depths(self, group_id: str, topic: str) -> dict[int, int]:
         """``{partition: messages ready}`` in ``group_id``'s queues of ``topic`` (messages
@@ -185,6 +193,14 @@ class RabbitBroker:
             BrokerUnavailableError: not started.
         """
         return await self._producer.queue_depths(group_id, topic)
+
+    async def queue_depth(self, queue: str) -> int | None:
+        """Messages ready in queue ``queue`` (e.g. ``"rs.unrouted"``), or None if it does not exist.
+
+        Raises:
+            BrokerUnavailableError: not started.
+        """
+        return await self._producer.queue_depth(queue)
 
     # -- producing -------------------------------------------------------------------------
     async def emit(

@@ -83,7 +83,7 @@ class RabbitProducer:
         except CONNECTION_ERRORS as exc:
             await connection.close()
             raise BrokerUnavailableError(f"RabbitMQ at {_safe(s.url)}: cannot declare {UNROUTED}: {exc!r}") from exc
-        self._connection, self._channel = connection, channel  # type: ignore[assignment]
+        self._connection, self._channel = connection, channel
 
     async def stop(self) -> None:
         """Close the connection (after :meth:`flush_sinks`)."""
@@ -192,9 +192,10 @@ class RabbitProducer:
             raise PublishError(f"RabbitMQ refused a record to {topic!r}: {confirm!r}")
         return RecordMetadata(topic, partition, -1, ts)
 
-    async def queue_depths(self, group_id: str, topic: str) -> dict[int, int]:
-        """``{partition: messages ready}`` in ``group_id``'s queues of ``topic`` (passive declares
-        on a channel of their own: a missing queue closes it).
+    async def queue_depth(self, queue: str) -> int | None:
+        """Messages ready in ``queue`` (not counting those delivered and not acknowledged yet), or
+        None if it does not exist (a passive declare on a channel of its own: a missing queue
+        closes that channel).
 
         Raises:
             BrokerUnavailableError: not started.
@@ -202,18 +203,44 @@ class RabbitProducer:
         connection = self._connection
         if connection is None:
             raise BrokerUnavailableError("the RabbitMQ broker is not started")
+        channel = await connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return declared.declaration_result.message_count or 0
+
+    async def exchange_exists(self, topic: str) -> bool:
+        """Whether the exchange of ``topic`` exists (a passive declare on a channel of its own).
+
+        Raises:
+            BrokerUnavailableError: not started.
+        """
+        if topic in self._exchanges:
+            return True
+        connection = self._connection
+        if connection is None:
+            raise BrokerUnavailableError("the RabbitMQ broker is not started")
+        channel = await connection.channel()
+        try:
+            await channel.declare_exchange(topic, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return True
+
+    async def queue_depths(self, group_id: str, topic: str) -> dict[int, int]:
+        """``{partition: messages ready}`` in ``group_id``'s queues of ``topic`` (see :meth:`queue_depth`)."""
         depths: dict[int, int] = {}
         for p in range(self.partitions_of(topic)):
-            channel = await connection.channel()
-            try:
-                queue = await channel.declare_queue(queue_name(group_id, topic, p), passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                continue
-            else:
-                depths[p] = queue.declaration_result.message_count or 0
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
+            depth = await self.queue_depth(queue_name(group_id, topic, p))
+            if depth is not None:
+                depths[p] = depth
         return depths
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:

@@ -391,4 +391,5 @@ async def _wait_any(run: _Run) -> None:
 
 
 def _message(tp: TP, delivery: DeliveredMessage) -> Message:
-    return message_of(tp[0], tp[1], delivery.delivery_tag - 1, delivery.header.properties.headers, delivery.body)
+    tag = delivery.delivery_tag or 0  # set on every basic.deliver
+    return message_of(tp[0], tp[1], tag - 1, delivery.header.properties.headers, delivery.body)

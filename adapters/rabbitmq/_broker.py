@@ -59,9 +59,10 @@ class RabbitBroker:
       subscription), there is no replay and ``auto_offset_reset`` has no effect. Records that
       no group's queue is bound for yet are not dropped: every topic exchange has the
       alternate exchange ``rs.unrouted``, whose quorum queue of the same name keeps them.
-    - **Offsets** are positions in one subscription's delivery of a partition (the channel's
-      delivery tag minus one), not positions in a log: :meth:`committed` returns None and
-      :meth:`end_offsets` 0 for each partition; :meth:`queue_depths` says how many messages wait.
+    - **Offsets** count a group's deliveries of a partition in this process (what its sources
+      had acknowledged, plus the channel's delivery tag minus one), not positions in a log:
+      :meth:`committed` is this process's count of acknowledged messages, :meth:`end_offsets`
+      0 for each partition; :meth:`queue_depths` says how many messages wait.
       ``RecordMetadata.offset`` of a publish is -1.
     - **Partition counts** are not stored by RabbitMQ: a topic has the partitions given to
       :meth:`create_topics` in this process, else ``partitions``; every process of a system
@@ -167,10 +168,24 @@ class RabbitBroker:
             self._producer.partitions.setdefault(topic, partitions)
             await self._producer.exchange(topic, self._producer.partitions[topic])
 
+    async def declare_group(self, group_id: str, topics: Sequence[str]) -> None:
+        """Declare consumer group ``group_id``'s queues of ``topics`` now, before any member
+        subscribes: records published from then on wait for the group (a queue keeps only what
+        arrives after it exists). A group's first subscription does the same.
+
+        Raises:
+            ConfigError: a queue name would be too long or start with ``amq.`` (key ``group_id``).
+            BrokerUnavailableError: not started, or a declaration failed.
+        """
+        await self._producer.declare_group(group_id, topics)
+
     async def committed(self, group_id: str, topic: str, partition: int) -> int | None:
-        """None: RabbitMQ keeps no committed offsets (an acknowledged message is deleted); see
+        """How many messages of the partition this broker's sources acknowledged for ``group_id``
+        (None: none yet). RabbitMQ keeps no committed offsets (an acknowledged message is
+        deleted), so this counts this process's acknowledgements: for a group read by this
+        process alone it is the next offset, as on Kafka. Across processes see
         :meth:`queue_depths` for what a group has left to read."""
-        return None
+        return self._sources.acknowledged.get((group_id, topic, partition))
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """``{partition: 0}`` for every partition of ``topic`` if its exchange exists, else ``{}``:

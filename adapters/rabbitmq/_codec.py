@@ -30,6 +30,7 @@ from .._message import Message
 __all__ = [
     "KEY_HEADER",
     "MAX_NAME_BYTES",
+    "NAMES_HEADER",
     "NULL_HEADER",
     "TIMESTAMP_HEADER",
     "UNROUTED",
@@ -50,6 +51,10 @@ TIMESTAMP_HEADER = "rs-ts"
 
 #: The header that marks a record without a value (a tombstone; its body is empty).
 NULL_HEADER = "rs-null"
+
+#: The header listing a record's header names in their order (an AMQP table's order is the
+#: server's own), a name once per value.
+NAMES_HEADER = "rs-names"
 
 #: The alternate exchange of every topic exchange, and the quorum queue bound to it: records
 #: published to a topic (or a partition of it) that no consumer group's queue is bound to yet.
@@ -147,7 +152,7 @@ def queue_arguments(settings: RabbitSettings, topic: str) -> dict[str, Any]:
     return args
 
 
-_RESERVED = (KEY_HEADER, TIMESTAMP_HEADER, NULL_HEADER)
+_RESERVED = (KEY_HEADER, TIMESTAMP_HEADER, NULL_HEADER, NAMES_HEADER)
 
 
 def amqp_headers(
@@ -157,14 +162,16 @@ def amqp_headers(
     no value, :data:`NULL_HEADER`).
 
     Byte values become AMQP byte arrays (``bytearray``); a name given more than once becomes an
-    array of them, in order.
+    array of them, in order; with more than one header, :data:`NAMES_HEADER` keeps their order.
 
     Raises:
         ValueError: a header uses a reserved name (:data:`KEY_HEADER`, :data:`TIMESTAMP_HEADER`,
             :data:`NULL_HEADER`).
     """
     table: dict[str, Any] = {}
+    names: list[str] = []
     for name, value in headers:
+        names.append(name)
         if name in _RESERVED:
             raise ValueError(f"header name {name!r} is reserved by the RabbitMQ adapter")
         if name in table:
@@ -175,6 +182,8 @@ def amqp_headers(
     if key is not None:
         table[KEY_HEADER] = bytearray(key)
     table[TIMESTAMP_HEADER] = timestamp_ms
+    if len(names) > 1:
+        table[NAMES_HEADER] = names
     if null:
         table[NULL_HEADER] = True
     return table
@@ -207,12 +216,18 @@ def record_headers(table: Mapping[str, Any] | None) -> tuple[bytes | None, list[
             timestamp_ms = int(value)
         elif name == NULL_HEADER:
             null = bool(value)
-        elif name.startswith("x-"):
+        elif name == NAMES_HEADER or name.startswith("x-"):
             continue
         elif isinstance(value, list):
             out.extend((name, _as_bytes(v)) for v in value)
         else:
             out.append((name, _as_bytes(value)))
+    order = table.get(NAMES_HEADER)
+    if isinstance(order, list) and sorted(map(str, order)) == sorted(name for name, _ in out):
+        by_name: dict[str, list[bytes]] = {}
+        for name, data in out:
+            by_name.setdefault(name, []).append(data)
+        out = [(str(name), by_name[str(name)].pop(0)) for name in order]
     return key, out, timestamp_ms, null
 
 

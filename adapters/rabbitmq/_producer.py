@@ -26,7 +26,7 @@ from .._codec import encode_headers, encode_key, encode_value, partition_for
 from .._message import HeadersIn, RecordMetadata
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
-from ._codec import UNROUTED, RabbitSettings, amqp_headers, exchange_arguments, queue_name
+from ._codec import UNROUTED, RabbitSettings, amqp_headers, exchange_arguments, queue_arguments, queue_name
 
 __all__ = ["RabbitProducer", "declare_unrouted"]
 
@@ -41,6 +41,24 @@ async def declare_unrouted(channel: aio_pika.abc.AbstractChannel) -> None:
     exchange = await channel.declare_exchange(UNROUTED, aio_pika.ExchangeType.FANOUT, durable=True)
     queue = await channel.declare_queue(UNROUTED, durable=True, arguments={"x-queue-type": "quorum"})
     await queue.bind(exchange)
+
+
+async def declare_group_queues(
+    channel: aio_pika.abc.AbstractChannel, settings: RabbitSettings, group_id: str, topic: str, partitions: int
+) -> list[str]:
+    """Declare ``topic``'s exchange and ``group_id``'s quorum queue of each of its partitions,
+    bound with the partition's routing key; returns the queue names, by partition."""
+    exchange = await channel.declare_exchange(
+        topic, aio_pika.ExchangeType.DIRECT, durable=True, arguments=exchange_arguments(partitions)
+    )
+    names = []
+    for p in range(partitions):
+        queue = await channel.declare_queue(
+            queue_name(group_id, topic, p), durable=True, arguments=queue_arguments(settings, topic)
+        )
+        await queue.bind(exchange, routing_key=str(p))
+        names.append(queue.name)
+    return names
 
 
 class RabbitProducer:
@@ -212,6 +230,28 @@ class RabbitProducer:
             if not channel.is_closed:
                 await channel.close()
         return declared.declaration_result.message_count or 0
+
+    async def declare_group(self, group_id: str, topics: Sequence[str]) -> None:
+        """Declare ``group_id``'s queues of ``topics`` (see :func:`declare_group_queues`).
+
+        Raises:
+            BrokerUnavailableError: not started, or a declaration failed.
+        """
+        connection = self._connection
+        if connection is None:
+            raise BrokerUnavailableError("the RabbitMQ broker is not started")
+        channel = await connection.channel()
+        try:
+            for topic in topics:
+                await asyncio.wait_for(
+                    declare_group_queues(channel, self.settings, group_id, topic, self.partitions_of(topic)),
+                    self.settings.connect_timeout_s,
+                )
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailableError(f"cannot declare the queues of group {group_id!r}: {exc!r}") from exc
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def exchange_exists(self, topic: str) -> bool:
         """Whether the exchange of ``topic`` exists (a passive declare on a channel of its own).

@@ -3,10 +3,13 @@
 Each subscription opens a connection of its own, declares its group's quorum queue for every
 partition of its topics (:func:`~._codec.queue_name`), binds it, and consumes it on a channel
 of its own with ``basic.qos(prefetch)``: so the delivery tags of a channel number that
-partition's deliveries 1, 2, 3, ..., and a message's offset is its tag minus one. Delivery
+partition's deliveries 1, 2, 3, ..., and a message's offset is ``base + tag - 1``, where
+``base`` is how many messages of the partition this broker's sources had acknowledged for the
+group when the channel's first message arrived (so, in one process, offsets run on across
+subscriptions as on a log, and :meth:`RabbitBroker.committed` is the next one). Delivery
 goes through the shared in-flight window (:class:`~reactive_services.adapters._inflight.InFlight`)
 and :func:`~reactive_services.adapters._source.hand_over` as on the other brokers; "commit" is
-``basic.ack(tag, multiple=True)`` of the partition's committable position, so a message is
+``basic.ack(position - base, multiple=True)`` of the partition's committable position, so a message is
 acknowledged only after the Observer handled it and the work it tracked settled, and never
 before an unfinished message of its partition.
 
@@ -50,8 +53,8 @@ from .._source import (
     payload_routes,
     release_holds,
 )
-from ._codec import RabbitSettings, exchange_arguments, message_of, queue_arguments, queue_name
-from ._producer import CONNECTION_ERRORS, RabbitProducer
+from ._codec import RabbitSettings, message_of
+from ._producer import CONNECTION_ERRORS, RabbitProducer, declare_group_queues
 
 __all__ = ["RabbitSources"]
 
@@ -90,6 +93,9 @@ class _Run(Subscription):
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     generation: int = 0
+    #: per partition of this connection: the offset of delivery tag 1 (what the group had
+    #: acknowledged in this process when the channel's first message arrived)
+    bases: dict[TP, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.window = InFlight(self.args.concurrency, on_settled=self.wake.set)
@@ -113,6 +119,8 @@ class RabbitSources:
         self._emitter = emitter
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
+        #: ``{(group, topic, partition): messages acknowledged}`` by this broker's sources
+        self.acknowledged: dict[tuple[str, str, int], int] = {}
 
     def open(self) -> None:
         """Accept sources again after :meth:`stop` (a fresh closing event)."""
@@ -257,30 +265,26 @@ class RabbitSources:
         run.generation += 1
         generation = run.generation
         for topic in run.args.topics:
-            partitions = self._producer.partitions_of(topic)
-            exchange = await declaring.declare_exchange(
-                topic,
-                aio_pika.ExchangeType.DIRECT,
-                durable=True,
-                arguments=exchange_arguments(partitions),
+            names = await declare_group_queues(
+                declaring, s, run.args.group_id, topic, self._producer.partitions_of(topic)
             )
-            for p in range(partitions):
-                queue = await declaring.declare_queue(
-                    queue_name(run.args.group_id, topic, p), durable=True, arguments=queue_arguments(s, topic)
-                )
-                await queue.bind(exchange, routing_key=str(p))
+            for p, name in enumerate(names):
                 tp = (topic, p)
                 channel = await (await connection.channel()).get_underlay_channel()
                 await channel.basic_qos(prefetch_count=s.prefetch)
-                run.window.tracker.assign(tp, 0)  # delivery tags start at 1 on a new channel
                 run.channels[tp] = channel
+                key = (run.args.group_id, topic, p)
 
-                async def received(message: DeliveredMessage, tp: TP = tp) -> None:
-                    if run.generation == generation:
-                        run.buffer.append((tp, message))
-                        run.wake.set()
+                async def received(message: DeliveredMessage, tp: TP = tp, key: tuple[str, str, int] = key) -> None:
+                    if run.generation != generation:
+                        return
+                    if tp not in run.bases:  # the channel's first message: number from what was acknowledged
+                        run.bases[tp] = base = self.acknowledged.get(key, 0)
+                        run.window.tracker.assign(tp, base)
+                    run.buffer.append((tp, message))
+                    run.wake.set()
 
-                await channel.basic_consume(queue.name, received, no_ack=False)
+                await channel.basic_consume(name, received, no_ack=False)
         await declaring.close()
         if run.on_assigned is not None:
             signal, run.on_assigned = run.on_assigned, None
@@ -289,6 +293,7 @@ class RabbitSources:
     async def _disconnect(self, run: _Run) -> None:
         connection, run.connection = run.connection, None
         run.channels = {}
+        run.bases = {}
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*CONNECTION_ERRORS, asyncio.CancelledError):
                 await asyncio.wait_for(connection.close(), self.settings.connect_timeout_s)
@@ -301,13 +306,17 @@ class RabbitSources:
             _ConnectionLost: the channel is gone (RabbitMQ redelivers what was not acknowledged).
         """
         tracker = run.window.tracker
-        todo = tracker.to_commit(list(run.channels))
+        todo = tracker.to_commit([tp for tp in run.channels if tp in run.bases])
+        group = run.args.group_id
         for tp, position in todo.items():
-            if position > 0:
+            tag = position - run.bases[tp]  # offsets base .. position - 1 are tags 1 .. tag
+            if tag > 0:
                 try:
-                    await run.channels[tp].basic_ack(position, multiple=True)
+                    await run.channels[tp].basic_ack(tag, multiple=True)
                 except CONNECTION_ERRORS as exc:
                     raise _ConnectionLost from exc
+                key = (group, *tp)
+                self.acknowledged[key] = max(self.acknowledged.get(key, 0), position)
         tracker.mark_committed(todo)
 
     async def _deliver(self, run: _Run) -> Exception | None:
@@ -339,13 +348,14 @@ class RabbitSources:
                     if window.full() or window.key_busy(tp, BATCH_KEY):
                         blocked = True
                         break
-                    records = [_message(tp, buffer.popleft()[1])]
+                    base = run.bases[tp]
+                    records = [_message(tp, buffer.popleft()[1], base)]
                     while buffer and buffer[0][0] == tp and len(records) < max_batch:
-                        records.append(_message(tp, buffer.popleft()[1]))
+                        records.append(_message(tp, buffer.popleft()[1], base))
                     hand_over_batch(emitter, window, run, tp, records, decoder)
                     delivered += len(records)
                 else:
-                    message = _message(tp, delivery)
+                    message = _message(tp, delivery, run.bases[tp])
                     if window.full() or window.key_busy(tp, message.key):
                         blocked = True
                         break
@@ -390,6 +400,6 @@ async def _wait_any(run: _Run) -> None:
             w.cancel()
 
 
-def _message(tp: TP, delivery: DeliveredMessage) -> Message:
+def _message(tp: TP, delivery: DeliveredMessage, base: int) -> Message:
     tag = delivery.delivery_tag or 0  # set on every basic.deliver
-    return message_of(tp[0], tp[1], tag - 1, delivery.header.properties.headers, delivery.body)
+    return message_of(tp[0], tp[1], base + tag - 1, delivery.header.properties.headers, delivery.body)

@@ -10,6 +10,7 @@ import pytest
 from reactive_services.adapters import Broker
 from reactive_services.adapters.kafka import KafkaBroker
 from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.adapters.rabbitmq import RabbitBroker
 from reactive_services.testing.contract import ConcurrencyContract
 
 
@@ -25,3 +26,14 @@ class TestKafkaBrokerConcurrency(ConcurrencyContract):
 
     def make_broker(self) -> Broker:
         return KafkaBroker(self.bootstrap)
+
+
+class TestRabbitBrokerConcurrency(ConcurrencyContract):
+    has_log = False
+
+    @pytest.fixture(autouse=True)
+    def _url(self, rabbitmq_url: str) -> None:
+        self.url = rabbitmq_url
+
+    def make_broker(self) -> Broker:
+        return RabbitBroker(self.url)

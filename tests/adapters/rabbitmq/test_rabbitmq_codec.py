@@ -23,10 +23,11 @@ def test_headers_round_trip_with_repeated_names_key_timestamp_and_tombstone() ->
         "rs-key": b"k",
         "rs-ts": 42,
         "rs-null": True,
+        "rs-names": ["a", "b", "a"],
     }
-    key, headers, ts, null = record_headers(table)
+    key, headers, ts, null = record_headers(dict(sorted(table.items())))  # RabbitMQ sorts the names
     assert (key, ts, null) == (b"k", 42, True)
-    assert sorted(headers) == [("a", b"1"), ("a", b"2"), ("b", b"\xff")]
+    assert headers == [("a", b"1"), ("b", b"\xff"), ("a", b"2")]  # in the order given
 
 
 def test_rabbitmq_headers_and_other_clients_values_are_read_sensibly() -> None:

@@ -8,8 +8,9 @@ Registered through the entry point ``shop`` of the group ``reactive_services.cli
 [--products CSV] [--logs [NAME=]FILE ...] [--report PATH]`` runs the shop end to end.
 
 ``reactive-services serve [--only SERVICE ...] [--bootstrap-servers HOST:PORT] [--host H]
-[--port P] [--dev] ...`` runs the shop's services and the gateway until SIGTERM
-(:mod:`reactive_services.examples.shop.system`).
+[--port P] [--grpc-port P | --no-grpc] [--inventory-transport broker|grpc]
+[--inventory-grpc-address HOST:PORT] [--dev] ...`` runs the shop's services, the inventory's
+gRPC server and the gateway until SIGTERM (:mod:`reactive_services.examples.shop.system`).
 
 ``reactive-services logs analyze FILE --format FMT [--mask REGEX ...] [--assignments OUT.csv]
 [--report OUT.json]`` runs the log-analytics service over one file on the embedded broker.
@@ -38,6 +39,9 @@ from reactive_services.cli import Commands, check_writable, run_command
 from reactive_services.errors import ConfigError, ValidationError
 
 __all__ = ["register"]
+
+# system.GRPC_PORT, written out: the shop's modules are imported only by the command that runs
+GRPC_PORT = 50051
 
 
 def register(commands: Commands) -> None:
@@ -172,6 +176,26 @@ def register(commands: Commands) -> None:
     sv.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka (default: the embedded broker)")
     sv.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="gateway port (default 8000; 0: any free port)")
+    sv.add_argument(
+        "--grpc-port",
+        type=int,
+        default=GRPC_PORT,
+        help=f"port of the inventory's gRPC server, on --host, where the inventory runs (default {GRPC_PORT}; "
+        "0: any free port, printed at start)",
+    )
+    sv.add_argument("--no-grpc", action="store_true", help="no gRPC server for the inventory")
+    sv.add_argument(
+        "--inventory-transport",
+        default="broker",
+        metavar="broker|grpc",
+        help="how the gateway asks the inventory: request-reply over the broker (default) or gRPC "
+        "(needs --inventory-grpc-address)",
+    )
+    sv.add_argument(
+        "--inventory-grpc-address",
+        metavar="HOST:PORT",
+        help="the inventory's gRPC server, for --inventory-transport grpc",
+    )
     sv.add_argument("--data-dir", type=Path, default=Path("data"), help="databases folder (default ./data)")
     sv.add_argument("--namespace", default="", help="topic prefix shared by the processes of one deployment")
     sv.add_argument("--instance", help="instance name (the hub's consumer group is notifications.<instance>)")
@@ -215,6 +239,9 @@ def _serve(args: argparse.Namespace) -> int:
         overflow=args.overflow,
         queue_size=args.queue_size,
         log_idle_timeout_s=args.log_idle_timeout or None,
+        grpc_port=None if args.no_grpc else args.grpc_port,
+        inventory_transport=args.inventory_transport,
+        inventory_grpc_address=args.inventory_grpc_address,
     )
     if args.instance:
         config.instance = args.instance
@@ -223,6 +250,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     def ready(info: ServeInfo) -> None:
         print(f"serving {', '.join(info.services)}" + (f" at {info.url}" if info.url else ""), flush=True)
+        if info.grpc_address:
+            print(f"inventory gRPC: {info.grpc_address}", flush=True)
         if info.url:
             print(f"dashboard: {info.url}   API docs: {info.url}docs", flush=True)
         if info.dev_token:

@@ -16,14 +16,23 @@ service          what it runs                                                   
                  clients get every event of their channels
 ===============  =====================================================================  ==================
 
+The inventory also answers over gRPC (``shop.inventory.v1.Inventory``, the generic
+``reactive_services.v1.Requests`` for its ``@message_pattern`` handlers, health and reflection:
+:class:`reactive_services.grpc.GrpcServer`) on ``--host`` and ``--grpc-port`` (default
+:data:`GRPC_PORT`, 50051, the usual gRPC port; 0: any free port, printed at start; ``--no-grpc``:
+none), in every process that runs the inventory. The gateway asks the inventory over the broker
+unless ``--inventory-transport grpc --inventory-grpc-address HOST:PORT`` (``docs/grpc.md``: why
+the broker is the default).
+
 On the embedded broker everything must run in one process (the broker lives in it); on Kafka
 (``--bootstrap-servers``) each service can run in a process of its own, and several instances
 of one service share its consumer group (the gateway's hub excepted, see above).
 
 The process runs until SIGTERM / SIGINT, then stops gracefully (:func:`reactive_services.serve`'s
 sequence): every Microservice stops fetching, finishes in-flight work and commits; the hub
-flushes and closes websocket clients with 1001; the HTTP server stops; the broker and the
-databases close; exit 0.
+flushes and closes websocket clients with 1001; the HTTP server stops; the gRPC server stops
+(health ``NOT_SERVING`` first, calls in flight get :data:`GRPC_GRACE_S` seconds); the broker and
+the databases close; exit 0.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ from reactive_services.operators import ChangelogStore
 from .demo import DATA_DIR
 
 __all__ = [
+    "GRPC_GRACE_S",
+    "GRPC_PORT",
     "SERVICES",
     "ServeConfig",
     "ServeInfo",
@@ -79,6 +90,11 @@ TOPICS: tuple[str, ...] = (
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 
+#: The inventory's default gRPC port (the port gRPC's own examples use).
+GRPC_PORT: int = 50051
+#: Seconds the inventory's gRPC calls in flight get to finish at shutdown.
+GRPC_GRACE_S: float = 5.0
+
 
 @dataclass
 class ServeConfig:
@@ -104,6 +120,12 @@ class ServeConfig:
         retention_bytes, retention_s: on the embedded broker, the bytes and the age (seconds, by
             record timestamp) each partition keeps at most, as Kafka topics do (default 16 MiB,
             no age limit: the replayed log lines carry their own, years-old, timestamps).
+        grpc_port: the port of the inventory's gRPC server, on ``host``, where the inventory runs
+            (default :data:`GRPC_PORT`; 0: any free port, in :attr:`ServeInfo.grpc_address`;
+            None: no gRPC server).
+        inventory_transport, inventory_grpc_address: how the gateway asks the inventory
+            (:class:`~reactive_services.examples.shop.gateway.GatewaySettings`): ``"broker"``
+            (default), or ``"grpc"`` to the inventory's gRPC server at ``HOST:PORT``.
     """
 
     only: tuple[str, ...] = SERVICES
@@ -123,6 +145,9 @@ class ServeConfig:
     log_idle_timeout_s: float | None = 30.0
     retention_bytes: int | None = 16 * 1024 * 1024
     retention_s: float | None = None
+    grpc_port: int | None = GRPC_PORT
+    inventory_transport: str = "broker"
+    inventory_grpc_address: str | None = None
 
     def validate(self) -> None:
         """Raises ConfigError naming the offending setting."""
@@ -137,6 +162,12 @@ class ServeConfig:
             )
         if not 0 <= self.port <= 65535:
             raise ConfigError("port", f"must be in 0..65535, got {self.port}")
+        grpc_port = self.grpc_port
+        if grpc_port is not None and (isinstance(grpc_port, bool) or not isinstance(grpc_port, int)):
+            raise ConfigError("grpc_port", f"must be an integer port, got {grpc_port!r}")
+        if grpc_port is not None and not 0 <= grpc_port <= 65535:
+            raise ConfigError("grpc_port", f"must be in 0..65535, got {grpc_port}")
+        self.gateway_settings()  # the inventory's transport and address
         if "inventory" in self.only and not self.products.is_file():
             raise ConfigError("products", f"no such file: {self.products}")
         if self.replay_logs and "logs" not in self.only and self.bootstrap_servers is None:
@@ -149,6 +180,20 @@ class ServeConfig:
             raise ConfigError("data_dir", f"cannot create {self.data_dir}: {exc.strerror or exc}") from exc
         if not os.access(self.data_dir, os.W_OK):
             raise ConfigError("data_dir", f"{self.data_dir} is not writable")
+
+    def gateway_settings(self) -> Any:
+        """The gateway's :class:`~reactive_services.examples.shop.gateway.GatewaySettings`.
+
+        Raises:
+            ConfigError: ``inventory_transport`` is not ``"broker"`` or ``"grpc"``; ``"grpc"``
+                without ``inventory_grpc_address``, or an address that is not ``HOST:PORT``.
+        """
+        from reactive_services.examples.shop.gateway import GatewaySettings
+
+        return GatewaySettings(
+            inventory_transport=self.inventory_transport,  # type: ignore[arg-type]  # checked there
+            inventory_grpc_address=self.inventory_grpc_address,
+        )
 
     def jwt_config(self) -> JwtConfig:
         """The JWT settings: ``jwt``, else ``RS_JWT_*``, else (dev only) a random secret.
@@ -169,12 +214,15 @@ class ServeConfig:
 @dataclass
 class ServeInfo:
     """What a started ``serve`` offers: ``url`` of the gateway (None without it), the
-    ``services`` running, and in dev mode a ``dev_token`` with every scope."""
+    ``services`` running, in dev mode a ``dev_token`` with every scope, and ``grpc_address``,
+    ``HOST:PORT`` of the inventory's gRPC server (the real port when 0 was asked; None without
+    it)."""
 
     url: str | None
     services: list[str]
     dev_token: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    grpc_address: str | None = None
 
 
 async def serve(
@@ -244,9 +292,11 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
     On a failure, what was opened is closed again before the error is raised.
     """
     from reactive_services.examples.shop.auth import SCOPES, UserStore
-    from reactive_services.examples.shop.gateway import GatewaySettings, create_app
+    from reactive_services.examples.shop.gateway import create_app
     from reactive_services.examples.shop.inventory import InventoryStore, initial_stock
+    from reactive_services.examples.shop.inventory_grpc import InventoryServicer
     from reactive_services.examples.shop.order_query import OrderStore
+    from reactive_services.grpc import GrpcServer
     from reactive_services.metrics import MeteredBroker, ServiceMetrics
     from reactive_services.readiness import consumer_groups, readiness
 
@@ -305,7 +355,7 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
             app = create_app(
                 client=client,
                 jwt=jwt,
-                settings=GatewaySettings(),
+                settings=config.gateway_settings(),
                 hub=hub_server,
                 metrics=metrics,
                 readiness=readiness(broker, services),
@@ -316,6 +366,22 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
             info.dev_token = issue_token(jwt, "dev", sorted(SCOPES))
         # reads the services at each refresh; the first ones may find nothing subscribed yet
         metrics.start_lag_refresh(broker, lambda: consumer_groups(services), interval_s=5.0)
+        grpc_server: GrpcServer | None = None
+        if "inventory" in config.only and config.grpc_port is not None:
+            # last: nothing below can fail, and a failed start past here stops it (on_stopped)
+            grpc_server = GrpcServer(
+                [s for s in services if s.name == "inventory"],
+                servicers=[InventoryServicer(stores.inventory)],
+                host=config.host,
+                port=config.grpc_port,
+                options=[("grpc.so_reuseport", 0)],  # a port in use is an error, not shared
+            )
+            _check_bindable(config.host, config.grpc_port)  # our error, not grpc's log line
+            try:
+                await grpc_server.start()
+            except ConfigError as exc:
+                raise ConfigError("grpc_port", str(exc).removeprefix("port: ")) from exc
+            info.grpc_address = grpc_server.address
     except BaseException:
         await _close_all([metrics.stop, broker.stop, *closers])
         raise
@@ -336,11 +402,16 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
         if hub_server is not None:
             await hub_server.stop()
 
+    async def stop_grpc() -> None:
+        # after the app's server (a gateway in this process may still ask), before the database
+        if grpc_server is not None:
+            await grpc_server.stop(GRPC_GRACE_S)
+
     system = System(
         services,
         app=app,
         on_services_stopped=[close_clients],
-        on_stopped=[stop_hub, metrics.stop, broker.stop, *closers],
+        on_stopped=[stop_grpc, stop_hub, metrics.stop, broker.stop, *closers],
     )
     return system, log_shipper(broker, ns)
 
@@ -515,6 +586,28 @@ async def _close_all(steps: Sequence[Callable[[], Awaitable[Any]]]) -> None:
             await step()
         except Exception:
             pass
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Bind ``host``:``port`` once and let it go, before grpc does (grpc would log its own error
+    line on stderr first).
+
+    Raises:
+        ConfigError("host", ...): ``host`` does not resolve.
+        ConfigError("grpc_port", ...): the port cannot be bound (in use, or not allowed).
+    """
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError, OverflowError) as exc:
+        raise ConfigError("host", f"cannot resolve {host!r}: {exc}") from exc
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError("grpc_port", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 async def _open(store: Any, path: Path) -> None:

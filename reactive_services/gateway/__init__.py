@@ -14,7 +14,7 @@ built from them):
   :func:`problems` for a route's ``responses=``;
 - aggregation: :func:`aggregate` asks several services at once, each call bounded, and reports
   the parts that did not answer instead of failing the request; :func:`send_within` is one
-  bounded call;
+  bounded call; both take any :class:`Requester` (a ``ClientProxy``, a gRPC client);
 - ASGI middleware: :class:`BodyLimitMiddleware` (413 for bodies over a size) and
   :class:`RequestMetricsMiddleware` (latency per route);
 - readiness: :class:`ReplyWarmup` and :func:`readiness_report` for ``GET /readyz``;
@@ -24,7 +24,7 @@ built from them):
   :class:`~reactive_services.adapters.websocket.WebSocketServer`, channels allowed by scopes.
 """
 
-from ._aggregate import Aggregate, aggregate, part_error, send_within
+from ._aggregate import Aggregate, Requester, aggregate, part_error, send_within
 from ._auth import BearerAuth, bearer_token
 from ._describe import describe_router
 from ._errors import (
@@ -48,6 +48,7 @@ __all__ = [
     "Problem",
     "ReplyWarmup",
     "RequestMetricsMiddleware",
+    "Requester",
     "aggregate",
     "bearer_token",
     "close_at_expiry",

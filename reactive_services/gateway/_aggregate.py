@@ -9,21 +9,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from reactive_services._runtime import ClientProxy
 from reactive_services.errors import RemoteError, RequestTimeoutError
 
 log = logging.getLogger("reactive_services.gateway")
 
 
+class Requester(Protocol):
+    """Anything that sends one request and gets its reply: ``await requester.send(pattern,
+    payload, timeout=2.0, key="o-1")``.
+
+    :class:`~reactive_services.ClientProxy` (request-reply over the broker; its ``send`` returns an
+    awaitable Observable), :class:`~reactive_services.grpc.GrpcClient` and typed gRPC clients with
+    the same shape (the shop's ``InventoryGrpcClient``; an ``async def send``) all fit, so a
+    gateway route does not depend on the transport of its requests.
+
+    ``send(pattern, payload, *, timeout, key)``: ``pattern`` the request pattern (str),
+    ``payload`` its JSON-serialisable value, ``timeout`` seconds the reply may take (float),
+    ``key`` the request key (str or None; a transport without partitions ignores it). The
+    awaitable returns the reply value and raises :class:`RequestTimeoutError` past ``timeout``,
+    :class:`RemoteError` when the service answered with an error, :class:`BrokerError` when the
+    request could not be delivered.
+    """
+
+    def send(self, pattern: str, payload: Any, *, timeout: float = ..., key: str | None = ...) -> Awaitable[Any]:
+        """Send one request; the awaitable returns its reply."""
+        ...
+
+
 async def send_within(
-    client: ClientProxy, pattern: str, payload: Any, *, timeout_s: float, key: str | None = None
+    client: Requester, pattern: str, payload: Any, *, timeout_s: float, key: str | None = None
 ) -> Any:
     """``client.send(pattern, payload)`` bounded by ``timeout_s`` seconds in all (the lazy start of
     the reply consumer included); returns the reply.
+
+    ``client`` is any :class:`Requester`: a :class:`~reactive_services.ClientProxy`, a gRPC client.
 
     Raises:
         TimeoutError: no reply within ``timeout_s`` (also :class:`RequestTimeoutError`).
@@ -69,7 +92,7 @@ class Aggregate:
 
 
 async def aggregate(
-    client: ClientProxy,
+    client: Requester,
     parts: Mapping[str, str],
     payload: Any,
     *,
@@ -80,7 +103,8 @@ async def aggregate(
     """Send ``payload`` to every part's pattern at once, each call bounded by ``timeout_s`` seconds.
 
     Args:
-        client: the :class:`ClientProxy` that sends the requests.
+        client: the :class:`Requester` that sends the requests (a :class:`~reactive_services.ClientProxy`,
+            or one routing some patterns to another transport, e.g. gRPC).
         parts: ``{part name: request pattern}``, e.g. ``{"order": "orders.get", "inventory":
             "inventory.get_order"}``.
         payload: the request payload, the same for every part.

@@ -6,6 +6,9 @@ own: the inventory (seeded stock), the order query service, the notification ser
 its websocket server, the auth service (users alice / bob / carol), and the gateway app on a
 real uvicorn server bound to 127.0.0.1 port 0; ``shop.http`` is an ``httpx.AsyncClient`` for
 it. Every service is a :class:`Microservice`; a test may stop one (``shop.inventory_svc``).
+``inventory_grpc=True`` also serves the inventory's gRPC API (``InventoryServicer`` over the same
+database, a real grpc.aio server on 127.0.0.1 port 0: ``shop.grpc_server``) and points the
+gateway's inventory requests at it (``inventory_transport="grpc"``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +33,11 @@ from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.examples.shop.auth import AuthController, UserStore
 from reactive_services.examples.shop.gateway import GatewaySettings, create_app
 from reactive_services.examples.shop.inventory import InventoryService, InventoryStore
+from reactive_services.examples.shop.inventory_grpc import InventoryServicer
 from reactive_services.examples.shop.notifications import NotificationController
 from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore
 from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
+from reactive_services.grpc import GrpcServer
 from reactive_services.logs import LogAnalyticsService
 from reactive_services.testing import unique_name, wait_for
 
@@ -68,6 +73,7 @@ class Shop:
     analytics: LogAnalyticsService
     logs_svc: Microservice
     ready: dict[str, Any] = field(default_factory=lambda: {"broker": True, "partitions_assigned": True})
+    grpc_server: GrpcServer | None = None
 
     @property
     def ws_url(self) -> str:
@@ -128,6 +134,7 @@ async def start_shop(
     static_dir: Path | None = None,
     namespace: str | None = None,
     max_failures: int = 5,
+    inventory_grpc: bool = False,
 ) -> AsyncIterator[Shop]:
     ns = namespace if namespace is not None else ("" if broker.kind == "memory" else unique_name("gw") + ".")
     jwt = JwtConfig.development()
@@ -168,6 +175,15 @@ async def start_shop(
         async def readiness() -> dict[str, Any]:
             return dict(ready)
 
+        grpc_server = None
+        if inventory_grpc:
+            grpc_server = GrpcServer(servicers=[InventoryServicer(inventory_store)])
+            await grpc_server.start()
+            stack.push_async_callback(grpc_server.stop, 0)
+            settings = replace(
+                settings or GatewaySettings(), inventory_transport="grpc", inventory_grpc_address=grpc_server.address
+            )
+
         app = create_app(
             client=client,
             jwt=jwt,
@@ -201,6 +217,7 @@ async def start_shop(
             analytics=analytics,
             logs_svc=services["logs"],
             ready=ready,
+            grpc_server=grpc_server,
         )
         await until(lambda: app.state.warmup.ready, what="the gateway's reply consumers")
         yield shop

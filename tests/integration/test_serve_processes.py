@@ -213,7 +213,10 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
     clients: list[WsClient] = []
     try:
         p1 = Serve(
-            "p1", ["--only", "orders,inventory,auth,logs", *common, "--data-dir", str(tmp_path / "p1")], tmp_path, env
+            "p1",
+            ["--only", "orders,inventory,auth,logs", "--grpc-port", "0", *common, "--data-dir", str(tmp_path / "p1")],
+            tmp_path,
+            env,
         )
         g1 = Serve(
             "g1",
@@ -232,8 +235,9 @@ async def test_services_and_two_gateways_as_processes(kafka_bootstrap: str, tmp_
         p1_lines, g1_lines, g2_lines = [await p.ready(deadline) for p in procs]
         timings["ready"] = time.monotonic() - t0
 
-        # 1. no gateway: no URL, no dashboard, no dev token (not --dev)
-        assert p1_lines == ["serving orders, inventory, auth, logs", "ready"], p1_lines
+        # 1. no gateway: no URL, no dashboard, no dev token (not --dev); the inventory's gRPC server
+        assert len(p1_lines) == 3 and p1_lines[0] == "serving orders, inventory, auth, logs", p1_lines
+        assert re.fullmatch(r"inventory gRPC: 127\.0\.0\.1:\d+", p1_lines[1]) and p1_lines[2] == "ready", p1_lines
         # 2. each gateway on a port of its own
         for lines in (g1_lines, g2_lines):
             assert len(lines) == 3 and lines[2] == "ready", lines

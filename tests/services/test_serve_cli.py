@@ -14,7 +14,8 @@ def serve(*args: str, timeout: float = 30.0) -> tuple[int, str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RS_JWT_")}
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "reactive_services.cli", "serve", "--dev", *args],
+        # --grpc-port 0: the inventory's gRPC server (bound first) never on a port someone else holds
+        [sys.executable, "-m", "reactive_services.cli", "serve", "--dev", "--grpc-port", "0", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

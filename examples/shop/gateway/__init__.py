@@ -6,7 +6,10 @@ router per concern (``_orders``, ``_inventory``, ``_logs``, ``_login``, ``_opera
 
 The gateway holds no state of its own: it turns HTTP requests into events (``emit``) and
 requests (``send``, request-reply over the broker) through one :class:`ClientProxy`, and hands
-websocket connections to the notification hub. :func:`create_app` builds the app::
+websocket connections to the notification hub. The inventory's requests go over the broker too
+by default, or over gRPC to the inventory's server (``GatewaySettings(inventory_transport="grpc",
+inventory_grpc_address="HOST:PORT")``: same replies, same status codes; see ``docs/grpc.md``).
+:func:`create_app` builds the app::
 
     app = create_app(client=ClientProxy(broker, namespace=ns, client_id="gateway"),
                      jwt=JwtConfig.from_env(), hub=ws_server, readiness=check, metrics=metrics)
@@ -119,11 +122,15 @@ from ..auth import CHANNEL_SCOPES
 from . import _inventory, _login, _logs, _operations, _orders
 from ._models import LoginRequest, OrderItemIn, OrderRequest
 from ._orders import ORDER_PARTS
-from ._settings import GatewaySettings
+from ._requests import GatewayRequests
+from ._settings import INVENTORY_TRANSPORTS, GatewaySettings, InventoryTransport
 
 __all__ = [
+    "INVENTORY_TRANSPORTS",
     "PATTERNS",
+    "GatewayRequests",
     "GatewaySettings",
+    "InventoryTransport",
     "LoginRequest",
     "OrderItemIn",
     "OrderRequest",
@@ -158,7 +165,10 @@ def create_app(
             The app does not close it (its owner does); at startup it names :data:`PATTERNS`
             with ``subscribe_to_response_of`` and calls ``connect()``.
         jwt: verifies the bearer tokens (the public key is enough for RS256).
-        settings: limits and timeouts (default :class:`GatewaySettings`).
+        settings: limits, timeouts and the inventory's transport (default :class:`GatewaySettings`:
+            everything over the broker). With ``inventory_transport="grpc"`` the app opens an
+            ``InventoryGrpcClient`` at startup (the ASGI lifespan) and closes it at shutdown;
+            the inventory's patterns are then not warmed up on the broker.
         hub: the notification server the ``/ws`` connections are handed to: a
             ``WebSocketServer`` or its ``NotificationHub``; None: no ``/ws`` route.
         metrics: optional, duck-typed: ``render()`` (bytes, or an awaitable of them) and
@@ -181,16 +191,19 @@ def create_app(
     ws_server = _notification_server(hub) if hub is not None else None
     if static_dir is not None and not Path(static_dir).is_dir():
         raise ConfigError("static_dir", f"not a folder: {static_dir}")
-    warmup = ReplyWarmup(client, PATTERNS)
+    requests = GatewayRequests(client, settings)
+    warmup = ReplyWarmup(client, tuple(p for p in PATTERNS if p not in requests.grpc_patterns))
     auth = BearerAuth(jwt, description="A token from POST /auth/login: `Authorization: Bearer <token>`.")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        requests.open()
         warmup.start()
         try:
             yield
         finally:
             await warmup.stop()
+            await requests.close()
 
     app = FastAPI(
         title="reactive-services shop gateway",
@@ -200,6 +213,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.warmup = warmup
+    app.state.requests = requests
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     observe = getattr(metrics, "observe_request", None)
@@ -215,10 +229,10 @@ def create_app(
             exclude_spans=["receive", "send"],  # not one span per websocket message
         )
 
-    app.include_router(_orders.router(client, settings, auth))
+    app.include_router(_orders.router(client, requests, settings, auth))
     if description is not None:
         app.include_router(describe_router(description))
-    app.include_router(_inventory.router(client, settings, auth))
+    app.include_router(_inventory.router(requests, settings, auth))
     app.include_router(_logs.router(client, settings, auth))
     app.include_router(_login.router(client, settings))
     app.include_router(_operations.router(settings, warmup, readiness, metrics))

@@ -8,18 +8,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi import Path as PathParam
 
-from reactive_services import ClientProxy
 from reactive_services.auth import Claims
 from reactive_services.errors import BrokerError, RemoteError
-from reactive_services.gateway import BearerAuth, problems, send_within, upstream_error
+from reactive_services.gateway import BearerAuth, Requester, problems, send_within, upstream_error
 
 from ..order_query import MAX_ORDER_ID_CHARS
 from ._models import StockLevel
 from ._settings import GatewaySettings
 
 
-def router(client: ClientProxy, settings: GatewaySettings, auth: BearerAuth) -> APIRouter:
-    """The inventory route, sending through ``client``."""
+def router(requests: Requester, settings: GatewaySettings, auth: BearerAuth) -> APIRouter:
+    """The inventory route, asking through ``requests`` (the broker or gRPC: ``GatewayRequests``)."""
     routes = APIRouter(tags=["inventory"])
 
     @routes.get(
@@ -35,7 +34,7 @@ def router(client: ClientProxy, settings: GatewaySettings, auth: BearerAuth) -> 
         """Asks ``inventory.get_stock`` for one product."""
         timeout = settings.call_timeout_s
         try:
-            reply = await send_within(client, "inventory.get_stock", {"product_ids": [product_id]}, timeout_s=timeout)
+            reply = await send_within(requests, "inventory.get_stock", {"product_ids": [product_id]}, timeout_s=timeout)
         except (TimeoutError, BrokerError, RemoteError) as exc:
             raise upstream_error("inventory.get_stock", exc, timeout) from None
         if not isinstance(reply, Mapping):

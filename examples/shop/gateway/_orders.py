@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from reactive_services import ClientProxy
 from reactive_services.auth import Claims
 from reactive_services.errors import BrokerError
-from reactive_services.gateway import BearerAuth, aggregate, problems, upstream_error
+from reactive_services.gateway import BearerAuth, Requester, aggregate, problems, upstream_error
 
 from ..messages import OrderCreated, OrderLine
 from ..order_query import MAX_ORDER_ID_CHARS
@@ -37,8 +37,9 @@ ORDER_PARTS: Mapping[str, str] = {
 _PART_TYPES: Mapping[str, type] = {"order": dict, "inventory": dict, "notifications": list}
 
 
-def router(client: ClientProxy, settings: GatewaySettings, auth: BearerAuth) -> APIRouter:
-    """The orders routes, sending through ``client``."""
+def router(client: ClientProxy, requests: Requester, settings: GatewaySettings, auth: BearerAuth) -> APIRouter:
+    """The orders routes: ``POST /orders`` emits through ``client``, ``GET /orders/{id}`` asks
+    through ``requests``."""
     routes = APIRouter(tags=["orders"])
 
     @routes.post(
@@ -90,7 +91,7 @@ def router(client: ClientProxy, settings: GatewaySettings, auth: BearerAuth) -> 
         """Asks ``orders.get``, ``inventory.get_order`` and ``notifications.get_order`` at once;
         a part that does not answer in time or fails is listed in ``missing`` (never a 5xx)."""
         parts = await aggregate(
-            client,
+            requests,
             ORDER_PARTS,
             {"order_id": order_id},
             timeout_s=settings.call_timeout_s,

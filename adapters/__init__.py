@@ -7,7 +7,7 @@ Every broker implements :class:`Broker`; every source emits :class:`Message`; ev
 that cannot be handled goes through :func:`publish_dead_letter`.
 """
 
-from ._admin import wait_visible
+from ._admin import declare_group, wait_visible
 from ._codec import (
     DLT_SUFFIX,
     dead_letter_headers,
@@ -84,4 +84,5 @@ __all__ = [
     "publish_dead_letter",
     "track",
     "wait_visible",
+    "declare_group",
 ]

@@ -1,4 +1,5 @@
-"""Topic administration shared by every broker: waiting until topics are visible."""
+"""Topic administration shared by every broker: waiting until topics are visible, declaring a
+consumer group before anything is published for it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,23 @@ from reactive_services.errors import BrokerUnavailableError
 
 from ._protocol import Broker
 
-__all__ = ["wait_visible"]
+__all__ = ["declare_group", "wait_visible"]
+
+
+async def declare_group(broker: Broker, group_id: str, topics: Sequence[str]) -> None:
+    """Make consumer group ``group_id`` receive what is published to ``topics`` from now on,
+    before any member subscribed: a broker without a log (RabbitMQ, whose group queue keeps
+    only what arrives after it exists) declares the group's queues through its optional
+    ``declare_group(group_id, topics)`` method; a broker with a log (Kafka, the in-memory one)
+    needs nothing, and has no such method.
+
+    Raises:
+        BrokerUnavailableError: the broker's declaration failed.
+    """
+    declare = getattr(broker, "declare_group", None)
+    if declare is not None:
+        await declare(group_id, list(topics))
+
 
 #: Seconds between two looks at the metadata while waiting for topics.
 POLL_INTERVAL_S = 0.05

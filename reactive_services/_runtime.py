@@ -100,6 +100,7 @@ from reactive_services.adapters import (
     check_auto_offset_reset,
     check_processing_guarantee,
     current_message,
+    declare_group,
     payload_routes,
     track,
 )
@@ -884,6 +885,14 @@ class Microservice:
         if self._own:
             await self.broker.start()
         await self.broker.create_topics(self.patterns)
+        # a broker without a log (RabbitMQ) keeps for a group only what arrives after its queues
+        # exist: declared now, what is published once start() returned reaches the service
+        if self._payload:
+            await declare_group(self.broker, self.group_id, list(self._payload))
+        if self._requests:
+            await declare_group(self.broker, self.request_group_id, list(self._requests))
+        for topics, _fn, _model in self._pipelines:
+            await declare_group(self.broker, self.group_id, topics)
         self._stop = asyncio.Event()
         #: an OpenTelemetry SDK is set up: a ``process <topic>`` span per record handled
         self._traced = tracing_enabled()

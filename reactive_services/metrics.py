@@ -62,6 +62,7 @@ from reactive_services.adapters import (
     PayloadRoute,
     ProcessingGuarantee,
     RecordMetadata,
+    declare_group,
     payload_routes,
 )
 
@@ -280,6 +281,10 @@ class MeteredBroker:
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         return await self.broker.end_offsets(topic)
+
+    async def declare_group(self, group_id: str, topics: Sequence[str]) -> None:
+        """:func:`~reactive_services.adapters.declare_group` on the wrapped broker."""
+        await declare_group(self.broker, group_id, topics)
 
     # -- producing (counted) ---------------------------------------------------------------
     async def emit(

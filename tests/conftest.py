@@ -90,20 +90,39 @@ async def kafka_broker(kafka_bootstrap: str) -> AsyncIterator[KafkaBroker]:  # n
         await broker.stop()
 
 
-@pytest.fixture(params=["memory", "kafka"])
-async def broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
-    """A started broker: the in-memory one, then a real Kafka broker (``kafka_bootstrap``).
-
-    Used by the contract tests (tests/adapters) and the request-reply tests (tests/runtime).
-    """
+def _make_broker(kind: str, request: pytest.FixtureRequest) -> object:
     from reactive_services.adapters.memory import InMemoryBroker
 
-    if request.param == "memory":
-        b: object = InMemoryBroker()
-    else:
-        from reactive_services.adapters.kafka import KafkaBroker
+    if kind == "memory":
+        return InMemoryBroker()
+    if kind == "rabbitmq":
+        from reactive_services.adapters.rabbitmq import RabbitBroker
 
-        b = KafkaBroker(request.getfixturevalue("kafka_bootstrap"))
+        return RabbitBroker(request.getfixturevalue("rabbitmq_url"))
+    from reactive_services.adapters.kafka import KafkaBroker
+
+    return KafkaBroker(request.getfixturevalue("kafka_bootstrap"))
+
+
+@pytest.fixture(params=["memory", "kafka", "rabbitmq"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    """A started broker: the in-memory one, a real Kafka broker (``kafka_bootstrap``), then a
+    real RabbitMQ server (``rabbitmq_url``).
+
+    Used by the runtime tests (payload handlers, request-reply, metrics, tracing, typed payloads).
+    """
+    b = _make_broker(request.param, request)
+    await b.start()  # type: ignore[attr-defined]
+    yield b
+    await b.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["memory", "kafka"])
+async def log_broker(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    """:func:`broker` for what needs a log's offsets (consumer lag as end minus committed
+    offsets): the in-memory broker and Kafka. RabbitMQ has no log; its answer to lag is
+    ``RabbitBroker.queue_depths``."""
+    b = _make_broker(request.param, request)
     await b.start()  # type: ignore[attr-defined]
     yield b
     await b.stop()  # type: ignore[attr-defined]

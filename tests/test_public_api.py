@@ -173,6 +173,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "current_message",
         "dead_letter_headers",
         "dead_letter_topic",
+        "declare_group",
         "decode_json",
         "deliver",
         "encode_headers",

@@ -211,6 +211,12 @@ class RabbitSources:
                 return exc
             if run.stopping():
                 return None
+            if run.on_assigned is not None:  # consuming every partition queue: once per subscription
+                signal, run.on_assigned = run.on_assigned, None
+                try:
+                    signal()
+                except Exception as exc:  # noqa: BLE001 - the callback's failure ends the stream
+                    return exc
             try:
                 return await self._deliver(run)
             except _ConnectionLost:
@@ -286,9 +292,6 @@ class RabbitSources:
 
                 await channel.basic_consume(name, received, no_ack=False)
         await declaring.close()
-        if run.on_assigned is not None:
-            signal, run.on_assigned = run.on_assigned, None
-            signal()
 
     async def _disconnect(self, run: _Run) -> None:
         connection, run.connection = run.connection, None

@@ -52,7 +52,7 @@ import pytest
 import pytest_asyncio
 import reactivex.operators as ops
 
-from reactive_services.adapters import Batch, Broker, Message, headers_to_dict, track
+from reactive_services.adapters import Batch, Broker, Message, declare_group, headers_to_dict, track
 from reactive_services.errors import ConfigError
 from reactive_services.operators import batch
 
@@ -76,12 +76,10 @@ class BrokerFixture:
 
     async def prepare(self, broker: Broker, topics: list[str], *groups: str) -> None:
         """Before a case publishes: make ``groups`` receive what is published to ``topics`` from
-        now on. A broker with a ``declare_group(group_id, topics)`` method (RabbitMQ) declares the
-        groups' queues; a log needs nothing."""
-        declare = getattr(broker, "declare_group", None)
-        if declare is not None:
-            for group in groups:
-                await declare(group, topics)
+        now on (:func:`~reactive_services.adapters.declare_group`: RabbitMQ declares the groups'
+        queues; a log needs nothing)."""
+        for group in groups:
+            await declare_group(broker, group, topics)
 
     def make_broker(self) -> Broker | Awaitable[Broker]:
         """The broker under test, not started yet (a plain or an ``async def`` method).

@@ -189,9 +189,9 @@ async def consume(broker: Broker, topic: str, group: str, n: int, timeout: float
     return got.items[:n]
 
 
-async def test_consumer_lag_is_produced_minus_consumed_then_zero_after_catching_up(broker: Broker) -> None:
+async def test_consumer_lag_is_produced_minus_consumed_then_zero_after_catching_up(log_broker: Broker) -> None:
     metrics = ServiceMetrics()
-    metered = MeteredBroker(broker, metrics)
+    metered = MeteredBroker(log_broker, metrics)
     topic, group = unique_name("lag"), unique_name("g")
     await metered.create_topics([topic], partitions=2)
     await metered.emit_batch(topic, [(f"k{i}", {"i": i}) for i in range(10)])

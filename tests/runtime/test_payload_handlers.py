@@ -16,6 +16,7 @@ from reactive_services.adapters import (
     Hold,
     Message,
     current_message,
+    declare_group,
     headers_to_dict,
     hold,
     track,
@@ -117,6 +118,8 @@ async def test_failing_payload_handlers_dead_letter_the_record_as_it_came(broker
 
     topics = [ns + "sync", ns + "async"]
     await broker.create_topics(topics, partitions=1)
+    reader = unique_name("read")  # reads the dead letters (declared first: RabbitMQ keeps no log)
+    await declare_group(broker, reader, [t + ".DLT" for t in topics])
     service = Microservice(broker, [Fails()], name="fails", namespace=ns)
     await service.start()
     try:
@@ -130,7 +133,7 @@ async def test_failing_payload_handlers_dead_letter_the_record_as_it_came(broker
         await service.stop()
     assert service.handled == {topics[0]: 2, topics[1]: 2}
     for topic, reason in ((topics[0], "refused"), (topics[1], "refused later")):
-        letters = await broker_records(broker, topic + ".DLT", 2)  # (its partitions: the broker's default)
+        letters = await broker_records(broker, topic + ".DLT", 2, group=reader)  # (the broker's default partitions)
         letters.sort(key=lambda r: int(headers_to_dict(r.headers)["dlt.original.offset"]))
         assert [(r.key, r.raw) for r in letters] == [(b"k1", b'{"i":1}'), (b"k3", b'{"i":3}')]
         heads = [headers_to_dict(r.headers) for r in letters]
@@ -166,6 +169,9 @@ async def test_a_task_started_in_a_handler_sees_its_own_record_after_later_ones_
             start(payload["i"])
 
     await broker.create_topics([topic], partitions=1)
+    reader, group = unique_name("read"), unique_name("g")
+    await declare_group(broker, reader, [topic + ".DLT"])
+    await declare_group(broker, group, [topic])
     # the records first, so that one fetch brings them all
     await broker.emit(topic, {"i": 0})
     await broker.emit(topic, {"i": 1})
@@ -174,11 +180,11 @@ async def test_a_task_started_in_a_handler_sees_its_own_record_after_later_ones_
     service = None
     stop, done = asyncio.Event(), asyncio.Event()
     if pipeline:
-        broker.source(topic, group_id=unique_name("g"), stop=stop).subscribe(
+        broker.source(topic, group_id=group, stop=stop).subscribe(
             lambda m: start(m.value["i"]), lambda e: done.set(), done.set
         )
     else:
-        service = Microservice(broker, [Starts()], name="starts", namespace=ns)
+        service = Microservice(broker, [Starts()], name="starts", namespace=ns, group_id=group)
         await service.start()
     try:
         await wait_for(lambda: len(tasks) == 3, what="three records delivered")
@@ -191,12 +197,15 @@ async def test_a_task_started_in_a_handler_sees_its_own_record_after_later_ones_
         if service is not None:
             await service.stop()
         stop.set()
-    letters = await broker_records(broker, topic + ".DLT", 1, decode=None)
+    letters = await broker_records(broker, topic + ".DLT", 1, decode=None, group=reader)
     assert letters[0].raw == b"{not json" and headers_to_dict(letters[0].headers)["dlt.original.offset"] == "2"
 
 
-async def broker_records(broker: Broker, topic: str, n: int, decode: Any = "json") -> list[Message]:
-    """The first ``n`` records of ``topic``, read with a source of its own."""
+async def broker_records(
+    broker: Broker, topic: str, n: int, decode: Any = "json", group: str | None = None
+) -> list[Message]:
+    """The first ``n`` records of ``topic``, read with a source of its own (in ``group``, declared
+    before the records were published on a broker without a log; default: a new group)."""
     got: list[Message] = []
     stop, done = asyncio.Event(), asyncio.Event()
 
@@ -205,7 +214,7 @@ async def broker_records(broker: Broker, topic: str, n: int, decode: Any = "json
         if len(got) == n:
             stop.set()
 
-    broker.source(topic, group_id=unique_name("read"), stop=stop, decode=decode).subscribe(
+    broker.source(topic, group_id=group or unique_name("read"), stop=stop, decode=decode).subscribe(
         on_next, lambda e: done.set(), done.set
     )
     await asyncio.wait_for(done.wait(), 30)

@@ -14,7 +14,7 @@ import pytest
 import reactivex
 
 from reactive_services import ClientProxy, Controller, Microservice, message_pattern, testing
-from reactive_services.adapters import DeadLetterSink, headers_to_dict
+from reactive_services.adapters import DeadLetterSink, declare_group, headers_to_dict
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import (
     BrokerError,
@@ -117,12 +117,14 @@ async def test_an_async_handler_is_awaited(broker, calculator) -> None:
 
 async def test_a_request_that_is_not_json_gets_an_error_reply_at_once_and_a_dead_letter(broker, calculator) -> None:
     service, ns = calculator
+    reader = unique_name("ops")  # reads the dead letter (declared first: RabbitMQ keeps no log)
+    await declare_group(broker, reader, [f"{ns}math.add.DLT"])
     async with ClientProxy(broker, namespace=ns) as client:
         with pytest.raises(RemoteError) as caught:
             await client.send("math.add", b"{not json", timeout=20)  # answered long before 20 s
     assert caught.value.remote_type == "DecodeError" and "not JSON" in caught.value.remote_message
     assert service.error_replies == {f"{ns}math.add": 1}
-    dead = await testing.consume(broker, f"{ns}math.add.DLT", 1, decode=None)
+    dead = await testing.consume(broker, f"{ns}math.add.DLT", 1, decode=None, group_id=reader)
     assert dead.items[0].raw == b"{not json"
     assert headers_to_dict(dead.items[0].headers)["dlt.exception.type"] == "DecodeError"
 

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
-from reactive_services.adapters import Message
+from reactive_services.adapters import Message, declare_group
 from reactive_services.adapters.tracing import set_tracer_provider, tracer, tracing_enabled
 from reactive_services.errors import RemoteError
 from reactive_services.testing import wait_for
@@ -42,6 +42,13 @@ def by_name(span_exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan
     return [s for s in span_exporter.get_finished_spans() if s.name == name]
 
 
+async def readable(broker: Any, *topics: str) -> None:
+    """Declare the group :func:`read` reads each topic in, before the records are published (a
+    broker without a log, RabbitMQ, keeps a group only what arrives after its queues exist)."""
+    for topic in topics:
+        await declare_group(broker, f"read-{topic}", [topic])
+
+
 async def read(broker: Any, topic: str, count: int) -> list[Message]:
     from reactive_services.testing import collect
 
@@ -64,6 +71,7 @@ async def test_nothing_is_traced_without_an_sdk(broker: Any, unique_topic: Calla
     assert not tracing_enabled()
     topic = unique_topic()
     await broker.create_topics([topic])
+    await readable(broker, topic)
     await broker.emit(topic, {"id": 1}, headers=[("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")])
     await broker.emit_batch(topic, [(None, {"id": 2})])
     first, second = await read(broker, topic, 2)
@@ -76,6 +84,7 @@ async def test_each_record_carries_the_context_of_its_send_span(
 ) -> None:
     topic = unique_topic()
     await broker.create_topics([topic])
+    await readable(broker, topic)
     with tracer().start_as_current_span("caller") as caller:
         await broker.emit(topic, {"id": 1}, key="k", headers={"traceparent": "stale", "x": "kept"})
         await broker.emit_batch(topic, [("a", {"id": 2}), ("b", {"id": 3})])
@@ -96,6 +105,7 @@ async def test_a_handler_runs_in_the_producers_trace_and_what_it_publishes_joins
 ) -> None:
     topic, out = unique_topic("in"), unique_topic("out")
     await broker.create_topics([topic, out])
+    await readable(broker, out)
     service = Microservice(broker, [relay_for(broker, topic, out)], name=unique_topic("relay"))
     await service.start()
     try:
@@ -233,6 +243,7 @@ async def test_a_sinks_records_carry_the_trace_and_a_dead_letter_stays_in_it(
 ) -> None:
     topic, out = unique_topic("in"), unique_topic("out")
     await broker.create_topics([topic, out])
+    await readable(broker, out, topic + ".DLT")
     with tracer().start_as_current_span("origin") as origin:
         sink = broker.sink(out)
         sink.on_next({"id": 1})

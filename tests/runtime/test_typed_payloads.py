@@ -17,7 +17,7 @@ from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
 from reactive_services._payloads import payload_model
-from reactive_services.adapters import Broker, Message, headers_to_dict
+from reactive_services.adapters import Broker, Message, declare_group, headers_to_dict
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError, RemoteError, ValidationError
 from reactive_services.testing import consume, unique_name, wait_for
@@ -183,6 +183,8 @@ async def test_emit_send_and_replies_take_models_and_a_caller_can_ask_for_a_type
 
     service = Microservice(broker, [Inventory()], name="inventory", namespace=ns)
     client = ClientProxy(broker, namespace=ns)
+    reader = unique_name("ops")  # reads the dead letter (declared first: RabbitMQ keeps no log)
+    await declare_group(broker, reader, [ns + "reserve.DLT"])
     await service.start()
     try:
         await client.connect()
@@ -197,7 +199,7 @@ async def test_emit_send_and_replies_take_models_and_a_caller_can_ask_for_a_type
             await client.send("reserve", BAD_QTY, timeout=30)
         assert refused.value.remote_type == "ValidationError"
         assert "lines[1].qty" in refused.value.remote_message
-        letters = await consume(broker, ns + "reserve.DLT", 1)
+        letters = await consume(broker, ns + "reserve.DLT", 1, group_id=reader)
         letter = headers_to_dict(letters.items[0].headers)
         assert letter["dlt.exception.type"] == "ValidationError" and "lines[1].qty" in letter["dlt.reason"]
         meta = await client.emit("orders.created", Order.model_validate(GOOD))
@@ -347,6 +349,8 @@ async def test_a_record_with_thousands_of_bad_fields_is_still_dead_lettered_and_
             got.append(len(lines))
 
     service = Microservice(broker, [Lines()], name="big", namespace=ns, source_retries=0)
+    reader = unique_name("ops")
+    await declare_group(broker, reader, [ns + "lines.DLT"])
     await service.start()
     try:
         await broker.emit(ns + "lines", [{"sku": "a", "qty": "x"}] * 15_000)
@@ -355,7 +359,7 @@ async def test_a_record_with_thousands_of_bad_fields_is_still_dead_lettered_and_
         # counted once the broker acknowledged the dead letter (its callback may come a little later)
         await wait_for(lambda: service.dead_lettered == {ns + "lines": 1}, what="the dead letter counted")
         assert service.errors == []
-        letter = headers_to_dict((await consume(broker, ns + "lines.DLT", 1)).items[0].headers)
+        letter = headers_to_dict((await consume(broker, ns + "lines.DLT", 1, group_id=reader)).items[0].headers)
         assert letter["dlt.reason"].endswith("; and 14990 more")
         assert len(letter["dlt.reason"]) < 2_000
     finally:

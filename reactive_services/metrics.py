@@ -62,7 +62,6 @@ from reactive_services.adapters import (
     PayloadRoute,
     ProcessingGuarantee,
     RecordMetadata,
-    declare_group,
     payload_routes,
 )
 
@@ -281,10 +280,6 @@ class MeteredBroker:
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         return await self.broker.end_offsets(topic)
-
-    async def declare_group(self, group_id: str, topics: Sequence[str]) -> None:
-        """:func:`~reactive_services.adapters.declare_group` on the wrapped broker."""
-        await declare_group(self.broker, group_id, topics)
 
     # -- producing (counted) ---------------------------------------------------------------
     async def emit(
@@ -622,7 +617,10 @@ class ServiceMetrics:
         messages, at least 0; a group that has committed nothing there counts from offset
         0 (what ``auto_offset_reset="earliest"`` would read). Committed offsets trail the
         handled ones by up to the broker's commit interval (Kafka: ``commit_interval_s``).
-        Series of these groups' partitions that no longer exist are removed.
+        A broker without a log that has ``queue_depths(group, topic)`` (RabbitMQ) gives the
+        messages waiting in the group's queue of each partition instead (those delivered and not
+        acknowledged yet not counted). Series of these groups' partitions that no longer exist
+        are removed.
 
         Args:
             broker: where to read offsets (any :class:`reactive_services.adapters.Broker`).
@@ -636,6 +634,28 @@ class ServiceMetrics:
             BrokerError: the broker did not answer (the gauge keeps its previous values).
         """
         wanted = {group: list(dict.fromkeys(topics)) for group, topics in groups_topics.items()}
+        depths = getattr(broker, "queue_depths", None)
+        if depths is not None:  # a queue broker: what waits in each partition's queue
+            pairs = [(g, t) for g, ts in wanted.items() for t in ts]
+            found = await asyncio.gather(*(depths(g, t) for g, t in pairs))
+            lag = {
+                (g, t, p): n for (g, t), by_partition in zip(pairs, found, strict=True) for p, n in by_partition.items()
+            }
+        else:
+            lag = await self._offset_lag(broker, wanted)
+        # no await from here on: a scrape never sees half an update
+        fresh = {(g, t, str(p)) for g, t, p in lag}
+        for series in [s for s in self._lag_series if s[0] in wanted and s not in fresh]:
+            self.consumer_lag.remove(*series)
+            self._lag_series.discard(series)
+        for (g, t, p), n in lag.items():
+            self.consumer_lag.labels(group=g, topic=t, partition=str(p)).set(n)
+        self._lag_series |= fresh
+        return lag
+
+    @staticmethod
+    async def _offset_lag(broker: Broker, wanted: dict[str, list[str]]) -> dict[tuple[str, str, int], int]:
+        """End minus committed offsets of every partition of ``wanted``'s topics (see :meth:`refresh_lag`)."""
         topics = sorted({t for ts in wanted.values() for t in ts})
         ends = dict(zip(topics, await asyncio.gather(*(broker.end_offsets(t) for t in topics)), strict=True))
         keys = [(g, t, p, end) for g, ts in wanted.items() for t in ts for p, end in sorted(ends[t].items())]
@@ -646,16 +666,7 @@ class ServiceMetrics:
                 return await broker.committed(group, topic, partition)
 
         offsets = await asyncio.gather(*(committed(g, t, p) for g, t, p, _ in keys))
-        lag = {(g, t, p): max(0, end - (c or 0)) for (g, t, p, end), c in zip(keys, offsets, strict=True)}
-        # no await from here on: a scrape never sees half an update
-        fresh = {(g, t, str(p)) for g, t, p in lag}
-        for series in [s for s in self._lag_series if s[0] in wanted and s not in fresh]:
-            self.consumer_lag.remove(*series)
-            self._lag_series.discard(series)
-        for (g, t, p), n in lag.items():
-            self.consumer_lag.labels(group=g, topic=t, partition=str(p)).set(n)
-        self._lag_series |= fresh
-        return lag
+        return {(g, t, p): max(0, end - (c or 0)) for (g, t, p, end), c in zip(keys, offsets, strict=True)}
 
     async def run_lag_refresh(
         self,

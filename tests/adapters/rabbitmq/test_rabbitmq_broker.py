@@ -224,3 +224,21 @@ async def test_settings_are_checked_and_exactly_once_is_refused(rabbitmq_url: st
         RabbitBroker(rabbitmq_url, delivery_limit=0)
     with pytest.raises(ConfigError, match="^processing_guarantee"):
         RabbitBroker(rabbitmq_url).source("t", group_id="g", processing_guarantee="exactly_once")
+
+
+async def test_consumer_lag_is_what_waits_in_the_groups_queues(broker: RabbitBroker) -> None:
+    from reactive_services.metrics import MeteredBroker, ServiceMetrics
+
+    metrics = ServiceMetrics()
+    metered = MeteredBroker(broker, metrics)
+    topic, group = unique_name("lag"), unique_name("g")
+    await metered.create_topics([topic], partitions=2)
+    await metered.declare_group(group, [topic])
+    await metered.emit_batch(topic, [(f"k{i}", {"i": i}) for i in range(10)])
+    before = await metrics.refresh_lag(metered, {group: [topic]})
+    assert set(before) == {(group, topic, 0), (group, topic, 1)} and sum(before.values()) == 10
+    reader = await Reader(broker, topic, group).ready()
+    await wait_for(lambda: len(reader.messages) == 10, what="every record")
+    await reader.end()
+    after = await metrics.refresh_lag(metered, {group: [topic]})
+    assert after == {(group, topic, 0): 0, (group, topic, 1): 0}

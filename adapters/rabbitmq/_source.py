@@ -183,7 +183,7 @@ class RabbitSources:
             elif not await window.drain(timeout=DRAIN_TIMEOUT_S):
                 await window.cancel()
             run.terminating = True
-            await self._ack(run)
+            await self._final_ack(run)
             if error is None and not run.detached:
                 # Complete first, so that operators holding records (batches, windows) emit
                 # them; then acknowledge what their outputs' handling released.
@@ -191,7 +191,7 @@ class RabbitSources:
                 ended = True
                 await release_holds(window, DRAIN_TIMEOUT_S, run.args.group_id)
                 await window.drain()
-                await self._ack(run)
+                await self._final_ack(run)
         except asyncio.CancelledError:  # disposed, or stop() gave up waiting
             await window.cancel()
             raise
@@ -300,6 +300,18 @@ class RabbitSources:
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*CONNECTION_ERRORS, asyncio.CancelledError):
                 await asyncio.wait_for(connection.close(), self.settings.connect_timeout_s)
+
+    async def _final_ack(self, run: _Run) -> None:
+        """:meth:`_ack` as the subscription ends: a connection lost meanwhile is logged (RabbitMQ
+        redelivers what was not acknowledged: at-least-once), not raised."""
+        try:
+            await self._ack(run)
+        except _ConnectionLost:
+            log.warning(
+                "group %s: the connection was lost before the last acknowledgements; RabbitMQ redelivers "
+                "those messages",
+                run.args.group_id,
+            )
 
     async def _ack(self, run: _Run) -> None:
         """Acknowledge, per partition, every delivery below its committable position (its lowest

@@ -460,6 +460,12 @@ async def run_scenario(
                 notes.append(f"partitions per instance: {parts}")
                 if not all(parts):
                     raise AssertionError(f"R2: an instance got no partition: {parts}")
+            if rabbit:  # the last instance's counters (a SIGKILLed one writes none)
+                last = stats[-1]
+                notes.append(
+                    f"last instance: {last.get('handled', 0)} records handled, {last.get('duplicates', 0)} orders "
+                    f"found applied already, {last.get('republished', 0)} events published again"
+                )
             if name == "R7" and stats[1].get("duplicates", 0):
                 notes.append(f"restart redelivered {stats[1]['duplicates']} orders")
             outcomes = [

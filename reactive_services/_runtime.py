@@ -122,7 +122,7 @@ from ._request_reply import (
     message_pattern,
     wait_visible,
 )
-from .errors import ConfigError
+from .errors import BrokerUnavailableError, ConfigError
 
 __all__ = [
     "ClientProxy",
@@ -843,6 +843,8 @@ class Microservice:
         self._done: list[asyncio.Event] = []
         self._subscriptions: list[DisposableBase] = []
         self._open_sources = 0  # broker subscriptions not closed yet (their on_closed not called)
+        #: during start on RabbitMQ: a flag per source opened, set once it consumes (see start)
+        self._consuming: list[asyncio.Event] | None = None
         self._sources_closed = asyncio.Event()
         self._dlt = DeadLetterSink(broker)
         self._responder = Responder(
@@ -875,8 +877,14 @@ class Microservice:
     async def start(self) -> None:
         """Create the topics if needed and subscribe every handler.
 
+        On RabbitMQ it returns once every source consumes (its ``on_assigned``): a group only
+        receives what is published after its queues exist, so records published once ``start``
+        returned reach the service (on Kafka the group reads the log from its committed offsets
+        whenever it joins).
+
         Raises:
-            BrokerUnavailableError: the broker cannot be reached.
+            BrokerUnavailableError: the broker cannot be reached (on RabbitMQ: a source did not
+                consume within 30 s).
             RuntimeError: the service is started already (stop it first).
         """
         if self.started:
@@ -885,6 +893,7 @@ class Microservice:
             await self.broker.start()
         await self.broker.create_topics(self.patterns)
         self._stop = asyncio.Event()
+        self._consuming = [] if self.broker.kind == "rabbitmq" else None
         #: an OpenTelemetry SDK is set up: a ``process <topic>`` span per record handled
         self._traced = tracing_enabled()
         self._responder.traced = (self._system, self.request_group_id) if self._traced else None
@@ -914,7 +923,14 @@ class Microservice:
                 raise ConfigError(topics[0], f"pipeline handler {fn.__qualname__} must return an Observable")
             self._subscriptions.append(result.subscribe(_Done(self, done)))
             self._done.append(done)
+        consuming, self._consuming = self._consuming, None
         self.started = True
+        if consuming:
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.wait() for c in consuming)), 30.0)
+            except TimeoutError:
+                await self.stop(timeout=5.0)
+                raise BrokerUnavailableError(f"{self.name}: its sources did not consume within 30 s") from None
 
     def _supervise(
         self,
@@ -990,6 +1006,16 @@ class Microservice:
         """One broker source of this service (counted open until its ``on_closed``: :meth:`stop` waits for it)."""
         self._open_sources += 1
         self._sources_closed.clear()
+        if self._consuming is not None:  # start waits for it
+            consuming, then = asyncio.Event(), on_assigned
+
+            def signal() -> None:
+                consuming.set()
+                if then is not None:
+                    then()
+
+            self._consuming.append(consuming)
+            on_assigned = signal
         return self.broker.source(
             topics,
             group_id=group_id,

@@ -4,7 +4,11 @@ One robust connection (aio-pika's ``connect_robust``: it reconnects and reopens 
 itself after the server restarts) with one confirm channel. A record is published persistent
 (``delivery_mode=2``) to its topic's exchange with its partition as the routing key, and
 ``emit`` returns once RabbitMQ confirmed it (``basic.ack``): for a quorum queue, once a
-majority of its replicas wrote it.
+majority of its replicas wrote it. A publish that fails because the connection is gone is tried
+again (the robust connection reconnects meanwhile) until ``publish_timeout_s`` after the first
+attempt, as Kafka's producer retries until its request timeout: a server restart shorter than
+that does not fail an ``emit``; a record whose confirm was lost with the connection may then be
+published twice (at-least-once).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ log = logging.getLogger("reactive_services.adapters.rabbitmq")
 
 #: What aio-pika / aiormq raise when the connection or channel is gone or refuses.
 CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError, RuntimeError)
+
+#: First and largest pause between two attempts of a publish that failed, in seconds (doubled).
+RETRY_PAUSE_S = (0.1, 2.0)
 
 
 async def declare_unrouted(channel: aio_pika.abc.AbstractChannel) -> None:
@@ -202,10 +209,19 @@ class RabbitProducer:
             headers=table,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        try:
-            confirm = await exchange.publish(message, str(partition), timeout=self.settings.publish_timeout_s)
-        except CONNECTION_ERRORS as exc:
-            raise PublishError(f"RabbitMQ did not confirm a record to {topic!r}: {exc!r}") from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.publish_timeout_s
+        pause = RETRY_PAUSE_S[0]
+        while True:
+            try:
+                confirm = await exchange.publish(message, str(partition), timeout=max(deadline - loop.time(), 0.001))
+                break
+            except CONNECTION_ERRORS as exc:
+                if self._channel is None or loop.time() + pause >= deadline:  # stopped, or out of time
+                    raise PublishError(f"RabbitMQ did not confirm a record to {topic!r}: {exc!r}") from exc
+                log.debug("publish to %r failed (%r); trying again in %.1f s", topic, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_PAUSE_S[1])
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
             raise PublishError(f"RabbitMQ refused a record to {topic!r}: {confirm!r}")
         return RecordMetadata(topic, partition, -1, ts)

@@ -4,7 +4,7 @@ Registered through the entry point ``shop`` of the group ``reactive_services.cli
 (pyproject.toml), which names :func:`register`; the library's CLI core
 (:mod:`reactive_services.cli`) imports nothing from the shop.
 
-``reactive-services demo [--bootstrap-servers HOST:PORT] [--clients N] [--orders CSV]
+``reactive-services demo [--bootstrap-servers HOST:PORT | --rabbitmq-url URL] [--clients N] [--orders CSV]
 [--products CSV] [--logs [NAME=]FILE ...] [--report PATH]`` runs the shop end to end.
 
 ``reactive-services serve [--only SERVICE ...] [--bootstrap-servers HOST:PORT] [--host H]
@@ -51,6 +51,11 @@ def register(commands: Commands) -> None:
         "--bootstrap-servers",
         metavar="HOST:PORT",
         help="run on this Kafka broker instead of the embedded in-memory broker",
+    )
+    demo.add_argument(
+        "--rabbitmq-url",
+        metavar="amqp://USER:PASSWORD@HOST:PORT/",
+        help="run on this RabbitMQ server instead (not with --bootstrap-servers)",
     )
     demo.add_argument("--clients", type=int, default=3, help="websocket clients to connect (default 3)")
     demo.add_argument("--orders", type=Path, help="order-items CSV (Olist format)")
@@ -277,6 +282,7 @@ def _demo(args: argparse.Namespace) -> int:
         config = DemoConfig(
             clients=args.clients,
             bootstrap_servers=args.bootstrap_servers,
+            rabbitmq_url=args.rabbitmq_url,
             timeout_s=args.timeout,
             connect_timeout_s=args.connect_timeout,
         )

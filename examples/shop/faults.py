@@ -56,6 +56,16 @@ is read with Kafka's own ``read_committed`` consumer: ``processed`` = distinct i
 right (0 lost, 0 duplicates), and every output must be its input's transform. R11 is the same
 at-least-once: 0 lost, and the duplicates are the outputs of records handled after the last
 offset commit before each kill (they are published, then read again after the restart).
+
+R1-rmq, R3-rmq and R4-rmq are R1, R3 and R4 on RabbitMQ (:class:`~reactive_services.adapters.rabbitmq.RabbitBroker`,
+the inventory processes started with ``--rabbitmq-url``; R3-rmq restarts a server of its own with
+:mod:`reactive_services.testing.local_rabbitmq` on the same state directory and port). RabbitMQ
+keeps no offsets, so where the Kafka scenarios ask the group's committed offsets these ask its
+queues: "committed to the end" is no message ready in the group's queues and, once the instances
+stopped, none left unacknowledged either (the queues are empty); and since a group only receives
+what is published after its queues exist, the outcome topics and the dead letters are read in a
+check group declared before the first instance starts. A dead letter's original offset is the
+delivery's position in its subscription, so R4-rmq tells the bad records apart by key and value.
 """
 
 from __future__ import annotations
@@ -74,7 +84,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -82,13 +93,16 @@ from aiokafka.structs import TopicPartition
 
 from reactive_services import ClientProxy, KafkaBroker
 from reactive_services.adapters import Broker, Message, headers_to_dict
-from reactive_services.testing import consume, local_kafka, unique_name, wait_for
+from reactive_services.testing import consume, local_kafka, local_rabbitmq, unique_name, wait_for
 
 from .demo import DATA_DIR
 from .inventory import initial_stock
 from .orders import OrderItemRow, OrderService, read_order_rows
 
-__all__ = ["SCENARIOS", "ScenarioResult", "run_scenario"]
+if TYPE_CHECKING:  # aio-pika (the ``rabbitmq`` extra) is imported only by the -rmq scenarios
+    from reactive_services.adapters.rabbitmq import RabbitBroker
+
+__all__ = ["RABBITMQ_SCENARIOS", "SCENARIOS", "ScenarioResult", "run_scenario"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,6 +115,8 @@ BAD_RECORDS: dict[str, Any] = {
 }
 #: R8: records published, and how long each batch transaction stays open before COMMIT (seconds)
 R8_RECORDS = 5000
+#: RabbitMQ stores no partition count: the scenarios and their processes agree on this one
+RABBIT_PARTITIONS = 3
 R8_INSERT_DELAY_S = 0.05
 ORDERS = DATA_DIR / "olist" / "order_items.csv"
 PRODUCTS = DATA_DIR / "olist" / "products.csv"
@@ -194,15 +210,19 @@ def _failed(name: str, exc: BaseException, processes: Sequence[_Process]) -> Run
 
 
 class _Instance(_Process):
-    """An inventory_process child process."""
+    """An inventory_process child process (on RabbitMQ when ``bootstrap`` is an ``amqp://`` URL)."""
 
     def __init__(self, bootstrap: str, db: Path, namespace: str, workdir: Path, n: int, delay_s: float) -> None:
         self.stats_path = workdir / f"stats-{n}.json"
+        where = (
+            ["--rabbitmq-url", bootstrap, "--partitions", str(RABBIT_PARTITIONS)]
+            if _is_amqp(bootstrap)
+            else ["--bootstrap-servers", bootstrap]
+        )
         super().__init__(
             "reactive_services.examples.shop.inventory_process",
             [
-                "--bootstrap-servers",
-                bootstrap,
+                *where,
                 "--db",
                 str(db),
                 "--products",
@@ -248,8 +268,36 @@ def _stock_exact(db: Path) -> bool:
     return all(final.get(pid) == qty - taken[pid] >= 0 for pid, qty in start.items())
 
 
-async def _read_topic(broker: Broker, topic: str) -> list[Message]:
-    """Every record of ``topic`` (raw values), read in a fresh consumer group."""
+def _is_amqp(url: str) -> bool:
+    return url.startswith(("amqp://", "amqps://"))
+
+
+async def _declare_group(broker: Broker, topics: Sequence[str], group: str, timeout: float = 30.0) -> None:
+    """Declare ``group``'s queues of ``topics`` on RabbitMQ (subscribe until assigned, then stop):
+    from now on they keep every record published to those topics, for :func:`_read_topic`."""
+    assigned, stop, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    source = broker.source(list(topics), group_id=group, decode=None, stop=stop, on_assigned=assigned.set)
+    source.subscribe(on_error=lambda _: ended.set(), on_completed=ended.set)
+    await asyncio.wait_for(assigned.wait(), timeout)
+    stop.set()
+    await asyncio.wait_for(ended.wait(), timeout)
+
+
+async def _waiting(broker: Broker, group: str, topic: str) -> int:
+    """Messages ready in ``group``'s RabbitMQ queues of ``topic``."""
+    return sum((await cast("RabbitBroker", broker).queue_depths(group, topic)).values())
+
+
+async def _read_topic(broker: Broker, topic: str, group: str | None = None) -> list[Message]:
+    """Every record of ``topic`` (raw values), read in a fresh consumer group (on RabbitMQ: what
+    waits in ``group``'s queues, declared with :func:`_declare_group` before the records came)."""
+    if broker.kind == "rabbitmq":
+        assert group is not None
+        total = await _waiting(broker, group, topic)
+        if total == 0:
+            return []
+        got = await consume(broker, topic, total, group_id=group, timeout=60, decode=None)
+        return got.items
     total = sum((await broker.end_offsets(topic)).values())
     if total == 0:
         return []
@@ -265,22 +313,33 @@ async def _until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float
         raise TimeoutError(str(exc)) from None
 
 
-async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: float = 180.0) -> ScenarioResult:
-    """Run one scenario (``"R1"``, ``"R2"``, ``"R3"``, ``"R4"``, ``"R7"``, ``"R8"``, ``"R9"``) and return its row.
+async def run_scenario(
+    name: str, bootstrap: str | None = None, *, timeout: float = 180.0, rabbitmq_url: str | None = None
+) -> ScenarioResult:
+    """Run one scenario (a name of :data:`SCENARIOS`) and return its row.
 
-    ``bootstrap`` names a running broker; None (and always for R3, which restarts the
+    ``bootstrap`` names a running Kafka broker; None (and always for R3, which restarts the
     broker) starts a local one with reactive_services.testing.local_kafka for the scenario.
+    The ``-rmq`` scenarios run on the RabbitMQ server ``rabbitmq_url`` instead; None (and always
+    for R3-rmq) starts one with reactive_services.testing.local_rabbitmq.
 
     Raises:
         TimeoutError: the orders (R8: the records; R9: the lines) were not all processed within ``timeout`` seconds.
         RuntimeError: the scenario failed (its cause chained; the processes' stderr tails in the message).
     """
-    local = None
-    with tempfile.TemporaryDirectory(prefix=f"fault-{name}-") as tmp:
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}: one of {', '.join(SCENARIOS)}")
+    scenario_name, name = name, name.removesuffix("-rmq")
+    rabbit = scenario_name != name
+    local: Any = None
+    with tempfile.TemporaryDirectory(prefix=f"fault-{scenario_name}-") as tmp:
         workdir = Path(tmp)
+        server_dir = workdir / ("rabbitmq" if rabbit else "kafka")
+        if rabbit:
+            bootstrap = rabbitmq_url
         if bootstrap is None or name == "R3":
-            local = local_kafka
-            bootstrap = local.start(workdir / "kafka")
+            local = local_rabbitmq if rabbit else local_kafka
+            bootstrap = local.start(server_dir)
         if name in ("R8", "R9", "R10", "R11"):
             try:
                 if name in ("R10", "R11"):
@@ -289,17 +348,26 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                 return await scenario(bootstrap, workdir, timeout)
             finally:
                 if local is not None:
-                    local.stop(workdir / "kafka")
-        namespace = f"fault-{name.lower()}-{uuid.uuid4().hex[:6]}."
+                    local.stop(server_dir)
+        namespace = f"fault-{scenario_name.lower()}-{uuid.uuid4().hex[:6]}."
         db = workdir / "inventory.db"
-        broker = KafkaBroker(bootstrap, request_timeout_s=30.0)
+        broker: Broker
+        if rabbit:
+            from reactive_services.adapters.rabbitmq import RabbitBroker
+
+            broker = RabbitBroker(bootstrap, partitions=RABBIT_PARTITIONS, publish_timeout_s=30.0)
+        else:
+            broker = KafkaBroker(bootstrap, request_timeout_s=30.0)
         await broker.start()
         instances: list[_Instance] = []
         notes: list[str] = []
+        check = namespace + "fault-check"  # RabbitMQ: the group reading the outcomes and dead letters
         try:
-            await broker.create_topics(
-                [namespace + t for t in ("order.created", "inventory.updated", "order.rejected", "stock.low")]
-            )
+            topics = ["order.created", "inventory.updated", "order.rejected", "stock.low"]
+            await broker.create_topics([namespace + t for t in topics + (["order.created.DLT"] if rabbit else [])])
+            if rabbit:
+                read = ("inventory.updated", "order.rejected", "order.created.DLT")
+                await _declare_group(broker, [namespace + t for t in read], check)
             delay = {"R1": 0.004, "R2": 0.006, "R3": 0.004, "R4": 0.0, "R7": 0.006}[name]
             first = _Instance(bootstrap, db, namespace, workdir, 1, delay)
             instances.append(first)
@@ -313,7 +381,7 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                     await asyncio.sleep(0.05)
                     for kind, value in BAD_RECORDS.items():
                         meta = await broker.emit(namespace + "order.created", value, key=f"bad-{i}")
-                        bad_sent[f"{meta.partition}:{meta.offset}"] = kind
+                        bad_sent[_bad_id(rabbit, f"bad-{i}", value, meta.partition, meta.offset)] = kind
             await _until(lambda: len(_processed(db)) >= 100, timeout, "the first 100 orders")
             sent_total = len({r.order_id for r in read_order_rows(ORDERS) if isinstance(r, OrderItemRow)})
 
@@ -326,12 +394,19 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                 instances.append(_Instance(bootstrap, db, namespace, workdir, 2, delay))
                 await instances[-1].ready()
                 notes.append(f"second instance joined after {len(_processed(db))} orders")
+            elif name == "R3" and rabbit:  # stopping and starting take seconds: the loop runs meanwhile
+                await asyncio.to_thread(local.stop, server_dir)
+                notes.append(f"server stopped after {len(_processed(db))} orders")
+                await asyncio.sleep(5)
+                port = urlsplit(bootstrap).port
+                await asyncio.to_thread(local.start, server_dir, port=port)
+                notes.append("server restarted on the same state directory after 5 s")
             elif name == "R3":
                 assert local is not None
-                local.stop(workdir / "kafka")
+                local.stop(server_dir)
                 notes.append(f"broker stopped after {len(_processed(db))} orders")
                 await asyncio.sleep(5)
-                local.start(workdir / "kafka", port=int(bootstrap.rsplit(":", 1)[1]))
+                local.start(server_dir, port=int(bootstrap.rsplit(":", 1)[1]))
                 notes.append("broker restarted on the same data directory after 5 s")
             elif name == "R7":
                 code = await first.terminate()
@@ -347,6 +422,8 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
             topic, group = namespace + "order.created", namespace + "inventory"
 
             async def committed_to_the_end() -> bool:  # every record handled and committed (bad ones included)
+                if rabbit:  # no offsets: nothing waits in the group's queues
+                    return await _waiting(broker, group, topic) == 0
                 ends = await broker.end_offsets(topic)
                 return all([((await broker.committed(group, topic, p)) or 0) >= end for p, end in ends.items()])
 
@@ -356,12 +433,13 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                     code = await inst.terminate()
                     if code != 0:
                         notes.append(f"instance exit code {code}")
+            if rabbit and (left := await _waiting(broker, group, topic)):  # unacknowledged ones went back
+                raise AssertionError(f"{scenario_name}: {left} records of {topic} not acknowledged at shutdown")
             stats = [inst.stats() for inst in instances]
-            dead = await _read_topic(broker, namespace + "order.created.DLT")
+            dead = await _read_topic(broker, namespace + "order.created.DLT", check)
             if name == "R4":
                 by_offset = {
-                    f"{h['dlt.original.partition']}:{h['dlt.original.offset']}": h
-                    for h in (headers_to_dict(m.headers) for m in dead)
+                    _dead_letter_id(rabbit, m, h): h for m, h in ((m, headers_to_dict(m.headers)) for m in dead)
                 }
                 missing = set(bad_sent) - set(by_offset)
                 if missing or len(dead) != len(bad_sent):
@@ -382,15 +460,23 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                 notes.append(f"partitions per instance: {parts}")
                 if not all(parts):
                     raise AssertionError(f"R2: an instance got no partition: {parts}")
+            if rabbit:  # the last instance's counters (a SIGKILLed one writes none)
+                last = stats[-1]
+                notes.append(
+                    f"last instance: {last.get('handled', 0)} records handled, {last.get('duplicates', 0)} orders "
+                    f"found applied already, {last.get('republished', 0)} events published again"
+                )
             if name == "R7" and stats[1].get("duplicates", 0):
                 notes.append(f"restart redelivered {stats[1]['duplicates']} orders")
             outcomes = [
-                m for t in ("inventory.updated", "order.rejected") for m in await _read_topic(broker, namespace + t)
+                m
+                for t in ("inventory.updated", "order.rejected")
+                for m in await _read_topic(broker, namespace + t, check)
             ]
             keys = Counter(m.key for m in outcomes)
             processed = len(_processed(db))
             return ScenarioResult(
-                scenario=name,
+                scenario=scenario_name,
                 sent=sent,
                 processed=processed,
                 duplicates=sum(keys.values()) - len(keys),
@@ -400,12 +486,34 @@ async def run_scenario(name: str, bootstrap: str | None = None, *, timeout: floa
                 notes=notes,
             )
         except BaseException as exc:
-            raise _failed(name, exc, instances) from exc
+            raise _failed(scenario_name, exc, instances) from exc
         finally:
             _kill_all(instances)
             await broker.stop()
             if local is not None:
-                local.stop(workdir / "kafka")
+                local.stop(server_dir)
+
+
+def _canonical(raw: bytes) -> bytes:
+    try:
+        return orjson.dumps(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def _bad_id(rabbit: bool, key: str, value: Any, partition: int, offset: int) -> str:
+    """What tells R4's bad record apart: its position on Kafka, its key and value on RabbitMQ (no offsets)."""
+    if not rabbit:
+        return f"{partition}:{offset}"
+    return f"{key}:" + _canonical(value if isinstance(value, bytes) else orjson.dumps(value)).decode("latin-1")
+
+
+def _dead_letter_id(rabbit: bool, dead: Message, headers: dict[str, str]) -> str:
+    """:func:`_bad_id` of the record a dead letter carries."""
+    if not rabbit:
+        return f"{headers['dlt.original.partition']}:{headers['dlt.original.offset']}"
+    key = dead.key.decode() if isinstance(dead.key, bytes) else str(dead.key)
+    return f"{key}:" + _canonical(dead.value or b"").decode("latin-1")
 
 
 class _BatchInsertInstance(_Process):
@@ -798,15 +906,24 @@ SCENARIOS: dict[str, str] = {
     "R9": "log analytics SIGKILLed three times during a replay, restarted: every line once in the windows",
     "R10": "exactly-once transform SIGKILLed twice mid-stream: every output once (read_committed)",
     "R11": "the same transform at-least-once: the kills repeat outputs, none lost",
+    "R1-rmq": "R1 on RabbitMQ: inventory process SIGKILLed mid-stream, restarted",
+    "R3-rmq": "R3 on RabbitMQ: server stopped 5 s, restarted on the same state directory and port",
+    "R4-rmq": "R4 on RabbitMQ: bad records among good ones, to order.created.DLT",
 }
+#: the scenarios run on RabbitMQ
+RABBITMQ_SCENARIOS = [name for name in SCENARIOS if name.endswith("-rmq")]
 
 
 async def run_all(
-    bootstrap: str | None, names: list[str], report: Callable[[ScenarioResult], Awaitable[None] | None]
+    bootstrap: str | None,
+    names: list[str],
+    report: Callable[[ScenarioResult], Awaitable[None] | None],
+    *,
+    rabbitmq_url: str | None = None,
 ) -> list[ScenarioResult]:
     results = []
     for name in names:
-        result = await run_scenario(name, bootstrap)
+        result = await run_scenario(name, bootstrap, rabbitmq_url=rabbitmq_url)
         results.append(result)
         report(result)
     return results

@@ -2,6 +2,7 @@
 
     python -m reactive_services.examples.shop.inventory_process --bootstrap-servers HOST:PORT --db inventory.db \
         [--products products.csv] [--namespace NS] [--stats stats.json] [--handle-delay-s S]
+    python -m reactive_services.examples.shop.inventory_process --rabbitmq-url amqp://... [--partitions N] ...
 
 It consumes ``<namespace>order.created`` in consumer group ``inventory`` and keeps stock in
 the SQLite file ``--db`` (instances of the service share it; each batch of reservations is one
@@ -10,6 +11,11 @@ the SQLite file ``--db`` (instances of the service share it; each batch of reser
 (see :func:`reactive_services.serve`) and writes its counters to ``--stats`` as JSON:
 ``{"applied", "rejected", "duplicates", "stock_low_events", "republished", "handled",
 "partitions": [[topic, partition], ...]}`` (partitions it was assigned at any time).
+
+On RabbitMQ (``--rabbitmq-url`` instead of ``--bootstrap-servers``) the group is a quorum queue
+per partition with single active consumer; ``--partitions`` is the partitions of every topic
+(all processes of a system must agree; RabbitMQ does not store it), 3 by default as
+``create_topics`` on Kafka.
 
 ``--handle-delay-s`` adds a pause per order before each transaction, to stand for a slower database in
 fault tests (seconds, default 0).
@@ -61,12 +67,26 @@ class _Partitions(InventoryController):
 
 async def run(args: argparse.Namespace) -> int:
     """Run the service until SIGTERM / SIGINT (:func:`reactive_services.serve`); returns the exit code."""
-    from reactive_services.adapters.kafka import KafkaBroker
+    from reactive_services.adapters import Broker
 
-    async def system() -> System:
-        broker = KafkaBroker(
+    def make_broker() -> Broker:
+        if args.rabbitmq_url:
+            from reactive_services.adapters.rabbitmq import RabbitBroker
+
+            return RabbitBroker(
+                args.rabbitmq_url,
+                partitions=args.partitions,
+                connect_timeout_s=args.connect_timeout_s,
+                publish_timeout_s=args.request_timeout_s,
+            )
+        from reactive_services.adapters.kafka import KafkaBroker
+
+        return KafkaBroker(
             args.bootstrap_servers, connect_timeout_s=args.connect_timeout_s, request_timeout_s=args.request_timeout_s
         )
+
+    async def system() -> System:
+        broker = make_broker()
         await broker.start()
         store = InventoryStore(args.db, seed=initial_stock(args.products))
         try:
@@ -105,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m reactive_services.examples.shop.inventory_process", description=__doc__
     )
-    parser.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="a Kafka broker")
+    where.add_argument("--rabbitmq-url", metavar="amqp://USER:PASSWORD@HOST:PORT/", help="a RabbitMQ server")
+    parser.add_argument("--partitions", type=int, default=3, help="RabbitMQ: partitions of every topic")
     parser.add_argument("--db", required=True, type=Path, help="the inventory's SQLite file")
     parser.add_argument("--products", type=Path, default=DATA_DIR / "olist" / "products.csv")
     parser.add_argument("--namespace", default="", help="topic prefix, e.g. 'run-1.'")
@@ -122,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("aio_pika").setLevel(logging.CRITICAL)
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     try:
         return asyncio.run(run(args))
     except Exception as exc:

@@ -13,7 +13,9 @@ the AMQP 0-9-1 protocol header with ``Connection.Start``.
 Each server is a node of its own: node name ``rs-<8 hex>@localhost``, AMQP and Erlang
 distribution ports chosen free on 127.0.0.1 (or ``--port``), and everything it writes (its
 Mnesia database, logs, the Erlang cookie, its config: ``127.0.0.1`` only, no plugins) in the
-state directory, ``./.local-rabbitmq`` by default. Several can run side by side, and beside a
+state directory, ``./.local-rabbitmq`` by default. Started again on the same state directory
+(``port=`` the same to come back where clients look), it is the same node, with its durable
+queues and persistent messages. Several can run side by side, and beside a
 system RabbitMQ. The only shared piece is Erlang's port mapper daemon (``epmd``, port 4369),
 which the first node starts and which outlives it, as it does for every Erlang node.
 
@@ -177,7 +179,10 @@ def start(
     script = server_command()
     port = port or _free_port()
     dist_port = _free_port()
-    node = f"rs-{uuid.uuid4().hex[:8]}@localhost"
+    # the node of an earlier run of this state dir comes back under its own name: RabbitMQ keeps
+    # a node's database (queues, persistent messages) in ``mnesia/<node>``, so a new name would
+    # start from an empty one
+    node = _read_state(sd).get("node") or f"rs-{uuid.uuid4().hex[:8]}@localhost"
     out = open(sd / "server.out", "wb")  # noqa: SIM115 - the server keeps writing after we return
     proc = subprocess.Popen(
         [str(script)],

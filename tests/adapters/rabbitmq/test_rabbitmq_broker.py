@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import reactivex
 
-from reactive_services import ClientProxy, Controller, Microservice, message_pattern
+from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
 from reactive_services.adapters import Message, headers_to_dict, track
 from reactive_services.adapters.rabbitmq import RabbitBroker
 from reactive_services.errors import ConfigError, RemoteError
@@ -211,6 +211,35 @@ async def test_request_reply_over_rabbitmq(broker: RabbitBroker) -> None:
             assert await client.send("math.totals", [1, 2, 3], timeout=20) == 6
             with pytest.raises(RemoteError, match="ZeroDivisionError"):
                 await client.send("math.divide", {"x": 1, "by": 0}, timeout=20)
+    finally:
+        await service.stop()
+
+
+class Tally(Controller):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    @event_pattern("counted")
+    def count(self, payload: dict[str, int]) -> None:
+        self.seen.append(payload["n"])
+
+    @event_pattern("piped", pipeline=True)
+    def piped(self, messages: reactivex.Observable[Message]) -> reactivex.Observable[Any]:
+        return messages.pipe(reactivex.operators.do_action(lambda m: self.seen.append(m.value["n"])))
+
+
+async def test_a_service_started_receives_every_record_published_right_after(broker: RabbitBroker) -> None:
+    """start() declares its groups' queues (bound to the topics), so nothing
+    published after it goes to rs.unrouted, for payload handlers and pipelines alike."""
+    ns = unique_name("started") + "."
+    counter = Tally()
+    service = Microservice(broker, [counter], name=f"{ns}counter", namespace=ns)
+    await service.start()
+    try:
+        await broker.emit_batch(ns + "counted", [(str(n), {"n": n}) for n in range(20)])
+        await broker.emit_batch(ns + "piped", [(str(n), {"n": n}) for n in range(20, 40)])
+        await wait_for(lambda: len(counter.seen) >= 40, 20, what="every record")
+        assert sorted(counter.seen) == list(range(40))
     finally:
         await service.stop()
 

@@ -7,7 +7,7 @@ Registered through the entry point ``shop`` of the group ``reactive_services.cli
 ``reactive-services demo [--bootstrap-servers HOST:PORT | --rabbitmq-url URL] [--clients N] [--orders CSV]
 [--products CSV] [--logs [NAME=]FILE ...] [--report PATH]`` runs the shop end to end.
 
-``reactive-services serve [--only SERVICE ...] [--bootstrap-servers HOST:PORT] [--host H]
+``reactive-services serve [--only SERVICE ...] [--bootstrap-servers HOST:PORT | --rabbitmq-url URL] [--host H]
 [--port P] [--grpc-port P | --no-grpc] [--inventory-transport broker|grpc]
 [--inventory-grpc-address HOST:PORT] [--dev] ...`` runs the shop's services, the inventory's
 gRPC server and the gateway until SIGTERM (:mod:`reactive_services.examples.shop.system`).
@@ -176,9 +176,14 @@ def register(commands: Commands) -> None:
         action="append",
         metavar="SERVICE",
         help="run only these services (orders, inventory, auth, logs, gateway); repeatable or "
-        "comma-separated; needs --bootstrap-servers",
+        "comma-separated; needs --bootstrap-servers or --rabbitmq-url",
     )
     sv.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka (default: the embedded broker)")
+    sv.add_argument(
+        "--rabbitmq-url",
+        metavar="amqp://USER:PASSWORD@HOST:PORT/",
+        help="RabbitMQ instead of Kafka (not with --bootstrap-servers)",
+    )
     sv.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000, help="gateway port (default 8000; 0: any free port)")
     sv.add_argument(
@@ -235,6 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         only=parse_only(args.only),
         bootstrap_servers=args.bootstrap_servers,
+        rabbitmq_url=args.rabbitmq_url,
         host=args.host,
         port=args.port,
         data_dir=args.data_dir,

@@ -56,7 +56,7 @@ from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.errors import ConfigError
 from reactive_services.operators import ChangelogStore
 
-from .demo import DATA_DIR
+from .demo import DATA_DIR, RABBITMQ_PREFETCH
 
 __all__ = [
     "GRPC_GRACE_S",
@@ -103,6 +103,8 @@ class ServeConfig:
     Attributes:
         only: the services to run in this process (default: all of :data:`SERVICES`).
         bootstrap_servers: Kafka ``HOST:PORT``; None: the embedded broker (all services then).
+        rabbitmq_url: ``amqp://USER:PASSWORD@HOST:PORT/`` of a RabbitMQ server instead of Kafka
+            (not with ``bootstrap_servers``); its topics get 3 partitions, as on Kafka.
         host, port: where the gateway listens (port 0: any free port).
         data_dir: folder of the services' databases (created).
         namespace: topic prefix shared by every process of one deployment (e.g. ``"shop."``).
@@ -130,6 +132,7 @@ class ServeConfig:
 
     only: tuple[str, ...] = SERVICES
     bootstrap_servers: str | None = None
+    rabbitmq_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path("data")
@@ -154,11 +157,16 @@ class ServeConfig:
         unknown = [name for name in self.only if name not in SERVICES]
         if unknown or not self.only:
             raise ConfigError("only", f"unknown service(s) {unknown} (known: {', '.join(SERVICES)})")
-        if self.bootstrap_servers is None and set(self.only) != set(SERVICES):
+        if self.rabbitmq_url is not None:
+            if self.bootstrap_servers is not None:
+                raise ConfigError("rabbitmq_url", "give either a RabbitMQ URL or Kafka bootstrap servers, not both")
+            if not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
+                raise ConfigError("rabbitmq_url", f"must be an amqp:// or amqps:// URL, got {self.rabbitmq_url!r}")
+        if not self.shared_broker and set(self.only) != set(SERVICES):
             raise ConfigError(
                 "only",
                 "on the embedded broker every service runs in one process; "
-                "give --bootstrap-servers to run some of them",
+                "give --bootstrap-servers or --rabbitmq-url to run some of them",
             )
         if not 0 <= self.port <= 65535:
             raise ConfigError("port", f"must be in 0..65535, got {self.port}")
@@ -170,7 +178,7 @@ class ServeConfig:
         self.gateway_settings()  # the inventory's transport and address
         if "inventory" in self.only and not self.products.is_file():
             raise ConfigError("products", f"no such file: {self.products}")
-        if self.replay_logs and "logs" not in self.only and self.bootstrap_servers is None:
+        if self.replay_logs and "logs" not in self.only and not self.shared_broker:
             raise ConfigError("replay_logs", "needs the logs service")
         if self.log_idle_timeout_s is not None and not self.log_idle_timeout_s > 0:
             raise ConfigError("log_idle_timeout_s", f"must be > 0 seconds, got {self.log_idle_timeout_s!r}")
@@ -180,6 +188,11 @@ class ServeConfig:
             raise ConfigError("data_dir", f"cannot create {self.data_dir}: {exc.strerror or exc}") from exc
         if not os.access(self.data_dir, os.W_OK):
             raise ConfigError("data_dir", f"{self.data_dir} is not writable")
+
+    @property
+    def shared_broker(self) -> bool:
+        """True on Kafka or RabbitMQ (a broker other processes share), False on the embedded one."""
+        return self.bootstrap_servers is not None or self.rabbitmq_url is not None
 
     def gateway_settings(self) -> Any:
         """The gateway's :class:`~reactive_services.examples.shop.gateway.GatewaySettings`.
@@ -303,7 +316,13 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
     jwt = config.jwt_config() if "gateway" in config.only or "auth" in config.only else None
     metrics = ServiceMetrics()
     raw_broker: Broker
-    if config.bootstrap_servers is None:
+    if config.rabbitmq_url is not None:
+        from reactive_services.adapters.rabbitmq import RabbitBroker
+
+        # 3 partitions for every topic, as create_topics gives on Kafka (every process must agree);
+        # the prefetch leaves the log analytics' open windows room to hold their lines
+        raw_broker = RabbitBroker(config.rabbitmq_url, partitions=3, prefetch=RABBITMQ_PREFETCH)
+    elif config.bootstrap_servers is None:
         # bounded as a Kafka topic is: a long-running serve does not keep every record it ever saw
         raw_broker = InMemoryBroker(retention_bytes=config.retention_bytes, retention_s=config.retention_s)
     else:
@@ -317,7 +336,7 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
     services: list[Microservice] = []
     closers: list[Callable[[], Awaitable[Any]]] = []
     try:
-        if config.bootstrap_servers is not None:
+        if config.shared_broker:
             await broker.create_topics([ns + t for t in TOPICS])
         data = config.data_dir
         stores = _Stores()

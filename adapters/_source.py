@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Any, Literal
@@ -21,6 +21,7 @@ from typing import Any, Literal
 import orjson
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase
+from reactivex.disposable import Disposable
 
 from reactive_services.errors import ConfigError, DecodeError
 
@@ -33,6 +34,7 @@ from ._protocol import Emitter, ProcessingGuarantee
 __all__ = [
     "BrokerSource",
     "SourceArgs",
+    "SourceTasks",
     "Subscription",
     "check_auto_offset_reset",
     "ProcessingGuarantee",
@@ -247,6 +249,42 @@ class Subscription:
                 self.observer.on_error(error)  # type: ignore[arg-type]  # reactivex types it Exception
         except Exception:  # noqa: BLE001 - the source is ending anyway
             log.exception("the observer of a broker source raised from its terminal call")
+
+
+class SourceTasks:
+    """The consume tasks of one broker's sources (the in-memory and RabbitMQ brokers): one task
+    per subscription, ended together by :meth:`stop`.
+
+    Attributes:
+        closing: set by :meth:`stop`; a source ends as when its own ``stop`` event is set.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closing = asyncio.Event()
+
+    def open(self) -> None:
+        """Accept sources again after :meth:`stop` (a fresh :attr:`closing` event)."""
+        self.closing = asyncio.Event()
+
+    async def stop(self, timeout_s: float) -> None:
+        """End every running source (:attr:`closing`); cancel one still busy after ``timeout_s`` seconds."""
+        self.closing.set()
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def spawn(self, run: Subscription, work: Coroutine[Any, Any, None], name: str) -> DisposableBase:
+        """Run ``work`` (the consume loop of subscription ``run``) as a task of its own, kept
+        until it ends; returns the subscription's disposable."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        run.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return Disposable(run.dispose)
 
 
 def hand_over(

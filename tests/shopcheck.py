@@ -1,4 +1,4 @@
-"""Checks of demo reports shared by the memory and the Kafka tests.
+"""Checks of demo reports shared by the memory, Kafka and RabbitMQ tests, and `serving` (serve in a task).
 
 Every expected figure is recomputed from the input files (csv module, plain counting),
 independently of the code under test.
@@ -6,10 +6,14 @@ independently of the code under test.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import re
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from reactive_services.examples.shop.demo import DATA_DIR
 
@@ -67,3 +71,22 @@ def check_shipped_logs(report: dict) -> None:
     assert logs["HDFS"]["by_level"] == {"INFO": 1920, "WARN": 80}
     assert report["notifications"]["published"]["logs"] == sum(s["windows"] for s in logs.values())
     assert report["notifications"]["published"]["alerts"] == sum(s["alerts"] for s in logs.values())
+
+
+@asynccontextmanager
+async def serving(config: Any, step: float = 30.0) -> AsyncIterator[Any]:
+    """``serve(config)`` (the shop's :func:`~reactive_services.examples.shop.system.serve`) in a
+    task until the block ends, yielding its ``ServeInfo``; it must be ready within ``step``
+    seconds, and return 0 within ``step`` seconds of the stop."""
+    from reactive_services.examples.shop.system import serve
+
+    started: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(config, on_ready=started.set_result, stop=stop))
+    done, _ = await asyncio.wait([started, task], timeout=step, return_when=asyncio.FIRST_COMPLETED)
+    assert started in done, task.result() if task.done() else "serve not ready in time"
+    try:
+        yield started.result()
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, step) == 0

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
-from reactivex.disposable import Disposable
 
 from .._inflight import InFlight
 from .._message import YIELD_EVERY, Message, current_transaction
@@ -27,6 +26,7 @@ from .._source import (
     BrokerSource,
     PayloadRoute,
     SourceArgs,
+    SourceTasks,
     Subscription,
     await_payload,
     hand_over,
@@ -111,7 +111,7 @@ class _Run(Subscription):
         tracker.mark_committed(todo)
 
 
-class MemorySources:
+class MemorySources(SourceTasks):
     """The running source subscriptions of one :class:`~reactive_services.adapters.memory.InMemoryBroker`.
 
     Args:
@@ -124,22 +124,7 @@ class MemorySources:
         self._cluster = cluster
         self.max_batch = max_batch
         self._emitter = emitter
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = asyncio.Event()
-
-    def open(self) -> None:
-        """Accept sources again after :meth:`stop` (a fresh closing event)."""
-        self._closing = asyncio.Event()
-
-    async def stop(self, timeout_s: float) -> None:
-        """End every running source like its ``stop`` event; cancel one still busy after ``timeout_s`` seconds."""
-        self._closing.set()
-        tasks = list(self._tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        super().__init__()
 
     def observable(
         self,
@@ -155,17 +140,11 @@ class MemorySources:
             run = _Run(
                 observer=observer,
                 args=args,
-                stop=_AnyEvent(stop or asyncio.Event(), self._closing),
+                stop=_AnyEvent(stop or asyncio.Event(), self.closing),
                 on_assigned=on_assigned,
                 on_closed=on_closed,
             )
-            task = asyncio.get_running_loop().create_task(
-                self._consume(run), name=f"memory-source:{args.group_id}:{','.join(args.topics)}"
-            )
-            run.task = task
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return Disposable(run.dispose)
+            return self.spawn(run, self._consume(run), f"memory-source:{args.group_id}:{','.join(args.topics)}")
 
         return BrokerSource(subscribe)
 

@@ -17,7 +17,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -226,10 +227,9 @@ class RabbitProducer:
             raise PublishError(f"RabbitMQ refused a record to {topic!r}: {confirm!r}")
         return RecordMetadata(topic, partition, -1, ts)
 
-    async def queue_depth(self, queue: str) -> int | None:
-        """Messages ready in ``queue`` (not counting those delivered and not acknowledged yet), or
-        None if it does not exist (a passive declare on a channel of its own: a missing queue
-        closes that channel).
+    @asynccontextmanager
+    async def _own_channel(self) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+        """A channel of its own for the block (a failed passive declare closes its channel), closed after.
 
         Raises:
             BrokerUnavailableError: not started.
@@ -239,12 +239,24 @@ class RabbitProducer:
             raise BrokerUnavailableError("the RabbitMQ broker is not started")
         channel = await connection.channel()
         try:
-            declared = await channel.declare_queue(queue, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return None
+            yield channel
         finally:
             if not channel.is_closed:
                 await channel.close()
+
+    async def queue_depth(self, queue: str) -> int | None:
+        """Messages ready in ``queue`` (not counting those delivered and not acknowledged yet), or
+        None if it does not exist (a passive declare on a channel of its own: a missing queue
+        closes that channel).
+
+        Raises:
+            BrokerUnavailableError: not started.
+        """
+        async with self._own_channel() as channel:
+            try:
+                declared = await channel.declare_queue(queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return None
         return declared.declaration_result.message_count or 0
 
     async def declare_group(self, group_id: str, topics: Sequence[str]) -> None:
@@ -253,21 +265,15 @@ class RabbitProducer:
         Raises:
             BrokerUnavailableError: not started, or a declaration failed.
         """
-        connection = self._connection
-        if connection is None:
-            raise BrokerUnavailableError("the RabbitMQ broker is not started")
-        channel = await connection.channel()
-        try:
-            for topic in topics:
-                await asyncio.wait_for(
-                    declare_group_queues(channel, self.settings, group_id, topic, self.partitions_of(topic)),
-                    self.settings.connect_timeout_s,
-                )
-        except CONNECTION_ERRORS as exc:
-            raise BrokerUnavailableError(f"cannot declare the queues of group {group_id!r}: {exc!r}") from exc
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        async with self._own_channel() as channel:
+            try:
+                for topic in topics:
+                    await asyncio.wait_for(
+                        declare_group_queues(channel, self.settings, group_id, topic, self.partitions_of(topic)),
+                        self.settings.connect_timeout_s,
+                    )
+            except CONNECTION_ERRORS as exc:
+                raise BrokerUnavailableError(f"cannot declare the queues of group {group_id!r}: {exc!r}") from exc
 
     async def exchange_exists(self, topic: str) -> bool:
         """Whether the exchange of ``topic`` exists (a passive declare on a channel of its own).
@@ -277,17 +283,11 @@ class RabbitProducer:
         """
         if topic in self._exchanges:
             return True
-        connection = self._connection
-        if connection is None:
-            raise BrokerUnavailableError("the RabbitMQ broker is not started")
-        channel = await connection.channel()
-        try:
-            await channel.declare_exchange(topic, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return False
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+        async with self._own_channel() as channel:
+            try:
+                await channel.declare_exchange(topic, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return False
         return True
 
     async def queue_depths(self, group_id: str, topic: str) -> dict[int, int]:

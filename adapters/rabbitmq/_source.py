@@ -34,7 +34,6 @@ import aiormq
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import DeliveredMessage
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
-from reactivex.disposable import Disposable
 
 from reactive_services.errors import BrokerUnavailableError
 
@@ -45,6 +44,7 @@ from .._source import (
     BATCH_KEY,
     BrokerSource,
     SourceArgs,
+    SourceTasks,
     Subscription,
     await_payload,
     hand_over,
@@ -104,7 +104,7 @@ class _Run(Subscription):
         return self.stop.is_set() or self.closing.is_set()
 
 
-class RabbitSources:
+class RabbitSources(SourceTasks):
     """The running source subscriptions of one :class:`~reactive_services.adapters.rabbitmq.RabbitBroker`.
 
     Args:
@@ -117,24 +117,9 @@ class RabbitSources:
         self.settings = settings
         self._producer = producer
         self._emitter = emitter
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = asyncio.Event()
+        super().__init__()
         #: ``{(group, topic, partition): messages acknowledged}`` by this broker's sources
         self.acknowledged: dict[tuple[str, str, int], int] = {}
-
-    def open(self) -> None:
-        """Accept sources again after :meth:`stop` (a fresh closing event)."""
-        self._closing = asyncio.Event()
-
-    async def stop(self, timeout_s: float) -> None:
-        """End every running source like its ``stop`` event; cancel one still busy after ``timeout_s`` seconds."""
-        self._closing.set()
-        tasks = list(self._tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     def observable(
         self,
@@ -151,17 +136,11 @@ class RabbitSources:
                 observer=observer,
                 args=args,
                 stop=stop or asyncio.Event(),
-                closing=self._closing,
+                closing=self.closing,
                 on_assigned=on_assigned,
                 on_closed=on_closed,
             )
-            task = asyncio.get_running_loop().create_task(
-                self._consume(run), name=f"rabbitmq-source:{args.group_id}:{','.join(args.topics)}"
-            )
-            run.task = task
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return Disposable(run.dispose)
+            return self.spawn(run, self._consume(run), f"rabbitmq-source:{args.group_id}:{','.join(args.topics)}")
 
         return BrokerSource(subscribe)
 

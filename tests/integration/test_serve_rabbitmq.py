@@ -5,37 +5,22 @@ checked at start, naming the key."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from shopcheck import serving
 
 from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.errors import ConfigError
 from reactive_services.examples.shop.inventory import initial_stock
-from reactive_services.examples.shop.system import ServeConfig, ServeInfo, serve
+from reactive_services.examples.shop.system import ServeConfig
 from reactive_services.testing import unique_name
 
 pytestmark = pytest.mark.timeout(120)
 
 STEP = 45.0  # seconds serve may take to start or to stop (2 shared cores)
-
-
-@asynccontextmanager
-async def serving(config: ServeConfig) -> AsyncIterator[ServeInfo]:
-    started: asyncio.Future[ServeInfo] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(config, on_ready=started.set_result, stop=stop))
-    done, _ = await asyncio.wait([started, task], timeout=STEP, return_when=asyncio.FIRST_COMPLETED)
-    assert started in done, task.result() if task.done() else "serve not ready in time"
-    try:
-        yield started.result()
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, STEP) == 0
 
 
 def config(tmp_path: Path, **settings: Any) -> ServeConfig:
@@ -45,7 +30,7 @@ def config(tmp_path: Path, **settings: Any) -> ServeConfig:
 async def test_an_order_goes_through_the_shop_served_on_rabbitmq(tmp_path: Path, rabbitmq_url: str) -> None:
     product, units = next((p, u) for p, u in initial_stock(ServeConfig().products).items() if u > 2)
     settings = config(tmp_path, rabbitmq_url=rabbitmq_url, namespace=unique_name("shop") + ".")
-    async with serving(settings) as info:
+    async with serving(settings, STEP) as info:
         jwt = settings.jwt_config()
         write = {"Authorization": f"Bearer {issue_token(jwt, 't', ['orders:write'])}"}
         read = {"Authorization": f"Bearer {issue_token(jwt, 't', ['orders:read', 'inventory:read'])}"}

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from shopcheck import serving
 
 from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.errors import ConfigError
@@ -24,28 +23,13 @@ from reactive_services.examples.shop.inventory import initial_stock
 from reactive_services.examples.shop.inventory_grpc import SERVICE_NAME
 from reactive_services.examples.shop.proto import inventory_pb2 as pb
 from reactive_services.examples.shop.proto import inventory_pb2_grpc as pb_grpc
-from reactive_services.examples.shop.system import GRPC_PORT, ServeConfig, ServeInfo, serve
+from reactive_services.examples.shop.system import GRPC_PORT, ServeConfig, serve
 from reactive_services.grpc import SERVICE, GrpcClient
 from reactive_services.testing.local_kafka import free_port
 
 pytestmark = pytest.mark.timeout(90)
 
 STEP = 30.0  # seconds serve may take to start or to stop (2 shared cores)
-
-
-@asynccontextmanager
-async def serving(config: ServeConfig) -> AsyncIterator[ServeInfo]:
-    """``serve(config)`` in a task until the block ends; then it must return 0."""
-    started: asyncio.Future[ServeInfo] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(config, on_ready=started.set_result, stop=stop))
-    done, _ = await asyncio.wait([started, task], timeout=STEP, return_when=asyncio.FIRST_COMPLETED)
-    assert started in done, task.result() if task.done() else "serve not ready in time"
-    try:
-        yield started.result()
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, STEP) == 0
 
 
 def config(tmp_path: Path, **settings: Any) -> ServeConfig:
@@ -65,7 +49,7 @@ async def test_serve_runs_the_inventorys_grpc_server_and_the_gateway_asks_it(tmp
     port = free_port()
     address = f"127.0.0.1:{port}"
     settings = config(tmp_path, grpc_port=port, inventory_transport="grpc", inventory_grpc_address=address)
-    async with serving(settings) as info:
+    async with serving(settings, STEP) as info:
         assert info.grpc_address == address
         for service in ("", SERVICE_NAME, SERVICE):
             assert await health(address, service) == health_pb2.HealthCheckResponse.SERVING
@@ -88,7 +72,7 @@ async def test_the_gateway_told_to_use_grpc_does_not_fall_back_to_the_broker(tmp
     # nothing listens at the address: the broker's inventory would answer, the gateway must not ask it
     nowhere = f"127.0.0.1:{free_port()}"
     settings = config(tmp_path, grpc_port=None, inventory_transport="grpc", inventory_grpc_address=nowhere)
-    async with serving(settings) as info:
+    async with serving(settings, STEP) as info:
         assert info.grpc_address is None  # --no-grpc
         token = issue_token(settings.jwt_config(), "t", ["inventory:read"])
         async with httpx.AsyncClient(base_url=str(info.url), timeout=10) as http:

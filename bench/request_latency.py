@@ -1,13 +1,16 @@
 """Request-reply latency and throughput: gRPC beside the broker, in one run.
 
     python bench/request_latency.py [--requests 2000] [--concurrency 16] [--rounds 3] [--kafka HOST:PORT]
+                                    [--rabbitmq URL]
 
 One service with one ``async def`` ``@message_pattern`` handler (it returns the payload's
 ``n`` doubled), answered three ways in this process:
 
   grpc:   :class:`reactive_services.grpc.GrpcServer` on loopback, :class:`GrpcClient`;
   memory: the in-memory broker's request-reply (``ClientProxy.send``);
-  kafka:  Kafka's request-reply (with ``--kafka``): request topic, reply topic, two consumers.
+  kafka:  Kafka's request-reply (with ``--kafka``): request topic, reply topic, two consumers;
+  rabbitmq: RabbitMQ's (with ``--rabbitmq``, an ``amqp://`` URL): the same topics as exchanges,
+          the groups as quorum queues (:class:`reactive_services.adapters.rabbitmq.RabbitBroker`).
 
 For each, in interleaved rounds: ``--requests`` sequential calls (latency: p50 / p99 in
 milliseconds), then the same number with ``--concurrency`` calls in flight at once
@@ -60,6 +63,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kafka", metavar="HOST:PORT", help="also measure Kafka request-reply")
+    parser.add_argument("--rabbitmq", metavar="URL", help="also measure RabbitMQ request-reply (amqp://...)")
     args = parser.parse_args(argv)
     pattern = f"bench.double.{uuid.uuid4().hex[:8]}"
 
@@ -97,6 +101,18 @@ async def main(argv: Sequence[str] | None = None) -> int:
         kafka_client = ClientProxy(kafka, client_id="bench")
         cleanups.insert(0, kafka_client.close)
         contenders["kafka"] = lambda n: kafka_client.send(pattern, {"n": n}, timeout=30)
+    if args.rabbitmq:
+        from reactive_services.adapters.rabbitmq import RabbitBroker
+
+        rabbit = RabbitBroker(args.rabbitmq)
+        await rabbit.start()
+        cleanups.append(rabbit.stop)
+        rabbit_service = Microservice(rabbit, [Doubler()], name=f"doubler-{uuid.uuid4().hex[:6]}")
+        await rabbit_service.start()
+        cleanups.insert(0, rabbit_service.stop)
+        rabbit_client = ClientProxy(rabbit, client_id="bench")
+        cleanups.insert(0, rabbit_client.close)
+        contenders["rabbitmq"] = lambda n: rabbit_client.send(pattern, {"n": n}, timeout=30)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
     try:
         for call in contenders.values():  # warm-up: connections, reply consumers
@@ -105,7 +121,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
             for name, call in contenders.items():
                 results[name].append(await measure(call, args.requests, args.concurrency))
                 p50, p99, rate = results[name][-1]
-                print(f"round {n} {name:<7} p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  {rate:9,.0f} requests/s")
+                print(f"round {n} {name:<8} p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  {rate:9,.0f} requests/s")
     finally:
         for cleanup in cleanups:
             await cleanup()
@@ -117,7 +133,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         p50 = statistics.median(r[0] for r in rows)
         p99 = statistics.median(r[1] for r in rows)
         rate = statistics.median(r[2] for r in rows)
-        print(f"  {name:<7} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   {rate:9,.0f} requests/s")
+        print(f"  {name:<8} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   {rate:9,.0f} requests/s")
     return 0
 
 

@@ -44,7 +44,10 @@ class RabbitBroker:
       with ``concurrency`` K and per-key order as on Kafka; unacknowledged messages are
       redelivered when the member leaves, crashes or loses its connection (at-least-once).
     - **backpressure** -> ``basic.qos(prefetch)`` per partition: RabbitMQ stops sending a
-      partition's messages while ``prefetch`` of them are not acknowledged.
+      partition's messages while ``prefetch`` of them are not acknowledged. Operators that
+      hold acknowledgements (batches, event-time windows) count against it: give a pipeline
+      that holds records a ``prefetch`` above what it holds per partition (a partition stuck
+      at its prefetch for 30 s is logged as a WARNING with that remedy).
     - **acks=all** -> publisher confirms: ``emit`` returns once RabbitMQ confirmed the record.
     - **dead letters** -> ``<topic>.DLT``, a topic like any other, with the same reason headers
       (``dlt.reason``, ...); with ``delivery_limit``, RabbitMQ itself moves a message delivered

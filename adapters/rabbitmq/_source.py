@@ -69,6 +69,10 @@ ADMIT_POLL_S = 0.05
 #: First and largest pause between two reconnection attempts, in seconds (doubled, with jitter).
 BACKOFF_S = (0.2, 5.0)
 
+#: Seconds a partition may sit at its prefetch limit without an acknowledgement before the
+#: source logs a warning (see :meth:`RabbitSources._check_stalls`).
+STALL_WARNING_S = 30.0
+
 TP = tuple[str, int]
 
 
@@ -96,6 +100,13 @@ class _Run(Subscription):
     #: per partition of this connection: the offset of delivery tag 1 (what the group had
     #: acknowledged in this process when the channel's first message arrived)
     bases: dict[TP, int] = field(default_factory=dict)
+    #: per partition of this connection: the highest delivery tag received, the tag acknowledged
+    #: last, and when (loop time, seconds) that acknowledgement moved or the partition last had room
+    tags: dict[TP, int] = field(default_factory=dict)
+    acked_tags: dict[TP, int] = field(default_factory=dict)
+    progress_at: dict[TP, float] = field(default_factory=dict)
+    #: partitions already warned about as stalled (warned again only after they moved)
+    stalled: set[TP] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.window = InFlight(self.args.concurrency, on_settled=self.wake.set)
@@ -266,6 +277,7 @@ class RabbitSources(SourceTasks):
                     if tp not in run.bases:  # the channel's first message: number from what was acknowledged
                         run.bases[tp] = base = self.acknowledged.get(key, 0)
                         run.window.tracker.assign(tp, base)
+                    run.tags[tp] = message.delivery_tag or 0
                     run.buffer.append((tp, message))
                     run.wake.set()
 
@@ -276,6 +288,8 @@ class RabbitSources(SourceTasks):
         connection, run.connection = run.connection, None
         run.channels = {}
         run.bases = {}
+        run.tags, run.acked_tags, run.progress_at = {}, {}, {}
+        run.stalled.clear()
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(*CONNECTION_ERRORS, asyncio.CancelledError):
                 await asyncio.wait_for(connection.close(), self.settings.connect_timeout_s)
@@ -311,7 +325,43 @@ class RabbitSources(SourceTasks):
                     raise _ConnectionLost from exc
                 key = (group, *tp)
                 self.acknowledged[key] = max(self.acknowledged.get(key, 0), position)
+                run.acked_tags[tp] = tag
         tracker.mark_committed(todo)
+
+    def _check_stalls(self, run: _Run, now: float) -> None:
+        """Log a warning for each partition that has had ``prefetch`` messages unacknowledged,
+        with no acknowledgement, for ``STALL_WARNING_S`` seconds (once, until it moves again).
+
+        RabbitMQ sends a partition nothing more while ``prefetch`` of its messages are not
+        acknowledged. When the Observer has handled them all and operators hold them (a batch
+        or an event-time window waiting for more records to close), nothing will release
+        them: the stream waits for ever. The warning names the partition, the numbers and the
+        remedy (a ``prefetch`` above what the pipeline holds per partition).
+        """
+        prefetch = self.settings.prefetch
+        for tp in run.channels:
+            unacked = run.tags.get(tp, 0) - run.acked_tags.get(tp, 0)
+            if unacked < prefetch:
+                run.progress_at[tp] = now
+                run.stalled.discard(tp)
+                continue
+            since = run.progress_at.setdefault(tp, now)
+            if tp in run.stalled or now - since < STALL_WARNING_S:
+                continue
+            run.stalled.add(tp)
+            log.warning(
+                "group %s: partition %s[%d] has had %d messages unacknowledged (the prefetch) for %.0f s; "
+                "%d handled messages of this source wait for operators holding them (batches, windows). "
+                "RabbitMQ sends this partition nothing more until some are acknowledged: if an operator "
+                "holds records until more arrive, give the broker a prefetch above what it holds per "
+                "partition (RabbitBroker(prefetch=...))",
+                run.args.group_id,
+                tp[0],
+                tp[1],
+                unacked,
+                now - since,
+                run.window.held,
+            )
 
     async def _deliver(self, run: _Run) -> Exception | None:
         """Hand deliveries over until stopped; returns the error that ended it, if any.
@@ -375,7 +425,8 @@ class RabbitSources(SourceTasks):
             elif delivered and buffer:
                 await asyncio.sleep(0)  # let the loop's other tasks run
             elif not buffer:
-                await _wait_any(run)
+                await _wait_any(run, timeout=STALL_WARNING_S / 2)
+                self._check_stalls(run, asyncio.get_running_loop().time())
         return None
 
 
@@ -384,11 +435,12 @@ def _lost(run: _Run) -> None:
     run.wake.set()
 
 
-async def _wait_any(run: _Run) -> None:
-    """Wait for a delivery, a settle, stop, closing, a lost connection or failed work."""
+async def _wait_any(run: _Run, timeout: float) -> None:
+    """Wait (at most ``timeout`` seconds) for a delivery, a settle, stop, closing, a lost
+    connection or failed work."""
     waiters = [asyncio.ensure_future(e.wait()) for e in (run.wake, run.stop, run.closing, run.lost, run.window.failed)]
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waiters:
             w.cancel()

@@ -271,3 +271,41 @@ async def test_consumer_lag_is_what_waits_in_the_groups_queues(broker: RabbitBro
     await reader.end()
     after = await metrics.refresh_lag(metered, {group: [topic]})
     assert after == {(group, topic, 0): 0, (group, topic, 1): 0}
+
+
+async def test_a_partition_stalled_by_holds_at_the_prefetch_is_reported(
+    rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator that keeps records until more arrive (here: every record held) stops a
+    # partition once `prefetch` of them are unacknowledged: RabbitMQ sends nothing more. The
+    # source cannot fix that, but it must say so, with the remedy, rather than wait in silence.
+    from reactive_services.adapters.rabbitmq import _source  # noqa: PLC0415 - the module whose warning delay is shortened
+
+    monkeypatch.setattr(_source, "STALL_WARNING_S", 0.5)
+    topic, group = unique_name("stall"), unique_name("g")
+    broker = RabbitBroker(rabbitmq_url, prefetch=4)
+    await broker.start()
+    holds: list[Any] = []
+    try:
+        reader = await Reader(broker, topic, group, on_next=lambda m: holds.append(m.hold())).ready()
+        with caplog.at_level("WARNING", logger="reactive_services.adapters.rabbitmq"):
+            await broker.emit_batch(topic, [(None, {"i": i}) for i in range(10)])
+            await wait_for(lambda: len(reader.messages) == 4, what="the first 4 (the prefetch)")
+            await wait_for(lambda: "prefetch" in caplog.text, timeout=10, what="the stall warning")
+        assert len(reader.messages) == 4  # nothing more came while they were held
+        warning = caplog.text
+        assert f"{topic}[0] has had 4 messages unacknowledged" in warning
+        assert "RabbitBroker(prefetch=...)" in warning
+        for h in holds[:2]:  # two released: two acknowledged, two more delivered
+            h.release()
+        await wait_for(lambda: len(reader.messages) == 6, what="two more after two were acknowledged")
+        for h in holds[2:]:
+            h.release()
+        await wait_for(lambda: len(reader.messages) == 10, what="the rest once released")
+        for h in holds[6:]:
+            h.release()
+        await reader.end()
+        assert reader.error is None
+        assert await broker.queue_depths(group, topic) == {0: 0}
+    finally:
+        await broker.stop()

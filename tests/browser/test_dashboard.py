@@ -193,3 +193,37 @@ def test_serve_stops_gracefully_on_sigterm(shop: dict[str, Any]) -> None:
     proc = shop["proc"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def test_the_api_docs_work_offline(shop: dict[str, Any], browser: webdriver.Chrome) -> None:
+    # Swagger UI's script and styles come from the gateway itself (fastapi-offline), never a CDN:
+    # this machine reaches no CDN, so the page renders the operations only if that holds.
+    base = shop["url"].rstrip("/")
+    html = httpx.get(base + "/docs", timeout=10).text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(a.startswith("/") for a in assets), assets  # every asset from this host
+    browser.get(base + "/docs")
+    until("Swagger UI rendered the operations", lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock"))
+    paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert "/orders" in paths and "/auth/login" in paths, paths
+
+
+def test_a_failed_login_shows_the_apis_message(shop: dict[str, Any], browser: webdriver.Chrome) -> None:
+    browser.get(shop["url"])
+    status = browser.find_element(By.ID, "login-status")
+    browser.find_element(By.CSS_SELECTOR, "#login-form button, #login-form input[type=submit]").click()
+    until("the empty login's answer", lambda: status.text)
+    shown = status.text
+    # what the API says of an empty username, asked directly (not taken from the page's code)
+    answer = httpx.post(shop["url"].rstrip("/") + "/auth/login", json={"username": "", "password": ""}, timeout=10)
+    assert answer.status_code == 422
+    assert shown.startswith("login failed (422): ") and answer.json()["message"] in shown, shown
+    assert "object Object" not in shown
+    browser.find_element(By.ID, "username").send_keys("nobody")
+    browser.find_element(By.ID, "password").send_keys("wrong password")
+    browser.find_element(By.CSS_SELECTOR, "#login-form button, #login-form input[type=submit]").click()
+    until("the refused login", lambda: "(401)" in status.text)
+    refused = httpx.post(
+        shop["url"].rstrip("/") + "/auth/login", json={"username": "nobody", "password": "wrong password"}, timeout=10
+    )
+    assert status.text == f"login failed (401): {refused.json()['detail']}", status.text

@@ -210,16 +210,34 @@ $("connect-form").addEventListener("submit", (e) => {
   }
 });
 
+// The API's own words for a failed request: a 422's "message" (or its field errors), an
+// HTTPException's "detail" string, else the status text.
+function problemText(response, body) {
+  if (body && typeof body.message === "string" && body.message) return body.message;
+  const detail = body && body.detail;
+  if (typeof detail === "string" && detail) return detail;
+  if (Array.isArray(detail) && detail.length) {
+    return detail.map((d) => `${(d.loc || []).filter((part) => part !== "body").join(".")}: ${d.msg}`).join("; ");
+  }
+  return response.statusText || "request failed";
+}
+
 $("login-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const response = await fetch("auth/login", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: $("username").value, password: $("password").value }),
-  });
+  let response;
+  try {
+    response = await fetch("auth/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: $("username").value, password: $("password").value }),
+    });
+  } catch (err) {
+    $("login-status").textContent = `login failed: the gateway cannot be reached (${err.message})`;
+    return;
+  }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    $("login-status").textContent = `${response.status} ${body.detail || ""}`;
+    $("login-status").textContent = `login failed (${response.status}): ${problemText(response, body)}`;
     return;
   }
   $("login-status").textContent = "logged in";

@@ -101,6 +101,7 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 
 from reactive_services import ClientProxy, __version__
 from reactive_services.adapters.tracing import tracer_provider, tracing_enabled
@@ -205,7 +206,9 @@ def create_app(
             await warmup.stop()
             await requests.close()
 
-    app = FastAPI(
+    # FastAPIOffline (fastapi-offline): a FastAPI app whose /docs and /redoc load Swagger UI and
+    # ReDoc from files the package ships, served by the app, not from a CDN: they work offline.
+    app = FastAPIOffline(
         title="reactive-services shop gateway",
         version=__version__,
         description=(__doc__ or "").split("\n\n", 1)[0],

@@ -59,7 +59,7 @@ class LogSource:
     level_field: str | None = "Level"
     infer_level: Callable[[str], str] = infer_level
     component_field: str | None = "Component"
-    window_s: float = 3600.0
+    window_s: float = 600.0
     slide_s: float | None = None
     allowed_lateness_s: float = 0.0
     alerts: AlertRules = field(default_factory=AlertRules)

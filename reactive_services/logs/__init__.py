@@ -10,12 +10,13 @@ One job per module, all re-exported here:
     _events      :class:`LogEvent`, one parsed line
     _parsing     :class:`LogSource` (how to read one kind of log), :class:`LogParser`, :func:`read_lines`
     _windows     :func:`window_stats`, the ``log.stats`` value of a window
-    _alerts      :class:`AlertRules`, :class:`AlertDetector`, :func:`alert_for`
+    _alerts      :class:`AlertRules`, :class:`AlertDetector`, :func:`alert_for`, :func:`template_similarity`
     _pipeline    :func:`replay_logs`, :func:`build_pipeline`, :class:`WindowReport`, the ``logs`` record
                  (:class:`LogRecord`, :data:`LOG_RECORD`, :func:`check_log_record`)
     _service     :class:`LogAnalyticsService` (the Observer that publishes) and :class:`LogsController`
     _evaluation  grouping accuracy against a ground truth: :func:`grouping_accuracy`, :func:`evaluate_source`
-    _analyze     one file through the whole service: :func:`analyze_file`, :func:`make_source`
+    _analyze     one file through the whole service: :func:`analyze_file`, :func:`make_source`,
+                 :func:`format_warnings`
 
 Conventions: times are seconds since the Unix epoch (``float``; a time without a zone is read as
 UTC); window lengths are seconds of event time; levels are kept as written in the line. A line
@@ -32,8 +33,15 @@ Example::
     event.level, event.template  # ('ERROR', 'disk full on /dev/sda1'); event.timestamp 1704189600.0
 """
 
-from ._alerts import DEFAULT_ALERT_MIN_LINES, DEFAULT_ALERT_THRESHOLD, AlertDetector, AlertRules, alert_for
-from ._analyze import analyze_file, detect_time, make_source, parse_mask, write_assignments
+from ._alerts import (
+    DEFAULT_ALERT_MIN_LINES,
+    DEFAULT_ALERT_THRESHOLD,
+    AlertDetector,
+    AlertRules,
+    alert_for,
+    template_similarity,
+)
+from ._analyze import analyze_file, detect_time, format_warnings, make_source, parse_mask, write_assignments
 from ._evaluation import evaluate_source, grouping_accuracy, read_ground_truth
 from ._events import LogEvent
 from ._formats import (
@@ -115,6 +123,7 @@ __all__ = [
     "check_log_record",
     "detect_time",
     "evaluate_source",
+    "format_warnings",
     "grouping_accuracy",
     "has_year",
     "hdfs_timestamp",
@@ -128,6 +137,7 @@ __all__ = [
     "read_lines",
     "replay_logs",
     "syslog_timestamp",
+    "template_similarity",
     "window_stats",
     "write_assignments",
 ]

@@ -228,6 +228,10 @@ class AlertDetector:
         self._seen: dict[int, str] = {}  # template id -> its text when last seen
         # (end, errors, template counts) of earlier windows
         self._history: deque[tuple[float, int, Counter[int]]] = deque()
+        # the episodes going on in the latest window: (its end, the errors of the error alert
+        # that opened the error episode or None, {template id: its count in the alert that
+        # opened its rate episode})
+        self._episodes: tuple[float, int | None, dict[int, int]] = (-math.inf, None, {})
 
     def check(self, window: Window[LogEvent], stats: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The alerts of ``window`` (0-3, at most one per kind, in the order error_rate,
@@ -241,6 +245,9 @@ class AlertDetector:
         alerts: list[dict[str, Any]] = []
         earlier = [(errors, c) for end, errors, c in self._history if end <= window.start][-rules.history :]
         warm = len(earlier) >= rules.warmup
+        last_end, episode_errors, episode_rising = self._episodes
+        if last_end < window.start:  # the previous window does not touch this one: no episode goes on
+            episode_errors, episode_rising = None, {}
         error = alert_for(
             stats,
             window.items,
@@ -252,10 +259,26 @@ class AlertDetector:
             error_levels=self.error_levels,
             sample_size=rules.sample_size,
         )
+        if error is not None:
+            if episode_errors is not None and stats["errors"] < rules.error_factor * episode_errors:
+                error = None  # the episode goes on, not grown error_factor times: alerted already
+            else:
+                episode_errors = stats["errors"]
+        else:
+            episode_errors = None
         counts: Counter[int] = Counter(event.template_id for event in window.items)
         text = {event.template_id: event.template for event in sorted(window.items, key=lambda e: e.line_no)}
         new = self._new_templates(counts, text, window, stats) if self.windows >= rules.warmup else None
-        rise = self._rising_templates(counts, text, [c for _, c in earlier], window, stats) if warm else None
+        rising: list[dict[str, Any]] = []
+        still: dict[int, int] = {}
+        for row in self._rising_templates(counts, text, [c for _, c in earlier]) if warm else []:
+            opened = episode_rising.get(row["template_id"])
+            if opened is not None and row["count"] < rules.rise_factor * opened:
+                still[row["template_id"]] = opened  # its episode goes on: alerted already
+            else:
+                still[row["template_id"]] = row["count"]
+                rising.append(row)
+        rise = self._rate_alert(rising, len(earlier), window, stats) if rising else None
         if error is not None:
             # one incident, one alert: the window's other findings go into the error alert's evidence
             error_counts = Counter(e.template_id for e in window.items if e.level.lower() in self.error_levels)
@@ -264,10 +287,11 @@ class AlertDetector:
                 {"template_id": tid, "template": text[tid], "count": n} for tid, n in error_counts.most_common(3)
             ]
             evidence["new_templates"] = [] if new is None else new["evidence"]["templates"]
-            evidence["rising_templates"] = [] if rise is None else rise["evidence"]["templates"]
+            evidence["rising_templates"] = rising
             alerts.append(error)
         else:
             alerts.extend(alert for alert in (new, rise) if alert is not None)
+        self._episodes = (window.end, episode_errors, still)
         self.windows += 1
         self._seen.update(text)
         self._seen.update((event.template_id, event.template) for event in window.late)
@@ -318,13 +342,9 @@ class AlertDetector:
         return _alert("new_template", stats, message, evidence, self._sample(window, (tid for tid, _ in new)))
 
     def _rising_templates(
-        self,
-        counts: Counter[int],
-        text: Mapping[int, str],
-        earlier: list[Counter[int]],
-        window: Window[LogEvent],
-        stats: Mapping[str, Any],
-    ) -> dict[str, Any] | None:
+        self, counts: Counter[int], text: Mapping[int, str], earlier: list[Counter[int]]
+    ) -> list[dict[str, Any]]:
+        """The known templates of the window at or over the rate rule, most lines first."""
         rules = self.rules
         rising: list[dict[str, Any]] = []
         for tid, n in counts.most_common():
@@ -341,8 +361,12 @@ class AlertDetector:
                         "factor": None if baseline == 0 else n / baseline,
                     }
                 )
-        if not rising:
-            return None
+        return rising
+
+    def _rate_alert(
+        self, rising: list[dict[str, Any]], history_windows: int, window: Window[LogEvent], stats: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        rules = self.rules
         top = rising[0]
         message = (
             f"{stats['source']}: template {top['template']!r} x{top['count']} in the window, "
@@ -352,7 +376,7 @@ class AlertDetector:
             "templates": rising,
             "rise_factor": rules.rise_factor,
             "min_count": rules.rise_min_count,
-            "history_windows": len(earlier),
+            "history_windows": history_windows,
         }
         return _alert(
             "template_rate", stats, message, evidence, self._sample(window, (r["template_id"] for r in rising))

@@ -161,12 +161,29 @@ def kinds(detector: AlertDetector, w: Window[LogEvent]) -> list[str]:
 def test_a_source_that_always_logs_errors_alerts_only_when_they_jump() -> None:
     detector = AlertDetector(AlertRules())
     assert kinds(detector, window(0, 40, 10)) == ["error_rate"]  # no baseline yet: the floors alone
-    assert kinds(detector, window(1, 40, 10)) == ["error_rate"]  # still warming up (1 earlier window)
+    # still warming up (1 earlier window), so the floors alone: it would fire, but the episode of
+    # window 0 goes on (adjacent windows) and has not grown error_factor times
+    assert kinds(detector, window(1, 40, 10)) == []
     assert kinds(detector, window(2, 40, 12)) == []  # baseline 10: 12 < 3 x 10
     assert kinds(detector, window(3, 40, 11)) == []
     got = detector.check(w := window(4, 60, 33), window_stats(w))  # baseline (10+10+12+11)/4 = 10.75
     assert [a["kind"] for a in got] == ["error_rate"]
     assert got[0]["evidence"]["baseline_errors"] == pytest.approx(10.75)
+
+
+def test_an_episode_is_alerted_once_unless_it_grows() -> None:
+    detector = AlertDetector(AlertRules(warmup=1))
+    assert kinds(detector, window(0, 50, 0)) == []
+    assert kinds(detector, window(1, 50, 10)) == ["error_rate"]  # baseline 0
+    assert kinds(detector, window(2, 50, 25)) == []  # over 3 x its baseline (5), but < 3 x 10: goes on
+    assert kinds(detector, window(3, 90, 45)) == ["error_rate"]  # 45 >= 3 x 10 (the alerted window) and 3 x 11.7
+    assert kinds(detector, window(5, 90, 90)) == ["error_rate"]  # a gap (no window 4): a new episode
+    # rate rule: the same template rising in the next window is the same episode
+    rate = AlertDetector(AlertRules(warmup=1, rise_min_count=5, new_template_min=1000))
+    assert kinds(rate, window(0, 2, 0)) == []
+    assert kinds(rate, window(1, 20, 0)) == ["template_rate"]
+    assert kinds(rate, window(2, 50, 0)) == []  # 50 >= 4 x its baseline 11, but < 4 x 20: goes on
+    assert kinds(rate, window(3, 200, 0)) == ["template_rate"]  # >= 4 x 20 (opened) and 4 x 24 (baseline)
 
 
 @pytest.mark.parametrize(
@@ -346,3 +363,9 @@ def test_no_warning_for_the_shipped_formats_on_their_files() -> None:
 def test_no_warning_for_bars_that_are_not_alternation_of_the_whole_line(fmt: str) -> None:
     source = LogSource(name="x", format=fmt, level_field=None, component_field=None)
     assert format_warnings(source) == []
+
+
+def test_the_fault_scenario_r9_counts_the_shipped_windows() -> None:
+    from reactive_services.examples.shop import faults
+
+    assert {SOURCES[name].window_s for name in faults.R9_SOURCES} == {float(faults.R9_WINDOW_S)}

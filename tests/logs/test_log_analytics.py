@@ -241,25 +241,34 @@ def test_windows_of_a_source_come_out_in_time_order(shipped_reports: list[Window
 def test_alerts_follow_the_rule_on_the_shipped_data(shipped_reports: list[WindowReport]) -> None:
     """The error rule recomputed from the windows' stats alone: floors, then the baseline (mean
     errors of the last ``history`` earlier windows that do not overlap, once there are
-    ``warmup`` of them); a window with an error alert has no other alert (grouped into it)."""
+    ``warmup`` of them), then the episode (a window touching the previous alerted-or-suppressed
+    one alerts again only with error_factor times the errors of the alert that opened it); a
+    window with an error alert has no other alert (grouped into it)."""
     earlier: dict[str, list[tuple[float, int]]] = {}
+    episode: dict[str, tuple[float, int | None]] = {}
     for report in shipped_reports:
         stats = report.stats
-        rules = SOURCES[stats["source"]].alerts
-        past = [e for end, e in earlier.setdefault(stats["source"], []) if end <= stats["window_start_s"]]
+        name = stats["source"]
+        rules = SOURCES[name].alerts
+        past = [e for end, e in earlier.setdefault(name, []) if end <= stats["window_start_s"]]
         past = past[-rules.history :]
-        fires = (
+        rule = (
             stats["lines"] >= rules.min_lines
             and stats["errors"] >= rules.min_errors
             and stats["error_rate"] >= rules.error_rate
             and (len(past) < rules.warmup or stats["errors"] >= rules.error_factor * sum(past) / len(past))
         )
+        last_end, opened = episode.get(name, (float("-inf"), None))
+        if last_end < stats["window_start_s"]:
+            opened = None
+        fires = rule and (opened is None or stats["errors"] >= rules.error_factor * opened)
+        episode[name] = (stats["window_end_s"], (stats["errors"] if fires else opened) if rule else None)
         kinds = [a["kind"] for a in report.alerts]
         assert ("error_rate" in kinds) == fires, stats
         assert len(kinds) == len(set(kinds))  # at most one alert of each kind per window
         if fires:
             assert kinds == ["error_rate"]
-        earlier[stats["source"]].append((stats["window_end_s"], stats["errors"]))
+        earlier[name].append((stats["window_end_s"], stats["errors"]))
     assert any(a["kind"] == "error_rate" for r in shipped_reports for a in r.alerts)
     assert any(not r.alerts and r.stats["lines"] >= 10 for r in shipped_reports)
 

@@ -55,6 +55,13 @@ class AlertRules:
       baseline window (a window with no line of the template counts 0). Needs ``warmup``
       baseline windows. Windows have equal length, so counts compare rates.
 
+    One incident, one alert: a window with an error alert has no other alert (its new and
+    rising templates are listed in the error alert's evidence), and an *episode* -- windows
+    that touch (each starts at or before the previous one's end) and all fire the same rule --
+    is alerted in its first window only, unless it grows: again when the errors reach
+    ``error_factor`` times those of the window that alerted (``rise_factor`` times its count for
+    a template).
+
     Attributes:
         error_rate: fraction in [0, 1]: the least error rate of an error alert.
         min_lines: fewest lines (messages) a window needs for an error alert.
@@ -212,8 +219,8 @@ def template_similarity(a: str, b: str) -> float:
 class AlertDetector:
     """The :class:`AlertRules` of one source, applied to its windows in emission order (stateful).
 
-    It remembers which templates earlier windows contained (and their texts) and each earlier
-    window's error and template counts (for the baselines). One detector per source and per
+    It remembers which templates earlier windows contained (and their texts), each earlier
+    window's error and template counts (for the baselines) and the episodes going on. One detector per source and per
     pipeline subscription.
 
     Example:
@@ -234,8 +241,8 @@ class AlertDetector:
         self._episodes: tuple[float, int | None, dict[int, int]] = (-math.inf, None, {})
 
     def check(self, window: Window[LogEvent], stats: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The alerts of ``window`` (0-3, at most one per kind, in the order error_rate,
-        new_template, template_rate), then remember the window.
+        """The alerts of ``window`` (an error_rate alert alone, or 0-2 of new_template,
+        template_rate in that order), then remember the window.
 
         Args:
             window: the next window of the source (windows must come in emission order).

@@ -40,7 +40,8 @@ class LogSource:
             level is inferred from the content with ``infer_level``.
         infer_level: content -> level, used when ``level_field`` is None.
         component_field: the field holding the emitting component, or None.
-        window_s: window length, seconds of event time.
+        window_s: window length, seconds of event time (default 600: ten minutes, so that a
+            burst of a few minutes is not diluted in an hour; see :class:`AlertRules`).
         slide_s: the step between window starts, seconds; None (default) or ``window_s`` for
             tumbling windows, less than ``window_s`` for sliding windows (each line is then in
             ``window_s / slide_s`` windows).

@@ -2,7 +2,7 @@
 
 One job per module, all re-exported here:
 
-    _formats     line formats (:class:`LogFormat`, loghub notation) and event times
+    _formats     line formats (:class:`LogFormat`, loghub notation, its problems) and event times
                  (:class:`TimestampReader`, :func:`apache_timestamp`, :func:`hdfs_timestamp`,
                  :func:`syslog_timestamp`, :func:`iso_utc`)
     _levels      levels: :data:`ERROR_LEVELS`, :func:`is_error`, :func:`infer_level`
@@ -15,8 +15,7 @@ One job per module, all re-exported here:
                  (:class:`LogRecord`, :data:`LOG_RECORD`, :func:`check_log_record`)
     _service     :class:`LogAnalyticsService` (the Observer that publishes) and :class:`LogsController`
     _evaluation  grouping accuracy against a ground truth: :func:`grouping_accuracy`, :func:`evaluate_source`
-    _analyze     one file through the whole service: :func:`analyze_file`, :func:`make_source`,
-                 :func:`format_warnings`
+    _analyze     one file through the whole service: :func:`analyze_file`, :func:`make_source`
 
 Conventions: times are seconds since the Unix epoch (``float``; a time without a zone is read as
 UTC); window lengths are seconds of event time; levels are kept as written in the line. A line
@@ -41,7 +40,7 @@ from ._alerts import (
     alert_for,
     template_similarity,
 )
-from ._analyze import analyze_file, detect_time, format_warnings, make_source, parse_mask, write_assignments
+from ._analyze import analyze_file, detect_time, make_source, parse_mask, write_assignments
 from ._evaluation import evaluate_source, grouping_accuracy, read_ground_truth
 from ._events import LogEvent
 from ._formats import (
@@ -123,7 +122,6 @@ __all__ = [
     "check_log_record",
     "detect_time",
     "evaluate_source",
-    "format_warnings",
     "grouping_accuracy",
     "has_year",
     "hdfs_timestamp",

@@ -66,75 +66,6 @@ def parse_mask(text: str) -> tuple[str, str]:
     return regex, name
 
 
-#: ``format_warnings``: fewer matching lines than this share of the lines looked at is a warning.
-_MIN_PARSED_SHARE = 0.5
-#: ... and more matching lines with an empty <Content> than this share is one too.
-_MAX_EMPTY_CONTENT_SHARE = 0.5
-
-
-def _top_level_bars(fmt: str) -> int:
-    """How many ``|`` in the text between a format's fields are regex alternation at the top
-    level (not escaped, not in a character class, not inside a group)."""
-    text = re.sub(r"<[^<>]+>", "", fmt)
-    bars = depth = 0
-    escaped = in_class = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth = max(0, depth - 1)
-        elif char == "|" and depth == 0:
-            bars += 1
-    return bars
-
-
-def format_warnings(source: LogSource, lines: Sequence[str] = (), *, probe: int = 2000) -> list[str]:
-    """What looks wrong with ``source``'s format, as sentences (empty: nothing).
-
-    A format can compile and still match nothing useful. Checked:
-
-    * the format itself: a ``|`` between fields that is not escaped (``\\|``), in a character
-      class or in a group is regex alternation for the whole line, so ``<Date> | <Level> |
-      <Content>`` matches nearly any line with one field filled and the others empty;
-    * with ``lines`` (the first ``probe`` non-blank ones): fewer than half of them match the
-      format; or more than half of those that match have an empty ``<Content>``.
-
-    :func:`make_source` warns (:class:`UserWarning`) with the first kind, :func:`analyze_file`
-    with the second, and lists both in its report (``warnings``); ``logs analyze`` prints them
-    on stderr.
-    """
-    found: list[str] = []
-    bars = _top_level_bars(source.format)
-    if bars:
-        found.append(
-            f"format {source.format!r}: {bars} '|' between fields is regex alternation (it splits the whole "
-            "pattern, so lines match with most fields empty); write '\\|' for a literal bar"
-        )
-    sample = [line for line in lines[: probe * 2] if line.strip()][:probe]
-    if sample:
-        parsed = [fields for fields in map(source.log_format.parse, sample) if fields is not None]
-        if len(parsed) < _MIN_PARSED_SHARE * len(sample):
-            found.append(
-                f"format {source.format!r}: only {len(parsed)} of the first {len(sample)} lines match it "
-                "(the others are counted as unparsed)"
-            )
-        empty = sum(1 for fields in parsed if not (fields.get("Content") or "").strip())
-        if parsed and empty > _MAX_EMPTY_CONTENT_SHARE * len(parsed):
-            found.append(
-                f"format {source.format!r}: <Content> is empty in {empty} of the {len(parsed)} matching lines "
-                "(the other fields take the message: check the text between fields)"
-            )
-    return found
-
-
 def make_source(
     fmt: str,
     *,
@@ -155,6 +86,9 @@ def make_source(
     alerts: dict[str, Any] | None = None,
 ) -> LogSource:
     """The :class:`LogSource` for ``logs analyze`` options.
+
+    Warns (:class:`UserWarning`) when the format compiles but matches nothing useful (an
+    unescaped ``|``: see :meth:`LogFormat.problems`).
 
     Args:
         fmt: the name of a source in ``known`` (any case), which brings its format, time,
@@ -180,10 +114,6 @@ def make_source(
     Raises:
         ConfigError: the offending option named (``format``, ``mask``, ``depth``, ``sim_th``,
             ``window``, ``slide``, ``lateness``, ``level_field``, ...).
-
-    Warns:
-        UserWarning: a format that compiles but matches nothing useful (an unescaped ``|``:
-            see :func:`format_warnings`).
     """
     known = known or {}
     shipped = {key.lower(): source for key, source in known.items()}.get(fmt.strip().lower())
@@ -261,7 +191,7 @@ def make_source(
             "format",
         )
         raise ConfigError(key, message) from exc
-    for problem in format_warnings(made):
+    for problem in made.log_format.problems():
         warnings.warn(problem, UserWarning, stacklevel=2)
     return made
 
@@ -325,11 +255,11 @@ async def analyze_file(
         "by_level": {level: n}, "templates": [{"template_id", "template", "lines"}, ...] (most
         lines first), "windows": [log.stats values in emission order], "alerts": [log.alert
         values], "alerts_by_kind": {kind: n}, "late_lines": [logs.late values], "warnings":
-        [:func:`format_warnings` sentences], "elapsed_s"}``.
+        [:meth:`LogFormat.problems` sentences], "elapsed_s"}``.
 
     Warns:
         UserWarning: most lines do not match the format, or most have an empty ``<Content>``
-            (:func:`format_warnings`).
+            (:meth:`LogFormat.problems`).
 
     Raises:
         OSError: the file cannot be read.
@@ -339,7 +269,7 @@ async def analyze_file(
     started = time.monotonic()
     lines = read_lines(path)
     time_pattern = detect_time(source, lines)
-    problems = format_warnings(source, lines)
+    problems = source.log_format.problems(lines)
     for problem in problems:
         if "regex alternation" not in problem:  # make_source warned of that one already
             warnings.warn(problem, UserWarning, stacklevel=2)

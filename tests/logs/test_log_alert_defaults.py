@@ -26,7 +26,6 @@ from reactive_services.logs import (
     WindowReport,
     analyze_file,
     build_pipeline,
-    format_warnings,
     make_source,
     read_lines,
     template_similarity,
@@ -333,7 +332,7 @@ def test_an_unescaped_bar_warns_in_make_source_and_the_cli(tmp_path: Path, capsy
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         source = make_source(r"<Date> <Time> \| <Level> \| <Content>")
-    assert format_warnings(source, read_lines(log)) == []
+    assert source.log_format.problems(read_lines(log)) == []
 
 
 def test_a_format_most_lines_do_not_match_warns_in_analyze_file(tmp_path: Path) -> None:
@@ -349,7 +348,7 @@ def test_a_format_most_lines_do_not_match_warns_in_analyze_file(tmp_path: Path) 
 
 def test_no_warning_for_the_shipped_formats_on_their_files() -> None:
     for name, path in default_files().items():
-        assert format_warnings(SOURCES[name], read_lines(path)) == [], name
+        assert SOURCES[name].log_format.problems(read_lines(path)) == [], name
 
 
 @pytest.mark.parametrize(
@@ -363,7 +362,7 @@ def test_no_warning_for_the_shipped_formats_on_their_files() -> None:
 )
 def test_no_warning_for_bars_that_are_not_alternation_of_the_whole_line(fmt: str) -> None:
     source = LogSource(name="x", format=fmt, level_field=None, component_field=None)
-    assert format_warnings(source) == []
+    assert source.log_format.problems() == []
 
 
 def test_the_fault_scenario_r9_counts_the_shipped_windows() -> None:

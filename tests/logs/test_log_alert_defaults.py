@@ -112,7 +112,8 @@ def test_a_15_minute_error_burst_raises_an_alert_covering_it_with_the_defaults()
     assert (start, end) == (START + timedelta(minutes=30), START + timedelta(minutes=40))
     evidence = alert["evidence"]
     assert evidence["errors"] == 76 and evidence["baseline_errors"] == pytest.approx(5 / 3)
-    assert evidence["templates"][0]["template"].startswith("database connection to db-")
+    # (the template's variables depend on the miner and its masks)
+    assert evidence["templates"][0]["template"].startswith("database connection to ")
     assert [t["template"] for t in evidence["new_templates"]][:1] == [evidence["templates"][0]["template"]]
     assert all(" ERROR " in line for line in alert["sample"])
 
@@ -302,7 +303,7 @@ def test_logs_analyze_prints_the_alerts(tmp_path: Path, capsys: pytest.CaptureFi
     assert "alerts (1):" in out.out
     [line] = [x for x in out.out.splitlines() if "error_rate" in x and ".." in x]
     assert line.strip().startswith("2024-01-02T10:30:00Z..10:40:00Z  error_rate  log: error rate 0.54")
-    assert "errors: 'database connection to db-<NUM>:<NUM> refused" in out.out
+    assert "errors: 'database connection to " in out.out  # the top error template
     assert "e.g. 2024-01-02 10:30:03 ERROR database connection to db-" in out.out
     assert "warning" not in out.err
 

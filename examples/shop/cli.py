@@ -30,13 +30,17 @@ import argparse
 import asyncio
 import logging
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from reactive_services.cli import Commands, check_writable, run_command
 from reactive_services.errors import ConfigError, ValidationError
+
+T = TypeVar("T")
 
 __all__ = ["register"]
 
@@ -117,7 +121,7 @@ def register(commands: Commands) -> None:
         help="strptime pattern of the time fields joined by spaces (default: detected)",
     )
     an.add_argument("--year", type=int, help="year for times that have none (default 2000)")
-    an.add_argument("--window", type=float, metavar="SECONDS", help="window length (default 3600)")
+    an.add_argument("--window", type=float, metavar="SECONDS", help="window length (default 600)")
     an.add_argument(
         "--slide",
         type=float,
@@ -125,7 +129,12 @@ def register(commands: Commands) -> None:
         help="step between window starts; less than --window for sliding windows (default: tumbling)",
     )
     an.add_argument("--lateness", type=float, metavar="SECONDS", help="allowed lateness of the watermark (default 0)")
-    an.add_argument("--error-rate", type=float, metavar="FRACTION", help="error-rate alert threshold (default 0.3)")
+    an.add_argument(
+        "--error-rate",
+        type=float,
+        metavar="FRACTION",
+        help="least error rate of an error alert (default 0.1; see AlertRules)",
+    )
     an.add_argument(
         "--assignments", type=Path, metavar="OUT.csv", help="write line_no,template_id,template for every line"
     )
@@ -319,6 +328,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+def _recording(into: list[str], function: Callable[..., T]) -> Callable[..., T]:
+    """``function`` with the warnings it raises appended to ``into`` (as text), not printed."""
+
+    def call(*args: Any, **kwargs: Any) -> T:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return function(*args, **kwargs)
+            finally:
+                into.extend(str(w.message) for w in caught)
+
+    return call
+
+
 def _logs_analyze(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -327,6 +350,7 @@ def _logs_analyze(args: argparse.Namespace) -> int:
     from .log_sources import SOURCES
 
     err = Console(stderr=True)
+    caught: list[str] = []  # make_source's warnings
     try:
         if not args.file.exists():
             raise ConfigError("FILE", f"no such file: {args.file}")
@@ -342,7 +366,7 @@ def _logs_analyze(args: argparse.Namespace) -> int:
         level_field = (
             "" if args.level_field is None else (None if args.level_field.lower() == "none" else args.level_field)
         )
-        source = make_source(
+        source = _recording(caught, make_source)(
             args.format,
             known=SOURCES,
             name=args.name,
@@ -365,6 +389,9 @@ def _logs_analyze(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: bad configuration: {exc}", file=sys.stderr)
         return 2
+    warned = set(caught)
+    for text in caught:
+        print(f"warning: {text}", file=sys.stderr)
 
     async def run() -> dict[str, Any]:
         if args.quiet:
@@ -387,12 +414,17 @@ def _logs_analyze(args: argparse.Namespace) -> int:
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
 
-    code, report = run_command(run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report lists them: printed below
+        code, report = run_command(run)
     if report is None:
         return code
     if args.report:
         args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     _logs_summary(report, Console(), top=args.top)
+    for text in report["warnings"]:
+        if text not in warned:
+            print(f"warning: {text}", file=sys.stderr)
     if report["time"] is None and report["lines"]:
         hint = f"with --time-format {args.time_format!r}" if args.time_format else "(give --time-format)"
         print(
@@ -481,6 +513,31 @@ def _logs_summary(report: dict[str, Any], console: Any, *, top: int) -> None:
     for row in report["templates"][:top]:
         tt.add_row(str(row["template_id"]), str(row["lines"]), row["template"])
     console.print(tt)
+    _print_alerts(report["alerts"], console)
+
+
+def _print_alerts(alerts: list[dict[str, Any]], console: Any, *, limit: int = 50) -> None:
+    """The alerts themselves, one block each: window, kind, message, the first sample line."""
+    if not alerts:
+        console.print("no alerts", highlight=False)
+        return
+    console.print(f"alerts ({len(alerts)}):", highlight=False)
+    for alert in alerts[:limit]:
+        start, end = alert["window_start"], alert["window_end"]
+        if start[:10] == end[:10]:
+            end = end[11:]
+        console.print(
+            f"  {start}..{end}  {alert['kind']}  {alert['message']}", markup=False, highlight=False, soft_wrap=True
+        )
+        evidence = alert["evidence"]
+        for key, label in (("templates", "errors"), ("new_templates", "new"), ("rising_templates", "rising")):
+            if alert["kind"] == "error_rate" and evidence.get(key):
+                listed = ", ".join(f"{t['template']!r} x{t['count']}" for t in evidence[key][:3])
+                console.print(f"      {label}: {listed}", markup=False, highlight=False, soft_wrap=True)
+        if alert["sample"]:
+            console.print(f"      e.g. {alert['sample'][0]}", markup=False, highlight=False, soft_wrap=True)
+    if len(alerts) > limit:
+        console.print(f"  ... {len(alerts) - limit} more (all in --report)", highlight=False)
 
 
 async def _run_with_progress(config: Any, *, quiet: bool, console: Any) -> dict[str, Any]:

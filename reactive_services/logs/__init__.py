@@ -2,7 +2,7 @@
 
 One job per module, all re-exported here:
 
-    _formats     line formats (:class:`LogFormat`, loghub notation) and event times
+    _formats     line formats (:class:`LogFormat`, loghub notation, its problems) and event times
                  (:class:`TimestampReader`, :func:`apache_timestamp`, :func:`hdfs_timestamp`,
                  :func:`syslog_timestamp`, :func:`iso_utc`)
     _levels      levels: :data:`ERROR_LEVELS`, :func:`is_error`, :func:`infer_level`
@@ -10,7 +10,7 @@ One job per module, all re-exported here:
     _events      :class:`LogEvent`, one parsed line
     _parsing     :class:`LogSource` (how to read one kind of log), :class:`LogParser`, :func:`read_lines`
     _windows     :func:`window_stats`, the ``log.stats`` value of a window
-    _alerts      :class:`AlertRules`, :class:`AlertDetector`, :func:`alert_for`
+    _alerts      :class:`AlertRules`, :class:`AlertDetector`, :func:`alert_for`, :func:`template_similarity`
     _pipeline    :func:`replay_logs`, :func:`build_pipeline`, :class:`WindowReport`, the ``logs`` record
                  (:class:`LogRecord`, :data:`LOG_RECORD`, :func:`check_log_record`)
     _service     :class:`LogAnalyticsService` (the Observer that publishes) and :class:`LogsController`
@@ -32,7 +32,14 @@ Example::
     event.level, event.template  # ('ERROR', 'disk full on /dev/sda1'); event.timestamp 1704189600.0
 """
 
-from ._alerts import DEFAULT_ALERT_MIN_LINES, DEFAULT_ALERT_THRESHOLD, AlertDetector, AlertRules, alert_for
+from ._alerts import (
+    DEFAULT_ALERT_MIN_LINES,
+    DEFAULT_ALERT_THRESHOLD,
+    AlertDetector,
+    AlertRules,
+    alert_for,
+    template_similarity,
+)
 from ._analyze import analyze_file, detect_time, make_source, parse_mask, write_assignments
 from ._evaluation import evaluate_source, grouping_accuracy, read_ground_truth
 from ._events import LogEvent
@@ -128,6 +135,7 @@ __all__ = [
     "read_lines",
     "replay_logs",
     "syslog_timestamp",
+    "template_similarity",
     "window_stats",
     "write_assignments",
 ]

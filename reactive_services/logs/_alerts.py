@@ -1,5 +1,13 @@
 """Alerts on a source's windows: :class:`AlertRules` (when), :func:`alert_for` (the error-rate
 rule) and :class:`AlertDetector` (all three rules, stateful per source).
+
+The defaults are tuned for application logs read in the default 10-minute windows (see
+:class:`~reactive_services.logs.LogSource`): each rule compares a window with the source's own
+recent past (a *baseline*: the mean per window over up to ``history`` earlier windows that do
+not overlap it) and has absolute floors, so that a handful of lines is never an alert. This is
+our own design, in the spirit of threshold-plus-baseline alerting; the numbers were chosen on a
+synthetic hour of application log with a 15-minute error burst and on the shipped loghub
+samples (docs/shop/log-analytics.md, "Alerts", gives the counts and how they were judged).
 """
 
 from __future__ import annotations
@@ -15,8 +23,8 @@ from reactive_services.operators import Window
 from ._events import LogEvent
 from ._levels import ERROR_LEVELS
 
-#: ``log.alert`` fires when a window's error rate is at least this (fraction of its lines).
-DEFAULT_ALERT_THRESHOLD = 0.3
+#: ``log.alert`` fires when a window's error rate is at least this (fraction of its lines) ...
+DEFAULT_ALERT_THRESHOLD = 0.1
 #: ... and the window has at least this many lines (so 1 error out of 2 lines is no alert).
 DEFAULT_ALERT_MIN_LINES = 10
 
@@ -25,34 +33,58 @@ DEFAULT_ALERT_MIN_LINES = 10
 class AlertRules:
     """When a source's window raises an alert (``log.alert``); at most one alert of each kind per window.
 
-    The three rules (each evaluated on every window emitted for the source, in emission order):
+    The *baseline* of a window is taken over the last ``history`` earlier windows of the source
+    that ended at or before its start (so overlapping sliding windows are not part of it; only
+    windows that had lines are emitted, so a quiet gap does not lower it). The three rules, each
+    evaluated on every window emitted for the source, in emission order:
 
-    * ``error_rate``: ``errors / lines >= error_rate`` and ``lines >= min_lines`` (errors are
-      lines whose level is in :data:`ERROR_LEVELS`).
+    * ``error_rate``: ``lines >= min_lines``, ``errors >= min_errors``, ``errors / lines >=
+      error_rate`` and, once the source has ``warmup`` baseline windows, ``errors >=
+      error_factor * baseline`` where ``baseline`` is the mean errors per baseline window
+      (errors are lines whose level is in :data:`ERROR_LEVELS`). So a source that always logs
+      errors at the same pace does not alert every window, and a burst alerts in the window
+      where it starts.
     * ``new_template``: one or more templates that no earlier window of the source contained
-      (its items or late items) appear at least ``new_template_min`` times in this window.
-      Not raised before the source has had ``warmup`` windows: at the start every template is new.
+      (its items or late items) appear at least ``new_template_min`` times in this window, and
+      each is not a near-copy of a known template: a known template with as many tokens that
+      agrees on at least ``new_template_similarity`` of the positions (a ``<...>`` token agrees
+      with any) makes it a variant (e.g. a host name the masks did not catch), not new. Not
+      raised before the source has had ``warmup`` windows: at the start every template is new.
     * ``template_rate``: a template seen before this window occurs ``count >= rise_min_count``
       times and ``count >= rise_factor * baseline``, where ``baseline`` is its mean count per
-      window over the last ``history`` windows of the source that ended at or before this
-      window's start (so, with sliding windows, overlapping windows are not part of the
-      baseline; a window with no line of the template counts 0). Needs at least ``warmup`` such
-      windows. Windows have equal length, so counts compare rates (lines per ``window_s``).
+      baseline window (a window with no line of the template counts 0). Needs ``warmup``
+      baseline windows. Windows have equal length, so counts compare rates.
+
+    One incident, one alert: a window with an error alert has no other alert (its new and
+    rising templates are listed in the error alert's evidence), and an *episode* -- windows
+    that touch (each starts at or before the previous one's end) and all fire the same rule --
+    is alerted in its first window only, unless it grows: again when the errors reach
+    ``error_factor`` times those of the window that alerted (``rise_factor`` times its count for
+    a template).
 
     Attributes:
-        error_rate: fraction in [0, 1].
-        min_lines: fewest lines (messages) a window needs for an error-rate alert.
+        error_rate: fraction in [0, 1]: the least error rate of an error alert.
+        min_lines: fewest lines (messages) a window needs for an error alert.
+        min_errors: fewest error lines a window needs for an error alert.
+        error_factor: how many times the baseline errors per window a window's errors must
+            reach (>= 1; 1 turns the baseline off).
         new_template_min: fewest lines of a new template for a new-template alert.
+        new_template_similarity: fraction in (0, 1]: how alike (share of equal token positions)
+            a template must be to a known one to count as a variant of it; 1 compares exactly.
         rise_factor: how many times its baseline a template's count must reach (> 1).
         rise_min_count: fewest lines of the template in the window for a rate alert.
         history: how many earlier windows make the baseline.
-        warmup: earlier windows a source needs before new-template and rate alerts.
+        warmup: earlier windows a source needs before new-template and rate alerts, and before
+            the error rule compares with the baseline.
         sample_size: raw lines quoted as evidence in each alert.
     """
 
     error_rate: float = DEFAULT_ALERT_THRESHOLD
     min_lines: int = DEFAULT_ALERT_MIN_LINES
+    min_errors: int = 5
+    error_factor: float = 3.0
     new_template_min: int = 3
+    new_template_similarity: float = 0.6
     rise_factor: float = 4.0
     rise_min_count: int = 20
     history: int = 6
@@ -62,11 +94,24 @@ class AlertRules:
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError(f"error_rate must be in [0, 1], got {self.error_rate!r}")
+        if not (math.isfinite(self.error_factor) and self.error_factor >= 1.0):
+            raise ValueError(f"error_factor must be >= 1, got {self.error_factor!r}")
+        if not 0.0 < self.new_template_similarity <= 1.0:
+            raise ValueError(f"new_template_similarity must be in (0, 1], got {self.new_template_similarity!r}")
         if not (math.isfinite(self.rise_factor) and self.rise_factor > 1.0):
             raise ValueError(f"rise_factor must be > 1, got {self.rise_factor!r}")
-        for name in ("min_lines", "new_template_min", "rise_min_count", "history", "warmup", "sample_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in (
+            "min_lines",
+            "min_errors",
+            "new_template_min",
+            "rise_min_count",
+            "history",
+            "warmup",
+            "sample_size",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _alert(
@@ -91,50 +136,92 @@ def alert_for(
     *,
     threshold: float = DEFAULT_ALERT_THRESHOLD,
     min_lines: int = DEFAULT_ALERT_MIN_LINES,
+    min_errors: int = 1,
+    baseline: float | None = None,
+    factor: float = 1.0,
     error_levels: Iterable[str] = ERROR_LEVELS,
     sample_size: int = 3,
 ) -> dict[str, Any] | None:
     """The error-rate ``log.alert`` value for a window, or None when the rule does not fire.
 
-    Rule: ``stats["error_rate"] >= threshold`` and ``stats["lines"] >= min_lines``.
+    Rule: ``stats["lines"] >= min_lines``, ``stats["errors"] >= min_errors``,
+    ``stats["error_rate"] >= threshold`` and, when ``baseline`` is given, ``stats["errors"] >=
+    factor * baseline``.
 
     Args:
         stats: the window's :func:`window_stats`.
         events: the window's on-time events (``window.items``), for the sample.
         threshold: error-rate fraction in [0, 1].
         min_lines: fewest lines for the rule to fire.
+        min_errors: fewest error lines for the rule to fire.
+        baseline: the source's mean errors per earlier window (None: no comparison).
+        factor: how many times ``baseline`` the errors must reach.
         sample_size: how many raw error lines to quote.
 
     Returns:
         ``{"kind": "error_rate", "source", "window_start", "window_end", "window_start_s",
         "window_end_s", "message": str, "evidence": {"lines", "errors", "error_rate",
-        "threshold", "min_lines", "by_level"}, "sample": [up to sample_size raw error lines,
-        in order]}`` or None.
+        "threshold", "min_lines", "min_errors", "baseline_errors" (None without a baseline),
+        "error_factor", "by_level"}, "sample": [up to sample_size raw error lines, in order]}``
+        or None.
     """
-    if stats["lines"] < min_lines or stats["error_rate"] < threshold:
+    errors = stats["errors"]
+    if stats["lines"] < min_lines or errors < min_errors or stats["error_rate"] < threshold:
+        return None
+    if baseline is not None and errors < factor * baseline:
         return None
     wanted = frozenset(level.lower() for level in error_levels)
     sample = [event.line or event.content for event in events if event.level.lower() in wanted][:sample_size]
+    against = "" if baseline is None else f", baseline {baseline:.1f} errors per window"
     message = (
         f"{stats['source']}: error rate {stats['error_rate']:.2f} >= {threshold} "
-        f"({stats['errors']} of {stats['lines']} lines, {stats['window_start']}..{stats['window_end']})"
+        f"({errors} of {stats['lines']} lines{against}, {stats['window_start']}..{stats['window_end']})"
     )
     evidence = {
         "lines": stats["lines"],
-        "errors": stats["errors"],
+        "errors": errors,
         "error_rate": stats["error_rate"],
         "threshold": threshold,
         "min_lines": min_lines,
+        "min_errors": min_errors,
+        "baseline_errors": baseline,
+        "error_factor": factor,
         "by_level": dict(stats["by_level"]),
     }
     return _alert("error_rate", stats, message, evidence, sample)
 
 
+def _is_variable(token: str) -> bool:
+    return len(token) > 2 and token.startswith("<") and token.endswith(">")
+
+
+def _agree(x: str, y: str) -> bool:
+    if x == y:
+        return True
+    # a variable against a token with a digit: most likely a value the masks did not catch
+    return (_is_variable(x) and any(c.isdigit() for c in y)) or (_is_variable(y) and any(c.isdigit() for c in x))
+
+
+def template_similarity(a: str, b: str) -> float:
+    """The share of token positions (split on whitespace) where templates ``a`` and ``b`` agree:
+    equal tokens, or a variable (``<*>``, ``<IP>``, ...) against a token with a digit in it (a
+    value the masks did not catch, e.g. a host name ``24-54-76-216.bflony.adelphia.net``).
+    0.0 when they have different numbers of tokens. Our own design, after drain3's token-wise
+    similarity (He et al., "Drain", ICWS 2017), which counts equal tokens only."""
+    ta, tb = a.split(), b.split()
+    if len(ta) != len(tb):
+        return 0.0
+    if not ta:
+        return 1.0
+    return sum(1 for x, y in zip(ta, tb, strict=True) if _agree(x, y)) / len(ta)
+
+
 class AlertDetector:
     """The :class:`AlertRules` of one source, applied to its windows in emission order (stateful).
 
-    It remembers which templates earlier windows contained and each earlier window's template
-    counts (for the rate baseline). One detector per source and per pipeline subscription.
+    It remembers which templates earlier windows contained (and their texts), each earlier
+    window's error and template counts (for the baselines) and the episodes going on. One detector per source and per
+    pipeline subscription.
 
     Example:
         >>> detector = AlertDetector(AlertRules())
@@ -145,12 +232,17 @@ class AlertDetector:
         self.rules = rules or AlertRules()
         self.error_levels = frozenset(level.lower() for level in error_levels)
         self.windows = 0
-        self._seen: set[int] = set()
-        self._history: deque[tuple[float, Counter[int]]] = deque()  # (end, counts) of earlier windows
+        self._seen: dict[int, str] = {}  # template id -> its text when last seen
+        # (end, errors, template counts) of earlier windows
+        self._history: deque[tuple[float, int, Counter[int]]] = deque()
+        # the episodes going on in the latest window: (its end, the errors of the error alert
+        # that opened the error episode or None, {template id: its count in the alert that
+        # opened its rate episode})
+        self._episodes: tuple[float, int | None, dict[int, int]] = (-math.inf, None, {})
 
     def check(self, window: Window[LogEvent], stats: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The alerts of ``window`` (0-3, at most one per kind, in the order error_rate,
-        new_template, template_rate), then remember the window.
+        """The alerts of ``window`` (an error_rate alert alone, or 0-2 of new_template,
+        template_rate in that order), then remember the window.
 
         Args:
             window: the next window of the source (windows must come in emission order).
@@ -158,32 +250,60 @@ class AlertDetector:
         """
         rules = self.rules
         alerts: list[dict[str, Any]] = []
+        earlier = [(errors, c) for end, errors, c in self._history if end <= window.start][-rules.history :]
+        warm = len(earlier) >= rules.warmup
+        last_end, episode_errors, episode_rising = self._episodes
+        if last_end < window.start:  # the previous window does not touch this one: no episode goes on
+            episode_errors, episode_rising = None, {}
         error = alert_for(
             stats,
             window.items,
             threshold=rules.error_rate,
             min_lines=rules.min_lines,
+            min_errors=rules.min_errors,
+            baseline=sum(e for e, _ in earlier) / len(earlier) if warm else None,
+            factor=rules.error_factor,
             error_levels=self.error_levels,
             sample_size=rules.sample_size,
         )
         if error is not None:
-            alerts.append(error)
+            if episode_errors is not None and stats["errors"] < rules.error_factor * episode_errors:
+                error = None  # the episode goes on, not grown error_factor times: alerted already
+            else:
+                episode_errors = stats["errors"]
+        else:
+            episode_errors = None
         counts: Counter[int] = Counter(event.template_id for event in window.items)
         text = {event.template_id: event.template for event in sorted(window.items, key=lambda e: e.line_no)}
-        if self.windows >= rules.warmup:
-            new = self._new_templates(counts, text, window, stats)
-            if new is not None:
-                alerts.append(new)
-        earlier = [c for end, c in self._history if end <= window.start][-rules.history :]
-        if len(earlier) >= rules.warmup:
-            rise = self._rising_templates(counts, text, earlier, window, stats)
-            if rise is not None:
-                alerts.append(rise)
+        new = self._new_templates(counts, text, window, stats) if self.windows >= rules.warmup else None
+        rising: list[dict[str, Any]] = []
+        still: dict[int, int] = {}
+        for row in self._rising_templates(counts, text, [c for _, c in earlier]) if warm else []:
+            opened = episode_rising.get(row["template_id"])
+            if opened is not None and row["count"] < rules.rise_factor * opened:
+                still[row["template_id"]] = opened  # its episode goes on: alerted already
+            else:
+                still[row["template_id"]] = row["count"]
+                rising.append(row)
+        rise = self._rate_alert(rising, len(earlier), window, stats) if rising else None
+        if error is not None:
+            # one incident, one alert: the window's other findings go into the error alert's evidence
+            error_counts = Counter(e.template_id for e in window.items if e.level.lower() in self.error_levels)
+            evidence = error["evidence"]
+            evidence["templates"] = [
+                {"template_id": tid, "template": text[tid], "count": n} for tid, n in error_counts.most_common(3)
+            ]
+            evidence["new_templates"] = [] if new is None else new["evidence"]["templates"]
+            evidence["rising_templates"] = rising
+            alerts.append(error)
+        else:
+            alerts.extend(alert for alert in (new, rise) if alert is not None)
+        self._episodes = (window.end, episode_errors, still)
         self.windows += 1
-        self._seen.update(counts)
-        self._seen.update(event.template_id for event in window.late)
-        self._history.append((window.end, counts))
-        overlapping = sum(1 for end, _ in self._history if end > window.start)
+        self._seen.update(text)
+        self._seen.update((event.template_id, event.template) for event in window.late)
+        self._history.append((window.end, stats["errors"], counts))
+        overlapping = sum(1 for end, _, _ in self._history if end > window.start)
         while len(self._history) > rules.history + overlapping:
             self._history.popleft()
         return alerts
@@ -192,11 +312,27 @@ class AlertDetector:
         wanted = set(template_ids)
         return [e.line or e.content for e in window.items if e.template_id in wanted][: self.rules.sample_size]
 
+    def _variant_of(self, template: str) -> str | None:
+        """A known template that ``template`` is a near-copy of, or None."""
+        threshold = self.rules.new_template_similarity
+        for known in self._seen.values():
+            if template_similarity(template, known) >= threshold:
+                return known
+        return None
+
     def _new_templates(
-        self, counts: Counter[int], text: Mapping[int, str], window: Window[LogEvent], stats: Mapping[str, Any]
+        self,
+        counts: Counter[int],
+        text: Mapping[int, str],
+        window: Window[LogEvent],
+        stats: Mapping[str, Any],
     ) -> dict[str, Any] | None:
         rules = self.rules
-        new = [(tid, n) for tid, n in counts.most_common() if tid not in self._seen and n >= rules.new_template_min]
+        new = [
+            (tid, n)
+            for tid, n in counts.most_common()
+            if tid not in self._seen and n >= rules.new_template_min and self._variant_of(text[tid]) is None
+        ]
         if not new:
             return None
         templates = [{"template_id": tid, "template": text[tid], "count": n} for tid, n in new]
@@ -204,17 +340,18 @@ class AlertDetector:
             f"{stats['source']}: {len(new)} new template(s) with >= {rules.new_template_min} lines, "
             f"top {templates[0]['template']!r} x{templates[0]['count']}"
         )
-        evidence = {"templates": templates, "min_count": rules.new_template_min, "lines": stats["lines"]}
+        evidence = {
+            "templates": templates,
+            "min_count": rules.new_template_min,
+            "similarity": rules.new_template_similarity,
+            "lines": stats["lines"],
+        }
         return _alert("new_template", stats, message, evidence, self._sample(window, (tid for tid, _ in new)))
 
     def _rising_templates(
-        self,
-        counts: Counter[int],
-        text: Mapping[int, str],
-        earlier: list[Counter[int]],
-        window: Window[LogEvent],
-        stats: Mapping[str, Any],
-    ) -> dict[str, Any] | None:
+        self, counts: Counter[int], text: Mapping[int, str], earlier: list[Counter[int]]
+    ) -> list[dict[str, Any]]:
+        """The known templates of the window at or over the rate rule, most lines first."""
         rules = self.rules
         rising: list[dict[str, Any]] = []
         for tid, n in counts.most_common():
@@ -231,8 +368,12 @@ class AlertDetector:
                         "factor": None if baseline == 0 else n / baseline,
                     }
                 )
-        if not rising:
-            return None
+        return rising
+
+    def _rate_alert(
+        self, rising: list[dict[str, Any]], history_windows: int, window: Window[LogEvent], stats: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        rules = self.rules
         top = rising[0]
         message = (
             f"{stats['source']}: template {top['template']!r} x{top['count']} in the window, "
@@ -242,7 +383,7 @@ class AlertDetector:
             "templates": rising,
             "rise_factor": rules.rise_factor,
             "min_count": rules.rise_min_count,
-            "history_windows": len(earlier),
+            "history_windows": history_windows,
         }
         return _alert(
             "template_rate", stats, message, evidence, self._sample(window, (r["template_id"] for r in rising))

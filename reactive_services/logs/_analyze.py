@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -85,6 +86,9 @@ def make_source(
     alerts: dict[str, Any] | None = None,
 ) -> LogSource:
     """The :class:`LogSource` for ``logs analyze`` options.
+
+    Warns (:class:`UserWarning`) when the format compiles but matches nothing useful (an
+    unescaped ``|``: see :meth:`LogFormat.problems`).
 
     Args:
         fmt: the name of a source in ``known`` (any case), which brings its format, time,
@@ -170,7 +174,7 @@ def make_source(
         if seconds is not None:
             changes[key] = seconds
     try:
-        return dataclasses.replace(base, **changes)
+        made = dataclasses.replace(base, **changes)
     except ValueError as exc:
         message = str(exc)
         key = next(
@@ -187,6 +191,9 @@ def make_source(
             "format",
         )
         raise ConfigError(key, message) from exc
+    for problem in made.log_format.problems():
+        warnings.warn(problem, UserWarning, stacklevel=2)
+    return made
 
 
 def detect_time(source: LogSource, lines: Sequence[str], *, probe: int = 200) -> str | None:
@@ -247,7 +254,12 @@ async def analyze_file(
         (lines longer than MAX_LINE_CHARS, analysed cut to that length),
         "by_level": {level: n}, "templates": [{"template_id", "template", "lines"}, ...] (most
         lines first), "windows": [log.stats values in emission order], "alerts": [log.alert
-        values], "alerts_by_kind": {kind: n}, "late_lines": [logs.late values], "elapsed_s"}``.
+        values], "alerts_by_kind": {kind: n}, "late_lines": [logs.late values], "warnings":
+        [:meth:`LogFormat.problems` sentences], "elapsed_s"}``.
+
+    Warns:
+        UserWarning: most lines do not match the format, or most have an empty ``<Content>``
+            (:meth:`LogFormat.problems`).
 
     Raises:
         OSError: the file cannot be read.
@@ -257,6 +269,10 @@ async def analyze_file(
     started = time.monotonic()
     lines = read_lines(path)
     time_pattern = detect_time(source, lines)
+    problems = source.log_format.problems(lines)
+    for problem in problems:
+        if "regex alternation" not in problem:  # make_source warned of that one already
+            warnings.warn(problem, UserWarning, stacklevel=2)
     broker = InMemoryBroker()
     await broker.start()
     assigned: list[tuple[int, int]] = []
@@ -333,5 +349,6 @@ async def analyze_file(
         "alerts": alerts,
         "alerts_by_kind": totals.get("alerts_by_kind", {}),
         "late_lines": late,
+        "warnings": problems,
         "elapsed_s": round(time.monotonic() - started, 3),
     }

@@ -79,6 +79,75 @@ class LogFormat:
         match = self.regex.match(line.strip())
         return None if match is None else match.groupdict()
 
+    def problems(self, lines: Sequence[str] = (), *, probe: int = 2000) -> list[str]:
+        """What looks wrong with this format, as sentences (empty: nothing).
+
+        A format can compile and still match nothing useful. Checked:
+
+        * the format itself: a ``|`` between fields that is not escaped (``\\|``), in a
+          character class or in a group is regex alternation for the whole line, so
+          ``<Date> | <Level> | <Content>`` matches nearly any line with one field filled and
+          the others empty;
+        * with ``lines`` (the first ``probe`` non-blank ones): fewer than half of them match;
+          or more than half of those that match have an empty ``<Content>``.
+
+        :func:`~reactive_services.logs.make_source` warns (:class:`UserWarning`) with the first
+        kind, :func:`~reactive_services.logs.analyze_file` with the second and lists both in its
+        report (``warnings``); ``logs analyze`` prints them on stderr.
+        """
+        found: list[str] = []
+        bars = _top_level_bars(self.fmt)
+        if bars:
+            found.append(
+                f"format {self.fmt!r}: {bars} '|' between fields is regex alternation (it splits the whole "
+                "pattern, so lines match with most fields empty); write '\\|' for a literal bar"
+            )
+        sample = [line for line in lines[: probe * 2] if line.strip()][:probe]
+        if sample:
+            parsed = [fields for fields in map(self.parse, sample) if fields is not None]
+            if len(parsed) < _MIN_PARSED_SHARE * len(sample):
+                found.append(
+                    f"format {self.fmt!r}: only {len(parsed)} of the first {len(sample)} lines match it "
+                    "(the others are counted as unparsed)"
+                )
+            empty = sum(1 for fields in parsed if not (fields.get("Content") or "").strip())
+            if parsed and "Content" in self.fields and empty > _MAX_EMPTY_CONTENT_SHARE * len(parsed):
+                found.append(
+                    f"format {self.fmt!r}: <Content> is empty in {empty} of the {len(parsed)} matching lines "
+                    "(the other fields take the message: check the text between fields)"
+                )
+        return found
+
+
+#: :meth:`LogFormat.problems`: fewer matching lines than this share of the lines looked at is a warning ...
+_MIN_PARSED_SHARE = 0.5
+#: ... and more matching lines with an empty <Content> than this share is one too.
+_MAX_EMPTY_CONTENT_SHARE = 0.5
+
+
+def _top_level_bars(fmt: str) -> int:
+    """How many ``|`` in the text between a format's fields are regex alternation at the top
+    level (not escaped, not in a character class, not inside a group)."""
+    text = _FIELD.sub("", fmt)
+    bars = depth = 0
+    escaped = in_class = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth = max(0, depth - 1)
+        elif char == "|" and depth == 0:
+            bars += 1
+    return bars
+
 
 # -- timestamps ------------------------------------------------------------------------------
 

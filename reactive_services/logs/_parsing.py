@@ -40,7 +40,8 @@ class LogSource:
             level is inferred from the content with ``infer_level``.
         infer_level: content -> level, used when ``level_field`` is None.
         component_field: the field holding the emitting component, or None.
-        window_s: window length, seconds of event time.
+        window_s: window length, seconds of event time (default 600: ten minutes, so that a
+            burst of a few minutes is not diluted in an hour; see :class:`AlertRules`).
         slide_s: the step between window starts, seconds; None (default) or ``window_s`` for
             tumbling windows, less than ``window_s`` for sliding windows (each line is then in
             ``window_s / slide_s`` windows).
@@ -59,7 +60,7 @@ class LogSource:
     level_field: str | None = "Level"
     infer_level: Callable[[str], str] = infer_level
     component_field: str | None = "Component"
-    window_s: float = 3600.0
+    window_s: float = 600.0
     slide_s: float | None = None
     allowed_lateness_s: float = 0.0
     alerts: AlertRules = field(default_factory=AlertRules)

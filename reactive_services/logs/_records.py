@@ -42,7 +42,8 @@ class LogAlert(TypedDict):
     """A ``log.alert`` value: a rule that fired on one window (see
     :class:`~reactive_services.logs.AlertRules`): ``kind`` names the rule, ``message`` says it in
     words, ``evidence`` holds the figures it looked at (by kind: lines, errors, error_rate,
-    threshold... or templates and counts), ``sample`` up to a few raw lines."""
+    threshold, baseline_errors, the top error templates and the window's new and rising
+    templates... or templates and counts), ``sample`` up to a few raw lines."""
 
     kind: Literal["error_rate", "new_template", "template_rate"]
     source: str

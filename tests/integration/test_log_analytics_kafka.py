@@ -50,6 +50,7 @@ LATENESS_S = 10
 RULES = AlertRules(
     error_rate=0.5,  # errors / lines >= 0.5 ...
     min_lines=4,  # ... in a window of >= 4 lines
+    min_errors=3,  # ... with >= 3 errors (and >= error_factor 3 x the baseline's errors per window)
     new_template_min=3,  # a never-seen template >= 3 times (after `warmup` windows)
     rise_factor=3.0,  # a known template >= 3 x its mean count per earlier window ...
     rise_min_count=6,  # ... and >= 6 times

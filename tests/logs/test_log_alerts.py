@@ -55,7 +55,7 @@ def check(detector: AlertDetector, w: Window[LogEvent]) -> dict[str, dict]:
 
 
 def test_error_rate_alert_once_per_window_with_evidence() -> None:
-    detector = AlertDetector(AlertRules(error_rate=0.5, min_lines=4))
+    detector = AlertDetector(AlertRules(error_rate=0.5, min_lines=4, min_errors=1))
     got = check(detector, window(0, {1: 4}, errors=2))  # 2 of 4 = 0.5
     alert = got["error_rate"]
     assert alert["evidence"]["errors"] == 2 and alert["evidence"]["lines"] == 4

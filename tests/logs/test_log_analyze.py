@@ -77,12 +77,12 @@ def test_shipped_format_given_as_a_format_string(tmp_path: Path) -> None:
     for row in ground_truth(SHIPPED / "Apache_2k.log_structured.csv"):
         levels[row["Level"]] = levels.get(row["Level"], 0) + 1
     assert report["by_level"] == levels
-    # hourly windows: as many as distinct hours in the ground truth's Time column
-    hours = {
-        datetime.strptime(r["Time"], "%a %b %d %H:%M:%S %Y").strftime("%Y%m%d%H")
+    # 10-minute windows (the default): as many as distinct 10-minute slots in the ground truth's Time column
+    slots = {
+        datetime.strptime(r["Time"], "%a %b %d %H:%M:%S %Y").strftime("%Y%m%d%H%M")[:-1]
         for r in ground_truth(SHIPPED / "Apache_2k.log_structured.csv")
     }
-    assert len(report["windows"]) == len(hours)
+    assert len(report["windows"]) == len(slots)
 
 
 # loghub datasets the shop does not ship, with the logparser benchmark's format strings, and how

@@ -51,19 +51,19 @@ DEFAULT_MINER_MASKING: tuple[tuple[str, str], ...] = (
         r"\s+\d{1,2}\s+\d{1,2}:\d{2}:\d{2}(?:\s+\d{4})?",
         "DATE",
     ),
-    (r"\d+(?:\.\d+)?\s?(?:[KMGT]i?B|bytes|sec|secs|seconds|ms)\b", "QTY"),
+    (r"(?<![\d.])\d+(?:\.\d+)?\s?(?:[KMGT]i?B|bytes|sec|secs|seconds|ms)\b", "QTY"),
     (r"""(?<![\w.])\.?/[^\s"']*""", "PATH"),
     (r"\b[A-Za-z][\w-]*(?:\.[\w-]+)+:\d+\b", "HOST"),
 )
 
-_RUN = re.compile(r"""[^\s=,:;()\[\]{}"']+""")
-_VARIABLE_IN_RUN = re.compile(r"(?<![A-Za-z])\d|/")
-_RUN_OF_WILDCARDS = re.compile(r"<\*>(?:\s+<\*>)+")
-
-
-def _mask_run(match: re.Match[str]) -> str:
-    text = match.group()
-    return WILDCARD if _VARIABLE_IN_RUN.search(text) else text
+# substrings one of which each default mask's matches hold: lines without any skip the mask
+_HINTS: tuple[tuple[str, ...], ...] = ((":",), ("B", "sec", "ms", "bytes"), ("/",), (":",))
+_HAS_VARIABLE = re.compile(r"\d|/")
+# a run of characters between delimiters holding a digit that does not follow a letter, or a "/"
+_RUN_CHAR = r"""[^\s=,:;()\[\]{}"']"""
+_VARIABLE_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}*(?:(?<![A-Za-z])\d|/){_RUN_CHAR}*")
+#: the most constant tokens remembered (they need no masking when seen again)
+_TOKEN_CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +122,11 @@ class LogMiner:
     def __init__(self, settings: MinerSettings | None = None) -> None:
         settings = settings or MinerSettings()
         self.settings = settings
-        masks = settings.masking + (DEFAULT_MINER_MASKING if settings.default_masks else ())
-        self._masks = [re.compile(pattern) for pattern, _ in masks]
+        # (compiled mask, substrings one of which every match holds; ("",) when none is known)
+        self._masks = [(re.compile(pattern), ("",)) for pattern, _ in settings.masking]
+        if settings.default_masks:
+            self._masks += [(re.compile(pattern), hint) for (pattern, _), hint in zip(DEFAULT_MINER_MASKING, _HINTS)]
+        self._token_cache: dict[str, str] = {}
         self._next_id = 1
         self._templates: dict[int, list[str]] = {}  # live ids only
         self._by_length: dict[int, list[int]] = {}  # token count -> live ids, oldest first
@@ -135,21 +138,40 @@ class LogMiner:
     # -- tokens ----------------------------------------------------------------------------
     def tokens(self, content: str) -> tuple[str, ...]:
         """The masked tokens of one message (variables are ``<*>``)."""
-        for mask in self._masks:
-            content = mask.sub(WILDCARD, content)
-        content = _RUN.sub(_mask_run, content)
-        if "<*> " in content:
-            content = _RUN_OF_WILDCARDS.sub(WILDCARD, content)
+        for mask, hints in self._masks:
+            for hint in hints:
+                if hint in content:
+                    content = mask.sub(WILDCARD, content)
+                    break
         out: list[str] = []
         append = out.append
+        cache = self._token_cache
+        previous_wild = False
         for token in content.split():
-            if "=" in token:
-                key, _, value = token.partition("=")
+            known = cache.get(token)
+            if known is not None:  # a constant token seen before
+                append(known)
+                previous_wild = False
+                continue
+            masked = _VARIABLE_RUN.sub(WILDCARD, token) if _HAS_VARIABLE.search(token) else token
+            if masked == WILDCARD:
+                if not previous_wild:  # consecutive variables are one
+                    append(WILDCARD)
+                previous_wild = True
+                continue
+            previous_wild = False
+            if "=" in masked:
+                key, _, value = masked.partition("=")
                 if key and value:
                     append(key + "=")
-                    append(WILDCARD if "<*>" in value else value)
+                    append(WILDCARD if WILDCARD in value else value)
                     continue
-            append(WILDCARD if "<*>" in token else token)
+            if WILDCARD in masked:
+                append(WILDCARD)
+            else:
+                append(masked)
+                if len(cache) < _TOKEN_CACHE_SIZE:
+                    cache[token] = masked
         return tuple(out)
 
     # -- ids -------------------------------------------------------------------------------

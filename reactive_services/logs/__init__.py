@@ -6,7 +6,10 @@ One job per module, all re-exported here:
                  (:class:`TimestampReader`, :func:`apache_timestamp`, :func:`hdfs_timestamp`,
                  :func:`syslog_timestamp`, :func:`iso_utc`)
     _levels      levels: :data:`ERROR_LEVELS`, :func:`is_error`, :func:`infer_level`
-    _templates   template mining: :class:`DrainSettings`, :class:`TemplateMiner` (drain3)
+    _miner       template mining, the default: :class:`LogMiner` (the project's own, streaming,
+                 general settings), :class:`MinerSettings`
+    _templates   template mining with drain3: :class:`DrainSettings`, :class:`TemplateMiner`,
+                 :func:`make_miner` (the miner for a settings object)
     _events      :class:`LogEvent`, one parsed line
     _parsing     :class:`LogSource` (how to read one kind of log), :class:`LogParser`, :func:`read_lines`
     _windows     :func:`window_stats`, the ``log.stats`` value of a window
@@ -34,7 +37,7 @@ Example::
 
 from ._alerts import DEFAULT_ALERT_MIN_LINES, DEFAULT_ALERT_THRESHOLD, AlertDetector, AlertRules, alert_for
 from ._analyze import analyze_file, detect_time, make_source, parse_mask, write_assignments
-from ._evaluation import evaluate_source, grouping_accuracy, read_ground_truth
+from ._evaluation import evaluate_source, grouping_accuracy, miner_settings, read_ground_truth
 from ._events import LogEvent
 from ._formats import (
     DEFAULT_YEAR,
@@ -68,7 +71,8 @@ from ._pipeline import (
 )
 from ._records import LateLine, LogAlert, WindowStats
 from ._service import Emit, LogAnalyticsService, LogsController, late_record
-from ._templates import DEFAULT_MASKING, DrainSettings, TemplateMiner
+from ._miner import DEFAULT_MINER_MASKING, MINER_STATE_VERSION, LogMiner, MinerSettings
+from ._templates import DEFAULT_MASKING, DrainSettings, TemplateMiner, make_miner
 from ._windows import window_stats
 
 __all__ = [
@@ -76,6 +80,7 @@ __all__ = [
     "DEFAULT_ALERT_MIN_LINES",
     "DEFAULT_ALERT_THRESHOLD",
     "DEFAULT_MASKING",
+    "DEFAULT_MINER_MASKING",
     "DEFAULT_YEAR",
     "ERROR_LEVELS",
     "LATE_TOPIC",
@@ -84,6 +89,7 @@ __all__ = [
     "MAX_LINE_CHARS",
     "MAX_WINDOWS_PER_LINE",
     "MAX_WINDOW_S",
+    "MINER_STATE_VERSION",
     "STATS_TOPIC",
     "TIME_FIELDS",
     "TIME_PATTERNS",
@@ -99,11 +105,13 @@ __all__ = [
     "LogAnalyticsService",
     "LogEvent",
     "LogFormat",
+    "LogMiner",
     "LogParser",
     "LogParsers",
     "LogRecord",
     "LogSource",
     "LogsController",
+    "MinerSettings",
     "TemplateMiner",
     "TimestampReader",
     "WindowReport",
@@ -122,7 +130,9 @@ __all__ = [
     "is_error",
     "iso_utc",
     "late_record",
+    "make_miner",
     "make_source",
+    "miner_settings",
     "parse_mask",
     "read_ground_truth",
     "read_lines",

@@ -51,7 +51,7 @@ DEFAULT_MINER_MASKING: tuple[tuple[str, str], ...] = (
         r"\s+\d{1,2}\s+\d{1,2}:\d{2}:\d{2}(?:\s+\d{4})?",
         "DATE",
     ),
-    (r"(?<![\d.])\d+(?:\.\d+)?\s?(?:[KMGT]i?B|bytes|sec|secs|seconds|ms)\b", "QTY"),
+    (r"(?<![\d.])\d+(?:\.\d+)?\s?(?:[KMGT]i?B|B|bytes|sec|secs|seconds|ms)\b", "QTY"),
     (r"""(?<![\w.])\.?/[^\s"']*""", "PATH"),
     (r"\b[A-Za-z][\w-]*(?:\.[\w-]+)+:\d+\b", "HOST"),
 )
@@ -62,6 +62,7 @@ _HAS_VARIABLE = re.compile(r"\d|/")
 # a run of characters between delimiters holding a digit that does not follow a letter, or a "/"
 _RUN_CHAR = r"""[^\s=,:;()\[\]{}"']"""
 _VARIABLE_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}*(?:(?<![A-Za-z])\d|/){_RUN_CHAR}*")
+_DOTS = re.compile(r"\.{2,}")
 #: the most constant tokens remembered (they need no masking when seen again)
 _TOKEN_CACHE_SIZE = 50_000
 
@@ -76,7 +77,8 @@ class MinerSettings:
         merge_values: how many sibling groups (alike but for one position) make that position a
             variable (>= 2).
         masking: the user's ``(regex, mask name)`` pairs, applied in order before the defaults;
-            each match is a variable (shown ``<*>`` in templates).
+            a match becomes ``<NAME>`` (a word every line of the template has there, shown in
+            the template), or a variable ``<*>`` for the name ``*``.
         default_masks: also apply :data:`DEFAULT_MINER_MASKING`.
         max_shapes: the most distinct masked lines remembered for the exact-match fast path
             (>= 0; beyond it lines are matched by scanning the templates, with the same result).
@@ -123,9 +125,11 @@ class LogMiner:
         settings = settings or MinerSettings()
         self.settings = settings
         # (compiled mask, substrings one of which every match holds; ("",) when none is known)
-        self._masks = [(re.compile(pattern), ("",)) for pattern, _ in settings.masking]
+        self._masks = [(re.compile(pattern), ("",), f"<{name}>") for pattern, name in settings.masking]
         if settings.default_masks:
-            self._masks += [(re.compile(pattern), hint) for (pattern, _), hint in zip(DEFAULT_MINER_MASKING, _HINTS)]
+            self._masks += [
+                (re.compile(pattern), hint, WILDCARD) for (pattern, _), hint in zip(DEFAULT_MINER_MASKING, _HINTS)
+            ]
         self._token_cache: dict[str, str] = {}
         self._next_id = 1
         self._templates: dict[int, list[str]] = {}  # live ids only
@@ -138,11 +142,13 @@ class LogMiner:
     # -- tokens ----------------------------------------------------------------------------
     def tokens(self, content: str) -> tuple[str, ...]:
         """The masked tokens of one message (variables are ``<*>``)."""
-        for mask, hints in self._masks:
+        for mask, hints, replacement in self._masks:
             for hint in hints:
                 if hint in content:
-                    content = mask.sub(WILDCARD, content)
+                    content = mask.sub(replacement, content)
                     break
+        if ".." in content:  # a leader of dots ("instruction......0x0") separates like a space
+            content = _DOTS.sub(" ... ", content)
         out: list[str] = []
         append = out.append
         cache = self._token_cache

@@ -259,6 +259,7 @@ def build_pipeline(
     idle_timeout_s: float | None = None,
     scheduler: SchedulerBase | None = None,
     checkpoint: ChangelogStore | None = None,
+    on_parsers: Callable[[LogParsers], None] | None = None,
 ) -> Observable[WindowReport]:
     """The log-analytics pipeline: ``logs`` records in, one :class:`WindowReport` per closed window out.
 
@@ -292,6 +293,11 @@ def build_pipeline(
             None: at-least-once (a window published before a crash may be published again,
             possibly with only part of its lines, when lines of several sources share a partition).
 
+        on_parsers: called with the :class:`LogParsers` of each subscription when it starts
+            (e.g. to resolve template ids through the miners' merges, ``parser.miner.resolve``).
+            The miners' state is not in ``checkpoint``: after a restart the templates are
+            mined afresh (:meth:`LogMiner.state` / :meth:`LogMiner.restore` can carry it).
+
     Returns:
         ``Observable[WindowReport]``.
 
@@ -303,6 +309,8 @@ def build_pipeline(
 
     def create(_defer_scheduler: SchedulerBase | None) -> Observable[WindowReport]:
         parsers = LogParsers(sources)
+        if on_parsers is not None:
+            on_parsers(parsers)
         detectors: dict[str, AlertDetector] = {}
 
         def windows_of(group: Any) -> Observable[Window[LogEvent]]:

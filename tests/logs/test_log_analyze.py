@@ -190,7 +190,7 @@ def test_masks_and_sliding_windows(tmp_path: Path) -> None:
         "300",
     )
     assert [t["template"] for t in report["templates"]] == ["session <*> opened for user <USER> on <*>"]
-    assert report["settings"]["drain"]["masks"] == [
+    assert report["settings"]["miner"]["masks"] == [
         [r"(?<=user )\w+", "USER"],
         [r"tty\d+", "*"],
         [r"(?<=session )\d+", "*"],

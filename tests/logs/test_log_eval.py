@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 
 from reactive_services.examples.shop.log_sources import DATA_DIR, DRAIN_PUBLISHED, SOURCES
-from reactive_services.logs import DrainSettings, evaluate_source, grouping_accuracy, read_ground_truth
+from reactive_services.logs import DrainSettings, MinerSettings, evaluate_source, grouping_accuracy, read_ground_truth
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,15 +176,15 @@ def test_evaluate_source_on_a_tiny_file(tmp_path: Path) -> None:
         "events": 3,
         "mis_grouped": 0,
         "unparsed": 0,
-        "settings": {"depth": 4, "sim_th": 0.5, "max_children": 100, "masks": len(SOURCES["Apache"].drain.masking)},
+        "settings": {"miner": "logminer", "merge_values": 5, "masks": 0},
     }
     # a LogSource works as well as its name; a stricter threshold splits the two jk2_init lines
     strict = DrainSettings(depth=4, sim_th=1.0, masking=())
-    result = evaluate_source(SOURCES["Apache"], log, truth, drain=strict)
+    result = evaluate_source(SOURCES["Apache"], log, truth, miner=strict)
     # {3} and {4} are strict subsets of E1's {3,4}: 2 of 4 lines wrong -> 2/4
     assert (result["accuracy"], result["templates"], result["mis_grouped"]) == (0.5, 4, 2)
-    assert result["settings"] == {"depth": 4, "sim_th": 1.0, "max_children": 100, "masks": 0}
-    assert SOURCES["Apache"].drain.sim_th == 0.5  # the source itself is untouched
+    assert result["settings"] == {"miner": "drain3", "depth": 4, "sim_th": 1.0, "max_children": 100, "masks": 0}
+    assert SOURCES["Apache"].miner == MinerSettings()  # the source itself is untouched
 
 
 def test_evaluate_source_rejects_mismatched_files(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ from ._formats import (
     syslog_timestamp,
 )
 from ._levels import ERROR_LEVELS, UNKNOWN_LEVEL, infer_level, is_error
+from ._miner import DEFAULT_MINER_MASKING, MINER_STATE_VERSION, LogMiner, MinerSettings
 from ._parsing import MAX_WINDOW_S, MAX_WINDOWS_PER_LINE, LogParser, LogSource, read_lines
 from ._pipeline import (
     ALERT_TOPIC,
@@ -71,7 +72,6 @@ from ._pipeline import (
 )
 from ._records import LateLine, LogAlert, WindowStats
 from ._service import Emit, LogAnalyticsService, LogsController, late_record
-from ._miner import DEFAULT_MINER_MASKING, MINER_STATE_VERSION, LogMiner, MinerSettings
 from ._templates import DEFAULT_MASKING, DrainSettings, TemplateMiner, make_miner
 from ._windows import window_stats
 

@@ -32,13 +32,13 @@ from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError
 
 from .._runtime import Microservice
+from ._evaluation import miner_settings
 from ._events import LogEvent
 from ._formats import LogFormat, TimestampReader
+from ._miner import MinerSettings
 from ._parsing import LogSource, read_lines
 from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, MAX_LINE_CHARS, STATS_TOPIC, replay_logs
 from ._service import LogAnalyticsService, LogsController
-from ._evaluation import miner_settings
-from ._miner import MinerSettings
 from ._templates import DrainSettings
 
 _NAMED_MASK = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)>=(.+)$", re.DOTALL)
@@ -156,9 +156,9 @@ def make_source(
         except ValueError as exc:  # the message starts with the field: depth, sim_th or max_children
             raise ConfigError(str(exc).split(" ", 1)[0], str(exc)) from exc
     else:
-        for key, value in (("depth", depth), ("sim_th", sim_th), ("max_children", max_children)):
-            if value is not None:
-                raise ConfigError(key, f"{key} applies to the drain3 miner only (select it with miner drain3)")
+        for option, given in (("depth", depth), ("sim_th", sim_th), ("max_children", max_children)):
+            if given is not None:
+                raise ConfigError(option, f"{option} applies to the drain3 miner only (select it with miner drain3)")
         own = base.miner if isinstance(base.miner, MinerSettings) else MinerSettings()
         chosen = dataclasses.replace(
             own, masking=parsed_masks + (own.masking if default_masks else ()), default_masks=default_masks

@@ -28,8 +28,8 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._parsing import LogParser, LogSource, read_lines
 from ._miner import MinerSettings
+from ._parsing import LogParser, LogSource, read_lines
 from ._templates import DrainSettings
 
 

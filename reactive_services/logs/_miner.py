@@ -125,10 +125,13 @@ class LogMiner:
         settings = settings or MinerSettings()
         self.settings = settings
         # (compiled mask, substrings one of which every match holds; ("",) when none is known)
-        self._masks = [(re.compile(pattern), ("",), f"<{name}>") for pattern, name in settings.masking]
+        self._masks: list[tuple[re.Pattern[str], tuple[str, ...], str]] = [
+            (re.compile(pattern), ("",), f"<{name}>") for pattern, name in settings.masking
+        ]
         if settings.default_masks:
             self._masks += [
-                (re.compile(pattern), hint, WILDCARD) for (pattern, _), hint in zip(DEFAULT_MINER_MASKING, _HINTS)
+                (re.compile(pattern), hint, WILDCARD)
+                for (pattern, _), hint in zip(DEFAULT_MINER_MASKING, _HINTS, strict=True)
             ]
         self._token_cache: dict[str, str] = {}
         self._next_id = 1
@@ -218,9 +221,8 @@ class LogMiner:
         if known is not None:
             found = self.resolve(known)
             return found, " ".join(self._templates[found])
-        found = self._match(tokens)
-        if found is None:
-            found = self._create(tokens)
+        matched = self._match(tokens)
+        found = self._create(tokens) if matched is None else matched
         if len(self._shapes) < self.settings.max_shapes:
             self._shapes[tokens] = found
         return found, " ".join(self._templates[found])

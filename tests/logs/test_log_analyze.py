@@ -111,6 +111,10 @@ OTHER_FORMATS = {
 }
 
 
+# Drain's published grouping accuracy on the 2k files (logpai/logparser logparser/Drain/README.md)
+DRAIN_2K = {"Zookeeper": 0.9665, "Spark": 0.92, "BGL": 0.9625, "Proxifier": 0.5265, "HealthApp": 0.78}
+
+
 @pytest.mark.parametrize("name", sorted(OTHER_FORMATS))
 def test_other_loghub_files_given_their_format(tmp_path: Path, name: str) -> None:
     fmt, time_of = OTHER_FORMATS[name]
@@ -131,9 +135,9 @@ def test_other_loghub_files_given_their_format(tmp_path: Path, name: str) -> Non
         for row in truth:
             levels[row["Level"]] = levels.get(row["Level"], 0) + 1
         assert report["by_level"] == levels
-    # templates: a sane grouping (not one cluster, not one per line)
+    # templates: through the whole service, at least Drain's published accuracy on the 2k file
     accuracy = grouping_accuracy([r["template_id"] for r in rows], [r["EventId"] for r in truth])
-    assert accuracy >= 0.5, accuracy
+    assert accuracy >= DRAIN_2K[name], accuracy
 
 
 def test_without_lateness_out_of_order_lines_are_late_and_listed(tmp_path: Path) -> None:

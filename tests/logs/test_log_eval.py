@@ -222,27 +222,35 @@ def load_bench() -> ModuleType:
 
 
 def test_bench_prints_a_row_per_dataset_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_bench()
     out = tmp_path / "figures.json"
-    assert load_bench().main(["--json", str(out)]) == 0
+    assert bench.main(["--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    for name in SOURCES:
+    for name in bench.LOGHUB_FORMATS:
         assert name in printed
-    assert "0.7875" in printed and "sim_th=" in printed
+    assert "0.7875" in printed and "merge_values=" in printed and "average" in printed
     figures = json.loads(out.read_text(encoding="utf-8"))
     rows = {row["dataset"]: row for row in figures["datasets"]}
-    assert set(rows) == set(SOURCES)
+    assert set(rows) == set(bench.LOGHUB_FORMATS)  # the shipped four and the twelve samples
     for name, row in rows.items():
-        assert row["drain_published"] == DRAIN_PUBLISHED[name]
-        assert row["difference"] == pytest.approx(row["accuracy"] - DRAIN_PUBLISHED[name])
-        assert set(row["settings"]) == {"depth", "sim_th", "max_children", "masks"}
+        assert row["lines"] == (2000 if name in SOURCES else 300)
+        assert row["drain_published"] == bench.DRAIN_PUBLISHED[name]
+        assert row["brain_published"] == bench.BRAIN_PUBLISHED[name]
+        assert row["difference"] == pytest.approx(row["accuracy"] - bench.DRAIN_PUBLISHED[name], abs=1e-6)
+        assert row["settings"] == {"miner": "logminer", "merge_values": 5, "masks": 0}  # the general settings
+        assert row["accuracy"] >= bench.DRAIN_PUBLISHED[name], name
+    assert figures["average"] >= 0.95
+    for name in SOURCES:  # the shop's table agrees with the bench's
+        assert DRAIN_PUBLISHED[name] == bench.DRAIN_PUBLISHED[name]
 
 
 def test_bench_prints_a_row_per_dataset(capsys: pytest.CaptureFixture[str]) -> None:
-    assert load_bench().main([]) == 0
+    bench = load_bench()
+    assert bench.main([]) == 0
     out = capsys.readouterr().out
-    assert "dataset" in out and "accuracy" in out
-    rows = [line for line in out.splitlines() if any(f" {name} " in line for name in SOURCES)]
-    assert len(rows) == len(SOURCES)
+    assert "dataset" in out and "accuracy" in out and "Brain" in out
+    rows = [line for line in out.splitlines() if any(f" {name} " in line for name in bench.LOGHUB_FORMATS)]
+    assert len(rows) == len(bench.LOGHUB_FORMATS)
 
 
 def test_bench_missing_files_exit_2_with_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,7 +44,7 @@ WILDCARD = "<*>"
 
 #: Masks applied before the token rules (each match becomes one variable): a ``ctime`` date
 #: (``Sat Jun 18 02:08:10 2005``), a quantity with its unit (``1.16 KB``, ``<1 sec``,
-#: ``2.5 seconds``), a path from its first ``/`` to the next space or quote, a ``host:port``.
+#: ``2.5 seconds``), a path from its first ``/`` to the next space or quote.
 DEFAULT_MINER_MASKING: tuple[tuple[str, str], ...] = (
     (
         r"\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -53,15 +53,20 @@ DEFAULT_MINER_MASKING: tuple[tuple[str, str], ...] = (
     ),
     (r"(?<![\d.])\d+(?:\.\d+)?\s?(?:[KMGT]i?B|B|bytes|sec|secs|seconds|ms)\b", "QTY"),
     (r"""(?<![\w.])\.?/[^\s"']*""", "PATH"),
-    (r"\b[A-Za-z][\w-]*(?:\.[\w-]+)+:\d+\b", "HOST"),
 )
 
 # substrings one of which each default mask's matches hold: lines without any skip the mask
-_HINTS: tuple[tuple[str, ...], ...] = ((":",), ("B", "sec", "ms", "bytes"), ("/",), (":",))
+_HINTS: tuple[tuple[str, ...], ...] = (
+    ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+    ("KB", "MB", "GB", "TB", "iB", " B", "bytes", "sec", "ms"),
+    ("/",),
+)
 _HAS_VARIABLE = re.compile(r"\d|/")
 # a run of characters between delimiters holding a digit that does not follow a letter, or a "/"
 _RUN_CHAR = r"""[^\s=,:;()\[\]{}"']"""
 _VARIABLE_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}*(?:(?<![A-Za-z])\d|/){_RUN_CHAR}*")
+_DIGITS = frozenset("0123456789")
+_DELIMITER = re.compile(r"""[=,:;()\[\]{}"']""")
 _DOTS = re.compile(r"\.{2,}")
 #: the most constant tokens remembered (they need no masking when seen again)
 _TOKEN_CACHE_SIZE = 50_000
@@ -161,6 +166,15 @@ class LogMiner:
             if known is not None:  # a constant token seen before
                 append(known)
                 previous_wild = False
+                continue
+            if token[0] in _DIGITS and "=" not in token:  # fast path: its first run is a variable
+                if _DELIMITER.search(token) is None:  # one run: exactly a variable
+                    if not previous_wild:
+                        append(WILDCARD)
+                    previous_wild = True
+                else:  # holds a variable: is one
+                    append(WILDCARD)
+                    previous_wild = False
                 continue
             masked = _VARIABLE_RUN.sub(WILDCARD, token) if _HAS_VARIABLE.search(token) else token
             if masked == WILDCARD:

@@ -65,6 +65,16 @@ _HAS_VARIABLE = re.compile(r"\d|/")
 # a run of characters between delimiters holding a digit that does not follow a letter, or a "/"
 _RUN_CHAR = r"""[^\s=,:;()\[\]{}"']"""
 _VARIABLE_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}*(?:(?<![A-Za-z])\d|/){_RUN_CHAR}*")
+# the key of a split ``key=value`` token ends with this mark, so it is rendered joined to its value
+_KEY_END = "=\x1f"
+
+
+def _render(tokens: list[str]) -> str:
+    """A template's text: its tokens joined by spaces, a split ``key=`` joined to its value."""
+    text = " ".join(tokens)
+    return text.replace("\x1f ", "") if "\x1f" in text else text
+
+
 _DIGITS = frozenset("0123456789")
 _DELIMITER = re.compile(r"""[=,:;()\[\]{}"']""")
 _DOTS = re.compile(r"\.{2,}")
@@ -149,7 +159,8 @@ class LogMiner:
 
     # -- tokens ----------------------------------------------------------------------------
     def tokens(self, content: str) -> tuple[str, ...]:
-        """The masked tokens of one message (variables are ``<*>``)."""
+        """The masked tokens of one message: variables are ``<*>``; a ``key=value`` token gives
+        two, the key (ending ``"=\\x1f"``, rendered joined to its value) and the value."""
         for mask, hints, replacement in self._masks:
             for hint in hints:
                 if hint in content:
@@ -186,7 +197,7 @@ class LogMiner:
             if "=" in masked:
                 key, _, value = masked.partition("=")
                 if key and value:
-                    append(key + "=")
+                    append(key + _KEY_END)
                     append(WILDCARD if WILDCARD in value else value)
                     continue
             if WILDCARD in masked:
@@ -216,7 +227,7 @@ class LogMiner:
     def template(self, template_id: int) -> str | None:
         """The current template of an id (merged ids give their survivor's), or None if unknown."""
         tokens = self._templates.get(self.resolve(template_id))
-        return None if tokens is None else " ".join(tokens)
+        return None if tokens is None else _render(tokens)
 
     @property
     def cluster_count(self) -> int:
@@ -234,12 +245,12 @@ class LogMiner:
         known = self._shapes.get(tokens)
         if known is not None:
             found = self.resolve(known)
-            return found, " ".join(self._templates[found])
+            return found, _render(self._templates[found])
         matched = self._match(tokens)
         found = self._create(tokens) if matched is None else matched
         if len(self._shapes) < self.settings.max_shapes:
             self._shapes[tokens] = found
-        return found, " ".join(self._templates[found])
+        return found, _render(self._templates[found])
 
     def _match(self, tokens: tuple[str, ...]) -> int | None:
         skeleton = tuple(t for t in tokens if t != WILDCARD)

@@ -205,6 +205,15 @@ def test_masks_and_sliding_windows(tmp_path: Path) -> None:
     assert report["lines"] == 20 and len(rows) == 20
 
 
+def test_miner_drain3_is_selectable_with_its_options(tmp_path: Path) -> None:
+    report, rows = run(tmp_path, SHIPPED / "Apache_2k.log", "--format", "Apache", "--miner", "drain3", "--depth", "5")
+    assert report["settings"]["miner"]["miner"] == "drain3" and report["settings"]["miner"]["depth"] == 5
+    truth = [row["EventId"] for row in ground_truth(SHIPPED / "Apache_2k.log_structured.csv")]
+    assert grouping_accuracy([r["template_id"] for r in rows], truth) == 1.0
+    default, _ = run(tmp_path, SHIPPED / "Apache_2k.log", "--format", "Apache")
+    assert default["settings"]["miner"] == {"miner": "logminer", "merge_values": 5, "masks": []}
+
+
 def test_unparsed_lines_are_counted_and_assigned(tmp_path: Path) -> None:
     log = tmp_path / "mixed.log"
     log.write_text("2024-01-01 00:00:01 INFO a\nnot a log line\n2024-01-01 00:00:02 ERROR b\n\n")
@@ -224,8 +233,10 @@ def test_unparsed_lines_are_counted_and_assigned(tmp_path: Path) -> None:
         (["--format", "HDFS", "--window", "60", "--slide", "120"], "slide"),
         (["--format", "HDFS", "--window", "0"], "window"),
         (["--format", "HDFS", "--lateness", "-1"], "lateness"),
-        (["--format", "HDFS", "--depth", "2"], "depth"),
-        (["--format", "HDFS", "--sim-th", "1.5"], "sim_th"),
+        (["--format", "HDFS", "--depth", "5"], "depth"),  # drain3's option without --miner drain3
+        (["--format", "HDFS", "--sim-th", "0.5"], "sim_th"),
+        (["--format", "HDFS", "--miner", "drain3", "--depth", "2"], "depth"),
+        (["--format", "HDFS", "--miner", "drain3", "--sim-th", "1.5"], "sim_th"),
         (["--format", "HDFS", "--level-field", "Nope"], "level_field"),
         (["--format", "HDFS", "--error-rate", "2"], "alerts"),
         (["--format", "HDFS", "--mask", r"\b"], "mask"),  # matches only zero-width

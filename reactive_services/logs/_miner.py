@@ -48,7 +48,7 @@ WILDCARD = "<*>"
 DEFAULT_MINER_MASKING: tuple[tuple[str, str], ...] = (
     (
         r"\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\s+(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-        r"\s+\d{1,2}\s+\d{1,2}:\d{2}:\d{2}(?:\s+\d{4})?",
+        r"\s+\d+\s+\d+:\d+:\d+(?:\s+\d+)?",
         "DATE",
     ),
     (r"(?<![\d.])\d+(?:\.\d+)?\s?(?:[KMGT]i?B|B|bytes|sec|secs|seconds|ms)\b", "QTY"),
@@ -75,6 +75,9 @@ def _render(tokens: list[str]) -> str:
     return text.replace("\x1f ", "") if "\x1f" in text else text
 
 
+#: the most masked lines remembered by :meth:`LogMiner.add` (a cache: results do not depend on it)
+_LINE_CACHE_SIZE = 100_000
+_NUMBER = re.compile(r"(?<![A-Za-z\d])\d+")
 _DIGITS = frozenset("0123456789")
 _DELIMITER = re.compile(r"""[=,:;()\[\]{}"']""")
 _DOTS = re.compile(r"\.{2,}")
@@ -149,6 +152,9 @@ class LogMiner:
                 for (pattern, _), hint in zip(DEFAULT_MINER_MASKING, _HINTS, strict=True)
             ]
         self._token_cache: dict[str, str] = {}
+        # masked lines by their text with numbers as "0": exact for the default masks, which do
+        # not depend on how many digits a number has (a user's mask might: no cache then)
+        self._line_cache: dict[str, tuple[str, ...]] | None = None if settings.masking else {}
         self._next_id = 1
         self._templates: dict[int, list[str]] = {}  # live ids only
         self._by_length: dict[int, list[int]] = {}  # token count -> live ids, oldest first
@@ -241,7 +247,17 @@ class LogMiner:
         ``template_id`` is the live id of the line's group now; later merges may make it an
         alias (see :meth:`resolve`, :attr:`merges`). Never raises for any string.
         """
-        tokens = self.tokens(content)
+        lines = self._line_cache
+        if lines is None:
+            tokens = self.tokens(content)
+        else:  # lines that differ only in numbers not following a letter have the same tokens
+            key = _NUMBER.sub("0", content)
+            cached = lines.get(key)
+            if cached is None:
+                cached = self.tokens(content)
+                if len(lines) < _LINE_CACHE_SIZE:
+                    lines[key] = cached
+            tokens = cached
         known = self._shapes.get(tokens)
         if known is not None:
             found = self.resolve(known)

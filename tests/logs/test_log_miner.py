@@ -218,3 +218,19 @@ def test_make_source_selects_the_miner_and_names_the_flags() -> None:
     with pytest.raises(ConfigError) as bad:
         make_source("HDFS", known=SOURCES, miner="drain3", sim_th=2.0)
     assert bad.value.key == "sim_th"
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_the_line_cache_does_not_change_results(name: str) -> None:
+    # add() caches masked lines by their text with numbers as "0"; the cache must be exact
+    lines = contents(name) + [
+        "Sat Jun 18 02:08:10 2005 x",
+        "Sat Jun 1 2:8:1 5 x",
+        "ee0 up",
+        "ee1 up",
+        "5 KB",
+        "5.25 KB",
+    ]
+    cached, plain = LogMiner(), LogMiner()
+    plain._line_cache = None  # the private cache, off
+    assert [cached.add(line) for line in lines] == [plain.add(line) for line in lines]

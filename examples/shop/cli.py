@@ -81,7 +81,7 @@ def register(commands: Commands) -> None:
         "analyze",
         help="template mining, event-time windows and alerts over one log file",
         description="Replay FILE to the 'logs' topic of the embedded broker and run the log-analytics "
-        "service over it: drain3 templates, event-time windows with a watermark, alerts.",
+        "service over it: templates (LogMiner, or drain3), event-time windows with a watermark, alerts.",
     )
     an.add_argument("file", type=Path, metavar="FILE", help="the log file")
     an.add_argument(

@@ -32,7 +32,7 @@ Example::
 
     parser = LogParser(LogSource(name="app", format="<Date> <Time> <Level> <Content>", component_field=None))
     event = parser.parse("2024-01-02 10:00:00 ERROR disk full on /dev/sda1", 1)
-    event.level, event.template  # ('ERROR', 'disk full on /dev/sda1'); event.timestamp 1704189600.0
+    event.level, event.template  # ('ERROR', 'disk full on <*>'); event.timestamp 1704189600.0
 """
 
 from ._alerts import DEFAULT_ALERT_MIN_LINES, DEFAULT_ALERT_THRESHOLD, AlertDetector, AlertRules, alert_for

@@ -141,7 +141,7 @@ class LogParser:
         >>> parser = LogParser(LogSource("HDFS", "<Date> <Time> <Pid> <Level> <Component>: <Content>"))
         >>> event = parser.parse("081109 203615 148 INFO dfs.DataNode: Receiving block blk_-1608 src: /10.0.0.1:5", 1)
         >>> (event.level, event.component, event.timestamp, event.template)
-        ('INFO', 'dfs.DataNode', 1226262975.0, 'Receiving block <BLK> src: /<IP>')
+        ('INFO', 'dfs.DataNode', 1226262975.0, 'Receiving block <*> src: <*>')
     """
 
     def __init__(self, source: LogSource) -> None:

@@ -6,7 +6,7 @@ Flow::
                                         logs  (key = source, value = {"source", "line_no", "line"},
                                                timestamp = the line's own time)
     build_pipeline(messages, sources=sources)
-                                        parse (LogParser per source, drain3 templates)
+                                        parse (LogParser per source, templates)
                                         -> group by source -> sliding_event_time_window(window_s, slide_s)
                                         -> WindowReport(window, stats, alerts)
     LogAnalyticsService (an Observer)   totals per source; publishes log.stats, log.alert and
@@ -263,8 +263,8 @@ def build_pipeline(
 ) -> Observable[WindowReport]:
     """The log-analytics pipeline: ``logs`` records in, one :class:`WindowReport` per closed window out.
 
-    ``messages`` -> parse (one :class:`LogParser` per source: format, time, level, drain3
-    template) -> group by source -> :func:`reactive_services.operators.sliding_event_time_window` with the
+    ``messages`` -> parse (one :class:`LogParser` per source: format, time, level, the source's
+    miner's template) -> group by source -> :func:`reactive_services.operators.sliding_event_time_window` with the
     source's ``window_s``, ``slide_s`` (tumbling when None) and ``allowed_lateness_s``, on the
     events' own timestamps -> ``WindowReport(window, window_stats, alerts)``, the alerts from an
     :class:`AlertDetector` per source with the source's ``alerts`` rules.

@@ -75,8 +75,15 @@ def _render(tokens: list[str]) -> str:
     return text.replace("\x1f ", "") if "\x1f" in text else text
 
 
-#: the most masked lines remembered by :meth:`LogMiner.add` (a cache: results do not depend on it)
+#: the most masked lines remembered by :meth:`LogMiner.add` (a cache: results do not depend on
+#: it), and the longest line (characters) it keeps
 _LINE_CACHE_SIZE = 100_000
+_LINE_CACHE_CHARS = 2_000
+#: the longest constant token (characters) the token cache keeps
+_TOKEN_CACHE_CHARS = 200
+#: lines of more tokens take no part in sibling merges (a line of n tokens has n sibling keys of
+#: n - 1 tokens each: bounded memory for very long lines; loghub's longest line has 90 tokens)
+_MAX_SIBLING_TOKENS = 128
 _NUMBER = re.compile(r"(?<![A-Za-z\d])\d+")
 _DIGITS = frozenset("0123456789")
 _DELIMITER = re.compile(r"""[=,:;()\[\]{}"']""")
@@ -99,7 +106,7 @@ class MinerSettings:
             the template), or a variable ``<*>`` for the name ``*``.
         default_masks: also apply :data:`DEFAULT_MINER_MASKING`.
         max_shapes: the most distinct masked lines remembered for the exact-match fast path
-            (>= 0; beyond it lines are matched by scanning the templates, with the same result).
+            (>= 0; beyond it new shapes are matched by scanning the templates).
     """
 
     merge_values: int = 5
@@ -210,7 +217,7 @@ class LogMiner:
                 append(WILDCARD)
             else:
                 append(masked)
-                if len(cache) < _TOKEN_CACHE_SIZE:
+                if len(cache) < _TOKEN_CACHE_SIZE and len(token) <= _TOKEN_CACHE_CHARS:
                     cache[token] = masked
         return tuple(out)
 
@@ -255,7 +262,7 @@ class LogMiner:
             cached = lines.get(key)
             if cached is None:
                 cached = self.tokens(content)
-                if len(lines) < _LINE_CACHE_SIZE:
+                if len(lines) < _LINE_CACHE_SIZE and len(key) <= _LINE_CACHE_CHARS:
                     lines[key] = cached
             tokens = cached
         known = self._shapes.get(tokens)
@@ -313,7 +320,9 @@ class LogMiner:
             if covered:
                 new = self._merge(length, [*covered, new])
                 self._templates[new] = list(tokens)
-        # siblings: alike everywhere but at one position
+        # siblings: alike everywhere but at one position (lines of at most _MAX_SIBLING_TOKENS)
+        if length > _MAX_SIBLING_TOKENS:
+            return new
         need = max(2, (length - 1) / 2)
         for position in range(length):
             if tokens[position] == WILDCARD:

@@ -234,3 +234,13 @@ def test_the_line_cache_does_not_change_results(name: str) -> None:
     cached, plain = LogMiner(), LogMiner()
     plain._line_cache = None  # the private cache, off
     assert [cached.add(line) for line in lines] == [plain.add(line) for line in lines]
+
+
+def test_a_very_long_line_costs_linear_memory() -> None:
+    # sibling keys are kept for lines of at most 128 tokens: a 30,000-token line would need 30,000
+    # keys of 29,999 tokens each
+    miner = LogMiner()
+    line = " ".join(f"word{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}x" for i in range(30_000))
+    first = miner.add(line)
+    assert miner.add(line) == first
+    assert sum(len(key[2]) for key in miner._siblings) == 0  # the private sibling index: empty

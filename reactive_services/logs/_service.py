@@ -154,6 +154,12 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
     def _keep_parsers(self, parsers: LogParsers) -> None:
         self.parsers = parsers
 
+    def merges(self, name: str) -> dict[int, int]:
+        """``{merged template id: the id it stands for now}`` of source ``name`` (its miner's
+        :attr:`~reactive_services.logs.LogMiner.merges`; empty for drain3 or an unknown source)."""
+        parser = self.parsers.parsers.get(name) if self.parsers is not None else None
+        return {} if parser is None else parser.miner.merges
+
     def resolve(self, name: str, template_id: int) -> int:
         """The id ``template_id`` of source ``name`` stands for now (through its miner's merges;
         itself when the source or its miner is unknown)."""

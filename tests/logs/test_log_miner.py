@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,31 @@ def test_a_very_long_line_costs_linear_memory() -> None:
     first = miner.add(line)
     assert miner.add(line) == first
     assert sum(len(key[2]) for key in miner._siblings) == 0  # the private sibling index: empty
+
+
+def test_the_pipeline_lends_its_parsers_and_the_service_its_merges() -> None:
+    import reactivex
+
+    from reactive_services.adapters import Message
+    from reactive_services.logs import LogAnalyticsService, LogParsers, build_pipeline
+
+    lines = read_lines(DATA_DIR / "OpenSSH_2k.log")
+    messages = [
+        Message(topic="logs", partition=0, offset=i, key=b"OpenSSH", value={"line_no": i + 1, "line": line})
+        for i, line in enumerate(lines)
+    ]
+    lent: list[LogParsers] = []
+    events: list[Any] = []
+    build_pipeline(
+        reactivex.from_iterable(messages), sources=SOURCES, on_parsers=lent.append, on_event=events.append
+    ).subscribe()
+    [parsers] = lent
+    miner = parsers.parsers["OpenSSH"].miner
+    assert miner.merges  # OpenSSH's user names become variables after a few lines
+    final = [miner.resolve(event.template_id) for event in events]
+    assert len(final) == 2000
+    service = LogAnalyticsService(lambda *args, **kwargs: None)  # type: ignore[arg-type,return-value]
+    assert service.merges("OpenSSH") == {} and service.resolve("OpenSSH", 7) == 7  # nothing attached yet
+    service.parsers = parsers
+    assert service.merges("OpenSSH") == miner.merges
+    assert all(service.resolve("OpenSSH", e.template_id) == f for e, f in zip(events, final, strict=True))

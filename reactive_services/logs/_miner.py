@@ -8,11 +8,14 @@ algorithm takes from the literature, written anew here:
   et al., "Tools and Benchmarks for Automated Log Parsing", ICSE-SEIP 2019): a run of
   characters holding a number that does not follow a letter (``4096``, ``blk_-1608``,
   ``10.0.0.1``, ``node-12``, not ``ssh2`` / ``ee0``), or a ``/`` (paths, URLs), is a variable;
+  so are the matches of :data:`DEFAULT_MINER_MASKING` (dates, quantities with a unit, paths);
   the value of ``key=value`` is a token of its own; a token holding a variable is a variable;
-  consecutive variables are one;
+  consecutive variables are one; a leader of dots (``instruction......0x0``) separates tokens;
 * Brain's observation that the values of a variable position are many while the words of a
   constant position are few: a position is made a variable once ``merge_values`` groups that
-  are alike everywhere else (the *siblings*) have shown different words there;
+  are alike everywhere else (the *siblings*) have shown different words there (lines of at most
+  128 tokens; at least two other words, and half the others, must be words); and a new
+  template with a variable where older ones have words takes them in;
 * the fixed-length grouping of Drain (He et al., "Drain: An Online Log Parsing Approach with
   Fixed Depth Tree", ICWS 2017): a line only joins a template of its own token count, except
   through the *skeleton* below;
@@ -25,7 +28,8 @@ Streaming: one line at a time; a line gets the id of its group as it stands, and
 A merged id is never reused: it becomes an alias of the surviving id (:meth:`LogMiner.resolve`,
 :attr:`LogMiner.merges`), and :meth:`LogMiner.template` of either gives the current template.
 So a line's ``template_id`` is "the group it joined when it arrived"; its final group is
-``resolve(template_id)``. No lookback buffer: every decision uses the tree's state only.
+``resolve(template_id)``. No lookback buffer: every decision uses the miner's state only, which
+:meth:`LogMiner.state` snapshots (JSON) and :meth:`LogMiner.restore` continues from.
 """
 
 from __future__ import annotations

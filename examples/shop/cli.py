@@ -85,7 +85,7 @@ def register(commands: Commands) -> None:
         "analyze",
         help="template mining, event-time windows and alerts over one log file",
         description="Replay FILE to the 'logs' topic of the embedded broker and run the log-analytics "
-        "service over it: drain3 templates, event-time windows with a watermark, alerts.",
+        "service over it: templates (LogMiner, or drain3), event-time windows with a watermark, alerts.",
     )
     an.add_argument("file", type=Path, metavar="FILE", help="the log file")
     an.add_argument(
@@ -107,9 +107,15 @@ def register(commands: Commands) -> None:
         "--no-default-masks", action="store_true", help="drop the default masks (block ids, IPs, hex ids, numbers)"
     )
     an.add_argument("--name", help="source name (default: the shipped name, else 'log')")
-    an.add_argument("--depth", type=int, help="drain3 parse-tree depth (>= 3)")
-    an.add_argument("--sim-th", type=float, help="drain3 similarity threshold in [0, 1]")
-    an.add_argument("--max-children", type=int, help="drain3 maximum children per tree node")
+    an.add_argument(
+        "--miner",
+        choices=("default", "drain3"),
+        help="template miner: default (the project's LogMiner, general settings; --mask and "
+        "--no-default-masks apply) or drain3 (--depth, --sim-th, --max-children apply too)",
+    )
+    an.add_argument("--depth", type=int, help="drain3 parse-tree depth (>= 3; with --miner drain3 only)")
+    an.add_argument("--sim-th", type=float, help="drain3 similarity threshold in [0, 1] (with --miner drain3 only)")
+    an.add_argument("--max-children", type=int, help="drain3 maximum children per tree node (with --miner drain3 only)")
     an.add_argument(
         "--level-field",
         metavar="FIELD",
@@ -372,6 +378,7 @@ def _logs_analyze(args: argparse.Namespace) -> int:
             name=args.name,
             masks=args.mask,
             default_masks=not args.no_default_masks,
+            miner=args.miner,
             depth=args.depth,
             sim_th=args.sim_th,
             max_children=args.max_children,

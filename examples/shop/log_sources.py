@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from reactive_services.logs import DrainSettings, LogSource, apache_timestamp, hdfs_timestamp, syslog_timestamp
+from reactive_services.logs import LogSource, apache_timestamp, hdfs_timestamp, syslog_timestamp
 
 __all__ = [
     "DATA_DIR",
@@ -34,10 +34,9 @@ LINUX_DEFAULT_YEAR = 2005
 OPENSSH_DEFAULT_YEAR = 2015
 
 
-#: The four shipped sources, with the loghub benchmark formats (Zhu et al., ICSE-SEIP 2019). Drain
-#: depth / similarity: those of the logparser benchmark, except OpenSSH's similarity 0.7 (the
-#: benchmark's 0.6 merges "Received disconnect ...: Bye Bye [preauth]" with "...: disconnected
-#: by user", 5 of 8 tokens alike). Grouping accuracy against the loghub ground truth:
+#: The four shipped sources, with the loghub benchmark formats (Zhu et al., ICSE-SEIP 2019) and
+#: the general template-miner settings (the default :class:`reactive_services.logs.LogMiner`, no
+#: per-source tuning). Grouping accuracy against the loghub ground truth:
 #: ``python bench/log_accuracy.py``.
 SOURCES: Mapping[str, LogSource] = {
     source.name: source
@@ -47,13 +46,11 @@ SOURCES: Mapping[str, LogSource] = {
             format=r"\[<Time>\] \[<Level>\] <Content>",
             timestamp=apache_timestamp,
             component_field=None,
-            drain=DrainSettings(depth=4, sim_th=0.5),
         ),
         LogSource(
             name="HDFS",
             format="<Date> <Time> <Pid> <Level> <Component>: <Content>",
             timestamp=hdfs_timestamp,
-            drain=DrainSettings(depth=4, sim_th=0.5),
         ),
         # loghub calls the host name ("combo") <Level>: it is not a level, so levels are inferred.
         LogSource(
@@ -61,7 +58,6 @@ SOURCES: Mapping[str, LogSource] = {
             format=r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>",
             timestamp=syslog_timestamp("Month", "Date", "Time", year=LINUX_DEFAULT_YEAR),
             level_field=None,
-            drain=DrainSettings(depth=6, sim_th=0.39),
         ),
         # loghub's <Component> here is the host name ("LabSZ"); the component is always sshd.
         LogSource(
@@ -70,7 +66,6 @@ SOURCES: Mapping[str, LogSource] = {
             timestamp=syslog_timestamp("Date", "Day", "Time", year=OPENSSH_DEFAULT_YEAR),
             level_field=None,
             component_field=None,
-            drain=DrainSettings(depth=5, sim_th=0.7),
         ),
     )
 }

@@ -6,7 +6,10 @@ One job per module, all re-exported here:
                  (:class:`TimestampReader`, :func:`apache_timestamp`, :func:`hdfs_timestamp`,
                  :func:`syslog_timestamp`, :func:`iso_utc`)
     _levels      levels: :data:`ERROR_LEVELS`, :func:`is_error`, :func:`infer_level`
-    _templates   template mining: :class:`DrainSettings`, :class:`TemplateMiner` (drain3)
+    _miner       template mining, the default: :class:`LogMiner` (the project's own, streaming,
+                 general settings), :class:`MinerSettings`
+    _templates   template mining with drain3: :class:`DrainSettings`, :class:`TemplateMiner`,
+                 :func:`make_miner` (the miner for a settings object)
     _events      :class:`LogEvent`, one parsed line
     _parsing     :class:`LogSource` (how to read one kind of log), :class:`LogParser`, :func:`read_lines`
     _windows     :func:`window_stats`, the ``log.stats`` value of a window
@@ -29,7 +32,7 @@ Example::
 
     parser = LogParser(LogSource(name="app", format="<Date> <Time> <Level> <Content>", component_field=None))
     event = parser.parse("2024-01-02 10:00:00 ERROR disk full on /dev/sda1", 1)
-    event.level, event.template  # ('ERROR', 'disk full on /dev/sda1'); event.timestamp 1704189600.0
+    event.level, event.template  # ('ERROR', 'disk full on <*>'); event.timestamp 1704189600.0
 """
 
 from ._alerts import (
@@ -41,7 +44,7 @@ from ._alerts import (
     template_similarity,
 )
 from ._analyze import analyze_file, detect_time, make_source, parse_mask, write_assignments
-from ._evaluation import evaluate_source, grouping_accuracy, read_ground_truth
+from ._evaluation import evaluate_source, grouping_accuracy, miner_settings, read_ground_truth
 from ._events import LogEvent
 from ._formats import (
     DEFAULT_YEAR,
@@ -58,6 +61,7 @@ from ._formats import (
     syslog_timestamp,
 )
 from ._levels import ERROR_LEVELS, UNKNOWN_LEVEL, infer_level, is_error
+from ._miner import DEFAULT_MINER_MASKING, MINER_STATE_VERSION, LogMiner, MinerSettings
 from ._parsing import MAX_WINDOW_S, MAX_WINDOWS_PER_LINE, LogParser, LogSource, read_lines
 from ._pipeline import (
     ALERT_TOPIC,
@@ -75,7 +79,7 @@ from ._pipeline import (
 )
 from ._records import LateLine, LogAlert, WindowStats
 from ._service import Emit, LogAnalyticsService, LogsController, late_record
-from ._templates import DEFAULT_MASKING, DrainSettings, TemplateMiner
+from ._templates import DEFAULT_MASKING, DrainSettings, TemplateMiner, make_miner
 from ._windows import window_stats
 
 __all__ = [
@@ -83,6 +87,7 @@ __all__ = [
     "DEFAULT_ALERT_MIN_LINES",
     "DEFAULT_ALERT_THRESHOLD",
     "DEFAULT_MASKING",
+    "DEFAULT_MINER_MASKING",
     "DEFAULT_YEAR",
     "ERROR_LEVELS",
     "LATE_TOPIC",
@@ -91,6 +96,7 @@ __all__ = [
     "MAX_LINE_CHARS",
     "MAX_WINDOWS_PER_LINE",
     "MAX_WINDOW_S",
+    "MINER_STATE_VERSION",
     "STATS_TOPIC",
     "TIME_FIELDS",
     "TIME_PATTERNS",
@@ -106,11 +112,13 @@ __all__ = [
     "LogAnalyticsService",
     "LogEvent",
     "LogFormat",
+    "LogMiner",
     "LogParser",
     "LogParsers",
     "LogRecord",
     "LogSource",
     "LogsController",
+    "MinerSettings",
     "TemplateMiner",
     "TimestampReader",
     "WindowReport",
@@ -129,7 +137,9 @@ __all__ = [
     "is_error",
     "iso_utc",
     "late_record",
+    "make_miner",
     "make_source",
+    "miner_settings",
     "parse_mask",
     "read_ground_truth",
     "read_lines",

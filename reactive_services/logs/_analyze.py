@@ -33,8 +33,10 @@ from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError
 
 from .._runtime import Microservice
+from ._evaluation import miner_settings
 from ._events import LogEvent
 from ._formats import LogFormat, TimestampReader
+from ._miner import MinerSettings
 from ._parsing import LogSource, read_lines
 from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, MAX_LINE_CHARS, STATS_TOPIC, replay_logs
 from ._service import LogAnalyticsService, LogsController
@@ -73,6 +75,7 @@ def make_source(
     name: str | None = None,
     masks: Sequence[str] = (),
     default_masks: bool = True,
+    miner: str | None = None,
     depth: int | None = None,
     sim_th: float | None = None,
     max_children: int | None = None,
@@ -92,15 +95,18 @@ def make_source(
 
     Args:
         fmt: the name of a source in ``known`` (any case), which brings its format, time,
-            level rules and drain3 settings; or a format string in loghub notation (it must
+            level rules and miner settings; or a format string in loghub notation (it must
             have a ``<Content>`` field).
         known: named sources ``fmt`` may refer to, ``{name: LogSource}`` (None: none).
         name: the source name (default: the known source's name, else ``"log"``).
         masks: ``--mask`` values (see :func:`parse_mask`), applied before the default masks.
-        default_masks: keep the source's masks (:data:`DEFAULT_MASKING` for a format string).
-        depth: drain3's tree depth (None: the source's, else the default).
-        sim_th: drain3's similarity threshold (None: the source's, else the default).
-        max_children: drain3's most children per node (None: the source's, else the default).
+        default_masks: keep the default masks (:data:`DEFAULT_MINER_MASKING` for the default
+            miner, :data:`DEFAULT_MASKING` for drain3) and the source's own.
+        miner: ``"default"`` (the project's :class:`LogMiner`, general settings), ``"drain3"``,
+            or None: the source's miner.
+        depth: drain3's tree depth (drain3 only; None: the default).
+        sim_th: drain3's similarity threshold (drain3 only; None: the default).
+        max_children: drain3's most children per node (drain3 only; None: the default).
         level_field: the field holding the level; ``""`` (default): the source's, or
             ``Level`` when the format has that field; None: infer levels from the content.
         component_field: likewise for the component (``Component``).
@@ -112,8 +118,9 @@ def make_source(
         alerts: :class:`AlertRules` fields to override.
 
     Raises:
-        ConfigError: the offending option named (``format``, ``mask``, ``depth``, ``sim_th``,
-            ``window``, ``slide``, ``lateness``, ``level_field``, ...).
+        ConfigError: the offending option named (``format``, ``mask``, ``miner``, ``depth``,
+            ``sim_th`` (also when given for the default miner), ``window``, ``slide``,
+            ``lateness``, ``level_field``, ...).
     """
     known = known or {}
     shipped = {key.lower(): source for key, source in known.items()}.get(fmt.strip().lower())
@@ -137,18 +144,31 @@ def make_source(
         fields = base.log_format.fields
 
     parsed_masks = tuple(parse_mask(m) for m in masks)
-    drain = base.drain
-    try:
-        drain = DrainSettings(
-            depth=drain.depth if depth is None else depth,
-            sim_th=drain.sim_th if sim_th is None else sim_th,
-            max_children=drain.max_children if max_children is None else max_children,
-            masking=parsed_masks + (drain.masking if default_masks else ()),
+    if miner not in (None, "default", "drain3"):
+        raise ConfigError("miner", f"{miner!r} is not a miner (default, drain3)")
+    use_drain = miner == "drain3" or (miner is None and isinstance(base.miner, DrainSettings))
+    chosen: MinerSettings | DrainSettings
+    if use_drain:
+        drain = base.miner if isinstance(base.miner, DrainSettings) else DrainSettings()
+        try:
+            chosen = DrainSettings(
+                depth=drain.depth if depth is None else depth,
+                sim_th=drain.sim_th if sim_th is None else sim_th,
+                max_children=drain.max_children if max_children is None else max_children,
+                masking=parsed_masks + (drain.masking if default_masks else ()),
+            )
+        except ValueError as exc:  # the message starts with the field: depth, sim_th or max_children
+            raise ConfigError(str(exc).split(" ", 1)[0], str(exc)) from exc
+    else:
+        for option, given in (("depth", depth), ("sim_th", sim_th), ("max_children", max_children)):
+            if given is not None:
+                raise ConfigError(option, f"{option} applies to the drain3 miner only (select it with miner drain3)")
+        own = base.miner if isinstance(base.miner, MinerSettings) else MinerSettings()
+        chosen = dataclasses.replace(
+            own, masking=parsed_masks + (own.masking if default_masks else ()), default_masks=default_masks
         )
-    except ValueError as exc:  # the message starts with the field: depth, sim_th or max_children
-        raise ConfigError(str(exc).split(" ", 1)[0], str(exc)) from exc
 
-    changes: dict[str, Any] = {"drain": drain}
+    changes: dict[str, Any] = {"miner": chosen}
     for key, value in (("level_field", level_field), ("component_field", component_field)):
         if value != "":
             if value is not None and value not in fields:
@@ -316,21 +336,18 @@ async def analyze_file(
 
     totals = analytics.report().get(source.name, {})
     templates = analytics.templates(source.name)
+    # a line's final group: the id it got on arrival, through the merges made since
+    assigned = [(line_no, analytics.resolve(source.name, tid)) for line_no, tid in assigned]
     if assignments is not None:
         write_assignments(assignments, assigned, {tid: text for tid, text, _ in templates})
-    drain = source.drain
+    mined = source.miner
     return {
         "file": str(path),
         "source": source.name,
         "format": source.format,
         "time": time_pattern,
         "settings": {
-            "drain": {
-                "depth": drain.depth,
-                "sim_th": drain.sim_th,
-                "max_children": drain.max_children,
-                "masks": [[regex, name] for regex, name in drain.masking],
-            },
+            "miner": {**miner_settings(mined), "masks": [[regex, name] for regex, name in mined.masking]},
             "window_s": source.window_s,
             "slide_s": source.slide_s or source.window_s,
             "allowed_lateness_s": source.allowed_lateness_s,

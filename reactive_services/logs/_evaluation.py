@@ -28,6 +28,7 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._miner import MinerSettings
 from ._parsing import LogParser, LogSource, read_lines
 from ._templates import DrainSettings
 
@@ -123,35 +124,37 @@ def evaluate_source(
     log_path: Path | str,
     truth_path: Path | str,
     *,
-    drain: DrainSettings | None = None,
+    miner: MinerSettings | DrainSettings | None = None,
 ) -> dict[str, Any]:
     """Mine the templates of one log file with a fresh :class:`LogParser` and score the grouping.
 
     Every line is fed to the parser in file order (lines that do not match the source's format
-    are mined from the whole stripped line, as in the pipeline); a line's predicted group is its
-    drain3 cluster id (drain3 never merges clusters, so the id given on insertion is final).
+    are mined from the whole stripped line, as in the pipeline); a line's predicted group is the
+    id it was given on arrival, resolved through the merges made until the end of the file
+    (``parser.miner.resolve``; what a consumer of the stream learns from the miner's ``merges``).
 
     Args:
         source: how to read the log (:class:`LogSource`).
         log_path: the raw log, e.g. ``HDFS_2k.log``.
         truth_path: its loghub ground truth, e.g. ``HDFS_2k.log_structured.csv``.
-        drain: drain3 settings to use instead of the source's own (for sensitivity checks);
-            the source itself is not changed.
+        miner: miner settings to use instead of the source's own (:class:`MinerSettings` or
+            drain3's :class:`DrainSettings`); the source itself is not changed.
 
     Returns:
-        ``{"dataset": str, "lines": int, "accuracy": float in [0, 1], "templates": int (drain3
-        clusters found), "events": int (distinct ground-truth EventIds), "mis_grouped": int
+        ``{"dataset": str, "lines": int, "accuracy": float in [0, 1], "templates": int (groups
+        found, after merges), "events": int (distinct ground-truth EventIds), "mis_grouped": int
         (lines not correctly parsed: ``lines * (1 - accuracy)``), "unparsed": int (lines
-        not matching the format), "settings": {"depth": int, "sim_th": float,
-        "max_children": int, "masks": int}}``.
+        not matching the format), "settings": {"miner": "logminer", "merge_values": int,
+        "masks": int} or {"miner": "drain3", "depth": int, "sim_th": float, "max_children": int,
+        "masks": int}}``.
 
     Raises:
         ValueError: the log and the ground truth have different numbers of lines, the log is
             empty, or the ground truth is malformed (see :func:`read_ground_truth`).
         OSError: a file cannot be read.
     """
-    if drain is not None:
-        source = dataclasses.replace(source, drain=drain)
+    if miner is not None:
+        source = dataclasses.replace(source, miner=miner)
     lines = read_lines(Path(log_path))
     truth = read_ground_truth(truth_path)
     if len(lines) != len(truth):
@@ -163,8 +166,8 @@ def evaluate_source(
         event = parser.parse(line, line_no)
         predicted.append(event.template_id)
         unparsed += not event.parsed
+    predicted = [parser.miner.resolve(template_id) for template_id in predicted]
     correct = _correct_lines(predicted, truth)
-    settings = source.drain
     return {
         "dataset": source.name,
         "lines": len(lines),
@@ -173,10 +176,20 @@ def evaluate_source(
         "events": len(set(truth)),
         "mis_grouped": len(lines) - correct,
         "unparsed": unparsed,
-        "settings": {
+        "settings": miner_settings(source.miner),
+    }
+
+
+def miner_settings(settings: MinerSettings | DrainSettings) -> dict[str, Any]:
+    """A short JSON-able description of miner settings: ``{"miner": "logminer", "merge_values",
+    "masks"}`` or ``{"miner": "drain3", "depth", "sim_th", "max_children", "masks"}`` (masks:
+    how many; for the LogMiner the user's, besides its defaults)."""
+    if isinstance(settings, DrainSettings):
+        return {
+            "miner": "drain3",
             "depth": settings.depth,
             "sim_th": settings.sim_th,
             "max_children": settings.max_children,
             "masks": len(settings.masking),
-        },
-    }
+        }
+    return {"miner": "logminer", "merge_values": settings.merge_values, "masks": len(settings.masking)}

@@ -18,7 +18,9 @@ class LogEvent:
             when the line did not parse.
         component: the emitting component, or None.
         content: the message part of the line (the whole stripped line if it did not parse).
-        template_id: drain3 cluster id (per source).
+        template_id: the id of the line's template group when it arrived (per source); a later
+            merge may make it an alias: the parser's ``miner.resolve(template_id)`` gives the
+            group it stands for now (drain3 never merges).
         template: the template mined so far for that cluster, e.g. ``"Invalid user <*> from <IP>"``.
         parsed: False when the line did not match its format or its time could not be read.
         line: the raw line.

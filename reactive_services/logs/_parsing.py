@@ -17,7 +17,8 @@ from ._alerts import AlertRules
 from ._events import LogEvent
 from ._formats import LogFormat, TimestampReader
 from ._levels import UNKNOWN_LEVEL, infer_level
-from ._templates import DrainSettings, TemplateMiner
+from ._miner import MinerSettings
+from ._templates import DrainSettings, make_miner
 
 #: The longest window a source may have, seconds (about 3 years).
 MAX_WINDOW_S = 1e8
@@ -48,7 +49,9 @@ class LogSource:
         allowed_lateness_s: how far (seconds of event time) a line may be behind the latest
             line of its source and still be counted in its window; later lines are *late*.
         alerts: the alert rules (:class:`AlertRules`).
-        drain: the drain3 settings (:class:`DrainSettings`).
+        miner: the template miner's settings: :class:`MinerSettings` (the default: the
+            project's :class:`LogMiner`, general settings for every format) or
+            :class:`DrainSettings` (drain3).
         year: for times without a year (used by the default timestamp reader).
         time_format: ``strptime`` pattern for the default timestamp reader (None: detect).
         log_format: the compiled ``format`` (derived).
@@ -64,7 +67,7 @@ class LogSource:
     slide_s: float | None = None
     allowed_lateness_s: float = 0.0
     alerts: AlertRules = field(default_factory=AlertRules)
-    drain: DrainSettings = field(default_factory=DrainSettings)
+    miner: MinerSettings | DrainSettings = field(default_factory=MinerSettings)
     year: int | None = None
     time_format: str | None = None
     log_format: LogFormat = field(init=False, repr=False, compare=False)
@@ -131,16 +134,20 @@ def read_lines(path: Path) -> list[str]:
 class LogParser:
     """Turns the lines of one source into :class:`LogEvent` s (stateful: template miner, last time).
 
+    An event's ``template_id`` is the id of the line's group when it arrived; with
+    :class:`LogMiner` a later line may merge that group into another: ``self.miner.resolve(id)``
+    gives the id it stands for now, ``self.miner.merges`` all such aliases.
+
     Example:
         >>> parser = LogParser(LogSource("HDFS", "<Date> <Time> <Pid> <Level> <Component>: <Content>"))
         >>> event = parser.parse("081109 203615 148 INFO dfs.DataNode: Receiving block blk_-1608 src: /10.0.0.1:5", 1)
         >>> (event.level, event.component, event.timestamp, event.template)
-        ('INFO', 'dfs.DataNode', 1226262975.0, 'Receiving block <BLK> src: /<IP>')
+        ('INFO', 'dfs.DataNode', 1226262975.0, 'Receiving block <*> src: <*>')
     """
 
     def __init__(self, source: LogSource) -> None:
         self.source = source
-        self.miner = TemplateMiner(source.drain)
+        self.miner = make_miner(source.miner)
         self.last_timestamp: float | None = None
         self._read_time = source.time_reader()
 

@@ -6,7 +6,7 @@ Flow::
                                         logs  (key = source, value = {"source", "line_no", "line"},
                                                timestamp = the line's own time)
     build_pipeline(messages, sources=sources)
-                                        parse (LogParser per source, drain3 templates)
+                                        parse (LogParser per source, templates)
                                         -> group by source -> sliding_event_time_window(window_s, slide_s)
                                         -> WindowReport(window, stats, alerts)
     LogAnalyticsService (an Observer)   totals per source; publishes log.stats, log.alert and
@@ -259,11 +259,12 @@ def build_pipeline(
     idle_timeout_s: float | None = None,
     scheduler: SchedulerBase | None = None,
     checkpoint: ChangelogStore | None = None,
+    on_parsers: Callable[[LogParsers], None] | None = None,
 ) -> Observable[WindowReport]:
     """The log-analytics pipeline: ``logs`` records in, one :class:`WindowReport` per closed window out.
 
-    ``messages`` -> parse (one :class:`LogParser` per source: format, time, level, drain3
-    template) -> group by source -> :func:`reactive_services.operators.sliding_event_time_window` with the
+    ``messages`` -> parse (one :class:`LogParser` per source: format, time, level, the source's
+    miner's template) -> group by source -> :func:`reactive_services.operators.sliding_event_time_window` with the
     source's ``window_s``, ``slide_s`` (tumbling when None) and ``allowed_lateness_s``, on the
     events' own timestamps -> ``WindowReport(window, window_stats, alerts)``, the alerts from an
     :class:`AlertDetector` per source with the source's ``alerts`` rules.
@@ -292,6 +293,11 @@ def build_pipeline(
             None: at-least-once (a window published before a crash may be published again,
             possibly with only part of its lines, when lines of several sources share a partition).
 
+        on_parsers: called with the :class:`LogParsers` of each subscription when it starts
+            (e.g. to resolve template ids through the miners' merges, ``parser.miner.resolve``).
+            The miners' state is not in ``checkpoint``: after a restart the templates are
+            mined afresh (:meth:`LogMiner.state` / :meth:`LogMiner.restore` can carry it).
+
     Returns:
         ``Observable[WindowReport]``.
 
@@ -303,6 +309,8 @@ def build_pipeline(
 
     def create(_defer_scheduler: SchedulerBase | None) -> Observable[WindowReport]:
         parsers = LogParsers(sources)
+        if on_parsers is not None:
+            on_parsers(parsers)
         detectors: dict[str, AlertDetector] = {}
 
         def windows_of(group: Any) -> Observable[Window[LogEvent]]:

@@ -21,7 +21,16 @@ from reactive_services.operators import Window, decode_json
 from .._runtime import Controller, event_pattern
 from ._events import LogEvent
 from ._formats import iso_utc
-from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, STATS_TOPIC, WindowReport, build_pipeline, check_log_record
+from ._pipeline import (
+    ALERT_TOPIC,
+    LATE_TOPIC,
+    LOGS_TOPIC,
+    STATS_TOPIC,
+    LogParsers,
+    WindowReport,
+    build_pipeline,
+    check_log_record,
+)
 from ._records import LateLine, LogAlert, WindowStats
 
 log = logging.getLogger(__name__)
@@ -129,6 +138,7 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         self._last: asyncio.Future[None] | None = None
         self._failures: list[BaseException] = []
         self.published = 0
+        self.parsers: LogParsers | None = None
         self.error: BaseException | None = None
         self.done = asyncio.Event()
 
@@ -137,7 +147,24 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         """``build_pipeline(messages, on_event=<count>, **pipeline_options)`` with this service
         observing it (``ops.do(self)``): the body of the ``@event_pattern("logs", pipeline=True)``
         handler."""
-        return build_pipeline(messages, on_event=self._count_event, **pipeline_options).pipe(ops.do(self))
+        return build_pipeline(
+            messages, on_event=self._count_event, on_parsers=self._keep_parsers, **pipeline_options
+        ).pipe(ops.do(self))
+
+    def _keep_parsers(self, parsers: LogParsers) -> None:
+        self.parsers = parsers
+
+    def merges(self, name: str) -> dict[int, int]:
+        """``{merged template id: the id it stands for now}`` of source ``name`` (its miner's
+        :attr:`~reactive_services.logs.LogMiner.merges`; empty for drain3 or an unknown source)."""
+        parser = self.parsers.parsers.get(name) if self.parsers is not None else None
+        return {} if parser is None else parser.miner.merges
+
+    def resolve(self, name: str, template_id: int) -> int:
+        """The id ``template_id`` of source ``name`` stands for now (through its miner's merges;
+        itself when the source or its miner is unknown)."""
+        parser = self.parsers.parsers.get(name) if self.parsers is not None else None
+        return template_id if parser is None else parser.miner.resolve(template_id)
 
     def _totals_of(self, name: str) -> _Totals:
         totals = self._totals.get(name)
@@ -235,13 +262,21 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
     # -- totals --------------------------------------------------------------------------
     def templates(self, name: str) -> list[tuple[int, str, int]]:
         """Every template of source ``name``: ``[(template_id, template, lines), ...]``, most
-        lines first (ties: lower id first); the template text is the one carried by the
-        latest line of the cluster (drain3 only generalises a template, so that is its final
-        form)."""
+        lines first (ties: lower id first); ids merged by the miner are counted in the id they
+        stand for now (:meth:`resolve`), and the text is the miner's current template (else the
+        one carried by the latest line of the group)."""
         totals = self._totals.get(name)
         if totals is None:
             return []
-        rows = [(tid, totals.template_text[tid][1], n) for tid, n in totals.templates.items()]
+        parser = self.parsers.parsers.get(name) if self.parsers is not None else None
+        counts: Counter[int] = Counter()
+        text: dict[int, str] = {}
+        for tid, n in totals.templates.items():
+            live = self.resolve(name, tid)
+            counts[live] += n
+            current = parser.miner.template(live) if parser is not None else None
+            text[live] = current if current is not None else totals.template_text[tid][1]
+        rows = [(tid, text[tid], n) for tid, n in counts.items()]
         return sorted(rows, key=lambda row: (-row[2], row[0]))
 
     def report(self) -> dict[str, dict[str, Any]]:

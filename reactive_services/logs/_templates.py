@@ -1,5 +1,6 @@
-"""Template mining: :class:`TemplateMiner` groups log messages into templates (drain3 today),
-configured by :class:`DrainSettings`.
+"""Template mining with drain3: :class:`TemplateMiner`, configured by :class:`DrainSettings`
+(selectable beside the default, :class:`~reactive_services.logs.LogMiner`), and
+:func:`make_miner`, the miner for a settings object.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 import drain3
 from drain3.masking import MaskingInstruction
 from drain3.template_miner_config import TemplateMinerConfig
+
+from ._miner import LogMiner, MinerSettings
 
 # -- drain3 is chatty at INFO ("Starting Drain3 template miner"); keep that out of our logs ------
 
@@ -105,3 +108,26 @@ class TemplateMiner:
     def cluster_count(self) -> int:
         """How many templates (clusters) have been mined."""
         return len(self._miner.drain.clusters)
+
+    def resolve(self, cluster_id: int) -> int:
+        """``cluster_id`` itself: drain3 never merges clusters (same interface as :class:`LogMiner`)."""
+        return cluster_id
+
+    @property
+    def merges(self) -> dict[int, int]:
+        """Always empty: drain3 never merges clusters."""
+        return {}
+
+
+def make_miner(settings: MinerSettings | DrainSettings | None = None) -> LogMiner | TemplateMiner:
+    """The miner for a settings object: :class:`LogMiner` for :class:`MinerSettings` (or None),
+    drain3's :class:`TemplateMiner` for :class:`DrainSettings`.
+
+    Raises:
+        TypeError: another kind of settings.
+    """
+    if settings is None or isinstance(settings, MinerSettings):
+        return LogMiner(settings)
+    if isinstance(settings, DrainSettings):
+        return TemplateMiner(settings)
+    raise TypeError(f"miner settings must be MinerSettings or DrainSettings, got {type(settings).__name__}")

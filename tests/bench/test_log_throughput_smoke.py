@@ -44,7 +44,8 @@ def test_shipped_samples_with_service_and_profile(tmp_path: Path, capsys: pytest
     assert [d["dataset"] for d in payload["datasets"]] == ["Apache", "HDFS", "Linux", "OpenSSH"]
     for d in payload["datasets"]:
         assert d["lines"] == 60
-        assert d["passes"] == {"drain3": 1, "pipeline": 1, "service": 1}
+        assert d["passes"] == {"drain3": 1, "miner": 1, "pipeline": 1, "service": 1}
+        assert d["miner_ratio"] == pytest.approx(d["miner_lines_per_s"] / d["drain3_lines_per_s"])
         for key in ("drain3_lines_per_s", "pipeline_lines_per_s", "service_lines_per_s"):
             assert _rate(d[key]), (d["dataset"], key, d[key])
         assert d["ratio"] == pytest.approx(d["pipeline_lines_per_s"] / d["drain3_lines_per_s"])
@@ -58,9 +59,12 @@ def test_shipped_samples_with_service_and_profile(tmp_path: Path, capsys: pytest
     printed = capsys.readouterr().out
     for text in (
         "drain3 alone lines/s",
+        "miner alone lines/s",
+        "miner/drain3",
         "pipeline/drain3",
         "service/drain3",
-        "summary: the pipeline runs at",
+        "summary: the miner alone runs at",
+        "the pipeline runs at",
         "stage breakdown",
         "outside drain3, top functions",
     ):

@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 
 from reactive_services.examples.shop.log_sources import DATA_DIR, DRAIN_PUBLISHED, SOURCES
-from reactive_services.logs import DrainSettings, evaluate_source, grouping_accuracy, read_ground_truth
+from reactive_services.logs import DrainSettings, MinerSettings, evaluate_source, grouping_accuracy, read_ground_truth
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,15 +176,15 @@ def test_evaluate_source_on_a_tiny_file(tmp_path: Path) -> None:
         "events": 3,
         "mis_grouped": 0,
         "unparsed": 0,
-        "settings": {"depth": 4, "sim_th": 0.5, "max_children": 100, "masks": len(SOURCES["Apache"].drain.masking)},
+        "settings": {"miner": "logminer", "merge_values": 5, "masks": 0},
     }
     # a LogSource works as well as its name; a stricter threshold splits the two jk2_init lines
     strict = DrainSettings(depth=4, sim_th=1.0, masking=())
-    result = evaluate_source(SOURCES["Apache"], log, truth, drain=strict)
+    result = evaluate_source(SOURCES["Apache"], log, truth, miner=strict)
     # {3} and {4} are strict subsets of E1's {3,4}: 2 of 4 lines wrong -> 2/4
     assert (result["accuracy"], result["templates"], result["mis_grouped"]) == (0.5, 4, 2)
-    assert result["settings"] == {"depth": 4, "sim_th": 1.0, "max_children": 100, "masks": 0}
-    assert SOURCES["Apache"].drain.sim_th == 0.5  # the source itself is untouched
+    assert result["settings"] == {"miner": "drain3", "depth": 4, "sim_th": 1.0, "max_children": 100, "masks": 0}
+    assert SOURCES["Apache"].miner == MinerSettings()  # the source itself is untouched
 
 
 def test_evaluate_source_rejects_mismatched_files(tmp_path: Path) -> None:
@@ -222,27 +222,35 @@ def load_bench() -> ModuleType:
 
 
 def test_bench_prints_a_row_per_dataset_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_bench()
     out = tmp_path / "figures.json"
-    assert load_bench().main(["--json", str(out)]) == 0
+    assert bench.main(["--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    for name in SOURCES:
+    for name in bench.LOGHUB_FORMATS:
         assert name in printed
-    assert "0.7875" in printed and "sim_th=" in printed
+    assert "0.7875" in printed and "merge_values=" in printed and "average" in printed
     figures = json.loads(out.read_text(encoding="utf-8"))
     rows = {row["dataset"]: row for row in figures["datasets"]}
-    assert set(rows) == set(SOURCES)
+    assert set(rows) == set(bench.LOGHUB_FORMATS)  # the shipped four and the twelve samples
     for name, row in rows.items():
-        assert row["drain_published"] == DRAIN_PUBLISHED[name]
-        assert row["difference"] == pytest.approx(row["accuracy"] - DRAIN_PUBLISHED[name])
-        assert set(row["settings"]) == {"depth", "sim_th", "max_children", "masks"}
+        assert row["lines"] == (2000 if name in SOURCES else 300)
+        assert row["drain_published"] == bench.DRAIN_PUBLISHED[name]
+        assert row["brain_published"] == bench.BRAIN_PUBLISHED[name]
+        assert row["difference"] == pytest.approx(row["accuracy"] - bench.DRAIN_PUBLISHED[name], abs=1e-6)
+        assert row["settings"] == {"miner": "logminer", "merge_values": 5, "masks": 0}  # the general settings
+        assert row["accuracy"] >= bench.DRAIN_PUBLISHED[name], name
+    assert figures["average"] >= 0.95
+    for name in SOURCES:  # the shop's table agrees with the bench's
+        assert DRAIN_PUBLISHED[name] == bench.DRAIN_PUBLISHED[name]
 
 
 def test_bench_prints_a_row_per_dataset(capsys: pytest.CaptureFixture[str]) -> None:
-    assert load_bench().main([]) == 0
+    bench = load_bench()
+    assert bench.main([]) == 0
     out = capsys.readouterr().out
-    assert "dataset" in out and "accuracy" in out
-    rows = [line for line in out.splitlines() if any(f" {name} " in line for name in SOURCES)]
-    assert len(rows) == len(SOURCES)
+    assert "dataset" in out and "accuracy" in out and "Brain" in out
+    rows = [line for line in out.splitlines() if any(f" {name} " in line for name in bench.LOGHUB_FORMATS)]
+    assert len(rows) == len(bench.LOGHUB_FORMATS)
 
 
 def test_bench_missing_files_exit_2_with_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -244,7 +244,7 @@ def test_is_error_set_is_case_insensitive_and_excludes_warnings() -> None:
 
 
 def test_template_miner_masks_ids_and_groups_similar_lines() -> None:
-    miner = TemplateMiner(SOURCES["HDFS"].drain)
+    miner = TemplateMiner(DrainSettings(depth=4, sim_th=0.5))
     a = miner.add("Receiving block blk_-1608999687919862906 src: /10.250.19.102:54106 dest: /10.250.19.102:50010")
     b = miner.add("Receiving block blk_7503483334202473044 src: /10.251.215.16:55695 dest: /10.251.215.16:50010")
     assert a[0] == b[0]

@@ -117,8 +117,12 @@ class HeldRecords:
     ) -> None:
         """``observer.on_next(value)``, then release the holds once the work it started settled.
 
-        ``also``: more work for the same output (e.g. a checkpoint write), started after
-        ``on_next`` and awaited with it before the holds are released.
+        ``also``: more work for the same output (e.g. a checkpoint write saying the output went
+        out), started only once the work ``on_next`` started settled and the holds taken on
+        the output were released (the output is published), and awaited before the records'
+        holds are released. So a crash between the two leaves the output published and the
+        checkpoint not written (the output is made again on replay), never the checkpoint
+        written and the output lost.
 
         The holds move to this call: the instance is empty afterwards, ready for the next output.
         """
@@ -133,15 +137,13 @@ class HeldRecords:
         token = current_message.set(carrier)
         try:
             observer.on_next(value)
-            if also is not None:
-                track(also())
         except BaseException as exc:
             for held in holds:
                 held.fail(exc)
             raise
         finally:
             current_message.reset(token)
-        if not carrier._pending and not carrier._holds:
+        if also is None and not carrier._pending and not carrier._holds:
             for held in holds:
                 held.release()
             return
@@ -153,13 +155,19 @@ class HeldRecords:
             for held in holds:  # nothing here can await it; the tracked work runs on regardless
                 held.release()
             return
-        loop.create_task(_settle_then_release(carrier, holds))
+        loop.create_task(_settle_then_release(carrier, holds, also))
 
 
-async def _settle_then_release(carrier: Message, holds: list[Hold]) -> None:
+async def _settle_then_release(
+    carrier: Message, holds: list[Hold], also: Callable[[], Awaitable[Any]] | None = None
+) -> None:
+    """Wait for the output's work and holds, then ``also`` (if any), then release the records'
+    holds; fail them instead if any of that failed."""
     try:
         await carrier.settled()
         await carrier.released()
+        if also is not None:
+            await also()
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - the output's handling failed: fail the records too

@@ -77,6 +77,7 @@ class _KeyState(Generic[T]):
         "emitted_through",
         "resume",
         "last_offset",
+        "written",
     )
 
     def __init__(self, key: Hashable, order: int, partition: Hashable = None) -> None:
@@ -93,6 +94,9 @@ class _KeyState(Generic[T]):
         self.emitted_through = -math.inf  # the end of the last window emitted (restored too)
         self.resume = -1  # restored: offsets below it were accounted for before the restart
         self.last_offset = -1
+        #: checkpoint= only: settles when the key's latest checkpoint write is done (each write
+        #: waits for the one before it: see _WindowRun.checkpoint_of)
+        self.written: asyncio.Future[None] | None = None
 
 
 class _Replay:
@@ -433,7 +437,33 @@ class _WindowRun(Generic[T]):
             "emitted_through": _json_float(max(emitted, state.emitted_through)),
         }
         store, key = self.checkpoint, state.key
-        return lambda: store.put(topic, partition, key, value)
+        # The write runs once this output went out (HeldRecords.emit's ``also``), and after the
+        # key's previous write, which ran once the previous output went out: so a checkpoint
+        # saying "emitted through E" is written only when every window of the key ending at or
+        # before E was published, although outputs may settle out of order.
+        previous = state.written
+        try:
+            done: asyncio.Future[None] | None = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # no loop: nothing runs the write in order (nor at all)
+            done = None
+        if done is not None:
+            done.add_done_callback(_retrieve)
+            state.written = done
+
+        async def write() -> None:
+            try:
+                if previous is not None:
+                    await previous
+                await store.put(topic, partition, key, value)
+            except BaseException as exc:
+                if done is not None and not done.done():
+                    failure = exc if isinstance(exc, Exception) else RuntimeError("checkpoint write cancelled")
+                    done.set_exception(failure)
+                raise
+            if done is not None and not done.done():
+                done.set_result(None)
+
+        return write
 
     def emit_late_alone(self, state: _KeyState[T], item: T, first: int, last: int) -> None:
         """A too-late item of a key with no open window: at once, in a window of its own (no items)."""
@@ -804,3 +834,9 @@ def tumbling_event_time_window(
         scheduler=scheduler,
         checkpoint=checkpoint,
     )
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a failed checkpoint write's outcome as seen (its failure is reported by the hold it fails)."""
+    if not future.cancelled():
+        future.exception()

@@ -369,7 +369,10 @@ async def run_scenario(
             if rabbit:
                 read = ("inventory.updated", "order.rejected", "order.created.DLT")
                 await _declare_group(broker, [namespace + t for t in read], check)
-            delay = {"R1": 0.004, "R2": 0.006, "R3": 0.004, "R4": 0.0, "R7": 0.006}[name]
+            # seconds per order, so that the faults fall mid-stream; R2's second instance must join
+            # (process start, group rebalance: seconds on a loaded machine) before the first one
+            # has handled every order, or it gets no partition with records left
+            delay = {"R1": 0.004, "R2": 0.012, "R3": 0.004, "R4": 0.0, "R7": 0.006}[name]
             first = _Instance(bootstrap, db, namespace, workdir, 1, delay)
             instances.append(first)
             await first.ready()

@@ -100,15 +100,17 @@ Client side::
 """
 
 from ._asgi import StarletteTransport
-from ._client import connect
+from ._client import ConnectionState, Reconnect, connect
 from ._codec import (
     MAX_CHANNEL_LENGTH,
     MAX_CHANNELS,
+    MAX_CURSOR_LENGTH,
     ClientFrame,
     decode_server_frame,
     encode_error,
     encode_event,
     encode_pong,
+    encode_recovery_failed,
     encode_subscribe,
     encode_subscribed,
     encode_unsubscribe,
@@ -116,6 +118,7 @@ from ._codec import (
     validate_channels,
 )
 from ._hub import Notification, NotificationHub
+from ._resume import CursorError, NotificationLog, decode_cursor, encode_cursor
 from ._server import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Connection, OverflowPolicy, WebSocketServer
 from ._transport import Transport, WebSocketsTransport
 
@@ -124,20 +127,28 @@ __all__ = [
     "CLOSE_UNAUTHORIZED",
     "MAX_CHANNELS",
     "MAX_CHANNEL_LENGTH",
+    "MAX_CURSOR_LENGTH",
     "ClientFrame",
     "Connection",
+    "ConnectionState",
+    "CursorError",
     "Notification",
     "NotificationHub",
+    "NotificationLog",
     "OverflowPolicy",
+    "Reconnect",
     "StarletteTransport",
     "Transport",
     "WebSocketServer",
     "WebSocketsTransport",
     "connect",
+    "decode_cursor",
     "decode_server_frame",
+    "encode_cursor",
     "encode_error",
     "encode_event",
     "encode_pong",
+    "encode_recovery_failed",
     "encode_subscribe",
     "encode_subscribed",
     "encode_unsubscribe",

@@ -91,7 +91,7 @@ _tasks: set[asyncio.Task[None]] = set()
 
 
 def connect(
-    url: str,
+    url: str | Sequence[str],
     *,
     subscribe: Sequence[str] | None = None,
     events_only: bool = False,
@@ -136,7 +136,9 @@ def connect(
         ).subscribe(print)
 
     Args:
-        url: ``ws://host:port[/path]`` (or ``wss://``).
+        url: ``ws://host:port[/path]`` (or ``wss://``); or several (instances of one gateway):
+            the first is tried first, and each new attempt after a failed or lost connection
+            takes the next one, round-robin (a client resumes on any instance).
         subscribe: channels to subscribe to right after connecting (validated now).
         events_only: emit only ``{"type": "event", ...}`` frames.
         open_timeout: seconds allowed for the TCP connect + opening handshake (None: no limit).
@@ -163,7 +165,11 @@ def connect(
 
     Raises:
         ValidationError: ``subscribe`` is not a valid list of channel names.
+        ConfigError: ``url`` is an empty list.
     """
+    urls = (url,) if isinstance(url, str) else tuple(url)
+    if not urls:
+        raise ConfigError("url", "needs at least one URL")
     channels = validate_channels(list(subscribe)) if subscribe is not None else None
     policy = Reconnect() if reconnect is True else (reconnect or None)
 
@@ -185,7 +191,7 @@ def connect(
             return disposed
 
         session = _Session(
-            url, channels, events_only, open_timeout, max_message_size, observer, is_disposed, policy, since,
+            urls, channels, events_only, open_timeout, max_message_size, observer, is_disposed, policy, since,
             on_recovery_failed, on_state,
         )  # fmt: skip
         task = loop.create_task(session.run())
@@ -229,7 +235,7 @@ class _Session:
 
     def __init__(
         self,
-        url: str,
+        urls: tuple[str, ...],
         channels: tuple[str, ...] | None,
         events_only: bool,
         open_timeout: float | None,
@@ -241,7 +247,9 @@ class _Session:
         on_recovery_failed: Callable[[str], None] | None,
         on_state: Callable[[ConnectionState], None] | None,
     ) -> None:
-        self.url = url
+        self.urls = urls
+        self.url = urls[0]
+        self._next = 0
         self.channels = channels
         self.events_only = events_only
         self.open_timeout = open_timeout
@@ -270,6 +278,8 @@ class _Session:
     async def _run(self) -> None:
         failures = 0
         while True:
+            self.url = self.urls[self._next % len(self.urls)]
+            self._next += 1
             self._state("connecting")
             try:
                 ws = await ws_connect(
@@ -316,7 +326,9 @@ class _Session:
 
     async def _wait(self, policy: Reconnect, failures: int, why: str) -> None:
         delay = policy.delay(failures)
-        logger.info("websocket client: %s; connecting to %s again in %.2fs", why, self.url, delay)
+        logger.info(
+            "websocket client: %s; connecting to %s in %.2fs", why, self.urls[self._next % len(self.urls)], delay
+        )
         self._state("reconnecting")
         await asyncio.sleep(delay)
 

@@ -102,6 +102,9 @@ class NotificationLog:
         decode: how record values are decoded (as :meth:`Broker.source
             <reactive_services.adapters.Broker.source>`).
         poll_timeout_s: how long a reader waits for records before looking again.
+        max_readers: catch-up readers running at once at most (each is a broker consumer of its
+            own); a client beyond that waits for one to finish, holding nothing meanwhile (the
+            hub skips it until its catch-up ran).
 
     Attributes:
         head: ``{(topic, partition): next offset}``: where the hub's fan-out is (each partition's
@@ -111,7 +114,8 @@ class NotificationLog:
         recoveries_failed: ``recovery_failed`` frames sent.
 
     Raises:
-        ConfigError: no topics, an empty ``epoch`` or ``batch_size`` < 1 (names the setting).
+        ConfigError: no topics, an empty ``epoch``, ``batch_size`` or ``max_readers`` < 1 (names
+            the setting).
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class NotificationLog:
         batch_size: int = 500,
         decode: Decoder = "json",
         poll_timeout_s: float = 0.5,
+        max_readers: int = 64,
     ) -> None:
         if isinstance(topics, str) or not topics:
             raise ConfigError("topics", "must be a non-empty list of topic names")
@@ -133,6 +138,8 @@ class NotificationLog:
             raise ConfigError("batch_size", f"must be an int >= 1, not {batch_size!r}")
         if not poll_timeout_s > 0:
             raise ConfigError("poll_timeout_s", f"must be > 0 seconds, not {poll_timeout_s!r}")
+        if not isinstance(max_readers, int) or max_readers < 1:
+            raise ConfigError("max_readers", f"must be an int >= 1, not {max_readers!r}")
         self.broker = broker
         self.topics = tuple(topics)
         self.to_notification = to_notification
@@ -140,6 +147,8 @@ class NotificationLog:
         self.batch_size = batch_size
         self.decode = decode
         self.poll_timeout_s = poll_timeout_s
+        self.max_readers = max_readers
+        self._slots = asyncio.Semaphore(max_readers)
         self.head: dict[TopicPartition, int] = {}
         self.resumed = 0
         self.recoveries_failed = 0
@@ -288,41 +297,48 @@ async def resume(log: NotificationLog, hub: NotificationHub, conn: Connection, s
     A cursor that cannot be honoured (or a failing log) gets a ``recovery_failed`` frame with the
     reason and the live cursor, then the live fan-out.
     """
-    reader = None
     try:
-        try:
-            positions = await log.start_positions(since)
-            reader = await log.broker.read_log(positions, decode=log.decode)
-            vector = dict(positions)
-            queue_size = conn._server.queue_size
-            while conn.is_open:
-                if log.caught_up(vector):
-                    after = {tp: off for tp, off in vector.items() if off > log.head.get(tp, 0)}
-                    conn._after = after or None
-                    conn._catching_up = False
-                    log.resumed += 1
-                    return
-                await conn._idle.wait()
-                if not conn.is_open:
-                    return
-                room = max(1, min(log.batch_size, queue_size - conn.queued))
-                for message in await reader.read(room, log.poll_timeout_s):
-                    vector[(message.topic, message.partition)] = message.offset + 1
-                    n = log.notification(message)
-                    if n is None or n.channel not in conn.channels:
-                        continue
-                    conn._enqueue(encode_event(n.channel, n.event, cursor=encode_cursor(log.epoch, vector)), hub)
-                for tp, offset in reader.positions.items():
-                    vector[tp] = max(vector.get(tp, 0), offset)
-        except (CursorError, BrokerError) as exc:
-            _failed(log, conn, exc.reason if isinstance(exc, CursorError) else f"the log cannot be read: {exc}")
-        except Exception as exc:
-            logger.exception("connection %s: resuming failed", conn.id)
-            _failed(log, conn, f"resuming failed: {type(exc).__name__}")
+        async with log._slots:
+            await _catch_up(log, hub, conn, since)
+    except (CursorError, BrokerError) as exc:
+        _failed(log, conn, exc.reason if isinstance(exc, CursorError) else f"the log cannot be read: {exc}")
+    except Exception as exc:
+        logger.exception("connection %s: resuming failed", conn.id)
+        _failed(log, conn, f"resuming failed: {type(exc).__name__}")
     finally:
         conn._catching_up = False
-        if reader is not None:
-            await reader.close()
+
+
+async def _catch_up(log: NotificationLog, hub: NotificationHub, conn: Connection, since: str) -> None:
+    if not conn.is_open:
+        return
+    positions = await log.start_positions(since)
+    reader = await log.broker.read_log(positions, decode=log.decode)
+    try:
+        vector = dict(positions)
+        queue_size = conn._server.queue_size
+        while conn.is_open:
+            if log.caught_up(vector):
+                after = {tp: off for tp, off in vector.items() if off > log.head.get(tp, 0)}
+                conn._after = after or None
+                conn._catching_up = False
+                log.resumed += 1
+                return
+            await conn._idle.wait()
+            if not conn.is_open:
+                return
+            room = max(1, min(log.batch_size, queue_size - conn.queued))
+            for message in await reader.read(room, log.poll_timeout_s):
+                vector[(message.topic, message.partition)] = message.offset + 1
+                n = log.notification(message)
+                if n is None or n.channel not in conn.channels:
+                    continue
+                conn._enqueue(encode_event(n.channel, n.event, cursor=encode_cursor(log.epoch, vector)), hub)
+            for tp, offset in reader.positions.items():
+                vector[tp] = max(vector.get(tp, 0), offset)
+            await asyncio.sleep(0)  # a reader that never waits (records at hand) lets the others run
+    finally:
+        await reader.close()
 
 
 def _failed(log: NotificationLog, conn: Connection, reason: str) -> None:

@@ -4,6 +4,7 @@ switch from catch-up to live, bounded catch-up, on the in-memory broker."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from resumekit import events, gateway, nothing_more, numbers, publish, recv, subscribe, to_notification
@@ -240,3 +241,48 @@ async def test_catch_up_memory_is_bounded_by_the_queue_for_a_slow_client() -> No
                 assert numbers(got) == list(range(2000))
             assert peak <= queue_size
             assert server.slow_clients_closed == 0 and server.dropped == 0
+
+
+async def test_catch_up_readers_are_bounded_the_others_wait_their_turn() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics([TOPIC], partitions=1)
+        open_readers, most = 0, 0
+        real_read_log = broker.read_log
+
+        async def read_log(positions: Any, **kwargs: Any) -> Any:  # counts the readers open at once
+            nonlocal open_readers, most
+            reader = await real_read_log(positions, **kwargs)
+            open_readers += 1
+            most = max(most, open_readers)
+            close = reader.close
+
+            async def closed() -> None:
+                nonlocal open_readers
+                open_readers -= 1
+                await close()
+
+            reader.close = closed  # type: ignore[method-assign]
+            return reader
+
+        log = NotificationLog(
+            broker, [TOPIC], to_notification, epoch="e1", poll_timeout_s=0.05, batch_size=10, max_readers=2
+        )
+        await log.open()
+        async with WebSocketServer("127.0.0.1", 0, log=log, ping_interval=None) as server:
+            feed = log.live().subscribe(server.hub)
+            await asyncio.sleep(0.1)  # the live feed's reader is open: count the catch-up readers only
+            broker.read_log = read_log  # type: ignore[method-assign]
+            cursor = log.cursor()
+            await publish(broker, TOPIC, range(300))
+            async with ws_connect(server.url) as a, ws_connect(server.url) as b, ws_connect(server.url) as c:
+                for ws in (a, b, c):
+                    await subscribe(ws, ["c"], since=cursor)
+                for ws in (a, b, c):
+                    assert numbers(await events(ws, 300)) == list(range(300))
+                assert [conn.catching_up for conn in server.clients] == [False] * 3
+                await publish(broker, TOPIC, range(300, 301))
+                for ws in (a, b, c):
+                    assert numbers(await events(ws, 1)) == [300]
+            assert log.resumed == 3
+            assert most == 2 and open_readers == 0
+            feed.dispose()

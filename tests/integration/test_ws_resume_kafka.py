@@ -105,3 +105,43 @@ async def test_a_client_cut_off_resumes_on_the_other_instance_with_exactly_the_m
                 assert errors == []
             finally:
                 subscription.dispose()
+
+
+async def test_a_cursor_older_than_the_log_start_gets_recovery_failed_then_live(kafka_bootstrap: str) -> None:
+    """On Kafka the log start moves (retention, or DeleteRecords as here): a cursor below it is
+    refused plainly, then the live stream follows."""
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from aiokafka.structs import TopicPartition
+
+    orders = unique_name("ws-orders")
+    frames: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    async with KafkaBroker(kafka_bootstrap) as publisher:
+        await publisher.create_topics([orders], partitions=1)
+        async with gateway_instance(kafka_bootstrap, {orders: "orders"}, unique_name("epoch")) as gateway:
+            assert gateway.hub.log is not None
+            old = gateway.hub.log.cursor()  # offset 0
+            for n in range(10):
+                await publisher.emit(orders, {"n": n})
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+            await admin.start()
+            try:
+                await admin.delete_records({TopicPartition(orders, 0): RecordsToDelete(before_offset=6)})
+            finally:
+                await admin.close()
+            assert await publisher.beginning_offsets(orders) == {0: 6}
+            await wait_for(lambda: gateway.hub.published["orders"] == 10, timeout=20)
+            subscription = connect(
+                gateway.url, subscribe=["orders"], since=old, on_recovery_failed=reasons.append
+            ).subscribe(on_next=frames.append)
+            try:
+                await wait_for(lambda: reasons != [], timeout=20)
+                assert reasons == [
+                    f"cursor too old: {orders}[0] keeps offsets from 6, the cursor is at 0 (deleted by retention)"
+                ]
+                await publisher.emit(orders, {"n": 10})
+                await wait_for(lambda: any(f["type"] == "event" for f in frames), timeout=20)
+                assert [f["type"] for f in frames] == ["subscribed", "recovery_failed", "event"]
+                assert frames[-1]["event"] == {"n": 10}
+            finally:
+                subscription.dispose()

@@ -142,6 +142,7 @@ class NotificationLog:
             raise ConfigError("max_readers", f"must be an int >= 1, not {max_readers!r}")
         self.broker = broker
         self.topics = tuple(topics)
+        self._topic_set = frozenset(self.topics)
         self.to_notification = to_notification
         self.epoch = epoch
         self.batch_size = batch_size
@@ -173,7 +174,10 @@ class NotificationLog:
 
     def advance(self, topic: str, partition: int, offset: int) -> None:
         """The record at ``offset`` was fanned out (or mapped to nothing): move :attr:`head`
-        past it."""
+        past it. A record of a topic that is not one of :attr:`topics` is ignored (it cannot be
+        read again: its notifications are live only)."""
+        if topic not in self._topic_set:
+            return
         tp = (topic, partition)
         if offset >= self.head.get(tp, 0):
             self.head[tp] = offset + 1
@@ -186,8 +190,9 @@ class NotificationLog:
         return self._cursor
 
     def caught_up(self, positions: Mapping[TopicPartition, int]) -> bool:
-        """Whether ``positions`` are at or past :attr:`head` in every partition."""
-        return all(positions.get(tp, 0) >= offset for tp, offset in self.head.items())
+        """Whether ``positions`` are at or past :attr:`head` in every partition they cover (a
+        partition created after a reader started is not waited for)."""
+        return all(positions[tp] >= offset for tp, offset in self.head.items() if tp in positions)
 
     def notification(self, message: Message) -> Notification | None:
         """``to_notification(message)`` with the message's position set; None if not forwarded.

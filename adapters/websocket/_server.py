@@ -109,6 +109,7 @@ class Connection:
         # runs, then skips the records at or before _after {(topic, partition): next offset}.
         self._catching_up = False
         self._after: dict[tuple[str, int], int] | None = None
+        self._resuming: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.remote_address} channels={sorted(self.channels)}>"
@@ -528,6 +529,8 @@ class WebSocketServer:
                 finally:
                     conn._stop_sending()
                     sender.cancel()
+                    if conn._resuming is not None:  # e.g. still waiting for a catch-up reader slot
+                        conn._resuming.cancel()
         finally:
             del self._clients[conn.id]
             if not self._clients:
@@ -652,7 +655,8 @@ class WebSocketServer:
                 from ._resume import resume
 
                 conn._catching_up = True  # before any other notification: the hub skips it now
-                conn._spawn(resume(log, hub, conn, frame.since))
+                assert conn._tasks is not None
+                conn._resuming = conn._tasks.create_task(resume(log, hub, conn, frame.since))
         return True
 
     def _unindex(self, conn: Connection, channel: str) -> None:

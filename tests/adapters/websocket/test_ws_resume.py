@@ -286,3 +286,35 @@ async def test_catch_up_readers_are_bounded_the_others_wait_their_turn() -> None
             assert log.resumed == 3
             assert most == 2 and open_readers == 0
             feed.dispose()
+
+
+async def test_a_client_waiting_for_a_reader_slot_that_leaves_is_let_go() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics([TOPIC], partitions=1)
+        async with gateway(broker, [TOPIC]) as server:
+            log = server.hub.log
+            assert log is not None
+            cursor = log.cursor()
+            log._slots = asyncio.Semaphore(0)  # every catch-up reader slot taken
+            async with ws_connect(server.url) as ws:
+                await subscribe(ws, ["c"], since=cursor)
+                await wait_for(lambda: len(server.clients) == 1 and server.clients[0].catching_up)
+            async with asyncio.timeout(2):  # its handler ends though its catch-up never started
+                while server.clients:
+                    await asyncio.sleep(0.01)
+
+
+async def test_notifications_of_a_topic_outside_the_log_do_not_hold_a_resume_back() -> None:
+    async with InMemoryBroker() as broker:
+        await broker.create_topics([TOPIC], partitions=1)
+        async with gateway(broker, [TOPIC]) as server:
+            cursor = server.hub.log.cursor()  # type: ignore[union-attr]
+            server.hub.on_next(Notification("c", {"n": -1}, ("elsewhere", 0, 41)))
+            assert ("elsewhere", 0) not in server.hub.log.head  # type: ignore[union-attr]
+            await publish(broker, TOPIC, range(2))
+            async with ws_connect(server.url) as ws:
+                await subscribe(ws, ["c"], since=cursor)
+                assert numbers(await events(ws, 2)) == [0, 1]
+                await wait_for(lambda: not server.clients[0].catching_up)
+                await publish(broker, TOPIC, range(2, 3))
+                assert numbers(await events(ws, 1)) == [2]

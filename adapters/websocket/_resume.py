@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -50,32 +51,47 @@ class CursorError(ValueError):
         self.reason = reason
 
 
-def encode_cursor(epoch: str, positions: Mapping[TopicPartition, int]) -> str:
-    """The cursor of ``positions`` (``{(topic, partition): next offset}``) in log ``epoch``:
-    ``"v1."`` + unpadded base64url of the JSON ``{"e": epoch, "p": [[topic, partition, offset], ...]}``
-    (sorted). Clients treat it as opaque."""
-    body = orjson.dumps({"e": epoch, "p": [[t, p, o] for (t, p), o in sorted(positions.items())]})
+def encode_cursor(epoch: str, topics: Sequence[str], positions: Mapping[TopicPartition, int]) -> str:
+    """The cursor of ``positions`` (``{(topic, partition): next offset}``) over ``topics`` (in
+    this order) in log ``epoch``: ``"v1."`` + unpadded base64url of the JSON ``{"e": epoch, "t":
+    <8 hex digits of the topics' SHA-256>, "o": [[offset of partition 0, 1, ...] per topic]}``.
+    Topic names are not repeated in every frame: the digest says which topics the offsets are
+    of. Clients treat a cursor as opaque."""
+    offsets = []
+    for topic in topics:
+        row = []
+        while (topic, len(row)) in positions:
+            row.append(positions[(topic, len(row))])
+        offsets.append(row)
+    body = orjson.dumps({"e": epoch, "t": _digest(topics), "o": offsets})
     return _PREFIX + base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(cursor: str) -> tuple[str, dict[TopicPartition, int]]:
-    """``(epoch, {(topic, partition): next offset})`` of a cursor made by :func:`encode_cursor`.
+def decode_cursor(cursor: str, topics: Sequence[str]) -> tuple[str, dict[TopicPartition, int]]:
+    """``(epoch, {(topic, partition): next offset})`` of a cursor :func:`encode_cursor` made over
+    ``topics`` (the same, in the same order).
 
     Raises:
-        CursorError: not such a cursor.
+        CursorError: not such a cursor, or one made over other topics.
     """
     if not cursor.startswith(_PREFIX):
         raise CursorError("malformed cursor: not a v1 cursor")
     text = cursor[len(_PREFIX) :]
     try:
         obj = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        epoch = obj["e"]
-        positions = {(str(t), int(p)): int(o) for t, p, o in obj["p"]}
+        epoch, digest, offsets = obj["e"], obj["t"], obj["o"]
+        rows = [[int(o) for o in row] for row in offsets]
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
         raise CursorError("malformed cursor") from exc
-    if not isinstance(epoch, str) or any(p < 0 or o < 0 for (_, p), o in positions.items()):
+    if not isinstance(epoch, str) or not isinstance(digest, str) or any(o < 0 for row in rows for o in row):
         raise CursorError("malformed cursor")
-    return epoch, positions
+    if digest != _digest(topics) or len(rows) != len(topics):
+        raise CursorError("cursor of another set of topics (the gateway reads other topics now)")
+    return epoch, {(topic, p): o for topic, row in zip(topics, rows, strict=True) for p, o in enumerate(row)}
+
+
+def _digest(topics: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(topics).encode()).hexdigest()[:8]
 
 
 class NotificationLog:
@@ -90,7 +106,8 @@ class NotificationLog:
 
     Args:
         broker: the broker holding the topics; it needs a log (Kafka, the in-memory broker).
-        topics: the topics the notifications come from.
+        topics: the topics the notifications come from (every instance of a gateway must read
+            the same ones: a cursor says which topics it is of).
         to_notification: ``Message -> Notification | None``, the mapping of a record to its
             notification (None: not forwarded). It must be pure: the catch-up readers call it
             again for records the live feed already mapped. The position is set by the caller.
@@ -141,7 +158,7 @@ class NotificationLog:
         if not isinstance(max_readers, int) or max_readers < 1:
             raise ConfigError("max_readers", f"must be an int >= 1, not {max_readers!r}")
         self.broker = broker
-        self.topics = tuple(topics)
+        self.topics = tuple(sorted(set(topics)))  # sorted: the order cursors list them in
         self._topic_set = frozenset(self.topics)
         self.to_notification = to_notification
         self.epoch = epoch
@@ -186,7 +203,7 @@ class NotificationLog:
     def cursor(self) -> str:
         """The cursor of :attr:`head` (cached until it moves)."""
         if self._cursor is None:
-            self._cursor = encode_cursor(self.epoch, self.head)
+            self._cursor = encode_cursor(self.epoch, self.topics, self.head)
         return self._cursor
 
     def caught_up(self, positions: Mapping[TopicPartition, int]) -> bool:
@@ -215,7 +232,7 @@ class NotificationLog:
                 start (deleted by retention) or past its end.
             BrokerError: the broker cannot be reached.
         """
-        epoch, positions = decode_cursor(since)
+        epoch, positions = decode_cursor(since, self.topics)
         if epoch != self.epoch:
             raise CursorError(f"cursor of another epoch ({epoch!r}, this log is {self.epoch!r})")
         start: dict[TopicPartition, int] = {}
@@ -338,7 +355,9 @@ async def _catch_up(log: NotificationLog, hub: NotificationHub, conn: Connection
                 n = log.notification(message)
                 if n is None or n.channel not in conn.channels:
                     continue
-                conn._enqueue(encode_event(n.channel, n.event, cursor=encode_cursor(log.epoch, vector)), hub)
+                conn._enqueue(
+                    encode_event(n.channel, n.event, cursor=encode_cursor(log.epoch, log.topics, vector)), hub
+                )
             for tp, offset in reader.positions.items():
                 vector[tp] = max(vector.get(tp, 0), offset)
             await asyncio.sleep(0)  # a reader that never waits (records at hand) lets the others run
@@ -377,4 +396,4 @@ def frame_after(
         return frame
     conn._after = pending
     merged = {**log.head, **pending}
-    return encode_event(channel, event, cursor=encode_cursor(log.epoch, merged))
+    return encode_event(channel, event, cursor=encode_cursor(log.epoch, log.topics, merged))

@@ -33,12 +33,17 @@ async def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-
 
 
 def test_cursor_round_trip_and_malformed() -> None:
-    cursor = encode_cursor("e1", {("a", 1): 5, ("a", 0): 3})
+    cursor = encode_cursor("e1", ["a", "b"], {("a", 1): 5, ("a", 0): 3, ("b", 0): 7})
     assert cursor.startswith("v1.")
-    assert decode_cursor(cursor) == ("e1", {("a", 0): 3, ("a", 1): 5})
+    assert decode_cursor(cursor, ["a", "b"]) == ("e1", {("a", 0): 3, ("a", 1): 5, ("b", 0): 7})
     for bad in ["", "v2.abc", "v1.!!!", "v1." + "e30"]:
-        with pytest.raises(CursorError):
-            decode_cursor(bad)
+        with pytest.raises(CursorError, match="malformed"):
+            decode_cursor(bad, ["a", "b"])
+    with pytest.raises(CursorError, match="another set of topics"):
+        decode_cursor(cursor, ["a", "c"])
+    # compact: the topic names are not in it (6 topics x 3 partitions, as the shop's gateway reads)
+    topics = [f"some-namespace.topic-{i}" for i in range(6)]
+    assert len(encode_cursor("kafka:some-namespace.", topics, {(t, p): 123456 for t in topics for p in range(3)})) < 300
 
 
 def test_log_settings_are_checked() -> None:
@@ -57,11 +62,11 @@ async def test_every_event_frame_and_the_subscribed_reply_carry_a_cursor() -> No
         async with gateway(broker, [TOPIC]) as server, ws_connect(server.url) as ws:
             reply = await subscribe(ws, ["c"])
             assert reply["type"] == "subscribed"
-            assert decode_cursor(reply["cursor"]) == ("e1", {(TOPIC, 0): 0, (TOPIC, 1): 0})
+            assert decode_cursor(reply["cursor"], [TOPIC]) == ("e1", {(TOPIC, 0): 0, (TOPIC, 1): 0})
             await publish(broker, TOPIC, range(3))
             got = await events(ws, 3)
             assert numbers(got) == [0, 1, 2]
-            epoch, positions = decode_cursor(got[-1]["cursor"])
+            epoch, positions = decode_cursor(got[-1]["cursor"], [TOPIC])
             assert epoch == "e1" and sum(positions.values()) == 3
 
 
@@ -145,7 +150,7 @@ async def test_a_client_ahead_of_the_live_feed_gets_no_duplicates_and_keeps_its_
                 feed(5, 5)
                 last = (await events(ws, 1))[0]
                 assert last["event"] == {"n": 5}
-                assert decode_cursor(last["cursor"])[1] == {(TOPIC, 0): 6}
+                assert decode_cursor(last["cursor"], [TOPIC])[1] == {(TOPIC, 0): 6}
                 assert server.clients[0]._after is None
                 await nothing_more(ws)
 
@@ -164,7 +169,7 @@ async def test_cursor_older_than_retention_gets_recovery_failed_then_live() -> N
                 failed = await recv(ws)
                 assert failed["type"] == "recovery_failed"
                 assert "cursor too old" in failed["reason"] and f"{TOPIC}[0]" in failed["reason"]
-                assert decode_cursor(failed["cursor"])[1] == {(TOPIC, 0): 50}
+                assert decode_cursor(failed["cursor"], [TOPIC])[1] == {(TOPIC, 0): 50}
                 await publish(broker, TOPIC, range(50, 52))
                 assert numbers(await events(ws, 2)) == [50, 51]
             assert server.hub.log.recoveries_failed == 1  # type: ignore[union-attr]
@@ -173,8 +178,9 @@ async def test_cursor_older_than_retention_gets_recovery_failed_then_live() -> N
 @pytest.mark.parametrize(
     ("since", "reason"),
     [
-        (encode_cursor("other", {(TOPIC, 0): 0}), "another epoch"),
-        (encode_cursor("e1", {(TOPIC, 0): 99}), "ahead of the log"),
+        (encode_cursor("other", [TOPIC], {(TOPIC, 0): 0}), "another epoch"),
+        (encode_cursor("e1", [TOPIC], {(TOPIC, 0): 99}), "ahead of the log"),
+        (encode_cursor("e1", [TOPIC, "more"], {(TOPIC, 0): 0}), "another set of topics"),
         ("v1.not-a-cursor", "malformed cursor"),
     ],
 )

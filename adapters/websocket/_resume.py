@@ -59,7 +59,7 @@ def encode_cursor(epoch: str, topics: Sequence[str], positions: Mapping[TopicPar
     of. Clients treat a cursor as opaque."""
     offsets = []
     for topic in topics:
-        row = []
+        row: list[int] = []
         while (topic, len(row)) in positions:
             row.append(positions[(topic, len(row))])
         offsets.append(row)

@@ -324,3 +324,46 @@ async def test_notifications_of_a_topic_outside_the_log_do_not_hold_a_resume_bac
                 await wait_for(lambda: not server.clients[0].catching_up)
                 await publish(broker, TOPIC, range(2, 3))
                 assert numbers(await events(ws, 1)) == [2]
+
+
+async def test_a_client_ahead_on_one_partition_gets_cursors_covering_what_it_was_sent() -> None:
+    """Live frames to a client that went live ahead of the hub's head carry a cursor of their
+    own (the head, raised to what the catch-up sent) until the head passes it; then the shared
+    frames."""
+    async with InMemoryBroker() as broker:
+        await broker.create_topics([TOPIC], partitions=2)
+        log = NotificationLog(broker, [TOPIC], to_notification, epoch="e1", poll_timeout_s=0.05)
+        await log.open()
+        await broker.create_topics(["probe"], partitions=2)
+        keys = {}
+        for i in range(20):  # a key for each partition
+            keys.setdefault((await broker.emit("probe", {}, key=f"k{i}")).partition, f"k{i}")
+        async with WebSocketServer("127.0.0.1", 0, log=log, ping_interval=None) as server:
+
+            def feed(meta: Any, n: int) -> None:
+                server.hub.on_next(Notification("c", {"n": n}, (meta.topic, meta.partition, meta.offset)))
+
+            cursor = log.cursor()
+            p0 = [await broker.emit(TOPIC, {"n": n}, key=keys[0]) for n in range(3)]
+            feed(p0[0], 0)  # the feed lags: 1 of the 3 fanned out, the catch-up reads past it
+            async with ws_connect(server.url) as ws:
+                await subscribe(ws, ["c"], since=cursor)
+                assert numbers(await events(ws, 3)) == [0, 1, 2]
+                await wait_for(lambda: not server.clients[0].catching_up)
+                p = p0[0].partition
+                q = 1 - p
+                assert server.clients[0]._after == {(TOPIC, p): 3}
+                other = await broker.emit(TOPIC, {"n": 10}, key=keys[1])
+                assert other.partition == q
+                feed(other, 10)
+                frame = (await events(ws, 1))[0]
+                assert decode_cursor(frame["cursor"], [TOPIC])[1] == {(TOPIC, p): 3, (TOPIC, q): 1}
+                for meta in p0[1:]:
+                    feed(meta, -1)  # the lagging feed: skipped for this client
+                last = await broker.emit(TOPIC, {"n": 11}, key=keys[1])
+                feed(last, 11)
+                frame = (await events(ws, 1))[0]
+                assert frame["event"] == {"n": 11}
+                assert decode_cursor(frame["cursor"], [TOPIC])[1] == {(TOPIC, p): 3, (TOPIC, q): 2} == log.head
+                assert server.clients[0]._after is None
+                await nothing_more(ws)

@@ -97,8 +97,9 @@ def _digest(topics: Sequence[str]) -> str:
 class NotificationLog:
     """Where a hub's notifications come from, so that a client can resume from a cursor.
 
-    Give it to the hub (``NotificationHub(server, log=log)`` or ``WebSocketServer(..., log=log)``
-    for the server's default hub) and :meth:`open` it before the live feed starts. Feed the hub
+    Give it to the server (``WebSocketServer(..., log=log)``: its default hub, ``server.hub``,
+    puts cursors in frames and the server serves ``since`` with it) and :meth:`open` it before the
+    live feed starts. Feed the hub
     with notifications that carry their record's position (``Notification(channel, event,
     position=(topic, partition, offset))``): :meth:`live` makes that feed (it reads the topics
     from the log end, without a consumer group, so every gateway instance gets every event), or

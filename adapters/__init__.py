@@ -34,7 +34,7 @@ from ._message import (
     track,
 )
 from ._offsets import OffsetTracker
-from ._protocol import Broker, Decoder, Emitter, ProcessingGuarantee
+from ._protocol import Broker, Decoder, Emitter, LogReader, ProcessingGuarantee, TopicPartition
 from ._sink import BrokerSink, DeadLetterSink
 from ._source import (
     BrokerSource,
@@ -60,6 +60,7 @@ __all__ = [
     "Headers",
     "HeadersIn",
     "Hold",
+    "LogReader",
     "Message",
     "OffsetReset",
     "OffsetTracker",
@@ -67,6 +68,7 @@ __all__ = [
     "PayloadRoute",
     "ProcessingGuarantee",
     "RecordMetadata",
+    "TopicPartition",
     "check_auto_offset_reset",
     "check_processing_guarantee",
     "current_message",

@@ -20,7 +20,10 @@ from ._message import Batch, HeadersIn, Message, RecordMetadata
 #: ``"at_least_once"`` (offsets after handling) or ``"exactly_once"`` (Kafka transactions).
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
 
-__all__ = ["Broker", "Decoder", "Emitter", "ProcessingGuarantee"]
+__all__ = ["Broker", "Decoder", "Emitter", "LogReader", "ProcessingGuarantee", "TopicPartition"]
+
+#: ``(topic, partition)``.
+TopicPartition = tuple[str, int]
 
 #: How a source turns value bytes into ``Message.value``: ``"json"`` (orjson; a record that
 #: is not JSON goes to ``<topic>.DLT`` with the reason in its headers and the stream goes
@@ -42,6 +45,34 @@ class Emitter(Protocol):
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Publish one record; see :meth:`Broker.emit`."""
+
+
+class LogReader(Protocol):
+    """A reader of a broker's log from given positions, outside any consumer group (see
+    :meth:`Broker.read_log`): it joins no group and commits nothing, so any number of readers
+    (e.g. one per websocket client catching up) read the same records independently.
+    """
+
+    @property
+    def positions(self) -> dict[TopicPartition, int]:
+        """``{(topic, partition): next offset to read}`` of every partition read; after each
+        :meth:`read` it is past every record returned (Kafka: and past transaction markers)."""
+
+    async def read(self, max_records: int, timeout_s: float = 0.5) -> list[Message]:
+        """The next records, at most ``max_records`` (>= 1), in offset order per partition.
+
+        Waits at most ``timeout_s`` seconds for a record when none is available and then
+        returns ``[]``. Only what is asked for is held in memory (Kafka: plus the client's
+        bounded fetch buffer). A record whose value does not decode is skipped (logged), and the
+        position moves past it.
+
+        Raises:
+            BrokerError: a position is outside the log (below its start: deleted by retention;
+                or past its end), or the broker failed; the message names the partition.
+        """
+
+    async def close(self) -> None:
+        """Release the reader (idempotent)."""
 
 
 @runtime_checkable
@@ -200,3 +231,21 @@ class Broker(Protocol):
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """``{partition: next offset to be written}`` of ``topic``."""
+
+    async def beginning_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: oldest offset still kept}`` of ``topic`` (the log start: 0 until retention
+        deletes records); ``{}`` for an unknown topic."""
+
+    async def read_log(self, positions: Mapping[TopicPartition, int], *, decode: Decoder = "json") -> LogReader:
+        """A started :class:`LogReader` of the partitions in ``positions``, each from its given
+        offset (the next offset to read): no consumer group, no commit, records decoded as
+        :meth:`source` decodes them. Close it when done.
+
+        For replaying a log from a known position (e.g. a websocket client resuming from its
+        cursor); a broker without a log (RabbitMQ: a consumed message is deleted from its queue)
+        refuses.
+
+        Raises:
+            BrokerError: the broker keeps no log, or cannot be reached.
+            ConfigError: ``decode`` is not a decoder.
+        """

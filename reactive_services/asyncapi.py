@@ -363,10 +363,20 @@ class _Writer:
         the Server Object."""
         names = sorted(api.channels)
         messages = {
-            "ws_subscribe": _frame("Subscribe", {"op": "subscribe", "channels": names}),
+            # "since": resume after a cursor (docs/websocket.md); "cursor": where a client resumes
+            "ws_subscribe": _frame(
+                "Subscribe", {"op": "subscribe", "channels": names, "since": "cursor"}, optional=("since",)
+            ),
             "ws_unsubscribe": _frame("Unsubscribe", {"op": "unsubscribe", "channels": names}),
             "ws_ping": _frame("Ping", {"op": "ping"}),
-            "ws_subscribed": _frame("Subscribed", {"type": "subscribed", "channels": names}),
+            "ws_subscribed": _frame(
+                "Subscribed", {"type": "subscribed", "channels": names, "cursor": "cursor"}, optional=("cursor",)
+            ),
+            "ws_recovery_failed": _frame(
+                "Recovery failed",
+                {"type": "recovery_failed", "reason": "text", "cursor": "cursor"},
+                optional=("cursor",),
+            ),
             "ws_pong": _frame("Pong", {"type": "pong"}),
             "ws_error": _frame("Error frame", {"type": "error", "error": "text"}),
             "ws_event": {"name": "ws_event", "title": "Event frame", "contentType": "application/json"},
@@ -391,7 +401,9 @@ class _Writer:
             "action": "send",
             "channel": {"$ref": "#/channels/websocket"},
             "summary": "frames to a client: the events of its channels, and the answers to its frames",
-            "messages": [{"$ref": ref + k} for k in ("ws_event", "ws_subscribed", "ws_pong", "ws_error")],
+            "messages": [
+                {"$ref": ref + k} for k in ("ws_event", "ws_subscribed", "ws_recovery_failed", "ws_pong", "ws_error")
+            ],
             "tags": [{"name": "gateway"}],
         }
         return {
@@ -468,6 +480,7 @@ class _Writer:
                                 "properties": {"topic": {"const": topic}, "data": data},
                                 "required": ["topic", "data"],
                             },
+                            "cursor": {"type": "string"},
                             "trace": _TRACE_SCHEMA,
                         },
                         "required": ["type", "channel", "event"],
@@ -490,7 +503,7 @@ class ErrorReply(pydantic.BaseModel):
     error: RemoteErrorBody
 
 
-def _frame(title: str, example: dict[str, Any]) -> dict[str, Any]:
+def _frame(title: str, example: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for name, value in example.items():
         if name in ("op", "type"):
@@ -499,7 +512,7 @@ def _frame(title: str, example: dict[str, Any]) -> dict[str, Any]:
             properties[name] = {"type": "array", "items": {"type": "string", "enum": value} if value else {}}
         else:
             properties[name] = {"type": "string"}
-    payload = {"type": "object", "properties": properties, "required": list(example)}
+    payload = {"type": "object", "properties": properties, "required": [k for k in example if k not in optional]}
     return {"name": _component_key(title), "title": title, "contentType": "application/json", "payload": payload}
 
 

@@ -23,6 +23,8 @@ units in the name)::
     rs_websocket_notifications_published_total   counter  notifications received by the hub(s)
     rs_websocket_notifications_delivered_total   counter  event frames written to clients
     rs_websocket_notifications_dropped_total     counter  event frames discarded by a drop policy
+    rs_websocket_resumed_total                   counter  clients caught up from a cursor, then live
+    rs_websocket_recoveries_failed_total         counter  recovery_failed frames (a cursor not honoured)
     rs_http_request_duration_seconds{route,method,status}  histogram  HTTP request latency
 
 The message and websocket counters are not kept twice: :class:`MeteredBroker` keeps plain
@@ -480,6 +482,12 @@ class _WebSocketCollector(Collector):
             "counter",
             "Event frames discarded from client queues by a drop_oldest / keep_latest policy.",
         ),
+        ("rs_websocket_resumed_total", "counter", "Websocket clients caught up from a cursor (since), then live."),
+        (
+            "rs_websocket_recoveries_failed_total",
+            "counter",
+            "recovery_failed frames: a since cursor that could not be honoured (too old, other epoch...).",
+        ),
     )
 
     def __init__(self, metrics: ServiceMetrics) -> None:
@@ -510,7 +518,10 @@ class _WebSocketCollector(Collector):
         published = sum(_total(getattr(h, "published", 0)) for h in hubs.values())
         delivered = sum(int(getattr(h, "delivered", 0)) for h in hubs.values())
         dropped = sum(int(getattr(h, "dropped", 0)) for h in hubs.values())
-        yield from self._families((clients, slow, published, delivered, dropped))
+        logs = [log for h in hubs.values() if (log := getattr(h, "log", None)) is not None]
+        resumed = sum(int(getattr(log, "resumed", 0)) for log in logs)
+        failed = sum(int(getattr(log, "recoveries_failed", 0)) for log in logs)
+        yield from self._families((clients, slow, published, delivered, dropped, resumed, failed))
 
 
 def _total(count: Any) -> int:

@@ -172,7 +172,25 @@ class KafkaAdmin:
             return None
         return int(meta.offset)
 
+    async def beginning_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: oldest offset still kept}`` of ``topic`` (``{}`` for an unknown topic).
+
+        Raises:
+            BrokerUnavailableError: the cluster did not answer in time.
+            BrokerError: the cluster refused the request.
+        """
+        return await self._offsets(topic, beginning=True)
+
     async def end_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: next offset to be written}`` of ``topic`` (``{}`` for an unknown topic).
+
+        Raises:
+            BrokerUnavailableError: the cluster did not answer in time.
+            BrokerError: the cluster refused the request.
+        """
+        return await self._offsets(topic, beginning=False)
+
+    async def _offsets(self, topic: str, *, beginning: bool) -> dict[int, int]:
         """``{partition: next offset to be written}`` of ``topic`` (``{}`` for an unknown topic).
 
         Raises:
@@ -193,7 +211,8 @@ class KafkaAdmin:
                 if not parts:
                     return {}
                 consumer = await self._ensure_offsets_consumer()
-                ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+                tps = [TopicPartition(topic, p) for p in parts]
+                ends = await (consumer.beginning_offsets(tps) if beginning else consumer.end_offsets(tps))
         except UNAVAILABLE as exc:
             raise unavailable(s.bootstrap_servers, exc, s.request_timeout_s) from exc
         except KafkaError as exc:

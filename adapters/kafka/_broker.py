@@ -13,14 +13,16 @@ from typing import Any, Literal, cast
 
 from reactivex import Observable
 
+from .._codec import resolve_decoder
 from .._message import Batch, HeadersIn, Message, RecordMetadata
-from .._protocol import Decoder
+from .._protocol import Decoder, TopicPartition
 from .._sink import BrokerSink
 from .._source import ProcessingGuarantee, source_args
 from ..tracing import publish_span, tracing_enabled, with_trace
 from ._admin import KafkaAdmin
 from ._codec import KafkaSettings
 from ._producer import KafkaProducer
+from ._reader import KafkaLogReader
 from ._source import KafkaSources, SourceStats
 
 __all__ = ["KafkaBroker", "SourceStats"]
@@ -218,6 +220,28 @@ class KafkaBroker:
             BrokerUnavailableError: the cluster did not answer in time.
         """
         return await self._admin.end_offsets(topic)
+
+    async def beginning_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: oldest offset still kept}`` of ``topic`` (``{}`` for an unknown topic).
+
+        Raises:
+            BrokerUnavailableError: the cluster did not answer in time.
+        """
+        return await self._admin.beginning_offsets(topic)
+
+    async def read_log(self, positions: Mapping[TopicPartition, int], *, decode: Decoder = "json") -> KafkaLogReader:
+        """A started :class:`~reactive_services.adapters.LogReader` of the partitions in
+        ``positions``, each from its offset: a consumer without a group (``assign`` + ``seek``),
+        nothing committed; ``consumer_options`` apply (see :meth:`Broker.read_log
+        <reactive_services.adapters.Broker.read_log>`).
+
+        Raises:
+            BrokerUnavailableError: the cluster did not answer in time.
+            ConfigError: ``decode`` is not a decoder.
+        """
+        reader = KafkaLogReader(self.settings, positions, resolve_decoder(decode))
+        await reader.start()
+        return reader
 
     # ------------------------------------------------------------------ producing
 

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from reactive_services.errors import ConfigError
 
@@ -75,6 +76,8 @@ class MemoryCluster:
         #: records deleted by retention before a consumer group read them: ``{group: count}``
         self.lost_to_retention: dict[str, int] = {}
         self.groups: dict[str, Group] = {}
+        #: the open log readers (:class:`~._reader.MemoryLogReader`), woken by appends
+        self.readers: set[Any] = set()
         self._member_ids = itertools.count(1)
 
     # -- topics ----------------------------------------------------------------------------
@@ -123,6 +126,9 @@ class MemoryCluster:
             for member in group.members:
                 if topic in member.topics:
                     member.wake.set()
+        for reader in self.readers:
+            if topic in reader.topics:
+                reader.wake()
 
     def join(self, group_id: str, topics: tuple[str, ...]) -> tuple[Group, Member]:
         """Add a member subscribing to ``topics`` to ``group_id`` (created if new) and rebalance."""

@@ -28,14 +28,16 @@ from reactivex import Observable
 
 from reactive_services.errors import ConfigError
 
+from .._codec import resolve_decoder
 from .._message import Batch, HeadersIn, Message, RecordMetadata
-from .._protocol import Decoder
+from .._protocol import Decoder, TopicPartition
 from .._sink import BrokerSink
 from .._source import ProcessingGuarantee, source_args
 from ..tracing import publish_span, tracing_enabled, with_trace
 from ._admin import MemoryCluster
 from ._codec import Retention
 from ._producer import MemoryProducer
+from ._reader import MemoryLogReader
 from ._source import MemorySources
 
 __all__ = ["InMemoryBroker"]
@@ -133,6 +135,16 @@ class InMemoryBroker:
     async def beginning_offsets(self, topic: str) -> dict[int, int]:
         """``{partition: oldest offset still kept}`` of ``topic`` (0 until retention deletes)."""
         return {p: part.start for p, part in enumerate(self._cluster.topics.get(topic, []))}
+
+    async def read_log(self, positions: Mapping[TopicPartition, int], *, decode: Decoder = "json") -> MemoryLogReader:
+        """A :class:`~reactive_services.adapters.LogReader` of the partitions in ``positions``, each
+        from its offset: no consumer group, no commit (see :meth:`Broker.read_log
+        <reactive_services.adapters.Broker.read_log>`).
+
+        Raises:
+            ConfigError: ``decode`` is not a decoder.
+        """
+        return MemoryLogReader(self._cluster, positions, resolve_decoder(decode))
 
     # -- topics ----------------------------------------------------------------------------
     async def create_topics(

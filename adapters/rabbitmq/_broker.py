@@ -13,10 +13,10 @@ from typing import Any, Literal, cast
 
 from reactivex import Observable
 
-from reactive_services.errors import ConfigError
+from reactive_services.errors import BrokerError, ConfigError
 
 from .._message import Batch, HeadersIn, Message, RecordMetadata
-from .._protocol import Decoder
+from .._protocol import Decoder, LogReader, TopicPartition
 from .._sink import BrokerSink
 from .._source import ProcessingGuarantee, source_args
 from ..tracing import publish_span, tracing_enabled, with_trace
@@ -201,6 +201,25 @@ class RabbitBroker:
         if not await self._producer.exchange_exists(topic):
             return {}
         return dict.fromkeys(range(self._producer.partitions_of(topic)), 0)
+
+    async def beginning_offsets(self, topic: str) -> dict[int, int]:
+        """``{partition: 0}`` for every partition of ``topic`` if its exchange exists, else ``{}``
+        (an exchange keeps no log; see :meth:`end_offsets`)."""
+        return await self.end_offsets(topic)
+
+    async def read_log(self, positions: Mapping[TopicPartition, int], *, decode: Decoder = "json") -> LogReader:
+        """Refused: RabbitMQ keeps no log to read again. A message published to an exchange is
+        routed to the queues bound at that moment and deleted from a queue once acknowledged, so
+        nothing can be read from an earlier position (a websocket client cannot resume from a
+        cursor on this broker; use Kafka or the in-memory broker for that).
+
+        Raises:
+            BrokerError: always.
+        """
+        raise BrokerError(
+            "RabbitMQ keeps no log: a consumed message is deleted from its queue, so records cannot be"
+            " read again from an offset (read_log needs Kafka or the in-memory broker)"
+        )
 
     async def queue_depths(self, group_id: str, topic: str) -> dict[int, int]:
         """``{partition: messages ready}`` in ``group_id``'s queues of ``topic`` (messages

@@ -9,13 +9,15 @@ Every frame is a JSON object sent as a websocket **text** frame (UTF-8).
 Client -> server::
 
     {"op": "subscribe",   "channels": ["inventory", "orders"]}
+    {"op": "subscribe",   "channels": ["orders"], "since": "<cursor>"}  # resume after a cursor
     {"op": "unsubscribe", "channels": ["orders"]}
     {"op": "ping"}
 
 Server -> client::
 
-    {"type": "subscribed", "channels": ["inventory"]}      # reply to (un)subscribe: ALL current channels, sorted
-    {"type": "event", "channel": "orders", "event": {...}}  # one notification on a subscribed channel
+    {"type": "subscribed", "channels": ["inventory"], "cursor"?: "..."}  # reply to (un)subscribe: ALL channels, sorted
+    {"type": "event", "channel": "orders", "event": {...}, "cursor"?: "..."}  # one notification
+    {"type": "recovery_failed", "reason": "...", "cursor"?: "..."}  # a since that cannot be honoured
     {"type": "pong"}                                        # reply to ping
     {"type": "error", "error": "unknown op 'subscrbe'; ..."}  # reply to a bad frame
 
@@ -45,6 +47,16 @@ Rules:
   The drop policies discard replies (``subscribed``, ``pong``, ``error``) like events.
   Memory per client is bounded: ``queue_size`` frames, plus the transport's write buffer
   (``write_limit`` bytes, 32 KiB by default, plus one frame).
+- Resuming (a server with a :class:`NotificationLog`): every event frame carries ``"cursor"``
+  (opaque: the fan-out's position after this event in every partition of the notification
+  topics, and the log's epoch); so does the ``subscribed`` reply of a live subscribe. A subscribe
+  with ``"since": cursor`` is answered ``subscribed``, then gets every event of the connection's
+  channels after the cursor, in order per partition, without duplicates, then the live stream
+  (a catch-up reader of its own reads the log, at the pace the client reads: at most
+  ``queue_size`` frames queued, the same overflow policies). A cursor older than the log keeps
+  (retention), of another epoch, past the log's end or malformed, or a server without a log,
+  gets ``{"type": "recovery_failed", "reason": ...}`` and then the live stream: the client
+  reloads its state.
 - When the notification stream ends (``hub.on_completed()`` / ``on_error``) the queued events
   are flushed and every client is closed with **1001** (going away); ``server.stop()``
   closes with 1001 too (queued frames are dropped).
@@ -90,9 +102,16 @@ connection to the same server and hub, with the same protocol::
 Any object with the :class:`Transport` members works (``send``, ``recv``, ``close``,
 ``remote_address``, ``close_code``, ``close_reason``).
 
-Client side::
+Resuming (server side)::
 
-    connect("ws://127.0.0.1:8765", subscribe=["orders"], events_only=True).subscribe(
+    log = NotificationLog(broker, ["order.created"], to_notification, epoch="shop-1")
+    await log.open()                                  # the fan-out starts at the end of the log
+    async with WebSocketServer(port=8765, log=log) as server:
+        log.live().subscribe(server.hub)              # no consumer group: every instance gets all
+
+Client side (``reconnect``: backoff with jitter, resubscribe with ``since`` = the last cursor)::
+
+    connect("ws://127.0.0.1:8765", subscribe=["orders"], events_only=True, reconnect=True).subscribe(
         on_next=lambda frame: print(frame["channel"], frame["event"]),
         on_completed=lambda: print("server closed 1000/1001"),
         on_error=print,                                # ConnectionClosedError / WebSocketError
@@ -100,15 +119,17 @@ Client side::
 """
 
 from ._asgi import StarletteTransport
-from ._client import connect
+from ._client import ConnectionState, Reconnect, connect
 from ._codec import (
     MAX_CHANNEL_LENGTH,
     MAX_CHANNELS,
+    MAX_CURSOR_LENGTH,
     ClientFrame,
     decode_server_frame,
     encode_error,
     encode_event,
     encode_pong,
+    encode_recovery_failed,
     encode_subscribe,
     encode_subscribed,
     encode_unsubscribe,
@@ -116,6 +137,7 @@ from ._codec import (
     validate_channels,
 )
 from ._hub import Notification, NotificationHub
+from ._resume import CursorError, NotificationLog, decode_cursor, encode_cursor
 from ._server import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Connection, OverflowPolicy, WebSocketServer
 from ._transport import Transport, WebSocketsTransport
 
@@ -124,20 +146,28 @@ __all__ = [
     "CLOSE_UNAUTHORIZED",
     "MAX_CHANNELS",
     "MAX_CHANNEL_LENGTH",
+    "MAX_CURSOR_LENGTH",
     "ClientFrame",
     "Connection",
+    "ConnectionState",
+    "CursorError",
     "Notification",
     "NotificationHub",
+    "NotificationLog",
     "OverflowPolicy",
+    "Reconnect",
     "StarletteTransport",
     "Transport",
     "WebSocketServer",
     "WebSocketsTransport",
     "connect",
+    "decode_cursor",
     "decode_server_frame",
+    "encode_cursor",
     "encode_error",
     "encode_event",
     "encode_pong",
+    "encode_recovery_failed",
     "encode_subscribe",
     "encode_subscribed",
     "encode_unsubscribe",

@@ -23,11 +23,13 @@ __all__ = [
     "CLIENT_OPS",
     "MAX_CHANNELS",
     "MAX_CHANNEL_LENGTH",
+    "MAX_CURSOR_LENGTH",
     "ClientFrame",
     "decode_server_frame",
     "encode_error",
     "encode_event",
     "encode_pong",
+    "encode_recovery_failed",
     "encode_subscribe",
     "encode_subscribed",
     "encode_unsubscribe",
@@ -39,6 +41,8 @@ __all__ = [
 MAX_CHANNEL_LENGTH = 100
 #: Most channels one connection may be subscribed to at once (and may name in one frame).
 MAX_CHANNELS = 100
+#: Longest ``since`` cursor accepted, in characters.
+MAX_CURSOR_LENGTH = 16 * 1024
 
 #: The ``op`` values a client may send.
 ClientOp = Literal["subscribe", "unsubscribe", "ping"]
@@ -53,10 +57,12 @@ class ClientFrame:
         op: ``"subscribe"``, ``"unsubscribe"`` or ``"ping"``.
         channels: the channel names of a (un)subscribe, de-duplicated in the order given;
             ``()`` for ``"ping"``.
+        since: a subscribe's ``"since"`` cursor (resume after it), else None.
     """
 
     op: ClientOp
     channels: tuple[str, ...] = ()
+    since: str | None = None
 
 
 def validate_channels(value: object, *, max_channels: int = MAX_CHANNELS) -> tuple[str, ...]:
@@ -99,8 +105,9 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
 
     Raises:
         DecodeError: ``data`` is not JSON.
-        ValidationError: not a JSON object, ``op`` missing or unknown, or ``channels`` invalid
-            (see :func:`validate_channels`).
+        ValidationError: not a JSON object, ``op`` missing or unknown, ``channels`` invalid
+            (see :func:`validate_channels`), or a ``since`` that is not a non-empty string of at
+            most :data:`MAX_CURSOR_LENGTH` characters (or that is not on a subscribe).
     """
     try:
         obj = orjson.loads(data)
@@ -117,7 +124,16 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
         return ClientFrame("ping")
     if "channels" not in obj:
         raise ValidationError(f"'{op}' needs 'channels': a list of strings")
-    return ClientFrame(cast(ClientOp, op), validate_channels(obj["channels"]))
+    channels = validate_channels(obj["channels"])
+    since = obj.get("since")
+    if since is not None:
+        if op != "subscribe":
+            raise ValidationError("'since' is only allowed on subscribe")
+        if not isinstance(since, str) or not since or len(since) > MAX_CURSOR_LENGTH:
+            raise ValidationError(
+                f"'since' must be a cursor: a non-empty string of at most {MAX_CURSOR_LENGTH} characters"
+            )
+    return ClientFrame(cast(ClientOp, op), channels, since)
 
 
 def _json_type(obj: object) -> str:
@@ -135,19 +151,26 @@ def _json_type(obj: object) -> str:
 # Server -> client frames (UTF-8 JSON bytes)
 
 
-def encode_subscribed(channels: Iterable[str]) -> bytes:
-    """``{"type": "subscribed", "channels": [...]}`` with the channels sorted."""
-    return orjson.dumps({"type": "subscribed", "channels": sorted(channels)})
+def encode_subscribed(channels: Iterable[str], cursor: str | None = None) -> bytes:
+    """``{"type": "subscribed", "channels": [...]}`` with the channels sorted, plus ``"cursor"``
+    when given."""
+    frame: dict[str, Any] = {"type": "subscribed", "channels": sorted(channels)}
+    if cursor is not None:
+        frame["cursor"] = cursor
+    return orjson.dumps(frame)
 
 
-def encode_event(channel: str, event: Any, trace: Mapping[str, str] | None = None) -> bytes:
-    """``{"type": "event", "channel": channel, "event": event}``, plus ``"trace": {"traceparent":
-    ..., "tracestate"?: ...}`` (W3C Trace Context) when ``trace`` is given and not empty.
+def encode_event(channel: str, event: Any, trace: Mapping[str, str] | None = None, cursor: str | None = None) -> bytes:
+    """``{"type": "event", "channel": channel, "event": event}``, plus ``"cursor": cursor`` when
+    given and ``"trace": {"traceparent": ..., "tracestate"?: ...}`` (W3C Trace Context) when
+    ``trace`` is given and not empty.
 
     Raises:
         TypeError: ``event`` is not JSON-serialisable by orjson.
     """
     frame: dict[str, Any] = {"type": "event", "channel": channel, "event": event}
+    if cursor is not None:
+        frame["cursor"] = cursor
     if trace:
         frame["trace"] = trace
     try:
@@ -169,12 +192,25 @@ def encode_error(message: str) -> bytes:
     return orjson.dumps({"type": "error", "error": message})
 
 
+def encode_recovery_failed(reason: str, cursor: str | None = None) -> bytes:
+    """``{"type": "recovery_failed", "reason": reason}``, plus ``"cursor"`` (where the live
+    stream that follows starts) when given."""
+    frame: dict[str, Any] = {"type": "recovery_failed", "reason": reason}
+    if cursor is not None:
+        frame["cursor"] = cursor
+    return orjson.dumps(frame)
+
+
 # Client -> server frames, for clients written in Python
 
 
-def encode_subscribe(channels: Iterable[str]) -> bytes:
-    """``{"op": "subscribe", "channels": [...]}`` (channels in the order given)."""
-    return orjson.dumps({"op": "subscribe", "channels": list(channels)})
+def encode_subscribe(channels: Iterable[str], since: str | None = None) -> bytes:
+    """``{"op": "subscribe", "channels": [...]}`` (channels in the order given), plus
+    ``"since": cursor`` when given."""
+    frame: dict[str, Any] = {"op": "subscribe", "channels": list(channels)}
+    if since is not None:
+        frame["since"] = since
+    return orjson.dumps(frame)
 
 
 def encode_unsubscribe(channels: Iterable[str]) -> bytes:

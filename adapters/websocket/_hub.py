@@ -6,15 +6,19 @@ import asyncio
 import logging
 import threading
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 from reactivex import Observer
 
 from ..tracing import trace_carrier, tracer, tracing_enabled
 from ._codec import encode_event
+from ._resume import frame_after
 from ._server import OVERFLOW, WebSocketServer
+
+if TYPE_CHECKING:
+    from ._resume import NotificationLog
 
 __all__ = ["Notification", "NotificationHub"]
 
@@ -28,10 +32,15 @@ class Notification:
     Attributes:
         channel: the channel name (e.g. ``"orders"``).
         event: any JSON-serialisable value (orjson: dicts, lists, dataclasses, datetimes...).
+        position: ``(topic, partition, offset)`` of the record it was made from, or None. A hub
+            with a :class:`~reactive_services.adapters.websocket.NotificationLog` moves its
+            cursor past it. Not compared (two notifications of the same channel and event are
+            equal wherever they come from).
     """
 
     channel: str
     event: Any
+    position: tuple[str, int, int] | None = field(default=None, compare=False)
 
 
 class NotificationHub(Observer[Notification | tuple[str, Any]]):
@@ -53,10 +62,18 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
     Call ``on_next`` on the event loop thread of the server; a call from another thread is
     handed to the loop (``call_soon_threadsafe``), which keeps order per calling thread.
 
+    With a ``log`` (:class:`~reactive_services.adapters.websocket.NotificationLog`), every event
+    frame carries ``"cursor"``: the position of the fan-out after this event (the positions of
+    the notifications, ``Notification.position``); a client subscribing with ``"since": cursor``
+    catches up from the log, then goes live (see the protocol in
+    :mod:`reactive_services.adapters.websocket`). Only the server's default hub
+    (``server.hub``) serves ``since``.
+
     Args:
         server: the server whose clients receive the notifications (the hub reads its current
             connections at each ``on_next``, so clients that connect later are included).
         flush_timeout: seconds ``on_completed`` / ``on_error`` wait for queues to empty.
+        log: where the notifications come from, to put cursors in frames and serve ``since``.
 
     Attributes:
         published: ``{channel: notifications received}``, counted even with no subscriber.
@@ -66,9 +83,12 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
         slow_clients_closed: clients this hub closed because their queue was full (``close``).
     """
 
-    def __init__(self, server: WebSocketServer, *, flush_timeout: float = 10.0) -> None:
+    def __init__(
+        self, server: WebSocketServer, *, flush_timeout: float = 10.0, log: NotificationLog | None = None
+    ) -> None:
         super().__init__()
         self.server = server
+        self.log = log
         self.flush_timeout = flush_timeout
         self.published: Counter[str] = Counter()
         self.delivered = 0
@@ -83,8 +103,9 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
             TypeError: ``value`` is neither a Notification nor a ``(channel, event)`` pair,
                 the channel is not a string, or the event is not JSON-serialisable.
         """
+        position = None
         if isinstance(value, Notification):
-            channel, event = value.channel, value.event
+            channel, event, position = value.channel, value.event, value.position
         elif isinstance(value, tuple) and len(value) == 2:
             channel, event = value
         else:
@@ -95,12 +116,12 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
         if not isinstance(channel, str):
             raise TypeError(f"channel must be a str, not {type(channel).__name__}")
         if tracing_enabled():
-            self._traced(channel, event)
+            self._traced(channel, event, position)
             return
-        frame = encode_event(channel, event)
-        self._hand_over(channel, frame)
+        # with a log, the frame needs the cursor: it is encoded on the loop, in _publish
+        self._hand_over(channel, encode_event(channel, event) if self.log is None else None, event, position)
 
-    def _traced(self, channel: str, event: Any) -> None:
+    def _traced(self, channel: str, event: Any, position: tuple[str, int, int] | None) -> None:
         """The notification inside a ``send <channel>`` PRODUCER span, its frame carrying the span's
         trace context (``"trace": {"traceparent": ...}``)."""
         attributes: dict[str, str | int] = {
@@ -111,18 +132,43 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
             "reactive_services.websocket.subscribers": len(self.server._by_channel.get(channel, ())),
         }
         with tracer().start_as_current_span(f"send {channel}", kind=SpanKind.PRODUCER, attributes=attributes):
-            self._hand_over(channel, encode_event(channel, event, trace_carrier()))
+            if self.log is None:
+                self._hand_over(channel, encode_event(channel, event, trace_carrier()), event, position)
+            else:
+                self._hand_over(channel, None, event, position, trace_carrier())
 
-    def _hand_over(self, channel: str, frame: bytes) -> None:
+    def _hand_over(
+        self,
+        channel: str,
+        frame: bytes | None,
+        event: Any,
+        position: tuple[str, int, int] | None,
+        trace: dict[str, str] | None = None,
+    ) -> None:
         loop_thread = self.server._loop_thread
         if loop_thread is not None and threading.get_ident() != loop_thread:
             assert self.server._loop is not None
-            self.server._loop.call_soon_threadsafe(self._publish, channel, frame)
+            if frame is None:
+                _check_json(event)  # TypeError raised here, in on_next, not on the loop
+            self.server._loop.call_soon_threadsafe(self._publish, channel, frame, event, position, trace)
         else:
-            self._publish(channel, frame)
+            self._publish(channel, frame, event, position, trace)
 
-    def _publish(self, channel: str, frame: bytes) -> None:
+    def _publish(
+        self,
+        channel: str,
+        frame: bytes | None,
+        event: Any,
+        position: tuple[str, int, int] | None,
+        trace: dict[str, str] | None,
+    ) -> None:
         self.published[channel] += 1
+        log = self.log
+        if log is not None:
+            if position is not None:
+                log.advance(*position)
+            frame = encode_event(channel, event, trace, log.cursor())
+        shared: bytes = frame if frame is not None else encode_event(channel, event, trace)
         subscribers = self.server._by_channel.get(channel)
         if not subscribers:
             return
@@ -131,7 +177,15 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
         # unindexed later, when its handler ends), so iterating the live set is safe. The hub
         # is the tally of its frames: _enqueue / the sender add to delivered and dropped.
         for conn in subscribers:
-            if conn._enqueue(frame, self) == OVERFLOW:
+            if conn._catching_up:  # its catch-up reader will read this record from the log
+                continue
+            own = shared
+            if conn._after is not None and log is not None:
+                after = frame_after(log, conn, conn._after, channel, event, position, shared)
+                if after is None:  # the catch-up delivered it already
+                    continue
+                own = after
+            if conn._enqueue(own, self) == OVERFLOW:
                 overflowed += 1
         self.slow_clients_closed += overflowed
 
@@ -184,3 +238,8 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
         """
         if self._closing is not None:
             await asyncio.shield(self._closing)
+
+
+def _check_json(event: Any) -> None:
+    """Raise TypeError now (in ``on_next``) for an event orjson cannot encode."""
+    encode_event("", event)

@@ -31,6 +31,7 @@ from ._codec import (
     ClientFrame,
     encode_error,
     encode_pong,
+    encode_recovery_failed,
     encode_subscribed,
     parse_client_frame,
 )
@@ -38,6 +39,7 @@ from ._transport import Transport, WebSocketsTransport, fit_close_reason
 
 if TYPE_CHECKING:
     from ._hub import NotificationHub
+    from ._resume import NotificationLog
 
 __all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNAUTHORIZED", "Connection", "OverflowPolicy", "WebSocketServer"]
 
@@ -103,6 +105,11 @@ class Connection:
         self._closing = False
         self._overflowing = False
         self._tasks: asyncio.TaskGroup | None = None
+        # Resuming from a cursor (._resume): the hub skips a client while its catch-up reader
+        # runs, then skips the records at or before _after {(topic, partition): next offset}.
+        self._catching_up = False
+        self._after: dict[tuple[str, int], int] | None = None
+        self._resuming: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.remote_address} channels={sorted(self.channels)}>"
@@ -126,6 +133,11 @@ class Connection:
     def is_open(self) -> bool:
         """Whether frames can still be queued for this client."""
         return not self._closing and self.transport.close_code is None
+
+    @property
+    def catching_up(self) -> bool:
+        """Whether the client is being caught up from a cursor (``since``) and is not live yet."""
+        return self._catching_up
 
     @property
     def queued(self) -> int:
@@ -346,6 +358,9 @@ class WebSocketServer:
         ping_interval: seconds between keepalive pings (None: no keepalive).
         write_limit: the high-water mark of each listener connection's write buffer, in bytes
             (websockets' ``write_limit``; the low-water mark is a quarter of it).
+        log: the :class:`~reactive_services.adapters.websocket.NotificationLog` of the default hub
+            (:attr:`hub`): event frames carry cursors and clients may subscribe with ``since``.
+            None: no cursors; a ``since`` is answered with ``recovery_failed``.
 
     Raises:
         ConfigError: (a ``ValueError``, naming the parameter) ``queue_size`` < 1, an unknown
@@ -373,6 +388,7 @@ class WebSocketServer:
         max_message_size: int = 64 * 1024,
         ping_interval: float | None = 20.0,
         write_limit: int = 32 * 1024,
+        log: NotificationLog | None = None,
     ) -> None:
         if queue_size < 1:
             raise ConfigError("queue_size", f"must be >= 1, not {queue_size}")
@@ -407,6 +423,7 @@ class WebSocketServer:
         self._connections: Subject[Connection] = Subject()
         self._tasks: set[asyncio.Task[None]] = set()
         self._hub: NotificationHub | None = None
+        self._log = log
 
     # public surface
 
@@ -430,7 +447,7 @@ class WebSocketServer:
         if self._hub is None:
             from ._hub import NotificationHub
 
-            self._hub = NotificationHub(self)
+            self._hub = NotificationHub(self, log=self._log)
         return self._hub
 
     @property
@@ -512,6 +529,8 @@ class WebSocketServer:
                 finally:
                     conn._stop_sending()
                     sender.cancel()
+                    if conn._resuming is not None:  # e.g. still waiting for a catch-up reader slot
+                        conn._resuming.cancel()
         finally:
             del self._clients[conn.id]
             if not self._clients:
@@ -605,6 +624,9 @@ class WebSocketServer:
             conn._enqueue(encode_pong())
             return True
         if frame.op == "subscribe":
+            if frame.since is not None and conn._catching_up:
+                conn._enqueue(encode_error("a resume ('since') is already in progress on this connection"))
+                return False
             new = [c for c in frame.channels if c not in conn.channels]
             if len(conn.channels) + len(new) > MAX_CHANNELS:
                 conn._enqueue(
@@ -622,7 +644,19 @@ class WebSocketServer:
                 if channel in conn.channels:
                     conn.channels.discard(channel)
                     self._unindex(conn, channel)
-        conn._enqueue(encode_subscribed(conn.channels))
+        hub = self.hub if self._log is not None else self._hub
+        log = hub.log if hub is not None else None
+        live = log is not None and not conn._catching_up and conn._after is None and frame.since is None
+        conn._enqueue(encode_subscribed(conn.channels, log.cursor() if live and log is not None else None))
+        if frame.since is not None:
+            if hub is None or log is None:
+                conn._enqueue(encode_recovery_failed("this server keeps no history to resume from"))
+            else:
+                from ._resume import resume
+
+                conn._catching_up = True  # before any other notification: the hub skips it now
+                assert conn._tasks is not None
+                conn._resuming = conn._tasks.create_task(resume(log, hub, conn, frame.since))
         return True
 
     def _unindex(self, conn: Connection, channel: str) -> None:

@@ -66,7 +66,7 @@ from reactive_services.errors import ConfigError, ValidationError
 
 from .messages import EVENTS, OrderQuery
 
-__all__ = ["CHANNELS", "NotificationController", "to_notification"]
+__all__ = ["CHANNELS", "NotificationController", "notification_of", "to_notification"]
 
 #: topic pattern -> websocket channel
 CHANNELS: Mapping[str, str] = {
@@ -97,6 +97,31 @@ def to_notification(message: Message, namespace: str = "") -> Notification:
     return Notification(CHANNELS[pattern], {"topic": pattern, "data": message.value})
 
 
+def notification_of(message: Message, namespace: str = "") -> Notification | None:
+    """The notification the service forwards for one event record, with the record's position;
+    None when the record is one of the shop's events and does not validate (the service
+    dead-letters it). Pure: the gateway's
+    :class:`~reactive_services.adapters.websocket.NotificationLog` maps the records it reads
+    again for a client resuming from a cursor with it.
+
+    Raises:
+        KeyError: the topic has no channel in :data:`CHANNELS`.
+    """
+    pattern = _pattern(message.topic, namespace)
+    channel = CHANNELS[pattern]
+    model = _MODELS.get(pattern)
+    if model is not None:
+        try:
+            model(message.value)
+        except ValidationError:
+            return None
+    return Notification(channel, {"topic": pattern, "data": message.value}, _position(message))
+
+
+def _position(message: Message) -> tuple[str, int, int]:
+    return (message.topic, message.partition, message.offset)
+
+
 def _forwarded(notification: Notification | None) -> bool:
     return notification is not None
 
@@ -106,9 +131,9 @@ def _utc_now() -> str:
 
 
 class NotificationController(Controller):
-    """Pipeline: every event record -> validated (the shop's events) -> Notification -> the hub
-    (an Observer); and the request ``notifications.get_order`` answered from a bounded
-    per-order index (module docstring).
+    """Pipeline: every event record -> validated (the shop's events) -> Notification (with the
+    record's position, for the hub's cursors) -> the hub (an Observer); and the request
+    ``notifications.get_order`` answered from a bounded per-order index (module docstring).
 
     Args:
         hub: the Observer that delivers notifications (a ``NotificationHub``, or any
@@ -183,7 +208,7 @@ class NotificationController(Controller):
             except ValidationError as exc:
                 self._refuse(pattern, message, exc)
                 return None
-        notification = Notification(channel, {"topic": pattern, "data": message.value})
+        notification = Notification(channel, {"topic": pattern, "data": message.value}, _position(message))
         self.forwarded[channel] = self.forwarded.get(channel, 0) + 1
         if order_id is not None:
             self._index(order_id, channel, pattern)

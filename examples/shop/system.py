@@ -16,6 +16,14 @@ service          what it runs                                                   
                  clients get every event of their channels
 ===============  =====================================================================  ==================
 
+The gateway's ``/ws`` lets a client that lost its connection resume from the cursor of the last
+event it received, on any gateway instance (``{"op": "subscribe", ..., "since": cursor}``:
+``docs/websocket.md``): the hub has a
+:class:`~reactive_services.adapters.websocket.NotificationLog` of the notification topics (its
+epoch: ``"<broker kind>:<namespace>"`` on Kafka, a fresh one per process on the embedded broker,
+whose log does not outlive the process). On RabbitMQ, which keeps no log, a resume is answered
+``recovery_failed``.
+
 The inventory also answers over gRPC (``shop.inventory.v1.Inventory``, the generic
 ``reactive_services.v1.Requests`` for its ``@message_pattern`` handlers, health and reflection:
 :class:`reactive_services.grpc.GrpcServer`) on ``--host`` and ``--grpc-port`` (default
@@ -50,7 +58,7 @@ from reactive_services import ClientProxy, Microservice, Running, System, __vers
 from reactive_services import serve as serve_system
 from reactive_services.adapters import Broker, DeadLetterSink
 from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.adapters.websocket import OverflowPolicy, WebSocketServer
+from reactive_services.adapters.websocket import NotificationLog, OverflowPolicy, WebSocketServer
 from reactive_services.asyncapi import Deployment
 from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.errors import ConfigError
@@ -355,7 +363,9 @@ async def _system(config: ServeConfig, info: ServeInfo) -> tuple[System, ClientP
         app = None
         hub_server: WebSocketServer | None = None
         if "gateway" in config.only:
-            hub_server = WebSocketServer(queue_size=config.queue_size, overflow=config.overflow)
+            hub_server = WebSocketServer(
+                queue_size=config.queue_size, overflow=config.overflow, log=await _notification_log(broker, ns)
+            )
             metrics.watch_hub(hub_server)
         services.extend(
             build_services(
@@ -463,6 +473,21 @@ def log_shipper(broker: Broker, namespace: str = "") -> ClientProxy:
     from reactive_services.logs import LOGS_TOPIC, LogRecord
 
     return ClientProxy(broker, namespace=namespace, client_id="log-shipper", emits={LOGS_TOPIC: LogRecord})
+
+
+async def _notification_log(broker: Broker, namespace: str) -> NotificationLog | None:
+    """The gateway hub's log of the notification topics, opened (None on RabbitMQ: no log)."""
+    from reactive_services.examples.shop.notifications import CHANNELS, notification_of
+
+    if broker.kind == "rabbitmq":
+        return None
+    topics = [namespace + pattern for pattern in CHANNELS]
+    await broker.create_topics(topics)  # their partitions known before the hub's cursors start
+    # the embedded broker's log lives as long as the process: a cursor of another run is refused
+    epoch = f"{broker.kind}:{namespace}" if broker.kind != "memory" else f"memory:{uuid.uuid4().hex}"
+    log = NotificationLog(broker, topics, lambda message: notification_of(message, namespace), epoch=epoch)
+    await log.open()
+    return log
 
 
 def build_services(

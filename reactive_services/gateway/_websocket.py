@@ -14,6 +14,10 @@ handshake, but it gets the close code). Then the connection is served by the
 :class:`~reactive_services.adapters.websocket.WebSocketServer` with the channels the token's
 scopes allow: a subscribe to another channel closes it with **4403**. When the token expires the
 connection is closed with 4401 ``"unauthorized: token expired"``.
+
+A server with a :class:`~reactive_services.adapters.websocket.NotificationLog` serves ``"since"``
+here too: a client that lost its connection resumes from its last cursor on any gateway instance
+(``docs/websocket.md``); the channels of the catch-up are those its token allows, as live.
 """
 
 from __future__ import annotations

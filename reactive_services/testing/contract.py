@@ -53,7 +53,7 @@ import pytest_asyncio
 import reactivex.operators as ops
 
 from reactive_services.adapters import Batch, Broker, Message, declare_group, headers_to_dict, track
-from reactive_services.errors import ConfigError
+from reactive_services.errors import BrokerError, ConfigError
 from reactive_services.operators import batch
 
 from ._waiting import collect, consume, unique_name, wait_for
@@ -614,6 +614,60 @@ class BrokerContract(BrokerFixture):
         await wait_for(lambda: _eq(broker.committed(group, topic, 0), 6), 10.0, what="offset 6 committed")
         # the first run's outputs were aborted with its transaction: each input's output once
         assert await self._read_committed(broker, out, 6) == [0, 1, 2, 3, 4, 5]
+
+    async def test_read_log_reads_from_offsets_without_a_group(self, broker: Broker) -> None:
+        topic = unique_name("contract")
+        await broker.create_topics([topic], partitions=2)
+        if not self.has_log:  # a queue broker keeps no log to read again: refused, saying why
+            with pytest.raises(BrokerError, match="no log"):
+                await broker.read_log({(topic, 0): 0})
+            return
+        metas = [await broker.emit(topic, {"i": i}, key="k") for i in range(10)]
+        await broker.emit(topic, b"not json", key="k")
+        p = metas[0].partition
+        other = 1 - p
+        assert (await broker.beginning_offsets(topic)) == {0: 0, 1: 0}
+        assert await broker.beginning_offsets(unique_name("missing")) == {}
+        # two readers read the same records independently
+        readers = [await broker.read_log({(topic, p): metas[3].offset, (topic, other): 0}) for _ in range(2)]
+        try:
+            for reader in readers:
+                got: list[Message] = []
+                async with asyncio.timeout(20):
+                    while len(got) < 7:
+                        got.extend(await reader.read(4, 0.5))
+                assert [m.value["i"] for m in got] == list(range(3, 10))
+                assert [m.offset for m in got] == [meta.offset for meta in metas[3:]]
+                assert all(m.topic == topic and m.partition == p and m.key == b"k" for m in got)
+                async with asyncio.timeout(20):  # the undecodable record is skipped, its offset passed
+                    while reader.positions[(topic, p)] < metas[-1].offset + 2:
+                        assert await reader.read(4, 0.3) == []
+                assert reader.positions == {(topic, p): metas[-1].offset + 2, (topic, other): 0}
+            await broker.emit(topic, {"i": 10}, key="k")
+            for reader in readers:
+                async with asyncio.timeout(20):
+                    while not (more := await reader.read(10, 0.5)):
+                        pass
+                assert [m.value for m in more] == [{"i": 10}]
+        finally:
+            for reader in readers:
+                await reader.close()
+        assert await broker.committed("any-group", topic, p) is None
+
+    async def test_read_log_refuses_a_position_outside_the_log(self, broker: Broker) -> None:
+        if not self.has_log:
+            return
+        topic = unique_name("contract")
+        await broker.create_topics([topic], partitions=1)
+        await broker.emit(topic, {"i": 0})
+        reader = await broker.read_log({(topic, 0): 5})
+        try:
+            with pytest.raises(BrokerError, match="out of range"):
+                async with asyncio.timeout(20):
+                    while True:
+                        await reader.read(10, 0.5)
+        finally:
+            await reader.close()
 
     async def test_processing_guarantee_must_be_known(self, broker: Broker) -> None:
         with pytest.raises(ConfigError, match="processing_guarantee"):

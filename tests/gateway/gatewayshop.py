@@ -28,13 +28,13 @@ from argon2 import PasswordHasher
 
 from reactive_services import ClientProxy, Microservice
 from reactive_services.adapters import DeadLetterSink
-from reactive_services.adapters.websocket import WebSocketServer
+from reactive_services.adapters.websocket import NotificationLog, WebSocketServer
 from reactive_services.auth import JwtConfig, issue_token
 from reactive_services.examples.shop.auth import AuthController, UserStore
 from reactive_services.examples.shop.gateway import GatewaySettings, create_app
 from reactive_services.examples.shop.inventory import InventoryService, InventoryStore
 from reactive_services.examples.shop.inventory_grpc import InventoryServicer
-from reactive_services.examples.shop.notifications import NotificationController
+from reactive_services.examples.shop.notifications import CHANNELS, NotificationController, notification_of
 from reactive_services.examples.shop.order_query import OrderQueryController, OrderStore
 from reactive_services.examples.shop.services import InventoryController, LogAnalyticsController
 from reactive_services.grpc import GrpcServer
@@ -135,6 +135,7 @@ async def start_shop(
     namespace: str | None = None,
     max_failures: int = 5,
     inventory_grpc: bool = False,
+    resumable: bool = False,
 ) -> AsyncIterator[Shop]:
     ns = namespace if namespace is not None else ("" if broker.kind == "memory" else unique_name("gw") + ".")
     jwt = JwtConfig.development()
@@ -147,7 +148,13 @@ async def start_shop(
         for name, scopes in USERS.items():
             await users.add_user(name, PASSWORD, scopes)
 
-        ws_server = WebSocketServer(ping_interval=None, close_timeout=1.0)
+        log = None
+        if resumable:  # the hub has a NotificationLog: cursors in frames, subscribe with since
+            topics = [ns + pattern for pattern in CHANNELS]
+            await broker.create_topics(topics)
+            log = NotificationLog(broker, topics, lambda m: notification_of(m, ns), epoch=unique_name("epoch"))
+            await log.open()
+        ws_server = WebSocketServer(ping_interval=None, close_timeout=1.0, log=log)
         stack.push_async_callback(lambda: asyncio.wait_for(ws_server.stop(), STEP))
 
         inventory = InventoryService(inventory_store, client.emit, emit_batch=client.emit_batch)

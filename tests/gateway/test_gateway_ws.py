@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from gatewayshop import STEP, Shop, until
+from gatewayshop import STEP, Shop, start_shop, until
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
+
+from reactive_services.adapters.memory import InMemoryBroker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,3 +105,37 @@ async def test_the_connection_is_closed_4401_when_the_token_expires(shop: Shop) 
         await subscribe(ws, ["orders"])
         assert (await recv(ws))["channels"] == ["orders"]
         assert await closed_with(ws) == (4401, "unauthorized: token expired")
+
+
+async def test_a_client_cut_off_resumes_through_the_gateway_from_its_cursor(
+    memory_broker: InMemoryBroker, tmp_path: Path
+) -> None:
+    async with start_shop(memory_broker, tmp_path, resumable=True) as shop:
+        headers = {"Authorization": f"Bearer {shop.token('alice')}"}
+
+        async def order() -> str:
+            response = await shop.http.post(
+                "/orders", json={"items": [{"product_id": "p-plenty", "quantity": 1}]}, headers=shop.headers()
+            )
+            assert response.status_code == 202
+            return str(response.json()["order_id"])
+
+        async with ws_connect(shop.ws_url, proxy=None, additional_headers=headers) as ws:
+            await subscribe(ws, ["orders"])
+            assert "cursor" in await recv(ws)
+            first = await order()
+            frame = await recv(ws)
+            assert frame["event"]["data"]["order_id"] == first
+            cursor = frame["cursor"]
+        missed = [await order(), await order()]
+        await until(lambda: shop.ws_server.hub.published["orders"] == 3, what="the missed events fanned out")
+        async with ws_connect(shop.ws_url, proxy=None, additional_headers=headers) as ws:
+            await ws.send(orjson.dumps({"op": "subscribe", "channels": ["orders"], "since": cursor}).decode())
+            assert await recv(ws) == {"type": "subscribed", "channels": ["orders"]}
+            frames = [await recv(ws), await recv(ws)]
+            assert sorted(f["event"]["data"]["order_id"] for f in frames) == sorted(missed)
+            assert {f["event"]["topic"] for f in frames} == {"order.created"}
+            await ws.send('{"op": "ping"}')
+            assert await recv(ws) == {"type": "pong"}  # nothing more: no duplicate
+            latest = await order()  # then live
+            assert (await recv(ws))["event"]["data"]["order_id"] == latest

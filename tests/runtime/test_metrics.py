@@ -304,6 +304,8 @@ async def test_websocket_metrics_read_a_real_server_and_hub_at_scrape_time() -> 
             assert s[("rs_websocket_notifications_delivered_total", ())] == 3
             assert s[("rs_websocket_notifications_dropped_total", ())] == 0
             assert s[("rs_websocket_slow_clients_closed_total", ())] == 0
+            assert s[("rs_websocket_resumed_total", ())] == 0  # no notification log
+            assert s[("rs_websocket_recoveries_failed_total", ())] == 0
         await wait_for(lambda: not server.clients, timeout=5, what="client gone")
         assert sample(metrics, "rs_websocket_clients") == 0
         assert sample(metrics, "rs_websocket_notifications_delivered_total") == 3
@@ -374,6 +376,8 @@ async def test_render_parses_with_the_prometheus_parser_and_has_every_family() -
         "rs_websocket_notifications_published": "counter",
         "rs_websocket_notifications_delivered": "counter",
         "rs_websocket_notifications_dropped": "counter",
+        "rs_websocket_resumed": "counter",
+        "rs_websocket_recoveries_failed": "counter",
         "rs_http_request_duration_seconds": "histogram",
     }
     assert metrics.content_type.startswith("text/plain; version=0.0.4")
@@ -456,3 +460,24 @@ async def test_readiness_without_a_metered_broker_reads_the_brokers_own_state() 
         assert ready(await check())
         await service.stop()
         assert not ready(await check())
+
+
+async def test_websocket_metrics_count_resumes_and_failed_recoveries() -> None:
+    from reactive_services.adapters.memory import InMemoryBroker
+    from reactive_services.adapters.websocket import Notification, NotificationLog
+
+    metrics = ServiceMetrics()
+    async with InMemoryBroker() as broker:
+        await broker.create_topics(["t"], partitions=1)
+        log = NotificationLog(broker, ["t"], lambda m: Notification("c", m.value), epoch="e", poll_timeout_s=0.05)
+        await log.open()
+        async with WebSocketServer(log=log, ping_interval=None) as server:
+            metrics.watch_hub(server)
+            for since in (log.cursor(), "v1.bad"):
+                async with ws_connect(server.url) as ws:
+                    await ws.send(orjson.dumps({"op": "subscribe", "channels": ["c"], "since": since}).decode())
+                    assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
+                    await wait_for(lambda: not server.clients[0].catching_up, timeout=5, what="live")
+            s = scrape(metrics)
+            assert s[("rs_websocket_resumed_total", ())] == 1
+            assert s[("rs_websocket_recoveries_failed_total", ())] == 1

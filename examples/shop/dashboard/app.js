@@ -4,6 +4,13 @@
 // {"type": "event", "channel": c, "event": {"topic": t, "data": {...}}}. The token travels as
 // ?token= (browsers cannot set headers on a websocket). A channel the token's scopes do not
 // allow closes the connection with 4403, so only the allowed channels are asked for.
+//
+// Reconnecting (docs/websocket.md, "Resuming after a reconnect"): every frame may carry a
+// "cursor"; the page keeps the last one. When the connection is lost (1001, 1006, 1011-1014) it
+// connects again after a backoff with jitter and subscribes with "since": the last cursor, so
+// the gateway sends the events missed meanwhile, then the live ones. A "recovery_failed" frame
+// says they could not be recovered: the page reloads what it can (the log history). The status
+// badge shows the connection state: connecting, connected, reconnecting (with the delay), closed.
 "use strict";
 
 // channel -> scope needed (examples/shop/auth.py CHANNEL_SCOPES)
@@ -19,8 +26,16 @@ const MAX_ALERTS = 50;
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
 
 const $ = (id) => document.getElementById(id);
+const RETRY_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
+const BACKOFF = { initialMs: 500, maxMs: 30000, multiplier: 2, jitter: 0.5 };
 const state = {
   socket: null,
+  token: null,
+  cursor: null,            // the last cursor received: where a reconnection resumes
+  failures: 0,             // connections lost or refused in a row (the backoff's exponent)
+  retryTimer: null,
+  reconnects: 0,
+  recoveryFailed: 0,
   orders: new Map(),       // order_id -> row
   stock: new Map(),        // product_id -> row
   series: new Map(),       // source -> Map(window_start_s -> error_rate)
@@ -43,31 +58,72 @@ function setStatus(text, stateName) {
   el.dataset.state = stateName;
 }
 
+function backoffMs(failures) {
+  const base = Math.min(BACKOFF.maxMs, BACKOFF.initialMs * BACKOFF.multiplier ** Math.max(0, failures - 1));
+  return base * (1 - BACKOFF.jitter * Math.random());
+}
+
 function connect(token) {
-  if (state.socket) state.socket.close(1000, "reconnecting");
+  clearTimeout(state.retryTimer);
+  if (state.socket) {
+    const old = state.socket;
+    state.socket = null;  // its onclose is not ours any more
+    old.close(1000, "reconnecting");
+  }
+  if (token !== state.token) {
+    state.token = token;
+    state.cursor = null;  // another identity: start from now
+    state.failures = 0;
+  }
+  open(token);
+}
+
+function open(token) {
   const scopes = scopesOf(token);
   const channels = Object.keys(CHANNEL_SCOPES).filter((c) => scopes.has(CHANNEL_SCOPES[c]));
   const url = new URL("ws", window.location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("token", token);
   const socket = new WebSocket(url);
+  const resuming = state.cursor !== null;
   state.socket = socket;
-  setStatus("connecting", "connecting");
-  socket.onopen = () => socket.send(JSON.stringify({ op: "subscribe", channels }));
+  setStatus(resuming ? "reconnecting: connecting" : "connecting", resuming ? "reconnecting" : "connecting");
+  socket.onopen = () => {
+    const frame = { op: "subscribe", channels };
+    if (resuming) frame.since = state.cursor;
+    socket.send(JSON.stringify(frame));
+  };
   socket.onmessage = (message) => {
+    if (state.socket !== socket) return;
     const frame = JSON.parse(message.data);
+    if (typeof frame.cursor === "string") state.cursor = frame.cursor;
     if (frame.type === "subscribed") {
-      setStatus("connected: " + frame.channels.join(", "), "connected");
-      if (frame.channels.includes("logs")) loadHistory(token);
+      state.failures = 0;
+      setStatus("connected: " + frame.channels.join(", ") + (resuming ? " (resumed)" : ""), "connected");
+      if (!resuming && frame.channels.includes("logs")) loadHistory(token);
     } else if (frame.type === "event") {
       onEvent(frame.channel, frame.event);
+    } else if (frame.type === "recovery_failed") {
+      state.recoveryFailed += 1;
+      setStatus("connected: " + channels.join(", ") + " (missed events lost: " + frame.reason + ")", "connected");
+      $("status").dataset.recovery = "failed";
+      if (channels.includes("logs")) loadHistory(token);
     } else if (frame.type === "error") {
       setStatus("error: " + frame.error, "closed");
     }
   };
   socket.onclose = (event) => {
     if (state.socket !== socket) return;
-    const reasons = { 4401: "bad or missing token", 4403: "channel not allowed", 1013: "too slow", 1001: "server going away" };
+    state.socket = null;
+    if (RETRY_CODES.has(event.code)) {
+      state.failures += 1;
+      state.reconnects += 1;
+      const delay = backoffMs(state.failures);
+      setStatus(`reconnecting in ${(delay / 1000).toFixed(1)}s (closed ${event.code})`, "reconnecting");
+      state.retryTimer = setTimeout(() => open(token), delay);
+      return;
+    }
+    const reasons = { 4401: "bad or missing token", 4403: "channel not allowed", 1000: "closed by the server" };
     setStatus(`closed ${event.code} ${event.reason || reasons[event.code] || ""}`.trim(), "closed");
   };
 }

@@ -240,6 +240,29 @@ class AlertDetector:
         # opened its rate episode})
         self._episodes: tuple[float, int | None, dict[int, int]] = (-math.inf, None, {})
 
+    def remap(self, merged: Mapping[int, int]) -> None:
+        """Count what was remembered under merged template ids under the ids they merged into.
+
+        ``merged``: ``{merged id: live id}`` (:attr:`LogMiner.merges`). A template known under
+        an id that a later line's template absorbed is known under the new id: it is not a new
+        template, and its earlier counts make the new id's baseline.
+        """
+        if not any(tid in merged for tid in self._seen):
+            return
+        seen: dict[int, str] = {}
+        for tid, text in self._seen.items():
+            seen[merged.get(tid, tid)] = text
+        self._seen = seen
+        history: deque[tuple[float, int, Counter[int]]] = deque()
+        for end, errors, counts in self._history:
+            again: Counter[int] = Counter()
+            for tid, n in counts.items():
+                again[merged.get(tid, tid)] += n
+            history.append((end, errors, again))
+        self._history = history
+        end, errors, rising = self._episodes
+        self._episodes = (end, errors, {merged.get(tid, tid): n for tid, n in rising.items()})
+
     def check(self, window: Window[LogEvent], stats: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The alerts of ``window`` (an error_rate alert alone, or 0-2 of new_template,
         template_rate in that order), then remember the window.

@@ -31,6 +31,7 @@ without one, a window published before the crash may be published again with par
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,6 +335,10 @@ def build_pipeline(
             detector = detectors.get(name)
             if detector is None:
                 detector = detectors[name] = AlertDetector(parsers.source(name).alerts, error_levels=ERROR_LEVELS)
+            merged = parsers.parser(name).miner.merges
+            if merged:  # templates merged since some lines arrived: count them under their group now
+                window = _resolved(window, merged, parsers.parser(name).miner.template)
+                detector.remap(merged)
             stats = window_stats(window, top_n=top_n, error_levels=ERROR_LEVELS)
             return WindowReport(window=window, stats=stats, alerts=tuple(detector.check(window, stats)))
 
@@ -348,3 +353,20 @@ def build_pipeline(
         return reports
 
     return reactivex.defer(create)
+
+
+def _resolved(
+    window: Window[LogEvent], merged: Mapping[int, int], template: Callable[[int], str | None]
+) -> Window[LogEvent]:
+    """``window`` with the events of merged template ids given the id and text of the group they
+    are in now (``merged``: ``{merged id: live id}``, the miner's ``merges``); the others as they are."""
+
+    def now(event: LogEvent) -> LogEvent:
+        live = merged.get(event.template_id)
+        if live is None:
+            return event
+        return dataclasses.replace(event, template_id=live, template=template(live) or event.template)
+
+    if not any(e.template_id in merged for e in (*window.items, *window.late)):
+        return window
+    return dataclasses.replace(window, items=tuple(map(now, window.items)), late=tuple(map(now, window.late)))

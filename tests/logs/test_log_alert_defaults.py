@@ -386,3 +386,21 @@ def test_linux_alerts_judged_against_the_incidents_of_its_raw_lines(
     found = bench.incidents(read_lines(default_files()["Linux"]))
     verdicts = Counter(verdict for _, _, verdict in bench.judge(shipped_alerts["Linux"], found))
     assert verdicts["duplicate"] == 0 and verdicts["noise"] <= 2 and verdicts["true"] >= 36
+
+
+def test_a_template_known_under_an_id_merged_later_is_neither_new_nor_without_baseline() -> None:
+    # id 2 was seen in two earlier windows; the miner then merged it into id 7 (a template that
+    # took it in). Lines of id 7 are of a known template, with 2's counts as their baseline.
+    rules = AlertRules(warmup=1, new_template_min=3, rise_min_count=5, history=2)
+
+    def detector(remap: bool) -> AlertDetector:
+        d = AlertDetector(rules)
+        assert kinds(d, window(0, 10, 0, template=2)) == []
+        assert kinds(d, window(1, 10, 0, template=2)) == []
+        if remap:
+            d.remap({2: 7})
+        return d
+
+    assert kinds(detector(True), window(2, 12, 0, template=7)) == []  # known; 12 < 4 x its baseline 10
+    assert kinds(detector(True), window(2, 45, 0, template=7)) == ["template_rate"]  # 45 >= 4 x 10
+    assert kinds(detector(False), window(2, 12, 0, template=7)) == ["new_template"]  # what remap prevents

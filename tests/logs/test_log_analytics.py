@@ -603,3 +603,26 @@ async def test_controller_dead_letters_malformed_records_and_goes_on() -> None:
         ]
     finally:
         await broker.stop()
+
+
+def test_lines_of_templates_merged_later_count_under_their_group_in_stats_and_alerts() -> None:
+    # LogMiner gives "user alice logged in" .. "user dave logged in" ids of their own as they
+    # arrive; the fifth user makes the position a variable and merges them into one group. The
+    # window's stats (and the alert detector) must count the five lines as one template, with
+    # its current text, not as four single lines under texts that no longer exist.
+    users = ["alice", "bob", "carol", "dave", "erin"]
+    lines = [apache(f"10:00:0{i}", "notice", f"user {u} logged in") for i, u in enumerate(users)]
+    lines.append(apache("11:00:00", "notice", "user frank logged in"))  # closes the 10:00 window
+    source = SOURCES["Apache"]
+    reports, errors, _ = collect(
+        build_pipeline(
+            reactivex.from_iterable(msg("Apache", n, line) for n, line in enumerate(lines, 1)),
+            sources={"Apache": source},
+        )
+    )
+    assert not errors
+    first = reports[0].stats
+    assert first["lines"] == 5
+    assert first["top_templates"] == [["user <*> logged in", 5]]
+    second = reports[1].stats
+    assert second["top_templates"] == [["user <*> logged in", 1]]

@@ -67,6 +67,9 @@ log = logging.getLogger("reactive_services.run")
 #: (called; an awaitable it returns is awaited too); its result is ignored.
 Callback: TypeAlias = Callable[[], Awaitable[object] | object]
 
+#: The largest websocket frame the app's server accepts by default, in bytes (``ws_max_size``).
+WS_MAX_SIZE = 1024 * 1024
+
 #: An ASGI 3 application (FastAPI, Starlette...): ``await app(scope, receive, send)``.
 ASGIApp: TypeAlias = Callable[
     [
@@ -211,8 +214,9 @@ async def serve(
         shutdown_timeout_s: seconds each service may take to finish its in-flight work (> 0).
         app_shutdown_timeout_s: seconds the app's server may take to finish open requests (> 0).
         uvicorn_options: extra ``uvicorn.Config`` arguments (defaults: ``log_level="warning"``,
-            ``timeout_graceful_shutdown=app_shutdown_timeout_s``; the socket and the signal
-            handling are :func:`serve`'s).
+            ``timeout_graceful_shutdown=app_shutdown_timeout_s``, ``ws_max_size=WS_MAX_SIZE``
+            (1 MiB, not uvicorn's 16 MiB: a larger websocket frame is closed 1009 before it is
+            buffered whole); the socket and the signal handling are :func:`serve`'s).
         stop: set it to ask for the shutdown (as a signal does).
 
     Returns:
@@ -332,7 +336,12 @@ class _Server:
             def capture_signals(self) -> Generator[None, None, None]:
                 yield
 
-        settings: dict[str, Any] = {"log_level": "warning", "timeout_graceful_shutdown": timeout_s, **options}
+        settings: dict[str, Any] = {
+            "log_level": "warning",
+            "timeout_graceful_shutdown": timeout_s,
+            "ws_max_size": WS_MAX_SIZE,
+            **options,
+        }
         self.server: uvicorn.Server = Server(uvicorn.Config(app, **settings))
         self.timeout_s = float(settings["timeout_graceful_shutdown"] or timeout_s)
         self.task: asyncio.Task[None] | None = None

@@ -73,7 +73,8 @@ Close codes
        right after accepting the websocket (closing before accepting is an HTTP 403 in ASGI)
 4403   channel not allowed: a subscribe named a channel the connection's credentials (token
        scopes) do not allow; the reason is ``"channel not allowed: '<channel>'"`` and the
-       subscribe is not applied
+       subscribe is not applied (a channel that does not exist, when the server knows its
+       channels, is an ``error`` frame listing the usable ones instead: the connection stays)
 =====  =====================================================================================
 
 Python API

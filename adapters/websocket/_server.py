@@ -15,7 +15,7 @@ import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import orjson
@@ -53,6 +53,8 @@ OVERFLOW_POLICIES: tuple[str, ...] = get_args(OverflowPolicy)
 CLOSE_UNAUTHORIZED = 4401
 #: Close code for a subscribe to a channel the connection is not allowed to read.
 CLOSE_FORBIDDEN = 4403
+#: Close code for a client frame over ``max_message_size`` (RFC 6455: message too big).
+CLOSE_MESSAGE_TOO_BIG = 1009
 
 #: Close codes after which a connection's ``messages`` completes instead of erroring.
 NORMAL_CLOSE_CODES = frozenset({1000, 1001})
@@ -87,6 +89,7 @@ class Connection:
         transport: Transport,
         id: int,
         allowed_channels: Callable[[str], bool] | None = None,
+        channels: Collection[str] | None = None,
     ) -> None:
         self.id = id
         self.transport = transport
@@ -95,6 +98,7 @@ class Connection:
         self.dropped = 0
         self._server = server
         self._allowed = allowed_channels
+        self._known = channels
         self._send_nowait: Callable[[bytes], bool] | None = getattr(transport, "send_nowait", None)
         self._messages: Subject[ClientFrame] = Subject()
         self._outbox: deque[tuple[bytes, _Tally | None]] = deque()
@@ -281,6 +285,23 @@ class Connection:
             if tally is not None:
                 tally.delivered += 1
 
+    def _unknown_channel_error(self, channels: tuple[str, ...]) -> str | None:
+        """The error for a subscribe naming a channel that does not exist (with ``channels=``
+        given to :meth:`WebSocketServer.serve`), listing the channels this connection may use;
+        None when every channel exists."""
+        known = self._known
+        if known is None:
+            return None
+        unknown = [c for c in channels if c not in known]
+        if not unknown:
+            return None
+        usable = sorted(c for c in known if self._refused_channel((c,)) is None)
+        names = ", ".join(repr(c) for c in unknown)
+        return (
+            f"unknown channel{'s' if len(unknown) > 1 else ''} {names}; "
+            f"the channels you may subscribe to: {', '.join(usable) if usable else 'none'}"
+        )
+
     def _refused_channel(self, channels: tuple[str, ...]) -> str | None:
         """The first channel of a subscribe that ``allowed_channels`` refuses, else None."""
         allowed = self._allowed
@@ -354,7 +375,8 @@ class WebSocketServer:
         overflow: ``"close"``, ``"drop_oldest"`` or ``"keep_latest"`` (see above).
         overflow_close_code: the close code sent to a slow consumer (``"close"`` policy).
         close_timeout: seconds to wait for a client's closing handshake before aborting (> 0).
-        max_message_size: the largest client frame accepted, in bytes (larger: close 1009).
+        max_message_size: the largest client frame accepted, in bytes (larger: close 1009), on
+            the listener's connections and on those handed to :meth:`serve` alike.
         ping_interval: seconds between keepalive pings (None: no keepalive).
         write_limit: the high-water mark of each listener connection's write buffer, in bytes
             (websockets' ``write_limit``; the low-water mark is a quarter of it).
@@ -489,7 +511,13 @@ class WebSocketServer:
         )
         logger.info("websocket server listening on %s", self.url)
 
-    async def serve(self, transport: Transport, *, allowed_channels: Callable[[str], bool] | None = None) -> None:
+    async def serve(
+        self,
+        transport: Transport,
+        *,
+        allowed_channels: Callable[[str], bool] | None = None,
+        channels: Collection[str] | None = None,
+    ) -> None:
         """Run the notification protocol on a connection accepted elsewhere, until it closes.
 
         The connection joins :attr:`clients` and :attr:`connections` and gets this server's
@@ -505,6 +533,11 @@ class WebSocketServer:
                 subscribe adds. A refused channel closes the connection with 4403
                 (:data:`CLOSE_FORBIDDEN`) and reason ``"channel not allowed: '<name>'"``; the
                 subscribe is not applied. A callback that raises refuses. None: all allowed.
+            channels: the channels that exist (e.g. the keys of a channel -> scope map), or
+                None (any name). A subscribe naming one that does not exist (a typo) is
+                answered with an ``error`` frame naming it and listing the channels this
+                connection may subscribe to (those ``allowed_channels`` allows); the subscribe
+                is rejected whole and **the connection stays open**, as for any bad frame.
 
         Raises:
             RuntimeError: called on another event loop than the server's.
@@ -513,7 +546,7 @@ class WebSocketServer:
         if self._stopping:
             await transport.close(1001, "server stopping")
             return
-        conn = Connection(self, transport, next(self._ids), allowed_channels)
+        conn = Connection(self, transport, next(self._ids), allowed_channels, channels)
         self._clients[conn.id] = conn
         self._no_clients.clear()
         try:
@@ -603,13 +636,24 @@ class WebSocketServer:
 
     async def _read_loop(self, conn: Connection) -> None:
         transport = conn.transport
+        limit = self._max_message_size
         while (data := await transport.recv()) is not None:
+            # the listener's own connections are held to it by websockets (max_size); a transport
+            # accepted elsewhere (an ASGI server allows 16 MiB by default) is held to it here
+            if len(data) > limit // 4 and len(data.encode() if isinstance(data, str) else data) > limit:
+                logger.info("connection %s: a frame over %d bytes, closing 1009", conn.id, limit)
+                await conn.close(CLOSE_MESSAGE_TOO_BIG, f"message too big (at most {limit} bytes)")
+                return
             try:
                 frame = parse_client_frame(data)
             except (DecodeError, ValidationError) as exc:
                 conn._enqueue(encode_error(str(exc)))
                 continue
             if frame.op == "subscribe":
+                unknown = conn._unknown_channel_error(frame.channels)
+                if unknown is not None:  # a typo: answered like any other bad frame, the connection stays
+                    conn._enqueue(encode_error(unknown))
+                    continue
                 refused = conn._refused_channel(frame.channels)
                 if refused is not None:
                     logger.info("connection %s: subscribe to %r refused, closing", conn.id, refused)

@@ -12,7 +12,9 @@ token lands in it). A missing or invalid token: the handshake is **accepted, the
 4401** and reason ``"unauthorized: <reason>"`` (a browser cannot read the status of a refused
 handshake, but it gets the close code). Then the connection is served by the
 :class:`~reactive_services.adapters.websocket.WebSocketServer` with the channels the token's
-scopes allow: a subscribe to another channel closes it with **4403**. When the token expires the
+scopes allow: a subscribe to a channel the token may not use closes it with **4403**; one to a
+channel that does not exist (a typo) is answered with an ``error`` frame listing the channels
+the token may use, and the connection stays open. When the token expires the
 connection is closed with 4401 ``"unauthorized: token expired"``.
 
 A server with a :class:`~reactive_services.adapters.websocket.NotificationLog` serves ``"since"``
@@ -74,6 +76,6 @@ async def serve_notifications(
     async with asyncio.TaskGroup() as tasks:
         expiry = tasks.create_task(close_at_expiry(transport, claims, jwt.leeway_s))
         try:
-            await server.serve(transport, allowed_channels=allowed)
+            await server.serve(transport, allowed_channels=allowed, channels=channel_scopes.keys())
         finally:
             expiry.cancel()

@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from reactive_services.adapters.memory import InMemoryBroker
+from reactive_services.examples.shop.auth import CHANNEL_SCOPES
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,11 +62,23 @@ async def test_a_channel_the_scopes_do_not_allow_is_closed_4403(shop: Shop) -> N
         assert await recv(ws) == {"type": "subscribed", "channels": ["orders", "stock"]}
         await subscribe(ws, ["alerts"])
         assert await closed_with(ws) == (4403, "channel not allowed: 'alerts'")
-    # a channel no scope opens is refused to everybody
-    token = shop.token("root", scopes=["notifications:read", "logs:read", "admin"])
-    async with ws_connect(f"{shop.ws_url}?token={token}", proxy=None) as ws:
-        await subscribe(ws, ["payments"])
-        assert await closed_with(ws) == (4403, "channel not allowed: 'payments'")
+
+
+async def test_a_channel_that_does_not_exist_is_an_error_frame_listing_the_channels_the_token_may_use(
+    shop: Shop,
+) -> None:
+    headers = {"Authorization": f"Bearer {shop.token('alice')}"}  # notifications:read, no logs:read
+    usable = sorted(c for c, scope in CHANNEL_SCOPES.items() if scope == "notifications:read")
+    async with ws_connect(shop.ws_url, proxy=None, additional_headers=headers) as ws:
+        await subscribe(ws, ["orders", "ordres"])  # a typo: the subscribe is rejected whole
+        error = await recv(ws)
+        assert error == {
+            "type": "error",
+            "error": f"unknown channel 'ordres'; the channels you may subscribe to: {', '.join(usable)}",
+        }
+        assert "alerts" not in error["error"]  # a channel this token may not use is not offered
+        await subscribe(ws, ["orders"])  # the connection stayed open
+        assert await recv(ws) == {"type": "subscribed", "channels": ["orders"]}
 
 
 async def test_a_good_token_receives_the_events_of_an_order_placed_over_http(shop: Shop) -> None:
@@ -139,3 +152,15 @@ async def test_a_client_cut_off_resumes_through_the_gateway_from_its_cursor(
             assert await recv(ws) == {"type": "pong"}  # nothing more: no duplicate
             latest = await order()  # then live
             assert (await recv(ws))["event"]["data"]["order_id"] == latest
+
+
+async def test_a_frame_over_the_servers_size_is_closed_1009(shop: Shop) -> None:
+    # the gateway's websocket is served by an ASGI server (16 MiB frames by default); the
+    # notification server's max_message_size (64 KiB) holds there as on its own listener
+    headers = {"Authorization": f"Bearer {shop.token('alice')}"}
+    async with ws_connect(shop.ws_url, proxy=None, additional_headers=headers, max_size=None) as ws:
+        await subscribe(ws, ["orders"])
+        assert (await recv(ws))["type"] == "subscribed"
+        await ws.send('{"op": "ping", "pad": "' + "x" * (70 * 1024) + '"}')
+        code, reason = await closed_with(ws)
+        assert code == 1009 and "65536" in reason, (code, reason)

@@ -260,8 +260,8 @@ class AlertDetector:
                 again[merged.get(tid, tid)] += n
             history.append((end, errors, again))
         self._history = history
-        end, errors, rising = self._episodes
-        self._episodes = (end, errors, {merged.get(tid, tid): n for tid, n in rising.items()})
+        last_end, episode_errors, rising = self._episodes
+        self._episodes = (last_end, episode_errors, {merged.get(tid, tid): n for tid, n in rising.items()})
 
     def check(self, window: Window[LogEvent], stats: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The alerts of ``window`` (an error_rate alert alone, or 0-2 of new_template,

@@ -425,6 +425,72 @@ class InventoryStore(SqliteStore):
                     found.update({product_id: quantity for product_id, quantity in await cur.fetchall()})
         return {product_id: found.get(product_id) for product_id in wanted}
 
+    async def stock_page(
+        self,
+        *,
+        threshold: int,
+        limit: int = 100,
+        offset: int = 0,
+        order: Literal["recent", "product", "stock"] = "recent",
+        low_only: bool = False,
+    ) -> tuple[list[tuple[str, int]], int, int]:
+        """One page of the stock table (the ``inventory.list_stock`` request's answer).
+
+        Args:
+            threshold: a product is low when its units are ``< threshold``.
+            limit, offset: the page: ``limit`` products (>= 1) after the first ``offset`` (>= 0).
+            order: ``"recent"``: the products of the latest applied orders first (by the last
+                applied order that took some: the order in which outcomes were stored), then the
+                others by product id; ``"product"``: by product id; ``"stock"``: fewest units
+                first, then by product id. ``"recent"`` reads every stored outcome (a scan of
+                ``processed_orders``: milliseconds for thousands of orders).
+            low_only: only the low products.
+
+        Returns:
+            ``([(product_id, units), ...], total, low)``: the page; how many products match
+            (all of them, or the low ones with ``low_only``); how many products are low.
+
+        Raises:
+            RuntimeError: the store is not open.
+            ValueError: ``limit`` < 1, ``offset`` < 0 or an unknown ``order``.
+        """
+        if limit < 1 or offset < 0:
+            raise ValueError(f"limit must be >= 1 and offset >= 0, got {limit} and {offset}")
+        if order not in _STOCK_ORDERS:
+            raise ValueError(f"order must be one of {sorted(_STOCK_ORDERS)}, got {order!r}")
+        where = "WHERE s.quantity < :threshold" if low_only else ""
+        if order == "recent":
+            query = f"""
+                WITH sold AS (
+                    SELECT json_extract(item.value, '$.product_id') AS product_id, MAX(p.rowid) AS last
+                    FROM processed_orders AS p, json_each(CAST(p.outcome AS TEXT), '$.items') AS item
+                    WHERE json_extract(CAST(p.outcome AS TEXT), '$.status') = 'applied'
+                    GROUP BY 1
+                )
+                SELECT s.product_id, s.quantity FROM stock AS s LEFT JOIN sold ON sold.product_id = s.product_id
+                {where} ORDER BY {_STOCK_ORDERS[order]}"""
+        else:  # the outcomes are not read
+            query = f"SELECT s.product_id, s.quantity FROM stock AS s {where} ORDER BY {_STOCK_ORDERS[order]}"
+        query += " LIMIT :limit OFFSET :offset"
+        params = {"threshold": threshold, "limit": limit, "offset": offset}
+        db = self._conn()
+        async with self._lock:
+            async with db.execute(query, params) as cur:
+                rows = [(str(product_id), int(units)) for product_id, units in await cur.fetchall()]
+            async with db.execute("SELECT COUNT(*), COALESCE(SUM(quantity < :threshold), 0) FROM stock", params) as cur:
+                count, low = await cur.fetchone() or (0, 0)
+        return rows, int(low if low_only else count), int(low)
+
+    async def outcomes(self, order_ids: Sequence[str]) -> dict[str, Outcome | None]:
+        """The stored outcome of each of ``order_ids`` (in the order given, each once), None for
+        an order never processed. (The ``inventory.get_outcomes`` request's answer.)"""
+        wanted = list(dict.fromkeys(order_ids))
+        db = self._conn()
+        async with self._lock:
+            rows = await _select_in(db, "SELECT order_id, outcome FROM processed_orders WHERE order_id IN", wanted)
+        found = {order_id: Outcome.from_json(outcome) for order_id, outcome in rows}
+        return {order_id: found.get(order_id) for order_id in wanted}
+
     async def outcome(self, order_id: str) -> Outcome | None:
         """The stored outcome of ``order_id`` (``duplicate=False``), or None if never processed."""
         db = self._conn()
@@ -432,6 +498,14 @@ class InventoryStore(SqliteStore):
             async with db.execute("SELECT outcome FROM processed_orders WHERE order_id = ?", (order_id,)) as cur:
                 row = await cur.fetchone()
         return None if row is None else Outcome.from_json(row[0])
+
+
+#: ``inventory.list_stock``'s orders: name -> the ORDER BY clause.
+_STOCK_ORDERS: Mapping[str, str] = {
+    "recent": "sold.last IS NULL, sold.last DESC, s.product_id",
+    "product": "s.product_id",
+    "stock": "s.quantity, s.product_id",
+}
 
 
 def _decide(order: Order, available: Mapping[str, int]) -> Outcome:

@@ -24,7 +24,11 @@ route                      scope             what
                                              ``{"order_id", "status": "accepted"}`` + ``Location``
 ``GET /orders/{id}``       ``orders:read``   ``orders.get`` + ``inventory.get_order`` +
                                              ``notifications.get_order`` in parallel (see below)
+``GET /orders?limit=``     ``orders:read``   ``orders.latest`` then ``inventory.get_outcomes``: the latest
+                                             orders, newest first, each with its ``outcome`` (see below)
 ``GET /inventory/{id}``    ``inventory:read``  ``inventory.get_stock`` -> ``{"product_id", "stock"}``
+``GET /inventory``         ``inventory:read``  ``inventory.list_stock``: one page of the stock
+                                             (``limit``, ``offset``, ``order``, ``low_only``), low ones flagged
 ``POST /auth/login``       (none)            ``auth.login`` -> the token JSON
 ``/ws`` (websocket)        (a valid token)   the notification protocol (``reactive_services.adapters.websocket``);
                                              channels allowed by the token's scopes
@@ -68,6 +72,21 @@ Status codes
 
 A slow or stopped service makes its part *missing*, never the request fail; 404 only when all
 three answered and none knows the order (order null, inventory null, notifications []).
+
+What a dashboard shows first (then it follows the live events of ``/ws``)::
+
+    GET /orders?limit=50 (1..1000)
+    200 {"orders": [{"order_id", "items", "created_at"?, ..., "received_at": <epoch s>,
+                     "outcome": {"status": "applied" | "rejected", "items", "reason"} | null}],
+         "total": <orders stored>, "missing": [] | ["inventory"], "errors": {...}}
+
+    GET /inventory?limit=100 (1..1000)&offset=0&order=recent|product|stock&low_only=false
+    200 {"items": [{"product_id", "stock", "low": stock < threshold}], "total", "low",
+         "threshold", "limit", "offset", "order"}
+
+``order=recent`` puts the products of the latest applied orders first. Without the inventory's
+answer ``GET /orders`` still lists the orders (outcomes null, ``missing``); a parameter out of
+range is a 422 naming it (``"query.limit: Input should be less than or equal to 1000"``).
 
 Websocket ``/ws``
 -----------------
@@ -141,7 +160,10 @@ __all__ = [
 #: The request-reply patterns the gateway sends (their reply consumers are started at startup).
 PATTERNS: tuple[str, ...] = (
     *ORDER_PARTS.values(),
+    "orders.latest",
     "inventory.get_stock",
+    "inventory.list_stock",
+    "inventory.get_outcomes",
     "auth.login",
     "logs.recent_stats",
     "logs.recent_alerts",

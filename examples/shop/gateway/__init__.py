@@ -39,6 +39,8 @@ route                      scope             what
 ``/docs``, ``/openapi.json``  (none)         OpenAPI, with the bearer security scheme
 ``GET /asyncapi.json``     (none)            the AsyncAPI 3.0 document (also ``.yaml``), with ``description``
 ``GET /topology.svg``      (none)            the topology drawn by Graphviz, with ``description``
+``GET /vendor/plotly.min.js``  (none)        the dashboard's chart library: the file the ``plotly`` package
+                                             ships (with ``static_dir``; ``_dashboard``)
 ``/`` (static)             (none)            ``static_dir`` (html=True), mounted last
 =========================  ================  ==============================================================
 
@@ -139,7 +141,7 @@ from reactive_services.gateway import (
 )
 
 from ..auth import CHANNEL_SCOPES
-from . import _inventory, _login, _logs, _operations, _orders
+from . import _dashboard, _inventory, _login, _logs, _operations, _orders
 from ._models import LoginRequest, OrderItemIn, OrderRequest
 from ._orders import ORDER_PARTS
 from ._requests import GatewayRequests
@@ -201,7 +203,8 @@ def create_app(
             "partitions_assigned": True, "services": {"inventory": True}}``: ready when every
             bool in it (top level, or one mapping deep) is true; bounded by
             ``readiness_timeout_s``; raising or timing out means not ready.
-        static_dir: a folder served at ``/`` (``index.html`` for ``/``), after every API route.
+        static_dir: a folder served at ``/`` (``index.html`` for ``/``), after every API route;
+            with it, ``GET /vendor/plotly.min.js`` serves the chart library its dashboard uses.
         description: the deployment to describe at ``/asyncapi.json``, ``/asyncapi.yaml`` and
             ``/topology.svg`` (:func:`reactive_services.gateway.describe_router`); None: no
             such routes.
@@ -271,6 +274,8 @@ def create_app(
 
     if static_dir is not None:
         from fastapi.staticfiles import StaticFiles
+
+        app.include_router(_dashboard.router())
 
         app.mount("/", StaticFiles(directory=Path(static_dir), html=True), name="static")
     return app

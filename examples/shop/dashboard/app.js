@@ -289,11 +289,15 @@ function orderRow(orderId, data, status, when, live = true) {
     row = document.createElement("tr");
     row.dataset.orderId = orderId;
     row.dataset.status = "";
-    const items = (data.items || []).map((i) => `${i.quantity}× ${String(i.product_id).slice(0, 8)}`).join(", ");
+    // "2×\u00a0<product>": a line breaks between items, not inside one
+    const items = (data.items || []).map((i) => `${i.quantity}×\u00a0${String(i.product_id).slice(0, 8)}`).join(", ");
     const time = when || new Date();
-    const timeCell = cell(time.toLocaleTimeString(), "nowrap");
+    const today = time.toDateString() === new Date().toDateString();
+    const timeCell = cell(today ? time.toLocaleTimeString() : time.toLocaleString(), "nowrap");
     timeCell.title = time.toISOString();
-    row.append(timeCell, cell(orderId.slice(0, 12), "mono"), cell(items), cell(status, "status-cell"));
+    const idCell = cell(orderId.slice(0, 8), "mono nowrap");
+    idCell.title = orderId;
+    row.append(timeCell, idCell, cell(items, "items"), cell(status, "status-cell"));
     tbody.prepend(row);
     state.orders.set(orderId, row);
     while (tbody.rows.length > MAX_ORDERS) {
@@ -316,6 +320,7 @@ function ordersSummary() {
   const shown = state.orders.size;
   $("orders-summary").textContent = state.ordersTotal === null
     ? `${shown} orders since the page connected.`
+    : state.ordersTotal === 0 ? "No orders yet: new ones appear here live."
     : `The latest ${shown} of ${state.ordersTotal.toLocaleString()} orders, newest first, then the live ones.`;
 }
 
@@ -346,8 +351,9 @@ function stockSummary() {
   const info = state.stockInfo;
   if (!info) return;
   const low = $("stock").querySelectorAll("tr.low").length;
-  $("stock-summary").textContent = `${state.stock.size} of ${info.total.toLocaleString()} products shown, the ones sold `
-    + `last first; ${info.low.toLocaleString()} were low at load (red: fewer than ${info.threshold} units; ${low} shown).`;
+  $("stock-summary").textContent = `${state.stock.size} of ${info.total.toLocaleString()} products, the ones sold last `
+    + `first. Low (red: fewer than ${info.threshold} units): ${info.low.toLocaleString()} products when loaded, `
+    + `${low} of them shown.`;
 }
 
 // ------------------------------------------------------------------ the error-rate chart (plotly.js)
@@ -381,12 +387,13 @@ function renderChart() {
     height: Math.max(1, sources.length) * 170 + 60,
     margin: { l: 52, r: 12, t: 36, b: 28 },
     showlegend: true,
-    legend: { orientation: "h", x: 0, y: 1.0, yanchor: "bottom" },
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.0, yanchor: "bottom" },
     grid: { rows: Math.max(1, sources.length), columns: 1, pattern: "independent", ygap: 0.45 },
     hovermode: "x unified",
     paper_bgcolor: "#fff",
     plot_bgcolor: "#fff",
     font: { size: 11 },
+    annotations: [],
   };
   sources.forEach((source, k) => {
     const values = [...state.series.get(source).entries()].sort((a, b) => a[0] - b[0]);
@@ -405,6 +412,10 @@ function renderChart() {
       hovertemplate: `${source}: %{y:.2f} %<extra></extra>`,
     });
     layout["xaxis" + axis] = { type: "date", automargin: true, gridcolor: "#eee" };
+    layout.annotations.push({
+      text: `<b>${source}</b>`, showarrow: false, xref: `x${axis} domain`, yref: `y${axis} domain`,
+      x: 0, y: 1, xanchor: "left", yanchor: "bottom", font: { color },
+    });
     layout["yaxis" + axis] = {
       title: { text: "errors %", standoff: 4 }, ticksuffix: " %", rangemode: "tozero", gridcolor: "#eee",
     };
@@ -428,7 +439,7 @@ function renderChart() {
     layout.xaxis = { type: "date", visible: false };
     layout.yaxis = { visible: false };
   }
-  window.Plotly.react(el, traces, layout, { responsive: true, displaylogo: false });
+  window.Plotly.react(el, traces, layout, { responsive: true, displayModeBar: false });
 }
 
 // ------------------------------------------------------------------ alerts

@@ -429,3 +429,55 @@ def test_the_page_reconnects_after_serve_restarts(tmp_path: Path, browser: webdr
         for started in (first, second):
             if started is not None:
                 stop_serve(started["proc"])
+
+
+#: Installed before the page's scripts: records every frame the page sends.
+RECORD_SENT = """
+window.__sent = [];
+const nativeSend = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  window.__sent.push(JSON.parse(data));
+  return nativeSend.call(this, data);
+};
+"""
+
+
+def test_the_page_resubscribes_with_the_last_cursor_it_saw(shop: dict[str, Any], browser: webdriver.Chrome) -> None:
+    # today's server sends no cursor: the page subscribes without "since"; once a frame carried one
+    # (a resuming server's, injected here), the page's next subscribe names it
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_SENT})
+    browser.get(shop["url"] + "#token=" + shop["token"])
+    status = browser.find_element(By.ID, "status")
+    until("connected", lambda: status.get_attribute("data-state") == "connected")
+    until("the state loaded", lambda: browser.execute_script("return document.body.dataset.loads") == "1")
+    [first] = browser.execute_script("return window.__sent")
+    assert first["op"] == "subscribe" and "since" not in first, first
+
+    browser.execute_script(
+        "for (const [id, cursor] of [['o-resume-1', 'c-1'], ['o-resume-2', 'c-2']]) state.socket.onmessage({data:"
+        " JSON.stringify({type: 'event', channel: 'orders', cursor,"
+        " event: {topic: 'order.created', data: {order_id: id, items: []}}})});"
+        "state.socket.close(3000, 'dropped by the test');"
+    )
+    until("reconnected", lambda: browser.execute_script("return window.__sent.length") == 2, timeout=10)
+    until("connected", lambda: status.get_attribute("data-state") == "connected")
+    second = browser.execute_script("return window.__sent")[1]
+    assert second == {"op": "subscribe", "channels": first["channels"], "since": "c-2"}, second
+    assert "resumed" in (status.text or "")
+    assert browser.execute_script("return document.body.dataset.loads") == "1"  # resumed: nothing loaded again
+
+    # a server that cannot honour the cursor says so: the page loads the state again
+    browser.execute_script(
+        "state.socket.onmessage({data: JSON.stringify({type: 'recovery_failed', reason: 'cursor too old'})});"
+    )
+    until("the state loaded again", lambda: browser.execute_script("return document.body.dataset.loads") == "2")
+    assert "cursor too old" in status.text
+
+
+def test_a_bad_token_is_not_retried(shop: dict[str, Any], browser: webdriver.Chrome) -> None:
+    browser.get(shop["url"] + "#token=not.a.jwt")
+    status = browser.find_element(By.ID, "status")
+    until("the refusal", lambda: status.get_attribute("data-state") == "closed")
+    time.sleep(2.0)  # a retry would have started by now (the first one comes within 0.75 s)
+    assert status.get_attribute("data-state") == "closed"
+    assert "4401" in status.text and "not reconnecting" in status.text and "log in again" in status.text

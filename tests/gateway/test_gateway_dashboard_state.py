@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gatewayshop import Shop, start_shop, until
+from gatewayshop import STEP, Shop, start_shop, until
 
 from reactive_services.adapters.memory import InMemoryBroker
-from reactive_services.examples.shop.gateway import GatewaySettings
+from reactive_services.errors import RemoteError
+from reactive_services.examples.shop.gateway import GatewaySettings, _dashboard
 from reactive_services.examples.shop.inventory import InventoryStore, Order, OrderItem
 
 pytestmark = pytest.mark.timeout(60)
@@ -168,3 +169,46 @@ async def test_the_store_pages_and_outcomes(tmp_path: Path) -> None:
         assert outcomes["nope"] is None
         with pytest.raises(ValueError):
             await store.stock_page(threshold=2, limit=0)
+
+
+async def test_the_gateway_serves_the_chart_library_from_the_plotly_package(
+    memory_broker: InMemoryBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import plotly
+
+    shipped = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<!doctype html><title>x</title>")
+    async with start_shop(memory_broker, tmp_path / "a", static_dir=static) as shop:
+        response = await shop.http.get("/vendor/plotly.min.js")  # no token: a public library
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/javascript")
+        assert response.content == shipped and b"plotly.js v" in shipped[:200]
+        assert "max-age" in response.headers["cache-control"]
+
+    monkeypatch.setattr(_dashboard, "plotly_js", lambda: None)
+    async with start_shop(memory_broker, tmp_path / "b", static_dir=static) as shop:
+        response = await shop.http.get("/vendor/plotly.min.js")
+        assert response.status_code == 404
+        assert response.json() == {"detail": "plotly.js is not installed: pip install plotly"}
+
+
+async def test_without_a_dashboard_there_is_no_chart_library(shop: Shop) -> None:
+    assert (await shop.http.get("/vendor/plotly.min.js")).status_code == 404
+
+
+async def test_the_patterns_refuse_a_malformed_payload_and_take_the_defaults(shop: Shop) -> None:
+    for pattern, payload in [
+        ("inventory.list_stock", {"limit": 0}),
+        ("inventory.list_stock", {"order": "random"}),
+        ("inventory.get_outcomes", {"order_ids": "o-1"}),
+        ("orders.latest", {"limit": "50"}),  # strict: a string is not a number
+    ]:
+        with pytest.raises(RemoteError) as caught:
+            await shop.client.send(pattern, payload, timeout=STEP)
+        assert caught.value.remote_type == "ValidationError", (pattern, caught.value)
+    page = await shop.client.send("inventory.list_stock", {}, timeout=STEP)
+    assert (page["limit"], page["offset"], page["order"], page["total"]) == (100, 0, "recent", 3)
+    assert await shop.client.send("orders.latest", {}, timeout=STEP) == {"orders": [], "total": 0}
+    assert await shop.client.send("inventory.get_outcomes", {"order_ids": []}, timeout=STEP) == {}

@@ -5,8 +5,9 @@
 // Protocol (adapters/websocket): send {"op": "subscribe", "channels": [...], "since"?: cursor};
 // receive {"type": "event", "channel": c, "event": {"topic": t, "data": {...}}, "cursor"?: ...}.
 // A frame's cursor (servers that can resume) is remembered and sent back as "since" when the
-// page subscribes again, so a resuming server replays what was missed; without one, "since" is
-// left out. The token travels as ?token= (browsers cannot set headers on a websocket). A channel
+// page subscribes again, so a resuming server replays what was missed (the state is not loaded
+// again; a {"type": "recovery_failed"} answer makes the page load it); without a cursor seen,
+// "since" is left out and every (re)subscribe loads the state. The token travels as ?token= (browsers cannot set headers on a websocket). A channel
 // the token's scopes do not allow closes the connection with 4403, so only the allowed channels
 // are asked for; a bad or expired token closes it with 4401 (not retried: log in again).
 //
@@ -46,6 +47,7 @@ const state = {
   retryTimer: null,
   countdown: null,
   cursor: undefined,     // the last frame.cursor seen (a resuming server's position)
+  loaded: false,         // the state was loaded once (a resubscribe with "since" may skip it)
   orders: new Map(),     // order_id -> row
   ordersTotal: null,     // orders the order query service holds (GET /orders), + live ones
   stock: new Map(),      // product_id -> row
@@ -107,9 +109,13 @@ function open() {
   const socket = new WebSocket(url);
   state.socket = socket;
   setStatus(state.attempt ? `connecting (attempt ${state.attempt + 1})` : "connecting", "connecting");
+  let resuming = false;
   socket.onopen = () => {
     const subscribe = { op: "subscribe", channels };
-    if (state.cursor !== undefined) subscribe.since = state.cursor;
+    if (state.cursor !== undefined && state.loaded) {
+      subscribe.since = state.cursor;
+      resuming = true;
+    }
     socket.send(JSON.stringify(subscribe));
   };
   socket.onmessage = (message) => {
@@ -118,7 +124,13 @@ function open() {
     if (frame.cursor !== undefined && frame.cursor !== null) state.cursor = frame.cursor;
     if (frame.type === "subscribed") {
       state.attempt = 0;
-      setStatus("connected: " + frame.channels.join(", "), "connected");
+      setStatus((resuming ? "connected (resumed): " : "connected: ") + frame.channels.join(", "), "connected");
+      // resuming: the server sends what was missed after the cursor, nothing to load again
+      if (!resuming) loadState(token, scopes);
+    } else if (frame.type === "recovery_failed") {
+      // the server cannot resume from our cursor: load the current state again
+      resuming = false;
+      setStatus("connected: " + channels.join(", ") + ` (not resumed: ${frame.reason || "cursor refused"})`, "connected");
       loadState(token, scopes);
     } else if (frame.type === "event") {
       onEvent(frame.channel, frame.event);
@@ -189,6 +201,8 @@ function panelError(id, text) {
 }
 
 function loadState(token, scopes) {
+  state.loaded = true;
+  document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
   const need = (scope, panel, what) => {
     if (scopes.has(scope)) return true;
     panelError(panel, `${what} not loaded: the token lacks the scope ${scope}`);

@@ -440,10 +440,10 @@ class InventoryStore(SqliteStore):
             threshold: a product is low when its units are ``< threshold``.
             limit, offset: the page: ``limit`` products (>= 1) after the first ``offset`` (>= 0).
             order: ``"recent"``: the products of the latest applied orders first (by the last
-                applied order that took some: the order in which outcomes were stored), then the
-                others by product id; ``"product"``: by product id; ``"stock"``: fewest units
-                first, then by product id. ``"recent"`` reads every stored outcome (a scan of
-                ``processed_orders``: milliseconds for thousands of orders).
+                applied order that took some, in the order outcomes were stored; among the latest
+                :data:`RECENT_SCAN` outcomes: reading them takes about 30 ms, under the store's
+                lock), then the others by product id; ``"product"``: by product id; ``"stock"``:
+                fewest units first, then by product id.
             low_only: only the low products.
 
         Returns:
@@ -458,25 +458,25 @@ class InventoryStore(SqliteStore):
             raise ValueError(f"limit must be >= 1 and offset >= 0, got {limit} and {offset}")
         if order not in _STOCK_ORDERS:
             raise ValueError(f"order must be one of {sorted(_STOCK_ORDERS)}, got {order!r}")
-        where = "WHERE s.quantity < :threshold" if low_only else ""
-        if order == "recent":
-            query = f"""
-                WITH sold AS (
-                    SELECT json_extract(item.value, '$.product_id') AS product_id, MAX(p.rowid) AS last
-                    FROM processed_orders AS p, json_each(CAST(p.outcome AS TEXT), '$.items') AS item
-                    WHERE json_extract(CAST(p.outcome AS TEXT), '$.status') = 'applied'
-                    GROUP BY 1
-                )
-                SELECT s.product_id, s.quantity FROM stock AS s LEFT JOIN sold ON sold.product_id = s.product_id
-                {where} ORDER BY {_STOCK_ORDERS[order]}"""
-        else:  # the outcomes are not read
-            query = f"SELECT s.product_id, s.quantity FROM stock AS s {where} ORDER BY {_STOCK_ORDERS[order]}"
-        query += " LIMIT :limit OFFSET :offset"
-        params = {"threshold": threshold, "limit": limit, "offset": offset}
+        where = "WHERE quantity < :threshold" if low_only else ""
+        params = {"threshold": threshold, "limit": limit, "offset": offset, "scan": RECENT_SCAN}
         db = self._conn()
         async with self._lock:
-            async with db.execute(query, params) as cur:
-                rows = [(str(product_id), int(units)) for product_id, units in await cur.fetchall()]
+            if order == "recent":
+                # the products of the latest outcomes, with the rowid of the last that took some;
+                # then every product by id, sorted here (a join would scan them once per product)
+                async with db.execute(_SOLD_LAST, params) as cur:
+                    sold = {str(product_id): int(last) for product_id, last in await cur.fetchall()}
+                async with db.execute(
+                    f"SELECT product_id, quantity FROM stock {where} ORDER BY product_id", params
+                ) as cur:
+                    every = [(str(product_id), int(units)) for product_id, units in await cur.fetchall()]
+                every.sort(key=lambda row: -sold.get(row[0], 0))  # stable: by product id within ties
+                rows = every[offset : offset + limit]
+            else:
+                query = f"SELECT product_id, quantity FROM stock {where} ORDER BY {_STOCK_ORDERS[order]}"
+                async with db.execute(query + " LIMIT :limit OFFSET :offset", params) as cur:
+                    rows = [(str(product_id), int(units)) for product_id, units in await cur.fetchall()]
             async with db.execute("SELECT COUNT(*), COALESCE(SUM(quantity < :threshold), 0) FROM stock", params) as cur:
                 count, low = await cur.fetchone() or (0, 0)
         return rows, int(low if low_only else count), int(low)
@@ -500,12 +500,25 @@ class InventoryStore(SqliteStore):
         return None if row is None else Outcome.from_json(row[0])
 
 
-#: ``inventory.list_stock``'s orders: name -> the ORDER BY clause.
+#: How many of the latest outcomes ``InventoryStore.stock_page(order="recent")`` reads.
+RECENT_SCAN = 2000
+
+#: ``inventory.list_stock``'s orders but "recent" (sorted in Python): name -> the ORDER BY clause.
 _STOCK_ORDERS: Mapping[str, str] = {
-    "recent": "sold.last IS NULL, sold.last DESC, s.product_id",
-    "product": "s.product_id",
-    "stock": "s.quantity, s.product_id",
+    "recent": "product_id",
+    "product": "product_id",
+    "stock": "quantity, product_id",
 }
+
+#: The products of the latest :data:`RECENT_SCAN` outcomes that were applied, each with the rowid
+#: (the order outcomes were stored in) of the last one that took some.
+_SOLD_LAST = """
+    SELECT json_extract(item.value, '$.product_id'), MAX(p.rowid)
+    FROM (SELECT rowid, outcome FROM processed_orders ORDER BY rowid DESC LIMIT :scan) AS p,
+        json_each(CAST(p.outcome AS TEXT), '$.items') AS item
+    WHERE json_extract(CAST(p.outcome AS TEXT), '$.status') = 'applied'
+    GROUP BY 1
+"""
 
 
 def _decide(order: Order, available: Mapping[str, int]) -> Outcome:

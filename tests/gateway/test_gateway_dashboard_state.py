@@ -16,6 +16,7 @@ from gatewayshop import STEP, Shop, start_shop, until
 
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import RemoteError
+from reactive_services.examples.shop import inventory
 from reactive_services.examples.shop.gateway import GatewaySettings, _dashboard
 from reactive_services.examples.shop.inventory import InventoryStore, Order, OrderItem
 
@@ -149,7 +150,7 @@ async def test_without_the_inventory_the_orders_are_listed_without_outcomes(
         assert response.status_code == 504 and "inventory.list_stock" in response.json()["detail"]
 
 
-async def test_the_store_pages_and_outcomes(tmp_path: Path) -> None:
+async def test_the_store_pages_and_outcomes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seed = {"a": 5, "b": 1, "c": 3}
     async with InventoryStore(tmp_path / "inv.db", seed=seed) as store:
         await store.reserve(Order("o1", (OrderItem("c", 1),)))
@@ -167,6 +168,17 @@ async def test_the_store_pages_and_outcomes(tmp_path: Path) -> None:
             {"product_id": "c", "quantity": 1, "remaining": 2},
         )
         assert outcomes["nope"] is None
+        rows, _, _ = await store.stock_page(threshold=2, offset=1, limit=1)
+        assert rows == [("b", 0)]
+        # "recent" reads the latest RECENT_SCAN outcomes only: with 2, o3 (rejected) and o2
+        monkeypatch.setattr(inventory, "RECENT_SCAN", 2)
+        await store.reserve(Order("o4", (OrderItem("c", 1),)))  # now o4, o3: c first, then a, b by id
+        rows, _, _ = await store.stock_page(threshold=2)
+        assert [p for p, _ in rows] == ["c", "a", "b"]
+        await store.reserve(Order("o5", (OrderItem("x", 1),)))  # rejected: only o5 and o4 are read
+        await store.reserve(Order("o6", (OrderItem("x", 1),)))  # o6 and o5, both rejected: by id
+        rows, _, _ = await store.stock_page(threshold=2)
+        assert [p for p, _ in rows] == ["a", "b", "c"]
         with pytest.raises(ValueError):
             await store.stock_page(threshold=2, limit=0)
 

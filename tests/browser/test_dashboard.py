@@ -343,6 +343,8 @@ def test_the_page_opens_with_the_current_state(shop: dict[str, Any], browser: we
     until("the alerts list", lambda: int(browser.find_element(By.ID, "alerts-count").text or 0) > 0, timeout=30)
     assert "alerts" in browser.find_element(By.ID, "alerts-note").text
     time.sleep(1.0)  # the chart's last redraw
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors  # no script error, no failed request
     keep_screenshot(browser, "dashboard-wide.png")
 
 
@@ -481,3 +483,29 @@ def test_a_bad_token_is_not_retried(shop: dict[str, Any], browser: webdriver.Chr
     time.sleep(2.0)  # a retry would have started by now (the first one comes within 0.75 s)
     assert status.get_attribute("data-state") == "closed"
     assert "4401" in status.text and "not reconnecting" in status.text and "log in again" in status.text
+
+
+def test_a_token_without_some_scopes_says_what_was_not_loaded(tmp_path: Path, browser: webdriver.Chrome) -> None:
+    from reactive_services.auth import JwtConfig, issue_token
+
+    secret = "a-test-secret-of-at-least-32-bytes-long!"
+    started = start_serve(tmp_path / "data", replay_logs=False, env={"RS_JWT_SECRET": secret})
+    try:
+        token = issue_token(JwtConfig.from_env({"RS_JWT_SECRET": secret}), "eve", ["notifications:read", "orders:read"])
+        browser.get(started["url"] + "#token=" + token)
+        until("connected", lambda: browser.find_element(By.ID, "status").get_attribute("data-state") == "connected")
+        until("the stock panel's message", lambda: browser.find_element(By.ID, "stock-error").text)
+        assert browser.find_element(By.ID, "stock-error").text == (
+            "the stock not loaded: the token lacks the scope inventory:read"
+        )
+        assert "logs:read" in browser.find_element(By.ID, "logs-error").text
+        until("the orders loaded", lambda: "No orders yet" in browser.find_element(By.ID, "orders-summary").text)
+        assert browser.find_element(By.ID, "orders-error").text == ""
+        # a failed request reads as the API's own words (here a 403 from GET /inventory)
+        shown = browser.execute_async_script(
+            "const done = arguments[0]; getJson('inventory?limit=0', state.token).then(() => done('no error'),"
+            " (err) => done(err.message));"
+        )
+        assert shown.startswith("GET inventory?limit=0 failed (403): missing scope: inventory:read"), shown
+    finally:
+        stop_serve(started["proc"])

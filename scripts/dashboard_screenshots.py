@@ -16,11 +16,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["test_the_page_opens_with_the_current_state", "test_the_narrow_layout_at_420_px"]
+TESTS = ["test_the_page_opens_with_the_current_state", "test_the_narrow_layout and 420"]
 
 
 def main() -> int:
-    command = [sys.executable, "-m", "pytest", "-q", "tests/browser/test_dashboard.py", "-k", " or ".join(TESTS)]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "tests/browser/test_dashboard.py",
+        "-k",
+        " or ".join(f"({t})" for t in TESTS),
+    ]
     done = subprocess.run(command, cwd=ROOT, env={**os.environ, "RS_UPDATE_DOCS_IMAGES": "1"}, check=False)
     if done.returncode == 0:
         print(f"wrote {ROOT / 'docs' / 'images' / 'dashboard-wide.png'} and dashboard-narrow.png")

@@ -307,7 +307,7 @@ function orderRow(orderId, data, status, when, live = true) {
     const items = (data.items || []).map((i) => `${i.quantity}×\u00a0${String(i.product_id).slice(0, 8)}`).join(", ");
     const time = when || new Date();
     const today = time.toDateString() === new Date().toDateString();
-    const timeCell = cell(today ? time.toLocaleTimeString() : time.toLocaleString(), "nowrap");
+    const timeCell = cell(today ? time.toLocaleTimeString() : time.toLocaleString(), "time");
     timeCell.title = time.toISOString();
     const idCell = cell(orderId.slice(0, 8), "mono nowrap");
     idCell.title = orderId;
@@ -398,10 +398,11 @@ function renderChart() {
   let points = 0;
   const traces = [];
   const layout = {
-    height: Math.max(1, sources.length) * 170 + 60,
-    margin: { l: 52, r: 12, t: 36, b: 28 },
+    height: Math.max(1, sources.length) * 170 + 90,
+    margin: { l: 52, r: 12, t: 64, b: 28 },
     showlegend: true,
-    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.0, yanchor: "bottom" },
+    // at the figure's top, above the first subplot's title (two rows on a narrow screen)
+    legend: { orientation: "h", x: 0, xanchor: "left", yref: "container", y: 1, yanchor: "top" },
     grid: { rows: Math.max(1, sources.length), columns: 1, pattern: "independent", ygap: 0.45 },
     hovermode: "x unified",
     paper_bgcolor: "#fff",

@@ -8,7 +8,8 @@ The gateway holds no state of its own: it turns HTTP requests into events (``emi
 requests (``send``, request-reply over the broker) through one :class:`ClientProxy`, and hands
 websocket connections to the notification hub. The inventory's requests go over the broker too
 by default, or over gRPC to the inventory's server (``GatewaySettings(inventory_transport="grpc",
-inventory_grpc_address="HOST:PORT")``: same replies, same status codes; see ``docs/grpc.md``).
+inventory_grpc_address="HOST:PORT")``: same replies, same status codes; see ``docs/grpc.md``;
+the dashboard's ``inventory.list_stock`` and ``inventory.get_outcomes`` go over the broker either way).
 :func:`create_app` builds the app::
 
     app = create_app(client=ClientProxy(broker, namespace=ns, client_id="gateway"),

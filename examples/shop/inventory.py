@@ -425,6 +425,72 @@ class InventoryStore(SqliteStore):
                     found.update({product_id: quantity for product_id, quantity in await cur.fetchall()})
         return {product_id: found.get(product_id) for product_id in wanted}
 
+    async def stock_page(
+        self,
+        *,
+        threshold: int,
+        limit: int = 100,
+        offset: int = 0,
+        order: Literal["recent", "product", "stock"] = "recent",
+        low_only: bool = False,
+    ) -> tuple[list[tuple[str, int]], int, int]:
+        """One page of the stock table (the ``inventory.list_stock`` request's answer).
+
+        Args:
+            threshold: a product is low when its units are ``< threshold``.
+            limit, offset: the page: ``limit`` products (>= 1) after the first ``offset`` (>= 0).
+            order: ``"recent"``: the products of the latest applied orders first (by the last
+                applied order that took some, in the order outcomes were stored; among the latest
+                :data:`RECENT_SCAN` outcomes: reading them takes about 30 ms, under the store's
+                lock), then the others by product id; ``"product"``: by product id; ``"stock"``:
+                fewest units first, then by product id.
+            low_only: only the low products.
+
+        Returns:
+            ``([(product_id, units), ...], total, low)``: the page; how many products match
+            (all of them, or the low ones with ``low_only``); how many products are low.
+
+        Raises:
+            RuntimeError: the store is not open.
+            ValueError: ``limit`` < 1, ``offset`` < 0 or an unknown ``order``.
+        """
+        if limit < 1 or offset < 0:
+            raise ValueError(f"limit must be >= 1 and offset >= 0, got {limit} and {offset}")
+        if order not in _STOCK_ORDERS:
+            raise ValueError(f"order must be one of {sorted(_STOCK_ORDERS)}, got {order!r}")
+        where = "WHERE quantity < :threshold" if low_only else ""
+        params = {"threshold": threshold, "limit": limit, "offset": offset, "scan": RECENT_SCAN}
+        db = self._conn()
+        async with self._lock:
+            if order == "recent":
+                # the products of the latest outcomes, with the rowid of the last that took some;
+                # then every product by id, sorted here (a join would scan them once per product)
+                async with db.execute(_SOLD_LAST, params) as cur:
+                    sold = {str(product_id): int(last) for product_id, last in await cur.fetchall()}
+                async with db.execute(
+                    f"SELECT product_id, quantity FROM stock {where} ORDER BY product_id", params
+                ) as cur:
+                    every = [(str(product_id), int(units)) for product_id, units in await cur.fetchall()]
+                every.sort(key=lambda row: -sold.get(row[0], 0))  # stable: by product id within ties
+                rows = every[offset : offset + limit]
+            else:
+                query = f"SELECT product_id, quantity FROM stock {where} ORDER BY {_STOCK_ORDERS[order]}"
+                async with db.execute(query + " LIMIT :limit OFFSET :offset", params) as cur:
+                    rows = [(str(product_id), int(units)) for product_id, units in await cur.fetchall()]
+            async with db.execute("SELECT COUNT(*), COALESCE(SUM(quantity < :threshold), 0) FROM stock", params) as cur:
+                count, low = await cur.fetchone() or (0, 0)
+        return rows, int(low if low_only else count), int(low)
+
+    async def outcomes(self, order_ids: Sequence[str]) -> dict[str, Outcome | None]:
+        """The stored outcome of each of ``order_ids`` (in the order given, each once), None for
+        an order never processed. (The ``inventory.get_outcomes`` request's answer.)"""
+        wanted = list(dict.fromkeys(order_ids))
+        db = self._conn()
+        async with self._lock:
+            rows = await _select_in(db, "SELECT order_id, outcome FROM processed_orders WHERE order_id IN", wanted)
+        found = {order_id: Outcome.from_json(outcome) for order_id, outcome in rows}
+        return {order_id: found.get(order_id) for order_id in wanted}
+
     async def outcome(self, order_id: str) -> Outcome | None:
         """The stored outcome of ``order_id`` (``duplicate=False``), or None if never processed."""
         db = self._conn()
@@ -432,6 +498,27 @@ class InventoryStore(SqliteStore):
             async with db.execute("SELECT outcome FROM processed_orders WHERE order_id = ?", (order_id,)) as cur:
                 row = await cur.fetchone()
         return None if row is None else Outcome.from_json(row[0])
+
+
+#: How many of the latest outcomes ``InventoryStore.stock_page(order="recent")`` reads.
+RECENT_SCAN = 2000
+
+#: ``inventory.list_stock``'s orders but "recent" (sorted in Python): name -> the ORDER BY clause.
+_STOCK_ORDERS: Mapping[str, str] = {
+    "recent": "product_id",
+    "product": "product_id",
+    "stock": "quantity, product_id",
+}
+
+#: The products of the latest :data:`RECENT_SCAN` outcomes that were applied, each with the rowid
+#: (the order outcomes were stored in) of the last one that took some.
+_SOLD_LAST = """
+    SELECT json_extract(item.value, '$.product_id'), MAX(p.rowid)
+    FROM (SELECT rowid, outcome FROM processed_orders ORDER BY rowid DESC LIMIT :scan) AS p,
+        json_each(CAST(p.outcome AS TEXT), '$.items') AS item
+    WHERE json_extract(CAST(p.outcome AS TEXT), '$.status') = 'applied'
+    GROUP BY 1
+"""
 
 
 def _decide(order: Order, available: Mapping[str, int]) -> Outcome:

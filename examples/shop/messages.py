@@ -28,7 +28,9 @@ Topics (JSON values; the record key in brackets), who publishes and who reads th
 :data:`EVENTS` maps each of those topics but the log analytics' outputs to its validator.
 
 Requests: ``orders.get``, ``inventory.get_order``, ``notifications.get_order``:
-:class:`OrderQuery`; ``inventory.get_stock``: :class:`StockQuery`; ``logs.recent_stats``,
+:class:`OrderQuery`; ``inventory.get_stock``: :class:`StockQuery`; ``inventory.list_stock``:
+:class:`StockListQuery` (or nothing); ``inventory.get_outcomes``: :class:`OutcomesQuery`;
+``orders.latest``: :class:`LatestOrdersQuery` (or nothing); ``logs.recent_stats``,
 ``logs.recent_alerts``: :class:`RecentQuery` (or nothing).
 
 Every model ignores the keys it does not declare (a newer producer may add some); the event
@@ -39,7 +41,7 @@ amounts BRL.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -53,6 +55,7 @@ __all__ = [
     "MAX_ID_CHARS",
     "MAX_ITEMS",
     "MAX_ORDER_BYTES",
+    "MAX_PAGE",
     "MAX_QUANTITY",
     "ORDER_CREATED",
     "ORDER_QUERY",
@@ -63,14 +66,17 @@ __all__ = [
     "ItemRequested",
     "ItemReserved",
     "LateLine",
+    "LatestOrdersQuery",
     "LogAlert",
     "LogRecord",
     "OrderCreated",
     "OrderLine",
     "OrderQuery",
     "OrderRejected",
+    "OutcomesQuery",
     "Quantity",
     "RecentQuery",
+    "StockListQuery",
     "StockLow",
     "StockQuery",
     "Units",
@@ -244,6 +250,36 @@ class StockQuery(BaseModel):
     """``inventory.get_stock``: the products to tell the stock of (an empty list is allowed)."""
 
     product_ids: list[Id]
+
+
+#: The most values one page of ``inventory.list_stock`` / ``orders.latest`` /
+#: ``inventory.get_outcomes`` holds.
+MAX_PAGE = 1000
+
+
+class StockListQuery(BaseModel):
+    """``inventory.list_stock``: one page of the stock table, ``limit`` products from ``offset``.
+
+    ``order``: ``"recent"`` (the products of the latest applied orders first, then the others by
+    product id), ``"product"`` (by product id) or ``"stock"`` (fewest units first, then by
+    product id); ``low_only``: only the products below the low-stock threshold."""
+
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE, strict=True)] = 100
+    offset: Annotated[int, Field(ge=0, strict=True)] = 0
+    order: Literal["recent", "product", "stock"] = "recent"
+    low_only: bool = False
+
+
+class OutcomesQuery(BaseModel):
+    """``inventory.get_outcomes``: the orders to tell the outcome of (at most :data:`MAX_PAGE`)."""
+
+    order_ids: Annotated[list[Id], Field(max_length=MAX_PAGE)]
+
+
+class LatestOrdersQuery(BaseModel):
+    """``orders.latest``: the ``limit`` orders received last."""
+
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE, strict=True)] = 50
 
 
 class RecentQuery(BaseModel):

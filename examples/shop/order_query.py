@@ -15,6 +15,15 @@ Request ``orders.get`` (``@message_pattern``)::
              order file), or null when the order is unknown
     errors   ValidationError  the payload is not {"order_id": non-empty string <= 256 characters}
 
+Request ``orders.latest`` (``@message_pattern``; a dashboard's first view)::
+
+    request  {"limit": 1..1000 (default 50)} or nothing
+    reply    {"orders": [<order.created value> + "received_at": seconds since the epoch, ...],
+              "total": int}: the ``limit`` orders stored last, newest first (the order in which
+             this service stored them: orders on different partitions may come in another order
+             than they were placed); total: orders stored
+    errors   ValidationError  a limit that is not an integer in 1..1000
+
 Idempotency: the order id is the table's primary key and orders are inserted with
 ``INSERT OR IGNORE``, so a redelivered ``order.created`` (at-least-once delivery) changes
 nothing; the first value stored for an order id is kept.
@@ -36,7 +45,7 @@ from reactive_services.adapters import Message
 from reactive_services.errors import ValidationError
 
 from ._sqlite import SqliteStore
-from .messages import MAX_ID_CHARS, MAX_ORDER_BYTES, ORDER_CREATED, ORDER_QUERY, OrderQuery
+from .messages import MAX_ID_CHARS, MAX_ORDER_BYTES, ORDER_CREATED, ORDER_QUERY, LatestOrdersQuery, OrderQuery
 
 __all__ = ["MAX_ORDER_ID_CHARS", "OrderQueryController", "OrderStore", "order_id_of"]
 
@@ -110,6 +119,15 @@ class OrderStore(SqliteStore):
                 row = await cur.fetchone()
         return None if row is None else orjson.loads(row[0])
 
+    async def latest(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` orders stored last (by insertion), newest first: each its stored value
+        plus ``received_at`` (seconds since the epoch, when this service stored it)."""
+        db = self._conn()
+        async with self._lock:
+            async with db.execute("SELECT value, received_at FROM orders ORDER BY rowid DESC LIMIT ?", (limit,)) as cur:
+                rows = await cur.fetchall()
+        return [{**orjson.loads(value), "received_at": received_at} for value, received_at in rows]
+
     async def count(self) -> int:
         """How many orders are stored."""
         async with self._lock:
@@ -156,3 +174,10 @@ class OrderQueryController(Controller):
         """The request ``orders.get`` ``{"order_id"}``: the order as created, or ``null``. A
         malformed payload is refused by the runtime (an error reply naming the field)."""
         return await self.store.get(query.order_id)
+
+    @message_pattern("orders.latest")
+    async def latest(self, query: LatestOrdersQuery | None) -> dict[str, Any]:
+        """The request ``orders.latest`` ``{"limit"}`` (or nothing): ``{"orders": [...], "total"}``,
+        the latest orders newest first (the module docstring has the shapes)."""
+        query = query or LatestOrdersQuery()
+        return {"orders": await self.store.latest(query.limit), "total": await self.store.count()}

@@ -4,7 +4,9 @@
 ``order.created.DLT``) -> the :class:`~reactive_services.examples.shop.inventory.InventoryService` Observer;
 the request ``inventory.get_stock`` ``{"product_ids": [str, ...]}`` answered with
 ``{product_id: units or null}``; and the request ``inventory.get_order`` ``{"order_id": str}``
-answered with the order's outcome ``{"status", "items", "reason"}`` or null.
+answered with the order's outcome ``{"status", "items", "reason"}`` or null; for a dashboard's
+first view, ``inventory.list_stock`` (one page of the stock, low products flagged) and
+``inventory.get_outcomes`` (the outcomes of many orders at once).
 ``LogAnalyticsController``: ``logs`` -> parse, windows, templates -> the
 :class:`~reactive_services.logs.LogAnalyticsService` Observer.
 ``NotificationController`` lives in :mod:`reactive_services.examples.shop.notifications`.
@@ -25,7 +27,16 @@ from reactive_services.operators import decode_json
 
 from .inventory import MAX_ORDER_BYTES, InventoryService, parse_order
 from .log_sources import SOURCES
-from .messages import InventoryUpdated, OrderQuery, OrderRejected, RecentQuery, StockLow, StockQuery
+from .messages import (
+    InventoryUpdated,
+    OrderQuery,
+    OrderRejected,
+    OutcomesQuery,
+    RecentQuery,
+    StockListQuery,
+    StockLow,
+    StockQuery,
+)
 
 __all__ = ["InventoryController", "LogAnalyticsController"]
 
@@ -97,6 +108,49 @@ class InventoryController(Controller):
         if outcome is None:
             return None
         return {"status": outcome.status, "items": list(outcome.items), "reason": outcome.reason}
+
+    @message_pattern("inventory.list_stock")
+    async def list_stock(self, query: StockListQuery | None) -> dict[str, Any]:
+        """The request ``inventory.list_stock`` ``{"limit": 1..1000 (default 100), "offset": >= 0,
+        "order": "recent" | "product" | "stock", "low_only": bool}`` (or no payload): one page of
+        the stock (:meth:`InventoryStore.stock_page
+        <reactive_services.examples.shop.inventory.InventoryStore.stock_page>` tells the orders).
+
+        Returns:
+            ``{"items": [{"product_id", "stock", "low"}], "total", "low", "threshold", "limit",
+            "offset", "order"}``: ``low`` on an item: ``stock < threshold`` (the service's
+            ``low_stock_threshold``, the one ``stock.low`` uses); ``total``: the products that
+            match (every product, or the low ones with ``low_only``); ``low``: the low products.
+
+        A malformed payload is refused by the runtime (an error reply naming the field).
+        """
+        query = query or StockListQuery()
+        threshold = self.inventory.low_stock_threshold
+        rows, total, low = await self.inventory.store.stock_page(
+            threshold=threshold, limit=query.limit, offset=query.offset, order=query.order, low_only=query.low_only
+        )
+        return {
+            "items": [{"product_id": p, "stock": units, "low": units < threshold} for p, units in rows],
+            "total": total,
+            "low": low,
+            "threshold": threshold,
+            "limit": query.limit,
+            "offset": query.offset,
+            "order": query.order,
+        }
+
+    @message_pattern("inventory.get_outcomes")
+    async def get_outcomes(self, query: OutcomesQuery) -> dict[str, dict[str, Any] | None]:
+        """The request ``inventory.get_outcomes`` ``{"order_ids": [str, ...]}`` (at most 1000):
+        ``{order_id: {"status", "items", "reason"} | null}`` (as ``inventory.get_order`` answers
+        for each; null: not processed yet). A malformed payload is refused by the runtime."""
+        outcomes = await self.inventory.store.outcomes(query.order_ids)
+        return {
+            order_id: None
+            if outcome is None
+            else {"status": outcome.status, "items": list(outcome.items), "reason": outcome.reason}
+            for order_id, outcome in outcomes.items()
+        }
 
 
 class LogAnalyticsController(LogsController):

@@ -8,7 +8,8 @@ The gateway holds no state of its own: it turns HTTP requests into events (``emi
 requests (``send``, request-reply over the broker) through one :class:`ClientProxy`, and hands
 websocket connections to the notification hub. The inventory's requests go over the broker too
 by default, or over gRPC to the inventory's server (``GatewaySettings(inventory_transport="grpc",
-inventory_grpc_address="HOST:PORT")``: same replies, same status codes; see ``docs/grpc.md``).
+inventory_grpc_address="HOST:PORT")``: same replies, same status codes; see ``docs/grpc.md``;
+the dashboard's ``inventory.list_stock`` and ``inventory.get_outcomes`` go over the broker either way).
 :func:`create_app` builds the app::
 
     app = create_app(client=ClientProxy(broker, namespace=ns, client_id="gateway"),
@@ -24,7 +25,11 @@ route                      scope             what
                                              ``{"order_id", "status": "accepted"}`` + ``Location``
 ``GET /orders/{id}``       ``orders:read``   ``orders.get`` + ``inventory.get_order`` +
                                              ``notifications.get_order`` in parallel (see below)
+``GET /orders?limit=``     ``orders:read``   ``orders.latest`` then ``inventory.get_outcomes``: the latest
+                                             orders, newest first, each with its ``outcome`` (see below)
 ``GET /inventory/{id}``    ``inventory:read``  ``inventory.get_stock`` -> ``{"product_id", "stock"}``
+``GET /inventory``         ``inventory:read``  ``inventory.list_stock``: one page of the stock
+                                             (``limit``, ``offset``, ``order``, ``low_only``), low ones flagged
 ``POST /auth/login``       (none)            ``auth.login`` -> the token JSON
 ``/ws`` (websocket)        (a valid token)   the notification protocol (``reactive_services.adapters.websocket``);
                                              channels allowed by the token's scopes
@@ -35,6 +40,8 @@ route                      scope             what
 ``/docs``, ``/openapi.json``  (none)         OpenAPI, with the bearer security scheme
 ``GET /asyncapi.json``     (none)            the AsyncAPI 3.0 document (also ``.yaml``), with ``description``
 ``GET /topology.svg``      (none)            the topology drawn by Graphviz, with ``description``
+``GET /vendor/plotly.min.js``  (none)        the dashboard's chart library: the file the ``plotly`` package
+                                             ships (with ``static_dir``; ``_dashboard``)
 ``/`` (static)             (none)            ``static_dir`` (html=True), mounted last
 =========================  ================  ==============================================================
 
@@ -68,6 +75,21 @@ Status codes
 
 A slow or stopped service makes its part *missing*, never the request fail; 404 only when all
 three answered and none knows the order (order null, inventory null, notifications []).
+
+What a dashboard shows first (then it follows the live events of ``/ws``)::
+
+    GET /orders?limit=50 (1..1000)
+    200 {"orders": [{"order_id", "items", "created_at"?, ..., "received_at": <epoch s>,
+                     "outcome": {"status": "applied" | "rejected", "items", "reason"} | null}],
+         "total": <orders stored>, "missing": [] | ["inventory"], "errors": {...}}
+
+    GET /inventory?limit=100 (1..1000)&offset=0&order=recent|product|stock&low_only=false
+    200 {"items": [{"product_id", "stock", "low": stock < threshold}], "total", "low",
+         "threshold", "limit", "offset", "order"}
+
+``order=recent`` puts the products of the latest applied orders first. Without the inventory's
+answer ``GET /orders`` still lists the orders (outcomes null, ``missing``); a parameter out of
+range is a 422 naming it (``"query.limit: Input should be less than or equal to 1000"``).
 
 Websocket ``/ws``
 -----------------
@@ -120,7 +142,7 @@ from reactive_services.gateway import (
 )
 
 from ..auth import CHANNEL_SCOPES
-from . import _inventory, _login, _logs, _operations, _orders
+from . import _dashboard, _inventory, _login, _logs, _operations, _orders
 from ._models import LoginRequest, OrderItemIn, OrderRequest
 from ._orders import ORDER_PARTS
 from ._requests import GatewayRequests
@@ -141,7 +163,10 @@ __all__ = [
 #: The request-reply patterns the gateway sends (their reply consumers are started at startup).
 PATTERNS: tuple[str, ...] = (
     *ORDER_PARTS.values(),
+    "orders.latest",
     "inventory.get_stock",
+    "inventory.list_stock",
+    "inventory.get_outcomes",
     "auth.login",
     "logs.recent_stats",
     "logs.recent_alerts",
@@ -179,7 +204,8 @@ def create_app(
             "partitions_assigned": True, "services": {"inventory": True}}``: ready when every
             bool in it (top level, or one mapping deep) is true; bounded by
             ``readiness_timeout_s``; raising or timing out means not ready.
-        static_dir: a folder served at ``/`` (``index.html`` for ``/``), after every API route.
+        static_dir: a folder served at ``/`` (``index.html`` for ``/``), after every API route;
+            with it, ``GET /vendor/plotly.min.js`` serves the chart library its dashboard uses.
         description: the deployment to describe at ``/asyncapi.json``, ``/asyncapi.yaml`` and
             ``/topology.svg`` (:func:`reactive_services.gateway.describe_router`); None: no
             such routes.
@@ -249,6 +275,8 @@ def create_app(
 
     if static_dir is not None:
         from fastapi.staticfiles import StaticFiles
+
+        app.include_router(_dashboard.router())
 
         app.mount("/", StaticFiles(directory=Path(static_dir), html=True), name="static")
     return app

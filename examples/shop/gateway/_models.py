@@ -50,6 +50,50 @@ class StockLevel(BaseModel):
     stock: int
 
 
+class StockItem(BaseModel):
+    """One product of ``GET /inventory``."""
+
+    product_id: str
+    stock: int
+    low: bool = Field(description="stock < threshold (the level at which stock.low is published)")
+
+
+class StockPage(BaseModel):
+    """The answer of ``GET /inventory``: one page of the stock."""
+
+    items: list[StockItem]
+    total: int = Field(description="products that match (all, or the low ones with low_only)")
+    low: int = Field(description="products below the threshold")
+    threshold: int
+    limit: int
+    offset: int
+    order: str
+
+
+class LatestOrder(BaseModel):
+    """One order of ``GET /orders``: the order as created, when the order query service stored it,
+    and the inventory's outcome."""
+
+    model_config = ConfigDict(extra="allow")  # the order.created value's other keys (total, freight, ...)
+
+    order_id: str
+    items: list[dict[str, Any]]
+    created_at: str | None = None
+    received_at: float = Field(description="seconds since the epoch")
+    outcome: dict[str, Any] | None = Field(
+        description='{"status": "applied" | "rejected", "items", "reason"}; null if not processed yet or missing'
+    )
+
+
+class LatestOrders(BaseModel):
+    """The answer of ``GET /orders``: the latest orders, newest first."""
+
+    orders: list[LatestOrder]
+    total: int = Field(description="orders the order query service holds")
+    missing: list[str] = Field(description='["inventory"] when the outcomes could not be asked (outcome: null)')
+    errors: dict[str, str] = Field(description="part -> what went wrong")
+
+
 class Token(BaseModel):
     """The answer of ``POST /auth/login`` (RFC 6749 §5.1)."""
 

@@ -1,4 +1,4 @@
-"""Routes ``POST /orders`` and ``GET /orders/{id}``."""
+"""Routes ``POST /orders``, ``GET /orders/{id}`` and ``GET /orders`` (the latest orders with their outcomes)."""
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' ``Annotated[...,
 # Depends(auth.require(...))]`` parameters at definition time, and those name locals of
@@ -11,18 +11,26 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from reactive_services import ClientProxy
 from reactive_services.auth import Claims
-from reactive_services.errors import BrokerError
-from reactive_services.gateway import BearerAuth, Requester, aggregate, problems, upstream_error
+from reactive_services.errors import BrokerError, RemoteError
+from reactive_services.gateway import (
+    BearerAuth,
+    Requester,
+    aggregate,
+    part_error,
+    problems,
+    send_within,
+    upstream_error,
+)
 
-from ..messages import OrderCreated, OrderLine
+from ..messages import MAX_PAGE, OrderCreated, OrderLine
 from ..order_query import MAX_ORDER_ID_CHARS
-from ._models import OrderAccepted, OrderRequest, OrderView
+from ._models import LatestOrders, OrderAccepted, OrderRequest, OrderView
 from ._settings import GatewaySettings
 
 log = logging.getLogger("reactive_services.examples.shop.gateway")
@@ -38,8 +46,8 @@ _PART_TYPES: Mapping[str, type] = {"order": dict, "inventory": dict, "notificati
 
 
 def router(client: ClientProxy, requests: Requester, settings: GatewaySettings, auth: BearerAuth) -> APIRouter:
-    """The orders routes: ``POST /orders`` emits through ``client``, ``GET /orders/{id}`` asks
-    through ``requests``."""
+    """The orders routes: ``POST /orders`` emits through ``client``, ``GET /orders/{id}`` and
+    ``GET /orders`` ask through ``requests``."""
     routes = APIRouter(tags=["orders"])
 
     @routes.post(
@@ -102,5 +110,47 @@ def router(client: ClientProxy, requests: Requester, settings: GatewaySettings, 
         if parts.complete and values["order"] is None and values["inventory"] is None and not values["notifications"]:
             raise HTTPException(404, f"unknown order {order_id!r}")
         return parts.view(order_id=order_id)
+
+    @routes.get(
+        "/orders",
+        response_model=LatestOrders,
+        responses=problems(401, 403, 422, 502, 503, 504),
+        summary="The latest orders with their inventory outcome (scope orders:read)",
+    )
+    async def latest_orders(
+        claims: Annotated[Claims, Depends(auth.require("orders:read"))],
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="orders, newest first")] = 50,
+    ) -> dict[str, Any]:
+        """Asks ``orders.latest`` (the order query service: the orders stored last, newest first),
+        then ``inventory.get_outcomes`` for those orders: each order gets its ``outcome``
+        (``{"status", "items", "reason"}``, null while not processed). Without the order query
+        service's answer: 502 / 503 / 504; without the inventory's: 200 with every outcome null,
+        ``"missing": ["inventory"]`` and the reason in ``errors``."""
+        timeout = settings.call_timeout_s
+        try:
+            reply = await send_within(requests, "orders.latest", {"limit": limit}, timeout_s=timeout)
+        except (TimeoutError, BrokerError, RemoteError) as exc:
+            raise upstream_error("orders.latest", exc, timeout) from None
+        if not isinstance(reply, Mapping) or not isinstance(reply.get("orders"), list):
+            raise HTTPException(502, "orders.latest: unexpected reply")
+        orders = [dict(o) for o in reply["orders"] if isinstance(o, Mapping) and isinstance(o.get("order_id"), str)]
+        outcomes: Mapping[str, Any] = {}
+        missing: list[str] = []
+        errors: dict[str, str] = {}
+        if orders:
+            ids = [o["order_id"] for o in orders]
+            try:
+                answer = await send_within(requests, "inventory.get_outcomes", {"order_ids": ids}, timeout_s=timeout)
+            except (TimeoutError, BrokerError, RemoteError) as exc:
+                missing, errors = ["inventory"], {"inventory": part_error(exc, timeout)}
+            else:
+                if isinstance(answer, Mapping):
+                    outcomes = answer
+                else:
+                    missing, errors = ["inventory"], {"inventory": "unexpected reply"}
+        for order in orders:
+            outcome = outcomes.get(order["order_id"])
+            order["outcome"] = outcome if isinstance(outcome, Mapping) else None
+        return {"orders": orders, "total": int(reply.get("total") or 0), "missing": missing, "errors": errors}
 
     return routes

@@ -447,8 +447,8 @@ WebSocket.prototype.send = function (data) {
 
 
 def test_the_page_resubscribes_with_the_last_cursor_it_saw(shop: dict[str, Any], browser: webdriver.Chrome) -> None:
-    # today's server sends no cursor: the page subscribes without "since"; once a frame carried one
-    # (a resuming server's, injected here), the page's next subscribe names it
+    # the first subscribe has no "since"; the server's frames carry a cursor, and after a dropped
+    # connection the page subscribes with the last one it saw: resumed, nothing loaded again
     browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_SENT})
     browser.get(shop["url"] + "#token=" + shop["token"])
     status = browser.find_element(By.ID, "status")
@@ -456,26 +456,23 @@ def test_the_page_resubscribes_with_the_last_cursor_it_saw(shop: dict[str, Any],
     until("the state loaded", lambda: browser.execute_script("return document.body.dataset.loads") == "1")
     [first] = browser.execute_script("return window.__sent")
     assert first["op"] == "subscribe" and "since" not in first, first
+    cursor = browser.execute_script("return state.cursor")
+    assert isinstance(cursor, str) and cursor.startswith("v1."), cursor  # from the server's subscribed reply
 
-    browser.execute_script(
-        "for (const [id, cursor] of [['o-resume-1', 'c-1'], ['o-resume-2', 'c-2']]) state.socket.onmessage({data:"
-        " JSON.stringify({type: 'event', channel: 'orders', cursor,"
-        " event: {topic: 'order.created', data: {order_id: id, items: []}}})});"
-        "state.socket.close(3000, 'dropped by the test');"
-    )
+    browser.execute_script("state.socket.close(3000, 'dropped by the test');")
     until("reconnected", lambda: browser.execute_script("return window.__sent.length") == 2, timeout=10)
     until("connected", lambda: status.get_attribute("data-state") == "connected")
     second = browser.execute_script("return window.__sent")[1]
-    assert second == {"op": "subscribe", "channels": first["channels"], "since": "c-2"}, second
-    assert "resumed" in (status.text or "")
+    assert second == {"op": "subscribe", "channels": first["channels"], "since": cursor}, second
+    until("resumed", lambda: "resumed" in (status.text or ""))
     assert browser.execute_script("return document.body.dataset.loads") == "1"  # resumed: nothing loaded again
+    assert browser.execute_script("return state.recoveryFailed") == 0
 
-    # a server that cannot honour the cursor says so: the page loads the state again
-    browser.execute_script(
-        "state.socket.onmessage({data: JSON.stringify({type: 'recovery_failed', reason: 'cursor too old'})});"
-    )
+    # a cursor the server cannot honour: it says so, and the page loads the state again
+    browser.execute_script("state.cursor = 'v1.garbage'; state.socket.close(3000, 'dropped by the test');")
     until("the state loaded again", lambda: browser.execute_script("return document.body.dataset.loads") == "2")
-    assert "cursor too old" in status.text
+    assert "not resumed: malformed cursor" in status.text
+    assert browser.execute_script("return state.recoveryFailed") == 1
 
 
 def test_a_bad_token_is_not_retried(shop: dict[str, Any], browser: webdriver.Chrome) -> None:

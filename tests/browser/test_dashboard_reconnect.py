@@ -181,6 +181,6 @@ def test_the_dashboard_reconnects_resumes_and_shows_the_connection_state(
     gateway.cut()
     until("the recovery failure shown", lambda: browser.execute_script("return state.recoveryFailed") == 1)
     until("connected after the failure", lambda: status()[0] == "connected")
-    assert "missed events lost: malformed cursor" in status()[1]
+    assert "not resumed: malformed cursor" in status()[1]
     gateway.order("o-6")
     until("live after the failure", lambda: "o-6" in orders())

@@ -44,6 +44,8 @@ const state = {
   token: null,
   socket: null,
   attempt: 0,            // failed connections in a row (the backoff's exponent)
+  reconnects: 0,         // reconnections scheduled since the page opened
+  recoveryFailed: 0,     // recovery_failed answers (a cursor the server could not honour)
   retryTimer: null,
   countdown: null,
   cursor: undefined,     // the last frame.cursor seen (a resuming server's position)
@@ -130,6 +132,7 @@ function open() {
     } else if (frame.type === "recovery_failed") {
       // the server cannot resume from our cursor: load the current state again
       resuming = false;
+      state.recoveryFailed += 1;
       setStatus("connected: " + channels.join(", ") + ` (not resumed: ${frame.reason || "cursor refused"})`, "connected");
       loadState(token, scopes);
     } else if (frame.type === "event") {
@@ -155,6 +158,7 @@ function scheduleReconnect(why) {
   const base = Math.min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** state.attempt);
   const delay = base * (0.5 + Math.random());
   state.attempt += 1;
+  state.reconnects += 1;
   const due = Date.now() + delay * 1000;
   const show = () => {
     const left = Math.max(0, (due - Date.now()) / 1000);

@@ -81,6 +81,10 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
         dropped: event frames discarded from client queues by the ``drop_oldest`` /
             ``keep_latest`` policies.
         slow_clients_closed: clients this hub closed because their queue was full (``close``).
+        behind: notifications dropped because their ``position`` was before the log's head
+            (with a ``log``): records handed to the hub again, e.g. by a consumer group that
+            resumed from its committed offsets after the gateway restarted (not counted in
+            ``published``).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
         self.delivered = 0
         self.dropped = 0
         self.slow_clients_closed = 0
+        self.behind = 0
         self._closing: asyncio.Future[None] | None = None
 
     def _on_next_core(self, value: Notification | tuple[str, Any]) -> None:
@@ -162,8 +167,14 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
         position: tuple[str, int, int] | None,
         trace: dict[str, str] | None,
     ) -> None:
-        self.published[channel] += 1
         log = self.log
+        if log is not None and position is not None and log.behind(*position):
+            # fanned out already, or older than the log's head when it opened: a client that
+            # resumed got it from the log, a live one had it (or connected after it): again
+            # would be a duplicate
+            self.behind += 1
+            return
+        self.published[channel] += 1
         if log is not None:
             if position is not None:
                 log.advance(*position)

@@ -190,6 +190,13 @@ class NotificationLog:
         self._cursor = None
         self._opened = True
 
+    def behind(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether the record at ``offset`` is before :attr:`head`: fanned out already, or
+        appended before the log was opened (a consumer group resuming from its committed
+        offsets after a restart, or redelivering after a rebalance, hands such records again).
+        A record of a topic that is not one of :attr:`topics` is never behind."""
+        return topic in self._topic_set and offset < self.head.get((topic, partition), 0)
+
     def advance(self, topic: str, partition: int, offset: int) -> None:
         """The record at ``offset`` was fanned out (or mapped to nothing): move :attr:`head`
         past it. A record of a topic that is not one of :attr:`topics` is ignored (it cannot be

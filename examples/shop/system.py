@@ -556,7 +556,10 @@ def build_services(
         )
         services.append(Microservice(broker, [controller], name="log-analytics", namespace=ns))
     if "gateway" in only and hub is not None:
-        # a hub serves live events: a new instance's group starts at the end of the topics
+        # a hub serves live events: a new instance's group starts at the end of the topics; a
+        # restarted one resumes from its committed offsets, and its hub drops what is behind
+        # the head of its NotificationLog (opened at the end of the topics: those records reach
+        # resuming clients from the log, not again as live events)
         services.append(
             Microservice(
                 broker,

@@ -367,3 +367,23 @@ async def test_a_client_ahead_on_one_partition_gets_cursors_covering_what_it_was
                 assert decode_cursor(frame["cursor"], [TOPIC])[1] == {(TOPIC, p): 3, (TOPIC, q): 2} == log.head
                 assert server.clients[0]._after is None
                 await nothing_more(ws)
+
+
+async def test_records_handed_to_the_hub_again_are_not_sent_again() -> None:
+    # A gateway fed by a consumer group (the shop's) that restarts resumes from the group's
+    # committed offsets: the records published while it was down come to the hub although its
+    # log opened after them (a resuming client reads them from the log; a live one connected
+    # after them), and a rebalance redelivers records already fanned out. Neither is sent.
+    async with InMemoryBroker() as broker:
+        await broker.create_topics([TOPIC], partitions=1)
+        await publish(broker, TOPIC, range(2))  # before the gateway (re)started
+        async with gateway(broker, [TOPIC]) as server, ws_connect(server.url) as ws:
+            await subscribe(ws, ["c"])
+            hub = server.hub
+            for offset in (0, 1):  # the group hands the downtime's records over
+                hub.on_next(Notification("c", {"n": offset}, position=(TOPIC, 0, offset)))
+            await publish(broker, TOPIC, range(2, 4))  # live: 2 and 3 (fed by log.live())
+            assert numbers(await events(ws, 2)) == [2, 3]
+            hub.on_next(Notification("c", {"n": 3}, position=(TOPIC, 0, 3)))  # redelivered
+            await nothing_more(ws)
+            assert hub.behind == 3

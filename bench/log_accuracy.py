@@ -228,6 +228,14 @@ def print_table(results: list[dict[str, Any]]) -> None:
     if not console.is_terminal:  # piped: do not squeeze the table into rich's default 80 columns
         console = Console(width=max(console.width, 150))
     console.print(table)
+    short = [r["dataset"] for r in results if r["lines"] < 2000]
+    if short:
+        console.print(
+            f"note: {', '.join(short)}: the first {min(r['lines'] for r in results)} lines only (the samples in "
+            "tests/data), beside Drain's and Brain's figures for 2,000 lines, and in the average: an indication, "
+            "not the benchmark; --loghub-dir DIR runs every dataset at 2,000 lines.",
+            highlight=False,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

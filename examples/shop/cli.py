@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -489,8 +490,24 @@ def _users(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The most characters of a log line or template the terminal report shows (the rest: "...").
+SHOWN_CHARS = 240
+
+# C0 and C1 control characters and DEL (a tab is shown as one space)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` fit for a terminal: control characters escaped (``\\x1b``: a log line cannot
+    move the cursor, retitle the window or clear the screen), tabs as spaces, at most
+    ``limit`` characters (cut with ``...``). The JSON report keeps the text as it is."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\t", " "))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _logs_summary(report: dict[str, Any], console: Any, *, top: int) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=f"{report['file']}: {report['source']} ({report['elapsed_s']:.1f} s)")
     t.add_column("what")
@@ -518,7 +535,7 @@ def _logs_summary(report: dict[str, Any], console: Any, *, top: int) -> None:
     tt.add_column("lines", justify="right")
     tt.add_column("template", overflow="fold")
     for row in report["templates"][:top]:
-        tt.add_row(str(row["template_id"]), str(row["lines"]), row["template"])
+        tt.add_row(str(row["template_id"]), str(row["lines"]), Text(_shown(row["template"])))  # no markup
     console.print(tt)
     _print_alerts(report["alerts"], console)
 
@@ -534,15 +551,18 @@ def _print_alerts(alerts: list[dict[str, Any]], console: Any, *, limit: int = 50
         if start[:10] == end[:10]:
             end = end[11:]
         console.print(
-            f"  {start}..{end}  {alert['kind']}  {alert['message']}", markup=False, highlight=False, soft_wrap=True
+            f"  {start}..{end}  {alert['kind']}  {_shown(alert['message'], 2 * SHOWN_CHARS)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
         evidence = alert["evidence"]
         for key, label in (("templates", "errors"), ("new_templates", "new"), ("rising_templates", "rising")):
             if alert["kind"] == "error_rate" and evidence.get(key):
-                listed = ", ".join(f"{t['template']!r} x{t['count']}" for t in evidence[key][:3])
+                listed = ", ".join(f"{_shown(t['template'])!r} x{t['count']}" for t in evidence[key][:3])
                 console.print(f"      {label}: {listed}", markup=False, highlight=False, soft_wrap=True)
         if alert["sample"]:
-            console.print(f"      e.g. {alert['sample'][0]}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"      e.g. {_shown(alert['sample'][0])}", markup=False, highlight=False, soft_wrap=True)
     if len(alerts) > limit:
         console.print(f"  ... {len(alerts) - limit} more (all in --report)", highlight=False)
 

@@ -354,7 +354,10 @@ class AlertDetector:
         new = [
             (tid, n)
             for tid, n in counts.most_common()
-            if tid not in self._seen and n >= rules.new_template_min and self._variant_of(text[tid]) is None
+            if tid not in self._seen
+            and n >= rules.new_template_min
+            and text[tid].strip()  # blank lines are not a new kind of event
+            and self._variant_of(text[tid]) is None
         ]
         if not new:
             return None

@@ -123,8 +123,9 @@ class LogSource:
 
 def read_lines(path: Path) -> list[str]:
     """The lines of a log file, split on ``\\n`` only (a trailing ``\\r`` is removed); a final
-    empty line after the last newline is not a line. Bytes that are not UTF-8 are replaced."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    empty line after the last newline is not a line. Bytes that are not UTF-8 are replaced; a
+    UTF-8 byte order mark at the start is dropped."""
+    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a leading BOM is not part of line 1
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import reactivex
 
@@ -312,6 +313,38 @@ def test_logs_analyze_says_no_alerts(tmp_path: Path, capsys: pytest.CaptureFixtu
     log = tmp_path / "app.log"
     log.write_text("\n".join(app_log(burst=False)) + "\n")
     assert main(["logs", "analyze", str(log), "--format", APP_FORMAT, "--quiet"]) == 0
+    assert "no alerts" in capsys.readouterr().out
+
+
+def test_logs_analyze_shows_no_control_characters_of_the_log_and_cuts_long_templates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an untrusted log (a user name in an sshd line, say) must not drive the terminal: OSC
+    # retitle, clear screen; and one 200,000-character line must not print 1,000 rows
+    escape = "\x1b]0;PWNED\x07\x1b[2J"
+    lines = [f"2024-01-02 10:00:{i:02d} ERROR login failed for {escape}user{i} [preauth]" for i in range(12)]
+    lines.append("2024-01-02 10:00:30 INFO " + "y" * 200_000)
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(lines) + "\n")
+    assert main(["logs", "analyze", str(log), "--format", APP_FORMAT, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "e.g. 2024-01-02 10:00:00 ERROR login failed for \\x1b]0;PWNED\\x07\\x1b[2Juser0 [preauth]" in out
+    assert "[preauth]" in out  # brackets are text, not terminal markup
+    assert max(len(line) for line in out.splitlines()) < 300
+    assert out.count("y" * 50) <= 5  # the long template is cut (240 characters), not printed whole
+
+
+def test_a_bom_and_blank_lines_are_not_events_of_their_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    quiet = app_log(burst=False)
+    lines = quiet[:200] + ["", "", ""] + quiet[200:]  # blank lines in the middle of the hour
+    log = tmp_path / "app.log"
+    log.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())  # saved by an editor with a BOM
+    report = tmp_path / "report.json"
+    assert main(["logs", "analyze", str(log), "--format", APP_FORMAT, "--quiet", "--report", str(report)]) == 0
+    got = orjson.loads(report.read_bytes())
+    assert got["unparsed"] == 3  # the blank lines; the first line (after the BOM) parses
+    assert got["alerts"] == []  # no "new template ''" for the blank lines
     assert "no alerts" in capsys.readouterr().out
 
 

@@ -162,7 +162,8 @@ def alert_for(
         ``{"kind": "error_rate", "source", "window_start", "window_end", "window_start_s",
         "window_end_s", "message": str, "evidence": {"lines", "errors", "error_rate",
         "threshold", "min_lines", "min_errors", "baseline_errors" (None without a baseline),
-        "error_factor", "by_level"}, "sample": [up to sample_size raw error lines, in order]}``
+        "error_factor", "by_level"}, "sample": [up to sample_size raw error lines: those of the most frequent error
+        template first, each template's in order]}``
         or None.
     """
     errors = stats["errors"]
@@ -171,7 +172,11 @@ def alert_for(
     if baseline is not None and errors < factor * baseline:
         return None
     wanted = frozenset(level.lower() for level in error_levels)
-    sample = [event.line or event.content for event in events if event.level.lower() in wanted][:sample_size]
+    failing = [event for event in events if event.level.lower() in wanted]
+    by_template = Counter(event.template_id for event in failing)
+    # the lines of the most frequent error template first (the one the alert lists first), in order
+    failing.sort(key=lambda event: -by_template[event.template_id])
+    sample = [event.line or event.content for event in failing[:sample_size]]
     against = "" if baseline is None else f", baseline {baseline:.1f} errors per window"
     message = (
         f"{stats['source']}: error rate {stats['error_rate']:.2f} >= {threshold} "
@@ -332,8 +337,11 @@ class AlertDetector:
         return alerts
 
     def _sample(self, window: Window[LogEvent], template_ids: Iterable[int]) -> list[str]:
-        wanted = set(template_ids)
-        return [e.line or e.content for e in window.items if e.template_id in wanted][: self.rules.sample_size]
+        """Up to ``sample_size`` lines of the templates, those of the first template first (the
+        one the alert's message names), each template's in window order."""
+        rank = {tid: i for i, tid in enumerate(dict.fromkeys(template_ids))}
+        lines = sorted((e for e in window.items if e.template_id in rank), key=lambda e: rank[e.template_id])
+        return [e.line or e.content for e in lines[: self.rules.sample_size]]
 
     def _variant_of(self, template: str) -> str | None:
         """A known template that ``template`` is a near-copy of, or None."""

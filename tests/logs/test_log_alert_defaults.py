@@ -437,3 +437,23 @@ def test_a_template_known_under_an_id_merged_later_is_neither_new_nor_without_ba
     assert kinds(detector(True), window(2, 12, 0, template=7)) == []  # known; 12 < 4 x its baseline 10
     assert kinds(detector(True), window(2, 45, 0, template=7)) == ["template_rate"]  # 45 >= 4 x 10
     assert kinds(detector(False), window(2, 12, 0, template=7)) == ["new_template"]  # what remap prevents
+
+
+def test_an_alerts_sample_lines_are_of_the_template_it_names_first() -> None:
+    # the window's first error is a one-off (template 9); the burst is template 1: the sample
+    # quotes the burst's lines, as the alert lists template 1 first
+    items = (ev(9, "ERROR", 0), *(ev(1, "ERROR", n) for n in range(1, 21)), *(ev(2, "INFO", n) for n in range(21, 41)))
+    w = Window(key="S", start=0.0, end=600.0, items=items)
+    [alert] = AlertDetector(AlertRules()).check(w, window_stats(w))
+    assert alert["kind"] == "error_rate"
+    assert alert["evidence"]["templates"][0]["template_id"] == 1
+    assert alert["sample"] == ["line 1", "line 2", "line 3"]
+    # the rate rule: of two rising templates, the one named first (the larger rise) is quoted first
+    rules = AlertRules(warmup=1, rise_min_count=5, new_template_min=1000, history=1)
+    detector = AlertDetector(rules)
+    base = (ev(3, "INFO", 0), ev(4, "INFO", 1))
+    detector.check(w0 := Window(key="S", start=0.0, end=600.0, items=base), window_stats(w0))
+    rising = (*(ev(4, "INFO", n) for n in range(10, 16)), *(ev(3, "INFO", n) for n in range(20, 50)))
+    [rate] = detector.check(w1 := Window(key="S", start=600.0, end=1200.0, items=rising), window_stats(w1))
+    assert [r["template_id"] for r in rate["evidence"]["templates"]][0] == 3
+    assert rate["sample"] == ["line 20", "line 21", "line 22"]

@@ -17,7 +17,7 @@ no answer within the call's timeout          504     :func:`upstream_error` (``T
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -63,9 +63,26 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     e.g. ``"items[0].quantity: Input should be greater than or equal to 1"``.
     """
     assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-    message = "; ".join(f"{field_path(e['loc'])}: {e['msg']}" for e in errors)
+    errors = [{"loc": list(e["loc"]), "msg": _msg(e), "type": e["type"]} for e in exc.errors()]
+    message = "; ".join(f"{_where(e)}: {e['msg']}" for e in errors)
     return JSONResponse({"detail": errors, "message": message}, status_code=422)
+
+
+def _msg(error: Mapping[str, Any]) -> str:
+    """A validation error's message; for a body that is not JSON, with the decoder's reason."""
+    if error["type"] == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error")
+        return f"invalid JSON ({reason})" if reason else "invalid JSON"
+    return str(error["msg"])
+
+
+def _where(error: Mapping[str, Any]) -> str:
+    """Where a validation error is: a field path; for a body that is not JSON, the character
+    offset the decoder stopped at (its ``loc`` is ``("body", offset)``, not a field)."""
+    loc = error["loc"]
+    if error["type"] == "json_invalid" and len(loc) == 2 and isinstance(loc[1], int):
+        return f"body (at character {loc[1]})"
+    return field_path(loc)
 
 
 def unauthorized(detail: str, *, error: str | None = None) -> HTTPException:

@@ -62,6 +62,11 @@ async def test_a_body_that_is_not_json_is_422(shop: Shop) -> None:
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "json_invalid"
+    # says what is wrong and where, not "[1]: JSON decode error"
+    assert (
+        response.json()["message"]
+        == "body (at character 1): invalid JSON (Expecting property name enclosed in double quotes)"
+    )
 
 
 # --------------------------------------------------------------------------- 413

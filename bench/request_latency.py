@@ -89,30 +89,26 @@ async def main(argv: Sequence[str] | None = None) -> int:
     memory_client = ClientProxy(memory, client_id="bench")
     cleanups.insert(0, memory_client.close)
     contenders["memory"] = lambda n: memory_client.send(pattern, {"n": n}, timeout=10)
+
+    async def broker_contender(name: str, broker: Any) -> None:
+        """``name``: the Doubler served on ``broker``, asked through a ClientProxy (request-reply)."""
+        await broker.start()
+        cleanups.append(broker.stop)
+        service = Microservice(broker, [Doubler()], name=f"doubler-{uuid.uuid4().hex[:6]}")
+        await service.start()
+        cleanups.insert(0, service.stop)
+        client = ClientProxy(broker, client_id="bench")
+        cleanups.insert(0, client.close)
+        contenders[name] = lambda n: client.send(pattern, {"n": n}, timeout=30)
+
     if args.kafka:
         from reactive_services.adapters.kafka import KafkaBroker
 
-        kafka = KafkaBroker(args.kafka)
-        await kafka.start()
-        cleanups.append(kafka.stop)
-        kafka_service = Microservice(kafka, [Doubler()], name=f"doubler-{uuid.uuid4().hex[:6]}")
-        await kafka_service.start()
-        cleanups.insert(0, kafka_service.stop)
-        kafka_client = ClientProxy(kafka, client_id="bench")
-        cleanups.insert(0, kafka_client.close)
-        contenders["kafka"] = lambda n: kafka_client.send(pattern, {"n": n}, timeout=30)
+        await broker_contender("kafka", KafkaBroker(args.kafka))
     if args.rabbitmq:
         from reactive_services.adapters.rabbitmq import RabbitBroker
 
-        rabbit = RabbitBroker(args.rabbitmq)
-        await rabbit.start()
-        cleanups.append(rabbit.stop)
-        rabbit_service = Microservice(rabbit, [Doubler()], name=f"doubler-{uuid.uuid4().hex[:6]}")
-        await rabbit_service.start()
-        cleanups.insert(0, rabbit_service.stop)
-        rabbit_client = ClientProxy(rabbit, client_id="bench")
-        cleanups.insert(0, rabbit_client.close)
-        contenders["rabbitmq"] = lambda n: rabbit_client.send(pattern, {"n": n}, timeout=30)
+        await broker_contender("rabbitmq", RabbitBroker(args.rabbitmq))
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
     try:
         for call in contenders.values():  # warm-up: connections, reply consumers

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -35,6 +35,26 @@ async def close_quietly(aw: Awaitable[Any]) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - closing must not mask the original error
         log.debug("ignored while closing: %r", exc)
+
+
+async def start_client(
+    start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]], s: KafkaSettings
+) -> None:
+    """``await start()`` within ``connect_timeout_s``; on any failure (cancellation included)
+    ``stop()`` it quietly first.
+
+    Raises:
+        BrokerUnavailableError: the cluster did not answer in time or refused (the cause chained).
+    """
+    try:
+        async with asyncio.timeout(s.connect_timeout_s):
+            await start()
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await close_quietly(stop())
+        raise unavailable(s.bootstrap_servers, exc, s.connect_timeout_s) from exc
+    except BaseException:
+        await close_quietly(stop())
+        raise
 
 
 class KafkaAdmin:
@@ -66,12 +86,7 @@ class KafkaAdmin:
                     client_id=s.client_id + "-admin",
                     request_timeout_ms=s.request_timeout_ms,
                 )
-                try:
-                    async with asyncio.timeout(s.connect_timeout_s):
-                        await admin.start()
-                except (KafkaError, OSError, TimeoutError) as exc:
-                    await close_quietly(admin.close())
-                    raise unavailable(s.bootstrap_servers, exc, s.connect_timeout_s) from exc
+                await start_client(admin.start, admin.close, s)
                 self._admin = admin
             return self._admin
 

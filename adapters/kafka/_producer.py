@@ -30,8 +30,8 @@ from .._message import (
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ..tracing import publish_span, tracing_enabled
-from ._admin import close_quietly
-from ._codec import KafkaSettings, publish_failed, record_metadata, unavailable
+from ._admin import close_quietly, start_client
+from ._codec import KafkaSettings, publish_failed, record_metadata
 from ._transaction import KafkaTransaction, SendQueue, acknowledged
 
 __all__ = ["KafkaProducer"]
@@ -232,15 +232,7 @@ class KafkaProducer:
                 request_timeout_ms=s.request_timeout_ms,
                 linger_ms=0,
             )
-            try:
-                async with asyncio.timeout(s.connect_timeout_s):
-                    await producer.start()
-            except (KafkaError, OSError, TimeoutError) as exc:
-                await close_quietly(producer.stop())
-                raise unavailable(s.bootstrap_servers, exc, s.connect_timeout_s) from exc
-            except BaseException:
-                await close_quietly(producer.stop())
-                raise
+            await start_client(producer.start, producer.stop, s)
             self._producer = producer
 
     def _transaction(self) -> KafkaTransaction | None:

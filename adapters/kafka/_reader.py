@@ -3,7 +3,6 @@ without a group that assigns partitions and seeks to given offsets; it never com
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,7 +15,7 @@ from reactive_services.errors import BrokerError
 
 from .._message import Message
 from .._protocol import TopicPartition
-from ._admin import close_quietly
+from ._admin import close_quietly, start_client
 from ._codec import UNAVAILABLE, KafkaSettings, message_from_record, unavailable
 
 __all__ = ["KafkaLogReader"]
@@ -54,12 +53,7 @@ class KafkaLogReader:
             request_timeout_ms=s.request_timeout_ms,
             **s.consumer_options,
         )
-        try:
-            async with asyncio.timeout(s.connect_timeout_s):
-                await consumer.start()
-        except (KafkaError, OSError, TimeoutError) as exc:
-            await close_quietly(consumer.stop())
-            raise unavailable(s.bootstrap_servers, exc, s.connect_timeout_s) from exc
+        await start_client(consumer.start, consumer.stop, s)
         tps = [KafkaTopicPartition(topic, partition) for topic, partition in self._positions]
         consumer.assign(tps)
         for tp in tps:

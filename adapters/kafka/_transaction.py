@@ -32,8 +32,8 @@ from reactive_services.errors import PublishError
 
 from .._codec import encode_headers, encode_key, encode_value
 from .._message import Headers, HeadersIn, RecordMetadata
-from ._admin import close_quietly
-from ._codec import KafkaSettings, publish_failed, record_metadata, unavailable
+from ._admin import close_quietly, start_client
+from ._codec import KafkaSettings, publish_failed, record_metadata
 
 __all__ = ["TRANSACTION_TIMEOUT_MS", "KafkaTransaction", "SendQueue", "default_transactional_id"]
 
@@ -184,12 +184,7 @@ class KafkaTransaction:
             BrokerUnavailableError: no answer within ``connect_timeout_s`` seconds.
         """
         s = self.settings
-        try:
-            async with asyncio.timeout(s.connect_timeout_s):
-                await self._producer.start()
-        except (KafkaError, OSError, TimeoutError) as exc:
-            await close_quietly(self._producer.stop())
-            raise unavailable(s.bootstrap_servers, exc, s.connect_timeout_s) from exc
+        await start_client(self._producer.start, self._producer.stop, s)
 
     async def emit(
         self, topic: str, value: Any, *, key: str | bytes | None = None, headers: HeadersIn | None = None

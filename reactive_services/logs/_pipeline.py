@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,6 +368,6 @@ def _resolved(
             return event
         return dataclasses.replace(event, template_id=live, template=template(live) or event.template)
 
-    if not any(e.template_id in merged for e in (*window.items, *window.late)):
+    if not any(e.template_id in merged for e in itertools.chain(window.items, window.late)):
         return window
     return dataclasses.replace(window, items=tuple(map(now, window.items)), late=tuple(map(now, window.late)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -23,7 +22,6 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, WebSocket
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from starlette.staticfiles import StaticFiles
 
@@ -118,19 +116,6 @@ def gateway() -> Iterator[Gateway]:
         yield gw
     finally:
         gw.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def token(scope: str) -> str:

@@ -95,10 +95,11 @@ class HeldRecords:
         self._holds: list[Hold] = []
         self._last: Message | None = None
 
-    def add(self) -> None:
-        """Hold the commit of the message being delivered now (if any)."""
-        message = current_message.get()
+    def add(self, message: Message | None = None) -> None:
+        """Hold the commit of ``message`` (default: the message being delivered now, if any)."""
         if message is None:
+            message = current_message.get()
+        if message is None or message is self._last:  # held already (records of one batch share it)
             return
         held = message.hold()
         if held.active:

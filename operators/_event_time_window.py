@@ -7,7 +7,7 @@ import heapq
 import math
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -290,6 +290,8 @@ def sliding_event_time_window(
             last += 1
         while start_of(last) > event_time:
             last -= 1
+        if span == 1:  # tumbling: end_of(last) == start_of(last + 1) > event_time, one window
+            return last, last
         first = min(math.floor((event_time - size_s) / slide_s) + 1, last)
         while end_of(first - 1) > event_time:
             first -= 1
@@ -297,28 +299,49 @@ def sliding_event_time_window(
             first += 1
         return first, last
 
+    shape = _Shape(start_of, end_of, indices)
+
+    def runner(
+        observer: abc.ObserverBase[Window[T]], source: Observable[T] | None, scheduler: abc.SchedulerBase | None
+    ) -> _WindowRun[T]:
+        return _WindowRun(
+            observer,
+            source,
+            pick_scheduler(scheduler_, scheduler) if idle_timeout_s is not None else None,
+            scheduler,
+            shape,
+            timestamp,
+            key_of,
+            allowed_lateness_s,
+            watermark,
+            idle_timeout_s,
+            checkpoint,
+        )
+
     def operator(source: Observable[T]) -> Observable[Window[T]]:
         def subscribe(
             observer: abc.ObserverBase[Window[T]],
             scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
-            return _WindowRun(
-                observer,
-                source,
-                pick_scheduler(scheduler_, scheduler) if idle_timeout_s is not None else None,
-                scheduler,
-                _Shape(start_of, end_of, indices),
-                timestamp,
-                key_of,
-                allowed_lateness_s,
-                watermark,
-                idle_timeout_s,
-                checkpoint,
-            ).subscription
+            return runner(observer, source, scheduler).subscription
 
         return Observable(subscribe)
 
+    operator.runner = runner  # type: ignore[attr-defined]  # see window_runner
     return operator
+
+
+def window_runner(
+    operator: Callable[[Observable[T]], Observable[Window[T]]],
+    observer: abc.ObserverBase[Window[T]],
+    scheduler: abc.SchedulerBase | None = None,
+) -> _WindowRun[T]:
+    """The state of ``operator`` (from :func:`sliding_event_time_window`) driven directly, not
+    subscribed to a source: feed it with ``on_batch`` / ``on_next`` and end it with
+    ``on_completed`` / ``on_error``; dispose of ``.subscription`` to stop it (private: the log
+    pipeline's batch path)."""
+    run: _WindowRun[T] = operator.runner(observer, None, scheduler)  # type: ignore[attr-defined]
+    return run
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +359,7 @@ class _WindowRun(Generic[T]):
     def __init__(
         self,
         observer: abc.ObserverBase[Window[T]],
-        source: Observable[T],
+        source: Observable[T] | None,
         timer_scheduler: abc.SchedulerBase | None,
         subscribe_scheduler: abc.SchedulerBase | None,
         shape: _Shape,
@@ -367,16 +390,18 @@ class _WindowRun(Generic[T]):
         self.timer_due: float | None = None
         # checkpoint=: partitions restored, being restored (with the items waiting meanwhile)
         self.restored: dict[Hashable, dict[Hashable, Any]] = {}
-        self.waiting: dict[Hashable, list[tuple[T, Message, Hold]]] = {}
+        #: per partition: (items, their offsets (None: the message's own), message, hold)
+        self.waiting: dict[Hashable, list[tuple[Sequence[T], Sequence[int] | None, Message, Hold]]] = {}
         self.complete_when_restored = False
         self.lock = threading.RLock()
         self.stopped = False
         upstream = SingleAssignmentDisposable()
         # disposed: nothing more is emitted nor checkpointed (a restore still running stops there)
         self.subscription = CompositeDisposable(upstream, self.timer, Disposable(self.disposed))
-        upstream.disposable = source.subscribe(
-            self.on_next, self.on_error, self.on_completed, scheduler=subscribe_scheduler
-        )
+        if source is not None:
+            upstream.disposable = source.subscribe(
+                self.on_next, self.on_error, self.on_completed, scheduler=subscribe_scheduler
+            )
 
     def disposed(self) -> None:
         with self.lock:
@@ -490,17 +515,50 @@ class _WindowRun(Generic[T]):
             message = current_message.get()
             part: Hashable = None if message is None else (message.topic, message.partition)
             if self.checkpoint is not None and message is not None and part not in self.restored:
-                self.wait_for_restore(item, message, part)
+                self.wait_for_restore((item,), None, message, part)
                 return
-            self.process(item, message, part)
+            self.process(item, message, part, -1 if message is None else message.offset)
 
-    def wait_for_restore(self, item: T, message: Message, part: Hashable) -> None:
+    def on_record(self, item: T, message: Message | None, offset: int) -> None:
+        """One item of a broker batch: ``message`` the batch's carrier (``current_message``),
+        ``offset`` the offset of the item's record. The same as ``on_next``, holding the batch's
+        commit once per window rather than once per item."""
+        with self.lock:
+            if self.stopped:
+                return
+            part: Hashable = None if message is None else (message.topic, message.partition)
+            if self.checkpoint is not None and message is not None and part not in self.restored:
+                self.wait_for_restore((item,), (offset,), message, part)
+                return
+            self.process(item, message, part, offset)
+
+    def on_batch(self, items: Sequence[T], offsets: Sequence[int]) -> None:
+        """The items of one broker batch (``current_message``: the batch's carrier), ``offsets[i]``
+        the offset of ``items[i]``'s record: the same as ``on_next`` for each, holding the batch's
+        commit once per window rather than once per item."""
+        with self.lock:
+            if self.stopped:
+                return
+            message = current_message.get()
+            part: Hashable = None if message is None else (message.topic, message.partition)
+            if self.checkpoint is not None and message is not None and part not in self.restored:
+                self.wait_for_restore(items, offsets, message, part)
+                return
+            process = self.process
+            for item, offset in zip(items, offsets, strict=True):
+                process(item, message, part, offset)
+                if self.stopped:
+                    return
+
+    def wait_for_restore(
+        self, items: Sequence[T], offsets: Sequence[int] | None, message: Message, part: Hashable
+    ) -> None:
         """The first items of a partition wait (held) until its checkpoints are read."""
         queue = self.waiting.get(part)
         if queue is None:
             queue = self.waiting[part] = []
             asyncio.get_running_loop().create_task(self.restore(part))
-        queue.append((item, message, message.hold()))
+        queue.append((items, offsets, message, message.hold()))
 
     async def restore(self, part: Hashable) -> None:
         assert self.checkpoint is not None
@@ -515,10 +573,13 @@ class _WindowRun(Generic[T]):
             if self.stopped:
                 return
             self.restored[part] = found.get(part, {})  # type: ignore[call-overload]
-            for item, message, hold in self.waiting.pop(part, []):
+            for items, offsets, message, hold in self.waiting.pop(part, []):
                 token = current_message.set(message)
                 try:
-                    self.process(item, message, part)
+                    for i, item in enumerate(items):
+                        self.process(item, message, part, message.offset if offsets is None else offsets[i])
+                        if self.stopped:
+                            break
                 finally:
                     current_message.reset(token)
                 hold.release()
@@ -527,7 +588,7 @@ class _WindowRun(Generic[T]):
             if self.complete_when_restored and not self.waiting:
                 self.complete()
 
-    def process(self, item: T, message: Message | None, part: Hashable) -> None:
+    def process(self, item: T, message: Message | None, part: Hashable, offset: int) -> None:
         try:
             event_time = float(self.timestamp(item))
             if not math.isfinite(event_time):
@@ -546,8 +607,6 @@ class _WindowRun(Generic[T]):
             if checkpointed:
                 self.restore_key(state, part, k)
         if checkpointed:
-            assert message is not None
-            offset = message.offset
             if offset < state.resume:  # accounted for in windows published before the restart
                 state.last_offset = max(state.last_offset, offset)
                 return
@@ -564,9 +623,9 @@ class _WindowRun(Generic[T]):
                 state.late.append(item)
                 if state.late_holds is None:
                     state.late_holds = HeldRecords()
-                state.late_holds.add()
+                state.late_holds.add(message)
                 if checkpointed:
-                    self.reference(state, message, watermark).late_offsets.append(message.offset)  # type: ignore[union-attr]
+                    self.reference(state, offset, watermark).late_offsets.append(offset)
             return
         for index in range(first, last + 1):
             if end_of(index) <= watermark:
@@ -584,9 +643,9 @@ class _WindowRun(Generic[T]):
             else:
                 bucket.append(item)
                 held = state.holds[index]
-            held.add()
+            held.add(message)
             if checkpointed:
-                self.reference(state, message, watermark).offsets[index].append(message.offset)  # type: ignore[union-attr]
+                self.reference(state, offset, watermark).offsets[index].append(offset)
         # A partially late item is behind the watermark, so only an on-time one moves it.
         moved = max(watermark, event_time - self.lateness)
         if self.by_partition:
@@ -604,11 +663,9 @@ class _WindowRun(Generic[T]):
             state.replay = _Replay()
         return state.replay
 
-    def reference(self, state: _KeyState[T], message: Message | None, watermark: float) -> _Replay:
-        """Count one more window (or the late list) holding the message's offset."""
-        assert message is not None
+    def reference(self, state: _KeyState[T], offset: int, watermark: float) -> _Replay:
+        """Count one more window (or the late list) holding the record at ``offset``."""
         replay = self.replay_of(state)
-        offset = message.offset
         if offset not in replay.refs:
             replay.wm_at[offset] = watermark
         replay.refs[offset] += 1

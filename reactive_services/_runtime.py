@@ -152,12 +152,14 @@ class EventPatternSpec:
         model: the payload type to validate with, None for none, or ``FROM_ANNOTATION``.
         emits: ``((topic, payload type or None), ...)``: the topics the handler publishes to
             (declared for the service's description: AsyncAPI, topology), without namespace.
+        batches: the pipeline handler gets ``Observable[Batch]`` (see :func:`event_pattern`).
     """
 
     patterns: tuple[str, ...]
     pipeline: bool = False
     model: Any = FROM_ANNOTATION
     emits: tuple[tuple[str, Any], ...] = ()
+    batches: bool = False
 
 
 #: What ``emits=`` accepts: topic names, or ``{topic: payload type or None}``.
@@ -183,7 +185,7 @@ def declared_topics(emits: Emits | None, key: str) -> tuple[tuple[str, Any], ...
 
 
 def event_pattern(
-    *patterns: str, pipeline: bool = False, model: Any = FROM_ANNOTATION, emits: Emits = ()
+    *patterns: str, pipeline: bool = False, model: Any = FROM_ANNOTATION, emits: Emits = (), batches: bool = False
 ) -> Callable[[F], F]:
     """Mark a method as the handler of the events published on ``patterns`` (topic names).
 
@@ -206,17 +208,29 @@ def event_pattern(
             declaration for the service's description (:mod:`reactive_services.asyncapi`,
             :mod:`reactive_services.topology`); publishing is not checked against it. The
             dead-letter topics of ``patterns`` need not be listed.
+        batches: with ``pipeline=True``: the handler gets ``Observable[Batch]`` instead, from
+            :meth:`Broker.source_batches <reactive_services.adapters.Broker.source_batches>`:
+            one :class:`~reactive_services.adapters.Batch` per partition and fetch (the decoded
+            values in ``batch.values``, offsets in ``batch.offsets``, a :class:`Message` made
+            only when asked for), each committed as one unit once the work it started settled
+            and the holds taken on it were released. For pipelines that work per fetch (the
+            log analytics); the runtime validates nothing (``model`` must not be given) and
+            makes no per-record span.
 
     Raises:
         ConfigError: no pattern, or an empty one; an ``emits`` topic that is not a non-empty
-            string.
+            string; ``batches`` without ``pipeline``, or with ``model``.
     """
     if not patterns or not all(isinstance(p, str) and p for p in patterns):
         raise ConfigError("pattern", "an event pattern must be a non-empty topic name")
+    if batches and not pipeline:
+        raise ConfigError("batches", "batches=True needs pipeline=True (the handler gets Observable[Batch])")
+    if batches and model is not FROM_ANNOTATION:
+        raise ConfigError("model", "a batches=True handler gets Batch values as decoded; validate batch.values itself")
     produced = declared_topics(emits, "emits") or ()
 
     def decorate(fn: F) -> F:
-        spec = EventPatternSpec(tuple(patterns), pipeline, model, produced)
+        spec = EventPatternSpec(tuple(patterns), pipeline, model, produced, batches)
         fn.__event_pattern__ = spec  # type: ignore[attr-defined]
         if isinstance(fn, staticmethod | classmethod):  # above @staticmethod: the function is what the class gives
             fn.__func__.__event_pattern__ = spec  # type: ignore[attr-defined]
@@ -800,7 +814,8 @@ class Microservice:
         self.request_group_id = self.group_id + ".requests"
         self._own = own_broker
         self._payload: dict[str, Callable[..., Any]] = {}
-        self._pipelines: list[tuple[list[str], Callable[..., Any], PayloadModel | None]] = []
+        #: (topics, handler, validator, batches)
+        self._pipelines: list[tuple[list[str], Callable[..., Any], PayloadModel | None, bool]] = []
         self._requests: dict[str, Callable[..., Any]] = {}
         #: the payload validator of each payload and request topic (None: the decoded value as it is)
         self._models: dict[str, PayloadModel | None] = {}
@@ -832,7 +847,8 @@ class Microservice:
                         self._payload[topic] = fn
                         self._models[topic] = payload_model(fn, spec.model)
                 if spec.pipeline:
-                    self._pipelines.append((topics, fn, pipeline_model(fn, spec.model)))
+                    model = None if spec.batches else pipeline_model(fn, spec.model)
+                    self._pipelines.append((topics, fn, model, spec.batches))
         if not self._payload and not self._pipelines and not self._requests:
             raise ConfigError(
                 "controllers", f"service {name!r} has no @event_pattern handler and no @message_pattern handler"
@@ -858,7 +874,7 @@ class Microservice:
     @property
     def patterns(self) -> list[str]:
         """Every topic this service consumes (namespace included)."""
-        return sorted([*self._payload, *self._requests, *(t for topics, _, _ in self._pipelines for t in topics)])
+        return sorted([*self._payload, *self._requests, *(t for topics, *_ in self._pipelines for t in topics)])
 
     @property
     def sources(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -870,7 +886,7 @@ class Microservice:
             found.append((self.group_id, tuple(self._payload)))
         if self._requests:
             found.append((self.request_group_id, tuple(self._requests)))
-        found.extend((self.group_id, tuple(topics)) for topics, _, _ in self._pipelines)
+        found.extend((self.group_id, tuple(topics)) for topics, *_ in self._pipelines)
         return found
 
     async def start(self) -> None:
@@ -891,7 +907,7 @@ class Microservice:
             await declare_group(self.broker, self.group_id, list(self._payload))
         if self._requests:
             await declare_group(self.broker, self.request_group_id, list(self._requests))
-        for topics, _fn, _model in self._pipelines:
+        for topics, *_ in self._pipelines:
             await declare_group(self.broker, self.group_id, topics)
         self._stop = asyncio.Event()
         #: an OpenTelemetry SDK is set up: a ``process <topic>`` span per record handled
@@ -911,10 +927,10 @@ class Microservice:
             # raw bytes: the responder decodes, so that a request it cannot decode gets an error
             # reply at once (besides its dead letter) instead of leaving its caller to time out
             self._supervise(list(self._requests), self.request_group_id, self._responder, decode=None)
-        for topics, fn, model in self._pipelines:
+        for topics, fn, model, batches in self._pipelines:
             done = asyncio.Event()
-            messages = self._source(topics, self.group_id, self.auto_offset_reset)
-            if self._traced:
+            messages = self._source(topics, self.group_id, self.auto_offset_reset, batches=batches)
+            if self._traced and not batches:
                 messages = _traced(messages, self._system, self.group_id)
             if model is not None:  # Observable[Message[T]]: validated, the bad records dead-lettered
                 messages = messages.pipe(decode_json(_DeadLetters(self), parse=model))
@@ -995,11 +1011,13 @@ class Microservice:
         decode: Decoder,
         processing_guarantee: ProcessingGuarantee,
         on_assigned: Callable[[], None] | None = None,
-    ) -> Observable[Message]:
-        """One broker source of this service (counted open until its ``on_closed``: :meth:`stop` waits for it)."""
+        batches: bool = False,
+    ) -> Observable[Any]:
+        """One broker source of this service (counted open until its ``on_closed``: :meth:`stop`
+        waits for it): ``Observable[Message]``, or ``Observable[Batch]`` with ``batches``."""
         self._open_sources += 1
         self._sources_closed.clear()
-        return self.broker.source(
+        return (self.broker.source_batches if batches else self.broker.source)(
             topics,
             group_id=group_id,
             stop=self._stop,
@@ -1017,16 +1035,20 @@ class Microservice:
         group_id: str,
         auto_offset_reset: OffsetReset = "earliest",
         decode: Decoder = "json",
-    ) -> Observable[Message]:
-        """The broker source, resubscribed after a retriable error (a lost connection, an
-        unacknowledged publish of tracked work): up to ``source_retries`` times in a row, with
-        exponential backoff from 0.5 s to 10 s. Resubscribing resumes from the committed
-        offsets, so the record that failed is delivered again (at-least-once)."""
+        batches: bool = False,
+    ) -> Observable[Any]:
+        """The broker source (of :class:`Batch` es with ``batches``), resubscribed after a
+        retriable error (a lost connection, an unacknowledged publish of tracked work): up to
+        ``source_retries`` times in a row, with exponential backoff from 0.5 s to 10 s.
+        Resubscribing resumes from the committed offsets, so the record that failed is
+        delivered again (at-least-once)."""
 
-        def subscribed(_scheduler: Any) -> Observable[Message]:
-            return self._open_source(topics, group_id, auto_offset_reset, decode, self.processing_guarantee)
+        def subscribed(_scheduler: Any) -> Observable[Any]:
+            return self._open_source(
+                topics, group_id, auto_offset_reset, decode, self.processing_guarantee, batches=batches
+            )
 
-        source: Observable[Message] = reactivex.defer(subscribed)
+        source: Observable[Any] = reactivex.defer(subscribed)
         if not self.source_retries:
             return source
 

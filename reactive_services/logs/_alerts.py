@@ -301,8 +301,15 @@ class AlertDetector:
                 episode_errors = stats["errors"]
         else:
             episode_errors = None
-        counts: Counter[int] = Counter(event.template_id for event in window.items)
-        text = {event.template_id: event.template for event in sorted(window.items, key=lambda e: e.line_no)}
+        counts: Counter[int] = Counter()
+        text: dict[int, str] = {}
+        newest: dict[int, int] = {}  # template id -> line_no of the line its text is from
+        for event in window.items:  # each template's text from its latest line (the most general)
+            tid = event.template_id
+            counts[tid] += 1
+            if event.line_no >= newest.get(tid, -1):
+                newest[tid] = event.line_no
+                text[tid] = event.template
         new = self._new_templates(counts, text, window, stats) if self.windows >= rules.warmup else None
         rising: list[dict[str, Any]] = []
         still: dict[int, int] = {}

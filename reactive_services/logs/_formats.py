@@ -7,6 +7,7 @@ Times are seconds since the Unix epoch (``float``); a time without a zone is rea
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -152,6 +153,7 @@ def _top_level_bars(fmt: str) -> int:
 # -- timestamps ------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a log repeats its seconds: most lines hit the cache
 def _epoch(year: int, month: int, day: int, hms: str) -> float:
     hours, minutes, seconds = (int(part) for part in hms.split(":"))
     if not (0 <= hours < 24 and 0 <= minutes < 60 and 0 <= seconds < 61):

@@ -15,8 +15,8 @@ from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.abc import ObserverBase
 
-from reactive_services.adapters import DeadLetterSink, Message, track
-from reactive_services.operators import Window, decode_json
+from reactive_services.adapters import Batch, DeadLetterSink, Message, track
+from reactive_services.operators import Window
 
 from .._runtime import Controller, event_pattern
 from ._events import LogEvent
@@ -29,7 +29,6 @@ from ._pipeline import (
     LogParsers,
     WindowReport,
     build_pipeline,
-    check_log_record,
 )
 from ._records import LateLine, LogAlert, WindowStats
 
@@ -90,7 +89,8 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
     to ``alert_topic`` and each line of ``report.window.late`` to ``late_topic``
     (:func:`late_record`), all with key = the source name. Publishes run as asyncio tasks
     chained one after another (so records leave in window order), on the running event loop;
-    a failed publish is logged at once and raised by :meth:`flush`.
+    a failed publish is logged at once and raised by :meth:`flush`. The publishes made while
+    one batch of records is handled are sent by one task, one after another.
 
     Line totals (lines, levels, unparsed, templates) are counted once per record as it is
     parsed (see :meth:`attach`), so they hold with sliding windows too, where a line is in
@@ -135,7 +135,9 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         self.top_n = top_n
         self._on_event = on_event
         self._totals: dict[str, _Totals] = {}
-        self._last: asyncio.Future[None] | None = None
+        self._last: asyncio.Future[int] | None = None
+        #: publishes queued since the loop last ran, sent in order by one task (None: none queued)
+        self._queue: list[tuple[str, dict[str, Any], str]] | None = None
         self._failures: list[BaseException] = []
         self.published = 0
         self.parsers: LogParsers | None = None
@@ -143,7 +145,9 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         self.done = asyncio.Event()
 
     # -- wiring --------------------------------------------------------------------------
-    def attach(self, messages: Observable[Message], **pipeline_options: Any) -> Observable[WindowReport]:
+    def attach(
+        self, messages: Observable[Message] | Observable[Batch], **pipeline_options: Any
+    ) -> Observable[WindowReport]:
         """``build_pipeline(messages, on_event=<count>, **pipeline_options)`` with this service
         observing it (``ops.do(self)``): the body of the ``@event_pattern("logs", pipeline=True)``
         handler."""
@@ -218,21 +222,28 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
 
     # -- publishing ----------------------------------------------------------------------
     def _publish(self, loop: asyncio.AbstractEventLoop, topic: str, value: dict[str, Any], key: str) -> None:
-        previous = self._last
+        queue = self._queue
+        if queue is None:  # the first publish since the loop last ran: one task sends them all
+            queue = self._queue = []
+            previous = self._last
 
-        async def publish() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])  # keep order; its failure is recorded by its own callback
-            await self._emit(topic, value, key=key)
+            async def publish() -> int:
+                batch, self._queue = self._queue or [], None  # what the synchronous handling queued
+                if previous is not None:
+                    await asyncio.wait([previous])  # keep order; its failure is recorded by its own callback
+                for topic_, value_, key_ in batch:
+                    await self._emit(topic_, value_, key=key_)
+                return len(batch)
 
-        task = loop.create_task(publish(), name=f"publish:{topic}:{key}")
-        task.add_done_callback(self._settled)
-        self._last = task
+            task = loop.create_task(publish(), name="publish:log-analytics")
+            task.add_done_callback(self._settled)
+            self._last = task
+        queue.append((topic, value, key))
         # the window's records stay uncommitted until its stats are acknowledged (see
         # Message.hold): a publish that fails ends the stream, and they come again
-        track(task)
+        track(self._last)  # type: ignore[arg-type]
 
-    def _settled(self, task: asyncio.Future[None]) -> None:
+    def _settled(self, task: asyncio.Future[int]) -> None:
         if task.cancelled():
             self._failures.append(asyncio.CancelledError(f"publish task {task!r} was cancelled"))
             return
@@ -241,7 +252,7 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
             log.error("log analytics: publish failed: %r", exc)
             self._failures.append(exc)
         else:
-            self.published += 1
+            self.published += task.result()
 
     async def flush(self) -> None:
         """Wait for every publish scheduled so far.
@@ -329,14 +340,18 @@ class LogsController(Controller):
         self.received = 0
 
     @event_pattern(
-        LOGS_TOPIC, pipeline=True, emits={STATS_TOPIC: WindowStats, ALERT_TOPIC: LogAlert, LATE_TOPIC: LateLine}
+        LOGS_TOPIC,
+        pipeline=True,
+        batches=True,
+        emits={STATS_TOPIC: WindowStats, ALERT_TOPIC: LogAlert, LATE_TOPIC: LateLine},
     )
-    def logs(self, messages: Observable[Message]) -> Observable[WindowReport]:
-        """Parse, window and mine the log lines; publish window stats, alerts and late lines."""
-        counted = messages.pipe(ops.do_action(self._count))
-        if self.dead_letter is not None:
-            counted = counted.pipe(decode_json(self.dead_letter, parse=check_log_record))
-        return self.analytics.attach(counted, **self.pipeline_options)
+    def logs(self, batches: Observable[Batch]) -> Observable[WindowReport]:
+        """Parse, window and mine the log lines; publish window stats, alerts and late lines.
 
-    def _count(self, _: Message) -> None:
-        self.received += 1
+        Works per fetch (``batches=True``): each batch of ``logs`` records is parsed in one
+        loop and its commit is held once per window it has lines in."""
+        counted = batches.pipe(ops.do_action(self._count))
+        return self.analytics.attach(counted, batches=True, dead_letter=self.dead_letter, **self.pipeline_options)
+
+    def _count(self, batch: Batch) -> None:
+        self.received += len(batch.values)

@@ -39,9 +39,14 @@ def window_stats(
         lines, 0.0 for no lines), "unparsed": int, "top_templates": [[template, count], ...]
         (at most ``top_n``, most frequent first), "late": int}``.
     """
-    wanted = frozenset(level.lower() for level in error_levels)
+    wanted = error_levels if error_levels is ERROR_LEVELS else frozenset(level.lower() for level in error_levels)
     items = window.items
-    by_level = Counter(event.level for event in items)
+    by_level: Counter[str] = Counter()
+    unparsed = 0
+    for event in items:
+        by_level[event.level] += 1
+        if not event.parsed:
+            unparsed += 1
     errors = sum(count for level, count in by_level.items() if level.lower() in wanted)
     lines = len(items)
     return {
@@ -54,7 +59,7 @@ def window_stats(
         "by_level": dict(by_level),
         "errors": errors,
         "error_rate": errors / lines if lines else 0.0,
-        "unparsed": sum(1 for event in items if not event.parsed),
+        "unparsed": unparsed,
         "top_templates": _top_templates(items, top_n),
         "late": len(window.late),
     }

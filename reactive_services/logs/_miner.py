@@ -247,6 +247,12 @@ class LogMiner:
         return None if tokens is None else _render(tokens)
 
     @property
+    def version(self) -> int:
+        """A number that changes whenever the templates do (a new group, a merge): compare two
+        readings to know whether :meth:`state` changed in between."""
+        return self._next_id
+
+    @property
     def cluster_count(self) -> int:
         """How many templates there are now (merged ones not counted)."""
         return len(self._templates)
@@ -347,11 +353,16 @@ class LogMiner:
         return new
 
     # -- persistence -----------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def state(self, *, shapes: bool = True) -> dict[str, Any]:
         """A JSON-able snapshot: ``{"version": MINER_STATE_VERSION, "kind": "logminer",
         "settings": {...}, "next_id", "templates": [[id, [token, ...]], ...], "merges": [[id,
         into], ...], "shapes": [[[token, ...], id], ...], "skeletons": [...], "siblings":
-        [[length, position, [token, ...], [id, ...]], ...]}`` (ids in arrival order)."""
+        [[length, position, [token, ...], [id, ...]], ...]}`` (ids in arrival order).
+
+        ``shapes=False`` leaves out the lookup of lines seen before (``"shapes": []``, up to
+        ``max_shapes`` entries, the larger part on a big log): a miner restored from it finds
+        the same groups for them by matching, only slower on their first return.
+        """
         return {
             "version": MINER_STATE_VERSION,
             "kind": "logminer",
@@ -360,7 +371,7 @@ class LogMiner:
             "templates": [[tid, list(tokens)] for tid, tokens in self._templates.items()],
             "order": {str(length): list(ids) for length, ids in self._by_length.items()},
             "merges": [[tid, into] for tid, into in self._parent.items()],
-            "shapes": [[list(tokens), tid] for tokens, tid in self._shapes.items()],
+            "shapes": [[list(tokens), tid] for tokens, tid in self._shapes.items()] if shapes else [],
             "skeletons": [[list(tokens), tid] for tokens, tid in self._skeletons.items()],
             "siblings": [[length, pos, list(rest), list(ids)] for (length, pos, rest), ids in self._siblings.items()],
         }

@@ -48,7 +48,7 @@ import reactivex.operators as ops
 from reactivex import Observable
 from reactivex.abc import DisposableBase
 
-from reactive_services.adapters import Message
+from reactive_services.adapters import Batch, Message
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.operators import Window
 
@@ -180,7 +180,7 @@ def _ident(value: Any) -> Hashable:
 
 
 async def check_at_least_once(
-    pipeline: Callable[[Observable[Message]], Observable[Any]],
+    pipeline: Callable[..., Observable[Any]],
     records: Sequence[Any],
     *,
     inputs_of: Callable[[Any], Iterable[Any]] | None = None,
@@ -194,6 +194,7 @@ async def check_at_least_once(
     output_id: Callable[[Any], Hashable] | None = None,
     topic: str = "crash-check",
     timeout_s: float = 60.0,
+    batch_size: int | None = None,
 ) -> CrashReport:
     """Run ``pipeline`` over ``records`` with consumer crashes, and report inputs that were lost.
 
@@ -225,6 +226,10 @@ async def check_at_least_once(
             reported in :attr:`CrashReport.double_counted`.
         topic: the input topic's name (a controller's pipeline may route by topic).
         timeout_s: seconds each run may take before the check gives up on it.
+        batch_size: None: ``pipeline`` gets ``Observable[Message]`` (``broker.source``); a number:
+            it gets ``Observable[Batch]`` (``broker.source_batches``) of at most that many
+            records each, and the crash points count records within the batches (a crash during
+            a batch's delivery: nothing of it commits).
 
     Returns:
         A :class:`CrashReport`; call :meth:`CrashReport.assert_ok` in a test.
@@ -237,6 +242,8 @@ async def check_at_least_once(
         raise ValueError("records must not be empty")
     if partitions < 1 or concurrency < 1 or random_scenarios < 0:
         raise ValueError("partitions and concurrency must be >= 1, random_scenarios >= 0")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size!r}")
     every = crash_every if crash_every is not None else max(1, len(records) // 10)
     if every < 1:
         raise ValueError(f"crash_every must be >= 1, got {crash_every!r}")
@@ -251,7 +258,18 @@ async def check_at_least_once(
 
     async def scenario(crash_after: list[int]) -> _Outcome:
         return await _scenario(
-            pipeline, records, key, partitions, concurrency, crash_after, carried, sink, output_id, topic, timeout_s
+            pipeline,
+            records,
+            key,
+            partitions,
+            concurrency,
+            crash_after,
+            carried,
+            sink,
+            output_id,
+            topic,
+            timeout_s,
+            batch_size,
         )
 
     _, base_counts, _, base_error = await scenario([])
@@ -284,7 +302,7 @@ _Outcome = tuple[list["CrashPoint"], Counter[Hashable], dict[Hashable, tuple[int
 
 
 async def _scenario(
-    pipeline: Callable[[Observable[Message]], Observable[Any]],
+    pipeline: Callable[..., Observable[Any]],
     records: Sequence[Any],
     key: Callable[[Any], str | bytes | None] | None,
     partitions: int,
@@ -295,9 +313,10 @@ async def _scenario(
     output_id: Callable[[Any], Hashable] | None,
     topic: str,
     timeout_s: float,
+    batch_size: int | None = None,
 ) -> _Outcome:
     """One scenario: ``(crashes, effects per input, input -> (partition, offset), error)``."""
-    async with InMemoryBroker(partitions=partitions) as broker:
+    async with InMemoryBroker(partitions=partitions, max_batch=batch_size or 500) as broker:
         await broker.create_topics([topic], partitions=partitions)
         metas = await broker.emit_batch(topic, [(key(r) if key else None, r) for r in records])
         places = {_ident(r): (m.partition, m.offset) for r, m in zip(records, metas, strict=True)}
@@ -305,10 +324,16 @@ async def _scenario(
         with_broker = len(inspect.signature(pipeline).parameters) >= 2
         while True:
             run = _Run(state, inputs_of, sink, output_id)
-            source = broker.source(topic, group_id=_GROUP, stop=run.stop, concurrency=concurrency).pipe(
-                ops.do_action(run.delivered)
-            )
-            built = pipeline(source, broker) if with_broker else pipeline(source)  # type: ignore[call-arg]
+            source: Observable[Any]
+            if batch_size is None:
+                source = broker.source(topic, group_id=_GROUP, stop=run.stop, concurrency=concurrency).pipe(
+                    ops.do_action(run.delivered)
+                )
+            else:
+                source = broker.source_batches(topic, group_id=_GROUP, stop=run.stop, concurrency=concurrency).pipe(
+                    ops.do_action(run.delivered_batch)
+                )
+            built = pipeline(source, broker) if with_broker else pipeline(source)
             run.subscription = built.subscribe(run.on_next, run.on_error, run.ended.set)
             async with asyncio.timeout(timeout_s):
                 if await run.until_crash_or_end():
@@ -369,6 +394,17 @@ class _Run:
         if state.pending and state.deliveries >= state.pending[0]:
             state.pending.pop(0)
             self.crash()  # during this delivery: the source delivers nothing more, commits nothing more
+
+    def delivered_batch(self, batch: Batch) -> None:
+        state = self.state
+        state.deliveries += len(batch.values)
+        offsets = batch.offsets
+        if offsets:
+            self.reached[batch.partition] = max(self.reached.get(batch.partition, -1), offsets[-1])
+        if state.pending and state.deliveries >= state.pending[0]:
+            while state.pending and state.deliveries >= state.pending[0]:
+                state.pending.pop(0)
+            self.crash()  # during this batch: nothing of it commits
 
     def crash(self) -> None:
         if self.subscription is not None and not self.crashed.is_set():

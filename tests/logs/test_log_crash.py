@@ -88,3 +88,64 @@ async def test_with_a_checkpoint_every_line_is_counted_once_in_the_final_windows
         random_scenarios=3,
     )
     report.assert_ok()
+
+
+async def test_per_fetch_with_a_checkpoint_lines_count_once_and_template_ids_survive_the_crashes() -> None:
+    # the service's way (batches of 16 lines): the windows as above, and the miners' states in
+    # the changelog, so that after a crash a template keeps its id: every line ends in the same
+    # group (its id through the miner's merges) as without a crash
+    files = default_files()
+    apache, linux = read_lines(files["Apache"])[:200], read_lines(files["Linux"])[:200]
+    records = [
+        record
+        for n in range(200)
+        for record in (
+            {"source": "Apache", "line_no": n + 1, "line": apache[n]},
+            {"source": "Linux", "line_no": n + 1, "line": linux[n]},
+        )
+    ]
+    # per scenario (one broker each), its runs: (the line -> template id it got, the parsers)
+    scenarios: dict[int, list[tuple[dict[tuple[str, int], int], list[Any]]]] = {}
+
+    def pipeline(batches: Any, broker: Any) -> Any:
+        assigned: dict[tuple[str, int], int] = {}
+        parsers: list[Any] = []
+        scenarios.setdefault(id(broker), []).append((assigned, parsers))
+
+        def record(event: Any) -> None:
+            assigned[(event.source, event.line_no)] = event.template_id
+
+        return build_pipeline(
+            batches,
+            batches=True,
+            sources=SOURCES,
+            checkpoint=ChangelogStore(broker, "log-analytics.windows"),
+            on_event=record,
+            on_parsers=parsers.append,
+        )
+
+    report = await check_at_least_once(
+        pipeline,
+        records,
+        inputs_of=lines_of,
+        output_id=lambda r: (r.window.key, r.window.start),
+        crash_every=37,
+        random_scenarios=2,
+        batch_size=16,
+    )
+    report.assert_ok()
+    assert sum(len(crashes) for crashes in report.scenarios.values()) >= 8
+
+    def final_groups(runs: list[tuple[dict[tuple[str, int], int], list[Any]]]) -> dict[tuple[str, int], int]:
+        latest: dict[tuple[str, int], int] = {}
+        for assigned, _ in runs:  # a line parsed again after a crash: its latest id
+            latest.update(assigned)
+        last = runs[-1][1][0]
+        return {line: last.parser(line[0]).miner.resolve(tid) for line, tid in latest.items()}
+
+    baseline, *crashed = scenarios.values()
+    assert len(baseline) == 1 and len(crashed) == 3 and all(len(runs) > 1 for runs in crashed)
+    expected = final_groups(baseline)
+    assert len(expected) == len(records)
+    for runs in crashed:
+        assert final_groups(runs) == expected

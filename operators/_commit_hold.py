@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -134,7 +133,18 @@ class HeldRecords:
             if also is not None:
                 track(also())
             return
-        carrier = dataclasses.replace(last, _pending=[], _holds=[])
+        carrier = Message(  # a copy with no work of its own (dataclasses.replace is 6x slower)
+            last.topic,
+            last.partition,
+            last.offset,
+            last.key,
+            last.value,
+            last.headers,
+            last.timestamp_ms,
+            last.raw,
+            [],
+            [],
+        )
         token = current_message.set(carrier)
         try:
             observer.on_next(value)

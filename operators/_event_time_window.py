@@ -519,14 +519,14 @@ class _WindowRun(Generic[T]):
                 return
             self.process(item, message, part, -1 if message is None else message.offset)
 
-    def on_record(self, item: T, message: Message | None, offset: int) -> None:
+    def on_record(self, item: T, message: Message | None, part: Hashable, offset: int) -> None:
         """One item of a broker batch: ``message`` the batch's carrier (``current_message``),
-        ``offset`` the offset of the item's record. The same as ``on_next``, holding the batch's
-        commit once per window rather than once per item."""
+        ``part`` its ``(topic, partition)`` (None without a message), ``offset`` the offset of
+        the item's record. The same as ``on_next``, holding the batch's commit once per window
+        rather than once per item."""
         with self.lock:
             if self.stopped:
                 return
-            part: Hashable = None if message is None else (message.topic, message.partition)
             if self.checkpoint is not None and message is not None and part not in self.restored:
                 self.wait_for_restore((item,), (offset,), message, part)
                 return

@@ -613,6 +613,7 @@ class _BatchRun:
 
     def handle(self, batch: Batch, carrier: Message | None) -> None:
         on_event, runs = self.spec.on_event, self.runs
+        part = None if carrier is None else (carrier.topic, carrier.partition)
 
         def into(event: LogEvent, offset: int) -> None:
             if on_event is not None:
@@ -620,7 +621,7 @@ class _BatchRun:
             run = runs.get(event.source)
             if run is None:
                 run = self.run_of(event.source)
-            run.on_record(event, carrier, offset)
+            run.on_record(event, carrier, part, offset)
             if self.ended:
                 raise _Ended
 

@@ -72,6 +72,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
@@ -184,6 +185,30 @@ def declared_topics(emits: Emits | None, key: str) -> tuple[tuple[str, Any], ...
     return tuple(pairs)
 
 
+_NAMESPACE = re.compile(r"[A-Za-z0-9._-]*[._-]")
+
+
+def check_namespace(namespace: Any) -> str:
+    """``namespace`` if it is ``""`` or a topic-name prefix ending with ``.``, ``-`` or ``_``.
+
+    It is prepended to topic names as is, so ``"t1"`` would turn ``orders`` into ``t1orders``.
+
+    Raises:
+        ConfigError: anything else (key ``"namespace"``), e.g. ``'t1' must end with '.', '-'
+            or '_' (e.g. 't1.')``.
+    """
+    if namespace == "":
+        return ""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        hint = f" (e.g. {namespace + '.'!r})" if isinstance(namespace, str) and namespace else ""
+        raise ConfigError(
+            "namespace",
+            f"{namespace!r} must be letters, digits, '.', '-', '_' ending with '.', '-' or '_'{hint}: "
+            "it is prepended to topic names as is",
+        )
+    return namespace
+
+
 def event_pattern(
     *patterns: str, pipeline: bool = False, model: Any = FROM_ANNOTATION, emits: Emits = (), batches: bool = False
 ) -> Callable[[F], F]:
@@ -286,8 +311,9 @@ class ClientProxy:
         emits, sends: the declarations, ``((pattern, type or None), ...)``, or None.
 
     Raises:
-        ConfigError: ``ready_timeout`` is not > 0, ``client_id`` is empty, or a pattern in
-            ``emits`` / ``sends`` is not a non-empty string.
+        ConfigError: ``ready_timeout`` is not > 0, ``client_id`` is empty, a pattern in
+            ``emits`` / ``sends`` is not a non-empty string, or ``namespace`` does not end with
+            ``.``, ``-`` or ``_`` (:func:`check_namespace`).
     """
 
     def __init__(
@@ -307,7 +333,7 @@ class ClientProxy:
         if not client_id:
             raise ConfigError("client_id", "must be a non-empty string")
         self.broker = broker
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.client_id = client_id
         self.emits = declared_topics(emits, "emits")
         self.sends = declared_topics(sends, "sends")
@@ -780,7 +806,8 @@ class Microservice:
         errors: errors that ended a source or pipeline.
 
     Raises:
-        ConfigError: no handler found, or two handlers for one pattern.
+        ConfigError: no handler found, two handlers for one pattern, or a ``namespace`` that does
+            not end with ``.``, ``-`` or ``_`` (:func:`check_namespace`).
     """
 
     def __init__(
@@ -802,7 +829,7 @@ class Microservice:
         self.auto_offset_reset = check_auto_offset_reset(auto_offset_reset)
         self.processing_guarantee = check_processing_guarantee(processing_guarantee)
         self.broker = broker
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.name = name
         self.group_id = group_id or namespace + name
         self.source_retries = source_retries

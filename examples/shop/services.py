@@ -187,7 +187,8 @@ class LogAnalyticsController(LogsController):
     def recent_stats(self, query: RecentQuery | None) -> list[dict[str, Any]]:
         """The request ``logs.recent_stats`` ``{"limit": 1..1000 (default 200), "source"?}`` (or
         no payload): up to ``limit`` window stats (``log.stats`` values), oldest first, of
-        ``source`` only when given. A malformed payload is refused by the runtime."""
+        ``source`` only when given (its name in any case). A malformed payload is refused by the
+        runtime."""
         return self._latest(self.analytics.recent, query or RecentQuery())
 
     @message_pattern("logs.recent_alerts")
@@ -198,5 +199,7 @@ class LogAnalyticsController(LogsController):
 
     @staticmethod
     def _latest(values: Iterable[dict[str, Any]], query: RecentQuery) -> list[dict[str, Any]]:
-        chosen = [v for v in values if query.source is None or v["source"] == query.source]
-        return chosen[-query.limit :]
+        if query.source is None:
+            return list(values)[-query.limit :]
+        wanted = query.source.casefold()  # source names in any case, as `logs analyze --format` takes them
+        return [v for v in values if str(v["source"]).casefold() == wanted][-query.limit :]

@@ -366,11 +366,13 @@ class AlertDetector:
         stats: Mapping[str, Any],
     ) -> dict[str, Any] | None:
         rules = self.rules
+        floor = rules.new_template_min
         new = [
             (tid, n)
-            for tid, n in counts.most_common()
+            for tid, n in sorted(
+                ((tid, n) for tid, n in counts.items() if n >= floor), key=lambda pair: -pair[1]
+            )  # stable: as most_common() orders them
             if tid not in self._seen
-            and n >= rules.new_template_min
             and text[tid].strip()  # blank lines are not a new kind of event
             and self._variant_of(text[tid]) is None
         ]
@@ -395,9 +397,10 @@ class AlertDetector:
         """The known templates of the window at or over the rate rule, most lines first."""
         rules = self.rules
         rising: list[dict[str, Any]] = []
-        for tid, n in counts.most_common():
-            if tid not in self._seen or n < rules.rise_min_count:
-                continue
+        floor, seen = rules.rise_min_count, self._seen
+        candidates = [(tid, n) for tid, n in counts.items() if n >= floor and tid in seen]
+        candidates.sort(key=lambda pair: -pair[1])  # stable: as most_common() orders them
+        for tid, n in candidates:
             baseline = sum(c[tid] for c in earlier) / len(earlier)
             if n >= rules.rise_factor * baseline:
                 rising.append(

@@ -43,6 +43,7 @@ from ._service import LogAnalyticsService, LogsController
 from ._templates import DrainSettings
 
 _NAMED_MASK = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)>=(.+)$", re.DOTALL)
+_EMPTY_NAMED_MASK = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)>=$")
 # texts on which a mask must not find a zero-length match (``x*``, ``\b``, ``(?=a)``, ``^``)
 _EMPTY_MATCH_SAMPLES = ("", "a", "ab 12 x-y", "tickTime=2000 user root", " ")
 
@@ -54,9 +55,11 @@ def parse_mask(text: str) -> tuple[str, str]:
 
     Raises:
         ConfigError("mask", ...): the regex does not compile or matches the empty string
-            (it would insert a mask between every two characters).
+            (it would insert a mask between every two characters), or ``<NAME>=`` has no regex.
     """
     named = _NAMED_MASK.match(text)
+    if named is None and _EMPTY_NAMED_MASK.match(text):
+        raise ConfigError("mask", f"{text!r} names a mask but gives no regex after '=' (<NAME>=REGEX)")
     regex, name = (named.group(2), named.group(1)) if named else (text, "*")
     try:
         compiled = re.compile(regex)

@@ -43,6 +43,9 @@ async def test_recent_stats_and_alerts(shop: Shop, tmp_path: Path) -> None:
     last = (await shop.http.get("/logs/stats", params={"limit": 1, "source": "Apache"}, headers=headers)).json()
     assert [s["window_start"] for s in last] == ["2005-12-04T04:10:00Z"]
     assert (await shop.http.get("/logs/stats", params={"source": "HDFS"}, headers=headers)).json() == []
+    # a source named in another case is the same source (as `logs analyze --format apache`)
+    lower = (await shop.http.get("/logs/alerts", params={"source": "apache"}, headers=headers)).json()
+    assert [(a["source"], a["window_start"]) for a in lower] == [("Apache", "2005-12-04T04:00:00Z")]
 
 
 async def test_logs_routes_need_logs_read(shop: Shop) -> None:

@@ -230,6 +230,7 @@ def test_unparsed_lines_are_counted_and_assigned(tmp_path: Path) -> None:
         (["--format", "Nginx"], "format"),
         (["--format", "HDFS", "--mask", "(unclosed"], "mask"),
         (["--format", "HDFS", "--mask", "x*"], "mask"),
+        (["--format", "HDFS", "--mask", "<ID>="], "mask"),  # a name and no regex
         (["--format", "HDFS", "--window", "60", "--slide", "120"], "slide"),
         (["--format", "HDFS", "--window", "0"], "window"),
         (["--format", "HDFS", "--lateness", "-1"], "lateness"),

@@ -750,3 +750,16 @@ async def test_a_rebalance_waits_for_the_handler_running_on_the_partition_it_mov
         committed = [c for c in seen if c is not None]
         assert committed == sorted(committed)  # never moved back
         assert await broker.committed("g", "t", 1) == blocked[1] + 5
+
+
+@pytest.mark.parametrize("namespace", ["t1", "a b.", "t1/", 5])
+def test_a_namespace_must_end_with_a_separator(namespace: Any) -> None:
+    class Controller:
+        @event_pattern("orders")
+        def orders(self, order: dict[str, Any]) -> None: ...
+
+    with pytest.raises(ConfigError) as caught:
+        Microservice(InMemoryBroker(), [Controller()], name="s", namespace=namespace)
+    assert caught.value.key == "namespace"
+    if namespace == "t1":
+        assert "'t1.'" in str(caught.value)  # the message shows the fix

@@ -45,7 +45,7 @@ import reactivex
 from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.abc import ObserverBase, SchedulerBase
-from reactivex.disposable import CompositeDisposable
+from reactivex.disposable import CompositeDisposable, Disposable
 from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
 from reactive_services.adapters import Batch, DeadLetter, Emitter, Hold, Message, current_message, track
@@ -515,7 +515,7 @@ class _BatchRun:
         self.ended = False
         self.input_done = False
         self.completed = 0
-        self.subscription = CompositeDisposable()
+        self.subscription = CompositeDisposable(Disposable(self.disposed))
         self.windows = _Calls(self.on_window, self.fail, self.run_completed)
         # checkpoint only: what each input partition's changelog held, the batches waiting for it
         self.restored: dict[Hashable, dict[Hashable, Any]] = {}
@@ -524,6 +524,11 @@ class _BatchRun:
         self.oversized: set[str] = set()  # sources whose miner state is too large to checkpoint (warned)
 
     # -- the end ------------------------------------------------------------------------------
+    def disposed(self) -> None:
+        """Unsubscribed: nothing more is handled (a restore still running stops there)."""
+        self.ended = True
+        self.waiting.clear()
+
     def fail(self, error: Exception) -> None:
         if not self.ended:
             self.ended = True

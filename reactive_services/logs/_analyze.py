@@ -299,9 +299,12 @@ async def analyze_file(
     broker = InMemoryBroker()
     await broker.start()
     assigned: list[tuple[int, int]] = []
+    everything = asyncio.Event()  # every line analysed: no polling delay at the end
 
     def record(event: LogEvent) -> None:
         assigned.append((event.line_no, event.template_id))
+        if len(assigned) >= len(lines):
+            everything.set()
 
     analytics = LogAnalyticsService(broker.emit, on_event=record)
     controller = LogsController(analytics, DeadLetterSink(broker), sources={source.name: source})
@@ -320,7 +323,10 @@ async def analyze_file(
                 raise TimeoutError(
                     f"the log analytics read {controller.received} of {len(lines)} lines in {timeout_s:.0f} s"
                 )
-            await asyncio.sleep(0.02)
+            try:
+                await asyncio.wait_for(everything.wait(), timeout=0.05)
+            except TimeoutError:
+                pass
         if progress:
             progress(controller.received, len(lines))
         await service.stop()  # completes the stream: the last windows are emitted

@@ -259,6 +259,26 @@ def has_year(pattern: str) -> bool:
     return pattern in ("epoch", "epoch_ms") or any(d in pattern for d in ("%Y", "%y", "%G"))
 
 
+@functools.lru_cache(maxsize=4096)  # a log repeats its seconds: most lines hit the cache
+def _read_time(text: str, pattern: str, year: int) -> float:
+    """Epoch seconds of ``text`` read with ``pattern`` (``year`` for patterns without one).
+
+    Raises:
+        ValueError: ``text`` does not read with ``pattern``.
+    """
+    if pattern == "epoch":
+        if not (text.isdigit() and 9 <= len(text) <= 11):
+            raise ValueError(f"not epoch seconds: {text!r}")
+        return float(text)
+    if pattern == "epoch_ms":
+        if not (text.isdigit() and 12 <= len(text) <= 14):
+            raise ValueError(f"not epoch milliseconds: {text!r}")
+        return int(text) / 1000.0
+    if not has_year(pattern):
+        return _to_epoch(datetime.strptime(f"{year} {text}", "%Y " + pattern))
+    return _to_epoch(datetime.strptime(text, pattern))
+
+
 class TimestampReader:
     """Reads the event time of a line from the fields of a loghub format, for any format.
 
@@ -300,17 +320,7 @@ class TimestampReader:
         return texts
 
     def _read(self, text: str, pattern: str, year: int) -> float:
-        if pattern == "epoch":
-            if not (text.isdigit() and 9 <= len(text) <= 11):
-                raise ValueError(f"not epoch seconds: {text!r}")
-            return float(text)
-        if pattern == "epoch_ms":
-            if not (text.isdigit() and 12 <= len(text) <= 14):
-                raise ValueError(f"not epoch milliseconds: {text!r}")
-            return int(text) / 1000.0
-        if not has_year(pattern):
-            return _to_epoch(datetime.strptime(f"{year} {text}", "%Y " + pattern))
-        return _to_epoch(datetime.strptime(text, pattern))
+        return _read_time(text, pattern, year)
 
     def _timed(self, text: str, pattern: str) -> float:
         at = self._read(text, pattern, self.year + self._years_added)

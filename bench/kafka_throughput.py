@@ -10,6 +10,11 @@ compute ``qty * price``, keep it when >= 0), commits once a second, and is timed
 record it received to the last, so group joins and connection set-up are not counted. Producers
 are timed from the first send to the last acknowledgement. Prints only; nothing is asserted.
 
+Consumers also report the CPU time of their process over that same span, per record
+(``time.process_time``), and its ratio to the baseline's: on a machine shared with other jobs,
+where single rounds' rates vary by 20 to 40%, it is the steadier figure of the work done per
+record (the rate also counts waiting for fetches and for the CPU).
+
 Consumers (ratios to ``raw``):
 
 - ``raw``: ``AIOKafkaConsumer.getmany()`` + ``orjson.loads`` + the work inline.
@@ -126,27 +131,45 @@ class Clock:
         self.count = 0
         self.t0 = 0.0
         self.t1 = 0.0
+        self.cpu0 = 0.0  # process CPU seconds at t0 and at t1
+        self.cpu1 = 0.0
         self.done = asyncio.Event()
+        CLOCKS.append(self)
 
     def start(self) -> None:
         if not self.t0:
             self.t0 = time.perf_counter()
+            self.cpu0 = time.process_time()
 
     def add(self, k: int = 1) -> None:
         self.count += k
         if self.count >= self.n and not self.t1:
-            self.t1 = time.perf_counter()
+            self.stop()
             self.done.set()
 
     def finish(self) -> None:
         """The ``n``-th record: stop the clock."""
         if not self.t1:
-            self.t1 = time.perf_counter()
+            self.stop()
             self.done.set()
+
+    def stop(self) -> None:
+        """Stop the clock now (again: later)."""
+        self.t1 = time.perf_counter()
+        self.cpu1 = time.process_time()
 
     @property
     def rate(self) -> float:
         return self.n / (self.t1 - self.t0)
+
+    @property
+    def cpu_us(self) -> float | None:
+        """CPU microseconds of the process per record from t0 to t1 (None: not timed)."""
+        return (self.cpu1 - self.cpu0) / self.n * 1e6 if self.cpu0 and self.cpu1 else None
+
+
+#: Every Clock made in this process (a contender's run reports the CPU time of the last).
+CLOCKS: list[Clock] = []
 
 
 def group() -> str:
@@ -441,7 +464,7 @@ def c_quix(bootstrap: str, topic: str, n: int) -> float:
         if keep(work(value)):
             clock.count += 1
             if clock.count >= n and not clock.t1:
-                clock.t1 = time.perf_counter()
+                clock.stop()
                 app.stop()
 
     sdf = app.dataframe(app.topic(topic, value_deserializer="json"))
@@ -526,7 +549,7 @@ async def _transform(bootstrap: str, topic: str, n: int, guarantee: str) -> floa
         await clock.done.wait()
         while (await broker.committed(gid, topic, 0) or 0) < n:  # timed until the last input is committed
             await asyncio.sleep(0.005)
-        clock.t1 = time.perf_counter()
+        clock.stop()
         await service.stop()
     return clock.rate
 
@@ -570,8 +593,9 @@ async def create_topic(bootstrap: str, topic: str) -> None:
         await admin.create_topics([topic], partitions=1)
 
 
-def run_one(name: str, bootstrap: str, topic: str, n: int, timeout_s: float) -> float | str:
-    """Run contender ``name`` in a fresh process; its records/s, or why it failed."""
+def run_one(name: str, bootstrap: str, topic: str, n: int, timeout_s: float) -> tuple[float, float | None] | str:
+    """Run contender ``name`` in a fresh process; its records/s and CPU microseconds per record
+    (None: not timed, a producer), or why it failed."""
     cmd = [sys.executable, __file__, "--contender", name, "--bootstrap", bootstrap, "--topic", topic]
     try:
         done = subprocess.run(
@@ -581,7 +605,8 @@ def run_one(name: str, bootstrap: str, topic: str, n: int, timeout_s: float) -> 
         return f"timed out after {timeout_s:g} s"
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("{"):
-            return float(json.loads(line)["rate"])
+            got = json.loads(line)
+            return float(got["rate"]), got.get("cpu_us")
     tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
     return f"failed: {tail[:120]}"
 
@@ -609,6 +634,7 @@ def main_driver(args: argparse.Namespace) -> None:
         if missing:
             print(f"not installed (pip install -e '.[bench]'): {', '.join(missing)}")
         results: dict[str, list[float | str]] = {}
+        cpu: dict[str, list[float | None]] = {}
         for _round in range(args.rounds):
             # every other round in reverse order, so that no contender always runs first
             for name in wanted if _round % 2 == 0 else wanted[::-1]:
@@ -618,26 +644,37 @@ def main_driver(args: argparse.Namespace) -> None:
                 if name in PRODUCERS:
                     target = f"{topic}-p-{name}-{_round}"
                     asyncio.run(create_topic(bootstrap, target))
-                results.setdefault(name, []).append(run_one(name, bootstrap, target, args.records, args.timeout))
+                run = run_one(name, bootstrap, target, args.records, args.timeout)
+                results.setdefault(name, []).append(run if isinstance(run, str) else run[0])
+                cpu.setdefault(name, []).append(None if isinstance(run, str) else run[1])
                 print(".", end="", flush=True)
         print()
-        report(results, args.rounds)
+        report(results, args.rounds, cpu)
     finally:
         if state_dir is not None:
             local_kafka.stop(state_dir)
 
 
-def report(results: dict[str, list[float | str]], rounds: int) -> None:
+def report(
+    results: dict[str, list[float | str]], rounds: int, cpu: dict[str, list[float | None]] | None = None
+) -> None:
     """Per section: records/s per round, their median, and the median of the per-round ratios to
     the section's baseline (each round runs every contender back to back, every other round in
-    reverse order, so a ratio compares runs made under the same load on a shared machine)."""
+    reverse order, so a ratio compares runs made under the same load on a shared machine); then,
+    where timed, the median CPU microseconds per record and the median of the per-round ratios
+    of the baseline's CPU time to the contender's (1.0: as cheap per record as the baseline)."""
+    cpu = cpu or {}
     head = "  ".join(f"{'round ' + str(i + 1):>9}" for i in range(rounds))
     for section, names, base in SECTIONS:
         shown = [n for n in names if n in results]
         if not shown:
             continue
+        timed = any(c is not None for n in shown for c in cpu.get(n, []))
         print(f"\n{section} (records/s; ratio = median over rounds of rate / {base} rate in the same round)")
-        print(f"{'contender':<15} {head}  {'median':>9}  {'ratio':>5}")
+        if timed:
+            print(f"(cpu: CPU us per record, median; cpu ratio: median over rounds of {base} cpu / cpu)")
+        cpu_head = f"  {'cpu':>5}  {'cpu ratio':>9}" if timed else ""
+        print(f"{'contender':<15} {head}  {'median':>9}  {'ratio':>5}{cpu_head}")
         for name in shown:
             runs = results[name]
             cells = "  ".join(f"{r:>9,.0f}" if isinstance(r, float) else f"{'-':>9}" for r in runs)
@@ -649,7 +686,15 @@ def report(results: dict[str, list[float | str]], rounds: int) -> None:
             ]
             median = f"{statistics.median(rates):>9,.0f}" if rates else f"{'-':>9}"
             ratio = f"{statistics.median(ratios):>5.2f}" if ratios else f"{'-':>5}"
-            print(f"{name:<15} {cells}  {median}  {ratio}")
+            cpu_cells = ""
+            if timed:
+                costs = [c for c in cpu.get(name, []) if c is not None]
+                cpu_ratios = [
+                    b / c for c, b in zip(cpu.get(name, []), cpu.get(base, []), strict=False) if c and b is not None
+                ]
+                cpu_cells = f"  {statistics.median(costs):>5.2f}" if costs else f"  {'-':>5}"
+                cpu_cells += f"  {statistics.median(cpu_ratios):>9.2f}" if cpu_ratios else f"  {'-':>9}"
+            print(f"{name:<15} {cells}  {median}  {ratio}{cpu_cells}")
             for r in runs:
                 if isinstance(r, str):
                     print(f"{'':<15} ({r})")
@@ -670,7 +715,8 @@ def main() -> None:
         with contextlib.suppress(KeyboardInterrupt):
             result = RUNNERS[args.contender](args.bootstrap, args.topic, args.records)
             rate = asyncio.run(result) if inspect.isawaitable(result) else result  # type: ignore[arg-type]
-            print(json.dumps({"rate": rate}), flush=True)
+            timed = CLOCKS[-1].cpu_us if CLOCKS else None
+            print(json.dumps({"rate": rate, "cpu_us": timed}), flush=True)
         return
     main_driver(args)
 

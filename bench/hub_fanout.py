@@ -27,7 +27,8 @@ p50 / p99 delivery latency (ms), the offered deliveries/s and those received (by
 clients, first send to last receive: the offered rate when the server keeps up), server CPU
 per delivery (us, ``time.process_time`` of this process over the phase, so system time of the
 socket writes included, minus the CPU of the bench's own memory sampling) and the capacity it
-implies (deliveries/s for one core), RSS growth of this process over the phase (MiB, peak
+implies (deliveries/s for one core), the load generator's CPU over the phase (% of one core:
+near 100, the child process is the bottleneck, not the server), RSS growth of this process over the phase (MiB, peak
 sampled every 10-100 ms minus the start; optionally the ``tracemalloc`` peak), and the peak of
 what the server held for the clients (MiB: queued frames + transport write buffers, sampled);
 then hub / broadcast ratios of those medians. Between phases 3 and 4 the stalled clients read
@@ -53,7 +54,8 @@ server and child:
      published meanwhile (the hub fans them out to nobody); then every client reconnects at
      once and subscribes with ``since=<its last cursor>`` while live events go on at the size's
      ``--rate``. Measured from the reconnect order: when every client is subscribed again, when
-     every client has the last missed event (p50 / p99 / max over clients, s), the missed and
+     every client has the last missed event (p50 / p99 / max over clients, s; and the load
+     generator's CPU over that time, % of one core), the missed and
      duplicate events per client (over the round, live ones included, checked by sequence
      number once every client has the last live event: **must be 0 / 0**), ``recovery_failed``
      frames (must be 0), server CPU (s, and us per caught-up delivery), RSS peak growth, and
@@ -306,7 +308,8 @@ async def child_main(url: str, clients: int, stall_every: int, concurrency: int)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
-    def reply(obj: Any) -> None:
+    def reply(obj: dict[str, Any]) -> None:
+        obj["cpu"] = time.process_time()  # this process's CPU so far: the load generator's share
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
@@ -556,6 +559,7 @@ async def run_phase(
         await asyncio.sleep(max(0.0, delay))
     report = await child.ask({"cmd": "report", "events": events})
     cpu = time.process_time() - cpu0
+    wall = time.monotonic() - t0
     await sampler.stop()
     cpu -= sampler.cpu
     traced_peak = None
@@ -579,6 +583,7 @@ async def run_phase(
         "max_ms": report["max_ms"],
         "offered_per_s": offered * size["rate"],
         "deliveries_per_s": received / span if span else float("nan"),
+        "client_cpu_pct": (report["cpu"] - answer["cpu"]) / wall * 100,
         "cpu_us_per_delivery": cpu / max(1, received) * 1e6,
         "capacity_per_s": max(1, received) / cpu if cpu > 0 else float("nan"),
         "rss_delta_mib": (sampler.rss - sampler.start_rss) / MiB,
@@ -791,7 +796,7 @@ async def storm_rounds(
             for r in range(args.rounds):
                 print(f"  storm round {r + 1}: live burst ...", file=sys.stderr)
                 # a. the live burst: the same number of events, every client connected
-                await child.ask({"cmd": "arm", "target": seq + missed - 1, "reset": True})
+                armed = await child.ask({"cmd": "arm", "target": seq + missed - 1, "reset": True})
                 cpu0, t0 = time.process_time(), time.monotonic()
                 await broker.emit_batch(topic, records(missed))
                 w = await child.ask({"cmd": "wait", "timeout": args.storm_timeout}, timeout=args.storm_timeout + 30)
@@ -799,6 +804,7 @@ async def storm_rounds(
                     "live_all_s": w["at_max"] - t0,
                     "live_p50_s": w["at_p50"] - t0,
                     "live_cpu_s": time.process_time() - cpu0,
+                    "live_client_cpu_pct": (w["cpu"] - armed["cpu"]) / (w["at_max"] - t0) * 100,
                     "live_reached": w["reached"],
                 }
                 # b. the storm
@@ -806,7 +812,7 @@ async def storm_rounds(
                 await child.ask({"cmd": "drop"})
                 while server.clients:
                     await asyncio.sleep(0.01)
-                await child.ask({"cmd": "arm", "target": seq + missed - 1, "reset": True})
+                armed = await child.ask({"cmd": "arm", "target": seq + missed - 1, "reset": True})
                 await broker.emit_batch(topic, records(missed))
                 await fanned_out()
                 before = counting.counters()
@@ -857,6 +863,7 @@ async def storm_rounds(
                         "caught_up_p50_s": w["at_p50"] - t0,
                         "caught_up_p99_s": w["at_p99"] - t0,
                         "caught_up_all_s": w["at_max"] - t0,
+                        "client_cpu_pct": (w["cpu"] - armed["cpu"]) / (w["at_max"] - t0) * 100,
                         "missed_per_client": (final["gaps"] + final["behind"]) / clients,
                         "duplicates_per_client": final["dups"] / clients,
                         "clients_with_missed_or_dups": final["clients_with_missed_or_dups"],
@@ -936,6 +943,7 @@ def print_fanout(result: dict[str, Any], console: Any) -> None:
         "deliveries/s",
         "CPU us/delivery",
         "capacity/s",
+        "load-gen CPU %",
         "RSS delta MiB",
         "peak buffered MiB",
         "stalled closed",
@@ -952,6 +960,7 @@ def print_fanout(result: dict[str, Any], console: Any) -> None:
             f"{r['deliveries_per_s']:,.0f}",
             f"{r['cpu_us_per_delivery']:.2f}",
             f"{r['capacity_per_s']:,.0f}",
+            f"{r['client_cpu_pct']:.0f}",
             f"{r['rss_delta_mib']:.1f}"
             + (f" (tm {r['tracemalloc_peak_mib']:.1f})" if r["tracemalloc_peak_mib"] else ""),
             f"{r['peak_buffered_mib']:.2f}",
@@ -991,7 +1000,9 @@ def print_storms(storms: list[dict[str, Any]], console: Any) -> None:
         ("all s", lambda s: seconds(s["caught_up_all_s"])),
         ("missed / dup per client", lambda s: f"{s['missed_per_client']:g} / {s['duplicates_per_client']:g}"),
         ("recovery failed", lambda s: f"{s['recovery_failed']:g}"),
+        ("load-gen CPU %", lambda s: f"{s['client_cpu_pct']:.0f}"),
         ("baseline: live burst, all s", lambda s: seconds(s["live_all_s"])),
+        ("load-gen CPU %", lambda s: f"{s['live_client_cpu_pct']:.0f}"),
         ("storm / live", lambda s: ratio(s["caught_up_all_s"], s["live_all_s"])),
     ]
     costs = [

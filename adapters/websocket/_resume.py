@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -91,6 +92,12 @@ def decode_cursor(cursor: str, topics: Sequence[str]) -> tuple[str, dict[TopicPa
 
 
 def _digest(topics: Sequence[str]) -> str:
+    return _digest_of(tuple(topics))
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of(topics: tuple[str, ...]) -> str:
+    # cached: every event frame of a hub with a log, and every catch-up frame, carries it
     return hashlib.sha256("\n".join(topics).encode()).hexdigest()[:8]
 
 

@@ -383,10 +383,14 @@ class WebSocketServer:
         log: the :class:`~reactive_services.adapters.websocket.NotificationLog` of the default hub
             (:attr:`hub`): event frames carry cursors and clients may subscribe with ``since``.
             None: no cursors; a ``since`` is answered with ``recovery_failed``.
+        backlog: the listener's backlog, in connections waiting to be accepted (asyncio's
+            default is 100: in a reconnect storm of thousands of clients the kernel would drop
+            the others' SYNs, and they would retry after 1 s, 3 s, ...); the kernel caps it at
+            ``net.core.somaxconn``.
 
     Raises:
         ConfigError: (a ``ValueError``, naming the parameter) ``queue_size`` < 1, an unknown
-            ``overflow``, ``close_timeout`` <= 0, ``write_limit`` < 0 or an
+            ``overflow``, ``close_timeout`` <= 0, ``write_limit`` < 0, ``backlog`` < 1 or an
             ``overflow_close_code`` outside 1000-4999.
 
     Attributes:
@@ -411,6 +415,7 @@ class WebSocketServer:
         ping_interval: float | None = 20.0,
         write_limit: int = 32 * 1024,
         log: NotificationLog | None = None,
+        backlog: int = 1024,
     ) -> None:
         if queue_size < 1:
             raise ConfigError("queue_size", f"must be >= 1, not {queue_size}")
@@ -422,6 +427,9 @@ class WebSocketServer:
             raise ConfigError("close_timeout", f"must be > 0 seconds, not {close_timeout}")
         if write_limit < 0:
             raise ConfigError("write_limit", f"must be >= 0 bytes, not {write_limit}")
+        if backlog < 1:
+            raise ConfigError("backlog", f"must be >= 1 connections, not {backlog}")
+        self.backlog = backlog
         self.host = host
         self.queue_size = queue_size
         self.overflow: OverflowPolicy = overflow
@@ -508,6 +516,7 @@ class WebSocketServer:
             ping_interval=self._ping_interval,
             close_timeout=self.close_timeout,
             write_limit=self.write_limit,
+            backlog=self.backlog,
         )
         logger.info("websocket server listening on %s", self.url)
 

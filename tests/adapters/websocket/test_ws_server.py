@@ -45,6 +45,11 @@ def test_queue_size_must_be_positive() -> None:
         WebSocketServer(queue_size=0)
 
 
+def test_backlog_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="backlog"):
+        WebSocketServer(backlog=0)
+
+
 async def test_port_and_url_after_start() -> None:
     srv = WebSocketServer()
     with pytest.raises(RuntimeError):

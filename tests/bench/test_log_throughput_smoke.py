@@ -44,14 +44,17 @@ def test_shipped_samples_with_service_and_profile(tmp_path: Path, capsys: pytest
     assert [d["dataset"] for d in payload["datasets"]] == ["Apache", "HDFS", "Linux", "OpenSSH"]
     for d in payload["datasets"]:
         assert d["lines"] == 60
-        assert d["passes"] == {"drain3": 1, "miner": 1, "pipeline": 1, "service": 1}
+        assert d["passes"] == {"drain3": 1, "miner": 1, "pipeline": 1, "service": 1, "analyze_file": 1}
         assert d["miner_ratio"] == pytest.approx(d["miner_lines_per_s"] / d["drain3_lines_per_s"])
-        for key in ("drain3_lines_per_s", "pipeline_lines_per_s", "service_lines_per_s"):
+        for key in ("drain3_lines_per_s", "pipeline_lines_per_s", "service_lines_per_s", "analyze_file_lines_per_s"):
             assert _rate(d[key]), (d["dataset"], key, d[key])
         assert d["ratio"] == pytest.approx(d["pipeline_lines_per_s"] / d["drain3_lines_per_s"])
         assert d["service_ratio"] == pytest.approx(d["service_lines_per_s"] / d["drain3_lines_per_s"])
+        assert d["analyze_file_ratio"] == pytest.approx(d["analyze_file_lines_per_s"] / d["drain3_lines_per_s"])
         assert len(d["rounds"]) == len(d["round_ratios"]) == 1
-    assert payload["summary"]["datasets"] == 4 and _rate(payload["summary"]["service_ratio_geomean"])
+    summary = payload["summary"]
+    assert summary["datasets"] == 4 and _rate(summary["service_ratio_geomean"])
+    assert _rate(summary["analyze_file_ratio_geomean"])
     profile = payload["profile"]
     assert profile["lines"] == 240 and 0 < profile["drain3_s"] < profile["total_s"]
     assert 1 <= len(profile["top"]) <= 5 and len(profile["stages_us_per_line"]) == 4
@@ -63,6 +66,7 @@ def test_shipped_samples_with_service_and_profile(tmp_path: Path, capsys: pytest
         "miner/drain3",
         "pipeline/drain3",
         "service/drain3",
+        "analyze_file/drain3",
         "summary: the miner alone runs at",
         "the pipeline runs at",
         "stage breakdown",

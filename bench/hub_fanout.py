@@ -60,7 +60,9 @@ server and child:
      number once every client has the last live event: **must be 0 / 0**), ``recovery_failed``
      frames (must be 0), server CPU (s, and us per caught-up delivery), RSS peak growth, and
      what it costs the broker: catch-up readers opened (each a consumer of its own on Kafka,
-     ``max_readers`` at once at most: ``--max-readers``, default 64, the rest wait),
+     ``max_readers`` at once at most: ``--max-readers``, default 64, the rest wait; none for
+     the clients resumed from the log's in-memory history, ``--history``, default 10,000
+     frames: the "from memory" column; ``--history 0`` makes every resume read the log),
      the peak of readers open at once, ``read`` calls, records read, offset requests
      (``beginning_offsets`` / ``end_offsets``: one each per resuming client); on Kafka also the
      broker process's CPU seconds (``/proc/<pid>/stat``, utime + stime) and the peak of its open
@@ -73,7 +75,7 @@ On 2 shared cores the numbers are noisy; compare ratios, and rerun::
     python bench/hub_fanout.py [--clients 1000[,10000]] [--rounds 3] [--events 300] [--rate 50[,5]]
                                [--stalled-fraction 0.1] [--payload 1024] [--only fanout|storm]
                                [--broker memory|kafka] [--kafka BOOTSTRAP] [--missed 100]
-                               [--max-readers 64] [--json OUT]
+                               [--max-readers 64] [--history 10000] [--json OUT]
 """
 
 from __future__ import annotations
@@ -756,6 +758,7 @@ async def storm_rounds(
         epoch=epoch,
         max_readers=args.max_readers,
         poll_timeout_s=0.1,
+        history=args.history,
     )
     await log.open()
     server = WebSocketServer(
@@ -816,7 +819,7 @@ async def storm_rounds(
                 await broker.emit_batch(topic, records(missed))
                 await fanned_out()
                 before = counting.counters()
-                resumed0, failed0 = log.resumed, log.recoveries_failed
+                resumed0, failed0, memory0 = log.resumed, log.recoveries_failed, log.resumed_from_history
                 kcpu0 = proc_cpu_s(kafka_pid)
                 counting.peak_readers = counting.open_readers
                 sampler = Sampler(server, frame_len, kafka_pid)
@@ -845,6 +848,7 @@ async def storm_rounds(
                 after = counting.counters()
                 peak_readers = counting.peak_readers
                 resumed, failed = log.resumed - resumed0, log.recoveries_failed - failed0
+                from_memory = log.resumed_from_history - memory0
                 # a few more live events, then every client must have every one of them
                 await asyncio.sleep(0.5)
                 stop_live.set()
@@ -871,6 +875,7 @@ async def storm_rounds(
                         "duplicates_total": final["dups"],
                         "recovery_failed": final["failed"],
                         "resumed": resumed,
+                        "resumed_from_history": from_memory,
                         "log_recoveries_failed": failed,
                         "server_cpu_s": cpu,
                         "cpu_us_per_caught_up_delivery": cpu / max(1, clients * missed) * 1e6,
@@ -1013,6 +1018,7 @@ def print_storms(storms: list[dict[str, Any]], console: Any) -> None:
         ("baseline: live burst CPU s", lambda s: f"{s['live_cpu_s']:.2f}"),
         ("storm / live", lambda s: ratio(s["server_cpu_s"], s["live_cpu_s"])),
         ("RSS peak MiB", lambda s: f"{s['rss_peak_delta_mib']:.1f}"),
+        ("from memory", lambda s: f"{s['resumed_from_history']:,.0f}"),
         ("readers (peak open)", lambda s: f"{s['readers_opened']:,.0f} ({s['peak_readers']:g})"),
         ("reads", lambda s: f"{s['reads']:,.0f}"),
         ("records read", lambda s: f"{s['records']:,.0f}"),
@@ -1025,7 +1031,8 @@ def print_storms(storms: list[dict[str, Any]], console: Any) -> None:
         f"reconnect storm: every client drops, {first['missed']} events of {first['payload']} B are published,"
         f" every client resumes at once from its cursor; medians of {first['rounds']} rounds"
         " (missed / duplicates, recovery failed: the worst round)",
-        f"reconnect storm: what it costs (server: this process; max_readers {first['max_readers']})",
+        f"reconnect storm: what it costs (server: this process; max_readers {first['max_readers']},"
+        f" history {first['history']:,})",
     ]
     for title, cols in zip(titles, (clients_view, costs), strict=True):
         table = Table(title=title)
@@ -1082,7 +1089,7 @@ def storm_result(args: argparse.Namespace, size: dict[str, Any], rounds: list[di
         "config": {
             "broker": args.broker,
             **size,
-            **{k: getattr(args, k) for k in ("missed", "payload", "max_readers", "queue_size", "rounds")},
+            **{k: getattr(args, k) for k in ("missed", "payload", "max_readers", "history", "queue_size", "rounds")},
         },
         "rounds": rounds,
     }
@@ -1166,6 +1173,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kafka-pid", type=int, help="the Kafka broker's pid (for its CPU and fds)")
     parser.add_argument("--missed", type=int, default=100, help="events published while the clients are away (100)")
     parser.add_argument("--max-readers", type=int, default=64, help="NotificationLog max_readers (default 64)")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=10_000,
+        help="NotificationLog history: frames kept in memory for resuming clients (default 10000; 0: every"
+        " resume reads the log)",
+    )
     parser.add_argument("--storm-timeout", type=float, default=600, help="seconds to wait for catch-up (600)")
     parser.add_argument("--tracemalloc", action="store_true", help="also report the tracemalloc peak (slower)")
     parser.add_argument("--json", metavar="OUT", help="write the results (every round) as JSON to OUT")

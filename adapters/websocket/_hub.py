@@ -179,6 +179,8 @@ class NotificationHub(Observer[Notification | tuple[str, Any]]):
             if position is not None:
                 log.advance(*position)
             frame = encode_event(channel, event, trace, log.cursor())
+            if position is not None:
+                log.keep(position, channel, frame)
         shared: bytes = frame if frame is not None else encode_event(channel, event, trace)
         subscribers = self.server._by_channel.get(channel)
         if not subscribers:

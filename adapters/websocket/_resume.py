@@ -5,7 +5,9 @@ A :class:`NotificationLog` says where a hub's notifications come from: the broke
 pure mapping from a record to a :class:`~reactive_services.adapters.websocket.Notification`. The
 hub keeps, for each partition of those topics, the position after the last notification it fanned
 out (its *head*) and puts it, encoded as a cursor, in every event frame. A client that subscribes
-with ``"since": <cursor>`` gets a catch-up reader of its own
+with ``"since": <cursor>`` is caught up from the log's in-memory history of the frames the hub
+fanned out last (when the cursor is that recent: a reconnect costs no broker read and no
+encoding), else by a catch-up reader of its own
 (:meth:`reactive_services.adapters.Broker.read_log`: no consumer group, nothing committed) that
 reads the log from the cursor, maps each record with the same mapping and queues the events of
 the client's channels; then the client switches to the live fan-out (see :func:`resume`).
@@ -19,6 +21,7 @@ import binascii
 import functools
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,7 @@ from reactivex.disposable import Disposable
 
 from reactive_services.errors import BrokerError, ConfigError
 
+from .._codec import dumps
 from .._message import Message
 from .._protocol import Broker, Decoder, TopicPartition
 from ._codec import encode_event, encode_recovery_failed
@@ -130,6 +134,11 @@ class NotificationLog:
         max_readers: catch-up readers running at once at most (each is a broker consumer of its
             own); a client beyond that waits for one to finish, holding nothing meanwhile (the
             hub skips it until its catch-up ran).
+        history: how many of the latest frames the hub fanned out are kept in memory (with
+            their positions; 0: none). A client whose cursor is within them is caught up from
+            memory, without a broker reader, an offset request or a slot of ``max_readers``, and
+            gets the very frames the live clients got (in a reconnect storm every client's
+            cursor is that recent). Memory: about ``history`` x the frame size.
 
     Attributes:
         head: ``{(topic, partition): next offset}``: where the hub's fan-out is (each partition's
@@ -139,8 +148,8 @@ class NotificationLog:
         recoveries_failed: ``recovery_failed`` frames sent.
 
     Raises:
-        ConfigError: no topics, an empty ``epoch``, ``batch_size`` or ``max_readers`` < 1 (names
-            the setting).
+        ConfigError: no topics, an empty ``epoch``, ``batch_size`` or ``max_readers`` < 1, or
+            ``history`` < 0 (names the setting).
     """
 
     def __init__(
@@ -154,6 +163,7 @@ class NotificationLog:
         decode: Decoder = "json",
         poll_timeout_s: float = 0.5,
         max_readers: int = 64,
+        history: int = 10_000,
     ) -> None:
         if isinstance(topics, str) or not topics:
             raise ConfigError("topics", "must be a non-empty list of topic names")
@@ -165,6 +175,8 @@ class NotificationLog:
             raise ConfigError("poll_timeout_s", f"must be > 0 seconds, not {poll_timeout_s!r}")
         if not isinstance(max_readers, int) or max_readers < 1:
             raise ConfigError("max_readers", f"must be an int >= 1, not {max_readers!r}")
+        if not isinstance(history, int) or history < 0:
+            raise ConfigError("history", f"must be an int >= 0, not {history!r}")
         self.broker = broker
         self.topics = tuple(sorted(set(topics)))  # sorted: the order cursors list them in
         self._topic_set = frozenset(self.topics)
@@ -177,9 +189,17 @@ class NotificationLog:
         self._slots = asyncio.Semaphore(max_readers)
         self.head: dict[TopicPartition, int] = {}
         self.resumed = 0
+        self.resumed_from_history = 0
         self.recoveries_failed = 0
         self._cursor: str | None = None
         self._opened = False
+        self.history = history
+        #: the latest frames fanned out, oldest first: (topic, partition, offset, channel, frame,
+        #: the head after it); entry i of the deque has the sequence number _first_seq + i
+        self._frames: deque[tuple[str, int, int, str, bytes, dict[TopicPartition, int]]] = deque()
+        self._first_seq = 0
+        #: per partition, the offset from which every notification fanned out is in _frames
+        self._kept_from: dict[TopicPartition, int] = {}
 
     async def open(self) -> None:
         """Start :attr:`head` at the end of every partition of the topics (call it before the
@@ -194,6 +214,7 @@ class NotificationLog:
             for partition, end in (await self.broker.end_offsets(topic)).items():
                 tp = (topic, partition)
                 self.head[tp] = max(self.head.get(tp, 0), end)
+                self._kept_from.setdefault(tp, self.head[tp])
         self._cursor = None
         self._opened = True
 
@@ -214,6 +235,29 @@ class NotificationLog:
         if offset >= self.head.get(tp, 0):
             self.head[tp] = offset + 1
             self._cursor = None
+
+    def keep(self, position: tuple[str, int, int], channel: str, frame: bytes) -> None:
+        """Remember the ``frame`` the hub fanned out for the record at ``position`` (after
+        :meth:`advance`), for the clients that resume from a recent cursor (``history``)."""
+        if not self.history or position[0] not in self._topic_set:
+            return
+        topic, partition, offset = position
+        self._kept_from.setdefault((topic, partition), offset)
+        self._frames.append((topic, partition, offset, channel, frame, dict(self.head)))
+        if len(self._frames) > self.history:
+            old_topic, old_partition, old_offset, *_ = self._frames.popleft()
+            self._first_seq += 1
+            tp = (old_topic, old_partition)
+            self._kept_from[tp] = max(self._kept_from.get(tp, 0), old_offset + 1)
+
+    def recent(self, positions: Mapping[TopicPartition, int]) -> bool:
+        """Whether a client at ``positions`` can be caught up from the history alone: it covers
+        every partition of :attr:`head`, at or behind the head, and every notification after
+        it is still kept."""
+        if not self.history or positions.keys() != self.head.keys():
+            return False
+        kept = self._kept_from
+        return all(kept.get(tp, offset) <= positions[tp] <= offset for tp, offset in self.head.items())
 
     def cursor(self) -> str:
         """The cursor of :attr:`head` (cached until it moves)."""
@@ -335,6 +379,12 @@ async def resume(log: NotificationLog, hub: NotificationHub, conn: Connection, s
     reason and the live cursor, then the live fan-out.
     """
     try:
+        epoch, positions = decode_cursor(since, log.topics)
+        if epoch == log.epoch and log.recent(positions):
+            vector = await _catch_up_from_history(log, hub, conn, positions)
+            if vector is None:  # caught up (or closed)
+                return
+            since = encode_cursor(log.epoch, log.topics, vector)  # fell out of the history: the log then
         async with log._slots:
             await _catch_up(log, hub, conn, since)
     except (CursorError, BrokerError) as exc:
@@ -378,6 +428,65 @@ async def _catch_up(log: NotificationLog, hub: NotificationHub, conn: Connection
             await asyncio.sleep(0)  # a reader that never waits (records at hand) lets the others run
     finally:
         await reader.close()
+
+
+async def _catch_up_from_history(
+    log: NotificationLog, hub: NotificationHub, conn: Connection, positions: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int] | None:
+    """Catch ``conn`` up from the history (:meth:`NotificationLog.recent` said it can): the frames
+    kept after ``positions``, of its channels, then the switch to the live fan-out, as
+    :func:`_catch_up` does with a reader. Returns None when done (or the client left), or the
+    client's position if the history moved past it meanwhile (the live rate outran the client):
+    then the log takes over from there."""
+    vector = dict(positions)
+    frames = log._frames
+    seq = log._first_seq  # the first entry not looked at yet
+    shared = False  # True once the entries' head is at or past the client's positions everywhere
+    queue_size = conn._server.queue_size
+    while conn.is_open:
+        end = log._first_seq + len(frames)
+        if seq >= end:  # every frame fanned out so far is covered: live from here, no await
+            conn._after = None
+            conn._catching_up = False
+            log.resumed += 1
+            log.resumed_from_history += 1
+            return None
+        await conn._idle.wait()
+        if not conn.is_open:
+            return None
+        if seq < log._first_seq:  # dropped from the history while the client read: the log
+            return vector
+        room = max(1, min(log.batch_size, queue_size - conn.queued))
+        start = seq - log._first_seq
+        taken = 0
+        channels = conn.channels
+        for index in range(start, min(start + room, len(frames))):
+            topic, partition, offset, channel, frame, head = frames[index]
+            seq += 1
+            taken += 1
+            tp = (topic, partition)
+            if offset < vector[tp]:
+                continue  # at or before where the client is
+            vector[tp] = offset + 1
+            if channel not in channels:
+                continue
+            if not shared:  # the frame's cursor is the hub's head: the client's position only
+                # once the head passed where the client started in every partition
+                shared = all(head.get(p, 0) >= at for p, at in vector.items())
+            if shared:
+                conn._enqueue(frame, hub)
+            else:
+                merged = {p: max(head.get(p, 0), at) for p, at in vector.items()}
+                conn._enqueue(_with_cursor(frame, encode_cursor(log.epoch, log.topics, merged)), hub)
+        await asyncio.sleep(0)  # let the others run
+    return None
+
+
+def _with_cursor(frame: bytes, cursor: str) -> bytes:
+    """``frame`` (an event frame) with its ``cursor`` replaced."""
+    payload = orjson.loads(frame)
+    payload["cursor"] = cursor
+    return dumps(payload)
 
 
 def _failed(log: NotificationLog, conn: Connection, reason: str) -> None:

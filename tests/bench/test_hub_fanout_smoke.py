@@ -41,5 +41,17 @@ def test_hub_fanout_phases_and_a_reconnect_storm_at_20_clients(capsys: pytest.Ca
         assert r["caught_up"] == 20 and r["connect_errors"] == 0, r
         assert r["missed_total"] == 0 and r["duplicates_total"] == 0, r
         assert r["recovery_failed"] == 0 and r["resumed"] == 20, r
-        assert r["readers_opened"] == 20 and r["peak_readers"] <= 4 + 1, r  # + the live feed's reader
-        assert r["records"] >= 20 * 15, r
+        # every cursor is recent: all of them from the in-memory history, no catch-up reader
+        assert r["resumed_from_history"] == 20 and r["readers_opened"] == 0, r
+
+
+def test_a_reconnect_storm_read_from_the_log(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load()
+    args = ["--clients", "20", "--rounds", "1", "--rate", "50", "--missed", "15", "--max-readers", "4"]
+    result = bench.main([*args, "--only", "storm", "--history", "0"])
+    assert "reconnect storm" in capsys.readouterr().out
+    ((r,),) = [storm["rounds"] for storm in result["storm"]]
+    assert r["caught_up"] == 20 and r["missed_total"] == 0 and r["duplicates_total"] == 0, r
+    assert r["recovery_failed"] == 0 and r["resumed"] == 20 and r["resumed_from_history"] == 0, r
+    assert r["readers_opened"] == 20 and r["peak_readers"] <= 4 + 1, r  # + the live feed's reader
+    assert r["records"] >= 20 * 15, r

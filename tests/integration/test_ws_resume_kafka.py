@@ -30,14 +30,16 @@ N = 25
 
 
 @asynccontextmanager
-async def gateway_instance(bootstrap: str, topics: dict[str, str], epoch: str) -> AsyncIterator[WebSocketServer]:
+async def gateway_instance(
+    bootstrap: str, topics: dict[str, str], epoch: str, history: int = 10_000
+) -> AsyncIterator[WebSocketServer]:
     """One gateway instance: its own broker client, NotificationLog and hub, fed by ``log.live()``."""
 
     def to_notification(message: Message) -> Notification | None:
         return Notification(topics[message.topic], message.value)
 
     async with KafkaBroker(bootstrap) as broker:
-        log = NotificationLog(broker, list(topics), to_notification, epoch=epoch, poll_timeout_s=0.1)
+        log = NotificationLog(broker, list(topics), to_notification, epoch=epoch, poll_timeout_s=0.1, history=history)
         await log.open()
         async with WebSocketServer("127.0.0.1", 0, log=log, ping_interval=None, close_timeout=1.0) as server:
             feed = log.live().subscribe(server.hub)
@@ -47,8 +49,9 @@ async def gateway_instance(bootstrap: str, topics: dict[str, str], epoch: str) -
                 feed.dispose()
 
 
+@pytest.mark.parametrize("history", [10_000, 0], ids=["from-memory", "from-the-log"])
 async def test_a_client_cut_off_resumes_on_the_other_instance_with_exactly_the_missed_events(
-    kafka_bootstrap: str,
+    kafka_bootstrap: str, history: int
 ) -> None:
     orders, other = unique_name("ws-orders"), unique_name("ws-other")
     topics = {orders: "orders", other: "other"}
@@ -65,8 +68,8 @@ async def test_a_client_cut_off_resumes_on_the_other_instance_with_exactly_the_m
                 await publisher.emit(other, {"not": "subscribed"}, key=f"k{n}")  # another channel, any partition
 
         async with (
-            gateway_instance(kafka_bootstrap, topics, epoch) as first,
-            gateway_instance(kafka_bootstrap, topics, epoch) as second,
+            gateway_instance(kafka_bootstrap, topics, epoch, history) as first,
+            gateway_instance(kafka_bootstrap, topics, epoch, history) as second,
         ):
             # a long first delay, no jitter: the N events are published while the client is away
             policy = Reconnect(initial_s=3.0, max_s=3.0, jitter=0.0)
@@ -94,6 +97,8 @@ async def test_a_client_cut_off_resumes_on_the_other_instance_with_exactly_the_m
                 await wait_for(lambda: len(frames) == 5 + N, timeout=20)
                 assert [f["event"]["n"] for f in frames] == list(range(5 + N))
                 assert second.hub.log is not None and second.hub.log.resumed == 1
+                # from the second instance's history of frames, or from the log with a reader
+                assert second.hub.log.resumed_from_history == (1 if history else 0)
                 assert states.count("open") == 2
 
                 await publish(range(5 + N, 5 + N + 3))  # then the live stream, on the other instance
@@ -118,7 +123,8 @@ async def test_a_cursor_older_than_the_log_start_gets_recovery_failed_then_live(
     reasons: list[str] = []
     async with KafkaBroker(kafka_bootstrap) as publisher:
         await publisher.create_topics([orders], partitions=1)
-        async with gateway_instance(kafka_bootstrap, {orders: "orders"}, unique_name("epoch")) as gateway:
+        # history=0: a cursor within the in-memory history would be served from it, deleted or not
+        async with gateway_instance(kafka_bootstrap, {orders: "orders"}, unique_name("epoch"), history=0) as gateway:
             assert gateway.hub.log is not None
             old = gateway.hub.log.cursor()  # offset 0
             for n in range(10):

@@ -26,10 +26,13 @@ def to_notification(message: Message) -> Notification | None:
 
 @asynccontextmanager
 async def gateway(
-    broker: Broker, topics: list[str], *, epoch: str = "e1", port: int = 0, **server_args: Any
+    broker: Broker, topics: list[str], *, epoch: str = "e1", port: int = 0, history: int = 10_000, **server_args: Any
 ) -> AsyncIterator[WebSocketServer]:
-    """A notification server whose default hub has a NotificationLog of ``topics``, fed by ``log.live()``."""
-    log = NotificationLog(broker, topics, to_notification, epoch=epoch, batch_size=50, poll_timeout_s=0.05)
+    """A notification server whose default hub has a NotificationLog of ``topics``, fed by
+    ``log.live()``; ``history=0``: every resume reads the log (no frames kept in memory)."""
+    log = NotificationLog(
+        broker, topics, to_notification, epoch=epoch, batch_size=50, poll_timeout_s=0.05, history=history
+    )
     await log.open()
     server_args.setdefault("ping_interval", None)
     server_args.setdefault("close_timeout", 1.0)

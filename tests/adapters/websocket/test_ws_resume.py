@@ -126,7 +126,7 @@ async def test_a_client_ahead_of_the_live_feed_gets_no_duplicates_and_keeps_its_
     fans those records out later: this client skips them."""
     async with InMemoryBroker() as broker:
         await broker.create_topics([TOPIC], partitions=1)
-        log = NotificationLog(broker, [TOPIC], to_notification, epoch="e1", poll_timeout_s=0.05)
+        log = NotificationLog(broker, [TOPIC], to_notification, epoch="e1", poll_timeout_s=0.05, history=0)
         await log.open()
         async with WebSocketServer("127.0.0.1", 0, log=log, ping_interval=None) as server:
             cursor = log.cursor()
@@ -158,7 +158,7 @@ async def test_a_client_ahead_of_the_live_feed_gets_no_duplicates_and_keeps_its_
 async def test_cursor_older_than_retention_gets_recovery_failed_then_live() -> None:
     async with InMemoryBroker(retention_bytes=200) as broker:
         await broker.create_topics([TOPIC], partitions=1)
-        async with gateway(broker, [TOPIC]) as server:
+        async with gateway(broker, [TOPIC], history=0) as server:  # nothing kept in memory either
             old = server.hub.log.cursor()  # type: ignore[union-attr]
             for n in range(50):  # retention deletes the oldest (the live feed keeps up)
                 await publish(broker, TOPIC, range(n, n + 1))
@@ -271,7 +271,7 @@ async def test_catch_up_readers_are_bounded_the_others_wait_their_turn() -> None
             return reader
 
         log = NotificationLog(
-            broker, [TOPIC], to_notification, epoch="e1", poll_timeout_s=0.05, batch_size=10, max_readers=2
+            broker, [TOPIC], to_notification, epoch="e1", poll_timeout_s=0.05, batch_size=10, max_readers=2, history=0
         )
         await log.open()
         async with WebSocketServer("127.0.0.1", 0, log=log, ping_interval=None) as server:
@@ -297,7 +297,7 @@ async def test_catch_up_readers_are_bounded_the_others_wait_their_turn() -> None
 async def test_a_client_waiting_for_a_reader_slot_that_leaves_is_let_go() -> None:
     async with InMemoryBroker() as broker:
         await broker.create_topics([TOPIC], partitions=1)
-        async with gateway(broker, [TOPIC]) as server:
+        async with gateway(broker, [TOPIC], history=0) as server:
             log = server.hub.log
             assert log is not None
             cursor = log.cursor()
@@ -332,7 +332,8 @@ async def test_a_client_ahead_on_one_partition_gets_cursors_covering_what_it_was
     frames."""
     async with InMemoryBroker() as broker:
         await broker.create_topics([TOPIC], partitions=2)
-        log = NotificationLog(broker, [TOPIC], to_notification, epoch="e1", poll_timeout_s=0.05)
+        # the reader's way (history=0): the history would serve only what the lagging feed fanned out
+        log = NotificationLog(broker, [TOPIC], to_notification, epoch="e1", poll_timeout_s=0.05, history=0)
         await log.open()
         await broker.create_topics(["probe"], partitions=2)
         keys = {}

@@ -21,7 +21,7 @@ from ._changelog import ChangelogStore
 from ._commit_hold import HeldRecords
 from ._scheduling import pick_scheduler
 
-__all__ = ["Window", "sliding_event_time_window", "tumbling_event_time_window"]
+__all__ = ["Window", "WindowRunner", "sliding_event_time_window", "tumbling_event_time_window"]
 
 T = TypeVar("T")
 
@@ -327,21 +327,81 @@ def sliding_event_time_window(
 
         return Observable(subscribe)
 
-    operator.runner = runner  # type: ignore[attr-defined]  # see window_runner
+    operator.runner = runner  # type: ignore[attr-defined]  # see WindowRunner
     return operator
 
 
-def window_runner(
-    operator: Callable[[Observable[T]], Observable[Window[T]]],
-    observer: abc.ObserverBase[Window[T]],
-    scheduler: abc.SchedulerBase | None = None,
-) -> _WindowRun[T]:
-    """The state of ``operator`` (from :func:`sliding_event_time_window`) driven directly, not
-    subscribed to a source: feed it with ``on_batch`` / ``on_next`` and end it with
-    ``on_completed`` / ``on_error``; dispose of ``.subscription`` to stop it (private: the log
-    pipeline's batch path)."""
-    run: _WindowRun[T] = operator.runner(observer, None, scheduler)  # type: ignore[attr-defined]
-    return run
+class WindowRunner(Generic[T]):
+    """An event-time window operator driven directly, one item at a time, rather than subscribed
+    to an Observable: for a pipeline that works per fetch (``Observable[Batch]`` from
+    ``source_batches`` or ``@event_pattern(..., batches=True)``), which hands over the items of a
+    batch as it goes through them, each with its record's offset.
+
+    Everything :func:`sliding_event_time_window` says holds (watermarks, lateness, the idle
+    timeout, checkpoints): an item given with the message being delivered (the batch's carrier,
+    :data:`~reactive_services.adapters.current_message`) holds that message's commit until every
+    window holding the item was emitted and handled downstream, once per window rather than
+    once per item when items share a message.
+
+    Example::
+
+        runner = WindowRunner(tumbling_event_time_window(60.0, timestamp=lambda e: e.at), observer)
+        def on_batch(batch):  # inside the batch's delivery
+            carrier = current_message.get()
+            for value, offset in zip(batch.values, batch.offsets):
+                runner.on_record(parse(value), carrier, offset)
+
+    Args:
+        operator: what :func:`sliding_event_time_window` or :func:`tumbling_event_time_window`
+            returned.
+        observer: gets the :class:`Window` s, then ``on_completed`` (after :meth:`on_completed`)
+            or ``on_error``.
+        scheduler: the clock of ``idle_timeout_s`` (default: the operator's, else the running
+            asyncio loop).
+
+    Raises:
+        TypeError: ``operator`` is not one of those operators.
+    """
+
+    def __init__(
+        self,
+        operator: Callable[[Observable[T]], Observable[Window[T]]],
+        observer: abc.ObserverBase[Window[T]],
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> None:
+        runner = getattr(operator, "runner", None)
+        if runner is None:
+            raise TypeError(
+                f"{operator!r} is not an operator of sliding_event_time_window / tumbling_event_time_window"
+            )
+        self._run: _WindowRun[T] = runner(observer, None, scheduler)
+        self._message: Message | None = None
+        self._part: Hashable = None
+
+    def on_record(self, item: T, message: Message | None = None, offset: int = -1) -> None:
+        """One item; ``message``: the message being delivered that holds it (None: no commit to
+        hold, e.g. in a unit test), ``offset``: its record's offset (checkpoints need it)."""
+        if message is not self._message:
+            self._message = message
+            self._part = None if message is None else (message.topic, message.partition)
+        self._run.on_record(item, message, self._part, offset)
+
+    def on_completed(self) -> None:
+        """The input ended: every open window is emitted, then ``observer.on_completed()``."""
+        self._run.on_completed()
+
+    def on_error(self, error: Exception) -> None:
+        """The input failed: ``observer.on_error(error)`` (open windows are not emitted)."""
+        self._run.on_error(error)
+
+    def preload(self, partition: tuple[str, int], checkpoints: dict[Hashable, Any]) -> None:
+        """The checkpoints of an input partition read already (``ChangelogStore.restore``): used
+        instead of reading them again when its first item comes (``checkpoint=`` only)."""
+        self._run.restored.setdefault(partition, checkpoints)
+
+    def dispose(self) -> None:
+        """Stop: nothing more is emitted nor checkpointed."""
+        self._run.subscription.dispose()
 
 
 @dataclass(frozen=True, slots=True)

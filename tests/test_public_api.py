@@ -137,6 +137,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "ChangelogStore",
         "DeadLetter",
         "Window",
+        "WindowRunner",
         "backoff_delay",
         "batch",
         "dead_letter",

@@ -50,8 +50,7 @@ from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
 from reactive_services.adapters import Batch, DeadLetter, Emitter, Hold, Message, current_message, track
 from reactive_services.errors import ConfigError, ValidationError
-from reactive_services.operators import ChangelogStore, Window, sliding_event_time_window
-from reactive_services.operators._event_time_window import window_runner
+from reactive_services.operators import ChangelogStore, Window, WindowRunner, sliding_event_time_window
 
 from .._payloads import PayloadModel
 from ._alerts import AlertDetector
@@ -511,14 +510,14 @@ class _BatchRun:
         self.spec = spec
         self.observer = observer
         self.scheduler = scheduler
-        self.runs: dict[str, Any] = {}
+        self.runs: dict[str, WindowRunner[LogEvent]] = {}
         self.ended = False
         self.input_done = False
         self.completed = 0
         self.subscription = CompositeDisposable(Disposable(self.disposed))
         self.windows = _Calls(self.on_window, self.fail, self.run_completed)
         # checkpoint only: what each input partition's changelog held, the batches waiting for it
-        self.restored: dict[Hashable, dict[Hashable, Any]] = {}
+        self.restored: dict[tuple[str, int], dict[Hashable, Any]] = {}
         self.waiting: dict[Hashable, list[tuple[Batch, Message, Hold]]] = {}
         self.written: dict[str, int] = {}  # source -> the miner version in the changelog
         self.oversized: set[str] = set()  # sources whose miner state is too large to checkpoint (warned)
@@ -592,12 +591,13 @@ class _BatchRun:
             return
         track(checkpoint.put(carrier.topic, carrier.partition, (MINER_KEY, name), state))
 
-    def run_of(self, name: str) -> Any:
+    def run_of(self, name: str) -> WindowRunner[LogEvent]:
         run = self.runs.get(name)
         if run is None:
-            run = self.runs[name] = window_runner(self.spec.window_operator(name), self.windows, self.scheduler)
-            run.restored.update(self.restored)  # partitions read already: no second read
-            self.subscription.add(run.subscription)
+            run = self.runs[name] = WindowRunner(self.spec.window_operator(name), self.windows, self.scheduler)
+            for part, found in self.restored.items():  # partitions read already: no second read
+                run.preload(part, found)
+            self.subscription.add(Disposable(run.dispose))
         return run
 
     # -- batches --------------------------------------------------------------------------------
@@ -618,7 +618,6 @@ class _BatchRun:
 
     def handle(self, batch: Batch, carrier: Message | None) -> None:
         on_event, runs = self.spec.on_event, self.runs
-        part = None if carrier is None else (carrier.topic, carrier.partition)
 
         def into(event: LogEvent, offset: int) -> None:
             if on_event is not None:
@@ -626,7 +625,7 @@ class _BatchRun:
             run = runs.get(event.source)
             if run is None:
                 run = self.run_of(event.source)
-            run.on_record(event, carrier, part, offset)
+            run.on_record(event, carrier, offset)
             if self.ended:
                 raise _Ended
 
@@ -656,9 +655,9 @@ class _BatchRun:
         for key, value in found.items():
             if isinstance(key, tuple) and len(key) == 2 and key[0] == MINER_KEY and isinstance(value, dict):
                 self.restore_miner(str(key[1]), value)
-        self.restored[part] = found
+        self.restored[tp] = found
         for run in self.runs.values():
-            run.restored.setdefault(part, found)
+            run.preload(tp, found)
         for batch, carrier, hold in self.waiting.pop(part, []):
             token = current_message.set(carrier)
             try:

@@ -125,6 +125,13 @@ class RabbitBroker:
         """True between a successful :meth:`start` and :meth:`stop`."""
         return self._producer.started
 
+    @property
+    def published_again(self) -> int:
+        """Publishes tried again after a lost connection (:meth:`emit` retries until
+        ``publish_timeout_s``). Each may have reached the server before its confirm was lost: the
+        record is then in the queue twice (at-least-once), for the consumers to absorb."""
+        return self._producer.published_again
+
     async def start(self) -> None:
         """Connect the producer and declare ``rs.unrouted``.
 

@@ -87,6 +87,9 @@ class RabbitProducer:
         self._declaring: dict[str, asyncio.Future[AbstractExchange]] = {}
         self._round_robin = itertools.count()
         self._sinks = Sinks(emitter)
+        #: publishes tried again after a connection error (each may have reached the server the
+        #: first time, its confirm lost with the connection: then the record is there twice)
+        self.published_again = 0
 
     @property
     def started(self) -> bool:
@@ -221,6 +224,7 @@ class RabbitProducer:
                 if self._channel is None or loop.time() + pause >= deadline:  # stopped, or out of time
                     raise PublishError(f"RabbitMQ did not confirm a record to {topic!r}: {exc!r}") from exc
                 log.debug("publish to %r failed (%r); trying again in %.1f s", topic, exc, pause)
+                self.published_again += 1
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_PAUSE_S[1])
         if not isinstance(confirm, aiormq.spec.Basic.Ack):

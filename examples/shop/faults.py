@@ -423,7 +423,11 @@ async def run_scenario(
             report = await asyncio.wait_for(send_task, timeout)
             sent = report["emitted"]
             if name == "R3" and rabbit:  # a batch whose confirms were lost is sent again: its orders come twice
-                notes.append(f"order producer: {sender.retried} batch(es) of up to 50 sent again")
+                again = getattr(broker, "published_again", 0)  # records the RabbitMQ client published again
+                notes.append(
+                    f"order producer: {sender.retried} batch(es) of up to 50 sent again, "
+                    f"{again} record(s) published again after a lost connection"
+                )
             await _until(lambda: len(_processed(db)) >= sent_total, timeout, "every order to be processed")
             topic, group = namespace + "order.created", namespace + "inventory"
 

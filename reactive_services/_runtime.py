@@ -200,7 +200,8 @@ def check_namespace(namespace: Any) -> str:
     if namespace == "":
         return ""
     if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-        hint = f" (e.g. {namespace + '.'!r})" if isinstance(namespace, str) and namespace else ""
+        fixed = namespace + "." if isinstance(namespace, str) else ""
+        hint = f" (e.g. {fixed!r})" if _NAMESPACE.fullmatch(fixed) else ""  # only a hint that is valid
         raise ConfigError(
             "namespace",
             f"{namespace!r} must be letters, digits, '.', '-', '_' ending with '.', '-' or '_'{hint}: "

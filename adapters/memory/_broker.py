@@ -148,14 +148,16 @@ class InMemoryBroker:
 
     # -- topics ----------------------------------------------------------------------------
     async def create_topics(
-        self, topics: Sequence[str], *, partitions: int = 3, config: Mapping[str, str] | None = None
+        self, topics: Sequence[str], *, partitions: int | None = None, config: Mapping[str, str] | None = None
     ) -> None:
-        """Create the topics that do not exist yet, with ``partitions`` partitions each.
+        """Create the topics that do not exist yet, with ``partitions`` partitions each (None: the
+        broker's ``partitions``, as for a topic created by a publish or a subscribe).
 
         ``config``: ``{"cleanup.policy": "compact"}`` exempts the topics from retention (a
         changelog keeps every record; no compaction is modelled); other settings are ignored.
         """
-        self._cluster.create_topics(topics, partitions, compacted=(config or {}).get("cleanup.policy") == "compact")
+        count = self.default_partitions if partitions is None else partitions
+        self._cluster.create_topics(topics, count, compacted=(config or {}).get("cleanup.policy") == "compact")
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """``{partition: next offset to be written}`` of ``topic`` (empty if it does not exist)."""

@@ -203,13 +203,18 @@ class NotificationLog:
 
     async def open(self) -> None:
         """Start :attr:`head` at the end of every partition of the topics (call it before the
-        live feed starts: nothing before this point is fanned out live). Idempotent.
+        live feed starts: nothing before this point is fanned out live); a topic that does not
+        exist yet is created first (``Broker.create_topics``, the broker's default partitions),
+        so that the live feed has its partitions to read. Idempotent.
 
         Raises:
             BrokerError: the broker cannot be reached.
         """
         if self._opened:
             return
+        # a topic no producer created yet would have no partition to read: the live feed would
+        # stay empty for ever; created here (with the broker's defaults), existing ones untouched
+        await self.broker.create_topics(list(self.topics))
         for topic in self.topics:
             for partition, end in (await self.broker.end_offsets(topic)).items():
                 tp = (topic, partition)

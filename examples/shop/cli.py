@@ -105,7 +105,10 @@ def register(commands: Commands) -> None:
         "(masked as <NAME>); repeatable, applied in order before the default masks",
     )
     an.add_argument(
-        "--no-default-masks", action="store_true", help="drop the default masks (block ids, IPs, hex ids, numbers)"
+        "--no-default-masks",
+        action="store_true",
+        help="drop the default masks (the default miner's: dates, quantities with a unit, paths; drain3's: "
+        "block ids, IPs, hex ids, numbers)",
     )
     an.add_argument("--name", help="source name (default: the shipped name, else 'log')")
     an.add_argument(
@@ -223,7 +226,12 @@ def register(commands: Commands) -> None:
         help="the inventory's gRPC server, for --inventory-transport grpc",
     )
     sv.add_argument("--data-dir", type=Path, default=Path("data"), help="databases folder (default ./data)")
-    sv.add_argument("--namespace", default="", help="topic prefix shared by the processes of one deployment")
+    sv.add_argument(
+        "--namespace",
+        default="",
+        help="topic prefix shared by the processes of one deployment: letters, digits, '.', '-', '_',"
+        " ending with '.', '-' or '_' (e.g. 'staging.')",
+    )
     sv.add_argument("--instance", help="instance name (the hub's consumer group is notifications.<instance>)")
     sv.add_argument("--products", type=Path, help="products CSV seeding an empty inventory (default: the shipped one)")
     sv.add_argument("--replay-logs", action="store_true", help="replay the shipped loghub files to 'logs' at start")

@@ -43,7 +43,8 @@ from ._service import LogAnalyticsService, LogsController
 from ._templates import DrainSettings
 
 _NAMED_MASK = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)>=(.+)$", re.DOTALL)
-_EMPTY_NAMED_MASK = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)>=$")
+# what looks like a named mask but is not one: a bad name, or no regex
+_LOOSE_NAMED_MASK = re.compile(r"^<([^<>]*)>=(.*)$", re.DOTALL)
 # texts on which a mask must not find a zero-length match (``x*``, ``\b``, ``(?=a)``, ``^``)
 _EMPTY_MATCH_SAMPLES = ("", "a", "ab 12 x-y", "tickTime=2000 user root", " ")
 
@@ -55,10 +56,14 @@ def parse_mask(text: str) -> tuple[str, str]:
 
     Raises:
         ConfigError("mask", ...): the regex does not compile or matches the empty string
-            (it would insert a mask between every two characters), or ``<NAME>=`` has no regex.
+            (it would insert a mask between every two characters), or ``<NAME>=...`` has no
+            regex or a name that is not letters, digits and ``_``.
     """
     named = _NAMED_MASK.match(text)
-    if named is None and _EMPTY_NAMED_MASK.match(text):
+    if named is None and (loose := _LOOSE_NAMED_MASK.match(text)) is not None:
+        name, regex = loose.groups()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError("mask", f"{text!r}: mask name <{name}> must be letters, digits or _ (<NAME>=REGEX)")
         raise ConfigError("mask", f"{text!r} names a mask but gives no regex after '=' (<NAME>=REGEX)")
     regex, name = (named.group(2), named.group(1)) if named else (text, "*")
     try:

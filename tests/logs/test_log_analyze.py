@@ -231,6 +231,8 @@ def test_unparsed_lines_are_counted_and_assigned(tmp_path: Path) -> None:
         (["--format", "HDFS", "--mask", "(unclosed"], "mask"),
         (["--format", "HDFS", "--mask", "x*"], "mask"),
         (["--format", "HDFS", "--mask", "<ID>="], "mask"),  # a name and no regex
+        (["--format", "HDFS", "--mask", "<>=abc"], "mask"),  # an empty name
+        (["--format", "HDFS", "--mask", "<a b>=abc"], "mask"),  # a name that is not one
         (["--format", "HDFS", "--window", "60", "--slide", "120"], "slide"),
         (["--format", "HDFS", "--window", "0"], "window"),
         (["--format", "HDFS", "--lateness", "-1"], "lateness"),

@@ -763,3 +763,5 @@ def test_a_namespace_must_end_with_a_separator(namespace: Any) -> None:
     assert caught.value.key == "namespace"
     if namespace == "t1":
         assert "'t1.'" in str(caught.value)  # the message shows the fix
+    else:
+        assert "e.g." not in str(caught.value)  # no hint that would be refused too

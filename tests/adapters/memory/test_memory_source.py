@@ -147,3 +147,11 @@ async def test_a_record_published_after_an_exactly_once_source_ended_joins_no_tr
         await late[0]
         seen = await consume(broker, "out", 1, timeout=5)
         assert [m.value for m in seen.items] == [{"late": True}]
+
+
+async def test_a_service_creates_its_topics_with_the_memory_brokers_partitions() -> None:
+    async with InMemoryBroker(partitions=1) as broker:
+        await broker.create_topics(["t"])
+        assert await broker.end_offsets("t") == {0: 0}
+        await broker.create_topics(["u"], partitions=4)
+        assert sorted(await broker.end_offsets("u")) == [0, 1, 2, 3]

@@ -168,3 +168,12 @@ async def test_a_client_behind_on_one_partition_gets_cursors_of_its_own_until_th
             ]
             assert conn.frames[-1]["cursor"] == encode_cursor("e1", [TOPIC], log.head)
             assert not conn._catching_up and conn._after is None and log.resumed_from_history == 1
+
+
+async def test_a_log_of_a_topic_no_one_created_yet_still_feeds_the_hub() -> None:
+    async with InMemoryBroker(partitions=2) as broker:  # the topic does not exist before open()
+        async with gateway(broker, ["new-topic"]) as server, ws_connect(server.url) as ws:
+            await subscribe(ws, ["c"])
+            await publish(broker, "new-topic", range(3))
+            assert numbers(await events(ws, 3)) == [0, 1, 2]
+        assert sorted(await broker.end_offsets("new-topic")) == [0, 1]  # the broker's partitions

@@ -12,8 +12,8 @@ class LogEvent:
     Attributes:
         source: the source name.
         line_no: 1-based line number in its file.
-        timestamp: event time, epoch seconds (UTC). For a line that did not parse: the time of
-            the previous line of the source, else the given fallback, else 0.0.
+        timestamp: event time, epoch seconds (UTC). For a line that did not parse: the latest
+            time of the source's lines so far, else the given fallback, else 0.0.
         level: as written in the line, or inferred (see :func:`infer_level`), or ``"unknown"``
             when the line did not parse.
         component: the emitting component, or None.

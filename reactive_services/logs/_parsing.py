@@ -150,6 +150,8 @@ class LogParser:
         self.source = source
         self.miner = make_miner(source.miner)
         self.last_timestamp: float | None = None
+        #: the latest time read so far (lines arrive out of order: not always the last one's)
+        self.latest_timestamp: float | None = None
         self._read_time = source.time_reader()
 
     def parse(self, line: str, line_no: int, *, fallback_timestamp: float | None = None) -> LogEvent:
@@ -162,8 +164,8 @@ class LogParser:
                 earlier line of this parser had one (e.g. the Kafka record's timestamp).
 
         A line that does not match the format, or whose time cannot be read, is an event with
-        ``parsed=False``. A line of a format without time fields is parsed and gets the previous
-        line's time, else ``fallback_timestamp``.
+        ``parsed=False``. Such a line, and a line of a format without time fields, gets the
+        latest time of the source's lines so far, else ``fallback_timestamp``.
         """
         source = self.source
         fields = source.log_format.parse(line)
@@ -176,13 +178,17 @@ class LogParser:
             except (ValueError, TypeError, KeyError):
                 timestamp = None
         if timestamp is None:
-            if self.last_timestamp is not None:
-                at = self.last_timestamp
+            # the source's latest time: a line without one right after a line from the past
+            # (out of order, maybe too late for its window) is not put in the past with it
+            if self.latest_timestamp is not None:
+                at = self.latest_timestamp
             else:
                 at = fallback_timestamp if fallback_timestamp is not None else 0.0
         else:
             at = timestamp
             self.last_timestamp = timestamp
+            if self.latest_timestamp is None or timestamp > self.latest_timestamp:
+                self.latest_timestamp = timestamp
         if fields is None or not time_ok:
             content = line.strip()
             template_id, template = self.miner.add(content)

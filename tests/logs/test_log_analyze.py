@@ -329,3 +329,27 @@ def test_the_console_script(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "2000" in proc.stdout and json.loads(out.read_text())["lines"] == 2000
+
+
+def test_a_line_without_a_time_after_a_line_from_the_past_takes_the_latest_time(tmp_path: Path) -> None:
+    # line 4 is out of order (too late for its closed window); line 5 has no time: it takes the
+    # source's latest time (10:01:05), not line 4's, so it is counted in a window, not late
+    log = tmp_path / "late.log"
+    log.write_text(
+        "2024-01-02 10:00:01 [INFO] user u1 logged in\n"
+        "2024-01-02 10:00:30 [ERROR] db down\n"
+        "2024-01-02 10:01:05 [INFO] user u2 logged in\n"
+        "2024-01-02 10:00:10 [INFO] user u3 logged in\n"
+        "not a log line\n"
+        "2024-01-02 10:02:30 [INFO] user u4 logged in\n"
+    )
+    report = tmp_path / "r.json"
+    fmt = r"<Date> <Time> \[<Level>\] <Content>"
+    assert (
+        main(["logs", "analyze", str(log), "--format", fmt, "--window", "60", "--quiet", "--report", str(report)]) == 0
+    )
+    r = json.loads(report.read_text())
+    assert (r["lines"], r["unparsed"], r["late"]) == (6, 1, 1)
+    assert [line["line_no"] for line in r["late_lines"]] == [4]
+    assert sum(w["unparsed"] for w in r["windows"]) == 1  # the windows count it, as the report does
+    assert sum(w["lines"] for w in r["windows"]) + r["late"] == r["lines"]

@@ -7,7 +7,7 @@ import heapq
 import math
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -380,7 +380,8 @@ class WindowRunner(Generic[T]):
 
     def on_record(self, item: T, message: Message | None = None, offset: int = -1) -> None:
         """One item; ``message``: the message being delivered that holds it (None: no commit to
-        hold, e.g. in a unit test), ``offset``: its record's offset (checkpoints need it)."""
+        hold, e.g. in a unit test), ``offset``: its record's offset (checkpoints need it). After
+        :meth:`on_completed`, an error or :meth:`dispose`, items are ignored."""
         if message is not self._message:
             self._message = message
             self._part = None if message is None else (message.topic, message.partition)
@@ -450,8 +451,8 @@ class _WindowRun(Generic[T]):
         self.timer_due: float | None = None
         # checkpoint=: partitions restored, being restored (with the items waiting meanwhile)
         self.restored: dict[Hashable, dict[Hashable, Any]] = {}
-        #: per partition: (items, their offsets (None: the message's own), message, hold)
-        self.waiting: dict[Hashable, list[tuple[Sequence[T], Sequence[int] | None, Message, Hold]]] = {}
+        #: per partition: (item, its record's offset, the message holding it, its hold)
+        self.waiting: dict[Hashable, list[tuple[T, int, Message, Hold]]] = {}
         self.complete_when_restored = False
         self.lock = threading.RLock()
         self.stopped = False
@@ -569,56 +570,31 @@ class _WindowRun(Generic[T]):
 
     # -- items ----------------------------------------------------------------------------------
     def on_next(self, item: T) -> None:
-        with self.lock:
-            if self.stopped:
-                return
-            message = current_message.get()
-            part: Hashable = None if message is None else (message.topic, message.partition)
-            if self.checkpoint is not None and message is not None and part not in self.restored:
-                self.wait_for_restore((item,), None, message, part)
-                return
-            self.process(item, message, part, -1 if message is None else message.offset)
+        message = current_message.get()
+        if message is None:
+            self.on_record(item, None, None, -1)
+        else:
+            self.on_record(item, message, (message.topic, message.partition), message.offset)
 
     def on_record(self, item: T, message: Message | None, part: Hashable, offset: int) -> None:
-        """One item of a broker batch: ``message`` the batch's carrier (``current_message``),
-        ``part`` its ``(topic, partition)`` (None without a message), ``offset`` the offset of
-        the item's record. The same as ``on_next``, holding the batch's commit once per window
-        rather than once per item."""
+        """One item: ``message`` the message holding it (a batch's carrier, or its own record's),
+        ``part`` that message's ``(topic, partition)`` (None without a message), ``offset`` the
+        offset of the item's record. Items that share a message hold its commit once per window."""
         with self.lock:
             if self.stopped:
                 return
             if self.checkpoint is not None and message is not None and part not in self.restored:
-                self.wait_for_restore((item,), (offset,), message, part)
+                self.wait_for_restore(item, offset, message, part)
                 return
             self.process(item, message, part, offset)
 
-    def on_batch(self, items: Sequence[T], offsets: Sequence[int]) -> None:
-        """The items of one broker batch (``current_message``: the batch's carrier), ``offsets[i]``
-        the offset of ``items[i]``'s record: the same as ``on_next`` for each, holding the batch's
-        commit once per window rather than once per item."""
-        with self.lock:
-            if self.stopped:
-                return
-            message = current_message.get()
-            part: Hashable = None if message is None else (message.topic, message.partition)
-            if self.checkpoint is not None and message is not None and part not in self.restored:
-                self.wait_for_restore(items, offsets, message, part)
-                return
-            process = self.process
-            for item, offset in zip(items, offsets, strict=True):
-                process(item, message, part, offset)
-                if self.stopped:
-                    return
-
-    def wait_for_restore(
-        self, items: Sequence[T], offsets: Sequence[int] | None, message: Message, part: Hashable
-    ) -> None:
+    def wait_for_restore(self, item: T, offset: int, message: Message, part: Hashable) -> None:
         """The first items of a partition wait (held) until its checkpoints are read."""
         queue = self.waiting.get(part)
         if queue is None:
             queue = self.waiting[part] = []
             asyncio.get_running_loop().create_task(self.restore(part))
-        queue.append((items, offsets, message, message.hold()))
+        queue.append((item, offset, message, message.hold()))
 
     async def restore(self, part: Hashable) -> None:
         assert self.checkpoint is not None
@@ -633,13 +609,10 @@ class _WindowRun(Generic[T]):
             if self.stopped:
                 return
             self.restored[part] = found.get(part, {})  # type: ignore[call-overload]
-            for items, offsets, message, hold in self.waiting.pop(part, []):
+            for item, offset, message, hold in self.waiting.pop(part, []):
                 token = current_message.set(message)
                 try:
-                    for i, item in enumerate(items):
-                        self.process(item, message, part, message.offset if offsets is None else offsets[i])
-                        if self.stopped:
-                            break
+                    self.process(item, message, part, offset)
                 finally:
                     current_message.reset(token)
                 hold.release()

@@ -194,9 +194,10 @@ class NotificationLog:
         self._cursor: str | None = None
         self._opened = False
         self.history = history
-        #: the latest frames fanned out, oldest first: (topic, partition, offset, channel, frame,
-        #: the head after it); entry i of the deque has the sequence number _first_seq + i
-        self._frames: deque[tuple[str, int, int, str, bytes, dict[TopicPartition, int]]] = deque()
+        #: the latest frames fanned out, oldest first: (topic, partition, offset, channel, frame
+        #: (its cursor: the head after it)); entry i of the deque has the sequence number
+        #: _first_seq + i
+        self._frames: deque[tuple[str, int, int, str, bytes]] = deque()
         self._first_seq = 0
         #: per partition, the offset from which every notification fanned out is in _frames
         self._kept_from: dict[TopicPartition, int] = {}
@@ -248,7 +249,7 @@ class NotificationLog:
             return
         topic, partition, offset = position
         self._kept_from.setdefault((topic, partition), offset)
-        self._frames.append((topic, partition, offset, channel, frame, dict(self.head)))
+        self._frames.append((topic, partition, offset, channel, frame))
         if len(self._frames) > self.history:
             old_topic, old_partition, old_offset, *_ = self._frames.popleft()
             self._first_seq += 1
@@ -466,7 +467,7 @@ async def _catch_up_from_history(
         taken = 0
         channels = conn.channels
         for index in range(start, min(start + room, len(frames))):
-            topic, partition, offset, channel, frame, head = frames[index]
+            topic, partition, offset, channel, frame = frames[index]
             seq += 1
             taken += 1
             tp = (topic, partition)
@@ -476,22 +477,19 @@ async def _catch_up_from_history(
             if channel not in channels:
                 continue
             if not shared:  # the frame's cursor is the hub's head: the client's position only
-                # once the head passed where the client started in every partition
+                # once the head passed where the client started in every partition (at once
+                # when the client's cursor came from this hub)
+                payload = orjson.loads(frame)
+                head = decode_cursor(payload["cursor"], log.topics)[1]
                 shared = all(head.get(p, 0) >= at for p, at in vector.items())
-            if shared:
-                conn._enqueue(frame, hub)
-            else:
-                merged = {p: max(head.get(p, 0), at) for p, at in vector.items()}
-                conn._enqueue(_with_cursor(frame, encode_cursor(log.epoch, log.topics, merged)), hub)
+                if not shared:
+                    merged = {p: max(head.get(p, 0), at) for p, at in vector.items()}
+                    payload["cursor"] = encode_cursor(log.epoch, log.topics, merged)
+                    conn._enqueue(dumps(payload), hub)
+                    continue
+            conn._enqueue(frame, hub)
         await asyncio.sleep(0)  # let the others run
     return None
-
-
-def _with_cursor(frame: bytes, cursor: str) -> bytes:
-    """``frame`` (an event frame) with its ``cursor`` replaced."""
-    payload = orjson.loads(frame)
-    payload["cursor"] = cursor
-    return dumps(payload)
 
 
 def _failed(log: NotificationLog, conn: Connection, reason: str) -> None:

@@ -319,17 +319,14 @@ class TimestampReader:
             texts.extend(parts)
         return texts
 
-    def _read(self, text: str, pattern: str, year: int) -> float:
-        return _read_time(text, pattern, year)
-
     def _timed(self, text: str, pattern: str) -> float:
-        at = self._read(text, pattern, self.year + self._years_added)
+        at = _read_time(text, pattern, self.year + self._years_added)
         if not has_year(pattern) and self._previous is not None:
             if at < self._previous - YEAR_ROLLOVER_S:  # crossed New Year
                 self._years_added += 1
-                at = self._read(text, pattern, self.year + self._years_added)
+                at = _read_time(text, pattern, self.year + self._years_added)
             elif at > self._previous + YEAR_ROLLOVER_S and self._years_added:  # a late line from the year before
-                at = self._read(text, pattern, self.year + self._years_added - 1)
+                at = _read_time(text, pattern, self.year + self._years_added - 1)
         self._previous = at
         return at
 

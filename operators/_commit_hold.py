@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from reactivex.abc import ObserverBase
 
@@ -166,7 +166,49 @@ class HeldRecords:
             for held in holds:  # nothing here can await it; the tracked work runs on regardless
                 held.release()
             return
+        if also is None:  # no task: callbacks on the work's futures (a task per output costs ~5 us)
+            _ReleaseAfter(carrier, holds).step()
+            return
         loop.create_task(_settle_then_release(carrier, holds, also))
+
+
+class _ReleaseAfter:
+    """:func:`_settle_then_release` without ``also``, as future callbacks instead of a task:
+    wait for the carrier's tracked work, then its holds, each in order (more may be added
+    meanwhile), then release the records' holds; fail them with the first failure. A
+    cancelled future leaves them held (as the task would be cancelled there)."""
+
+    __slots__ = ("carrier", "holds", "waiting")
+
+    def __init__(self, carrier: Message, holds: list[Hold]) -> None:
+        self.carrier = carrier
+        self.holds = holds
+        self.waiting: list[asyncio.Future[Any]] = []
+
+    def step(self, _done: asyncio.Future[Any] | None = None) -> None:
+        waiting, carrier = self.waiting, self.carrier
+        while True:
+            if not waiting:
+                more = carrier._pending or carrier._holds  # work first, then the holds taken on it
+                if not more:
+                    for held in self.holds:
+                        held.release()
+                    return
+                waiting.extend(cast("list[asyncio.Future[Any]]", more))
+                more.clear()  # in place, as Message.settled does (a derived message shares the list)
+                waiting.reverse()  # popped from the end: in order
+            future = waiting[-1]
+            if not future.done():
+                future.add_done_callback(self.step)
+                return
+            waiting.pop()
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                for held in self.holds:
+                    held.fail(error)
+                return
 
 
 async def _settle_then_release(

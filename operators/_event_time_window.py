@@ -78,6 +78,11 @@ class _KeyState(Generic[T]):
         "resume",
         "last_offset",
         "written",
+        "close_at",
+        "hot_start",
+        "hot_end",
+        "hot_items",
+        "hot_held",
     )
 
     def __init__(self, key: Hashable, order: int, partition: Hashable = None) -> None:
@@ -97,6 +102,13 @@ class _KeyState(Generic[T]):
         #: checkpoint= only: settles when the key's latest checkpoint write is done (each write
         #: waits for the one before it: see _WindowRun.checkpoint_of)
         self.written: asyncio.Future[None] | None = None
+        self.close_at = math.inf  # the end of the oldest open window (key watermark): it closes then
+        # tumbling windows, no checkpoint, no idle timeout: the window the last item went into,
+        # where the next items of the key most likely go (see _WindowRun.on_record)
+        self.hot_start = math.inf
+        self.hot_end = -math.inf
+        self.hot_items: list[T] = []
+        self.hot_held: HeldRecords | None = None
 
 
 class _Replay:
@@ -299,7 +311,7 @@ def sliding_event_time_window(
             first += 1
         return first, last
 
-    shape = _Shape(start_of, end_of, indices)
+    shape = _Shape(start_of, end_of, indices, tumbling=span == 1)
 
     def runner(
         observer: abc.ObserverBase[Window[T]], source: Observable[T] | None, scheduler: abc.SchedulerBase | None
@@ -412,6 +424,7 @@ class _Shape:
     start_of: Callable[[int], float]
     end_of: Callable[[int], float]
     indices: Callable[[float], tuple[int, int]]
+    tumbling: bool = False  # every event time is in exactly one window
 
 
 class _WindowRun(Generic[T]):
@@ -454,6 +467,8 @@ class _WindowRun(Generic[T]):
         #: per partition: (item, its record's offset, the message holding it, its hold)
         self.waiting: dict[Hashable, list[tuple[T, int, Message, Hold]]] = {}
         self.complete_when_restored = False
+        #: the fast path of on_record: tumbling windows, key watermarks, no checkpoint, no timer
+        self.fast = shape.tumbling and not self.by_partition and checkpoint is None and idle_timeout_s is None
         self.lock = threading.RLock()
         self.stopped = False
         upstream = SingleAssignmentDisposable()
@@ -471,6 +486,7 @@ class _WindowRun(Generic[T]):
 
     # -- emitting -----------------------------------------------------------------------------
     def emit(self, state: _KeyState[T], index: int) -> None:
+        state.hot_start, state.hot_end, state.hot_held = math.inf, -math.inf, None
         items = state.open.pop(index)
         held = state.holds.pop(index)
         late = tuple(state.late)
@@ -583,6 +599,25 @@ class _WindowRun(Generic[T]):
         with self.lock:
             if self.stopped:
                 return
+            if self.fast:
+                try:
+                    event_time = float(self.timestamp(item))
+                    state = self.states.get(self.key_of(item))
+                except Exception:  # noqa: BLE001 - process() calls them again and reports it
+                    state = None
+                if state is not None and state.hot_start <= event_time < state.hot_end:
+                    # in the window the key's last item went into, which is open (so this one is
+                    # on time) and the only one holding it (tumbling)
+                    state.hot_items.append(item)
+                    held = state.hot_held
+                    assert held is not None
+                    held.add(message)
+                    moved = event_time - self.lateness
+                    if moved > state.watermark:
+                        state.watermark = moved
+                        if moved >= state.close_at:
+                            self.close_key(state, moved)
+                    return
             if self.checkpoint is not None and message is not None and part not in self.restored:
                 self.wait_for_restore(item, offset, message, part)
                 return
@@ -673,10 +708,15 @@ class _WindowRun(Generic[T]):
                     heapq.heappush(self.partition_heaps.setdefault(part, []), (index, state.order, skey))
                 else:
                     heapq.heappush(state.heap, index)
+                    state.close_at = end_of(state.heap[0])
+                bucket = state.open[index]
             else:
                 bucket.append(item)
                 held = state.holds[index]
             held.add(message)
+            if self.fast:  # tumbling: this item's only window; the next items likely go there too
+                state.hot_start, state.hot_end = self.shape.start_of(index), end_of(index)
+                state.hot_items, state.hot_held = bucket, held
             if checkpointed:
                 self.reference(state, offset, watermark).offsets[index].append(offset)
         # A partially late item is behind the watermark, so only an on-time one moves it.
@@ -686,9 +726,15 @@ class _WindowRun(Generic[T]):
             self.close_partition(part, moved)
         else:
             state.watermark = moved
-            heap = state.heap
-            while heap and end_of(heap[0]) <= moved:  # smallest start first
-                self.emit(state, heapq.heappop(heap))
+            if moved >= state.close_at:
+                self.close_key(state, moved)
+
+    def close_key(self, state: _KeyState[T], watermark: float) -> None:
+        """Emit the key's open windows that end at or before ``watermark``, oldest first."""
+        heap, end_of = state.heap, self.shape.end_of
+        while heap and end_of(heap[0]) <= watermark:  # smallest start first
+            self.emit(state, heapq.heappop(heap))
+        state.close_at = end_of(heap[0]) if heap else math.inf
 
     @staticmethod
     def replay_of(state: _KeyState[T]) -> _Replay:
@@ -766,6 +812,7 @@ class _WindowRun(Generic[T]):
         if indices:  # what arrives later for these windows is late, never a second emission
             state.watermark = max(state.watermark, self.shape.end_of(indices[-1]))
         state.heap.clear()
+        state.close_at = math.inf
         self.forget_if_empty(skey, state)
 
     # -- the end ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from reactive_services.operators import Window
 
 from ._events import LogEvent
 from ._levels import ERROR_LEVELS
+from ._windows import template_counts
 
 #: ``log.alert`` fires when a window's error rate is at least this (fraction of its lines) ...
 DEFAULT_ALERT_THRESHOLD = 0.1
@@ -268,13 +269,20 @@ class AlertDetector:
         last_end, episode_errors, rising = self._episodes
         self._episodes = (last_end, episode_errors, {merged.get(tid, tid): n for tid, n in rising.items()})
 
-    def check(self, window: Window[LogEvent], stats: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def check(
+        self,
+        window: Window[LogEvent],
+        stats: Mapping[str, Any],
+        *,
+        counts: tuple[Counter[int], dict[int, str]] | None = None,
+    ) -> list[dict[str, Any]]:
         """The alerts of ``window`` (an error_rate alert alone, or 0-2 of new_template,
         template_rate in that order), then remember the window.
 
         Args:
             window: the next window of the source (windows must come in emission order).
             stats: its :func:`window_stats`.
+            counts: :func:`template_counts` of ``window.items`` if computed already.
         """
         rules = self.rules
         alerts: list[dict[str, Any]] = []
@@ -301,19 +309,12 @@ class AlertDetector:
                 episode_errors = stats["errors"]
         else:
             episode_errors = None
-        counts: Counter[int] = Counter()
-        text: dict[int, str] = {}
-        newest: dict[int, int] = {}  # template id -> line_no of the line its text is from
-        for event in window.items:  # each template's text from its latest line (the most general)
-            tid = event.template_id
-            counts[tid] += 1
-            if event.line_no >= newest.get(tid, -1):
-                newest[tid] = event.line_no
-                text[tid] = event.template
-        new = self._new_templates(counts, text, window, stats) if self.windows >= rules.warmup else None
+        # each template's text from its latest line in the window (the most general)
+        per_template, text = counts or template_counts(window.items)
+        new = self._new_templates(per_template, text, window, stats) if self.windows >= rules.warmup else None
         rising: list[dict[str, Any]] = []
         still: dict[int, int] = {}
-        for row in self._rising_templates(counts, text, [c for _, c in earlier]) if warm else []:
+        for row in self._rising_templates(per_template, text, [c for _, c in earlier]) if warm else []:
             opened = episode_rising.get(row["template_id"])
             if opened is not None and row["count"] < rules.rise_factor * opened:
                 still[row["template_id"]] = opened  # its episode goes on: alerted already
@@ -337,7 +338,7 @@ class AlertDetector:
         self.windows += 1
         self._seen.update(text)
         self._seen.update((event.template_id, event.template) for event in window.late)
-        self._history.append((window.end, stats["errors"], counts))
+        self._history.append((window.end, stats["errors"], per_template))
         overlapping = sum(1 for end, _, _ in self._history if end > window.start)
         while len(self._history) > rules.history + overlapping:
             self._history.popleft()
@@ -367,13 +368,13 @@ class AlertDetector:
     ) -> dict[str, Any] | None:
         rules = self.rules
         floor = rules.new_template_min
+        seen = self._seen
+        unseen = [(tid, n) for tid, n in counts.items() if n >= floor and tid not in seen]
+        unseen.sort(key=lambda pair: -pair[1])  # stable: as most_common() orders them
         new = [
             (tid, n)
-            for tid, n in sorted(
-                ((tid, n) for tid, n in counts.items() if n >= floor), key=lambda pair: -pair[1]
-            )  # stable: as most_common() orders them
-            if tid not in self._seen
-            and text[tid].strip()  # blank lines are not a new kind of event
+            for tid, n in unseen
+            if text[tid].strip()  # blank lines are not a new kind of event
             and self._variant_of(text[tid]) is None
         ]
         if not new:

@@ -170,7 +170,12 @@ def _month(name: str | None) -> int:
 
 def apache_timestamp(fields: Mapping[str, str | None]) -> float:
     """``Time`` like ``Sun Dec 04 04:47:44 2005`` -> epoch seconds (UTC). Raises ValueError."""
-    _weekday, month, day, hms, year = (fields["Time"] or "").split()
+    return _apache_epoch(fields["Time"] or "")
+
+
+@functools.lru_cache(maxsize=4096)  # a log repeats its seconds
+def _apache_epoch(text: str) -> float:
+    _weekday, month, day, hms, year = text.split()
     return _epoch(int(year), _month(month), int(day), hms)
 
 
@@ -180,7 +185,11 @@ def hdfs_timestamp(fields: Mapping[str, str | None]) -> float:
     Raises:
         ValueError: not 6 digits each, or not a valid date/time.
     """
-    date, time = fields["Date"] or "", fields["Time"] or ""
+    return _hdfs_epoch(fields["Date"] or "", fields["Time"] or "")
+
+
+@functools.lru_cache(maxsize=4096)  # a log repeats its seconds
+def _hdfs_epoch(date: str, time: str) -> float:
     if not (len(date) == 6 and date.isdigit() and len(time) == 6 and time.isdigit()):
         raise ValueError(f"bad HDFS date/time {date!r} {time!r}")
     return _epoch(2000 + int(date[:2]), int(date[2:4]), int(date[4:]), f"{time[:2]}:{time[2:4]}:{time[4:]}")
@@ -208,6 +217,7 @@ def syslog_timestamp(
     return timestamp
 
 
+@functools.lru_cache(maxsize=1024)  # window bounds: each end is the next window's start
 def iso_utc(epoch_s: float) -> str:
     """Epoch seconds -> ISO-8601 in UTC with a ``Z`` suffix, e.g. ``2005-12-04T04:00:00Z``."""
     text = datetime.fromtimestamp(epoch_s, tz=UTC).isoformat()

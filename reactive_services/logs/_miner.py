@@ -83,6 +83,9 @@ def _render(tokens: list[str]) -> str:
 #: it), and the longest line (characters) it keeps
 _LINE_CACHE_SIZE = 100_000
 _LINE_CACHE_CHARS = 2_000
+#: the most messages whose result :meth:`LogMiner.add` remembers while the templates do not
+#: change (a cache: emptied when full; a message seen again costs one dict lookup)
+_RESULT_CACHE_SIZE = 20_000
 #: the longest constant token (characters) the token cache keeps
 _TOKEN_CACHE_CHARS = 200
 #: lines of more tokens take no part in sibling merges (a line of n tokens has n sibling keys of
@@ -166,6 +169,10 @@ class LogMiner:
         # masked lines by their text with numbers as "0": exact for the default masks, which do
         # not depend on how many digits a number has (a user's mask might: no cache then)
         self._line_cache: dict[str, tuple[str, ...]] | None = None if settings.masking else {}
+        # message -> (version, id, text) of its last add: valid while the version is the same
+        self._results: dict[str, tuple[int, int, str]] = {}
+        self._texts: dict[int, str] = {}  # live id -> rendered template, for the current version
+        self._texts_version = 0
         self._next_id = 1
         self._templates: dict[int, list[str]] = {}  # live ids only
         self._by_length: dict[int, list[int]] = {}  # token count -> live ids, oldest first
@@ -241,6 +248,11 @@ class LogMiner:
         """``{merged id: the live id it stands for now}`` for every id merged so far."""
         return {merged: self.resolve(merged) for merged in self._parent}
 
+    @property
+    def merge_count(self) -> int:
+        """How many ids were merged so far: :attr:`merges` changes exactly when this does."""
+        return len(self._parent)
+
     def template(self, template_id: int) -> str | None:
         """The current template of an id (merged ids give their survivor's), or None if unknown."""
         tokens = self._templates.get(self.resolve(template_id))
@@ -264,6 +276,11 @@ class LogMiner:
         ``template_id`` is the live id of the line's group now; later merges may make it an
         alias (see :meth:`resolve`, :attr:`merges`). Never raises for any string.
         """
+        results = self._results
+        hit = results.get(content)
+        version = self._next_id
+        if hit is not None and hit[0] == version:  # no template changed since: the same answer
+            return hit[1], hit[2]
         lines = self._line_cache
         if lines is None:
             tokens = self.tokens(content)
@@ -278,12 +295,24 @@ class LogMiner:
         known = self._shapes.get(tokens)
         if known is not None:
             found = self.resolve(known)
-            return found, _render(self._templates[found])
-        matched = self._match(tokens)
-        found = self._create(tokens) if matched is None else matched
-        if len(self._shapes) < self.settings.max_shapes:
-            self._shapes[tokens] = found
-        return found, _render(self._templates[found])
+        else:
+            matched = self._match(tokens)
+            found = self._create(tokens) if matched is None else matched
+            if len(self._shapes) < self.settings.max_shapes:
+                self._shapes[tokens] = found
+            version = self._next_id
+        texts = self._texts
+        if self._texts_version != version:  # a template changed: render again
+            texts.clear()
+            self._texts_version = version
+        text = texts.get(found)
+        if text is None:
+            text = texts[found] = _render(self._templates[found])
+        if len(content) <= _LINE_CACHE_CHARS:
+            if len(results) >= _RESULT_CACHE_SIZE:
+                results.clear()
+            results[content] = (version, found, text)
+        return found, text
 
     def _match(self, tokens: tuple[str, ...]) -> int | None:
         skeleton = tuple(t for t in tokens if t != WILDCARD)

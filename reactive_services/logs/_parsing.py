@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._alerts import AlertRules
-from ._events import LogEvent
+from ._events import LogEvent, new_event
 from ._formats import LogFormat, TimestampReader
 from ._levels import UNKNOWN_LEVEL, infer_level
 from ._miner import MinerSettings
@@ -22,6 +22,8 @@ from ._templates import DrainSettings, make_miner
 
 #: The longest window a source may have, seconds (about 3 years).
 MAX_WINDOW_S = 1e8
+#: The most contents whose inferred level a parser remembers (emptied when full).
+_LEVEL_CACHE_SIZE = 20_000
 #: The most windows a line may belong to (``window_s / slide_s`` for sliding windows).
 MAX_WINDOWS_PER_LINE = 1000
 
@@ -153,6 +155,24 @@ class LogParser:
         #: the latest time read so far (lines arrive out of order: not always the last one's)
         self.latest_timestamp: float | None = None
         self._read_time = source.time_reader()
+        self._match = source.log_format.regex.match
+        self._name = source.name
+        self._level_field = source.level_field
+        self._component_field = source.component_field
+        # the levels the default infer_level gave each content (a pure function: cached)
+        self._levels: dict[str, str] | None = {} if source.infer_level is infer_level else None
+
+    def _infer(self, content: str) -> str:
+        levels = self._levels
+        if levels is None:
+            return self.source.infer_level(content)
+        level = levels.get(content)
+        if level is None:
+            level = infer_level(content)
+            if len(levels) >= _LEVEL_CACHE_SIZE:
+                levels.clear()
+            levels[content] = level
+        return level
 
     def parse(self, line: str, line_no: int, *, fallback_timestamp: float | None = None) -> LogEvent:
         """Parse one line (never raises for any line content).
@@ -167,11 +187,12 @@ class LogParser:
         ``parsed=False``. Such a line, and a line of a format without time fields, gets the
         latest time of the source's lines so far, else ``fallback_timestamp``.
         """
-        source = self.source
-        fields = source.log_format.parse(line)
+        match = self._match(line.strip())  # stripped first, as LogFormat.parse does
         timestamp: float | None = None
+        fields: dict[str, str | None] | None = None
         time_ok = False
-        if fields is not None:
+        if match is not None:
+            fields = match.groupdict()
             try:
                 timestamp = self._read_time(fields)
                 time_ok = True
@@ -180,46 +201,29 @@ class LogParser:
         if timestamp is None:
             # the source's latest time: a line without one right after a line from the past
             # (out of order, maybe too late for its window) is not put in the past with it
-            if self.latest_timestamp is not None:
-                at = self.latest_timestamp
+            latest = self.latest_timestamp
+            if latest is not None:
+                at = latest
             else:
                 at = fallback_timestamp if fallback_timestamp is not None else 0.0
         else:
             at = timestamp
             self.last_timestamp = timestamp
-            if self.latest_timestamp is None or timestamp > self.latest_timestamp:
+            latest = self.latest_timestamp
+            if latest is None or timestamp > latest:
                 self.latest_timestamp = timestamp
         if fields is None or not time_ok:
             content = line.strip()
             template_id, template = self.miner.add(content)
-            return LogEvent(
-                source=source.name,
-                line_no=line_no,
-                timestamp=at,
-                level=UNKNOWN_LEVEL,
-                component=None,
-                content=content,
-                template_id=template_id,
-                template=template,
-                parsed=False,
-                line=line,
-            )
+            return new_event(self._name, line_no, at, UNKNOWN_LEVEL, None, content, template_id, template, False, line)
         content = fields.get("Content") or ""
-        if source.level_field is None:
-            level = source.infer_level(content)
+        level_field = self._level_field
+        if level_field is None:
+            level = self._infer(content)
         else:
-            level = (fields.get(source.level_field) or "").strip() or UNKNOWN_LEVEL
-        component = fields.get(source.component_field) if source.component_field else None
+            level = fields.get(level_field) or ""
+            if not level or level[0].isspace() or level[-1].isspace():
+                level = level.strip() or UNKNOWN_LEVEL
+        component = fields.get(self._component_field) if self._component_field else None
         template_id, template = self.miner.add(content)
-        return LogEvent(
-            source=source.name,
-            line_no=line_no,
-            timestamp=at,
-            level=level,
-            component=component,
-            content=content,
-            template_id=template_id,
-            template=template,
-            parsed=True,
-            line=line,
-        )
+        return new_event(self._name, line_no, at, level, component, content, template_id, template, True, line)

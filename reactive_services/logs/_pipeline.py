@@ -34,6 +34,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import operator
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ from ._events import LogEvent
 from ._levels import ERROR_LEVELS
 from ._miner import LogMiner
 from ._parsing import LogParser, LogSource, read_lines
-from ._windows import window_stats
+from ._windows import template_counts, window_stats
 
 log = logging.getLogger(__name__)
 
@@ -240,15 +241,18 @@ class LogParsers:
         offsets = batch.offsets
         for i, value in enumerate(batch.values):
             offset = offsets[i]
-            # the common shape checked inline; anything else goes through the full validation
+            if type(value) is dict:
+                line, name, line_no = value.get("line"), value.get("source"), value.get("line_no")
+            else:
+                line = name = line_no = None
+            # the common shape checked inline: {"line": str, "source": str (not empty), and
+            # "line_no": int >= 1 or nothing}; anything else goes through the full validation
             if not (
-                type(value) is dict
-                and type(value.get("line")) is str
-                and type(value.get("source")) is str
-                and value["source"]
-                and type(value.get("line_no", 1)) is int
-                and value.get("line_no", 1) >= 1
-                and "truncated_from" not in value
+                type(line) is str
+                and type(name) is str
+                and name
+                and (line_no is None or (type(line_no) is int and line_no >= 1))
+                and len(value) == (2 if line_no is None else 3)
             ):
                 try:
                     check_log_record(value)
@@ -257,20 +261,24 @@ class LogParsers:
                         return exc
                     dead_letter.on_next(DeadLetter(batch[i], exc))
                     continue
-            name = value.get("source") or batch[i].key_str
-            if not name:
-                nameless = ValidationError(f"logs record @{offset}: no source name in the value or the key")
-                if dead_letter is None:
-                    return nameless
-                dead_letter.on_next(DeadLetter(batch[i], nameless))
-                continue
+                line, line_no = value["line"], value.get("line_no")
+                name = value.get("source") or batch[i].key_str
+                if not name:
+                    nameless = ValidationError(f"logs record @{offset}: no source name in the value or the key")
+                    if dead_letter is None:
+                        return nameless
+                    dead_letter.on_next(DeadLetter(batch[i], nameless))
+                    continue
             parser = parsers.get(name) or self.parser(name)
             fallback = None
             if parser.last_timestamp is None:  # the record's time serves until a line has one
                 message = batch[i]
                 fallback = message.timestamp if message.timestamp_ms else None
-            into(parser.parse(value["line"], value.get("line_no", offset + 1), fallback_timestamp=fallback), offset)
+            into(parser.parse(line, offset + 1 if line_no is None else line_no, fallback_timestamp=fallback), offset)
         return None
+
+
+_TEMPLATE_ID = operator.attrgetter("template_id")
 
 
 def _event_time(event: LogEvent) -> float:
@@ -310,6 +318,7 @@ def build_pipeline(
     sources: Mapping[str, LogSource],
     top_n: int = 5,
     on_event: Callable[[LogEvent], None] | None = None,
+    on_events: Callable[[list[LogEvent]], None] | None = None,
     idle_timeout_s: float | None = None,
     scheduler: SchedulerBase | None = None,
     checkpoint: ChangelogStore | None = None,
@@ -338,6 +347,10 @@ def build_pipeline(
         top_n: how many templates each stats record lists.
         on_event: called with every parsed :class:`LogEvent`, once per record, in arrival order
             (before windowing; e.g. to count lines or record template assignments).
+        on_events: called with the parsed events of each batch as one list (with ``batches``;
+            else of each record, a list of one), in arrival order, once the batch went
+            through the windows (cheaper than ``on_event`` for counting:
+            ``Counter(map(attrgetter("level"), events))``).
         idle_timeout_s: seconds of processing time after which a source that sent no line has
             its open windows published (the last window of a quiet source; later lines for
             them count as late). None (default): open windows wait for newer lines or the end
@@ -387,6 +400,9 @@ def build_pipeline(
         if on_parsers is not None:
             on_parsers(parsers)
         detectors: dict[str, AlertDetector] = {}
+        # per source: (its miner, its merge_count, its merges) when last read; the detector
+        # was remapped with them
+        merges_seen: dict[str, tuple[object, int, dict[int, int]]] = {}
 
         def window_operator(name: str) -> Callable[[Observable[LogEvent]], Observable[Window[LogEvent]]]:
             source = parsers.source(name)
@@ -410,22 +426,37 @@ def build_pipeline(
             detector = detectors.get(name)
             if detector is None:
                 detector = detectors[name] = AlertDetector(parsers.source(name).alerts, error_levels=ERROR_LEVELS)
-            merged = parsers.parser(name).miner.merges
+            miner = parsers.parser(name).miner
+            seen = merges_seen.get(name)
+            if seen is None or seen[0] is not miner or seen[1] != miner.merge_count:
+                merged = miner.merges  # changed since the last window: remap the detector
+                merges_seen[name] = (miner, miner.merge_count, merged)
+                if merged:
+                    detector.remap(merged)
+            else:
+                merged = seen[2]
             if merged:  # templates merged since some lines arrived: count them under their group now
-                window = _resolved(window, merged, parsers.parser(name).miner.template)
-                detector.remap(merged)
-            stats = window_stats(window, top_n=top_n, error_levels=ERROR_LEVELS)
-            return WindowReport(window=window, stats=stats, alerts=tuple(detector.check(window, stats)))
+                window = _resolved(window, merged, miner.template)
+            counts = template_counts(window.items)
+            stats = window_stats(window, top_n=top_n, error_levels=ERROR_LEVELS, counts=counts)
+            return WindowReport(window=window, stats=stats, alerts=tuple(detector.check(window, stats, counts=counts)))
 
         if batches:
             batched = cast(Observable[Batch], messages)
             return _BatchWindows(
-                batched, parsers, window_operator, report, on_event, dead_letter, checkpoint
+                batched, parsers, window_operator, report, on_event, on_events, dead_letter, checkpoint
             ).observable
         records = cast(Observable[Message], messages)
         events: Observable[LogEvent] = records.pipe(ops.map(parsers.parse_message))
         if on_event is not None:
             events = events.pipe(ops.do_action(on_event))
+        if on_events is not None:
+            each = on_events
+
+            def one(event: LogEvent) -> None:
+                each([event])
+
+            events = events.pipe(ops.do_action(one))
         reports: Observable[WindowReport] = events.pipe(
             ops.group_by(_event_source),
             ops.flat_map(windows_of),
@@ -468,6 +499,7 @@ class _BatchWindows:
         window_operator: Callable[[str], Callable[[Observable[LogEvent]], Observable[Window[LogEvent]]]],
         report: Callable[[Window[LogEvent]], WindowReport],
         on_event: Callable[[LogEvent], None] | None,
+        on_events: Callable[[list[LogEvent]], None] | None,
         dead_letter: ObserverBase[DeadLetter] | None,
         checkpoint: ChangelogStore | None,
     ) -> None:
@@ -476,6 +508,7 @@ class _BatchWindows:
         self.window_operator = window_operator
         self.report = report
         self.on_event = on_event
+        self.on_events = on_events
         self.dead_letter = dead_letter
         self.checkpoint = checkpoint
         self.observable: Observable[WindowReport] = Observable(self.subscribe)
@@ -617,11 +650,15 @@ class _BatchRun:
         self.handle(batch, carrier)
 
     def handle(self, batch: Batch, carrier: Message | None) -> None:
-        on_event, runs = self.spec.on_event, self.runs
+        on_event, on_events, runs = self.spec.on_event, self.spec.on_events, self.runs
+        events: list[LogEvent] = []
+        keep = events.append if on_events is not None else None
 
         def into(event: LogEvent, offset: int) -> None:
             if on_event is not None:
                 on_event(event)
+            if keep is not None:
+                keep(event)
             run = runs.get(event.source)
             if run is None:
                 run = self.run_of(event.source)
@@ -631,6 +668,8 @@ class _BatchRun:
 
         try:
             error = self.spec.parsers.parse_batch(batch, self.spec.dead_letter, into)
+            if on_events is not None and events:
+                on_events(events)
         except _Ended:
             return
         except Exception as exc:  # noqa: BLE001 - a dead-letter sink or parser failure ends it
@@ -701,6 +740,7 @@ def _resolved(
             return event
         return dataclasses.replace(event, template_id=live, template=template(live) or event.template)
 
-    if not any(e.template_id in merged for e in itertools.chain(window.items, window.late)):
+    ids = map(_TEMPLATE_ID, itertools.chain(window.items, window.late))
+    if merged.keys().isdisjoint(ids):
         return window
     return dataclasses.replace(window, items=tuple(map(now, window.items)), late=tuple(map(now, window.late)))

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 from typing import Any, Protocol
 
 from reactivex import Observable
@@ -39,6 +40,12 @@ class Emit(Protocol):
     """How the service publishes: called as ``emit(topic, value, key=source)``; ``Broker.emit`` fits."""
 
     def __call__(self, topic: str, value: Any, /, *, key: str | None = None) -> Awaitable[Any]: ...
+
+
+_SOURCE = attrgetter("source")
+_LEVEL = attrgetter("level")
+_TEMPLATE_ID = attrgetter("template_id")
+_PARSED = attrgetter("parsed")
 
 
 class _Totals:
@@ -152,7 +159,7 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         observing it (``ops.do(self)``): the body of the ``@event_pattern("logs", pipeline=True)``
         handler."""
         return build_pipeline(
-            messages, on_event=self._count_event, on_parsers=self._keep_parsers, **pipeline_options
+            messages, on_events=self._count_events, on_parsers=self._keep_parsers, **pipeline_options
         ).pipe(ops.do(self))
 
     def _keep_parsers(self, parsers: LogParsers) -> None:
@@ -176,18 +183,25 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
             totals = self._totals[name] = _Totals()
         return totals
 
-    def _count_event(self, event: LogEvent) -> None:
-        totals = self._totals_of(event.source)
-        totals.lines += 1
-        totals.by_level[event.level] += 1
-        totals.templates[event.template_id] += 1
-        seen = totals.template_text.get(event.template_id)
-        if seen is None or seen[0] <= event.line_no:  # the latest line carries the most general template
-            totals.template_text[event.template_id] = (event.line_no, event.template)
-        if not event.parsed:
-            totals.unparsed += 1
+    def _count_events(self, events: list[LogEvent]) -> None:
+        """Count the parsed events of one batch (one pass per source, C-level counting)."""
+        names = set(map(_SOURCE, events))
+        for name in names:
+            mine = events if len(names) == 1 else [event for event in events if event.source == name]
+            totals = self._totals_of(name)
+            totals.lines += len(mine)
+            totals.by_level.update(map(_LEVEL, mine))
+            ids = list(map(_TEMPLATE_ID, mine))
+            totals.templates.update(ids)
+            texts = totals.template_text
+            for tid, event in dict(zip(ids, mine, strict=True)).items():  # each id's last event
+                seen = texts.get(tid)
+                if seen is None or seen[0] <= event.line_no:  # the latest line: the most general template
+                    texts[tid] = (event.line_no, event.template)
+            totals.unparsed += len(mine) - sum(map(_PARSED, mine))
         if self._on_event is not None:
-            self._on_event(event)
+            for event in events:
+                self._on_event(event)
 
     # -- Observer ------------------------------------------------------------------------
     def on_next(self, value: WindowReport) -> None:

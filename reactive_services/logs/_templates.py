@@ -114,6 +114,11 @@ class TemplateMiner:
         return cluster_id
 
     @property
+    def merge_count(self) -> int:
+        """Always 0: drain3 never merges clusters."""
+        return 0
+
+    @property
     def merges(self) -> dict[int, int]:
         """Always empty: drain3 never merges clusters."""
         return {}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from reactive_services.operators import Window
@@ -12,21 +13,38 @@ from ._events import LogEvent
 from ._formats import iso_utc
 from ._levels import ERROR_LEVELS
 
+_TEMPLATE_ID = attrgetter("template_id")
+_TEMPLATE = attrgetter("template")
+_LEVEL = attrgetter("level")
+_PARSED = attrgetter("parsed")
+_COUNT = itemgetter(1)
 
-def _top_templates(events: Iterable[LogEvent], top_n: int) -> list[list[Any]]:
-    counts: Counter[int] = Counter()
-    latest: dict[int, str] = {}
-    for event in events:
-        counts[event.template_id] += 1
-        latest[event.template_id] = event.template  # later events carry the more general template
-    # Counter.most_common keeps first-seen order among equal counts
-    return [[latest[template_id], count] for template_id, count in counts.most_common(top_n)]
+
+def template_counts(events: Sequence[LogEvent]) -> tuple[Counter[int], dict[int, str]]:
+    """``(lines per template id, each id's template text)`` over ``events``: the text of an
+    id's last event in ``events`` order (later lines carry the more general template). Counts
+    keep first-seen order, so ``most_common`` breaks ties by it."""
+    ids = list(map(_TEMPLATE_ID, events))
+    return Counter(ids), dict(zip(ids, map(_TEMPLATE, events), strict=True))
+
+
+def _top_templates(counts: Counter[int], latest: dict[int, str], top_n: int) -> list[list[Any]]:
+    # as Counter.most_common(top_n), first-seen order among equal counts (sorted is stable)
+    top = sorted(counts.items(), key=_COUNT, reverse=True)[:top_n]
+    return [[latest[template_id], count] for template_id, count in top]
 
 
 def window_stats(
-    window: Window[LogEvent], *, error_levels: Iterable[str] = ERROR_LEVELS, top_n: int = 5
+    window: Window[LogEvent],
+    *,
+    error_levels: Iterable[str] = ERROR_LEVELS,
+    top_n: int = 5,
+    counts: tuple[Counter[int], dict[int, str]] | None = None,
 ) -> dict[str, Any]:
     """The ``log.stats`` value of one window.
+
+    ``counts``: :func:`template_counts` of ``window.items`` if computed already (the alert
+    check needs them too), else computed here.
 
     Counts are over the window's on-time items; late items (``window.late``, lines whose own
     window had already closed) are only counted in ``late``. So over all windows of a source,
@@ -41,12 +59,8 @@ def window_stats(
     """
     wanted = error_levels if error_levels is ERROR_LEVELS else frozenset(level.lower() for level in error_levels)
     items = window.items
-    by_level: Counter[str] = Counter()
-    unparsed = 0
-    for event in items:
-        by_level[event.level] += 1
-        if not event.parsed:
-            unparsed += 1
+    by_level = Counter(map(_LEVEL, items))
+    unparsed = len(items) - sum(map(_PARSED, items))
     errors = sum(count for level, count in by_level.items() if level.lower() in wanted)
     lines = len(items)
     return {
@@ -60,6 +74,6 @@ def window_stats(
         "errors": errors,
         "error_rate": errors / lines if lines else 0.0,
         "unparsed": unparsed,
-        "top_templates": _top_templates(items, top_n),
+        "top_templates": _top_templates(*(counts or template_counts(items)), top_n),
         "late": len(window.late),
     }

@@ -5,6 +5,7 @@ No asyncio here; everything is plain values.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ class StoredRecord:
     #: the transaction that wrote it (an exactly-once source's), or None: readers do not read past
     #: a record of an open transaction and skip those of an aborted one (``read_committed``)
     txn: Transaction | None = None
+    #: its offset in its partition (set when appended)
+    offset: int = -1
 
     @property
     def size(self) -> int:
@@ -114,13 +117,19 @@ class PartitionLog:
             raise IndexError(f"offset {offset} was deleted by retention (log start {self.start})")
         return self.records[offset - self.start]
 
+    def slice(self, start: int, end: int) -> list[StoredRecord]:
+        """The records at offsets ``start`` .. ``end - 1`` (absolute; ``start`` >= the log start)."""
+        if start < self.start:
+            raise IndexError(f"offset {start} was deleted by retention (log start {self.start})")
+        return list(itertools.islice(self.records, start - self.start, end - self.start))
+
     def items(self) -> Iterator[tuple[int, StoredRecord]]:
         """``(offset, record)`` of every record kept, oldest first."""
         return enumerate(self.records, self.start)
 
     def append(self, record: StoredRecord, retention: Retention, now_ms: int) -> int:
         """Append ``record``, then delete what ``retention`` no longer keeps; returns its offset."""
-        offset = len(self)
+        offset = record.offset = len(self)
         self.records.append(record)
         self.size += record.size
         if retention.bounded and not self.compacted:

@@ -36,7 +36,7 @@ from .._source import (
     release_holds,
 )
 from ._admin import Group, Member, MemoryCluster
-from ._codec import message_of
+from ._codec import StoredRecord, message_of
 from ._producer import MemoryTransactions
 
 __all__ = ["MemorySources"]
@@ -302,25 +302,29 @@ class MemorySources(SourceTasks):
             return 0
         start = max(positions[tp], part.start)  # retention may have moved on while waiting
         end = min(len(part), start + self.max_batch)
-        for offset in range(start, end):  # the last stable offset: read on once that transaction ends
-            txn = part[offset].txn
+        chunk = part.slice(start, end)
+        for i, record in enumerate(chunk):  # the last stable offset: read on once that transaction ends
+            txn = record.txn
             if txn is not None and txn.state == "open":
-                end = offset
+                end = start + i
+                del chunk[i:]
                 break
         if start >= end:
             return 0
-        messages = [
-            message_of(tp[0], tp[1], offset, part[offset])
-            for offset in range(start, end)
-            if part[offset].txn is None or part[offset].txn.state == "committed"  # type: ignore[union-attr]
-        ]
-        if not messages:  # all of an aborted transaction: never read
+        kept = [r for r in chunk if r.txn is None or r.txn.state == "committed"]
+        if not kept:  # all of an aborted transaction: never read
             for offset in range(start, end):
                 run.window.skip(tp, offset)
             positions[tp] = end
             run.commit()
             return end - start
-        hand_over_batch(self._emitter, run.window, run, tp, messages, run.args.decoder)
+        topic, partition = tp
+
+        def make(record: StoredRecord) -> Message:
+            return message_of(topic, partition, record.offset, record)
+
+        # the stored records themselves: a Message is made only for the carrier and on demand
+        hand_over_batch(self._emitter, run.window, run, tp, kept, run.args.decoder, raw=_stored_value, make=make)
         if not run.detached:
             positions[tp] = end
             run.commit()
@@ -408,3 +412,7 @@ class MemorySources(SourceTasks):
                 return False
             await window.wait_room(timeout=ADMIT_POLL_S)
         return window.error is None
+
+
+def _stored_value(record: StoredRecord) -> bytes | None:
+    return record.value

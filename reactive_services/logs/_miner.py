@@ -91,7 +91,10 @@ _TOKEN_CACHE_CHARS = 200
 #: lines of more tokens take no part in sibling merges (a line of n tokens has n sibling keys of
 #: n - 1 tokens each: bounded memory for very long lines; loghub's longest line has 90 tokens)
 _MAX_SIBLING_TOKENS = 128
-_NUMBER = re.compile(r"(?<![A-Za-z\d])\d+")
+# the line cache's key: runs of ASCII digits not following a letter or digit read as "0". A
+# refinement of the token rules' digit runs (a run after another script's digit is a variable
+# there too), and ASCII classes match faster than \d
+_NUMBER = re.compile(r"(?<![A-Za-z0-9])[0-9]+")
 _DIGITS = frozenset("0123456789")
 _DELIMITER = re.compile(r"""[=,:;()\[\]{}"']""")
 _DOTS = re.compile(r"\.{2,}")

@@ -231,6 +231,12 @@ def test_the_line_cache_does_not_change_results(name: str) -> None:
         "ee1 up",
         "5 KB",
         "5.25 KB",
+        "a\u0663" + "12 up",  # ASCII digits after another script's digit after a letter
+        "a\u0663" + "345 up",
+        "\u0663" + "12 KB",
+        "12\u0663 x",
+        "345\u0663 x",
+        "1\u06632 y",
     ]
     cached, plain = LogMiner(), LogMiner()
     plain._line_cache = None  # the private cache, off

@@ -203,22 +203,9 @@ def make_source(
             changes[key] = seconds
     try:
         made = dataclasses.replace(base, **changes)
-    except ValueError as exc:
-        message = str(exc)
-        key = next(
-            (
-                option
-                for attr, option in (
-                    ("slide_s", "slide"),
-                    ("window_s", "window"),
-                    ("allowed_lateness_s", "lateness"),
-                    ("year", "year"),
-                )
-                if attr in message
-            ),
-            "format",
-        )
-        raise ConfigError(key, message) from exc
+    except ConfigError as exc:  # LogSource names its attribute: name the option instead
+        option = {"window_s": "window", "slide_s": "slide", "allowed_lateness_s": "lateness"}.get(exc.key, exc.key)
+        raise ConfigError(option, exc.message) from exc
     for problem in made.log_format.problems():
         warnings.warn(problem, UserWarning, stacklevel=2)
     return made

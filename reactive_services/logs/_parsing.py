@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ._alerts import AlertRules
 from ._events import LogEvent
-from ._formats import LogFormat, TimestampReader
+from ._formats import LogFormat, TimestampReader, quoted
 from ._levels import UNKNOWN_LEVEL, infer_level
 from ._miner import MinerSettings
 from ._templates import DrainSettings, make_miner
@@ -109,11 +109,13 @@ class LogSource:
                 continue
             raise ConfigError(
                 key,
-                f"source {self.name!r}: <{name}> is not a field of the format '{self.format}' "
+                f"source {self.name!r}: <{name}> is not a field of the format {quoted(self.format)} "
                 f"(fields: {', '.join(log_format.fields)}; None for no {key.removesuffix('_field')} field)",
             )
         if "Content" not in log_format.fields:
-            raise ConfigError("format", f"source {self.name!r}: the format '{self.format}' has no <Content> field")
+            raise ConfigError(
+                "format", f"source {self.name!r}: the format {quoted(self.format)} has no <Content> field"
+            )
         if not (math.isfinite(self.window_s) and 0 < self.window_s <= MAX_WINDOW_S):
             raise ConfigError(
                 "window_s",

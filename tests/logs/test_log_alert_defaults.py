@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import warnings
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import reactivex
 
 from reactive_services.adapters import Message
 from reactive_services.cli import main
+from reactive_services.errors import ConfigError
 from reactive_services.examples.shop.log_sources import SOURCES, default_files
 from reactive_services.logs import (
     AlertDetector,
@@ -376,8 +378,37 @@ def test_a_format_most_lines_do_not_match_warns_in_analyze_file(tmp_path: Path) 
     with pytest.warns(UserWarning, match="only 0 of the first 400 lines match"):
         report = asyncio.run(analyze_file(log, source))
     assert report["warnings"] == [
-        f"format {source.format!r}: only 0 of the first 400 lines match it (the others are counted as unparsed)"
+        "format '<Date> <Time> [<Level>] <Content>': only 0 of the first 400 lines match it "
+        "(the others are counted as unparsed)"
     ]
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        r"<Date> \| <Time> | <Level> \| <Content>",  # a warning: the bare | is alternation
+        r"<Date> \| <Level> \| <Message>",  # no <Content>
+        r"<Date> \| ( <Content>",  # not a regex
+    ],
+)
+def test_format_messages_quote_the_format_as_typed(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # repr would show '<Date> \\| ...': a user looking for the \\| they typed would not find it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            make_source(fmt)
+        except ConfigError as exc:
+            caught.append(exc)  # type: ignore[arg-type]
+    texts = [str(getattr(w, "message", w)) for w in caught]
+    assert texts and all(f"'{fmt}'" in text and "\\\\" not in text for text in texts), texts
+    assert main(["logs", "analyze", str(default_files()["HDFS"]), "--format", fmt, "--quiet"]) in (0, 2)
+    err = capsys.readouterr().err
+    assert f"'{fmt}'" in err and "\\\\" not in err, err
+
+
+def test_mask_messages_quote_the_regex_as_typed() -> None:
+    with pytest.raises(ConfigError, match=re.escape(r"'\d+(' is not a valid regex")):
+        make_source("HDFS", known=SOURCES, masks=[r"\d+("])
 
 
 def test_no_warning_for_the_shipped_formats_on_their_files() -> None:

@@ -283,6 +283,26 @@ def test_the_report_may_not_overwrite_the_input(tmp_path: Path, capsys: pytest.C
     assert "report" in capsys.readouterr().err and log.read_text() == "2024-01-01 00:00:01 INFO a\n"
 
 
+@pytest.mark.parametrize("option", ["--report", "--assignments"])
+@pytest.mark.parametrize("where", ["missing folder", "trailing slash, missing", "trailing slash, exists", "folder"])
+def test_an_output_path_in_a_missing_folder_or_naming_a_folder_fails_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, where: str
+) -> None:
+    (tmp_path / "out").mkdir()
+    given = {
+        "missing folder": str(tmp_path / "nonexistent" / "dir" / "x.json"),
+        "trailing slash, missing": str(tmp_path / "new") + "/",
+        "trailing slash, exists": str(tmp_path / "out") + "/",
+        "folder": str(tmp_path / "out"),
+    }[where]
+    assert main(["logs", "analyze", str(SHIPPED / "HDFS_2k.log"), "--format", "HDFS", "--quiet", option, given]) == 2
+    out, err = capsys.readouterr()
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: bad configuration: ") and given in line, line
+    assert ("folder" in line) and out == ""  # nothing analysed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not any((tmp_path / "out").iterdir())
+
+
 def test_a_garbage_first_line_does_not_make_the_file_late(tmp_path: Path) -> None:
     log = tmp_path / "banner.log"
     log.write_text("=== banner ===\n" + (SHIPPED / "HDFS_2k.log").read_text(encoding="utf-8"))

@@ -20,7 +20,7 @@ from typing import Any
 
 from reactive_services.operators import Window
 
-from ._events import LogEvent
+from ._events import EMPTY_TEMPLATE_ID, LogEvent
 from ._levels import ERROR_LEVELS
 
 #: ``log.alert`` fires when a window's error rate is at least this (fraction of its lines) ...
@@ -373,7 +373,8 @@ class AlertDetector:
                 ((tid, n) for tid, n in counts.items() if n >= floor), key=lambda pair: -pair[1]
             )  # stable: as most_common() orders them
             if tid not in self._seen
-            and text[tid].strip()  # blank lines are not a new kind of event
+            and tid != EMPTY_TEMPLATE_ID  # blank lines are not a new kind of event
+            and text[tid].strip()
             and self._variant_of(text[tid]) is None
         ]
         if not new:

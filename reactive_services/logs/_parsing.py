@@ -2,7 +2,8 @@
 -> :class:`LogEvent` s, with templates) and :func:`read_lines`.
 
 A line that does not match its source's format, or whose time cannot be read, becomes a
-:class:`LogEvent` with ``parsed=False``: it is counted, never dropped. Levels are kept as
+:class:`LogEvent` with ``parsed=False``: it is counted, never dropped. A line whose message is
+empty or only whitespace (a blank line) is not mined: its template is :data:`EMPTY_TEMPLATE`. Levels are kept as
 written in the line; a source whose lines carry none gets them from its ``infer_level``.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ._alerts import AlertRules
-from ._events import LogEvent
+from ._events import EMPTY_TEMPLATE, EMPTY_TEMPLATE_ID, LogEvent
 from ._formats import LogFormat, TimestampReader, quoted
 from ._levels import UNKNOWN_LEVEL, infer_level
 from ._miner import MinerSettings
@@ -211,7 +212,10 @@ class LogParser:
 
         A line that does not match the format, or whose time cannot be read, is an event with
         ``parsed=False``. Such a line, and a line of a format without time fields, gets the
-        latest time of the source's lines so far, else ``fallback_timestamp``.
+        latest time of the source's lines so far, else ``fallback_timestamp``. A line whose
+        content is empty or only whitespace (a blank line, unparsed unless the format is just
+        ``<Content>``) is counted like any other, with the template :data:`EMPTY_TEMPLATE` and
+        id :data:`EMPTY_TEMPLATE_ID`; the miner does not see it.
         """
         source = self.source
         fields = source.log_format.parse(line)
@@ -237,7 +241,7 @@ class LogParser:
                 self.latest_timestamp = timestamp
         if fields is None or not time_ok:
             content = line.strip()
-            template_id, template = self.miner.add(content)
+            template_id, template = self._mine(content)
             return LogEvent(
                 source=source.name,
                 line_no=line_no,
@@ -256,7 +260,7 @@ class LogParser:
         else:
             level = (fields.get(source.level_field) or "").strip() or UNKNOWN_LEVEL
         component = fields.get(source.component_field) if source.component_field else None
-        template_id, template = self.miner.add(content)
+        template_id, template = self._mine(content)
         return LogEvent(
             source=source.name,
             line_no=line_no,
@@ -269,3 +273,9 @@ class LogParser:
             parsed=True,
             line=line,
         )
+
+    def _mine(self, content: str) -> tuple[int, str]:
+        """``(template_id, template)`` of ``content``; an empty one is not mined."""
+        if not content or content.isspace():
+            return EMPTY_TEMPLATE_ID, EMPTY_TEMPLATE
+        return self.miner.add(content)

@@ -22,10 +22,15 @@ from reactive_services.cli import main
 from reactive_services.errors import ConfigError
 from reactive_services.examples.shop.log_sources import SOURCES, default_files
 from reactive_services.logs import (
+    EMPTY_TEMPLATE,
+    EMPTY_TEMPLATE_ID,
     AlertDetector,
     AlertRules,
+    DrainSettings,
     LogEvent,
+    LogParser,
     LogSource,
+    MinerSettings,
     WindowReport,
     analyze_file,
     build_pipeline,
@@ -348,6 +353,24 @@ def test_a_bom_and_blank_lines_are_not_events_of_their_own(tmp_path: Path, capsy
     assert got["unparsed"] == 3  # the blank lines; the first line (after the BOM) parses
     assert got["alerts"] == []  # no "new template ''" for the blank lines
     assert "no alerts" in capsys.readouterr().out
+    assert [t for t in got["templates"] if not t["template"].strip()] == []  # no empty template
+    assert {"template_id": EMPTY_TEMPLATE_ID, "template": EMPTY_TEMPLATE, "lines": 3} in got["templates"]
+
+
+@pytest.mark.parametrize("miner", [MinerSettings(), DrainSettings()])
+def test_an_empty_or_whitespace_line_gets_the_empty_template_and_is_not_mined(miner: Any) -> None:
+    parser = LogParser(LogSource("x", r"<Date> <Time> \[<Level>\] <Content>", miner=miner))
+    events = [parser.parse(line, n) for n, line in enumerate(["", "   \t", "2024-01-02 10:00:00 [INFO] a b"], 1)]
+    assert [(e.template_id, e.template, e.parsed, e.level) for e in events[:2]] == [
+        (EMPTY_TEMPLATE_ID, "<empty>", False, "unknown")
+    ] * 2
+    assert events[2].parsed and events[2].template == "a b" and events[2].template_id != EMPTY_TEMPLATE_ID
+    assert parser.miner.cluster_count == 1  # only the real line was mined
+    # a format that is only <Content> parses an empty line: still no empty template
+    only = LogParser(LogSource("y", "<Content>", miner=miner))
+    event = only.parse("  ", 1)
+    assert (event.parsed, event.template_id, event.template) == (True, EMPTY_TEMPLATE_ID, EMPTY_TEMPLATE)
+    assert only.miner.cluster_count == 0
 
 
 # -- formats that match nothing useful -------------------------------------------------------------

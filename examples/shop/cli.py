@@ -360,6 +360,32 @@ def _recording(into: list[str], function: Callable[..., T]) -> Callable[..., T]:
     return call
 
 
+#: ``logs analyze``: the flag a user typed for each setting a ConfigError may name (the
+#: settings' names as make_source / LogSource / check_writable give them).
+_ANALYZE_FLAGS = {
+    "format": "--format",
+    "mask": "--mask",
+    "miner": "--miner",
+    "depth": "--depth",
+    "sim_th": "--sim-th",
+    "max_children": "--max-children",
+    "level_field": "--level-field",
+    "time_format": "--time-format",
+    "year": "--year",
+    "window": "--window",
+    "window_s": "--window",
+    "slide": "--slide",
+    "slide_s": "--slide",
+    "lateness": "--lateness",
+    "allowed_lateness_s": "--lateness",
+    "alerts": "--error-rate",
+    "report": "--report",
+    "assignments": "--assignments",
+    "name": "--name",
+    "top": "--top",
+}
+
+
 def _logs_analyze(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -408,8 +434,8 @@ def _logs_analyze(args: argparse.Namespace) -> int:
             report_path = check_writable(args.report, "report", parents=False)
         if args.assignments is not None:
             assignments_path = check_writable(args.assignments, "assignments", parents=False)
-    except ConfigError as exc:
-        print(f"error: bad configuration: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # named by the flag the user typed, not the setting behind it
+        print(f"error: bad configuration: {_ANALYZE_FLAGS.get(exc.key, exc.key)}: {exc.message}", file=sys.stderr)
         return 2
     warned = set(caught)
     for text in caught:

@@ -86,6 +86,7 @@ from reactivex.abc import DisposableBase, ObserverBase
 from reactivex.disposable import Disposable
 
 from reactive_services.adapters import (
+    DLT_SUFFIX,
     Broker,
     BrokerSource,
     DeadLetter,
@@ -187,16 +188,36 @@ def declared_topics(emits: Emits | None, key: str) -> tuple[tuple[str, Any], ...
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9._-]*[._-]")
 
+#: The longest topic name Kafka accepts, in characters.
+MAX_TOPIC_CHARS = 249
+#: The suffix of the default reply topic of a request pattern (``<pattern>.reply``).
+_REPLY_SUFFIX = ".reply"
 
-def check_namespace(namespace: Any) -> str:
-    """``namespace`` if it is ``""`` or a topic-name prefix ending with ``.``, ``-`` or ``_``.
+
+def check_namespace(namespace: Any, topics: Iterable[str] = ()) -> str:
+    """``namespace`` if it is ``""`` or a topic-name prefix ending with ``.``, ``-`` or ``_``,
+    short enough that every name of ``topics`` (without namespace) prefixed with it is a
+    topic name Kafka accepts (at most :data:`MAX_TOPIC_CHARS` characters).
 
     It is prepended to topic names as is, so ``"t1"`` would turn ``orders`` into ``t1orders``.
 
+    Args:
+        namespace: the namespace to check.
+        topics: the topic names it will prefix, dead-letter and reply topics included
+            (:func:`service_topics`).
+
     Raises:
-        ConfigError: anything else (key ``"namespace"``), e.g. ``'t1' must end with '.', '-'
-            or '_' (e.g. 't1.')``.
+        ConfigError: key ``"namespace"``: not such a prefix, e.g. ``'t1' must end with '.',
+            '-' or '_' (e.g. 't1.')``; or too long, e.g. ``240 characters ('aaaaaaaaaaaaaaaaaaaa'...):
+            with it the topic 'orders.DLT' would have 250 characters, more than Kafka's 249
+            (at most 239 here)``. Key ``"pattern"``: a name of ``topics`` is longer than 249
+            characters by itself.
     """
+    longest = max(topics, key=len, default="")
+    if len(longest) > MAX_TOPIC_CHARS:
+        raise ConfigError(
+            "pattern", f"{longest[:40]!r}... has {len(longest)} characters, more than Kafka's {MAX_TOPIC_CHARS}"
+        )
     if namespace == "":
         return ""
     if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
@@ -207,7 +228,27 @@ def check_namespace(namespace: Any) -> str:
             f"{namespace!r} must be letters, digits, '.', '-', '_' ending with '.', '-' or '_'{hint}: "
             "it is prepended to topic names as is",
         )
+    room = MAX_TOPIC_CHARS - max(len(longest), 1)  # a topic name has a character at least
+    if len(namespace) > room:
+        name = f"the topic {longest!r}" if longest else "a topic name"
+        raise ConfigError(
+            "namespace",
+            f"{len(namespace)} characters ({namespace[:20]!r}...): with it {name} would have "
+            f"{len(namespace) + max(len(longest), 1)} characters, more than Kafka's {MAX_TOPIC_CHARS} "
+            f"(at most {room} here)",
+        )
     return namespace
+
+
+def service_topics(patterns: Iterable[str], requests: Iterable[str] = ()) -> list[str]:
+    """The topic names (without namespace) of event ``patterns`` and request patterns
+    ``requests``: each pattern, its dead-letter topic and, for a request, its default reply topic."""
+    names: list[str] = []
+    for pattern in patterns:
+        names += [pattern, pattern + DLT_SUFFIX]
+    for pattern in requests:
+        names += [pattern, pattern + DLT_SUFFIX, pattern + _REPLY_SUFFIX]
+    return names
 
 
 def event_pattern(
@@ -314,7 +355,8 @@ class ClientProxy:
     Raises:
         ConfigError: ``ready_timeout`` is not > 0, ``client_id`` is empty, a pattern in
             ``emits`` / ``sends`` is not a non-empty string, or ``namespace`` does not end with
-            ``.``, ``-`` or ``_`` (:func:`check_namespace`).
+            ``.``, ``-`` or ``_``, or is so long that with a declared topic (or its reply topic)
+            the name would exceed Kafka's 249 characters (:func:`check_namespace`).
     """
 
     def __init__(
@@ -338,6 +380,15 @@ class ClientProxy:
         self.client_id = client_id
         self.emits = declared_topics(emits, "emits")
         self.sends = declared_topics(sends, "sends")
+        replies = dict(reply_topics or {})
+        sent = [topic for topic, _ in self.sends or ()]
+        check_namespace(
+            namespace,
+            [topic for topic, _ in self.emits or ()]
+            + sent
+            + [replies.get(topic, topic + _REPLY_SUFFIX) for topic in sent]
+            + list(replies.values()),
+        )
         self._may_emit = None if self.emits is None else frozenset(topic for topic, _ in self.emits)
         self._may_send = None if self.sends is None else frozenset(topic for topic, _ in self.sends)
         self._own = own_broker
@@ -808,7 +859,9 @@ class Microservice:
 
     Raises:
         ConfigError: no handler found, two handlers for one pattern, or a ``namespace`` that does
-            not end with ``.``, ``-`` or ``_`` (:func:`check_namespace`).
+            not end with ``.``, ``-`` or ``_``, or so long that with a pattern (its dead-letter
+            or reply topic included) the topic name would exceed Kafka's 249 characters
+            (:func:`check_namespace`).
     """
 
     def __init__(
@@ -881,6 +934,13 @@ class Microservice:
             raise ConfigError(
                 "controllers", f"service {name!r} has no @event_pattern handler and no @message_pattern handler"
             )
+        check_namespace(
+            namespace,
+            service_topics(
+                (p for spec, _ in self._declared if isinstance(spec, EventPatternSpec) for p in spec.patterns),
+                (p for spec, _ in self._declared if isinstance(spec, MessagePatternSpec) for p in spec.patterns),
+            ),
+        )
         self.handled: dict[str, int] = {}
         self.dead_lettered: dict[str, int] = {}
         self.errors: list[BaseException] = []

@@ -125,18 +125,38 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def check_writable(path: Path, key: str = "report") -> None:
-    """Fail at start, not after the run, when ``path`` cannot be written (its parents are created).
+def check_writable(path: str | Path, key: str = "report", *, parents: bool = True) -> Path:
+    """Fail at start, not after the run, when ``path`` cannot be written.
+
+    Args:
+        path: the file to write; a string keeps a trailing ``/``, which names a folder.
+        key: the setting (or flag) named in the error.
+        parents: create missing parent folders (the default); False: a missing parent folder
+            is an error.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path` (the file exists, possibly empty: opened for appending).
 
     Raises:
-        ConfigError(key, ...): the file cannot be opened for appending.
+        ConfigError(key, ...): ``path`` names a folder (ends with ``/`` or is one), its parent
+            folder does not exist (with ``parents=False``) or is not a folder, or the file
+            cannot be opened for appending.
     """
+    text = str(path)
+    path = Path(path)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise ConfigError(key, f"{text} is a folder, not a file: give a file name (e.g. {path / 'out.json'})")
+    if not parents and not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise ConfigError(key, f"cannot write {text}: the folder {path.parent} {what} (create it first)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "ab"):
             pass
     except OSError as exc:
-        raise ConfigError(key, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise ConfigError(key, f"cannot write {text}: {exc.strerror or exc}") from exc
+    return path
 
 
 class LoadError(ValueError):

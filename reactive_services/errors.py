@@ -69,11 +69,13 @@ class ConfigError(ReactiveServicesError, ValueError):
 
     Attributes:
         key: the name of the offending setting (e.g. ``"bootstrap_servers"``).
+        message: what is wrong with it (``str()`` of the error is ``"key: message"``).
     """
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
         self.key = key
+        self.message = message
 
 
 class BrokerError(ReactiveServicesError):

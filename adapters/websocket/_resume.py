@@ -77,19 +77,44 @@ def decode_cursor(cursor: str, topics: Sequence[str]) -> tuple[str, dict[TopicPa
     ``topics`` (the same, in the same order).
 
     Raises:
-        CursorError: not such a cursor, or one made over other topics.
+        CursorError: not such a cursor (the reason starts with ``"malformed cursor: "`` and says
+            which part is wrong and what was expected), or one made over other topics.
     """
     if not cursor.startswith(_PREFIX):
-        raise CursorError("malformed cursor: not a v1 cursor")
+        raise CursorError(
+            f"malformed cursor: expected {_PREFIX!r} followed by base64url, got one starting with "
+            f"{cursor[: len(_PREFIX)]!r} (send back a cursor of this server's event frames, unchanged)"
+        )
     text = cursor[len(_PREFIX) :]
     try:
-        obj = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        epoch, digest, offsets = obj["e"], obj["t"], obj["o"]
-        rows = [[int(o) for o in row] for row in offsets]
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise CursorError("malformed cursor") from exc
-    if not isinstance(epoch, str) or not isinstance(digest, str) or any(o < 0 for row in rows for o in row):
-        raise CursorError("malformed cursor")
+        body = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CursorError(f"malformed cursor: the part after {_PREFIX!r} is not unpadded base64url ({exc})") from exc
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CursorError(f"malformed cursor: the part after {_PREFIX!r} does not decode to JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise CursorError(f"malformed cursor: expected a JSON object with keys e, t, o, got a {type(obj).__name__}")
+    missing = [key for key in ("e", "t", "o") if key not in obj]
+    if missing:
+        raise CursorError(f"malformed cursor: the JSON object lacks the key(s) {', '.join(missing)} (expected e, t, o)")
+    epoch, digest, offsets = obj["e"], obj["t"], obj["o"]
+    if not isinstance(epoch, str):
+        raise CursorError(f"malformed cursor: 'e' (the epoch) must be a string, got {type(epoch).__name__}")
+    if not isinstance(digest, str):
+        raise CursorError(f"malformed cursor: 't' (the topics' digest) must be a string, got {type(digest).__name__}")
+    if not isinstance(offsets, list) or not all(isinstance(row, list) for row in offsets):
+        raise CursorError("malformed cursor: 'o' must be a list of lists of offsets (one list per topic)")
+    rows: list[list[int]] = offsets
+    for index, row in enumerate(rows):
+        for partition, offset in enumerate(row):
+            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+                got = repr(offset) if isinstance(offset, int) else f"a {type(offset).__name__}"
+                raise CursorError(
+                    f"malformed cursor: 'o' of topic #{index}, partition {partition} must be an offset "
+                    f"(an integer >= 0), got {got}"
+                )
     if digest != _digest(topics) or len(rows) != len(topics):
         raise CursorError("cursor of another set of topics (the gateway reads other topics now)")
     return epoch, {(topic, p): o for topic, row in zip(topics, rows, strict=True) for p, o in enumerate(row)}

@@ -145,10 +145,13 @@ def register(commands: Commands) -> None:
         metavar="FRACTION",
         help="least error rate of an error alert (default 0.1; see AlertRules)",
     )
+    # str, not Path: a trailing '/' (a folder, an error) would be dropped
     an.add_argument(
-        "--assignments", type=Path, metavar="OUT.csv", help="write line_no,template_id,template for every line"
+        "--assignments",
+        metavar="OUT.csv",
+        help="write line_no,template_id,template for every line (the folder must exist)",
     )
-    an.add_argument("--report", type=Path, metavar="OUT.json", help="write the report as JSON")
+    an.add_argument("--report", metavar="OUT.json", help="write the report as JSON (the folder must exist)")
     an.add_argument("--top", type=int, default=10, help="templates listed on the terminal (default 10)")
     an.add_argument("--quiet", action="store_true", help="no progress display")
     an.set_defaults(handler=_logs_analyze)
@@ -357,6 +360,32 @@ def _recording(into: list[str], function: Callable[..., T]) -> Callable[..., T]:
     return call
 
 
+#: ``logs analyze``: the flag a user typed for each setting a ConfigError may name (the
+#: settings' names as make_source / LogSource / check_writable give them).
+_ANALYZE_FLAGS = {
+    "format": "--format",
+    "mask": "--mask",
+    "miner": "--miner",
+    "depth": "--depth",
+    "sim_th": "--sim-th",
+    "max_children": "--max-children",
+    "level_field": "--level-field",
+    "time_format": "--time-format",
+    "year": "--year",
+    "window": "--window",
+    "window_s": "--window",
+    "slide": "--slide",
+    "slide_s": "--slide",
+    "lateness": "--lateness",
+    "allowed_lateness_s": "--lateness",
+    "alerts": "--error-rate",
+    "report": "--report",
+    "assignments": "--assignments",
+    "name": "--name",
+    "top": "--top",
+}
+
+
 def _logs_analyze(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -366,14 +395,16 @@ def _logs_analyze(args: argparse.Namespace) -> int:
 
     err = Console(stderr=True)
     caught: list[str] = []  # make_source's warnings
+    report_path: Path | None = None
+    assignments_path: Path | None = None
     try:
         if not args.file.exists():
             raise ConfigError("FILE", f"no such file: {args.file}")
         if not args.file.is_file():
             raise ConfigError("FILE", f"not a file: {args.file}")
-        for key, path in (("report", args.report), ("assignments", args.assignments)):
-            if path is not None and path.exists() and path.resolve() == args.file.resolve():
-                raise ConfigError(key, f"{path} is the input file")
+        for key, given in (("report", args.report), ("assignments", args.assignments)):
+            if given is not None and Path(given).exists() and Path(given).resolve() == args.file.resolve():
+                raise ConfigError(key, f"{given} is the input file")
         if args.name is not None and not args.name.strip():
             raise ConfigError("name", "must not be empty")
         if args.top < 0:
@@ -399,11 +430,12 @@ def _logs_analyze(args: argparse.Namespace) -> int:
             allowed_lateness_s=args.lateness,
             alerts=None if args.error_rate is None else {"error_rate": args.error_rate},
         )
-        for key, path in (("report", args.report), ("assignments", args.assignments)):
-            if path is not None:
-                check_writable(path, key)
-    except ConfigError as exc:
-        print(f"error: bad configuration: {exc}", file=sys.stderr)
+        if args.report is not None:
+            report_path = check_writable(args.report, "report", parents=False)
+        if args.assignments is not None:
+            assignments_path = check_writable(args.assignments, "assignments", parents=False)
+    except ConfigError as exc:  # named by the flag the user typed, not the setting behind it
+        print(f"error: bad configuration: {_ANALYZE_FLAGS.get(exc.key, exc.key)}: {exc.message}", file=sys.stderr)
         return 2
     warned = set(caught)
     for text in caught:
@@ -411,7 +443,7 @@ def _logs_analyze(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, Any]:
         if args.quiet:
-            return await analyze_file(args.file, source, assignments=args.assignments)
+            return await analyze_file(args.file, source, assignments=assignments_path)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(
@@ -426,7 +458,7 @@ def _logs_analyze(args: argparse.Namespace) -> int:
             return await analyze_file(
                 args.file,
                 source,
-                assignments=args.assignments,
+                assignments=assignments_path,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
 
@@ -435,8 +467,8 @@ def _logs_analyze(args: argparse.Namespace) -> int:
         code, report = run_command(run)
     if report is None:
         return code
-    if args.report:
-        args.report.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if report_path is not None:
+        report_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     _logs_summary(report, Console(), top=args.top)
     for text in report["warnings"]:
         if text not in warned:

@@ -11,7 +11,8 @@ One job per module, all re-exported here:
     _templates   template mining with drain3: :class:`DrainSettings`, :class:`TemplateMiner`,
                  :func:`make_miner` (the miner for a settings object)
     _events      :class:`LogEvent`, one parsed line
-    _parsing     :class:`LogSource` (how to read one kind of log), :class:`LogParser`, :func:`read_lines`
+    _parsing     :class:`LogSource` (how to read one kind of log), :class:`LogParser`, :func:`read_lines`,
+                 :data:`EMPTY_TEMPLATE` (the template of blank lines, which are not mined)
     _windows     :func:`window_stats`, the ``log.stats`` value of a window
     _alerts      :class:`AlertRules`, :class:`AlertDetector`, :func:`alert_for`, :func:`template_similarity`
     _pipeline    :func:`replay_logs`, :func:`build_pipeline`, :class:`WindowReport`, the ``logs`` record
@@ -45,7 +46,7 @@ from ._alerts import (
 )
 from ._analyze import analyze_file, detect_time, make_source, parse_mask, write_assignments
 from ._evaluation import evaluate_source, grouping_accuracy, miner_settings, read_ground_truth
-from ._events import LogEvent
+from ._events import EMPTY_TEMPLATE, EMPTY_TEMPLATE_ID, LogEvent
 from ._formats import (
     DEFAULT_YEAR,
     TIME_FIELDS,
@@ -89,6 +90,8 @@ __all__ = [
     "DEFAULT_MASKING",
     "DEFAULT_MINER_MASKING",
     "DEFAULT_YEAR",
+    "EMPTY_TEMPLATE",
+    "EMPTY_TEMPLATE_ID",
     "ERROR_LEVELS",
     "LATE_TOPIC",
     "LOGS_TOPIC",

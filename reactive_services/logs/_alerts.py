@@ -20,7 +20,7 @@ from typing import Any
 
 from reactive_services.operators import Window
 
-from ._events import LogEvent
+from ._events import EMPTY_TEMPLATE_ID, LogEvent
 from ._levels import ERROR_LEVELS
 from ._windows import template_counts
 
@@ -374,7 +374,8 @@ class AlertDetector:
         new = [
             (tid, n)
             for tid, n in unseen
-            if text[tid].strip()  # blank lines are not a new kind of event
+            if tid != EMPTY_TEMPLATE_ID  # blank lines are not a new kind of event
+            and text[tid].strip()
             and self._variant_of(text[tid]) is None
         ]
         if not new:

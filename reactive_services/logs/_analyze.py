@@ -35,7 +35,7 @@ from reactive_services.errors import ConfigError
 from .._runtime import Microservice
 from ._evaluation import miner_settings
 from ._events import LogEvent
-from ._formats import LogFormat, TimestampReader
+from ._formats import LogFormat, TimestampReader, quoted
 from ._miner import MinerSettings
 from ._parsing import LogSource, read_lines
 from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, MAX_LINE_CHARS, STATS_TOPIC, replay_logs
@@ -63,16 +63,16 @@ def parse_mask(text: str) -> tuple[str, str]:
     if named is None and (loose := _LOOSE_NAMED_MASK.match(text)) is not None:
         name, regex = loose.groups()
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ConfigError("mask", f"{text!r}: mask name <{name}> must be letters, digits or _ (<NAME>=REGEX)")
-        raise ConfigError("mask", f"{text!r} names a mask but gives no regex after '=' (<NAME>=REGEX)")
+            raise ConfigError("mask", f"{quoted(text)}: mask name <{name}> must be letters, digits or _ (<NAME>=REGEX)")
+        raise ConfigError("mask", f"{quoted(text)} names a mask but gives no regex after '=' (<NAME>=REGEX)")
     regex, name = (named.group(2), named.group(1)) if named else (text, "*")
     try:
         compiled = re.compile(regex)
     except (re.error, OverflowError, RecursionError) as exc:
-        raise ConfigError("mask", f"{text!r} is not a valid regex: {exc}") from exc
+        raise ConfigError("mask", f"{quoted(text)} is not a valid regex: {exc}") from exc
     for sample in _EMPTY_MATCH_SAMPLES:
         if any(m.end() == m.start() for m in compiled.finditer(sample)):
-            raise ConfigError("mask", f"{text!r} can match the empty string (e.g. in {sample!r})")
+            raise ConfigError("mask", f"{quoted(text)} can match the empty string (e.g. in {sample!r})")
     return regex, name
 
 
@@ -137,10 +137,10 @@ def make_source(
             fields = LogFormat.from_loghub(fmt).fields
         except (ValueError, OverflowError, RecursionError) as exc:
             raise ConfigError(
-                "format", f"{fmt!r} is neither a known source ({', '.join(known)}) nor a loghub format: {exc}"
+                "format", f"{quoted(fmt)} is neither a known source ({', '.join(known)}) nor a loghub format: {exc}"
             ) from exc
         if "Content" not in fields:
-            raise ConfigError("format", f"{fmt!r} has no <Content> field (the message to mine templates from)")
+            raise ConfigError("format", f"{quoted(fmt)} has no <Content> field (the message to mine templates from)")
         base = LogSource(
             name=name or "log",
             format=fmt,
@@ -187,7 +187,7 @@ def make_source(
             datetime.strptime("", time_format)
         except ValueError as exc:
             if "directive" in str(exc) or "stray %" in str(exc):
-                raise ConfigError("time_format", f"{time_format!r}: {exc}") from exc
+                raise ConfigError("time_format", f"{quoted(time_format)}: {exc}") from exc
         changes["time_format"], changes["timestamp"] = time_format, None
     if year is not None:
         changes["year"] = year
@@ -203,22 +203,9 @@ def make_source(
             changes[key] = seconds
     try:
         made = dataclasses.replace(base, **changes)
-    except ValueError as exc:
-        message = str(exc)
-        key = next(
-            (
-                option
-                for attr, option in (
-                    ("slide_s", "slide"),
-                    ("window_s", "window"),
-                    ("allowed_lateness_s", "lateness"),
-                    ("year", "year"),
-                )
-                if attr in message
-            ),
-            "format",
-        )
-        raise ConfigError(key, message) from exc
+    except ConfigError as exc:  # LogSource names its attribute: name the option instead
+        option = {"window_s": "window", "slide_s": "slide", "allowed_lateness_s": "lateness"}.get(exc.key, exc.key)
+        raise ConfigError(option, exc.message) from exc
     for problem in made.log_format.problems():
         warnings.warn(problem, UserWarning, stacklevel=2)
     return made

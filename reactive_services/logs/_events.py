@@ -1,10 +1,19 @@
-"""The parsed form of one log line, :class:`LogEvent`."""
+"""The parsed form of one log line, :class:`LogEvent`, and the template of blank lines."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+#: The template of a line whose message is empty or only whitespace (a blank line, unparsed;
+#: or a parsed line with an empty ``<Content>``). Such lines are kept out of template mining
+#: (no miner makes a template of them, nor merges them into another) and never raise a
+#: new-template alert.
+EMPTY_TEMPLATE = "<empty>"
+#: The template id of :data:`EMPTY_TEMPLATE`, the same in every source: miners number their
+#: templates from 1.
+EMPTY_TEMPLATE_ID = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +32,9 @@ class LogEvent:
         template_id: the id of the line's template group when it arrived (per source); a later
             merge may make it an alias: the parser's ``miner.resolve(template_id)`` gives the
             group it stands for now (drain3 never merges).
-        template: the template mined so far for that cluster, e.g. ``"Invalid user <*> from <IP>"``.
+        template: the template mined so far for that cluster, e.g. ``"Invalid user <*> from <IP>"``;
+            :data:`EMPTY_TEMPLATE` (id :data:`EMPTY_TEMPLATE_ID`) when ``content`` is empty or
+            only whitespace (not mined).
         parsed: False when the line did not match its format or its time could not be read.
         line: the raw line.
     """

@@ -20,6 +20,15 @@ _MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if na
 _FIELD = re.compile(r"<([^<>]+)>")
 
 
+def quoted(text: str) -> str:
+    """``text`` in single quotes as the user typed it, for messages: unlike ``repr`` a
+    backslash is not doubled (``'<Date> \\| <Content>'`` shows one). Text with a control
+    character (a newline would split a one-line message) is shown with ``repr``."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        return repr(text)
+    return f"'{text}'"
+
+
 @dataclass(frozen=True, slots=True)
 class LogFormat:
     """A line format in the notation of the loghub / logpai tools, compiled to a regex.
@@ -53,12 +62,12 @@ class LogFormat:
         parts = _FIELD.split(fmt)  # literal, field, literal, field, ..., literal
         names = tuple(parts[1::2])
         if not names:
-            raise ValueError(f"log format {fmt!r} has no <Field>")
+            raise ValueError(f"log format {quoted(fmt)} has no <Field>")
         for name in names:
             if not name.isidentifier():
                 raise ValueError(f"log format field <{name}> is not an identifier")
         if len(set(names)) != len(names):
-            raise ValueError(f"log format {fmt!r} repeats a field name")
+            raise ValueError(f"log format {quoted(fmt)} repeats a field name")
         pattern = []
         for index, part in enumerate(parts):
             if index % 2 == 0:
@@ -70,7 +79,7 @@ class LogFormat:
         try:
             regex = re.compile("^" + "".join(pattern) + "$")
         except re.error as exc:
-            raise ValueError(f"log format {fmt!r} is not a valid pattern: {exc}") from exc
+            raise ValueError(f"log format {quoted(fmt)} is not a valid pattern: {exc}") from exc
         return cls(fmt=fmt, fields=names, regex=regex)
 
     def parse(self, line: str) -> dict[str, str | None] | None:
@@ -100,7 +109,7 @@ class LogFormat:
         bars = _top_level_bars(self.fmt)
         if bars:
             found.append(
-                f"format {self.fmt!r}: {bars} '|' between fields is regex alternation (it splits the whole "
+                f"format {quoted(self.fmt)}: {bars} '|' between fields is regex alternation (it splits the whole "
                 "pattern, so lines match with most fields empty); write '\\|' for a literal bar"
             )
         sample = [line for line in lines[: probe * 2] if line.strip()][:probe]
@@ -108,13 +117,13 @@ class LogFormat:
             parsed = [fields for fields in map(self.parse, sample) if fields is not None]
             if len(parsed) < _MIN_PARSED_SHARE * len(sample):
                 found.append(
-                    f"format {self.fmt!r}: only {len(parsed)} of the first {len(sample)} lines match it "
+                    f"format {quoted(self.fmt)}: only {len(parsed)} of the first {len(sample)} lines match it "
                     "(the others are counted as unparsed)"
                 )
             empty = sum(1 for fields in parsed if not (fields.get("Content") or "").strip())
             if parsed and "Content" in self.fields and empty > _MAX_EMPTY_CONTENT_SHARE * len(parsed):
                 found.append(
-                    f"format {self.fmt!r}: <Content> is empty in {empty} of the {len(parsed)} matching lines "
+                    f"format {quoted(self.fmt)}: <Content> is empty in {empty} of the {len(parsed)} matching lines "
                     "(the other fields take the message: check the text between fields)"
                 )
         return found

@@ -2,7 +2,8 @@
 -> :class:`LogEvent` s, with templates) and :func:`read_lines`.
 
 A line that does not match its source's format, or whose time cannot be read, becomes a
-:class:`LogEvent` with ``parsed=False``: it is counted, never dropped. Levels are kept as
+:class:`LogEvent` with ``parsed=False``: it is counted, never dropped. A line whose message is
+empty or only whitespace (a blank line) is not mined: its template is :data:`EMPTY_TEMPLATE`. Levels are kept as
 written in the line; a source whose lines carry none gets them from its ``infer_level``.
 """
 
@@ -13,9 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError
 from ._alerts import AlertRules
-from ._events import LogEvent, new_event
-from ._formats import LogFormat, TimestampReader
+from ._events import EMPTY_TEMPLATE, EMPTY_TEMPLATE_ID, LogEvent, new_event
+from ._formats import LogFormat, TimestampReader, quoted
 from ._levels import UNKNOWN_LEVEL, infer_level
 from ._miner import MinerSettings
 from ._templates import DrainSettings, make_miner
@@ -26,6 +28,19 @@ MAX_WINDOW_S = 1e8
 _LEVEL_CACHE_SIZE = 20_000
 #: The most windows a line may belong to (``window_s / slide_s`` for sliding windows).
 MAX_WINDOWS_PER_LINE = 1000
+
+
+class _DefaultField(str):
+    """A field name :class:`LogSource` uses only when its format has that field (the default of
+    ``level_field`` / ``component_field``); equal to the plain name, told apart by identity."""
+
+    __slots__ = ()
+
+
+#: The default ``level_field``: ``Level`` when the format has it, else None (levels inferred).
+DEFAULT_LEVEL_FIELD: str = _DefaultField("Level")
+#: The default ``component_field``: ``Component`` when the format has it, else None.
+DEFAULT_COMPONENT_FIELD: str = _DefaultField("Component")
 
 
 @dataclass(frozen=True)
@@ -40,9 +55,12 @@ class LogSource:
             (``year`` and ``time_format`` configure it); a format without time fields gives
             its lines the record's time.
         level_field: the field holding the level, or None when the format has none and the
-            level is inferred from the content with ``infer_level``.
+            level is inferred from the content with ``infer_level``. Not given: ``Level`` when
+            the format has that field, else None; a name given explicitly must be a field of
+            the format.
         infer_level: content -> level, used when ``level_field`` is None.
-        component_field: the field holding the emitting component, or None.
+        component_field: the field holding the emitting component, or None. Not given:
+            ``Component`` when the format has that field, else None.
         window_s: window length, seconds of event time (default 600: ten minutes, so that a
             burst of a few minutes is not diluted in an hour; see :class:`AlertRules`).
         slide_s: the step between window starts, seconds; None (default) or ``window_s`` for
@@ -57,14 +75,20 @@ class LogSource:
         year: for times without a year (used by the default timestamp reader).
         time_format: ``strptime`` pattern for the default timestamp reader (None: detect).
         log_format: the compiled ``format`` (derived).
+
+    Raises:
+        ConfigError: (a ``ValueError``) a bad setting, its ``key`` the attribute's name:
+            ``format`` (not a loghub format, or no ``<Content>`` field), ``level_field`` /
+            ``component_field`` (given explicitly, and not a field of the format),
+            ``window_s``, ``slide_s``, ``year`` or ``allowed_lateness_s`` (out of range).
     """
 
     name: str
     format: str
     timestamp: Callable[[Mapping[str, str | None]], float | None] | None = None
-    level_field: str | None = "Level"
+    level_field: str | None = DEFAULT_LEVEL_FIELD
     infer_level: Callable[[str], str] = infer_level
-    component_field: str | None = "Component"
+    component_field: str | None = DEFAULT_COMPONENT_FIELD
     window_s: float = 600.0
     slide_s: float | None = None
     allowed_lateness_s: float = 0.0
@@ -75,25 +99,48 @@ class LogSource:
     log_format: LogFormat = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        log_format = LogFormat.from_loghub(self.format)
-        for name in (self.level_field, self.component_field):
-            if name is not None and name not in log_format.fields:
-                raise ValueError(f"{self.name}: field <{name}> is not in format {self.format!r}")
+        try:
+            log_format = LogFormat.from_loghub(self.format)
+        except (ValueError, OverflowError, RecursionError) as exc:
+            raise ConfigError("format", f"source {self.name!r}: {exc}") from exc
+        for key in ("level_field", "component_field"):
+            name = getattr(self, key)
+            if name is None or name in log_format.fields:
+                continue
+            if isinstance(name, _DefaultField):  # the default: used only when the format has it
+                object.__setattr__(self, key, None)
+                continue
+            raise ConfigError(
+                key,
+                f"source {self.name!r}: <{name}> is not a field of the format {quoted(self.format)} "
+                f"(fields: {', '.join(log_format.fields)}; None for no {key.removesuffix('_field')} field)",
+            )
         if "Content" not in log_format.fields:
-            raise ValueError(f"{self.name}: format {self.format!r} has no <Content> field")
+            raise ConfigError(
+                "format", f"source {self.name!r}: the format {quoted(self.format)} has no <Content> field"
+            )
         if not (math.isfinite(self.window_s) and 0 < self.window_s <= MAX_WINDOW_S):
-            raise ValueError(f"{self.name}: window_s must be in (0, {MAX_WINDOW_S:g}] seconds, got {self.window_s!r}")
+            raise ConfigError(
+                "window_s",
+                f"source {self.name!r}: must be in (0, {MAX_WINDOW_S:g}] seconds, got {self.window_s!r}",
+            )
         if self.slide_s is not None and not (math.isfinite(self.slide_s) and 0 < self.slide_s <= self.window_s):
-            raise ValueError(f"{self.name}: slide_s must be in (0, window_s], got {self.slide_s!r}")
+            raise ConfigError(
+                "slide_s",
+                f"source {self.name!r}: must be in (0, window_s {self.window_s:g}] seconds, got {self.slide_s!r}",
+            )
         if self.slide_s is not None and self.window_s / self.slide_s > MAX_WINDOWS_PER_LINE:
-            raise ValueError(
-                f"{self.name}: slide_s {self.slide_s!r} puts each line in "
-                f"{self.window_s / self.slide_s:.0f} windows (at most {MAX_WINDOWS_PER_LINE})"
+            raise ConfigError(
+                "slide_s",
+                f"source {self.name!r}: {self.slide_s!r} puts each line in "
+                f"{self.window_s / self.slide_s:.0f} windows (at most {MAX_WINDOWS_PER_LINE})",
             )
         if self.year is not None and not 1 <= self.year <= 9998:
-            raise ValueError(f"{self.name}: year must be in 1..9998, got {self.year!r}")
+            raise ConfigError("year", f"source {self.name!r}: must be in 1..9998, got {self.year!r}")
         if not (math.isfinite(self.allowed_lateness_s) and self.allowed_lateness_s >= 0):
-            raise ValueError(f"{self.name}: allowed_lateness_s must be >= 0, got {self.allowed_lateness_s!r}")
+            raise ConfigError(
+                "allowed_lateness_s", f"source {self.name!r}: must be >= 0 seconds, got {self.allowed_lateness_s!r}"
+            )
         object.__setattr__(self, "log_format", log_format)
 
     @property
@@ -185,7 +232,10 @@ class LogParser:
 
         A line that does not match the format, or whose time cannot be read, is an event with
         ``parsed=False``. Such a line, and a line of a format without time fields, gets the
-        latest time of the source's lines so far, else ``fallback_timestamp``.
+        latest time of the source's lines so far, else ``fallback_timestamp``. A line whose
+        content is empty or only whitespace (a blank line, unparsed unless the format is just
+        ``<Content>``) is counted like any other, with the template :data:`EMPTY_TEMPLATE` and
+        id :data:`EMPTY_TEMPLATE_ID`; the miner does not see it.
         """
         match = self._match(line.strip())  # stripped first, as LogFormat.parse does
         timestamp: float | None = None
@@ -214,7 +264,7 @@ class LogParser:
                 self.latest_timestamp = timestamp
         if fields is None or not time_ok:
             content = line.strip()
-            template_id, template = self.miner.add(content)
+            template_id, template = self._mine(content)
             return new_event(self._name, line_no, at, UNKNOWN_LEVEL, None, content, template_id, template, False, line)
         content = fields.get("Content") or ""
         level_field = self._level_field
@@ -225,5 +275,14 @@ class LogParser:
             if not level or level[0].isspace() or level[-1].isspace():
                 level = level.strip() or UNKNOWN_LEVEL
         component = fields.get(self._component_field) if self._component_field else None
-        template_id, template = self.miner.add(content)
+        if content and not content.isspace():
+            template_id, template = self.miner.add(content)
+        else:  # a blank message is not mined
+            template_id, template = EMPTY_TEMPLATE_ID, EMPTY_TEMPLATE
         return new_event(self._name, line_no, at, level, component, content, template_id, template, True, line)
+
+    def _mine(self, content: str) -> tuple[int, str]:
+        """``(template_id, template)`` of ``content``; an empty one is not mined."""
+        if not content or content.isspace():
+            return EMPTY_TEMPLATE_ID, EMPTY_TEMPLATE
+        return self.miner.add(content)

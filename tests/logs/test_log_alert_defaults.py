@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import warnings
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -18,12 +19,18 @@ import reactivex
 
 from reactive_services.adapters import Message
 from reactive_services.cli import main
+from reactive_services.errors import ConfigError
 from reactive_services.examples.shop.log_sources import SOURCES, default_files
 from reactive_services.logs import (
+    EMPTY_TEMPLATE,
+    EMPTY_TEMPLATE_ID,
     AlertDetector,
     AlertRules,
+    DrainSettings,
     LogEvent,
+    LogParser,
     LogSource,
+    MinerSettings,
     WindowReport,
     analyze_file,
     build_pipeline,
@@ -346,6 +353,24 @@ def test_a_bom_and_blank_lines_are_not_events_of_their_own(tmp_path: Path, capsy
     assert got["unparsed"] == 3  # the blank lines; the first line (after the BOM) parses
     assert got["alerts"] == []  # no "new template ''" for the blank lines
     assert "no alerts" in capsys.readouterr().out
+    assert [t for t in got["templates"] if not t["template"].strip()] == []  # no empty template
+    assert {"template_id": EMPTY_TEMPLATE_ID, "template": EMPTY_TEMPLATE, "lines": 3} in got["templates"]
+
+
+@pytest.mark.parametrize("miner", [MinerSettings(), DrainSettings()])
+def test_an_empty_or_whitespace_line_gets_the_empty_template_and_is_not_mined(miner: Any) -> None:
+    parser = LogParser(LogSource("x", r"<Date> <Time> \[<Level>\] <Content>", miner=miner))
+    events = [parser.parse(line, n) for n, line in enumerate(["", "   \t", "2024-01-02 10:00:00 [INFO] a b"], 1)]
+    assert [(e.template_id, e.template, e.parsed, e.level) for e in events[:2]] == [
+        (EMPTY_TEMPLATE_ID, "<empty>", False, "unknown")
+    ] * 2
+    assert events[2].parsed and events[2].template == "a b" and events[2].template_id != EMPTY_TEMPLATE_ID
+    assert parser.miner.cluster_count == 1  # only the real line was mined
+    # a format that is only <Content> parses an empty line: still no empty template
+    only = LogParser(LogSource("y", "<Content>", miner=miner))
+    event = only.parse("  ", 1)
+    assert (event.parsed, event.template_id, event.template) == (True, EMPTY_TEMPLATE_ID, EMPTY_TEMPLATE)
+    assert only.miner.cluster_count == 0
 
 
 # -- formats that match nothing useful -------------------------------------------------------------
@@ -376,8 +401,37 @@ def test_a_format_most_lines_do_not_match_warns_in_analyze_file(tmp_path: Path) 
     with pytest.warns(UserWarning, match="only 0 of the first 400 lines match"):
         report = asyncio.run(analyze_file(log, source))
     assert report["warnings"] == [
-        f"format {source.format!r}: only 0 of the first 400 lines match it (the others are counted as unparsed)"
+        "format '<Date> <Time> [<Level>] <Content>': only 0 of the first 400 lines match it "
+        "(the others are counted as unparsed)"
     ]
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        r"<Date> \| <Time> | <Level> \| <Content>",  # a warning: the bare | is alternation
+        r"<Date> \| <Level> \| <Message>",  # no <Content>
+        r"<Date> \| ( <Content>",  # not a regex
+    ],
+)
+def test_format_messages_quote_the_format_as_typed(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # repr would show '<Date> \\| ...': a user looking for the \\| they typed would not find it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            make_source(fmt)
+        except ConfigError as exc:
+            caught.append(exc)  # type: ignore[arg-type]
+    texts = [str(getattr(w, "message", w)) for w in caught]
+    assert texts and all(f"'{fmt}'" in text and "\\\\" not in text for text in texts), texts
+    assert main(["logs", "analyze", str(default_files()["HDFS"]), "--format", fmt, "--quiet"]) in (0, 2)
+    err = capsys.readouterr().err
+    assert f"'{fmt}'" in err and "\\\\" not in err, err
+
+
+def test_mask_messages_quote_the_regex_as_typed() -> None:
+    with pytest.raises(ConfigError, match=re.escape(r"'\d+(' is not a valid regex")):
+        make_source("HDFS", known=SOURCES, masks=[r"\d+("])
 
 
 def test_no_warning_for_the_shipped_formats_on_their_files() -> None:

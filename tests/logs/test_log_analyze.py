@@ -224,41 +224,44 @@ def test_unparsed_lines_are_counted_and_assigned(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args,key",
+    "args,flag",
     [
-        (["--format", "<Date> <Message>"], "format"),
-        (["--format", "Nginx"], "format"),
-        (["--format", "HDFS", "--mask", "(unclosed"], "mask"),
-        (["--format", "HDFS", "--mask", "x*"], "mask"),
-        (["--format", "HDFS", "--mask", "<ID>="], "mask"),  # a name and no regex
-        (["--format", "HDFS", "--mask", "<>=abc"], "mask"),  # an empty name
-        (["--format", "HDFS", "--mask", "<a b>=abc"], "mask"),  # a name that is not one
-        (["--format", "HDFS", "--window", "60", "--slide", "120"], "slide"),
-        (["--format", "HDFS", "--window", "0"], "window"),
-        (["--format", "HDFS", "--lateness", "-1"], "lateness"),
-        (["--format", "HDFS", "--depth", "5"], "depth"),  # drain3's option without --miner drain3
-        (["--format", "HDFS", "--sim-th", "0.5"], "sim_th"),
-        (["--format", "HDFS", "--miner", "drain3", "--depth", "2"], "depth"),
-        (["--format", "HDFS", "--miner", "drain3", "--sim-th", "1.5"], "sim_th"),
-        (["--format", "HDFS", "--level-field", "Nope"], "level_field"),
-        (["--format", "HDFS", "--error-rate", "2"], "alerts"),
-        (["--format", "HDFS", "--mask", r"\b"], "mask"),  # matches only zero-width
-        (["--format", "HDFS", "--mask", "(?=a)"], "mask"),
-        (["--format", "HDFS", "--mask", "a{99999999999}"], "mask"),  # too large a repeat
-        (["--format", r"<Date>\d{99999999999} <Content>"], "format"),
-        (["--format", "HDFS", "--time-format", "%Q"], "time_format"),
-        (["--format", "HDFS", "--year", "0"], "year"),
-        (["--format", "HDFS", "--window", "3600", "--slide", "1"], "slide"),  # 3600 windows per line
-        (["--format", "HDFS", "--window", "1e12"], "window"),
+        (["--format", "<Date> <Message>"], "--format"),
+        (["--format", "Nginx"], "--format"),
+        (["--format", "HDFS", "--mask", "(unclosed"], "--mask"),
+        (["--format", "HDFS", "--mask", "x*"], "--mask"),
+        (["--format", "HDFS", "--mask", "<ID>="], "--mask"),  # a name and no regex
+        (["--format", "HDFS", "--mask", "<>=abc"], "--mask"),  # an empty name
+        (["--format", "HDFS", "--mask", "<a b>=abc"], "--mask"),  # a name that is not one
+        (["--format", "HDFS", "--window", "60", "--slide", "120"], "--slide"),
+        (["--format", "HDFS", "--window", "0"], "--window"),
+        (["--format", "HDFS", "--lateness", "-1"], "--lateness"),
+        (["--format", "HDFS", "--depth", "5"], "--depth"),  # drain3's option without --miner drain3
+        (["--format", "HDFS", "--sim-th", "0.5"], "--sim-th"),
+        (["--format", "HDFS", "--miner", "drain3", "--depth", "2"], "--depth"),
+        (["--format", "HDFS", "--miner", "drain3", "--sim-th", "1.5"], "--sim-th"),
+        (["--format", "HDFS", "--level-field", "Nope"], "--level-field"),
+        (["--format", "HDFS", "--error-rate", "2"], "--error-rate"),
+        (["--format", "HDFS", "--mask", r"\b"], "--mask"),  # matches only zero-width
+        (["--format", "HDFS", "--mask", "(?=a)"], "--mask"),
+        (["--format", "HDFS", "--mask", "a{99999999999}"], "--mask"),  # too large a repeat
+        (["--format", r"<Date>\d{99999999999} <Content>"], "--format"),
+        (["--format", "HDFS", "--time-format", "%Q"], "--time-format"),
+        (["--format", "HDFS", "--year", "0"], "--year"),
+        (["--format", "HDFS", "--window", "3600", "--slide", "1"], "--slide"),  # 3600 windows per line
+        (["--format", "HDFS", "--window", "1e12"], "--window"),
+        (["--format", "HDFS", "--max-children", "5"], "--max-children"),
+        (["--format", "HDFS", "--name", " "], "--name"),
+        (["--format", "HDFS", "--top", "-1"], "--top"),
     ],
 )
 def test_bad_configuration_fails_at_start_naming_the_option(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], key: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], flag: str
 ) -> None:
     report = tmp_path / "r.json"
     assert main(["logs", "analyze", str(SHIPPED / "HDFS_2k.log"), *args, "--quiet", "--report", str(report)]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: bad configuration:") and key in line, line
+    assert line.startswith(f"error: bad configuration: {flag}: "), line  # the flag typed, not the setting
     assert not report.exists() or report.stat().st_size == 0
 
 
@@ -281,6 +284,26 @@ def test_the_report_may_not_overwrite_the_input(tmp_path: Path, capsys: pytest.C
         == 2
     )
     assert "report" in capsys.readouterr().err and log.read_text() == "2024-01-01 00:00:01 INFO a\n"
+
+
+@pytest.mark.parametrize("option", ["--report", "--assignments"])
+@pytest.mark.parametrize("where", ["missing folder", "trailing slash, missing", "trailing slash, exists", "folder"])
+def test_an_output_path_in_a_missing_folder_or_naming_a_folder_fails_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, where: str
+) -> None:
+    (tmp_path / "out").mkdir()
+    given = {
+        "missing folder": str(tmp_path / "nonexistent" / "dir" / "x.json"),
+        "trailing slash, missing": str(tmp_path / "new") + "/",
+        "trailing slash, exists": str(tmp_path / "out") + "/",
+        "folder": str(tmp_path / "out"),
+    }[where]
+    assert main(["logs", "analyze", str(SHIPPED / "HDFS_2k.log"), "--format", "HDFS", "--quiet", option, given]) == 2
+    out, err = capsys.readouterr()
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: bad configuration: ") and given in line, line
+    assert ("folder" in line) and out == ""  # nothing analysed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not any((tmp_path / "out").iterdir())
 
 
 def test_a_garbage_first_line_does_not_make_the_file_late(tmp_path: Path) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from reactive_services.errors import ConfigError
 from reactive_services.examples.shop.log_sources import DATA_DIR, SOURCES, default_files
 from reactive_services.logs import (
     ERROR_LEVELS,
@@ -107,6 +110,38 @@ def test_log_source_checks_its_fields() -> None:
     with pytest.raises(ValueError):
         LogSource(name="x", format="<Date> <Message>", level_field=None, component_field=None)
     assert LogSource(name="x", format="<Content>", level_field=None, component_field=None).level_inferred
+
+
+def test_log_source_default_fields_are_used_only_when_the_format_has_them() -> None:
+    bare = LogSource(name="x", format="<Date> <Time> <Content>")
+    assert (bare.level_field, bare.component_field, bare.level_inferred) == (None, None, True)
+    event = LogParser(bare).parse("2024-01-02 10:00:00 disk failure on sda", 1)
+    assert event.parsed and event.level == infer_level("disk failure on sda") and event.component is None
+    full = LogSource(name="x", format="<Date> <Time> <Level> <Component>: <Content>")
+    assert (full.level_field, full.component_field) == ("Level", "Component")
+    # a default kept through dataclasses.replace is still a default: it follows the new format
+    assert dataclasses.replace(full, format="<Date> <Level> <Content>").component_field is None
+
+
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [
+        ({"format": "<Date> <Content>", "level_field": "Level"}, "level_field"),
+        ({"format": "<Date> <Content>", "component_field": "Component"}, "component_field"),
+        ({"format": "<Date> <Message>"}, "format"),
+        ({"format": "<A> <A> <Content>"}, "format"),
+        ({"format": "<Content>", "window_s": 0.0}, "window_s"),
+        ({"format": "<Content>", "window_s": 60.0, "slide_s": 120.0}, "slide_s"),
+        ({"format": "<Content>", "year": 0}, "year"),
+        ({"format": "<Content>", "allowed_lateness_s": -1.0}, "allowed_lateness_s"),
+    ],
+)
+def test_log_source_config_errors_name_the_key(kwargs: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as bad:
+        LogSource(name="x", **kwargs)
+    assert bad.value.key == key and str(bad.value).startswith(f"{key}: ") and isinstance(bad.value, ValueError)
+    if key.endswith("_field"):
+        assert f"<{kwargs[key]}> is not a field of the format '<Date> <Content>'" in str(bad.value)
 
 
 # -- every shipped line parses, as loghub's ground truth says --------------------------------

@@ -765,3 +765,29 @@ def test_a_namespace_must_end_with_a_separator(namespace: Any) -> None:
         assert "'t1.'" in str(caught.value)  # the message shows the fix
     else:
         assert "e.g." not in str(caught.value)  # no hint that would be refused too
+
+
+def test_a_namespace_too_long_for_kafka_topic_names_fails_at_start() -> None:
+    class Controller:
+        @event_pattern("orders")
+        def orders(self, order: dict[str, Any]) -> None: ...
+
+        @message_pattern("stock.get")
+        def stock(self, item: dict[str, Any]) -> dict[str, Any]:
+            return item
+
+    longest = len("stock.get.reply")  # the request's default reply topic is the longest name
+    fits = "n" * (249 - longest - 1) + "."
+    assert Microservice(InMemoryBroker(), [Controller()], name="s", namespace=fits).namespace == fits
+    with pytest.raises(ConfigError) as caught:
+        Microservice(InMemoryBroker(), [Controller()], name="s", namespace="n" + fits)
+    assert caught.value.key == "namespace"
+    assert "'stock.get.reply' would have 250 characters, more than Kafka's 249" in str(caught.value)
+    # a client's declared topics too (its reply topics included)
+    ClientProxy(InMemoryBroker(), namespace=fits, sends=["stock.get"])
+    with pytest.raises(ConfigError) as caught:
+        ClientProxy(InMemoryBroker(), namespace="n" + fits, sends=["stock.get"])
+    assert caught.value.key == "namespace"
+    with pytest.raises(ConfigError) as caught:
+        ClientProxy(InMemoryBroker(), namespace="n" * 248 + ".")  # no room for any topic
+    assert caught.value.key == "namespace"

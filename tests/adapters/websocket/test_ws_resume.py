@@ -4,6 +4,7 @@ switch from catch-up to live, bounded catch-up, on the in-memory broker."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import pytest
@@ -173,6 +174,32 @@ async def test_cursor_older_than_retention_gets_recovery_failed_then_live() -> N
                 await publish(broker, TOPIC, range(50, 52))
                 assert numbers(await events(ws, 2)) == [50, 51]
             assert server.hub.log.recoveries_failed == 1  # type: ignore[union-attr]
+
+
+def _cursor_of(body: bytes) -> str:
+    return "v1." + base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("cursor", "says"),
+    [
+        ("v2.abc", "expected 'v1.' followed by base64url, got one starting with 'v2.'"),
+        ("v1.a", "the part after 'v1.' is not unpadded base64url"),
+        ("v1.ab*d", "the part after 'v1.' is not unpadded base64url"),
+        ("v1.not-a-cursor", "the part after 'v1.' does not decode to JSON"),
+        (_cursor_of(b"[1, 2]"), "expected a JSON object with keys e, t, o, got a list"),
+        (_cursor_of(b'{"e": "e1", "t": "x"}'), "lacks the key(s) o (expected e, t, o)"),
+        (_cursor_of(b'{"e": 1, "t": "x", "o": []}'), "'e' (the epoch) must be a string, got int"),
+        (_cursor_of(b'{"e": "e1", "t": null, "o": []}'), "'t' (the topics' digest) must be a string, got NoneType"),
+        (_cursor_of(b'{"e": "e1", "t": "x", "o": [1]}'), "'o' must be a list of lists of offsets"),
+        (_cursor_of(b'{"e": "e1", "t": "x", "o": [[0, -1]]}'), "'o' of topic #0, partition 1 must be an offset"),
+        (_cursor_of(b'{"e": "e1", "t": "x", "o": [["5"]]}'), "(an integer >= 0), got a str"),
+    ],
+)
+def test_a_malformed_cursor_says_which_part_is_wrong_and_what_was_expected(cursor: str, says: str) -> None:
+    with pytest.raises(CursorError) as bad:
+        decode_cursor(cursor, [TOPIC])
+    assert bad.value.reason.startswith("malformed cursor: ") and says in bad.value.reason, bad.value.reason
 
 
 @pytest.mark.parametrize(

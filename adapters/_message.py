@@ -175,28 +175,29 @@ class Hold:
         future, loop = self._future, self._loop
         if future is None or loop is None or future.done():
             return
-
-        def settle() -> None:
-            if future.done():
-                return
-            if cancel:
-                future.cancel()
-            elif error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            settle()
+            _settle_future(future, error, cancel)
             return
         try:
-            loop.call_soon_threadsafe(settle)
+            loop.call_soon_threadsafe(_settle_future, future, error, cancel)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
+
+
+def _settle_future(future: asyncio.Future[None], error: BaseException | None, cancel: bool) -> None:
+    """Settle a hold's future (in its loop's thread): cancelled, done, or failed with ``error``."""
+    if future.done():
+        return
+    if cancel:
+        future.cancel()
+    elif error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 class Batch(Sequence[Message]):

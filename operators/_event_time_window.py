@@ -596,28 +596,31 @@ class _WindowRun(Generic[T]):
         """One item: ``message`` the message holding it (a batch's carrier, or its own record's),
         ``part`` that message's ``(topic, partition)`` (None without a message), ``offset`` the
         offset of the item's record. Items that share a message hold its commit once per window."""
+        if self.fast:  # no timer thread: no lock (calls of on_next are serialized, Rx grammar)
+            if self.stopped:
+                return
+            try:
+                event_time = float(self.timestamp(item))
+                state = self.states.get(self.key_of(item))
+            except Exception:  # noqa: BLE001 - process() calls them again and reports it
+                state = None
+            if state is not None and state.hot_start <= event_time < state.hot_end:
+                # in the window the key's last item went into, which is open (so this one is on
+                # time) and the only one holding it (tumbling)
+                state.hot_items.append(item)
+                held = state.hot_held
+                assert held is not None
+                held.add(message)
+                moved = event_time - self.lateness
+                if moved > state.watermark:
+                    state.watermark = moved
+                    if moved >= state.close_at:
+                        with self.lock:
+                            self.close_key(state, moved)
+                return
         with self.lock:
             if self.stopped:
                 return
-            if self.fast:
-                try:
-                    event_time = float(self.timestamp(item))
-                    state = self.states.get(self.key_of(item))
-                except Exception:  # noqa: BLE001 - process() calls them again and reports it
-                    state = None
-                if state is not None and state.hot_start <= event_time < state.hot_end:
-                    # in the window the key's last item went into, which is open (so this one is
-                    # on time) and the only one holding it (tumbling)
-                    state.hot_items.append(item)
-                    held = state.hot_held
-                    assert held is not None
-                    held.add(message)
-                    moved = event_time - self.lateness
-                    if moved > state.watermark:
-                        state.watermark = moved
-                        if moved >= state.close_at:
-                            self.close_key(state, moved)
-                    return
             if self.checkpoint is not None and message is not None and part not in self.restored:
                 self.wait_for_restore(item, offset, message, part)
                 return

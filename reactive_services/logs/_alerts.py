@@ -291,17 +291,23 @@ class AlertDetector:
         last_end, episode_errors, episode_rising = self._episodes
         if last_end < window.start:  # the previous window does not touch this one: no episode goes on
             episode_errors, episode_rising = None, {}
-        error = alert_for(
-            stats,
-            window.items,
-            threshold=rules.error_rate,
-            min_lines=rules.min_lines,
-            min_errors=rules.min_errors,
-            baseline=sum(e for e, _ in earlier) / len(earlier) if warm else None,
-            factor=rules.error_factor,
-            error_levels=self.error_levels,
-            sample_size=rules.sample_size,
-        )
+        error = None
+        if (  # alert_for's first test, inline: most windows stop here
+            stats["lines"] >= rules.min_lines
+            and stats["errors"] >= rules.min_errors
+            and stats["error_rate"] >= rules.error_rate
+        ):
+            error = alert_for(
+                stats,
+                window.items,
+                threshold=rules.error_rate,
+                min_lines=rules.min_lines,
+                min_errors=rules.min_errors,
+                baseline=sum(e for e, _ in earlier) / len(earlier) if warm else None,
+                factor=rules.error_factor,
+                error_levels=self.error_levels,
+                sample_size=rules.sample_size,
+            )
         if error is not None:
             if episode_errors is not None and stats["errors"] < rules.error_factor * episode_errors:
                 error = None  # the episode goes on, not grown error_factor times: alerted already
@@ -311,10 +317,18 @@ class AlertDetector:
             episode_errors = None
         # each template's text from its latest line in the window (the most general)
         per_template, text = counts or template_counts(window.items)
-        new = self._new_templates(per_template, text, window, stats) if self.windows >= rules.warmup else None
+        most = max(per_template.values(), default=0)  # no template as frequent: no rule looks further
+        new = None
+        if self.windows >= rules.warmup and most >= rules.new_template_min:
+            new = self._new_templates(per_template, text, window, stats)
         rising: list[dict[str, Any]] = []
         still: dict[int, int] = {}
-        for row in self._rising_templates(per_template, text, [c for _, c in earlier]) if warm else []:
+        rows = (
+            self._rising_templates(per_template, text, [c for _, c in earlier])
+            if warm and most >= rules.rise_min_count
+            else []
+        )
+        for row in rows:
             opened = episode_rising.get(row["template_id"])
             if opened is not None and row["count"] < rules.rise_factor * opened:
                 still[row["template_id"]] = opened  # its episode goes on: alerted already
@@ -337,11 +351,14 @@ class AlertDetector:
         self._episodes = (window.end, episode_errors, still)
         self.windows += 1
         self._seen.update(text)
-        self._seen.update((event.template_id, event.template) for event in window.late)
-        self._history.append((window.end, stats["errors"], per_template))
-        overlapping = sum(1 for end, _, _ in self._history if end > window.start)
-        while len(self._history) > rules.history + overlapping:
-            self._history.popleft()
+        if window.late:
+            self._seen.update((event.template_id, event.template) for event in window.late)
+        history = self._history
+        history.append((window.end, stats["errors"], per_template))
+        if len(history) > rules.history:
+            overlapping = sum(1 for end, _, _ in history if end > window.start)
+            while len(history) > rules.history + overlapping:
+                history.popleft()
         return alerts
 
     def _sample(self, window: Window[LogEvent], template_ids: Iterable[int]) -> list[str]:

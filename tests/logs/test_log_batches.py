@@ -204,3 +204,43 @@ async def test_lines_come_out_in_windows_whatever_the_batch_size(count: int) -> 
         (240.0, 6),
         (300.0, 1),
     ]
+
+
+async def test_on_events_gets_each_batch_once_in_arrival_order() -> None:
+    lines = [zk(s, f"tick {s}") for s in range(0, 300, 7)]
+    broker = InMemoryBroker(max_batch=10)  # 43 lines: 5 batches
+    await broker.start()
+    try:
+        for n, line in enumerate(lines, start=1):
+            await broker.emit("logs", {"source": "Z", "line_no": n, "line": line}, key="Z")
+        one_by_one: list[Any] = []
+        lists: list[list[Any]] = []
+        stop = asyncio.Event()
+
+        def counted(events: list[Any]) -> None:
+            lists.append(list(events))
+            if sum(map(len, lists)) == len(lines):
+                stop.set()
+
+        done = asyncio.Event()
+        build_pipeline(
+            broker.source_batches("logs", group_id="g", stop=stop),
+            batches=True,
+            sources=zk_sources(),
+            on_event=one_by_one.append,
+            on_events=counted,
+        ).subscribe(lambda _r: None, lambda _e: done.set(), done.set)
+        await asyncio.wait_for(done.wait(), timeout=30)
+    finally:
+        await broker.stop()
+    assert [len(events) for events in lists] == [10, 10, 10, 10, 3]
+    assert [event for events in lists for event in events] == one_by_one
+    assert [event.line_no for event in one_by_one] == list(range(1, len(lines) + 1))
+
+
+def test_on_events_without_batches_gets_lists_of_one() -> None:
+    lines = [zk(s) for s in (0, 30, 90)]
+    messages = [Message("logs", 0, i, b"Z", {"source": "Z", "line": line}) for i, line in enumerate(lines)]
+    lists: list[list[Any]] = []
+    build_pipeline(reactivex.from_iterable(messages), sources=zk_sources(), on_events=lists.append).subscribe()
+    assert [[event.line_no for event in events] for events in lists] == [[1], [2], [3]]

@@ -16,6 +16,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from reactive_services.operators import Window
@@ -23,6 +24,8 @@ from reactive_services.operators import Window
 from ._events import EMPTY_TEMPLATE_ID, LogEvent
 from ._levels import ERROR_LEVELS
 from ._windows import template_counts
+
+_TIMESTAMP = attrgetter("timestamp")
 
 #: ``log.alert`` fires when a window's error rate is at least this (fraction of its lines) ...
 DEFAULT_ALERT_THRESHOLD = 0.1
@@ -36,7 +39,10 @@ class AlertRules:
 
     The *baseline* of a window is taken over the last ``history`` earlier windows of the source
     that ended at or before its start (so overlapping sliding windows are not part of it; only
-    windows that had lines are emitted, so a quiet gap does not lower it). The three rules, each
+    windows that had lines are emitted, so a quiet gap does not lower it) and began at or after
+    the source's first line: a window that began before it covers only part of its length, so
+    its counts would lower the baseline (with sliding windows, the first ``size / slide``
+    windows; with tumbling ones, the first). The three rules, each
     evaluated on every window emitted for the source, in emission order:
 
     * ``error_rate``: ``lines >= min_lines``, ``errors >= min_errors``, ``errors / lines >=
@@ -241,6 +247,7 @@ class AlertDetector:
         self._seen: dict[int, str] = {}  # template id -> its text when last seen
         # (end, errors, template counts) of earlier windows
         self._history: deque[tuple[float, int, Counter[int]]] = deque()
+        self._since = math.inf  # the earliest event time seen (the source's first line)
         # the episodes going on in the latest window: (its end, the errors of the error alert
         # that opened the error episode or None, {template id: its count in the alert that
         # opened its rate episode})
@@ -354,7 +361,11 @@ class AlertDetector:
         if window.late:
             self._seen.update((event.template_id, event.template) for event in window.late)
         history = self._history
-        history.append((window.end, stats["errors"], per_template))
+        first = min(map(_TIMESTAMP, window.items), default=math.inf)
+        if first < self._since:
+            self._since = first
+        if window.start >= self._since:  # a whole window of the source's time: a baseline window
+            history.append((window.end, stats["errors"], per_template))
         if len(history) > rules.history:
             overlapping = sum(1 for end, _, _ in history if end > window.start)
             while len(history) > rules.history + overlapping:

@@ -85,8 +85,12 @@ class LogFormat:
     def parse(self, line: str) -> dict[str, str | None] | None:
         """The fields of ``line`` (stripped of surrounding whitespace first, as logparser does),
         or None when it does not match. A field inside an optional group that is absent is None.
+        A line that matches only with its trailing whitespace (``[time] [error] `` for
+        ``[<Time>] [<Level>] <Content>``: the message is empty) gives its last field empty.
         """
         match = self.regex.match(line.strip())
+        if match is None and line[-1:].isspace():  # an empty last field: its separator was stripped
+            match = self.regex.match(line.lstrip())
         return None if match is None else match.groupdict()
 
     def problems(self, lines: Sequence[str] = (), *, probe: int = 2000) -> list[str]:

@@ -173,8 +173,9 @@ class LogSource:
 def read_lines(path: Path) -> list[str]:
     """The lines of a log file, split on ``\\n`` only (a trailing ``\\r`` is removed); a final
     empty line after the last newline is not a line. Bytes that are not UTF-8 are replaced; a
-    UTF-8 byte order mark at the start is dropped."""
-    text = path.read_text(encoding="utf-8-sig", errors="replace")  # a leading BOM is not part of line 1
+    UTF-8 byte order mark at the start is dropped. A ``\r`` elsewhere stays in its line (text
+    mode would make it a line break: the line numbers would no longer be the file's)."""
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")  # a leading BOM is not part of line 1
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -238,6 +239,8 @@ class LogParser:
         id :data:`EMPTY_TEMPLATE_ID`; the miner does not see it.
         """
         match = self._match(line.strip())  # stripped first, as LogFormat.parse does
+        if match is None and line[-1:].isspace():
+            match = self._match(line.lstrip())  # an empty last field: its separator was stripped
         timestamp: float | None = None
         fields: dict[str, str | None] | None = None
         time_ok = False

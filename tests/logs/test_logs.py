@@ -66,6 +66,14 @@ def test_read_lines_matches_an_independent_read(name: str) -> None:
     assert len(raw_lines(name)) == 2000
 
 
+def test_read_lines_splits_on_newlines_only(tmp_path: Path) -> None:
+    # \r\n and a final newline end lines; a lone \r (or two before \n) stays in its line, as
+    # `wc -l` counts: the line numbers are the file's
+    path = tmp_path / "crlf.log"
+    path.write_bytes(b"\xef\xbb\xbfa 1\r\r\nb\r2\r\nc \xff 3\n")
+    assert read_lines(path) == ["a 1\r", "b\r2", "c \ufffd 3"]
+
+
 # -- LogFormat -------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from inspect import isawaitable
+from operator import attrgetter
 from typing import Any, Literal
 
 import orjson
@@ -542,8 +543,8 @@ def _same(message: Message) -> Message:
     return message
 
 
-def _raw(message: Message) -> bytes | None:
-    return message.raw
+#: a Message's undecoded value (the default ``raw`` of :func:`hand_over_batch`)
+_raw: Callable[[Message], bytes | None] = attrgetter("raw")
 
 
 def hand_over_batch(
@@ -587,7 +588,7 @@ def hand_over_batch(
     # decode_json's errors are re-made on failure
     decode: Callable[[Any], Any] = orjson.loads if decoder is decode_json else decoder
     try:
-        values = [decode(raw(r)) for r in records]  # the common case: every record decodes
+        values = list(map(decode, map(raw, records)))  # the common case: every record decodes
         kept = records
     except Exception:  # noqa: BLE001 - one did not: go record by record, dead-lettering those
         values, kept = [], []

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
@@ -414,5 +415,5 @@ class MemorySources(SourceTasks):
         return window.error is None
 
 
-def _stored_value(record: StoredRecord) -> bytes | None:
-    return record.value
+#: a stored record's value bytes (``raw`` of :func:`hand_over_batch`)
+_stored_value: Callable[[StoredRecord], bytes | None] = attrgetter("value")

@@ -48,6 +48,10 @@ _LOOSE_NAMED_MASK = re.compile(r"^<([^<>]*)>=(.*)$", re.DOTALL)
 # texts on which a mask must not find a zero-length match (``x*``, ``\b``, ``(?=a)``, ``^``)
 _EMPTY_MATCH_SAMPLES = ("", "a", "ab 12 x-y", "tickTime=2000 user root", " ")
 
+#: :func:`analyze_file` warns when more than this share of a source's lines are late (they
+#: arrived after every window holding their time had closed, so no window counts them).
+MAX_LATE_SHARE = 0.5
+
 
 def parse_mask(text: str) -> tuple[str, str]:
     """A ``--mask`` value -> ``(regex, mask name)`` for drain3.
@@ -235,6 +239,19 @@ def detect_time(source: LogSource, lines: Sequence[str], *, probe: int = 200) ->
     return None
 
 
+def late_problem(source: LogSource, late: int, lines: int) -> str | None:
+    """The warning when more than :data:`MAX_LATE_SHARE` of a source's ``lines`` were ``late``
+    (the log is out of time order by more than its allowed lateness), naming the setting that
+    counts them (``--lateness SECONDS``, ``allowed_lateness_s``); None otherwise."""
+    if not lines or late <= MAX_LATE_SHARE * lines:
+        return None
+    return (
+        f"{late} of {lines} lines arrived after their window had closed (the log is out of time order by more "
+        f"than the allowed lateness, {source.allowed_lateness_s:g} s): no window counts them; give --lateness "
+        "SECONDS (allowed_lateness_s) as large as the disorder to count them"
+    )
+
+
 def write_assignments(path: Path, assignments: Sequence[tuple[int, int]], templates: dict[int, str]) -> None:
     """Write ``line_no,template_id,template`` rows (one per input line, in line order; the
     template is the final text of the line's cluster) as CSV with a header."""
@@ -270,11 +287,12 @@ async def analyze_file(
         "by_level": {level: n}, "templates": [{"template_id", "template", "lines"}, ...] (most
         lines first), "windows": [log.stats values in emission order], "alerts": [log.alert
         values], "alerts_by_kind": {kind: n}, "late_lines": [logs.late values], "warnings":
-        [:meth:`LogFormat.problems` sentences], "elapsed_s"}``.
+        [sentences: :meth:`LogFormat.problems`, :func:`late_problem`], "elapsed_s"}``.
 
     Warns:
         UserWarning: most lines do not match the format, or most have an empty ``<Content>``
-            (:meth:`LogFormat.problems`).
+            (:meth:`LogFormat.problems`); after the run, more than :data:`MAX_LATE_SHARE` of
+            the lines were late (:func:`late_problem`).
 
     Raises:
         OSError: the file cannot be read.
@@ -336,6 +354,10 @@ async def analyze_file(
         await broker.stop()
 
     totals = analytics.report().get(source.name, {})
+    late_warning = late_problem(source, totals.get("late", 0), totals.get("lines", 0))
+    if late_warning is not None:
+        problems.append(late_warning)
+        warnings.warn(late_warning, UserWarning, stacklevel=2)
     templates = analytics.templates(source.name)
     # a line's final group: the id it got on arrival, through the merges made since
     assigned = [(line_no, analytics.resolve(source.name, tid)) for line_no, tid in assigned]

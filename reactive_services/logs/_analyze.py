@@ -36,6 +36,7 @@ from .._runtime import Microservice
 from ._evaluation import miner_settings
 from ._events import LogEvent
 from ._formats import LogFormat, TimestampReader, quoted
+from ._levels import ERROR_LEVELS
 from ._miner import MinerSettings
 from ._parsing import LogSource, read_lines
 from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, MAX_LINE_CHARS, STATS_TOPIC, replay_logs
@@ -51,6 +52,23 @@ _EMPTY_MATCH_SAMPLES = ("", "a", "ab 12 x-y", "tickTime=2000 user root", " ")
 #: :func:`analyze_file` warns when more than this share of a source's lines are late (they
 #: arrived after every window holding their time had closed, so no window counts them).
 MAX_LATE_SHARE = 0.5
+
+#: The values of a level field :func:`level_problem` takes for levels (compared
+#: case-insensitively, brackets and ``:`` around them ignored): :data:`ERROR_LEVELS`, the
+#: other syslog severities (``warning``, ``notice``, ``info``, ``debug``) and their short forms,
+#: log4j / logback / java.util.logging levels (``trace``, ``fine``, ``config``, ...), Windows
+#: event levels (``information``, ``verbose``) and Android's one-letter priorities
+#: (``V D I W E F A``).
+LEVEL_WORDS: frozenset[str] = ERROR_LEVELS | frozenset(
+    {
+        *("warn", "warning", "notice", "info", "information", "informational", "debug", "trace"),
+        *("fine", "finer", "finest", "config", "verbose", "panic", "failure"),
+        *("v", "d", "i", "w", "e", "f", "a"),
+    }
+)
+#: :func:`level_problem` warns when more than this share of the parsed lines' level values are
+#: not in :data:`LEVEL_WORDS`.
+MAX_NON_LEVEL_SHARE = 0.5
 
 
 def parse_mask(text: str) -> tuple[str, str]:
@@ -239,6 +257,38 @@ def detect_time(source: LogSource, lines: Sequence[str], *, probe: int = 200) ->
     return None
 
 
+def level_problem(source: LogSource, lines: Sequence[str], *, probe: int = 2000) -> str | None:
+    """The warning when the source's level field holds no levels: more than
+    :data:`MAX_NON_LEVEL_SHARE` of the values it takes in the first ``probe`` matching lines
+    are not :data:`LEVEL_WORDS` (loghub's Linux format calls the host name ``<Level>``), so no
+    line is an error and no error alert can fire; it names the setting that infers the levels
+    from the content instead (``--level-field none``, ``level_field=None``). None otherwise, or
+    when the source has no level field or no line matches."""
+    field = source.level_field
+    if field is None:
+        return None
+    values: list[str] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        fields = source.log_format.parse(line)
+        if fields is not None:
+            values.append((fields.get(field) or "").strip())
+            if len(values) >= probe:
+                break
+    others = [value for value in values if value.strip("[]():<> ").lower() not in LEVEL_WORDS]
+    if not values or len(others) <= MAX_NON_LEVEL_SHARE * len(values):
+        return None
+    examples = ", ".join(quoted(value) for value in dict.fromkeys(others).keys() if value)
+    examples = examples if len(examples) < 80 else examples[:76] + " ..."
+    return (
+        f"<{field}> holds no level word in {len(others)} of the {len(values)} matching lines"
+        + (f" (e.g. {examples})" if examples else "")
+        + ": no line is an error, so no error alert can fire; give --level-field none (level_field=None) to infer "
+        "the levels from the content"
+    )
+
+
 def late_problem(source: LogSource, late: int, lines: int) -> str | None:
     """The warning when more than :data:`MAX_LATE_SHARE` of a source's ``lines`` were ``late``
     (the log is out of time order by more than its allowed lateness), naming the setting that
@@ -287,11 +337,13 @@ async def analyze_file(
         "by_level": {level: n}, "templates": [{"template_id", "template", "lines"}, ...] (most
         lines first), "windows": [log.stats values in emission order], "alerts": [log.alert
         values], "alerts_by_kind": {kind: n}, "late_lines": [logs.late values], "warnings":
-        [sentences: :meth:`LogFormat.problems`, :func:`late_problem`], "elapsed_s"}``.
+        [sentences: :meth:`LogFormat.problems`, :func:`level_problem`, :func:`late_problem`],
+        "elapsed_s"}``.
 
     Warns:
         UserWarning: most lines do not match the format, or most have an empty ``<Content>``
-            (:meth:`LogFormat.problems`); after the run, more than :data:`MAX_LATE_SHARE` of
+            (:meth:`LogFormat.problems`); the level field holds no levels
+            (:func:`level_problem`); after the run, more than :data:`MAX_LATE_SHARE` of
             the lines were late (:func:`late_problem`).
 
     Raises:
@@ -303,6 +355,8 @@ async def analyze_file(
     lines = read_lines(path)
     time_pattern = detect_time(source, lines)
     problems = source.log_format.problems(lines)
+    if (level_warning := level_problem(source, lines)) is not None:
+        problems.append(level_warning)
     for problem in problems:
         if "regex alternation" not in problem:  # make_source warned of that one already
             warnings.warn(problem, UserWarning, stacklevel=2)

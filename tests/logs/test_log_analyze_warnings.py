@@ -54,3 +54,57 @@ def test_a_few_late_lines_do_not_warn(tmp_path: Path) -> None:
     log.write_text("2024-01-02 10:00:01 INFO a\n2024-01-02 10:05:00 INFO b\n2024-01-02 10:00:02 INFO c\n")
     report = asyncio.run(analyze_file(log, make_source("<Date> <Time> <Level> <Content>", window_s=60)))
     assert report["late"] == 1 and report["warnings"] == []
+
+
+# -- a <Level> field without levels ----------------------------------------------------------------
+
+LINUX_FORMAT = r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>"
+
+
+def test_a_level_field_holding_no_level_words_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # loghub calls the Linux host name ("combo") <Level>: no line has an error level
+    code, report = analyze(tmp_path, SHIPPED / "Linux_2k.log", "--format", LINUX_FORMAT)
+    assert code == 0 and report["by_level"] == {"combo": 2000} and report["alerts_by_kind"].get("error_rate") is None
+    [warning] = [w for w in report["warnings"] if "<Level>" in w]
+    assert "2000 of the 2000" in warning and "'combo'" in warning and "--level-field none" in warning
+    assert f"warning: {warning}" in capsys.readouterr().err.splitlines()
+    # as suggested: the levels are inferred, errors alert, no warning
+    (tmp_path / "b").mkdir()
+    code, report = analyze(tmp_path / "b", SHIPPED / "Linux_2k.log", "--format", LINUX_FORMAT, "--level-field", "none")
+    assert code == 0 and report["warnings"] == [] and report["by_level"].get("error", 0) > 0
+
+
+def test_a_level_field_problem_warns_in_analyze_file(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match=r"<Level> holds no level word in 2000 of the 2000 matching lines"):
+        report = asyncio.run(analyze_file(SHIPPED / "Linux_2k.log", make_source(LINUX_FORMAT)))
+    assert any("level_field=None" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize(
+    "name,fmt",
+    [
+        ("Android", "<Date> <Time>  <Pid>  <Tid> <Level> <Component>: <Content>"),  # D, I, W, E, V
+        ("BGL", "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>"),
+        ("OpenStack", "<Logrecord> <Date> <Time> <Pid> <Level> <Component> \\[<ADDR>\\] <Content>"),
+        ("Windows", "<Date> <Time>, <Level>                  <Component>    <Content>"),
+        ("Zookeeper", r"<Date> <Time> - <Level>  \[<Node>:<Component>@<Id>\] - <Content>"),
+    ],
+)
+def test_real_levels_do_not_warn(name: str, fmt: str) -> None:
+    from reactive_services.logs import read_lines
+    from reactive_services.logs._analyze import level_problem
+
+    source, lines = make_source(fmt), read_lines(OTHER / f"{name}_300.log")
+    assert source.log_format.problems(lines) == []  # the lines match: their levels were looked at
+    assert level_problem(source, lines) is None
+
+
+def test_a_level_field_given_by_name_is_checked_too(tmp_path: Path) -> None:
+    from reactive_services.logs._analyze import level_problem
+
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"2024-01-02 10:00:{i:02d} web-{i % 3} INFO request {i}\n" for i in range(10)))
+    fmt = "<Date> <Time> <Host> <Severity> <Content>"
+    assert level_problem(make_source(fmt, level_field="Severity"), log.read_text().splitlines()) is None
+    problem = level_problem(make_source(fmt, level_field="Host"), log.read_text().splitlines())
+    assert problem is not None and problem.startswith("<Host> holds no level word in 10 of the 10 matching lines")

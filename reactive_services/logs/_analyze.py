@@ -41,7 +41,7 @@ from ._miner import MinerSettings
 from ._parsing import LogSource, read_lines
 from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, MAX_LINE_CHARS, STATS_TOPIC, replay_logs
 from ._service import LogAnalyticsService, LogsController
-from ._templates import DrainSettings
+from ._templates import DEFAULT_MASKING, DrainSettings
 
 _NAMED_MASK = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)>=(.+)$", re.DOTALL)
 # what looks like a named mask but is not one: a bad name, or no regex
@@ -302,6 +302,15 @@ def late_problem(source: LogSource, late: int, lines: int) -> str | None:
     )
 
 
+def default_masks_on(settings: MinerSettings | DrainSettings) -> bool:
+    """Whether a miner applies its default masks (``--no-default-masks`` not given): the
+    :class:`MinerSettings` flag; for drain3, whose masks are all listed in ``masking`` (the
+    defaults last, see :func:`make_source`), whether they end with :data:`DEFAULT_MASKING`."""
+    if isinstance(settings, DrainSettings):
+        return settings.masking[len(settings.masking) - len(DEFAULT_MASKING) :] == DEFAULT_MASKING
+    return settings.default_masks
+
+
 def write_assignments(path: Path, assignments: Sequence[tuple[int, int]], templates: dict[int, str]) -> None:
     """Write ``line_no,template_id,template`` rows (one per input line, in line order; the
     template is the final text of the line's cluster) as CSV with a header."""
@@ -332,7 +341,10 @@ async def analyze_file(
 
     Returns:
         ``{"file", "source", "format", "time": pattern | "custom" | "none" | None,
-        "settings": {...}, "lines", "parsed", "unparsed", "late", "dead_lettered", "truncated"
+        "settings": {"miner": {...miner_settings, "masks": [[regex, name], ...] (the default
+        miner: the user's; drain3: every mask applied), "default_masks": bool
+        (:func:`default_masks_on`)}, "window_s", "slide_s", "allowed_lateness_s",
+        "level_field", "alerts"}, "lines", "parsed", "unparsed", "late", "dead_lettered", "truncated"
         (lines longer than MAX_LINE_CHARS, analysed cut to that length),
         "by_level": {level: n}, "templates": [{"template_id", "template", "lines"}, ...] (most
         lines first), "windows": [log.stats values in emission order], "alerts": [log.alert
@@ -424,7 +436,11 @@ async def analyze_file(
         "format": source.format,
         "time": time_pattern,
         "settings": {
-            "miner": {**miner_settings(mined), "masks": [[regex, name] for regex, name in mined.masking]},
+            "miner": {
+                **miner_settings(mined),
+                "masks": [[regex, name] for regex, name in mined.masking],
+                "default_masks": default_masks_on(mined),
+            },
             "window_s": source.window_s,
             "slide_s": source.slide_s or source.window_s,
             "allowed_lateness_s": source.allowed_lateness_s,

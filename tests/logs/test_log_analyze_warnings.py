@@ -108,3 +108,25 @@ def test_a_level_field_given_by_name_is_checked_too(tmp_path: Path) -> None:
     assert level_problem(make_source(fmt, level_field="Severity"), log.read_text().splitlines()) is None
     problem = level_problem(make_source(fmt, level_field="Host"), log.read_text().splitlines())
     assert problem is not None and problem.startswith("<Host> holds no level word in 10 of the 10 matching lines")
+
+
+# -- settings that reproduce the run ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("miner", ["default", "drain3"])
+def test_the_settings_say_whether_the_default_masks_were_on(tmp_path: Path, miner: str) -> None:
+    from reactive_services.logs import DEFAULT_MASKING
+
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"2024-01-02 10:00:{i:02d} INFO request {i} from 10.0.0.{i}\n" for i in range(20)))
+    args = ("--format", "<Date> <Time> <Level> <Content>", "--miner", miner, "--mask", r"<REQ>=(?<=request )\d+")
+    (tmp_path / "on").mkdir()
+    (tmp_path / "off").mkdir()
+    _, on = analyze(tmp_path / "on", log, *args)
+    _, off = analyze(tmp_path / "off", log, *args, "--no-default-masks")
+    assert (on["settings"]["miner"]["default_masks"], off["settings"]["miner"]["default_masks"]) == (True, False)
+    user = [[r"(?<=request )\d+", "REQ"]]
+    assert off["settings"]["miner"]["masks"] == user
+    # the default miner lists the user's masks; drain3 every mask it applied, its defaults after the user's
+    defaults = [] if miner == "default" else [list(pair) for pair in DEFAULT_MASKING]
+    assert on["settings"]["miner"]["masks"] == user + defaults

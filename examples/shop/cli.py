@@ -130,7 +130,7 @@ def register(commands: Commands) -> None:
         metavar="STRPTIME",
         help="strptime pattern of the time fields joined by spaces (default: detected)",
     )
-    an.add_argument("--year", type=int, help="year for times that have none (default 2000)")
+    an.add_argument("--year", type=int, help="year for times that have none (default: the shipped source's, else 2000)")
     an.add_argument("--window", type=float, metavar="SECONDS", help="window length (default 600)")
     an.add_argument(
         "--slide",

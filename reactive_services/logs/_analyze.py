@@ -140,8 +140,9 @@ def make_source(
         level_field: the field holding the level; ``""`` (default): the source's, or
             ``Level`` when the format has that field; None: infer levels from the content.
         component_field: likewise for the component (``Component``).
-        time_format: ``strptime`` pattern of the time fields (None: detected).
-        year: year for times without one.
+        time_format: ``strptime`` pattern of the time fields (None: detected); it replaces a
+            known source's own timestamp function, and the source's ``year`` is kept.
+        year: year for times without one (None: the known source's ``year``, else 2000).
         window_s: the window length, in seconds of event time (None: the source's).
         slide_s: the distance between window starts, in seconds (None: the source's).
         allowed_lateness_s: the allowed lateness, in seconds of event time (None: the source's).

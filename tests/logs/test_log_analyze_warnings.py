@@ -130,3 +130,33 @@ def test_the_settings_say_whether_the_default_masks_were_on(tmp_path: Path, mine
     # the default miner lists the user's masks; drain3 every mask it applied, its defaults after the user's
     defaults = [] if miner == "default" else [list(pair) for pair in DEFAULT_MASKING]
     assert on["settings"]["miner"]["masks"] == user + defaults
+
+
+# -- a shipped source keeps its year ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,year", [("OpenSSH", 2015), ("Linux", 2005)])
+def test_a_time_format_keeps_the_shipped_sources_year(tmp_path: Path, name: str, year: int) -> None:
+    from reactive_services.examples.shop.log_sources import SOURCES
+
+    assert make_source(name, known=SOURCES, time_format="%b %d %H:%M:%S").year == year
+    code, report = analyze(tmp_path, SHIPPED / f"{name}_2k.log", "--format", name, "--time-format", "%b %d %H:%M:%S")
+    assert code == 0 and report["time"] == "%b %d %H:%M:%S" and report["unparsed"] == 0
+    assert report["windows"][0]["window_start"].startswith(f"{year}-")
+    # the same windows as the shipped reader's
+    (tmp_path / "shipped").mkdir()
+    _, shipped = analyze(tmp_path / "shipped", SHIPPED / f"{name}_2k.log", "--format", name)
+    assert [w["window_start"] for w in report["windows"]] == [w["window_start"] for w in shipped["windows"]]
+    # --year still wins
+    (tmp_path / "y").mkdir()
+    _, other = analyze(
+        tmp_path / "y",
+        SHIPPED / f"{name}_2k.log",
+        "--format",
+        name,
+        "--time-format",
+        "%b %d %H:%M:%S",
+        "--year",
+        "2020",
+    )
+    assert other["windows"][0]["window_start"].startswith("2020-")

@@ -160,3 +160,21 @@ def test_a_time_format_keeps_the_shipped_sources_year(tmp_path: Path, name: str,
         "2020",
     )
     assert other["windows"][0]["window_start"].startswith("2020-")
+
+
+# -- the samples' README ------------------------------------------------------------------------------
+
+
+def test_the_loghub_readme_names_only_files_that_exist() -> None:
+    import re
+
+    readme = SHIPPED / "README.md"
+    root = Path(__file__).resolve().parents[2]
+    named = re.findall(r"`([\w./-]+\.(?:py|log|csv|md))`", readme.read_text(encoding="utf-8"))
+    assert any(name.startswith("examples/") for name in named)
+    for name in named:
+        if "<Name>" in name:
+            continue
+        path = root / name if "/" in name else SHIPPED / name
+        assert path.is_file(), name
+    assert "log_sources.py" in readme.read_text(encoding="utf-8")

@@ -193,7 +193,7 @@ def make_source(
     else:
         for option, given in (("depth", depth), ("sim_th", sim_th), ("max_children", max_children)):
             if given is not None:
-                raise ConfigError(option, f"{option} applies to the drain3 miner only (select it with miner drain3)")
+                raise ConfigError(option, f"{option} applies to the drain3 miner only (select it with miner='drain3')")
         own = base.miner if isinstance(base.miner, MinerSettings) else MinerSettings()
         chosen = dataclasses.replace(
             own, masking=parsed_masks + (own.masking if default_masks else ()), default_masks=default_masks
@@ -346,7 +346,8 @@ async def analyze_file(
         miner: the user's; drain3: every mask applied), "default_masks": bool
         (:func:`default_masks_on`)}, "window_s", "slide_s", "allowed_lateness_s",
         "level_field", "alerts"}, "lines", "parsed", "unparsed", "late", "dead_lettered", "truncated"
-        (lines longer than MAX_LINE_CHARS, analysed cut to that length),
+        (lines longer than MAX_LINE_CHARS, analysed cut to that length), "blank" (empty or
+        whitespace lines, counted as unparsed),
         "by_level": {level: n}, "templates": [{"template_id", "template", "lines"}, ...] (most
         lines first), "windows": [log.stats values in emission order], "alerts": [log.alert
         values], "alerts_by_kind": {kind: n}, "late_lines": [logs.late values], "warnings":
@@ -354,8 +355,8 @@ async def analyze_file(
         "elapsed_s"}``.
 
     Warns:
-        UserWarning: most lines do not match the format, or most have an empty ``<Content>``
-            (:meth:`LogFormat.problems`); the level field holds no levels
+        UserWarning: the file has no non-blank line; most lines do not match the format, or
+            most have an empty ``<Content>`` (:meth:`LogFormat.problems`); the level field holds no levels
             (:func:`level_problem`); after the run, more than :data:`MAX_LATE_SHARE` of
             the lines were late (:func:`late_problem`).
 
@@ -368,6 +369,9 @@ async def analyze_file(
     lines = read_lines(path)
     time_pattern = detect_time(source, lines)
     problems = source.log_format.problems(lines)
+    blank = sum(1 for line in lines if not line.strip())
+    if blank == len(lines):  # not "no time could be read", nor any other problem of the format
+        problems.append(f"{path} has no non-blank line: nothing to analyse")
     if (level_warning := level_problem(source, lines)) is not None:
         problems.append(level_warning)
     for problem in problems:
@@ -454,6 +458,7 @@ async def analyze_file(
         "late": totals.get("late", 0),
         "dead_lettered": len(dead),
         "truncated": sum(1 for line in lines if len(line) > MAX_LINE_CHARS),
+        "blank": blank,
         "by_level": totals.get("by_level", {}),
         "templates": [{"template_id": tid, "template": text, "lines": n} for tid, text, n in templates],
         "windows": windows,

@@ -178,3 +178,53 @@ def test_the_loghub_readme_names_only_files_that_exist() -> None:
         path = root / name if "/" in name else SHIPPED / name
         assert path.is_file(), name
     assert "log_sources.py" in readme.read_text(encoding="utf-8")
+
+
+# -- messages -------------------------------------------------------------------------------------------
+
+
+def test_a_drain3_option_without_drain3_names_the_flag_to_select_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reactive_services.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"select it with miner='drain3'"):
+        make_source("<Date> <Content>", sim_th=0.5)
+    code, _ = analyze(tmp_path, SHIPPED / "HDFS_2k.log", "--format", "HDFS", "--sim-th", "0.5")
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and line == (
+        "error: bad configuration: --sim-th: --sim-th applies to the drain3 miner only (select it with --miner drain3)"
+    )
+
+
+@pytest.mark.parametrize("option,example", [("--assignments", "out.csv"), ("--report", "out.json")])
+def test_an_output_naming_a_folder_suggests_a_file_of_its_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, example: str
+) -> None:
+    assert (
+        main(["logs", "analyze", str(SHIPPED / "HDFS_2k.log"), "--format", "HDFS", "--quiet", option, str(tmp_path)])
+        == 2
+    )
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith(f"give a file name (e.g. {tmp_path / example})"), line
+
+
+def test_an_unreadable_time_prints_none_on_the_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"someday-{i} request {i}\n" for i in range(5)))
+    code, report = analyze(tmp_path, log, "--format", "<Date> <Content>")
+    out, err = capsys.readouterr()
+    assert code == 0 and report["time"] is None
+    [row] = [line for line in out.splitlines() if " time " in line]
+    assert "none" in row and "None" not in row, row
+    assert "no time could be read" in err
+
+
+@pytest.mark.parametrize("text", ["\n\n  \n\t\n", ""])
+def test_a_file_without_a_non_blank_line_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
+    log = tmp_path / "blank.log"
+    log.write_text(text)
+    code, report = analyze(tmp_path, log, "--format", "<Date> <Time> <Level> <Content>")
+    err = capsys.readouterr().err
+    assert code == 0 and report["warnings"] == [f"{log} has no non-blank line: nothing to analyse"]
+    assert err.strip().splitlines() == [f"warning: {log} has no non-blank line: nothing to analyse"]

@@ -125,7 +125,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def check_writable(path: str | Path, key: str = "report", *, parents: bool = True) -> Path:
+def check_writable(path: str | Path, key: str = "report", *, parents: bool = True, example: str = "out.json") -> Path:
     """Fail at start, not after the run, when ``path`` cannot be written.
 
     Args:
@@ -133,6 +133,7 @@ def check_writable(path: str | Path, key: str = "report", *, parents: bool = Tru
         key: the setting (or flag) named in the error.
         parents: create missing parent folders (the default); False: a missing parent folder
             is an error.
+        example: the file name suggested in the folder ``path`` names (``out.csv`` for a CSV).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path` (the file exists, possibly empty: opened for appending).
@@ -145,7 +146,7 @@ def check_writable(path: str | Path, key: str = "report", *, parents: bool = Tru
     text = str(path)
     path = Path(path)
     if text.endswith(("/", os.sep)) or path.is_dir():
-        raise ConfigError(key, f"{text} is a folder, not a file: give a file name (e.g. {path / 'out.json'})")
+        raise ConfigError(key, f"{text} is a folder, not a file: give a file name (e.g. {path / example})")
     if not parents and not path.parent.is_dir():
         what = "is not a folder" if path.parent.exists() else "does not exist"
         raise ConfigError(key, f"cannot write {text}: the folder {path.parent} {what} (create it first)")

@@ -130,7 +130,7 @@ def register(commands: Commands) -> None:
         metavar="STRPTIME",
         help="strptime pattern of the time fields joined by spaces (default: detected)",
     )
-    an.add_argument("--year", type=int, help="year for times that have none (default 2000)")
+    an.add_argument("--year", type=int, help="year for times that have none (default: the shipped source's, else 2000)")
     an.add_argument("--window", type=float, metavar="SECONDS", help="window length (default 600)")
     an.add_argument(
         "--slide",
@@ -433,9 +433,15 @@ def _logs_analyze(args: argparse.Namespace) -> int:
         if args.report is not None:
             report_path = check_writable(args.report, "report", parents=False)
         if args.assignments is not None:
-            assignments_path = check_writable(args.assignments, "assignments", parents=False)
+            assignments_path = check_writable(args.assignments, "assignments", parents=False, example="out.csv")
     except ConfigError as exc:  # named by the flag the user typed, not the setting behind it
-        print(f"error: bad configuration: {_ANALYZE_FLAGS.get(exc.key, exc.key)}: {exc.message}", file=sys.stderr)
+        flag = _ANALYZE_FLAGS.get(exc.key, exc.key)
+        message = exc.message
+        if exc.key in ("depth", "sim_th", "max_children"):  # make_source names the Python settings
+            message = message.replace(f"{exc.key} applies", f"{flag} applies").replace(
+                "miner='drain3'", "--miner drain3"
+            )
+        print(f"error: bad configuration: {flag}: {message}", file=sys.stderr)
         return 2
     warned = set(caught)
     for text in caught:
@@ -473,7 +479,7 @@ def _logs_analyze(args: argparse.Namespace) -> int:
     for text in report["warnings"]:
         if text not in warned:
             print(f"warning: {text}", file=sys.stderr)
-    if report["time"] is None and report["lines"]:
+    if report["time"] is None and report["lines"] > report["blank"]:  # (no line at all: analyze_file says so)
         hint = f"with --time-format {args.time_format!r}" if args.time_format else "(give --time-format)"
         print(
             f"warning: no time could be read from the format's time fields {hint}; those lines are unparsed",
@@ -559,7 +565,7 @@ def _logs_summary(report: dict[str, Any], console: Any, *, top: int) -> None:
         f"{report['late']} late, {report['dead_lettered']} dead-lettered)",
     )
     t.add_row("levels", levels or "-")
-    t.add_row("time", str(report["time"]))
+    t.add_row("time", report["time"] or "none")  # None: no time could be read (a warning says so)
     t.add_row("templates", str(len(report["templates"])))
     settings = report["settings"]
     t.add_row(

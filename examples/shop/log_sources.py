@@ -57,6 +57,7 @@ SOURCES: Mapping[str, LogSource] = {
             name="Linux",
             format=r"<Month> <Date> <Time> <Level> <Component>(\[<PID>\])?: <Content>",
             timestamp=syslog_timestamp("Month", "Date", "Time", year=LINUX_DEFAULT_YEAR),
+            year=LINUX_DEFAULT_YEAR,  # kept when a time_format replaces the timestamp (make_source)
             level_field=None,
         ),
         # loghub's <Component> here is the host name ("LabSZ"); the component is always sshd.
@@ -64,6 +65,7 @@ SOURCES: Mapping[str, LogSource] = {
             name="OpenSSH",
             format=r"<Date> <Day> <Time> <Component> sshd\[<Pid>\]: <Content>",
             timestamp=syslog_timestamp("Date", "Day", "Time", year=OPENSSH_DEFAULT_YEAR),
+            year=OPENSSH_DEFAULT_YEAR,  # kept when a time_format replaces the timestamp (make_source)
             level_field=None,
             component_field=None,
         ),

@@ -36,17 +36,39 @@ from .._runtime import Microservice
 from ._evaluation import miner_settings
 from ._events import LogEvent
 from ._formats import LogFormat, TimestampReader, quoted
+from ._levels import ERROR_LEVELS
 from ._miner import MinerSettings
 from ._parsing import LogSource, read_lines
 from ._pipeline import ALERT_TOPIC, LATE_TOPIC, LOGS_TOPIC, MAX_LINE_CHARS, STATS_TOPIC, replay_logs
 from ._service import LogAnalyticsService, LogsController
-from ._templates import DrainSettings
+from ._templates import DEFAULT_MASKING, DrainSettings
 
 _NAMED_MASK = re.compile(r"^<([A-Za-z_][A-Za-z0-9_]*)>=(.+)$", re.DOTALL)
 # what looks like a named mask but is not one: a bad name, or no regex
 _LOOSE_NAMED_MASK = re.compile(r"^<([^<>]*)>=(.*)$", re.DOTALL)
 # texts on which a mask must not find a zero-length match (``x*``, ``\b``, ``(?=a)``, ``^``)
 _EMPTY_MATCH_SAMPLES = ("", "a", "ab 12 x-y", "tickTime=2000 user root", " ")
+
+#: :func:`analyze_file` warns when more than this share of a source's lines are late (they
+#: arrived after every window holding their time had closed, so no window counts them).
+MAX_LATE_SHARE = 0.5
+
+#: The values of a level field :func:`level_problem` takes for levels (compared
+#: case-insensitively, brackets and ``:`` around them ignored): :data:`ERROR_LEVELS`, the
+#: other syslog severities (``warning``, ``notice``, ``info``, ``debug``) and their short forms,
+#: log4j / logback / java.util.logging levels (``trace``, ``fine``, ``config``, ...), Windows
+#: event levels (``information``, ``verbose``) and Android's one-letter priorities
+#: (``V D I W E F A``).
+LEVEL_WORDS: frozenset[str] = ERROR_LEVELS | frozenset(
+    {
+        *("warn", "warning", "notice", "info", "information", "informational", "debug", "trace"),
+        *("fine", "finer", "finest", "config", "verbose", "panic", "failure"),
+        *("v", "d", "i", "w", "e", "f", "a"),
+    }
+)
+#: :func:`level_problem` warns when more than this share of the parsed lines' level values are
+#: not in :data:`LEVEL_WORDS`.
+MAX_NON_LEVEL_SHARE = 0.5
 
 
 def parse_mask(text: str) -> tuple[str, str]:
@@ -118,8 +140,9 @@ def make_source(
         level_field: the field holding the level; ``""`` (default): the source's, or
             ``Level`` when the format has that field; None: infer levels from the content.
         component_field: likewise for the component (``Component``).
-        time_format: ``strptime`` pattern of the time fields (None: detected).
-        year: year for times without one.
+        time_format: ``strptime`` pattern of the time fields (None: detected); it replaces a
+            known source's own timestamp function, and the source's ``year`` is kept.
+        year: year for times without one (None: the known source's ``year``, else 2000).
         window_s: the window length, in seconds of event time (None: the source's).
         slide_s: the distance between window starts, in seconds (None: the source's).
         allowed_lateness_s: the allowed lateness, in seconds of event time (None: the source's).
@@ -170,7 +193,7 @@ def make_source(
     else:
         for option, given in (("depth", depth), ("sim_th", sim_th), ("max_children", max_children)):
             if given is not None:
-                raise ConfigError(option, f"{option} applies to the drain3 miner only (select it with miner drain3)")
+                raise ConfigError(option, f"{option} applies to the drain3 miner only (select it with miner='drain3')")
         own = base.miner if isinstance(base.miner, MinerSettings) else MinerSettings()
         chosen = dataclasses.replace(
             own, masking=parsed_masks + (own.masking if default_masks else ()), default_masks=default_masks
@@ -235,6 +258,60 @@ def detect_time(source: LogSource, lines: Sequence[str], *, probe: int = 200) ->
     return None
 
 
+def level_problem(source: LogSource, lines: Sequence[str], *, probe: int = 2000) -> str | None:
+    """The warning when the source's level field holds no levels: more than
+    :data:`MAX_NON_LEVEL_SHARE` of the values it takes in the first ``probe`` matching lines
+    are not :data:`LEVEL_WORDS` (loghub's Linux format calls the host name ``<Level>``), so no
+    line is an error and no error alert can fire; it names the setting that infers the levels
+    from the content instead (``--level-field none``, ``level_field=None``). None otherwise, or
+    when the source has no level field or no line matches."""
+    field = source.level_field
+    if field is None:
+        return None
+    values: list[str] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        fields = source.log_format.parse(line)
+        if fields is not None:
+            values.append((fields.get(field) or "").strip())
+            if len(values) >= probe:
+                break
+    others = [value for value in values if value.strip("[]():<> ").lower() not in LEVEL_WORDS]
+    if not values or len(others) <= MAX_NON_LEVEL_SHARE * len(values):
+        return None
+    examples = ", ".join(quoted(value) for value in dict.fromkeys(others).keys() if value)
+    examples = examples if len(examples) < 80 else examples[:76] + " ..."
+    return (
+        f"<{field}> holds no level word in {len(others)} of the {len(values)} matching lines"
+        + (f" (e.g. {examples})" if examples else "")
+        + ": no line is an error, so no error alert can fire; give --level-field none (level_field=None) to infer "
+        "the levels from the content"
+    )
+
+
+def late_problem(source: LogSource, late: int, lines: int) -> str | None:
+    """The warning when more than :data:`MAX_LATE_SHARE` of a source's ``lines`` were ``late``
+    (the log is out of time order by more than its allowed lateness), naming the setting that
+    counts them (``--lateness SECONDS``, ``allowed_lateness_s``); None otherwise."""
+    if not lines or late <= MAX_LATE_SHARE * lines:
+        return None
+    return (
+        f"{late} of {lines} lines arrived after their window had closed (the log is out of time order by more "
+        f"than the allowed lateness, {source.allowed_lateness_s:g} s): no window counts them; give --lateness "
+        "SECONDS (allowed_lateness_s) as large as the disorder to count them"
+    )
+
+
+def default_masks_on(settings: MinerSettings | DrainSettings) -> bool:
+    """Whether a miner applies its default masks (``--no-default-masks`` not given): the
+    :class:`MinerSettings` flag; for drain3, whose masks are all listed in ``masking`` (the
+    defaults last, see :func:`make_source`), whether they end with :data:`DEFAULT_MASKING`."""
+    if isinstance(settings, DrainSettings):
+        return settings.masking[len(settings.masking) - len(DEFAULT_MASKING) :] == DEFAULT_MASKING
+    return settings.default_masks
+
+
 def write_assignments(path: Path, assignments: Sequence[tuple[int, int]], templates: dict[int, str]) -> None:
     """Write ``line_no,template_id,template`` rows (one per input line, in line order; the
     template is the final text of the line's cluster) as CSV with a header."""
@@ -265,16 +342,23 @@ async def analyze_file(
 
     Returns:
         ``{"file", "source", "format", "time": pattern | "custom" | "none" | None,
-        "settings": {...}, "lines", "parsed", "unparsed", "late", "dead_lettered", "truncated"
-        (lines longer than MAX_LINE_CHARS, analysed cut to that length),
+        "settings": {"miner": {...miner_settings, "masks": [[regex, name], ...] (the default
+        miner: the user's; drain3: every mask applied), "default_masks": bool
+        (:func:`default_masks_on`)}, "window_s", "slide_s", "allowed_lateness_s",
+        "level_field", "alerts"}, "lines", "parsed", "unparsed", "late", "dead_lettered", "truncated"
+        (lines longer than MAX_LINE_CHARS, analysed cut to that length), "blank" (empty or
+        whitespace lines, counted as unparsed),
         "by_level": {level: n}, "templates": [{"template_id", "template", "lines"}, ...] (most
         lines first), "windows": [log.stats values in emission order], "alerts": [log.alert
         values], "alerts_by_kind": {kind: n}, "late_lines": [logs.late values], "warnings":
-        [:meth:`LogFormat.problems` sentences], "elapsed_s"}``.
+        [sentences: :meth:`LogFormat.problems`, :func:`level_problem`, :func:`late_problem`],
+        "elapsed_s"}``.
 
     Warns:
-        UserWarning: most lines do not match the format, or most have an empty ``<Content>``
-            (:meth:`LogFormat.problems`).
+        UserWarning: the file has no non-blank line; most lines do not match the format, or
+            most have an empty ``<Content>`` (:meth:`LogFormat.problems`); the level field holds no levels
+            (:func:`level_problem`); after the run, more than :data:`MAX_LATE_SHARE` of
+            the lines were late (:func:`late_problem`).
 
     Raises:
         OSError: the file cannot be read.
@@ -285,6 +369,11 @@ async def analyze_file(
     lines = read_lines(path)
     time_pattern = detect_time(source, lines)
     problems = source.log_format.problems(lines)
+    blank = sum(1 for line in lines if not line.strip())
+    if blank == len(lines):  # not "no time could be read", nor any other problem of the format
+        problems.append(f"{path} has no non-blank line: nothing to analyse")
+    if (level_warning := level_problem(source, lines)) is not None:
+        problems.append(level_warning)
     for problem in problems:
         if "regex alternation" not in problem:  # make_source warned of that one already
             warnings.warn(problem, UserWarning, stacklevel=2)
@@ -336,6 +425,10 @@ async def analyze_file(
         await broker.stop()
 
     totals = analytics.report().get(source.name, {})
+    late_warning = late_problem(source, totals.get("late", 0), totals.get("lines", 0))
+    if late_warning is not None:
+        problems.append(late_warning)
+        warnings.warn(late_warning, UserWarning, stacklevel=2)
     templates = analytics.templates(source.name)
     # a line's final group: the id it got on arrival, through the merges made since
     assigned = [(line_no, analytics.resolve(source.name, tid)) for line_no, tid in assigned]
@@ -348,7 +441,11 @@ async def analyze_file(
         "format": source.format,
         "time": time_pattern,
         "settings": {
-            "miner": {**miner_settings(mined), "masks": [[regex, name] for regex, name in mined.masking]},
+            "miner": {
+                **miner_settings(mined),
+                "masks": [[regex, name] for regex, name in mined.masking],
+                "default_masks": default_masks_on(mined),
+            },
             "window_s": source.window_s,
             "slide_s": source.slide_s or source.window_s,
             "allowed_lateness_s": source.allowed_lateness_s,
@@ -361,6 +458,7 @@ async def analyze_file(
         "late": totals.get("late", 0),
         "dead_lettered": len(dead),
         "truncated": sum(1 for line in lines if len(line) > MAX_LINE_CHARS),
+        "blank": blank,
         "by_level": totals.get("by_level", {}),
         "templates": [{"template_id": tid, "template": text, "lines": n} for tid, text, n in templates],
         "windows": windows,

@@ -211,7 +211,7 @@ def test_miner_drain3_is_selectable_with_its_options(tmp_path: Path) -> None:
     truth = [row["EventId"] for row in ground_truth(SHIPPED / "Apache_2k.log_structured.csv")]
     assert grouping_accuracy([r["template_id"] for r in rows], truth) == 1.0
     default, _ = run(tmp_path, SHIPPED / "Apache_2k.log", "--format", "Apache")
-    assert default["settings"]["miner"] == {"miner": "logminer", "merge_values": 5, "masks": []}
+    assert default["settings"]["miner"] == {"miner": "logminer", "merge_values": 5, "masks": [], "default_masks": True}
 
 
 def test_unparsed_lines_are_counted_and_assigned(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from reactivex import Observable
 from reactivex import operators as ops
@@ -40,6 +40,21 @@ class Emit(Protocol):
     """How the service publishes: called as ``emit(topic, value, key=source)``; ``Broker.emit`` fits."""
 
     def __call__(self, topic: str, value: Any, /, *, key: str | None = None) -> Awaitable[Any]: ...
+
+
+class EmitBatch(Protocol):
+    """``emit_batch(topic, [(key, value), ...])``, as :meth:`Broker.emit_batch` has it."""
+
+    def __call__(self, topic: str, records: Sequence[tuple[str | bytes | None, Any]], /) -> Awaitable[Any]: ...
+
+
+def _batch_of(emit: Emit) -> EmitBatch | None:
+    """The ``emit_batch`` of the object whose ``emit`` method ``emit`` is, if it has one."""
+    owner = getattr(emit, "__self__", None)
+    if owner is None or getattr(emit, "__name__", None) != "emit":
+        return None
+    batch = getattr(owner, "emit_batch", None)
+    return cast(EmitBatch, batch) if callable(batch) else None
 
 
 _SOURCE = attrgetter("source")
@@ -97,7 +112,9 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
     (:func:`late_record`), all with key = the source name. Publishes run as asyncio tasks
     chained one after another (so records leave in window order), on the running event loop;
     a failed publish is logged at once and raised by :meth:`flush`. The publishes made while
-    one batch of records is handled are sent by one task, one after another.
+    one batch of records is handled are sent by one task: one after another, or, when ``emit``
+    is the ``emit`` method of an object with ``emit_batch`` (a broker, a ``ClientProxy``), with
+    one ``emit_batch`` per topic (in order within each topic).
 
     Line totals (lines, levels, unparsed, templates) are counted once per record as it is
     parsed (see :meth:`attach`), so they hold with sliding windows too, where a line is in
@@ -134,6 +151,7 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         recent_size: int = 1000,
     ) -> None:
         self._emit = emit
+        self._emit_batch = _batch_of(emit)
         self.recent: deque[dict[str, Any]] = deque(maxlen=recent_size)
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=recent_size)
         self.stats_topic = stats_topic
@@ -245,8 +263,16 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
                 batch, self._queue = self._queue or [], None  # what the synchronous handling queued
                 if previous is not None:
                     await asyncio.wait([previous])  # keep order; its failure is recorded by its own callback
-                for topic_, value_, key_ in batch:
-                    await self._emit(topic_, value_, key=key_)
+                emit_batch = self._emit_batch
+                if emit_batch is None or len(batch) == 1:
+                    for topic_, value_, key_ in batch:
+                        await self._emit(topic_, value_, key=key_)
+                else:
+                    by_topic: dict[str, list[tuple[str | bytes | None, Any]]] = {}
+                    for topic_, value_, key_ in batch:
+                        by_topic.setdefault(topic_, []).append((key_, value_))
+                    for topic_, records in by_topic.items():
+                        await emit_batch(topic_, records)
                 return len(batch)
 
             task = loop.create_task(publish(), name="publish:log-analytics")

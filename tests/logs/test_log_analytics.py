@@ -320,6 +320,32 @@ async def test_service_publishes_stats_and_alerts_and_reports_totals() -> None:
     assert sum("blockMap updated" in line for line in raw_lines("HDFS")) == 314
 
 
+class BatchRecorder(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    async def emit_batch(self, topic: str, records: list[tuple[str | None, Any]]) -> None:
+        await asyncio.sleep(0)
+        self.calls.append((topic, len(records)))
+        self.records.extend((topic, value, key) for key, value in records)
+
+
+async def test_a_broker_emit_publishes_per_topic_with_its_emit_batch() -> None:
+    one_by_one, batched = Recorder(), BatchRecorder()
+    for recorder in (one_by_one, batched):
+        service = LogAnalyticsService(recorder.emit)
+        _, errors, _ = collect(service.attach(reactivex.from_iterable(shipped_messages()), sources=SOURCES))
+        assert errors == []
+        await service.flush()
+        assert service.published == len(recorder.records)
+    # everything went through emit_batch (the same records), in order within each topic
+    assert batched.calls and sum(n for _, n in batched.calls) == len(batched.records) == len(one_by_one.records)
+    for topic in ("log.stats", "log.alert"):
+        assert [r for r in batched.records if r[0] == topic] == [r for r in one_by_one.records if r[0] == topic]
+    assert any(n > 1 for _, n in batched.calls)  # several records per call
+
+
 async def test_what_the_service_publishes_is_what_its_types_declare() -> None:
     """log.stats, log.alert, logs.late values validate as WindowStats, LogAlert, LateLine, with
     exactly their keys (the types feed the AsyncAPI document; they must not drift)."""

@@ -610,7 +610,8 @@ class _WindowRun(Generic[T]):
                 state.hot_items.append(item)
                 held = state.hot_held
                 assert held is not None
-                held.add(message)
+                if message is not held._last:  # the records of one batch share a message: held once
+                    held.add(message)
                 moved = event_time - self.lateness
                 if moved > state.watermark:
                     state.watermark = moved

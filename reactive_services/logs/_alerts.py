@@ -27,6 +27,10 @@ from ._windows import template_counts
 
 _TIMESTAMP = attrgetter("timestamp")
 
+#: The least share of a window's length after its source's first line for the window to be a
+#: baseline window (:class:`AlertRules`).
+MIN_BASELINE_COVERAGE = 0.5
+
 #: ``log.alert`` fires when a window's error rate is at least this (fraction of its lines) ...
 DEFAULT_ALERT_THRESHOLD = 0.1
 #: ... and the window has at least this many lines (so 1 error out of 2 lines is no alert).
@@ -39,10 +43,11 @@ class AlertRules:
 
     The *baseline* of a window is taken over the last ``history`` earlier windows of the source
     that ended at or before its start (so overlapping sliding windows are not part of it; only
-    windows that had lines are emitted, so a quiet gap does not lower it) and began at or after
-    the source's first line: a window that began before it covers only part of its length, so
-    its counts would lower the baseline (with sliding windows, the first ``size / slide``
-    windows; with tumbling ones, the first). The three rules, each
+    windows that had lines are emitted, so a quiet gap does not lower it) and of which at least
+    :data:`MIN_BASELINE_COVERAGE` of the length comes after the source's first line: a window
+    that began long before it holds a fraction of a window's lines, which would lower the
+    baseline (with sliding windows, about half of the first ``size / slide`` windows; with
+    tumbling ones, the first when the first line came in its second half). The three rules, each
     evaluated on every window emitted for the source, in emission order:
 
     * ``error_rate``: ``lines >= min_lines``, ``errors >= min_errors``, ``errors / lines >=
@@ -364,8 +369,8 @@ class AlertDetector:
         first = min(map(_TIMESTAMP, window.items), default=math.inf)
         if first < self._since:
             self._since = first
-        if window.start >= self._since:  # a whole window of the source's time: a baseline window
-            history.append((window.end, stats["errors"], per_template))
+        if window.end - self._since >= MIN_BASELINE_COVERAGE * (window.end - window.start):
+            history.append((window.end, stats["errors"], per_template))  # enough of the source's time
         if len(history) > rules.history:
             overlapping = sum(1 for end, _, _ in history if end > window.start)
             while len(history) > rules.history + overlapping:

@@ -72,7 +72,9 @@ class AlertRules:
     that touch (each starts at or before the previous one's end) and all fire the same rule --
     is alerted in its first window only, unless it grows: again when the errors reach
     ``error_factor`` times those of the window that alerted (``rise_factor`` times its count for
-    a template).
+    a template), in a window that does not overlap it (sliding windows moving over a burst fill
+    up with it: that is not growth). A window of an error episode that does not alert again
+    raises no other alert either: its new and rising templates are the incident's.
 
     Attributes:
         error_rate: fraction in [0, 1]: the least error rate of an error alert.
@@ -254,9 +256,9 @@ class AlertDetector:
         self._history: deque[tuple[float, int, Counter[int]]] = deque()
         self._since = math.inf  # the earliest event time seen (the source's first line)
         # the episodes going on in the latest window: (its end, the errors of the error alert
-        # that opened the error episode or None, {template id: its count in the alert that
-        # opened its rate episode})
-        self._episodes: tuple[float, int | None, dict[int, int]] = (-math.inf, None, {})
+        # that opened the error episode or None, that alert's window end, {template id: (its
+        # count, the window end) in the alert that opened its rate episode})
+        self._episodes: tuple[float, int | None, float, dict[int, tuple[int, float]]] = (-math.inf, None, -math.inf, {})
 
     def remap(self, merged: Mapping[int, int]) -> None:
         """Count what was remembered under merged template ids under the ids they merged into.
@@ -278,8 +280,8 @@ class AlertDetector:
                 again[merged.get(tid, tid)] += n
             history.append((end, errors, again))
         self._history = history
-        last_end, episode_errors, rising = self._episodes
-        self._episodes = (last_end, episode_errors, {merged.get(tid, tid): n for tid, n in rising.items()})
+        last_end, episode_errors, alerted_end, rising = self._episodes
+        self._episodes = (last_end, episode_errors, alerted_end, {merged.get(tid, tid): n for tid, n in rising.items()})
 
     def check(
         self,
@@ -300,9 +302,9 @@ class AlertDetector:
         alerts: list[dict[str, Any]] = []
         earlier = [(errors, c) for end, errors, c in self._history if end <= window.start][-rules.history :]
         warm = len(earlier) >= rules.warmup
-        last_end, episode_errors, episode_rising = self._episodes
+        last_end, episode_errors, alerted_end, episode_rising = self._episodes
         if last_end < window.start:  # the previous window does not touch this one: no episode goes on
-            episode_errors, episode_rising = None, {}
+            episode_errors, alerted_end, episode_rising = None, -math.inf, {}
         error = None
         if (  # alert_for's first test, inline: most windows stop here
             stats["lines"] >= rules.min_lines
@@ -320,13 +322,17 @@ class AlertDetector:
                 error_levels=self.error_levels,
                 sample_size=rules.sample_size,
             )
+        in_incident = False  # the error episode goes on: alerted already, with this window's findings
         if error is not None:
-            if episode_errors is not None and stats["errors"] < rules.error_factor * episode_errors:
-                error = None  # the episode goes on, not grown error_factor times: alerted already
+            if episode_errors is not None and (
+                stats["errors"] < rules.error_factor * episode_errors or window.start < alerted_end
+            ):
+                error = None  # not grown error_factor times, or overlapping the window that alerted
+                in_incident = True
             else:
-                episode_errors = stats["errors"]
+                episode_errors, alerted_end = stats["errors"], window.end
         else:
-            episode_errors = None
+            episode_errors, alerted_end = None, -math.inf
         # each template's text from its latest line in the window (the most general)
         per_template, text = counts or template_counts(window.items)
         most = max(per_template.values(), default=0)  # no template as frequent: no rule looks further
@@ -334,7 +340,7 @@ class AlertDetector:
         if self.windows >= rules.warmup and most >= rules.new_template_min:
             new = self._new_templates(per_template, text, window, stats)
         rising: list[dict[str, Any]] = []
-        still: dict[int, int] = {}
+        still: dict[int, tuple[int, float]] = {}
         rows = (
             self._rising_templates(per_template, text, [c for _, c in earlier])
             if warm and most >= rules.rise_min_count
@@ -342,10 +348,10 @@ class AlertDetector:
         )
         for row in rows:
             opened = episode_rising.get(row["template_id"])
-            if opened is not None and row["count"] < rules.rise_factor * opened:
+            if opened is not None and (row["count"] < rules.rise_factor * opened[0] or window.start < opened[1]):
                 still[row["template_id"]] = opened  # its episode goes on: alerted already
             else:
-                still[row["template_id"]] = row["count"]
+                still[row["template_id"]] = (row["count"], window.end)
                 rising.append(row)
         rise = self._rate_alert(rising, len(earlier), window, stats) if rising else None
         if error is not None:
@@ -358,9 +364,9 @@ class AlertDetector:
             evidence["new_templates"] = [] if new is None else new["evidence"]["templates"]
             evidence["rising_templates"] = rising
             alerts.append(error)
-        else:
+        elif not in_incident:
             alerts.extend(alert for alert in (new, rise) if alert is not None)
-        self._episodes = (window.end, episode_errors, still)
+        self._episodes = (window.end, episode_errors, alerted_end, still)
         self.windows += 1
         self._seen.update(text)
         if window.late:

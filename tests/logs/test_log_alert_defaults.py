@@ -5,6 +5,7 @@ samples; the CLI printing the alerts; warnings for formats that match nothing us
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import re
 import warnings
@@ -538,3 +539,19 @@ def test_steady_traffic_raises_no_alert_with_sliding_windows(tmp_path: Path, sli
     args = ["logs", "analyze", str(log), "--format", APP_FORMAT, "--slide", slide, "--quiet", "--report", str(report)]
     assert main(args) == 0
     assert orjson.loads(report.read_bytes())["alerts"] == []
+
+
+@pytest.mark.parametrize("slide", ["60", "1"])
+def test_one_burst_with_sliding_windows_is_one_incident(tmp_path: Path, slide: str) -> None:
+    # windows sliding over the burst fill up with its errors: neither the filling (windows that
+    # overlap the one that alerted) nor the templates of the burst (a template_rate alert in a
+    # window of the error episode) is a new incident
+    log = tmp_path / "app.log"
+    log.write_text("\n".join(app_log(burst=True)) + "\n")
+    report = tmp_path / "report.json"
+    args = ["logs", "analyze", str(log), "--format", APP_FORMAT, "--slide", slide, "--quiet", "--report", str(report)]
+    assert main(args) == 0
+    alerts = orjson.loads(report.read_bytes())["alerts"]
+    assert [a["kind"] for a in alerts] in (["error_rate"], ["error_rate", "error_rate"])
+    for first, second in itertools.pairwise(alerts):  # a second one only for a window clear of the first
+        assert second["window_start_s"] >= first["window_end_s"]

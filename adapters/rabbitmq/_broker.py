@@ -234,7 +234,7 @@ class RabbitBroker:
         are left out): RabbitMQ's answer to a group's lag.
 
         Raises:
-            BrokerUnavailableError: not started.
+            BrokerUnavailableError: not started, or the connection is down (reconnecting).
         """
         return await self._producer.queue_depths(group_id, topic)
 

@@ -236,12 +236,18 @@ class RabbitProducer:
         """A channel of its own for the block (a failed passive declare closes its channel), closed after.
 
         Raises:
-            BrokerUnavailableError: not started.
+            BrokerUnavailableError: not started, or the connection is down (being re-established
+                after the server went away: try again).
         """
         connection = self._connection
         if connection is None:
             raise BrokerUnavailableError("the RabbitMQ broker is not started")
-        channel = await connection.channel()
+        try:
+            channel = await connection.channel()
+        except CONNECTION_ERRORS as exc:  # aio-pika: RuntimeError("Connection was not opened") while reconnecting
+            raise BrokerUnavailableError(
+                f"cannot open a channel: the connection to RabbitMQ is down ({exc!r})"
+            ) from exc
         try:
             yield channel
         finally:
@@ -254,7 +260,7 @@ class RabbitProducer:
         closes that channel).
 
         Raises:
-            BrokerUnavailableError: not started.
+            BrokerUnavailableError: not started, or the connection is down (reconnecting).
         """
         async with self._own_channel() as channel:
             try:

@@ -18,7 +18,7 @@ import reactivex
 from reactive_services import ClientProxy, Controller, Microservice, event_pattern, message_pattern
 from reactive_services.adapters import Message, headers_to_dict, track
 from reactive_services.adapters.rabbitmq import RabbitBroker
-from reactive_services.errors import ConfigError, RemoteError
+from reactive_services.errors import BrokerUnavailableError, ConfigError, RemoteError
 from reactive_services.testing import unique_name, wait_for
 
 
@@ -309,3 +309,22 @@ async def test_a_partition_stalled_by_holds_at_the_prefetch_is_reported(
         assert await broker.queue_depths(group, topic) == {0: 0}
     finally:
         await broker.stop()
+
+
+async def test_queue_depths_while_the_connection_is_down_is_broker_unavailable(broker: RabbitBroker) -> None:
+    # aio-pika's robust connection raises RuntimeError("Connection was not opened") for a new
+    # channel until it has reconnected; a caller polling queue depths gets the retriable error
+    connection = broker._producer._connection  # the private connection, made to look down
+    assert connection is not None
+
+    async def down(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("Connection was not opened")
+
+    real = connection.channel
+    connection.channel = down  # type: ignore[method-assign]
+    try:
+        with pytest.raises(BrokerUnavailableError, match="connection to RabbitMQ is down") as raised:
+            await broker.queue_depths("g", "t")
+        assert raised.value.retriable
+    finally:
+        connection.channel = real  # type: ignore[method-assign]

@@ -166,23 +166,22 @@ class HeldRecords:
             for held in holds:  # nothing here can await it; the tracked work runs on regardless
                 held.release()
             return
-        if also is None:  # no task: callbacks on the work's futures (a task per output costs ~5 us)
-            _ReleaseAfter(carrier, holds).step()
-            return
-        loop.create_task(_settle_then_release(carrier, holds, also))
+        _ReleaseAfter(carrier, holds, also).step()
 
 
 class _ReleaseAfter:
-    """:func:`_settle_then_release` without ``also``, as future callbacks instead of a task:
-    wait for the carrier's tracked work, then its holds, each in order (more may be added
-    meanwhile), then release the records' holds; fail them with the first failure. A
-    cancelled future leaves them held (as the task would be cancelled there)."""
+    """Releases the records' holds of one output once its work settled, through callbacks on
+    the work's futures (a task per output costs about 5 us): the carrier's tracked work, then
+    the holds taken on it, each in order (more may be added meanwhile), then ``also``, started
+    only then. The first failure fails the records' holds instead; a cancelled future leaves
+    them held (the source is stopping: they are redelivered)."""
 
-    __slots__ = ("carrier", "holds", "waiting")
+    __slots__ = ("carrier", "holds", "also", "waiting")
 
-    def __init__(self, carrier: Message, holds: list[Hold]) -> None:
+    def __init__(self, carrier: Message, holds: list[Hold], also: Callable[[], Awaitable[Any]] | None) -> None:
         self.carrier = carrier
         self.holds = holds
+        self.also = also
         self.waiting: list[asyncio.Future[Any]] = []
 
     def step(self, _done: asyncio.Future[Any] | None = None) -> None:
@@ -190,13 +189,17 @@ class _ReleaseAfter:
         while True:
             if not waiting:
                 more = carrier._pending or carrier._holds  # work first, then the holds taken on it
-                if not more:
+                if more:
+                    waiting.extend(cast("list[asyncio.Future[Any]]", more))
+                    more.clear()  # in place, as Message.settled does (a derived message shares the list)
+                    waiting.reverse()  # popped from the end: in order
+                elif self.also is not None:  # the output is published: now its own extra work
+                    waiting.append(asyncio.ensure_future(self.also()))
+                    self.also = None
+                else:
                     for held in self.holds:
                         held.release()
                     return
-                waiting.extend(cast("list[asyncio.Future[Any]]", more))
-                more.clear()  # in place, as Message.settled does (a derived message shares the list)
-                waiting.reverse()  # popped from the end: in order
             future = waiting[-1]
             if not future.done():
                 future.add_done_callback(self.step)
@@ -209,23 +212,3 @@ class _ReleaseAfter:
                 for held in self.holds:
                     held.fail(error)
                 return
-
-
-async def _settle_then_release(
-    carrier: Message, holds: list[Hold], also: Callable[[], Awaitable[Any]] | None = None
-) -> None:
-    """Wait for the output's work and holds, then ``also`` (if any), then release the records'
-    holds; fail them instead if any of that failed."""
-    try:
-        await carrier.settled()
-        await carrier.released()
-        if also is not None:
-            await also()
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the output's handling failed: fail the records too
-        for held in holds:
-            held.fail(exc)
-        return
-    for held in holds:
-        held.release()

@@ -486,7 +486,7 @@ class _WindowRun(Generic[T]):
 
     # -- emitting -----------------------------------------------------------------------------
     def emit(self, state: _KeyState[T], index: int) -> None:
-        state.hot_start, state.hot_end, state.hot_held = math.inf, -math.inf, None
+        state.hot_start, state.hot_end, state.hot_items, state.hot_held = math.inf, -math.inf, [], None
         items = state.open.pop(index)
         held = state.holds.pop(index)
         late = tuple(state.late)

@@ -16,16 +16,13 @@ import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 from reactive_services.operators import Window
 
-from ._events import EMPTY_TEMPLATE_ID, LogEvent
+from ._events import EMPTY_TEMPLATE_ID, LogEvent, time_of
 from ._levels import ERROR_LEVELS
 from ._windows import template_counts
-
-_TIMESTAMP = attrgetter("timestamp")
 
 #: The least share of a window's length after its source's first line for the window to be a
 #: baseline window (:class:`AlertRules`).
@@ -305,23 +302,17 @@ class AlertDetector:
         last_end, episode_errors, alerted_end, episode_rising = self._episodes
         if last_end < window.start:  # the previous window does not touch this one: no episode goes on
             episode_errors, alerted_end, episode_rising = None, -math.inf, {}
-        error = None
-        if (  # alert_for's first test, inline: most windows stop here
-            stats["lines"] >= rules.min_lines
-            and stats["errors"] >= rules.min_errors
-            and stats["error_rate"] >= rules.error_rate
-        ):
-            error = alert_for(
-                stats,
-                window.items,
-                threshold=rules.error_rate,
-                min_lines=rules.min_lines,
-                min_errors=rules.min_errors,
-                baseline=sum(e for e, _ in earlier) / len(earlier) if warm else None,
-                factor=rules.error_factor,
-                error_levels=self.error_levels,
-                sample_size=rules.sample_size,
-            )
+        error = alert_for(
+            stats,
+            window.items,
+            threshold=rules.error_rate,
+            min_lines=rules.min_lines,
+            min_errors=rules.min_errors,
+            baseline=sum(e for e, _ in earlier) / len(earlier) if warm else None,
+            factor=rules.error_factor,
+            error_levels=self.error_levels,
+            sample_size=rules.sample_size,
+        )
         in_incident = False  # the error episode goes on: alerted already, with this window's findings
         if error is not None:
             if episode_errors is not None and (
@@ -372,7 +363,7 @@ class AlertDetector:
         if window.late:
             self._seen.update((event.template_id, event.template) for event in window.late)
         history = self._history
-        first = min(map(_TIMESTAMP, window.items), default=math.inf)
+        first = min(map(time_of, window.items), default=math.inf)
         if first < self._since:
             self._since = first
         if window.end - self._since >= MIN_BASELINE_COVERAGE * (window.end - window.start):

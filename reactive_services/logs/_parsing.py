@@ -203,7 +203,7 @@ class LogParser:
         #: the latest time read so far (lines arrive out of order: not always the last one's)
         self.latest_timestamp: float | None = None
         self._read_time = source.time_reader()
-        self._match = source.log_format.regex.match
+        self._fields = source.log_format.parse
         self._name = source.name
         self._level_field = source.level_field
         self._component_field = source.component_field
@@ -238,14 +238,10 @@ class LogParser:
         ``<Content>``) is counted like any other, with the template :data:`EMPTY_TEMPLATE` and
         id :data:`EMPTY_TEMPLATE_ID`; the miner does not see it.
         """
-        match = self._match(line.strip())  # stripped first, as LogFormat.parse does
-        if match is None and line[-1:].isspace():
-            match = self._match(line.lstrip())  # an empty last field: its separator was stripped
+        fields = self._fields(line)
         timestamp: float | None = None
-        fields: dict[str, str | None] | None = None
         time_ok = False
-        if match is not None:
-            fields = match.groupdict()
+        if fields is not None:
             try:
                 timestamp = self._read_time(fields)
                 time_ok = True
@@ -274,14 +270,9 @@ class LogParser:
         if level_field is None:
             level = self._infer(content)
         else:
-            level = fields.get(level_field) or ""
-            if not level or level[0].isspace() or level[-1].isspace():
-                level = level.strip() or UNKNOWN_LEVEL
+            level = (fields.get(level_field) or "").strip() or UNKNOWN_LEVEL
         component = fields.get(self._component_field) if self._component_field else None
-        if content and not content.isspace():
-            template_id, template = self.miner.add(content)
-        else:  # a blank message is not mined
-            template_id, template = EMPTY_TEMPLATE_ID, EMPTY_TEMPLATE
+        template_id, template = self._mine(content)
         return new_event(self._name, line_no, at, level, component, content, template_id, template, True, line)
 
     def _mine(self, content: str) -> tuple[int, str]:

@@ -34,7 +34,6 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-import operator
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +54,7 @@ from reactive_services.operators import ChangelogStore, Window, WindowRunner, sl
 
 from .._payloads import PayloadModel
 from ._alerts import AlertDetector
-from ._events import LogEvent
+from ._events import LogEvent, source_of, template_id_of, time_of
 from ._levels import ERROR_LEVELS
 from ._miner import LogMiner
 from ._parsing import LogParser, LogSource, read_lines
@@ -278,14 +277,6 @@ class LogParsers:
         return None
 
 
-_TEMPLATE_ID = operator.attrgetter("template_id")
-
-
-#: a LogEvent's event time and its source (C-level getters: called for every line)
-_event_time: Callable[[LogEvent], float] = operator.attrgetter("timestamp")
-_event_source: Callable[[LogEvent], str] = operator.attrgetter("source")
-
-
 def _no_format(fields: Mapping[str, str | None]) -> float:
     raise ValueError("no log format is known for this source")
 
@@ -406,8 +397,8 @@ def build_pipeline(
             return sliding_event_time_window(
                 source.window_s,
                 source.slide_s or source.window_s,
-                timestamp=_event_time,
-                key=_event_source,
+                timestamp=time_of,
+                key=source_of,
                 allowed_lateness_s=source.allowed_lateness_s,
                 idle_timeout_s=idle_timeout_s,
                 scheduler=scheduler,
@@ -455,7 +446,7 @@ def build_pipeline(
 
             events = events.pipe(ops.do_action(one))
         reports: Observable[WindowReport] = events.pipe(
-            ops.group_by(_event_source),
+            ops.group_by(source_of),
             ops.flat_map(windows_of),
             ops.map(report),
         )
@@ -737,7 +728,7 @@ def _resolved(
             return event
         return dataclasses.replace(event, template_id=live, template=template(live) or event.template)
 
-    ids = map(_TEMPLATE_ID, itertools.chain(window.items, window.late))
+    ids = map(template_id_of, itertools.chain(window.items, window.late))
     if merged.keys().isdisjoint(ids):
         return window
     return dataclasses.replace(window, items=tuple(map(now, window.items)), late=tuple(map(now, window.late)))

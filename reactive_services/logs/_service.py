@@ -9,7 +9,6 @@ import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
-from operator import attrgetter
 from typing import Any, Protocol, cast
 
 from reactivex import Observable
@@ -20,7 +19,7 @@ from reactive_services.adapters import Batch, DeadLetterSink, Message, track
 from reactive_services.operators import Window
 
 from .._runtime import Controller, event_pattern
-from ._events import LogEvent
+from ._events import LogEvent, level_of, parsed_of, source_of, template_id_of
 from ._formats import iso_utc
 from ._pipeline import (
     ALERT_TOPIC,
@@ -55,12 +54,6 @@ def _batch_of(emit: Emit) -> EmitBatch | None:
         return None
     batch = getattr(owner, "emit_batch", None)
     return cast(EmitBatch, batch) if callable(batch) else None
-
-
-_SOURCE = attrgetter("source")
-_LEVEL = attrgetter("level")
-_TEMPLATE_ID = attrgetter("template_id")
-_PARSED = attrgetter("parsed")
 
 
 class _Totals:
@@ -203,20 +196,20 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
 
     def _count_events(self, events: list[LogEvent]) -> None:
         """Count the parsed events of one batch (one pass per source, C-level counting)."""
-        names = set(map(_SOURCE, events))
+        names = set(map(source_of, events))
         for name in names:
             mine = events if len(names) == 1 else [event for event in events if event.source == name]
             totals = self._totals_of(name)
             totals.lines += len(mine)
-            totals.by_level.update(map(_LEVEL, mine))
-            ids = list(map(_TEMPLATE_ID, mine))
+            totals.by_level.update(map(level_of, mine))
+            ids = list(map(template_id_of, mine))
             totals.templates.update(ids)
             texts = totals.template_text
             for tid, event in dict(zip(ids, mine, strict=True)).items():  # each id's last event
                 seen = texts.get(tid)
                 if seen is None or seen[0] <= event.line_no:  # the latest line: the most general template
                     texts[tid] = (event.line_no, event.template)
-            totals.unparsed += len(mine) - sum(map(_PARSED, mine))
+            totals.unparsed += len(mine) - sum(map(parsed_of, mine))
         if self._on_event is not None:
             for event in events:
                 self._on_event(event)

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 from reactive_services.operators import Window
 
-from ._events import LogEvent
+from ._events import LogEvent, level_of, parsed_of, template_id_of, template_of
 from ._formats import iso_utc
 from ._levels import ERROR_LEVELS
 
-_TEMPLATE_ID = attrgetter("template_id")
-_TEMPLATE = attrgetter("template")
-_LEVEL = attrgetter("level")
-_PARSED = attrgetter("parsed")
 _COUNT = itemgetter(1)
 
 
@@ -24,8 +20,8 @@ def template_counts(events: Sequence[LogEvent]) -> tuple[Counter[int], dict[int,
     """``(lines per template id, each id's template text)`` over ``events``: the text of an
     id's last event in ``events`` order (later lines carry the more general template). Counts
     keep first-seen order, so ``most_common`` breaks ties by it."""
-    ids = list(map(_TEMPLATE_ID, events))
-    return Counter(ids), dict(zip(ids, map(_TEMPLATE, events), strict=True))
+    ids = list(map(template_id_of, events))
+    return Counter(ids), dict(zip(ids, map(template_of, events), strict=True))
 
 
 def _top_templates(counts: Counter[int], latest: dict[int, str], top_n: int) -> list[list[Any]]:
@@ -59,8 +55,8 @@ def window_stats(
     """
     wanted = error_levels if error_levels is ERROR_LEVELS else frozenset(level.lower() for level in error_levels)
     items = window.items
-    by_level = Counter(map(_LEVEL, items))
-    unparsed = len(items) - sum(map(_PARSED, items))
+    by_level = Counter(map(level_of, items))
+    unparsed = len(items) - sum(map(parsed_of, items))
     errors = sum(count for level, count in by_level.items() if level.lower() in wanted)
     lines = len(items)
     return {

@@ -20,9 +20,9 @@ from typing import Any
 
 from reactive_services.operators import Window
 
-from ._events import EMPTY_TEMPLATE_ID, LogEvent, time_of
+from ._events import EMPTY_TEMPLATE_ID, LogEvent
 from ._levels import ERROR_LEVELS
-from ._windows import template_counts
+from ._windows import WindowCounts, count_window
 
 #: The least share of a window's length after its source's first line for the window to be a
 #: baseline window (:class:`AlertRules`).
@@ -141,6 +141,11 @@ def _alert(
     }
 
 
+def _over_floors(stats: Mapping[str, Any], threshold: float, min_lines: int, min_errors: int) -> bool:
+    """The error-rate rule's absolute floors hold for ``stats`` (lines, errors, error rate)."""
+    return stats["lines"] >= min_lines and stats["errors"] >= min_errors and stats["error_rate"] >= threshold
+
+
 def alert_for(
     stats: Mapping[str, Any],
     events: Sequence[LogEvent],
@@ -178,7 +183,7 @@ def alert_for(
         or None.
     """
     errors = stats["errors"]
-    if stats["lines"] < min_lines or errors < min_errors or stats["error_rate"] < threshold:
+    if not _over_floors(stats, threshold, min_lines, min_errors):
         return None
     if baseline is not None and errors < factor * baseline:
         return None
@@ -249,8 +254,8 @@ class AlertDetector:
         self.error_levels = frozenset(level.lower() for level in error_levels)
         self.windows = 0
         self._seen: dict[int, str] = {}  # template id -> its text when last seen
-        # (end, errors, template counts) of earlier windows
-        self._history: deque[tuple[float, int, Counter[int]]] = deque()
+        # (end, errors, lines per template id) of earlier windows
+        self._history: deque[tuple[float, int, dict[int, int]]] = deque()
         self._since = math.inf  # the earliest event time seen (the source's first line)
         # the episodes going on in the latest window: (its end, the errors of the error alert
         # that opened the error episode or None, that alert's window end, {template id: (its
@@ -270,11 +275,12 @@ class AlertDetector:
         for tid, text in self._seen.items():
             seen[merged.get(tid, tid)] = text
         self._seen = seen
-        history: deque[tuple[float, int, Counter[int]]] = deque()
+        history: deque[tuple[float, int, dict[int, int]]] = deque()
         for end, errors, counts in self._history:
-            again: Counter[int] = Counter()
+            again: dict[int, int] = {}
             for tid, n in counts.items():
-                again[merged.get(tid, tid)] += n
+                live = merged.get(tid, tid)
+                again[live] = again.get(live, 0) + n
             history.append((end, errors, again))
         self._history = history
         last_end, episode_errors, alerted_end, rising = self._episodes
@@ -285,7 +291,7 @@ class AlertDetector:
         window: Window[LogEvent],
         stats: Mapping[str, Any],
         *,
-        counts: tuple[Counter[int], dict[int, str]] | None = None,
+        counts: WindowCounts | None = None,
     ) -> list[dict[str, Any]]:
         """The alerts of ``window`` (an error_rate alert alone, or 0-2 of new_template,
         template_rate in that order), then remember the window.
@@ -293,30 +299,44 @@ class AlertDetector:
         Args:
             window: the next window of the source (windows must come in emission order).
             stats: its :func:`window_stats`.
-            counts: :func:`template_counts` of ``window.items`` if computed already.
+            counts: :func:`count_window` of ``window.items`` if computed already.
         """
         rules = self.rules
-        alerts: list[dict[str, Any]] = []
-        earlier = [(errors, c) for end, errors, c in self._history if end <= window.start][-rules.history :]
+        if counts is None:
+            counts = count_window(window.items)
+        start = window.start
+        history = self._history
+        # the baseline: the last `history` windows that ended at or before this one's start
+        earlier: list[tuple[float, int, dict[int, int]]] = []
+        overlapping = 0
+        for entry in history:
+            if entry[0] <= start:
+                earlier.append(entry)
+            else:
+                overlapping += 1
+        if len(earlier) > rules.history:
+            del earlier[: -rules.history]
         warm = len(earlier) >= rules.warmup
         last_end, episode_errors, alerted_end, episode_rising = self._episodes
-        if last_end < window.start:  # the previous window does not touch this one: no episode goes on
+        if last_end < start:  # the previous window does not touch this one: no episode goes on
             episode_errors, alerted_end, episode_rising = None, -math.inf, {}
-        error = alert_for(
-            stats,
-            window.items,
-            threshold=rules.error_rate,
-            min_lines=rules.min_lines,
-            min_errors=rules.min_errors,
-            baseline=sum(e for e, _ in earlier) / len(earlier) if warm else None,
-            factor=rules.error_factor,
-            error_levels=self.error_levels,
-            sample_size=rules.sample_size,
-        )
+        error = None
+        if _over_floors(stats, rules.error_rate, rules.min_lines, rules.min_errors):
+            error = alert_for(
+                stats,
+                window.items,
+                threshold=rules.error_rate,
+                min_lines=rules.min_lines,
+                min_errors=rules.min_errors,
+                baseline=sum(entry[1] for entry in earlier) / len(earlier) if warm else None,
+                factor=rules.error_factor,
+                error_levels=self.error_levels,
+                sample_size=rules.sample_size,
+            )
         in_incident = False  # the error episode goes on: alerted already, with this window's findings
         if error is not None:
             if episode_errors is not None and (
-                stats["errors"] < rules.error_factor * episode_errors or window.start < alerted_end
+                stats["errors"] < rules.error_factor * episode_errors or start < alerted_end
             ):
                 error = None  # not grown error_factor times, or overlapping the window that alerted
                 in_incident = True
@@ -325,26 +345,23 @@ class AlertDetector:
         else:
             episode_errors, alerted_end = None, -math.inf
         # each template's text from its latest line in the window (the most general)
-        per_template, text = counts or template_counts(window.items)
+        per_template, text = counts.templates, counts.texts
         most = max(per_template.values(), default=0)  # no template as frequent: no rule looks further
         new = None
         if self.windows >= rules.warmup and most >= rules.new_template_min:
             new = self._new_templates(per_template, text, window, stats)
         rising: list[dict[str, Any]] = []
         still: dict[int, tuple[int, float]] = {}
-        rows = (
-            self._rising_templates(per_template, text, [c for _, c in earlier])
-            if warm and most >= rules.rise_min_count
-            else []
-        )
-        for row in rows:
-            opened = episode_rising.get(row["template_id"])
-            if opened is not None and (row["count"] < rules.rise_factor * opened[0] or window.start < opened[1]):
-                still[row["template_id"]] = opened  # its episode goes on: alerted already
-            else:
-                still[row["template_id"]] = (row["count"], window.end)
-                rising.append(row)
+        if warm and most >= rules.rise_min_count:
+            for row in self._rising_templates(per_template, text, [entry[2] for entry in earlier]):
+                opened = episode_rising.get(row["template_id"])
+                if opened is not None and (row["count"] < rules.rise_factor * opened[0] or start < opened[1]):
+                    still[row["template_id"]] = opened  # its episode goes on: alerted already
+                else:
+                    still[row["template_id"]] = (row["count"], window.end)
+                    rising.append(row)
         rise = self._rate_alert(rising, len(earlier), window, stats) if rising else None
+        alerts: list[dict[str, Any]] = []
         if error is not None:
             # one incident, one alert: the window's other findings go into the error alert's evidence
             error_counts = Counter(e.template_id for e in window.items if e.level.lower() in self.error_levels)
@@ -356,20 +373,21 @@ class AlertDetector:
             evidence["rising_templates"] = rising
             alerts.append(error)
         elif not in_incident:
-            alerts.extend(alert for alert in (new, rise) if alert is not None)
+            if new is not None:
+                alerts.append(new)
+            if rise is not None:
+                alerts.append(rise)
         self._episodes = (window.end, episode_errors, alerted_end, still)
         self.windows += 1
         self._seen.update(text)
         if window.late:
             self._seen.update((event.template_id, event.template) for event in window.late)
-        history = self._history
-        first = min(map(time_of, window.items), default=math.inf)
-        if first < self._since:
-            self._since = first
-        if window.end - self._since >= MIN_BASELINE_COVERAGE * (window.end - window.start):
+        if counts.first_time < self._since:
+            self._since = counts.first_time
+        if window.end - self._since >= MIN_BASELINE_COVERAGE * (window.end - start):
             history.append((window.end, stats["errors"], per_template))  # enough of the source's time
+            overlapping += 1  # it ends after its own start
         if len(history) > rules.history:
-            overlapping = sum(1 for end, _, _ in history if end > window.start)
             while len(history) > rules.history + overlapping:
                 history.popleft()
         return alerts
@@ -391,7 +409,7 @@ class AlertDetector:
 
     def _new_templates(
         self,
-        counts: Counter[int],
+        counts: Mapping[int, int],
         text: Mapping[int, str],
         window: Window[LogEvent],
         stats: Mapping[str, Any],
@@ -424,7 +442,7 @@ class AlertDetector:
         return _alert("new_template", stats, message, evidence, self._sample(window, (tid for tid, _ in new)))
 
     def _rising_templates(
-        self, counts: Counter[int], text: Mapping[int, str], earlier: list[Counter[int]]
+        self, counts: Mapping[int, int], text: Mapping[int, str], earlier: list[dict[int, int]]
     ) -> list[dict[str, Any]]:
         """The known templates of the window at or over the rate rule, most lines first."""
         rules = self.rules
@@ -433,7 +451,7 @@ class AlertDetector:
         candidates = [(tid, n) for tid, n in counts.items() if n >= floor and tid in seen]
         candidates.sort(key=lambda pair: -pair[1])  # stable: as most_common() orders them
         for tid, n in candidates:
-            baseline = sum(c[tid] for c in earlier) / len(earlier)
+            baseline = sum(c.get(tid, 0) for c in earlier) / len(earlier)
             if n >= rules.rise_factor * baseline:
                 rising.append(
                     {

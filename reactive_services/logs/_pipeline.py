@@ -58,7 +58,7 @@ from ._events import LogEvent, source_of, template_id_of, time_of
 from ._levels import ERROR_LEVELS
 from ._miner import LogMiner
 from ._parsing import LogParser, LogSource, read_lines
-from ._windows import template_counts, window_stats
+from ._windows import count_window, window_stats
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +425,7 @@ def build_pipeline(
                 merged = seen[2]
             if merged:  # templates merged since some lines arrived: count them under their group now
                 window = _resolved(window, merged, miner.template)
-            counts = template_counts(window.items)
+            counts = count_window(window.items)
             stats = window_stats(window, top_n=top_n, error_levels=ERROR_LEVELS, counts=counts)
             return WindowReport(window=window, stats=stats, alerts=tuple(detector.check(window, stats, counts=counts)))
 

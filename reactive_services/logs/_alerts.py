@@ -146,6 +146,19 @@ def _over_floors(stats: Mapping[str, Any], threshold: float, min_lines: int, min
     return stats["lines"] >= min_lines and stats["errors"] >= min_errors and stats["error_rate"] >= threshold
 
 
+def _error_rule_fires(
+    stats: Mapping[str, Any], threshold: float, min_lines: int, min_errors: int, baseline: float | None, factor: float
+) -> bool:
+    """:func:`alert_for`'s rule: the floors hold and, with a baseline, the errors reach ``factor`` times it."""
+    return _over_floors(stats, threshold, min_lines, min_errors) and (
+        baseline is None or stats["errors"] >= factor * baseline
+    )
+
+
+def _template_rows(rows: list[tuple[int, int]], text: Mapping[int, str]) -> list[dict[str, Any]]:
+    return [{"template_id": tid, "template": text[tid], "count": n} for tid, n in rows]
+
+
 def alert_for(
     stats: Mapping[str, Any],
     events: Sequence[LogEvent],
@@ -182,11 +195,9 @@ def alert_for(
         template first, each template's in order]}``
         or None.
     """
+    if not _error_rule_fires(stats, threshold, min_lines, min_errors, baseline, factor):
+        return None
     errors = stats["errors"]
-    if not _over_floors(stats, threshold, min_lines, min_errors):
-        return None
-    if baseline is not None and errors < factor * baseline:
-        return None
     wanted = frozenset(level.lower() for level in error_levels)
     failing = [event for event in events if event.level.lower() in wanted]
     by_template = Counter(event.template_id for event in failing)
@@ -320,26 +331,20 @@ class AlertDetector:
         last_end, episode_errors, alerted_end, episode_rising = self._episodes
         if last_end < start:  # the previous window does not touch this one: no episode goes on
             episode_errors, alerted_end, episode_rising = None, -math.inf, {}
-        error = None
+        # the error rule; the alert itself is made only if it is sent (not within an episode)
+        baseline = None
+        error_fires = False
         if _over_floors(stats, rules.error_rate, rules.min_lines, rules.min_errors):
-            error = alert_for(
-                stats,
-                window.items,
-                threshold=rules.error_rate,
-                min_lines=rules.min_lines,
-                min_errors=rules.min_errors,
-                baseline=sum(entry[1] for entry in earlier) / len(earlier) if warm else None,
-                factor=rules.error_factor,
-                error_levels=self.error_levels,
-                sample_size=rules.sample_size,
+            baseline = sum(entry[1] for entry in earlier) / len(earlier) if warm else None
+            error_fires = _error_rule_fires(
+                stats, rules.error_rate, rules.min_lines, rules.min_errors, baseline, rules.error_factor
             )
         in_incident = False  # the error episode goes on: alerted already, with this window's findings
-        if error is not None:
+        if error_fires:
             if episode_errors is not None and (
                 stats["errors"] < rules.error_factor * episode_errors or start < alerted_end
             ):
-                error = None  # not grown error_factor times, or overlapping the window that alerted
-                in_incident = True
+                in_incident = True  # not grown error_factor times, or overlapping the window that alerted
             else:
                 episode_errors, alerted_end = stats["errors"], window.end
         else:
@@ -347,9 +352,9 @@ class AlertDetector:
         # each template's text from its latest line in the window (the most general)
         per_template, text = counts.templates, counts.texts
         most = max(per_template.values(), default=0)  # no template as frequent: no rule looks further
-        new = None
-        if self.windows >= rules.warmup and most >= rules.new_template_min:
-            new = self._new_templates(per_template, text, window, stats)
+        new: list[tuple[int, int]] = []
+        if not in_incident and self.windows >= rules.warmup and most >= rules.new_template_min:
+            new = self._new_templates(per_template, text)
         rising: list[dict[str, Any]] = []
         still: dict[int, tuple[int, float]] = {}
         if warm and most >= rules.rise_min_count:
@@ -360,8 +365,20 @@ class AlertDetector:
                 else:
                     still[row["template_id"]] = (row["count"], window.end)
                     rising.append(row)
-        rise = self._rate_alert(rising, len(earlier), window, stats) if rising else None
         alerts: list[dict[str, Any]] = []
+        error = None
+        if error_fires and not in_incident:
+            error = alert_for(
+                stats,
+                window.items,
+                threshold=rules.error_rate,
+                min_lines=rules.min_lines,
+                min_errors=rules.min_errors,
+                baseline=baseline,
+                factor=rules.error_factor,
+                error_levels=self.error_levels,
+                sample_size=rules.sample_size,
+            )
         if error is not None:
             # one incident, one alert: the window's other findings go into the error alert's evidence
             error_counts = Counter(e.template_id for e in window.items if e.level.lower() in self.error_levels)
@@ -369,14 +386,14 @@ class AlertDetector:
             evidence["templates"] = [
                 {"template_id": tid, "template": text[tid], "count": n} for tid, n in error_counts.most_common(3)
             ]
-            evidence["new_templates"] = [] if new is None else new["evidence"]["templates"]
+            evidence["new_templates"] = _template_rows(new, text)
             evidence["rising_templates"] = rising
             alerts.append(error)
         elif not in_incident:
-            if new is not None:
-                alerts.append(new)
-            if rise is not None:
-                alerts.append(rise)
+            if new:
+                alerts.append(self._new_alert(new, text, window, stats))
+            if rising:
+                alerts.append(self._rate_alert(rising, len(earlier), window, stats))
         self._episodes = (window.end, episode_errors, alerted_end, still)
         self.windows += 1
         self._seen.update(text)
@@ -407,28 +424,25 @@ class AlertDetector:
                 return known
         return None
 
-    def _new_templates(
-        self,
-        counts: Mapping[int, int],
-        text: Mapping[int, str],
-        window: Window[LogEvent],
-        stats: Mapping[str, Any],
-    ) -> dict[str, Any] | None:
-        rules = self.rules
-        floor = rules.new_template_min
+    def _new_templates(self, counts: Mapping[int, int], text: Mapping[int, str]) -> list[tuple[int, int]]:
+        """The window's new templates, ``[(template id, lines)]``, most lines first."""
+        floor = self.rules.new_template_min
         seen = self._seen
         unseen = [(tid, n) for tid, n in counts.items() if n >= floor and tid not in seen]
         unseen.sort(key=lambda pair: -pair[1])  # stable: as most_common() orders them
-        new = [
+        return [
             (tid, n)
             for tid, n in unseen
             if tid != EMPTY_TEMPLATE_ID  # blank lines are not a new kind of event
             and text[tid].strip()
             and self._variant_of(text[tid]) is None
         ]
-        if not new:
-            return None
-        templates = [{"template_id": tid, "template": text[tid], "count": n} for tid, n in new]
+
+    def _new_alert(
+        self, new: list[tuple[int, int]], text: Mapping[int, str], window: Window[LogEvent], stats: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        rules = self.rules
+        templates = _template_rows(new, text)
         message = (
             f"{stats['source']}: {len(new)} new template(s) with >= {rules.new_template_min} lines, "
             f"top {templates[0]['template']!r} x{templates[0]['count']}"

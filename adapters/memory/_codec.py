@@ -68,9 +68,10 @@ class StoredRecord:
     @property
     def size(self) -> int:
         """Bytes the record counts for retention: key, value and headers."""
-        return (
-            len(self.key or b"") + len(self.value or b"") + sum(len(name) + len(value) for name, value in self.headers)
-        )
+        size = len(self.key or b"") + len(self.value or b"")
+        if self.headers:
+            size += sum(len(name) + len(value) for name, value in self.headers)
+        return size
 
 
 @dataclass(frozen=True, slots=True)

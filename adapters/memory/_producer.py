@@ -99,7 +99,7 @@ class MemoryProducer:
         timestamp_ms: int | None = None,
     ) -> RecordMetadata:
         """Append one record; see :meth:`InMemoryBroker.emit`."""
-        return self._append(topic, encode_key(key), encode_value(value), encode_headers(headers), timestamp_ms)
+        return self._append(topic, [(encode_key(key), encode_value(value))], encode_headers(headers), timestamp_ms)[0]
 
     async def emit_batch(
         self,
@@ -107,34 +107,50 @@ class MemoryProducer:
         records: Sequence[tuple[str | bytes | None, Any]],
         headers: tuple[tuple[str, bytes], ...] = (),
     ) -> list[RecordMetadata]:
-        """Append many ``(key, value)`` records in order (all encoded first), each with ``headers``."""
-        encoded = [(encode_key(k), encode_value(v)) for k, v in records]
-        return [self._append(topic, k, v, headers, None) for k, v in encoded]
+        """Append many ``(key, value)`` records in order (all encoded and checked first: a record
+        that cannot be published appends none of them), each with ``headers``."""
+        if not records:
+            return []
+        return self._append(topic, [(encode_key(k), encode_value(v)) for k, v in records], headers, None)
 
     def _append(
         self,
         topic: str,
-        key: bytes | None,
-        value: bytes | None,
+        records: list[tuple[bytes | None, bytes | None]],
         headers: tuple[tuple[str, bytes], ...],
         timestamp_ms: int | None,
-    ) -> RecordMetadata:
+    ) -> list[RecordMetadata]:
+        """Append encoded ``(key, value)`` records to ``topic`` in order, all with ``headers`` and
+        ``timestamp_ms`` (None: now); the topic's readers are woken once.
+
+        Raises:
+            PublishError: the broker is not started, or a value is over ``max_record_bytes``
+                (nothing is appended).
+        """
         if not self._started():
             raise PublishError(f"cannot publish to {topic!r}: the in-memory broker is not started")
-        if value is not None and len(value) > self.max_record_bytes:
-            raise PublishError(
-                f"record of {len(value)} bytes to {topic!r} is over max_record_bytes={self.max_record_bytes}"
-            )
-        parts = self._cluster.topic(topic)
-        partition = partition_for(key, len(parts), next(self._round_robin) if key is None else 0)
-        ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
-        record = StoredRecord(key, value, headers, ts)
+        limit = self.max_record_bytes
+        for _, value in records:
+            if value is not None and len(value) > limit:
+                raise PublishError(f"record of {len(value)} bytes to {topic!r} is over max_record_bytes={limit}")
+        cluster = self._cluster
+        parts = cluster.topic(topic)
+        now_ms = int(time.time() * 1000)
+        ts = now_ms if timestamp_ms is None else int(timestamp_ms)
         txns = current_transaction.get()
-        if isinstance(txns, MemoryTransactions) and txns.cluster is self._cluster and not txns.closed:
-            record.txn = txns.writing(topic)  # visible to readers once that transaction commits
-        offset = parts[partition].append(record, self._cluster.retention, int(time.time() * 1000))
-        self._cluster.wake(topic)
-        return RecordMetadata(topic, partition, offset, ts)
+        txn = None
+        if isinstance(txns, MemoryTransactions) and txns.cluster is cluster and not txns.closed:
+            txn = txns.writing(topic)  # visible to readers once that transaction commits
+        retention = cluster.retention
+        out: list[RecordMetadata] = []
+        for key, value in records:
+            partition = partition_for(key, len(parts), next(self._round_robin) if key is None else 0)
+            record = StoredRecord(key, value, headers, ts)
+            if txn is not None:
+                record.txn = txn
+            out.append(RecordMetadata(topic, partition, parts[partition].append(record, retention, now_ms), ts))
+        cluster.wake(topic)
+        return out
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:
         """A :class:`~reactive_services.adapters.BrokerSink` to ``topic``, flushed by :meth:`flush_sinks`."""

@@ -486,8 +486,9 @@ class _WindowRun(Generic[T]):
 
     # -- emitting -----------------------------------------------------------------------------
     def emit(self, state: _KeyState[T], index: int) -> None:
-        state.hot_start, state.hot_end, state.hot_items, state.hot_held = math.inf, -math.inf, [], None
         items = state.open.pop(index)
+        if items is state.hot_items:  # not kept alive as the hot window (a newer one may be hot already)
+            state.hot_start, state.hot_end, state.hot_items, state.hot_held = math.inf, -math.inf, [], None
         held = state.holds.pop(index)
         late = tuple(state.late)
         state.late.clear()

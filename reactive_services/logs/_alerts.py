@@ -240,7 +240,11 @@ def template_similarity(a: str, b: str) -> float:
     value the masks did not catch, e.g. a host name ``24-54-76-216.bflony.adelphia.net``).
     0.0 when they have different numbers of tokens. Our own design, after drain3's token-wise
     similarity (He et al., "Drain", ICWS 2017), which counts equal tokens only."""
-    ta, tb = a.split(), b.split()
+    return _token_similarity(a.split(), b.split())
+
+
+def _token_similarity(ta: Sequence[str], tb: Sequence[str]) -> float:
+    """:func:`template_similarity` of templates already split into tokens."""
     if len(ta) != len(tb):
         return 0.0
     if not ta:
@@ -265,6 +269,7 @@ class AlertDetector:
         self.error_levels = frozenset(level.lower() for level in error_levels)
         self.windows = 0
         self._seen: dict[int, str] = {}  # template id -> its text when last seen
+        self._tokens: dict[str, list[str]] = {}  # a known template text -> its tokens
         # (end, errors, lines per template id) of earlier windows
         self._history: deque[tuple[float, int, dict[int, int]]] = deque()
         self._since = math.inf  # the earliest event time seen (the source's first line)
@@ -419,8 +424,15 @@ class AlertDetector:
     def _variant_of(self, template: str) -> str | None:
         """A known template that ``template`` is a near-copy of, or None."""
         threshold = self.rules.new_template_similarity
+        tokens = template.split()
+        split = self._tokens
+        if len(split) > 2 * len(self._seen) + 64:  # texts of templates since generalized: start afresh
+            split.clear()
         for known in self._seen.values():
-            if template_similarity(template, known) >= threshold:
+            known_tokens = split.get(known)
+            if known_tokens is None:  # each known text split once (texts are few: the templates)
+                known_tokens = split[known] = known.split()
+            if len(known_tokens) == len(tokens) and _token_similarity(tokens, known_tokens) >= threshold:
                 return known
         return None
 

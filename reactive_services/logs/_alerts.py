@@ -143,7 +143,7 @@ def _alert(
 
 def _over_floors(stats: Mapping[str, Any], threshold: float, min_lines: int, min_errors: int) -> bool:
     """The error-rate rule's absolute floors hold for ``stats`` (lines, errors, error rate)."""
-    return stats["lines"] >= min_lines and stats["errors"] >= min_errors and stats["error_rate"] >= threshold
+    return bool(stats["lines"] >= min_lines and stats["errors"] >= min_errors and stats["error_rate"] >= threshold)
 
 
 def _error_rule_fires(

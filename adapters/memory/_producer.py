@@ -14,7 +14,7 @@ from .._message import HeadersIn, RecordMetadata, current_transaction
 from .._protocol import Emitter
 from .._sink import BrokerSink, Sinks
 from ._admin import MemoryCluster
-from ._codec import StoredRecord, Transaction, partition_for
+from ._codec import PartitionLog, StoredRecord, Transaction, partition_for
 
 __all__ = ["MemoryProducer", "MemoryTransactions"]
 
@@ -107,8 +107,7 @@ class MemoryProducer:
         records: Sequence[tuple[str | bytes | None, Any]],
         headers: tuple[tuple[str, bytes], ...] = (),
     ) -> list[RecordMetadata]:
-        """Append many ``(key, value)`` records in order (all encoded and checked first: a record
-        that cannot be published appends none of them), each with ``headers``."""
+        """Append many ``(key, value)`` records in order (all encoded first), each with ``headers``."""
         if not records:
             return []
         return self._append(topic, [(encode_key(k), encode_value(v)) for k, v in records], headers, None)
@@ -121,35 +120,39 @@ class MemoryProducer:
         timestamp_ms: int | None,
     ) -> list[RecordMetadata]:
         """Append encoded ``(key, value)`` records to ``topic`` in order, all with ``headers`` and
-        ``timestamp_ms`` (None: now); the topic's readers are woken once.
+        ``timestamp_ms`` (None: now); the topic's readers are woken once the records are appended.
 
         Raises:
-            PublishError: the broker is not started, or a value is over ``max_record_bytes``
-                (nothing is appended).
+            PublishError: the broker is not started, or a value is over ``max_record_bytes`` (the
+                records before it are appended, as they were when each was appended alone).
         """
         if not self._started():
             raise PublishError(f"cannot publish to {topic!r}: the in-memory broker is not started")
         limit = self.max_record_bytes
-        for _, value in records:
-            if value is not None and len(value) > limit:
-                raise PublishError(f"record of {len(value)} bytes to {topic!r} is over max_record_bytes={limit}")
         cluster = self._cluster
-        parts = cluster.topic(topic)
         now_ms = int(time.time() * 1000)
         ts = now_ms if timestamp_ms is None else int(timestamp_ms)
-        txns = current_transaction.get()
-        txn = None
-        if isinstance(txns, MemoryTransactions) and txns.cluster is cluster and not txns.closed:
-            txn = txns.writing(topic)  # visible to readers once that transaction commits
         retention = cluster.retention
+        parts: list[PartitionLog] | None = None  # the topic, created on the first record accepted
+        txn = None
         out: list[RecordMetadata] = []
-        for key, value in records:
-            partition = partition_for(key, len(parts), next(self._round_robin) if key is None else 0)
-            record = StoredRecord(key, value, headers, ts)
-            if txn is not None:
-                record.txn = txn
-            out.append(RecordMetadata(topic, partition, parts[partition].append(record, retention, now_ms), ts))
-        cluster.wake(topic)
+        try:
+            for key, value in records:
+                if value is not None and len(value) > limit:
+                    raise PublishError(f"record of {len(value)} bytes to {topic!r} is over max_record_bytes={limit}")
+                if parts is None:
+                    parts = cluster.topic(topic)
+                    txns = current_transaction.get()
+                    if isinstance(txns, MemoryTransactions) and txns.cluster is cluster and not txns.closed:
+                        txn = txns.writing(topic)  # visible to readers once that transaction commits
+                partition = partition_for(key, len(parts), next(self._round_robin) if key is None else 0)
+                record = StoredRecord(key, value, headers, ts)
+                if txn is not None:
+                    record.txn = txn
+                out.append(RecordMetadata(topic, partition, parts[partition].append(record, retention, now_ms), ts))
+        finally:
+            if out:
+                cluster.wake(topic)
         return out
 
     def sink(self, topic: str, *, key: Callable[[Any], str | bytes | None] | None = None) -> BrokerSink:

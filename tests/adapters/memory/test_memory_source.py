@@ -155,13 +155,3 @@ async def test_a_service_creates_its_topics_with_the_memory_brokers_partitions()
         assert await broker.end_offsets("t") == {0: 0}
         await broker.create_topics(["u"], partitions=4)
         assert sorted(await broker.end_offsets("u")) == [0, 1, 2, 3]
-
-
-async def test_a_batch_with_a_record_over_the_size_limit_appends_none_of_it() -> None:
-    async with InMemoryBroker(partitions=1, max_record_bytes=100) as broker:
-        with pytest.raises(PublishError, match="over max_record_bytes=100"):
-            await broker.emit_batch("t", [("k", {"i": 1}), ("k", {"pad": "x" * 200}), ("k", {"i": 3})])
-        assert broker.records("t") == []
-        metas = await broker.emit_batch("t", [("k", {"i": 1}), ("k", {"i": 2})])
-        assert [(m.partition, m.offset) for m in metas] == [(0, 0), (0, 1)]
-        assert [m.raw for m in broker.records("t")] == [b'{"i":1}', b'{"i":2}']

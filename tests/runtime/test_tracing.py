@@ -176,7 +176,9 @@ async def test_a_request_and_its_reply_are_one_trace(
     assert send.parent.span_id == request.context.span_id
     assert process.parent.span_id == send.context.span_id
     assert reply.parent.span_id == process.context.span_id
-    assert request.end_time >= reply.end_time  # the request span lasts until the reply arrived
+    # the request span lasts until the reply arrived, so past the reply's send; not always past its
+    # end: on Kafka the reply may be consumed before its producer has the broker's acknowledgement
+    assert request.end_time >= reply.start_time
 
 
 async def test_a_pipelines_synchronous_part_runs_in_the_records_trace(

@@ -225,9 +225,14 @@ def syslog_timestamp(
     """
 
     def timestamp(fields: Mapping[str, str | None]) -> float:
-        return _epoch(year, _month(fields[month_field]), int(fields[day_field] or ""), fields[time_field] or "")
+        return _syslog_epoch(fields[month_field], fields[day_field], fields[time_field], year)
 
     return timestamp
+
+
+@functools.lru_cache(maxsize=4096)  # a log repeats its seconds
+def _syslog_epoch(month: str | None, day: str | None, hms: str | None, year: int) -> float:
+    return _epoch(year, _month(month), int(day or ""), hms or "")
 
 
 @functools.lru_cache(maxsize=1024)  # window bounds: each end is the next window's start

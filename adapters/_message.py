@@ -204,11 +204,11 @@ class Batch(Sequence[Message]):
     """The records of one partition from one fetch, as ``source_batches`` delivers them.
 
     A sequence of :class:`Message` in offset order (``len``, indexing, iteration), with the
-    decoded values at hand in :attr:`values`. The messages are made on first use, all at once,
-    and kept; a handler that reads only :attr:`values` (and :attr:`topic`, :attr:`partition`,
-    :attr:`offsets`) makes none, which is what lets a batch handler run at the raw client's
-    speed (see the benchmarks page). A record that did not decode was dead-lettered and is not
-    in the batch.
+    decoded values at hand in :attr:`values`. A message is made on first use and kept (indexing
+    makes that one; iteration and :attr:`messages` make them all); a handler that reads only
+    :attr:`values` (and :attr:`topic`, :attr:`partition`, :attr:`offsets`) makes none, which is
+    what lets a batch handler run at the raw client's speed (see the benchmarks page). A record
+    that did not decode was dead-lettered and is not in the batch.
 
     The batch is committed as one unit: :func:`track` and :func:`hold` called during
     ``on_next``, or :meth:`Message.track` / :meth:`Message.hold` on any of its messages,
@@ -220,7 +220,7 @@ class Batch(Sequence[Message]):
         values: the decoded values, in offset order (``list``; one per message).
     """
 
-    __slots__ = ("_carrier", "_make", "_messages", "_records", "partition", "topic", "values")
+    __slots__ = ("_carrier", "_made", "_make", "_messages", "_records", "partition", "topic", "values")
 
     def __init__(
         self,
@@ -241,25 +241,31 @@ class Batch(Sequence[Message]):
         self._make = make
         self._carrier = carrier
         self._messages: list[Message] | None = None
+        self._made: list[Message | None] | None = None  # the messages made so far, by index
 
-    @property
-    def messages(self) -> list[Message]:
-        """The messages of the batch (a list made on first use; the same list afterwards)."""
-        if self._messages is None:
+    def _message(self, index: int) -> Message:
+        """The message of ``values[index]`` (``0 <= index < len``), made on first use and kept."""
+        made = self._made
+        if made is None:
+            made = self._made = [None] * len(self.values)
+        message = made[index]
+        if message is None:
             carrier = self._carrier
             if carrier._pending is None:
                 carrier._pending = []
             if carrier._holds is None:
                 carrier._holds = []
-            pending, holds, make = carrier._pending, carrier._holds, self._make
-            messages = []
-            for record, value in zip(self._records, self.values, strict=True):
-                message = make(record)
-                message.value = value
-                message._pending = pending  # what a message tracks or holds, the whole batch waits for
-                message._holds = holds
-                messages.append(message)
-            self._messages = messages
+            message = made[index] = self._make(self._records[index])
+            message.value = self.values[index]
+            message._pending = carrier._pending  # what a message tracks or holds, the whole batch waits for
+            message._holds = carrier._holds
+        return message
+
+    @property
+    def messages(self) -> list[Message]:
+        """The messages of the batch (a list made on first use; the same list afterwards)."""
+        if self._messages is None:
+            self._messages = [self._message(index) for index in range(len(self.values))]
         return self._messages
 
     @property
@@ -277,7 +283,9 @@ class Batch(Sequence[Message]):
     def __getitem__(self, index: slice) -> list[Message]: ...
 
     def __getitem__(self, index: int | slice) -> Message | list[Message]:
-        return self.messages[index]
+        if isinstance(index, slice):
+            return self.messages[index]
+        return self._message(range(len(self.values))[index])  # negative and out-of-range as a list's
 
     def __iter__(self) -> Iterator[Message]:
         return iter(self.messages)

@@ -10,7 +10,7 @@ from reactivex import Observable
 from reactivex import operators as ops
 
 from reactive_services import Microservice, event_pattern
-from reactive_services.adapters import Batch, track
+from reactive_services.adapters import Batch, Message, track
 from reactive_services.adapters.memory import InMemoryBroker
 from reactive_services.errors import ConfigError
 
@@ -66,3 +66,23 @@ async def test_a_batch_handler_gets_batches_and_commits_after_their_tracked_work
         await service.stop()
     finally:
         await broker.stop()
+
+
+def test_indexing_a_batch_makes_only_that_message_and_keeps_it() -> None:
+    made: list[int] = []
+
+    def make(record: int) -> Message:
+        made.append(record)
+        return Message(topic="t", partition=0, offset=record, key=None, value=None)
+
+    carrier = Message(topic="t", partition=0, offset=12, key=None, value=None)
+    batch = Batch("t", 0, ["a", "b", "c"], [10, 11, 12], make, carrier)
+    first = batch[0]
+    assert (first.offset, first.value, made) == (10, "a", [10])
+    assert batch[-1].offset == 12 and made == [10, 12]  # negative indexes as a list's
+    with pytest.raises(IndexError):
+        batch[3]
+    assert batch.messages[0] is first and made == [10, 12, 11]  # kept; the others made once
+    assert [m.value for m in batch] == ["a", "b", "c"] and batch[1:] == batch.messages[1:]
+    # what a message tracks or holds, the whole batch waits for: the carrier's lists
+    assert first._holds is carrier._holds and batch[2]._pending is carrier._pending

@@ -184,6 +184,18 @@ class WindowReport:
     alerts: tuple[dict[str, Any], ...] = ()
 
 
+_SET_WINDOW, _SET_STATS, _SET_ALERTS = (WindowReport.__dict__[name].__set__ for name in WindowReport.__slots__)
+
+
+def _new_report(window: Window[LogEvent], stats: dict[str, Any], alerts: tuple[dict[str, Any], ...]) -> WindowReport:
+    """``WindowReport(window, stats, alerts)`` set through its slots (see :func:`new_event`)."""
+    report: WindowReport = object.__new__(WindowReport)
+    _SET_WINDOW(report, window)
+    _SET_STATS(report, stats)
+    _SET_ALERTS(report, alerts)
+    return report
+
+
 class LogParsers:
     """One :class:`LogParser` per source name, created on first use.
 
@@ -427,7 +439,7 @@ def build_pipeline(
                 window = _resolved(window, merged, miner.template)
             counts = count_window(window.items)
             stats = window_stats(window, top_n=top_n, error_levels=ERROR_LEVELS, counts=counts)
-            return WindowReport(window=window, stats=stats, alerts=tuple(detector.check(window, stats, counts=counts)))
+            return _new_report(window, stats, tuple(detector.check(window, stats, counts=counts)))
 
         if batches:
             batched = cast(Observable[Batch], messages)

@@ -120,7 +120,7 @@ class _KeyState(Generic[T]):
         self.written: asyncio.Future[None] | None = None
         self.close_at = math.inf  # the end of the oldest open window (key watermark): it closes then
         # tumbling windows, no checkpoint, no idle timeout: the window the last item went into,
-        # where the next items of the key most likely go (see _WindowRun.on_record)
+        # where the next items of the key most likely go (see _WindowRun.on_item)
         self.hot_start = math.inf
         self.hot_end = -math.inf
         self.hot_items: list[T] = []
@@ -403,17 +403,25 @@ class WindowRunner(Generic[T]):
                 f"{operator!r} is not an operator of sliding_event_time_window / tumbling_event_time_window"
             )
         self._run: _WindowRun[T] = runner(observer, None, scheduler)
-        self._message: Message | None = None
-        self._part: Hashable = None
 
     def on_record(self, item: T, message: Message | None = None, offset: int = -1) -> None:
         """One item; ``message``: the message being delivered that holds it (None: no commit to
         hold, e.g. in a unit test), ``offset``: its record's offset (checkpoints need it). After
         :meth:`on_completed`, an error or :meth:`dispose`, items are ignored."""
-        if message is not self._message:
-            self._message = message
-            self._part = None if message is None else (message.topic, message.partition)
-        self._run.on_record(item, message, self._part, offset)
+        run = self._run
+        if message is not run.message:
+            run.holding(message)
+        run.on_item(item, offset)
+
+    def feeder(self, message: Message | None) -> Callable[[T, int], None]:
+        """``feed(item, offset)``, the same as ``on_record(item, message, offset)`` without
+        comparing the message at each call: for the loop over the items of one message (a
+        batch's carrier). Valid until :meth:`on_record` or :meth:`feeder` is called with
+        another message."""
+        run = self._run
+        if message is not run.message:
+            run.holding(message)
+        return run.on_item
 
     def on_completed(self) -> None:
         """The input ended: every open window is emitted, then ``observer.on_completed()``."""
@@ -483,7 +491,10 @@ class _WindowRun(Generic[T]):
         #: per partition: (item, its record's offset, the message holding it, its hold)
         self.waiting: dict[Hashable, list[tuple[T, int, Message, Hold]]] = {}
         self.complete_when_restored = False
-        #: the fast path of on_record: tumbling windows, key watermarks, no checkpoint, no timer
+        #: the message holding the items given now, and its (topic, partition) (:meth:`holding`)
+        self.message: Message | None = None
+        self.part: Hashable = None
+        #: the fast path of on_item: tumbling windows, key watermarks, no checkpoint, no timer
         self.fast = shape.tumbling and not self.by_partition and checkpoint is None and idle_timeout_s is None
         self.lock = threading.RLock()
         self.stopped = False
@@ -604,15 +615,20 @@ class _WindowRun(Generic[T]):
     # -- items ----------------------------------------------------------------------------------
     def on_next(self, item: T) -> None:
         message = current_message.get()
-        if message is None:
-            self.on_record(item, None, None, -1)
-        else:
-            self.on_record(item, message, (message.topic, message.partition), message.offset)
+        if message is not self.message:
+            self.holding(message)
+        self.on_item(item, -1 if message is None else message.offset)
 
-    def on_record(self, item: T, message: Message | None, part: Hashable, offset: int) -> None:
-        """One item: ``message`` the message holding it (a batch's carrier, or its own record's),
-        ``part`` that message's ``(topic, partition)`` (None without a message), ``offset`` the
-        offset of the item's record. Items that share a message hold its commit once per window."""
+    def holding(self, message: Message | None) -> None:
+        """The next items are held by ``message`` (a batch's carrier, or their own record's; None:
+        no commit to hold)."""
+        self.message = message
+        self.part = None if message is None else (message.topic, message.partition)
+
+    def on_item(self, item: T, offset: int) -> None:
+        """One item of :attr:`message` (see :meth:`holding`), ``offset`` the offset of its record.
+        Items that share a message hold its commit once per window."""
+        message, part = self.message, self.part
         if self.fast:  # no timer thread: no lock (calls of on_next are serialized, Rx grammar)
             if self.stopped:
                 return

@@ -650,19 +650,20 @@ class _BatchRun:
         self.handle(batch, carrier)
 
     def handle(self, batch: Batch, carrier: Message | None) -> None:
-        on_event, on_events, runs = self.spec.on_event, self.spec.on_events, self.runs
+        on_event, on_events = self.spec.on_event, self.spec.on_events
         events: list[LogEvent] = []
         keep = events.append if on_events is not None else None
+        feeders: dict[str, Callable[[LogEvent, int], None]] = {}  # per source: its window runner's, for this carrier
 
         def into(event: LogEvent, offset: int) -> None:
             if on_event is not None:
                 on_event(event)
             if keep is not None:
                 keep(event)
-            run = runs.get(event.source)
-            if run is None:
-                run = self.run_of(event.source)
-            run.on_record(event, carrier, offset)
+            feed = feeders.get(event.source)
+            if feed is None:
+                feed = feeders[event.source] = self.run_of(event.source).feeder(carrier)
+            feed(event, offset)
             if self.ended:
                 raise _Ended
 

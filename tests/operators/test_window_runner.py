@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from reactivex import operators as ops
 
+from reactive_services.adapters import Message
 from reactive_services.operators import Window, WindowRunner, sliding_event_time_window, tumbling_event_time_window
 
 
@@ -63,3 +64,21 @@ def test_after_dispose_nothing_is_emitted() -> None:
     runner.on_record(25.0)
     runner.on_completed()
     assert out.windows == [] and out.completed == 0
+
+
+async def test_a_feeder_holds_its_message_once_per_window_as_on_record_does() -> None:
+    out = Collect()
+    runner = WindowRunner(tumbling_event_time_window(10.0, timestamp=lambda t: t), out)
+    first = Message(topic="logs", partition=0, offset=2, key=None, value=None)
+    feed = runner.feeder(first)
+    for offset, t in enumerate((1.0, 2.0, 11.0)):  # two windows: the first closes on 11.0
+        feed(t, offset)
+    assert [(w.start, w.items) for w in out.windows] == [(0.0, (1.0, 2.0))]
+    assert first._holds is not None and len(first._holds) == 2  # one hold per window, not per item
+    second = Message(topic="logs", partition=0, offset=4, key=None, value=None)
+    runner.on_record(12.0, second, 3)  # another message: held by it, in the open window
+    runner.feeder(second)(13.0, 4)
+    assert second._holds is not None and len(second._holds) == 1
+    runner.on_completed()
+    assert [(w.start, w.items) for w in out.windows] == [(0.0, (1.0, 2.0)), (10.0, (11.0, 12.0, 13.0))]
+    assert all(hold.done() for hold in (*first._holds, *second._holds))  # released: no one tracks work

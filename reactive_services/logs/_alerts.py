@@ -12,6 +12,7 @@ samples (docs/shop/log-analytics.md, "Alerts", gives the counts and how they wer
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -272,6 +273,7 @@ class AlertDetector:
         self._tokens: dict[str, list[str]] = {}  # a known template text -> its tokens
         # (end, errors, lines per template id) of earlier windows
         self._history: deque[tuple[float, int, dict[int, int]]] = deque()
+        self._ordered = True  # the history's ends never went down (so the latest ends last)
         self._since = math.inf  # the earliest event time seen (the source's first line)
         # the episodes going on in the latest window: (its end, the errors of the error alert
         # that opened the error episode or None, that alert's window end, {template id: (its
@@ -323,15 +325,19 @@ class AlertDetector:
         start = window.start
         history = self._history
         # the baseline: the last `history` windows that ended at or before this one's start
-        earlier: list[tuple[float, int, dict[int, int]]] = []
-        overlapping = 0
-        for entry in history:
-            if entry[0] <= start:
-                earlier.append(entry)
-            else:
-                overlapping += 1
-        if len(earlier) > rules.history:
-            del earlier[: -rules.history]
+        if self._ordered and (not history or history[-1][0] <= start):  # all of them (tumbling windows)
+            earlier = list(itertools.islice(history, max(0, len(history) - rules.history), None))
+            overlapping = 0
+        else:
+            earlier = []
+            overlapping = 0
+            for entry in history:
+                if entry[0] <= start:
+                    earlier.append(entry)
+                else:
+                    overlapping += 1
+            if len(earlier) > rules.history:
+                del earlier[: -rules.history]
         warm = len(earlier) >= rules.warmup
         last_end, episode_errors, alerted_end, episode_rising = self._episodes
         if last_end < start:  # the previous window does not touch this one: no episode goes on
@@ -407,6 +413,8 @@ class AlertDetector:
         if counts.first_time < self._since:
             self._since = counts.first_time
         if window.end - self._since >= MIN_BASELINE_COVERAGE * (window.end - start):
+            if history and window.end < history[-1][0]:
+                self._ordered = False  # e.g. a late line's window of its own: scan the history from now on
             history.append((window.end, stats["errors"], per_template))  # enough of the source's time
             overlapping += 1  # it ends after its own start
         if len(history) > rules.history:
@@ -440,7 +448,12 @@ class AlertDetector:
         """The window's new templates, ``[(template id, lines)]``, most lines first."""
         floor = self.rules.new_template_min
         seen = self._seen
-        unseen = [(tid, n) for tid, n in counts.items() if n >= floor and tid not in seen]
+        unseen = []
+        for tid, n in counts.items():
+            if n >= floor and tid not in seen:
+                unseen.append((tid, n))
+        if not unseen:
+            return unseen
         unseen.sort(key=lambda pair: -pair[1])  # stable: as most_common() orders them
         return [
             (tid, n)

@@ -266,3 +266,18 @@ def test_a_line_whose_time_does_not_read_is_unparsed_and_keeps_the_previous_time
     assert parser.parse("2024-01-01 00:00:05 INFO a", 1).timestamp == utc(2024, 1, 1, 0, 0, 5)
     bad = parser.parse("2024-13-01 00:00:09 INFO b", 2)
     assert (bad.parsed, bad.level, bad.timestamp) == (False, "unknown", utc(2024, 1, 1, 0, 0, 5))
+
+
+def test_the_baseline_leaves_out_a_window_overlapping_the_next_after_a_late_lines_own_window() -> None:
+    # a window's own for a late line (a partition watermark or an idle flush) ends before the
+    # windows seen already: the history is out of end order from then on, and the baseline of the
+    # next window still takes only the windows that ended at or before its start
+    rules = AlertRules(error_rate=0.1, min_lines=1, min_errors=1, error_factor=1.0, warmup=1)
+    detector = AlertDetector(rules)
+    check(detector, Window(key="S", start=0.0, end=10.0, items=(ev(1, n=1, t=1.0),)))
+    check(detector, Window(key="S", start=20.0, end=30.0, items=tuple(ev(1, "error", n=i, t=21.0) for i in range(5))))
+    check(detector, Window(key="S", start=10.0, end=20.0, items=(), late=(ev(2, n=9, t=11.0),)))  # ends before 30
+    overlapping = Window(key="S", start=25.0, end=35.0, items=tuple(ev(1, "error", n=i, t=26.0) for i in range(2)))
+    alert = check(detector, overlapping)["error_rate"]
+    # the windows ending at 10 and 20 (no errors), not the one ending at 30 (5 errors)
+    assert alert["evidence"]["baseline_errors"] == 0.0

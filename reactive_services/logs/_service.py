@@ -221,21 +221,25 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         Raises:
             RuntimeError: no running asyncio event loop (the publishes need one).
         """
-        loop = asyncio.get_running_loop()
+        if self._queue is None:  # (with publishes queued, the loop runs: they were queued in it)
+            asyncio.get_running_loop()  # no loop: RuntimeError before anything is counted
         window, stats = value.window, value.stats
         name = str(window.key)
         totals = self._totals_of(name)
         totals.late += len(window.late)
         totals.windows += 1
         self.recent.append(stats)
-        self._publish(loop, self.stats_topic, stats, name)
+        self._publish(self.stats_topic, stats, name)
         for alert in value.alerts:
             totals.alerts += 1
             totals.alert_kinds[alert["kind"]] += 1
             self.recent_alerts.append(alert)
-            self._publish(loop, self.alert_topic, alert, name)
+            self._publish(self.alert_topic, alert, name)
         for event in window.late:
-            self._publish(loop, self.late_topic, late_record(event, window), name)
+            self._publish(self.late_topic, late_record(event, window), name)
+        # the window's records stay uncommitted until its publishes are acknowledged (see
+        # Message.hold): a publish that fails ends the stream, and they come again
+        track(self._last)  # type: ignore[arg-type]
 
     def on_error(self, error: Exception) -> None:
         log.error("log analytics stream failed: %r", error)
@@ -246,9 +250,16 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
         self.done.set()
 
     # -- publishing ----------------------------------------------------------------------
-    def _publish(self, loop: asyncio.AbstractEventLoop, topic: str, value: dict[str, Any], key: str) -> None:
+    def _publish(self, topic: str, value: dict[str, Any], key: str) -> None:
+        """Queue one publish: sent, in order, by the task of the publishes queued since the loop
+        last ran (made by the first of them; :attr:`_last`).
+
+        Raises:
+            RuntimeError: no running asyncio event loop.
+        """
         queue = self._queue
         if queue is None:  # the first publish since the loop last ran: one task sends them all
+            loop = asyncio.get_running_loop()
             queue = self._queue = []
             previous = self._last
 
@@ -272,9 +283,6 @@ class LogAnalyticsService(ObserverBase[WindowReport]):
             task.add_done_callback(self._settled)
             self._last = task
         queue.append((topic, value, key))
-        # the window's records stay uncommitted until its stats are acknowledged (see
-        # Message.hold): a publish that fails ends the stream, and they come again
-        track(self._last)  # type: ignore[arg-type]
 
     def _settled(self, task: asyncio.Future[int]) -> None:
         if task.cancelled():

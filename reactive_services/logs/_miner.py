@@ -73,6 +73,14 @@ _VARIABLE_RUN = re.compile(rf"(?<!{_RUN_CHAR}){_RUN_CHAR}*(?:(?<![A-Za-z])\d|/){
 _KEY_END = "=\x1f"
 
 
+def _covers(template: tuple[str, ...], tokens: list[str]) -> bool:
+    """``template`` (same length) has ``tokens``' token or a variable at every position."""
+    for t, o in zip(template, tokens, strict=True):  # a plain loop: most differ early
+        if t != o and t != WILDCARD:
+            return False
+    return True
+
+
 def _render(tokens: list[str]) -> str:
     """A template's text: its tokens joined by spaces, a split ``key=`` joined to its value."""
     text = " ".join(tokens)
@@ -323,12 +331,15 @@ class LogMiner:
             known = self._skeletons.get(skeleton)
             if known is not None:
                 return self.resolve(known)
+        templates = self._templates
         for candidate in self._by_length.get(len(tokens), ()):
-            template = self._templates[candidate]
-            if all(t == WILDCARD for t in template):
-                continue  # a template of variables only takes nothing but its own shape
-            if all(t == w or t == WILDCARD for t, w in zip(template, tokens, strict=True)):
-                return candidate
+            template = templates[candidate]
+            for t, w in zip(template, tokens, strict=True):  # a plain loop: most differ early
+                if t != w and t != WILDCARD:
+                    break
+            else:
+                if template.count(WILDCARD) < len(template):  # variables only: takes only its own shape
+                    return candidate
         return None
 
     def _merge(self, length: int, ids: list[int]) -> int:
@@ -353,12 +364,7 @@ class LogMiner:
             self._skeletons[skeleton] = new
         # a template with a variable where older ones have words takes them in
         if skeleton and len(skeleton) < length:
-            covered = [
-                other
-                for other in peers
-                if other != new
-                and all(t == o or t == WILDCARD for t, o in zip(tokens, self._templates[other], strict=True))
-            ]
+            covered = [other for other in peers if other != new and _covers(tokens, self._templates[other])]
             if covered:
                 new = self._merge(length, [*covered, new])
                 self._templates[new] = list(tokens)

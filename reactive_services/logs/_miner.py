@@ -101,8 +101,9 @@ _TOKEN_CACHE_CHARS = 200
 _MAX_SIBLING_TOKENS = 128
 # the line cache's key: runs of ASCII digits not following a letter or digit read as "0". A
 # refinement of the token rules' digit runs (a run after another script's digit is a variable
-# there too), and ASCII classes match faster than \d
-_NUMBER = re.compile(r"(?<![A-Za-z0-9])[0-9]+")
+# there too), and ASCII classes match faster than \d. Written digit first: the runs of
+# ``(?<![A-Za-z0-9])[0-9]+`` with the lookbehind after the first digit, so re skips to digits
+_NUMBER = re.compile(r"[0-9](?<![A-Za-z0-9][0-9])[0-9]*")
 _DIGITS = frozenset("0123456789")
 _DELIMITER = re.compile(r"""[=,:;()\[\]{}"']""")
 _DOTS = re.compile(r"\.{2,}")

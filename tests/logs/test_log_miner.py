@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +28,7 @@ from reactive_services.logs import (
     make_source,
     read_lines,
 )
+from reactive_services.logs._miner import _NUMBER
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "data" / "loghub"
@@ -279,3 +282,13 @@ def test_the_pipeline_lends_its_parsers_and_the_service_its_merges() -> None:
     service.parsers = parsers
     assert service.merges("OpenSSH") == miner.merges
     assert all(service.resolve("OpenSSH", e.template_id) == f for e, f in zip(events, final, strict=True))
+
+
+def test_the_line_cache_key_replaces_the_digit_runs_that_follow_no_letter_or_digit() -> None:
+    reference = re.compile(r"(?<![A-Za-z0-9])[0-9]+")  # the rule as first written
+    rng = random.Random(3)
+    alphabet = "ab_-./: 0123456789é٣"
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(20)))
+        assert _NUMBER.sub("0", text) == reference.sub("0", text), text
+    assert _NUMBER.sub("0", "blk_-1608 ssh2 10.0.0.1:22 x12") == "blk_-0 ssh2 0.0.0.0:0 x12"

@@ -372,18 +372,16 @@ class LogMiner:
         # siblings: alike everywhere but at one position (lines of at most _MAX_SIBLING_TOKENS)
         if length > _MAX_SIBLING_TOKENS:
             return new
-        need = max(2, (length - 1) / 2)
+        if len(skeleton) - 1 < max(2, (length - 1) / 2):  # too few words elsewhere to be siblings
+            return new
+        siblings, parent, merge_values = self._siblings, self._parent, self.settings.merge_values
         for position in range(length):
             if tokens[position] == WILDCARD:
                 continue
-            rest = tokens[:position] + tokens[position + 1 :]
-            if len(skeleton) - 1 < need:
-                break
-            key = (length, position, rest)
-            group = self._siblings.setdefault(key, [])
+            group = siblings.setdefault((length, position, tokens[:position] + tokens[position + 1 :]), [])
             group.append(new)
-            live = sorted({self.resolve(member) for member in group})
-            if len(live) >= self.settings.merge_values:
+            live = sorted({member if member not in parent else self.resolve(member) for member in group})
+            if len(live) >= merge_values:
                 new = self._merge(length, live)
                 self._templates[new][position] = WILDCARD
                 group[:] = [new]

@@ -145,7 +145,8 @@ class HeldRecords:
             [],
             [],
         )
-        token = current_message.set(carrier)
+        var = current_message.var  # the context variable itself: no wrapper call per output
+        token = var.set(carrier)
         try:
             observer.on_next(value)
         except BaseException as exc:
@@ -153,7 +154,7 @@ class HeldRecords:
                 held.fail(exc)
             raise
         finally:
-            current_message.reset(token)
+            var.reset(token)
         if also is None and not carrier._pending and not carrier._holds:
             for held in holds:
                 held.release()

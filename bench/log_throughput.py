@@ -37,9 +37,13 @@ pipeline subscription, a new broker): repeating the file inside one pass would g
 copies the same event times again (they would all be *late* lines for the windows) and turn
 drain3's work on them into pure cluster matches. A measurement runs ``--repeat N`` passes;
 by default N is chosen per dataset and measurement from a warm-up pass so that it takes about
-``--target-s`` (1 s). Rates are lines / s over all passes of a round; the ratio is
-pipeline / drain3 (and service / drain3), so > 1 would mean faster than drain3 alone.
-Each figure in the table is the median of the rounds.
+``--target-s`` (1 s). Rates are lines / s over all passes of a measurement. Within a round
+drain3 alone is timed again right after each of the others (drain3, miner, drain3, pipeline,
+drain3, ...), and each kind's ratio to drain3 (miner / drain3, pipeline / drain3, service /
+drain3, ...; > 1: faster than drain3 alone) is taken against the mean of the drain3 rates
+just before and just after it: on a machine whose speed drifts, a ratio of two measurements
+seconds apart drifts much less than the rates. Each figure in the table is the median of the
+rounds (of the rates; of these paired ratios).
 
 Before timing, each dataset is checked: the source's miner alone must group the contents
 exactly as the pipeline's parser does (same configuration, same contents; ids resolved through
@@ -383,46 +387,63 @@ def measure(
             passes[dataset.name] = {kind: repeat for kind in kinds}
         else:  # one timed warm-up pass of each kind sizes the measurement
             passes[dataset.name] = {kind: calibrate(runners[kind](dataset, 1), target_s) for kind in kinds}
-    seconds: dict[str, list[dict[str, float]]] = {dataset.name: [] for dataset in datasets}
+    # per dataset and round: each kind's rate, drain3's (the mean of its measurements in the
+    # round) and each other kind's ratio to the drain3 measurements just before and after it
+    per_round: dict[str, list[dict[str, float]]] = {dataset.name: [] for dataset in datasets}
+    paired: dict[str, list[dict[str, float]]] = {dataset.name: [] for dataset in datasets}
     for round_ in range(1, rounds + 1):
         for dataset in datasets:
-            row = {kind: runners[kind](dataset, passes[dataset.name][kind]) for kind in kinds}
-            seconds[dataset.name].append(row)
-            rates = {kind: len(dataset.lines) * passes[dataset.name][kind] / row[kind] for kind in kinds}
+            n, lines = passes[dataset.name], len(dataset.lines)
+
+            def rate(kind: str, dataset: Dataset = dataset, n: dict[str, int] = n, lines: int = lines) -> float:
+                return lines * n[kind] / runners[kind](dataset, n[kind])
+
+            drain3_rates = [rate("drain3")]
+            rates: dict[str, float] = {}
+            ratios: dict[str, float] = {}
+            for kind in kinds[1:]:
+                rates[kind] = rate(kind)
+                drain3_rates.append(rate("drain3"))
+                ratios[kind] = rates[kind] / ((drain3_rates[-2] + drain3_rates[-1]) / 2)
+            rates["drain3"] = statistics.fmean(drain3_rates)
+            per_round[dataset.name].append(rates)
+            paired[dataset.name].append(ratios)
             text = "  ".join(f"{kind} {rates[kind]:>9,.0f} lines/s" for kind in kinds)
-            ratio = rates["pipeline"] / rates["drain3"]
-            mined = rates["miner"] / rates["drain3"]
             progress(
-                f"round {round_}  {dataset.name:<12} {text}  miner/drain3 {mined:.3f}  pipeline/drain3 {ratio:.3f}"
+                f"round {round_}  {dataset.name:<12} {text}  miner/drain3 {ratios['miner']:.3f}  "
+                f"pipeline/drain3 {ratios['pipeline']:.3f}"
             )
     results = []
     for dataset in datasets:
-        n = passes[dataset.name]
-        lines = len(dataset.lines)
-        per_round = [{kind: lines * n[kind] / row[kind] for kind in kinds} for row in seconds[dataset.name]]
-        median = {kind: statistics.median(rates[kind] for rates in per_round) for kind in kinds}
+        rounds_of, ratios_of = per_round[dataset.name], paired[dataset.name]
+        median = {kind: statistics.median(rates[kind] for rates in rounds_of) for kind in kinds}
+
+        def ratio(kind: str, ratios_of: list[dict[str, float]] = ratios_of) -> float:
+            return statistics.median(ratios[kind] for ratios in ratios_of)
+
         result: dict[str, Any] = {
             "dataset": dataset.name,
             "file": str(dataset.path),
             "source": dataset.source.name,
-            "lines": lines,
+            "lines": len(dataset.lines),
             "templates": len(dataset.templates),
-            "passes": n,
+            "passes": passes[dataset.name],
             "drain3_lines_per_s": median["drain3"],
             "miner_lines_per_s": median["miner"],
-            "miner_ratio": median["miner"] / median["drain3"],
-            "miner_round_ratios": [rates["miner"] / rates["drain3"] for rates in per_round],
+            "miner_ratio": ratio("miner"),
+            "miner_round_ratios": [ratios["miner"] for ratios in ratios_of],
             "pipeline_lines_per_s": median["pipeline"],
-            "ratio": median["pipeline"] / median["drain3"],
-            "round_ratios": [rates["pipeline"] / rates["drain3"] for rates in per_round],
-            "rounds": [{f"{kind}_lines_per_s": rates[kind] for kind in kinds} for rates in per_round],
+            "ratio": ratio("pipeline"),
+            "round_ratios": [ratios["pipeline"] for ratios in ratios_of],
+            "rounds": [{f"{kind}_lines_per_s": rates[kind] for kind in kinds} for rates in rounds_of],
         }
         if service:
             result["service_lines_per_s"] = median["service"]
-            result["service_ratio"] = median["service"] / median["drain3"]
-            result["service_round_ratios"] = [rates["service"] / rates["drain3"] for rates in per_round]
+            result["service_ratio"] = ratio("service")
+            result["service_round_ratios"] = [ratios["service"] for ratios in ratios_of]
             result["analyze_file_lines_per_s"] = median["analyze_file"]
-            result["analyze_file_ratio"] = median["analyze_file"] / median["drain3"]
+            result["analyze_file_ratio"] = ratio("analyze_file")
+            result["analyze_file_round_ratios"] = [ratios["analyze_file"] for ratios in ratios_of]
         results.append(result)
     return results
 
